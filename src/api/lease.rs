@@ -1,0 +1,164 @@
+//! `GpuLease`: a tenant's request for GPUs from a pool, and what it was given.
+// kube's `printcolumn(...)` attributes repeat `type_ = ...`, which clippy mistakes for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::Condition;
+
+/// A tenant's lease of whole GPU nodes from a TenantPool, created in the tenant's namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "sublet.dev",
+    version = "v1alpha1",
+    kind = "GpuLease",
+    plural = "gpuleases",
+    singular = "gpulease",
+    shortname = "gl",
+    category = "sublet",
+    namespaced,
+    doc = "A tenant's lease of whole GPU nodes from a TenantPool, created in the tenant's namespace.",
+    status = "GpuLeaseStatus",
+    cel,
+    printcolumn(
+        name = "Pool",
+        type_ = "string",
+        json_path = ".spec.pool",
+        description = "The TenantPool the lease draws from"
+    ),
+    printcolumn(
+        name = "GPUs",
+        type_ = "integer",
+        json_path = ".spec.gpus",
+        description = "GPUs asked for"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Bound, Reclaiming, Released or Expired"
+    ),
+    printcolumn(
+        name = "Nodes",
+        type_ = "integer",
+        json_path = ".status.nodeCount",
+        description = "Nodes bound"
+    ),
+    printcolumn(
+        name = "Deadline",
+        type_ = "string",
+        json_path = ".status.noticeDeadline",
+        description = "When reclaimed nodes are taken back"
+    ),
+    printcolumn(
+        name = "Cost",
+        type_ = "number",
+        json_path = ".status.cost",
+        description = "Cost so far, in the pool's currency"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.gpuModel) == has(oldSelf.gpuModel) && (!has(self.gpuModel) || self.gpuModel == oldSelf.gpuModel)").message("gpuModel is immutable; create a new lease instead"))]
+pub struct GpuLeaseSpec {
+    /// The TenantPool to lease from.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("pool must not be empty"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("pool is immutable; create a new lease instead"))]
+    pub pool: String,
+    /// GPUs wanted; whole nodes are bound, as few as cover this count.
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100000").message("gpus must be between 1 and 100000"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("gpus is immutable; create a new lease instead"))]
+    pub gpus: i32,
+    /// The GPU model wanted, as in the pool's `gpuModelLabel`. Any model when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_model: Option<String>,
+    /// The lease ends this many seconds after it is bound. Open-ended when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 60").message("durationSeconds must be at least 60"))]
+    pub duration_seconds: Option<i64>,
+    /// The most the tenant pays per GPU-hour; the lease waits while the pool's price is higher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0.0").message("maxPricePerGpuHour must not be negative"))]
+    pub max_price_per_gpu_hour: Option<f64>,
+}
+
+/// Where a lease is in its life.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub enum LeasePhase {
+    /// Waiting for nodes.
+    #[default]
+    Pending,
+    /// Nodes are bound; the tenant's pods may run on them.
+    Bound,
+    /// Notice given on at least one node; see `noticeDeadline`.
+    Reclaiming,
+    /// All nodes went back; the lease is finished.
+    Released,
+    /// The lease's duration ran out and its nodes went back.
+    Expired,
+}
+
+impl LeasePhase {
+    /// Whether the lease has finished for good.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Released | Self::Expired)
+    }
+}
+
+/// What a lease was given and what it has cost.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuLeaseStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub phase: LeasePhase,
+    /// Why the lease is in its phase, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The nodes bound to the lease.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub nodes: Vec<String>,
+    /// How many nodes are bound.
+    #[serde(default)]
+    pub node_count: i32,
+    /// GPUs on the bound nodes.
+    #[serde(default)]
+    pub gpus: i32,
+    /// The node selector the tenant's pods must carry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// The tolerations the tenant's pods must carry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub tolerations: Vec<Toleration>,
+    /// When the first node was bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_at: Option<Time>,
+    /// When nodes under notice are taken back; once given it never moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice_deadline: Option<Time>,
+    /// The price per GPU-hour the lease pays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_per_gpu_hour: Option<f64>,
+    /// GPU-seconds used, up to `accountedUntil`.
+    #[serde(default)]
+    pub gpu_seconds: i64,
+    /// Cost up to `accountedUntil`, in the pool's currency.
+    #[serde(default)]
+    pub cost: f64,
+    /// The ledger is complete up to this time; a restarted controller continues from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounted_until: Option<Time>,
+    /// Bound, Reclaiming and the like.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,13 @@
+//! sublet lends an organisation's idle GPU nodes to outside tenants and takes them back, with notice,
+//! when internal work needs them.
+//!
+//! ```text
+//!   api      the custom resources (TenantPool, GpuLease) and the sublet.dev/ keys on nodes and pods
+//!   crd      the CustomResourceDefinitions generated from `api`
+//!   cli      the `sublet` command line
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod crd;
