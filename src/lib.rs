@@ -5,9 +5,11 @@
 //!   api      the custom resources (TenantPool, GpuLease) and the sublet.dev/ keys on nodes and pods
 //!   crd      the CustomResourceDefinitions generated from `api`
 //!   cli      the `sublet` command line
+//!   policy   the pure lending planner: Snapshot -> plan() -> Plan
 //! ```
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
 pub mod crd;
+pub mod policy;

@@ -10,6 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::Condition;
+pub use crate::policy::LeasePhase;
 
 /// A tenant's lease of whole GPU nodes from a TenantPool, created in the tenant's namespace.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -85,29 +86,6 @@ pub struct GpuLeaseSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 0.0").message("maxPricePerGpuHour must not be negative"))]
     pub max_price_per_gpu_hour: Option<f64>,
-}
-
-/// Where a lease is in its life.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
-pub enum LeasePhase {
-    /// Waiting for nodes.
-    #[default]
-    Pending,
-    /// Nodes are bound; the tenant's pods may run on them.
-    Bound,
-    /// Notice given on at least one node; see `noticeDeadline`.
-    Reclaiming,
-    /// All nodes went back; the lease is finished.
-    Released,
-    /// The lease's duration ran out and its nodes went back.
-    Expired,
-}
-
-impl LeasePhase {
-    /// Whether the lease has finished for good.
-    pub fn is_final(self) -> bool {
-        matches!(self, Self::Released | Self::Expired)
-    }
 }
 
 /// What a lease was given and what it has cost.

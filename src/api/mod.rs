@@ -12,10 +12,12 @@
 mod condition;
 pub mod keys;
 mod lease;
+mod policy;
 mod pool;
 
 pub use condition::{Condition, ConditionStatus, set_condition};
 pub use lease::{GpuLease, GpuLeaseSpec, GpuLeaseStatus, LeasePhase};
+pub use policy::selector;
 pub use pool::{
     DemandSources, IdleRule, KueueDemand, LearnedReserve, LendingWindow, MemberNode, Mode, NodeState,
     PendingPodsDemand, PoolTotals, Pricing, PromqlDemand, ReclaimPolicy, Reserve, TenantPool, TenantPoolSpec,

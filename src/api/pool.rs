@@ -9,6 +9,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::Condition;
+pub use crate::policy::NodeState;
 
 /// A pool of GPU nodes that sublet may lend to tenants while internal work leaves them idle.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -431,44 +432,6 @@ pub struct PoolTotals {
     pub leased_gpus: i32,
     /// GPUs under reclaim notice.
     pub reclaiming_gpus: i32,
-}
-
-/// The state of a node as sublet sees it.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, schemars::JsonSchema,
-)]
-pub enum NodeState {
-    /// Serving internal work (sublet has no label or taint on it).
-    #[default]
-    Internal,
-    /// Out of internal use, waiting for a lease.
-    Lent,
-    /// Bound to a lease.
-    Leased,
-    /// Under reclaim notice.
-    Reclaiming,
-}
-
-impl NodeState {
-    /// The value of the `sublet.dev/state` label (none for `Internal`).
-    pub fn label(self) -> Option<&'static str> {
-        match self {
-            Self::Internal => None,
-            Self::Lent => Some("lent"),
-            Self::Leased => Some("leased"),
-            Self::Reclaiming => Some("reclaiming"),
-        }
-    }
-
-    /// Reads a `sublet.dev/state` label value.
-    pub fn from_label(value: &str) -> Option<Self> {
-        match value {
-            "lent" => Some(Self::Lent),
-            "leased" => Some(Self::Leased),
-            "reclaiming" => Some(Self::Reclaiming),
-            _ => None,
-        }
-    }
 }
 
 /// One member node in the pool status.

@@ -1,0 +1,34 @@
+//! The lending planner: pure decisions, no Kubernetes, no async, no I/O.
+//!
+//! ```text
+//!   Snapshot (nodes, GPU pods, leases, demand, signals, history, now)
+//!        │
+//!        ▼  plan()
+//!   Plan { steps: [Lend | Unlend | Bind | Notice | AnnotatePod | Evict | Return] + reasons,
+//!          totals, ledger, per-node and per-lease reports }
+//! ```
+//!
+//! The controller observes the cluster into a [`Snapshot`] and carries out the [`Plan`]; the simulator
+//! replays traces through the very same [`plan`].
+
+mod config;
+mod history;
+pub mod model;
+mod plan;
+mod reclaim;
+mod selector;
+mod snapshot;
+mod state;
+mod work;
+
+pub use config::{LearnedPolicy, PolicyError, PoolPolicy, Prices, ReservePolicy, WindowRange, Windows, weekday_index};
+pub use history::DemandHistory;
+pub use plan::{Action, LeaseReport, NodeReport, Plan, Step, Totals, plan};
+pub use selector::{Requirement, Selector};
+pub use snapshot::{
+    Demand, LeaseView, Marks, NodeView, PodPhase, PodView, PoolLedger, Signals, Snapshot, SnapshotBuilder, Utilization,
+};
+pub use state::{LeasePhase, NodeState};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,87 @@
+//! Carrying a plan out on a snapshot, as a perfect executor would: the cluster model used by the property
+//! tests and the simulator to check that plans do what they say and that planning again changes nothing.
+
+use super::plan::{Action, Plan};
+use super::snapshot::{Marks, Snapshot};
+use super::state::{LeasePhase, NodeState};
+
+/// Applies every step of `plan` to `s`, as the controller would write it into the cluster at `s.now`.
+/// Evicted pods disappear at once (a grace period of zero); lease phases follow the plan's lease reports.
+pub fn apply(s: &mut Snapshot, plan: &Plan) {
+    let now = s.now;
+    let index = |s: &Snapshot, name: &str| s.nodes.iter().position(|n| n.name == name);
+    let mut evicted = Vec::new();
+    for step in &plan.steps {
+        match &step.action {
+            Action::Lend { node } => {
+                if let Some(n) = index(s, node) {
+                    s.nodes[n].marks = Marks {
+                        pool: Some(s.policy.name.clone()),
+                        state: NodeState::Lent,
+                        since: Some(now),
+                        returned_at: s.nodes[n].marks.returned_at,
+                        ..Marks::default()
+                    };
+                }
+            }
+            Action::Unlend { node } | Action::Return { node, .. } => {
+                if let Some(n) = index(s, node) {
+                    s.nodes[n].marks = Marks {
+                        returned_at: Some(now),
+                        ..Marks::default()
+                    };
+                }
+            }
+            Action::Bind { namespace, name, nodes } => {
+                let key = crate::api::keys::lease_key(namespace, name);
+                for node in nodes {
+                    if let Some(n) = index(s, node) {
+                        let m = &mut s.nodes[n].marks;
+                        m.state = NodeState::Leased;
+                        m.lease = Some(key.clone());
+                        m.since = Some(now);
+                    }
+                }
+            }
+            Action::Notice { node, deadline, .. } => {
+                if let Some(n) = index(s, node) {
+                    let m = &mut s.nodes[n].marks;
+                    m.state = NodeState::Reclaiming;
+                    m.deadline.get_or_insert(*deadline);
+                    m.since = Some(now);
+                    let deadline = m.deadline;
+                    for pod in s.pods.iter_mut().filter(|p| p.node == Some(n) && p.tenant) {
+                        pod.deadline_annotation = deadline;
+                    }
+                }
+            }
+            Action::AnnotatePod {
+                namespace,
+                name,
+                deadline,
+            } => {
+                if let Some(pod) = s.pods.iter_mut().find(|p| &p.namespace == namespace && &p.name == name) {
+                    pod.deadline_annotation = Some(*deadline);
+                }
+            }
+            Action::Evict { namespace, name, .. } => evicted.push((namespace.clone(), name.clone())),
+        }
+    }
+    if !evicted.is_empty() {
+        s.pods
+            .retain(|p| !evicted.iter().any(|(ns, n)| &p.namespace == ns && &p.name == n));
+    }
+    for report in &plan.leases {
+        if let Some(lease) = s
+            .leases
+            .iter_mut()
+            .find(|l| l.namespace == report.namespace && l.name == report.name)
+        {
+            lease.phase = report.phase;
+            if lease.bound_at.is_none() && report.phase != LeasePhase::Pending {
+                lease.bound_at = report.bound_at;
+            }
+        }
+    }
+    s.ledger = plan.ledger;
+}

@@ -1,0 +1,517 @@
+//! `plan()`: from a snapshot to the actions that keep a pool right, with a reason for each.
+//!
+//! The order inside one plan, each step seeing the effects of the ones before:
+//!
+//! ```text
+//!  1. reclaiming nodes  → return when the tenant's pods are gone; annotate; evict at the deadline
+//!  2. forced notices    → pool deleted, lease deleted or gone, lease running out
+//!  3. internal demand   → per class: unlend idle lent nodes, then notice the fewest leases that cover it
+//!  4. lending           → idle internal nodes beyond demand and reserve, inside windows and caps
+//!  5. binding           → pending leases onto lent nodes of their model, fewest nodes
+//!  6. report            → totals, ledger, one line per node and lease
+//! ```
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::reclaim::{self, LeaseCandidate};
+use super::snapshot::Snapshot;
+use super::state::{LeasePhase, NodeState};
+use super::work::{Classes, Work};
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Take an idle node out of internal use: pool and state labels, the lent taint.
+    Lend { node: String },
+    /// Give a lent node without a lease straight back.
+    Unlend { node: String },
+    /// Bind nodes to a pending lease: its label and taint on each node.
+    Bind {
+        namespace: String,
+        name: String,
+        nodes: Vec<String>,
+    },
+    /// Give notice on a node: state `reclaiming`, the deadline on the node, its lease and its tenant pods.
+    Notice {
+        node: String,
+        lease: Option<String>,
+        deadline: Timestamp,
+    },
+    /// Put the deadline annotation on a tenant pod of a reclaiming node that lacks it.
+    AnnotatePod {
+        namespace: String,
+        name: String,
+        deadline: Timestamp,
+    },
+    /// Evict a tenant pod whose notice has run out.
+    Evict {
+        namespace: String,
+        name: String,
+        node: String,
+        deadline: Timestamp,
+    },
+    /// Hand a node back to internal use: sublet's labels and taints removed.
+    Return { node: String, lease: Option<String> },
+}
+
+/// An action and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub action: Action,
+    pub reason: String,
+}
+
+/// GPU counts over the pool, as observed before the plan is carried out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub nodes: u32,
+    pub gpus: u32,
+    /// GPUs this plan lends now (what would be lent, in Observe mode).
+    pub lendable_gpus: u32,
+    pub lent_gpus: u32,
+    pub leased_gpus: u32,
+    pub reclaiming_gpus: u32,
+    pub internal_free_gpus: u32,
+    pub internal_used_gpus: u32,
+    pub pending_gpus: u32,
+    pub reserve_gpus: u32,
+    /// Idle beyond demand and reserve, or already out: lendable + lent + leased + reclaiming.
+    pub harvestable_gpus: u32,
+}
+
+/// One member node in the report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeReport {
+    pub name: String,
+    pub state: NodeState,
+    pub lease: Option<String>,
+    pub gpus: u32,
+    pub model: Option<String>,
+    pub since: Option<Timestamp>,
+    pub reason: String,
+}
+
+/// One lease in the report: the status it should show once the plan is carried out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeaseReport {
+    pub namespace: String,
+    pub name: String,
+    pub phase: LeasePhase,
+    pub reason: String,
+    pub nodes: Vec<String>,
+    pub gpus: u32,
+    pub deadline: Option<Timestamp>,
+    pub price_per_gpu_hour: f64,
+    /// When the lease's nodes were first bound (set by a Bind in this plan when it had none).
+    pub bound_at: Option<Timestamp>,
+}
+
+/// The whole plan.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    pub totals: Totals,
+    pub ledger: super::snapshot::PoolLedger,
+    pub nodes: Vec<NodeReport>,
+    pub leases: Vec<LeaseReport>,
+    /// Why nothing new is lent, when that holds for the whole pool.
+    pub lending_blocked: Option<String>,
+}
+
+/// Plans one pool. Pure: the same snapshot gives the same plan.
+pub fn plan(s: &Snapshot) -> Plan {
+    let mut w = Work::new(s);
+    let observed = w.totals_observed();
+    reclaiming_nodes(&mut w);
+    forced_notices(&mut w);
+    let mut classes = w.classes();
+    internal_demand(&mut w, &mut classes);
+    let blocked = lending(&mut w, &mut classes);
+    binding(&mut w);
+    report(w, classes, observed, blocked)
+}
+
+fn deadline_after_notice(w: &Work) -> Timestamp {
+    w.now
+        .saturating_add(SignedDuration::from_secs(w.policy.notice_seconds))
+        .expect("notice fits a timestamp")
+}
+
+/// Step 1.
+fn reclaiming_nodes(w: &mut Work) {
+    for n in 0..w.nodes.len() {
+        if !w.nodes[n].member || w.nodes[n].state != NodeState::Reclaiming {
+            continue;
+        }
+        let name = w.snap.nodes[n].name.clone();
+        let lease = w.nodes[n].lease_key.clone();
+        let tenant_pods = w.tenant_pods_on(n);
+        if tenant_pods.is_empty() {
+            w.push(
+                Action::Return { node: name, lease },
+                "notice served and no tenant pod is left on the node",
+            );
+            w.nodes[n].state = NodeState::Internal;
+            continue;
+        }
+        let deadline = match w.snap.nodes[n].marks.deadline {
+            Some(d) => d,
+            None => {
+                // The node says reclaiming but carries no deadline: give the notice again, in full.
+                let d = deadline_after_notice(w);
+                w.push(
+                    Action::Notice {
+                        node: name.clone(),
+                        lease,
+                        deadline: d,
+                    },
+                    "reclaiming without a deadline",
+                );
+                d
+            }
+        };
+        for p in tenant_pods {
+            let pod = &w.snap.pods[p];
+            if pod.terminating {
+                continue;
+            }
+            if w.now >= deadline {
+                let action = Action::Evict {
+                    namespace: pod.namespace.clone(),
+                    name: pod.name.clone(),
+                    node: name.clone(),
+                    deadline,
+                };
+                w.push(action, &format!("reclaim deadline {deadline} has passed"));
+            } else if pod.deadline_annotation != Some(deadline) {
+                let action = Action::AnnotatePod {
+                    namespace: pod.namespace.clone(),
+                    name: pod.name.clone(),
+                    deadline,
+                };
+                w.push(action, "tenant pod on a reclaiming node lacks the deadline");
+            }
+        }
+    }
+}
+
+/// Step 2: notices that do not depend on internal demand, and so on no concurrency budget.
+fn forced_notices(w: &mut Work) {
+    let deleting = w.policy.deleting;
+    for n in 0..w.nodes.len() {
+        let node = &w.nodes[n];
+        if !node.member || !matches!(node.state, NodeState::Lent | NodeState::Leased) {
+            continue;
+        }
+        let has_tenant_pods = w.has_tenant_pods(n);
+        let why = if deleting {
+            Some("the pool is being deleted".to_string())
+        } else if node.state == NodeState::Lent && has_tenant_pods {
+            Some("tenant pods run on a node that no lease holds".to_string())
+        } else if node.state == NodeState::Leased {
+            lease_end_reason(w, n)
+        } else if node.internal_gpu_pods > 0 {
+            Some("an internal GPU pod runs on the lent node".to_string())
+        } else {
+            None
+        };
+        let Some(why) = why else { continue };
+        if node.state == NodeState::Lent && !has_tenant_pods {
+            w.unlend(n, &why);
+        } else {
+            let deadline = notice_deadline(w, n);
+            w.notice(n, deadline, &why);
+        }
+    }
+}
+
+/// Why a leased node's lease is over, if it is: deleted, gone, finished, or running out within the notice.
+fn lease_end_reason(w: &Work, n: usize) -> Option<String> {
+    let key = w.nodes[n].lease_key.as_deref().unwrap_or("");
+    let Some(l) = w.nodes[n].lease else {
+        return Some(format!("lease {key} no longer exists"));
+    };
+    let lease = &w.snap.leases[l];
+    if lease.deleting {
+        return Some(format!("lease {key} is being deleted"));
+    }
+    if lease.phase.is_final() {
+        return Some(format!("lease {key} has ended"));
+    }
+    let end = lease_end(w, l)?;
+    (deadline_after_notice(w) >= end).then(|| format!("lease {key} ends at {end}"))
+}
+
+fn lease_end(w: &Work, l: usize) -> Option<Timestamp> {
+    let lease = &w.snap.leases[l];
+    let secs = lease.duration_seconds?;
+    lease.bound_at?.checked_add(SignedDuration::from_secs(secs)).ok()
+}
+
+/// A lease that runs out gets its end as the deadline (never less notice than the pool gives).
+fn notice_deadline(w: &Work, n: usize) -> Timestamp {
+    let full = deadline_after_notice(w);
+    match w.nodes[n].lease.and_then(|l| lease_end(w, l)) {
+        Some(end) if end > full => end,
+        _ => full,
+    }
+}
+
+/// Step 3.
+fn internal_demand(w: &mut Work, classes: &mut Classes) {
+    let deficits: Vec<(usize, i64)> = (0..classes.len()).map(|c| (c, classes.deficit(c))).collect();
+    for (c, need) in deficits {
+        if need > 0 {
+            reclaim_for(w, classes, Some(c), need);
+        }
+    }
+    let any = classes.any_deficit();
+    if any > 0 {
+        reclaim_for(w, classes, None, any);
+    }
+}
+
+/// Brings `need` GPUs back for class `c` (any class when None): idle lent nodes at once, then notices.
+fn reclaim_for(w: &mut Work, classes: &mut Classes, c: Option<usize>, need: i64) {
+    let why = match c {
+        Some(c) => format!(
+            "internal demand in {}: {} GPUs pending, {} reserved, {} free",
+            classes.label(c),
+            classes.pending[c],
+            classes.reserve[c],
+            classes.free[c]
+        ),
+        None => format!("internal demand for any GPU: {} GPUs pending", classes.pending_any),
+    };
+    let mut need = need;
+    let in_class = |w: &Work, n: usize| c.is_none_or(|c| w.nodes[n].class == c);
+    let mut lent: Vec<usize> = (0..w.nodes.len())
+        .filter(|&n| w.nodes[n].member && w.nodes[n].state == NodeState::Lent && in_class(w, n))
+        .filter(|&n| !w.has_tenant_pods(n))
+        .collect();
+    lent.sort_by_key(|&n| std::cmp::Reverse(w.nodes[n].gpus));
+    for n in lent {
+        if need <= 0 {
+            break;
+        }
+        need -= i64::from(w.nodes[n].gpus);
+        classes.free[w.nodes[n].class] += w.nodes[n].gpus as i64;
+        w.unlend(n, &why);
+    }
+    if need <= 0 {
+        return;
+    }
+    let budget = w
+        .policy
+        .max_concurrent_reclaims
+        .map(|max| (max as usize).saturating_sub(w.count_state(NodeState::Reclaiming)))
+        .unwrap_or(usize::MAX);
+    if budget == 0 {
+        return;
+    }
+    let candidates = lease_candidates(w, c);
+    let chosen = reclaim::choose(&candidates, need, budget, w.now, w.policy.min_lease_seconds);
+    let deadline = deadline_after_notice(w);
+    for n in chosen {
+        classes.incoming[w.nodes[n].class] += w.nodes[n].gpus as i64;
+        w.notice(n, deadline, &why);
+    }
+}
+
+/// Leased nodes of class `c`, grouped by lease.
+fn lease_candidates(w: &Work, c: Option<usize>) -> Vec<LeaseCandidate> {
+    let mut by_lease: std::collections::BTreeMap<usize, LeaseCandidate> = Default::default();
+    for (n, node) in w.nodes.iter().enumerate() {
+        if !node.member || node.state != NodeState::Leased || c.is_some_and(|c| node.class != c) {
+            continue;
+        }
+        let Some(l) = node.lease else { continue };
+        let lease = &w.snap.leases[l];
+        let cand = by_lease.entry(l).or_insert_with(|| LeaseCandidate {
+            key: lease.key(),
+            bound_at: lease.bound_at,
+            price: w.lease_price(l),
+            nodes: vec![],
+        });
+        cand.nodes.push((n, node.gpus));
+    }
+    by_lease.into_values().collect()
+}
+
+/// Step 4. Returns why the pool lends nothing new, when that holds pool-wide.
+fn lending(w: &mut Work, classes: &mut Classes) -> Option<String> {
+    let blocked = if w.policy.deleting {
+        Some("the pool is being deleted".to_string())
+    } else if !w.snap.signals.fresh {
+        Some(format!(
+            "signals are not fresh: {}",
+            w.snap.signals.reason.as_deref().unwrap_or("unknown")
+        ))
+    } else if !w.policy.windows.is_open(w.now) {
+        Some("outside the lending windows".to_string())
+    } else {
+        None
+    };
+    let cap = u64::from(w.total_gpus()) * u64::from(w.policy.max_lent_percent) / 100;
+    let mut out = u64::from(w.out_gpus());
+    // Lent nodes without a lease that the rules no longer allow go straight back.
+    let idle_lent: Vec<usize> = (0..w.nodes.len())
+        .filter(|&n| w.nodes[n].member && w.nodes[n].state == NodeState::Lent && !w.has_tenant_pods(n))
+        .collect();
+    for n in idle_lent {
+        if blocked.as_deref() == Some("outside the lending windows") {
+            w.unlend(n, "outside the lending windows");
+            out -= u64::from(w.nodes[n].gpus);
+        } else if out > cap {
+            w.unlend(n, "more than maxLentPercent of the pool is lent");
+            out -= u64::from(w.nodes[n].gpus);
+        }
+    }
+    let mut surplus = classes.surplus();
+    let mut candidates: Vec<usize> = Vec::new();
+    for n in 0..w.nodes.len() {
+        if !w.nodes[n].member || w.nodes[n].state != NodeState::Internal || w.nodes[n].acted {
+            continue;
+        }
+        match w.idle_verdict(n) {
+            Ok(()) => candidates.push(n),
+            Err(reason) => w.nodes[n].reason = reason,
+        }
+    }
+    candidates.sort_by(|&a, &b| {
+        let (na, nb) = (&w.snap.nodes[a], &w.snap.nodes[b]);
+        na.idle_since.cmp(&nb.idle_since).then_with(|| na.name.cmp(&nb.name))
+    });
+    for n in candidates {
+        if let Some(why) = &blocked {
+            w.nodes[n].reason = format!("idle, but {why}");
+            continue;
+        }
+        let gpus = w.nodes[n].gpus;
+        let c = w.nodes[n].class;
+        if surplus[c] < i64::from(gpus) {
+            w.nodes[n].reason = format!(
+                "idle, but kept for internal work ({} GPUs pending, {} reserved)",
+                classes.pending[c], classes.reserve[c]
+            );
+            continue;
+        }
+        if out + u64::from(gpus) > cap {
+            w.nodes[n].reason = format!("idle, but maxLentPercent ({}%) is reached", w.policy.max_lent_percent);
+            continue;
+        }
+        surplus[c] -= i64::from(gpus);
+        out += u64::from(gpus);
+        classes.free[c] -= i64::from(gpus);
+        w.lend(n);
+    }
+    blocked
+}
+
+/// Step 5.
+fn binding(w: &mut Work) {
+    if w.policy.deleting {
+        return;
+    }
+    let mut pending: Vec<usize> = (0..w.snap.leases.len())
+        .filter(|&l| {
+            let lease = &w.snap.leases[l];
+            lease.phase == LeasePhase::Pending && lease.bound_at.is_none() && !lease.deleting
+        })
+        .collect();
+    pending.sort_by(|&a, &b| {
+        let (la, lb) = (&w.snap.leases[a], &w.snap.leases[b]);
+        la.created.cmp(&lb.created).then_with(|| la.name.cmp(&lb.name))
+    });
+    for l in pending {
+        let lease = &w.snap.leases[l];
+        if !lease.tenant_namespace {
+            w.lease_reasons[l] = format!("namespace {} is not a tenant namespace of this pool", lease.namespace);
+            continue;
+        }
+        let mut free: Vec<usize> = (0..w.nodes.len())
+            .filter(|&n| {
+                let node = &w.nodes[n];
+                node.member
+                    && node.state == NodeState::Lent
+                    && node.lease.is_none()
+                    && !w.has_tenant_pods(n)
+                    && lease.model.as_deref().is_none_or(|m| w.model(n) == Some(m))
+            })
+            .collect();
+        if let Some(cap) = lease.max_price {
+            let before = free.len();
+            free.retain(|&n| w.policy.prices.for_model(w.model(n)) <= cap);
+            if free.is_empty() && before > 0 {
+                w.lease_reasons[l] = format!("the pool's price is above the lease's cap of {cap} per GPU-hour");
+                continue;
+            }
+            if before == 0 && w.lowest_price(lease.model.as_deref()) > cap {
+                w.lease_reasons[l] = format!("the pool's price is above the lease's cap of {cap} per GPU-hour");
+                continue;
+            }
+        }
+        match pick_nodes(w, &free, lease.gpus) {
+            Some(nodes) => w.bind(l, nodes),
+            None => {
+                let have: u32 = free.iter().map(|&n| w.nodes[n].gpus).sum();
+                let model = lease
+                    .model
+                    .as_deref()
+                    .map(|m| format!(" of model {m}"))
+                    .unwrap_or_default();
+                w.lease_reasons[l] = format!("waiting for {} GPUs{model}; {have} lent and free now", lease.gpus);
+            }
+        }
+    }
+}
+
+/// The fewest whole nodes that cover `gpus`, wasting as little as possible; None when they do not suffice.
+fn pick_nodes(w: &Work, free: &[usize], gpus: u32) -> Option<Vec<usize>> {
+    let mut by_size: Vec<usize> = free.to_vec();
+    by_size.sort_by(|&a, &b| w.nodes[b].gpus.cmp(&w.nodes[a].gpus).then(a.cmp(&b)));
+    let mut chosen = Vec::new();
+    let mut got = 0u32;
+    for &n in &by_size {
+        if got >= gpus {
+            break;
+        }
+        chosen.push(n);
+        got += w.nodes[n].gpus;
+    }
+    if got < gpus {
+        return None;
+    }
+    // The last node taken may be larger than needed: swap in the smallest unused node that still covers.
+    let last = *chosen.last()?;
+    let rest = gpus - (got - w.nodes[last].gpus);
+    if let Some(&better) = by_size
+        .iter()
+        .rev()
+        .find(|&&n| !chosen.contains(&n) && w.nodes[n].gpus >= rest)
+        && w.nodes[better].gpus < w.nodes[last].gpus
+    {
+        *chosen.last_mut()? = better;
+    }
+    Some(chosen)
+}
+
+/// Step 6.
+fn report(w: Work, classes: Classes, observed: Totals, blocked: Option<String>) -> Plan {
+    let mut totals = observed;
+    totals.lendable_gpus = w.lent_now;
+    totals.pending_gpus = classes.pending.iter().map(|&p| p.max(0) as u32).sum::<u32>() + classes.pending_any as u32;
+    totals.reserve_gpus = classes.reserve.iter().map(|&r| r.max(0) as u32).sum();
+    totals.harvestable_gpus = totals.lendable_gpus + totals.lent_gpus + totals.leased_gpus + totals.reclaiming_gpus;
+    let ledger = w.accrue(&totals);
+    let nodes = w.node_reports();
+    let leases = w.lease_reports();
+    Plan {
+        steps: w.steps,
+        totals,
+        ledger,
+        nodes,
+        leases,
+        lending_blocked: blocked,
+    }
+}

@@ -1,0 +1,714 @@
+//! Table tests: one behaviour of the planner each.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::*;
+
+const MODEL: &str = "A100";
+
+fn t0() -> Timestamp {
+    // A Wednesday, 12:00 UTC.
+    "2026-11-25T12:00:00Z".parse().unwrap()
+}
+
+fn at(secs: i64) -> Timestamp {
+    t0().checked_add(SignedDuration::from_secs(secs)).unwrap()
+}
+
+struct Fx {
+    policy: PoolPolicy,
+    nodes: Vec<NodeView>,
+    pods: Vec<(PodView, Option<String>)>,
+    leases: Vec<LeaseView>,
+    demand: Vec<(Option<String>, u32)>,
+    signals: Signals,
+    history: Option<DemandHistory>,
+    now: Timestamp,
+}
+
+fn fx() -> Fx {
+    let mut policy = PoolPolicy::with_defaults("pool");
+    policy.cooldown_seconds = 0;
+    Fx {
+        policy,
+        nodes: vec![],
+        pods: vec![],
+        leases: vec![],
+        demand: vec![],
+        signals: Signals::default(),
+        history: None,
+        now: t0(),
+    }
+}
+
+fn labels(model: &str) -> BTreeMap<String, String> {
+    [("nvidia.com/gpu.product".to_string(), model.to_string())].into()
+}
+
+impl Fx {
+    /// An idle, ready node of `gpus` GPUs, idle for an hour.
+    fn node(mut self, name: &str, gpus: u32) -> Self {
+        self.nodes.push(NodeView {
+            name: name.into(),
+            labels: labels(MODEL),
+            ready: true,
+            gpus,
+            idle_since: Some(at(-3600)),
+            ..NodeView::default()
+        });
+        self
+    }
+    fn with_node(mut self, f: impl FnOnce(&mut NodeView)) -> Self {
+        f(self.nodes.last_mut().unwrap());
+        self
+    }
+    fn marked(self, state: NodeState, lease: Option<&str>) -> Self {
+        self.with_node(|n| {
+            n.marks = Marks {
+                pool: Some("pool".into()),
+                state,
+                lease: lease.map(str::to_string),
+                since: Some(at(-600)),
+                ..Marks::default()
+            }
+        })
+    }
+    fn internal_pod(mut self, name: &str, node: Option<&str>, gpus: u32) -> Self {
+        let phase = if node.is_some() {
+            PodPhase::Running
+        } else {
+            PodPhase::Pending
+        };
+        let pod = PodView {
+            namespace: "ml".into(),
+            name: name.into(),
+            gpus,
+            phase,
+            ..PodView::default()
+        };
+        self.pods.push((pod, node.map(str::to_string)));
+        self
+    }
+    fn tenant_pod(mut self, ns: &str, name: &str, node: &str) -> Self {
+        let pod = PodView {
+            namespace: ns.into(),
+            name: name.into(),
+            gpus: 8,
+            tenant: true,
+            phase: PodPhase::Running,
+            ..PodView::default()
+        };
+        self.pods.push((pod, Some(node.into())));
+        self
+    }
+    fn lease(mut self, ns: &str, name: &str, gpus: u32, phase: LeasePhase, bound_at: Option<i64>) -> Self {
+        self.leases.push(LeaseView {
+            namespace: ns.into(),
+            name: name.into(),
+            gpus,
+            model: None,
+            duration_seconds: None,
+            max_price: None,
+            phase,
+            bound_at: bound_at.map(at),
+            created: at(-7200),
+            tenant_namespace: true,
+            deleting: false,
+        });
+        self
+    }
+    fn with_lease(mut self, f: impl FnOnce(&mut LeaseView)) -> Self {
+        f(self.leases.last_mut().unwrap());
+        self
+    }
+    fn policy(mut self, f: impl FnOnce(&mut PoolPolicy)) -> Self {
+        f(&mut self.policy);
+        self
+    }
+    fn snapshot(&self) -> Snapshot {
+        let mut b = SnapshotBuilder::new(Arc::new(self.policy.clone()), self.now);
+        for n in &self.nodes {
+            b.node(n.clone());
+        }
+        for (p, node) in &self.pods {
+            b.pod(p.clone(), node.as_deref());
+        }
+        for l in &self.leases {
+            b.lease(l.clone());
+        }
+        for (c, g) in &self.demand {
+            b.demand(c.clone(), *g);
+        }
+        b.signals(self.signals.clone());
+        if let Some(h) = &self.history {
+            b.history(Arc::new(h.clone()));
+        }
+        b.build()
+    }
+    fn plan(&self) -> Plan {
+        plan(&self.snapshot())
+    }
+}
+
+fn lent(p: &Plan) -> Vec<&str> {
+    p.steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::Lend { node } => Some(node.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn kinds(p: &Plan) -> Vec<String> {
+    p.steps
+        .iter()
+        .map(|s| match &s.action {
+            Action::Lend { node } => format!("lend {node}"),
+            Action::Unlend { node } => format!("unlend {node}"),
+            Action::Bind { name, nodes, .. } => format!("bind {name} {}", nodes.join(",")),
+            Action::Notice { node, .. } => format!("notice {node}"),
+            Action::AnnotatePod { name, .. } => format!("annotate {name}"),
+            Action::Evict { name, .. } => format!("evict {name}"),
+            Action::Return { node, .. } => format!("return {node}"),
+        })
+        .collect()
+}
+
+fn reason_of<'a>(p: &'a Plan, node: &str) -> &'a str {
+    &p.nodes.iter().find(|n| n.name == node).unwrap().reason
+}
+
+#[test]
+fn lends_an_idle_node() {
+    let p = fx().node("n1", 8).plan();
+    assert_eq!(lent(&p), ["n1"]);
+    assert_eq!(p.totals.lendable_gpus, 8);
+    assert_eq!(p.totals.harvestable_gpus, 8);
+    assert!(!p.steps[0].reason.is_empty());
+}
+
+#[test]
+fn each_lendability_rule_holds_a_node_back() {
+    let cases: Vec<(Fx, &str)> = vec![
+        (fx().node("n1", 8).with_node(|n| n.ready = false), "not Ready"),
+        (fx().node("n1", 8).with_node(|n| n.unschedulable = true), "cordoned"),
+        (
+            fx().node("n1", 8).internal_pod("train", Some("n1"), 1),
+            "internal GPU pods",
+        ),
+        (
+            fx().node("n1", 8).with_node(|n| n.idle_since = Some(at(-60))),
+            "idle for 60s",
+        ),
+        (
+            fx().node("n1", 8)
+                .with_node(|n| n.marks.returned_at = Some(at(-10)))
+                .policy(|p| p.cooldown_seconds = 300),
+            "cooling down",
+        ),
+        (
+            fx().node("n1", 8)
+                .policy(|p| p.utilization_configured = true)
+                .with_node(|n| {
+                    n.utilization = Some(Utilization {
+                        mean_percent: 80.0,
+                        measured_at: t0(),
+                    })
+                }),
+            "utilization 80% is above 5%",
+        ),
+        (
+            fx().node("n1", 8).policy(|p| p.utilization_configured = true),
+            "no fresh utilization reading",
+        ),
+        (
+            fx().node("n1", 8)
+                .policy(|p| p.windows = Windows::parse("UTC", &[(0, "00:00", "01:00")]).unwrap()),
+            "outside the lending windows",
+        ),
+        (
+            Fx {
+                signals: Signals {
+                    fresh: false,
+                    reason: Some("Prometheus unreachable".into()),
+                },
+                ..fx().node("n1", 8)
+            },
+            "Prometheus unreachable",
+        ),
+        (
+            fx().node("n1", 8).policy(|p| p.reserve.gpus = 1),
+            "kept for internal work",
+        ),
+        (
+            fx().node("n1", 8).node("n2", 8).policy(|p| p.reserve.percent = 60),
+            "kept for internal work",
+        ),
+        (fx().node("n1", 8).policy(|p| p.max_lent_percent = 50), "maxLentPercent"),
+        (
+            fx().node("n1", 8).internal_pod("queued", None, 8),
+            "kept for internal work",
+        ),
+    ];
+    for (i, (f, needle)) in cases.into_iter().enumerate() {
+        let p = f.plan();
+        assert!(lent(&p).is_empty(), "case {i}: nothing is lent, got {:?}", kinds(&p));
+        let reason = reason_of(&p, "n1");
+        assert!(
+            reason.contains(needle),
+            "case {i}: reason {reason:?} should contain {needle:?}"
+        );
+    }
+}
+
+#[test]
+fn utilization_under_threshold_lends() {
+    let p = fx()
+        .node("n1", 8)
+        .policy(|p| p.utilization_configured = true)
+        .with_node(|n| {
+            n.idle_since = None;
+            n.utilization = Some(Utilization {
+                mean_percent: 2.0,
+                measured_at: t0(),
+            })
+        })
+        .plan();
+    assert_eq!(lent(&p), ["n1"]);
+}
+
+#[test]
+fn reserve_keeps_whole_nodes_and_lends_the_rest() {
+    let p = fx()
+        .node("n1", 8)
+        .node("n2", 8)
+        .node("n3", 8)
+        .policy(|p| p.reserve.gpus = 8)
+        .plan();
+    assert_eq!(lent(&p).len(), 2);
+    assert_eq!(p.totals.reserve_gpus, 8);
+}
+
+#[test]
+fn foreign_and_unselected_nodes_are_not_members() {
+    let p = fx()
+        .node("other-pool", 8)
+        .with_node(|n| {
+            n.marks = Marks {
+                pool: Some("other".into()),
+                state: NodeState::Lent,
+                ..Marks::default()
+            }
+        })
+        .node("t4", 8)
+        .with_node(|n| n.labels = labels("T4"))
+        .node("mine", 8)
+        .policy(|p| p.gpu_models = vec![MODEL.into()])
+        .plan();
+    assert_eq!(lent(&p), ["mine"]);
+    assert_eq!(p.nodes.len(), 1);
+}
+
+#[test]
+fn learned_reserve_keeps_gpus_ahead_of_a_weekly_peak() {
+    let mut history = DemandHistory::new(14);
+    // A week ago, the hour starting now saw 16 GPUs of internal demand.
+    let week = 7 * 86400;
+    history.record(MODEL, at(-week + 60), 16);
+    let f = fx().node("n1", 8).node("n2", 8).node("n3", 8).policy(|p| {
+        p.reserve.learned = Some(LearnedPolicy {
+            quantile: 0.95,
+            history_days: 14,
+        });
+    });
+    let p = Fx {
+        history: Some(history),
+        ..f
+    }
+    .plan();
+    assert_eq!(
+        lent(&p).len(),
+        1,
+        "two nodes stay free for the expected peak: {:?}",
+        kinds(&p)
+    );
+    assert_eq!(p.totals.reserve_gpus, 16);
+}
+
+#[test]
+fn pending_lease_binds_to_fewest_lent_nodes_of_its_model() {
+    let p = fx()
+        .node("n4", 4)
+        .marked(NodeState::Lent, None)
+        .node("n8a", 8)
+        .marked(NodeState::Lent, None)
+        .node("n8b", 8)
+        .marked(NodeState::Lent, None)
+        .lease("acme", "job", 8, LeasePhase::Pending, None)
+        .lease("beta", "small", 4, LeasePhase::Pending, None)
+        .with_lease(|l| l.created = at(-10))
+        .plan();
+    assert_eq!(kinds(&p), ["bind job n8a", "bind small n4"]);
+    let job = p.leases.iter().find(|l| l.name == "job").unwrap();
+    assert_eq!(job.phase, LeasePhase::Bound);
+    assert_eq!(job.bound_at, Some(t0()));
+}
+
+#[test]
+fn lease_of_other_model_or_too_large_waits() {
+    let p = fx()
+        .node("n1", 8)
+        .marked(NodeState::Lent, None)
+        .lease("acme", "h100", 8, LeasePhase::Pending, None)
+        .with_lease(|l| l.model = Some("H100".into()))
+        .lease("acme", "big", 16, LeasePhase::Pending, None)
+        .plan();
+    assert!(kinds(&p).is_empty());
+    for l in &p.leases {
+        assert_eq!(l.phase, LeasePhase::Pending);
+        assert!(l.reason.contains("waiting for"), "{}", l.reason);
+    }
+}
+
+#[test]
+fn price_cap_under_the_price_or_floor_keeps_a_lease_pending() {
+    let f = || {
+        fx().node("n1", 8)
+            .marked(NodeState::Lent, None)
+            .lease("acme", "cheap", 8, LeasePhase::Pending, None)
+            .with_lease(|l| l.max_price = Some(1.0))
+    };
+    let p = f().policy(|p| p.prices.default = 2.0).plan();
+    assert!(kinds(&p).is_empty());
+    assert!(p.leases[0].reason.contains("price"), "{}", p.leases[0].reason);
+    let p = f().policy(|p| p.prices.floor = 1.5).plan();
+    assert!(kinds(&p).is_empty());
+    let p = f().policy(|p| p.prices.default = 0.9).plan();
+    assert_eq!(kinds(&p), ["bind cheap n1"]);
+    assert_eq!(p.leases[0].price_per_gpu_hour, 0.9);
+}
+
+#[test]
+fn lease_from_a_non_tenant_namespace_waits() {
+    let p = fx()
+        .node("n1", 8)
+        .marked(NodeState::Lent, None)
+        .lease("kube-system", "x", 8, LeasePhase::Pending, None)
+        .with_lease(|l| l.tenant_namespace = false)
+        .plan();
+    assert!(kinds(&p).is_empty());
+    assert!(p.leases[0].reason.contains("not a tenant namespace"));
+}
+
+#[test]
+fn internal_demand_takes_idle_lent_nodes_back_at_once() {
+    let p = fx()
+        .node("lent", 8)
+        .marked(NodeState::Lent, None)
+        .node("leased", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .lease("acme", "job", 8, LeasePhase::Bound, Some(-600))
+        .internal_pod("queued", None, 8)
+        .plan();
+    assert_eq!(kinds(&p), ["unlend lent"]);
+}
+
+#[test]
+fn internal_demand_gives_notice_on_leased_nodes() {
+    let p = fx()
+        .node("leased", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .lease("acme", "job", 8, LeasePhase::Bound, Some(-600))
+        .tenant_pod("acme", "worker", "leased")
+        .internal_pod("queued", None, 8)
+        .plan();
+    assert_eq!(kinds(&p), ["notice leased"]);
+    let Action::Notice { deadline, lease, .. } = &p.steps[0].action else {
+        unreachable!()
+    };
+    assert_eq!(*deadline, at(120));
+    assert_eq!(lease.as_deref(), Some("acme.job"));
+    assert_eq!(p.leases[0].phase, LeasePhase::Reclaiming);
+    assert_eq!(p.leases[0].deadline, Some(at(120)));
+    assert!(p.steps[0].reason.contains("internal demand"));
+}
+
+#[test]
+fn notices_respect_the_concurrency_cap_and_count_nodes_in_notice() {
+    let mut f = fx().policy(|p| p.reclaim_cap(2));
+    for i in 0..4 {
+        f = f.node(&format!("n{i}"), 8).marked(NodeState::Leased, Some("acme.job"));
+    }
+    f = f
+        .lease("acme", "job", 32, LeasePhase::Bound, Some(-600))
+        .internal_pod("queued", None, 32);
+    assert_eq!(f.plan().steps.len(), 2);
+    // One node already under notice leaves room for one more.
+    f.nodes[0].marks.state = NodeState::Reclaiming;
+    f.nodes[0].marks.deadline = Some(at(60));
+    f = f.tenant_pod("acme", "w0", "n0");
+    let p = f.plan();
+    assert_eq!(
+        p.steps
+            .iter()
+            .filter(|s| matches!(s.action, Action::Notice { .. }))
+            .count(),
+        1
+    );
+}
+
+impl PoolPolicy {
+    fn reclaim_cap(&mut self, n: u32) {
+        self.max_concurrent_reclaims = Some(n);
+    }
+}
+
+#[test]
+fn nodes_under_notice_count_towards_demand() {
+    let p = fx()
+        .node("n1", 8)
+        .marked(NodeState::Reclaiming, Some("acme.job"))
+        .with_node(|n| n.marks.deadline = Some(at(60)))
+        .tenant_pod("acme", "w", "n1")
+        .with_pod_deadline(at(60))
+        .node("n2", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .lease("acme", "job", 16, LeasePhase::Reclaiming, Some(-600))
+        .internal_pod("queued", None, 8)
+        .plan();
+    assert!(
+        kinds(&p).is_empty(),
+        "the node under notice will cover the demand: {:?}",
+        kinds(&p)
+    );
+}
+
+impl Fx {
+    fn with_pod_deadline(mut self, d: Timestamp) -> Self {
+        self.pods.last_mut().unwrap().0.deadline_annotation = Some(d);
+        self
+    }
+}
+
+#[test]
+fn eviction_waits_for_the_deadline_then_evicts_tenant_pods_only() {
+    let f = |now: i64| {
+        let mut f = fx()
+            .node("n1", 8)
+            .marked(NodeState::Reclaiming, Some("acme.job"))
+            .with_node(|n| n.marks.deadline = Some(at(120)))
+            .tenant_pod("acme", "w", "n1")
+            .with_pod_deadline(at(120))
+            .internal_pod("sneaky", Some("n1"), 1)
+            .lease("acme", "job", 8, LeasePhase::Reclaiming, Some(-600))
+            .internal_pod("queued", None, 8);
+        f.now = at(now);
+        f
+    };
+    assert!(kinds(&f(119).plan()).is_empty());
+    assert_eq!(kinds(&f(120).plan()), ["evict w"]);
+}
+
+#[test]
+fn tenant_pods_missing_the_deadline_are_annotated() {
+    let p = fx()
+        .node("n1", 8)
+        .marked(NodeState::Reclaiming, Some("acme.job"))
+        .with_node(|n| n.marks.deadline = Some(at(120)))
+        .tenant_pod("acme", "w", "n1")
+        .lease("acme", "job", 8, LeasePhase::Reclaiming, Some(-600))
+        .plan();
+    assert_eq!(kinds(&p), ["annotate w"]);
+}
+
+#[test]
+fn reclaiming_node_without_tenant_pods_returns() {
+    let p = fx()
+        .node("n1", 8)
+        .marked(NodeState::Reclaiming, Some("acme.job"))
+        .with_node(|n| n.marks.deadline = Some(at(120)))
+        .lease("acme", "job", 8, LeasePhase::Reclaiming, Some(-600))
+        .internal_pod("queued", None, 8)
+        .plan();
+    assert_eq!(kinds(&p), ["return n1"]);
+    assert_eq!(p.leases[0].phase, LeasePhase::Released);
+}
+
+#[test]
+fn a_lease_that_runs_out_gets_notice_ending_at_its_end() {
+    let f = |now: i64| {
+        let mut f = fx()
+            .node("n1", 8)
+            .marked(NodeState::Leased, Some("acme.job"))
+            .tenant_pod("acme", "w", "n1")
+            .lease("acme", "job", 8, LeasePhase::Bound, Some(-3600))
+            .with_lease(|l| l.duration_seconds = Some(3600 + 600));
+        f.now = at(now);
+        f
+    };
+    // Ends at 600 s from t0; the 120 s notice is due at 480 s.
+    assert!(kinds(&f(479).plan()).is_empty());
+    let p = f(480).plan();
+    let Action::Notice { deadline, .. } = &p.steps[0].action else {
+        panic!("{:?}", kinds(&p))
+    };
+    assert_eq!(*deadline, at(600));
+    assert!(p.steps[0].reason.contains("ends at"));
+}
+
+#[test]
+fn expired_lease_reports_expired_once_its_nodes_are_back() {
+    let p = fx()
+        .lease("acme", "job", 8, LeasePhase::Reclaiming, Some(-3600))
+        .with_lease(|l| l.duration_seconds = Some(600))
+        .plan();
+    assert_eq!(p.leases[0].phase, LeasePhase::Expired);
+}
+
+#[test]
+fn deleting_a_lease_or_losing_it_gives_notice() {
+    let p = fx()
+        .node("n1", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .tenant_pod("acme", "w", "n1")
+        .lease("acme", "job", 8, LeasePhase::Bound, Some(-600))
+        .with_lease(|l| l.deleting = true)
+        .node("n2", 8)
+        .marked(NodeState::Leased, Some("acme.gone"))
+        .tenant_pod("acme", "w2", "n2")
+        .plan();
+    assert_eq!(kinds(&p), ["notice n1", "notice n2"]);
+}
+
+#[test]
+fn deleting_the_pool_returns_everything_through_notice() {
+    let p = fx()
+        .node("idle", 8)
+        .node("lent", 8)
+        .marked(NodeState::Lent, None)
+        .node("leased", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .tenant_pod("acme", "w", "leased")
+        .lease("acme", "job", 8, LeasePhase::Bound, Some(-600))
+        .lease("acme", "waiting", 8, LeasePhase::Pending, None)
+        .policy(|p| p.deleting = true)
+        .plan();
+    assert_eq!(kinds(&p), ["unlend lent", "notice leased"]);
+    assert!(p.lending_blocked.unwrap().contains("deleted"));
+}
+
+#[test]
+fn stale_signals_lend_nothing_and_reclaim_nothing_on_their_own() {
+    let f = Fx {
+        signals: Signals {
+            fresh: false,
+            reason: Some("metrics are 10m old".into()),
+        },
+        ..fx()
+    }
+    .node("idle", 8)
+    .node("lent", 8)
+    .marked(NodeState::Lent, None)
+    .node("leased", 8)
+    .marked(NodeState::Leased, Some("acme.job"))
+    .tenant_pod("acme", "w", "leased")
+    .lease("acme", "job", 8, LeasePhase::Bound, Some(-600));
+    let p = f.plan();
+    assert!(kinds(&p).is_empty(), "{:?}", kinds(&p));
+    assert!(p.lending_blocked.unwrap().contains("metrics are 10m old"));
+}
+
+#[test]
+fn outside_windows_idle_lent_nodes_come_back_but_leases_stay() {
+    let p = fx()
+        .policy(|p| p.windows = Windows::parse("UTC", &[(0, "00:00", "01:00")]).unwrap())
+        .node("lent", 8)
+        .marked(NodeState::Lent, None)
+        .node("leased", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .tenant_pod("acme", "w", "leased")
+        .lease("acme", "job", 8, LeasePhase::Bound, Some(-600))
+        .plan();
+    assert_eq!(kinds(&p), ["unlend lent"]);
+}
+
+#[test]
+fn an_internal_pod_on_a_lent_node_sends_it_back() {
+    let p = fx()
+        .node("n1", 8)
+        .marked(NodeState::Lent, None)
+        .internal_pod("tolerant", Some("n1"), 1)
+        .plan();
+    assert_eq!(kinds(&p), ["unlend n1"]);
+}
+
+#[test]
+fn demand_for_any_class_is_met_from_any_class() {
+    let mut f = fx()
+        .node("a", 8)
+        .marked(NodeState::Lent, None)
+        .node("h", 8)
+        .marked(NodeState::Lent, None);
+    f.nodes[1].labels = labels("H100");
+    f.demand.push((None, 8));
+    let p = f.plan();
+    assert_eq!(
+        p.steps
+            .iter()
+            .filter(|s| matches!(s.action, Action::Unlend { .. }))
+            .count(),
+        1
+    );
+    // Demand for a class the pool has no nodes of is not the pool's to meet.
+    let mut f = fx().node("a", 8).marked(NodeState::Lent, None);
+    f.demand.push((Some("T4".into()), 8));
+    assert!(kinds(&f.plan()).is_empty());
+}
+
+#[test]
+fn ledger_accrues_at_observed_rates() {
+    let mut s = fx()
+        .node("n1", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .tenant_pod("acme", "w", "n1")
+        .lease("acme", "job", 8, LeasePhase::Bound, Some(-600))
+        .snapshot();
+    s.ledger = PoolLedger {
+        harvestable_gpu_hours: 1.0,
+        lent_gpu_hours: 1.0,
+        accounted_until: Some(at(-1800)),
+    };
+    let p = plan(&s);
+    assert_eq!(p.ledger.lent_gpu_hours, 1.0 + 8.0 * 0.5);
+    assert_eq!(p.ledger.harvestable_gpu_hours, 1.0 + 8.0 * 0.5);
+    assert_eq!(p.ledger.accounted_until, Some(t0()));
+}
+
+#[test]
+fn planning_again_after_carrying_out_changes_nothing() {
+    let fixtures = vec![
+        fx().node("n1", 8)
+            .node("n2", 8)
+            .lease("acme", "job", 8, LeasePhase::Pending, None),
+        fx().node("leased", 8)
+            .marked(NodeState::Leased, Some("acme.job"))
+            .tenant_pod("acme", "w", "leased")
+            .lease("acme", "job", 8, LeasePhase::Bound, Some(-600))
+            .internal_pod("queued", None, 8),
+        fx().node("lent", 8)
+            .marked(NodeState::Lent, None)
+            .internal_pod("queued", None, 8),
+    ];
+    for f in fixtures {
+        let mut s = f.snapshot();
+        let p = plan(&s);
+        assert!(!p.steps.is_empty());
+        model::apply(&mut s, &p);
+        let again = plan(&s);
+        assert!(again.steps.is_empty(), "replanned: {:?}", kinds(&again));
+    }
+}

@@ -1,0 +1,565 @@
+//! The planner's working state: the snapshot joined and indexed once, and the node states as the plan
+//! changes them, so each step sees what the steps before it decided.
+
+use std::collections::HashMap;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::config::PoolPolicy;
+use super::plan::{Action, LeaseReport, NodeReport, Step, Totals};
+use super::snapshot::{PodPhase, PoolLedger, Snapshot};
+use super::state::{LeasePhase, NodeState};
+
+/// Per node, what the plan needs and what it decided.
+pub(super) struct NodeWork {
+    pub member: bool,
+    pub class: usize,
+    pub gpus: u32,
+    pub state: NodeState,
+    pub lease: Option<usize>,
+    pub lease_key: Option<String>,
+    pub used_gpus: u32,
+    pub internal_gpu_pods: u32,
+    /// First entry in `Work::tenant_pods` and how many.
+    tenant_first: u32,
+    tenant_count: u32,
+    /// The plan already acted on this node.
+    pub acted: bool,
+    /// The reclaim deadline: the node's own, or the one this plan gave.
+    pub deadline: Option<Timestamp>,
+    pub reason: String,
+}
+
+pub(super) struct Work<'a> {
+    pub snap: &'a Snapshot,
+    pub policy: &'a PoolPolicy,
+    pub now: Timestamp,
+    pub nodes: Vec<NodeWork>,
+    tenant_pods: Vec<usize>,
+    class_names: Vec<String>,
+    pub steps: Vec<Step>,
+    pub lease_reasons: Vec<String>,
+    bound: Vec<Vec<usize>>,
+    /// GPUs lent by this plan.
+    pub lent_now: u32,
+}
+
+/// Per class (GPU model or node group): GPUs free, pending, reserved, and coming back.
+pub(super) struct Classes {
+    names: Vec<String>,
+    pub free: Vec<i64>,
+    pub pending: Vec<i64>,
+    pub reserve: Vec<i64>,
+    pub incoming: Vec<i64>,
+    pub pending_any: i64,
+}
+
+impl Classes {
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn label(&self, c: usize) -> String {
+        if self.names[c].is_empty() {
+            "nodes without a class label".to_string()
+        } else {
+            self.names[c].clone()
+        }
+    }
+
+    /// GPUs class `c` is short of: pending plus reserve, less free and coming back.
+    pub fn deficit(&self, c: usize) -> i64 {
+        self.pending[c] + self.reserve[c] - self.free[c] - self.incoming[c]
+    }
+
+    /// GPUs that demand for any class is short of, after every class has served its own.
+    pub fn any_deficit(&self) -> i64 {
+        let spare: i64 = (0..self.len()).map(|c| (-self.deficit(c)).max(0)).sum();
+        self.pending_any - spare
+    }
+
+    /// GPUs each class can lend now: free beyond pending and reserve, with demand for any class taken from
+    /// the classes with the most to spare first.
+    pub fn surplus(&self) -> Vec<i64> {
+        let mut s: Vec<i64> = (0..self.len())
+            .map(|c| self.free[c] - self.pending[c] - self.reserve[c])
+            .collect();
+        let mut any = self.pending_any;
+        while any > 0 {
+            let Some(c) = (0..s.len())
+                .filter(|&c| s[c] > 0)
+                .max_by_key(|&c| (s[c], std::cmp::Reverse(c)))
+            else {
+                break;
+            };
+            let take = any.min(s[c]);
+            s[c] -= take;
+            any -= take;
+        }
+        s
+    }
+}
+
+impl<'a> Work<'a> {
+    pub fn new(snap: &'a Snapshot) -> Self {
+        let policy = &*snap.policy;
+        let mut class_index: HashMap<&str, usize> = HashMap::new();
+        let mut class_names = Vec::new();
+        let leases: HashMap<String, usize> = snap.leases.iter().enumerate().map(|(i, l)| (l.key(), i)).collect();
+        let mut nodes: Vec<NodeWork> = snap
+            .nodes
+            .iter()
+            .map(|n| {
+                let member = match n.marks.pool.as_deref() {
+                    Some(pool) => pool == policy.name,
+                    None => {
+                        n.gpus > 0
+                            && policy.node_selector.matches(&n.labels)
+                            && (policy.gpu_models.is_empty()
+                                || n.labels
+                                    .get(&policy.model_label)
+                                    .is_some_and(|m| policy.gpu_models.contains(m)))
+                    }
+                };
+                let class_name = policy.node_class(&n.labels);
+                let next = class_names.len();
+                let class = *class_index.entry(class_name).or_insert(next);
+                if class == next {
+                    class_names.push(class_name.to_string());
+                }
+                // A node marked for another pool, or not ours, keeps whatever state it has; we only read ours.
+                let state = if member { n.marks.state } else { NodeState::Internal };
+                NodeWork {
+                    member,
+                    class,
+                    gpus: n.gpus,
+                    state,
+                    lease: n.marks.lease.as_ref().and_then(|k| leases.get(k).copied()),
+                    lease_key: n.marks.lease.clone(),
+                    used_gpus: 0,
+                    internal_gpu_pods: 0,
+                    tenant_first: 0,
+                    tenant_count: 0,
+                    acted: false,
+                    deadline: if member { n.marks.deadline } else { None },
+                    reason: String::new(),
+                }
+            })
+            .collect();
+        // Tenant pods grouped by node, in one array (counting sort), so no per-node allocation.
+        for pod in &snap.pods {
+            let Some(n) = pod.node else { continue };
+            let node = &mut nodes[n];
+            node.used_gpus += pod.gpus;
+            if pod.tenant {
+                node.tenant_count += 1;
+            } else if pod.gpus > 0 {
+                node.internal_gpu_pods += 1;
+            }
+        }
+        let mut next = 0u32;
+        for node in &mut nodes {
+            node.tenant_first = next;
+            next += node.tenant_count;
+            node.tenant_count = 0;
+        }
+        let mut tenant_pods = vec![0usize; next as usize];
+        for (p, pod) in snap.pods.iter().enumerate() {
+            if let (Some(n), true) = (pod.node, pod.tenant) {
+                let node = &mut nodes[n];
+                tenant_pods[(node.tenant_first + node.tenant_count) as usize] = p;
+                node.tenant_count += 1;
+            }
+        }
+        Self {
+            snap,
+            policy,
+            now: snap.now,
+            nodes,
+            tenant_pods,
+            class_names,
+            steps: Vec::new(),
+            lease_reasons: vec![String::new(); snap.leases.len()],
+            bound: vec![Vec::new(); snap.leases.len()],
+            lent_now: 0,
+        }
+    }
+
+    pub fn has_tenant_pods(&self, n: usize) -> bool {
+        self.nodes[n].tenant_count > 0
+    }
+
+    pub fn tenant_pods_on(&self, n: usize) -> Vec<usize> {
+        let node = &self.nodes[n];
+        self.tenant_pods[node.tenant_first as usize..(node.tenant_first + node.tenant_count) as usize].to_vec()
+    }
+
+    pub fn model(&self, n: usize) -> Option<&str> {
+        self.snap.nodes[n]
+            .labels
+            .get(&self.policy.model_label)
+            .map(String::as_str)
+    }
+
+    pub fn push(&mut self, action: Action, reason: &str) {
+        self.steps.push(Step {
+            action,
+            reason: reason.to_string(),
+        });
+    }
+
+    pub fn count_state(&self, state: NodeState) -> usize {
+        self.nodes.iter().filter(|n| n.member && n.state == state).count()
+    }
+
+    pub fn total_gpus(&self) -> u32 {
+        self.nodes.iter().filter(|n| n.member).map(|n| n.gpus).sum()
+    }
+
+    /// GPUs out of internal use in the plan's current state.
+    pub fn out_gpus(&self) -> u32 {
+        self.nodes
+            .iter()
+            .filter(|n| n.member && n.state.is_out())
+            .map(|n| n.gpus)
+            .sum()
+    }
+
+    pub fn lease_price(&self, l: usize) -> f64 {
+        let lease = &self.snap.leases[l];
+        let model = lease.model.as_deref().or_else(|| {
+            self.nodes
+                .iter()
+                .position(|n| n.lease == Some(l))
+                .and_then(|n| self.model(n))
+        });
+        self.policy.prices.for_model(model)
+    }
+
+    /// The lowest price a lease of this model could pay.
+    pub fn lowest_price(&self, model: Option<&str>) -> f64 {
+        match model {
+            Some(m) => self.policy.prices.for_model(Some(m)),
+            None => self
+                .policy
+                .prices
+                .per_model
+                .keys()
+                .map(|m| self.policy.prices.for_model(Some(m)))
+                .fold(self.policy.prices.for_model(None), f64::min),
+        }
+    }
+
+    pub fn lend(&mut self, n: usize) {
+        let name = self.snap.nodes[n].name.clone();
+        self.nodes[n].state = NodeState::Lent;
+        self.nodes[n].acted = true;
+        self.nodes[n].reason = "lent: idle beyond internal demand and reserve".into();
+        self.lent_now += self.nodes[n].gpus;
+        self.push(Action::Lend { node: name }, "idle beyond internal demand and reserve");
+    }
+
+    pub fn unlend(&mut self, n: usize, why: &str) {
+        let name = self.snap.nodes[n].name.clone();
+        self.nodes[n].state = NodeState::Internal;
+        self.nodes[n].acted = true;
+        self.nodes[n].reason = format!("returned: {why}");
+        self.push(Action::Unlend { node: name }, why);
+    }
+
+    pub fn notice(&mut self, n: usize, deadline: Timestamp, why: &str) {
+        let name = self.snap.nodes[n].name.clone();
+        let lease = self.nodes[n].lease_key.clone();
+        self.nodes[n].state = NodeState::Reclaiming;
+        self.nodes[n].deadline = Some(deadline);
+        self.nodes[n].acted = true;
+        self.nodes[n].reason = format!("notice: {why}");
+        self.push(
+            Action::Notice {
+                node: name,
+                lease,
+                deadline,
+            },
+            why,
+        );
+    }
+
+    pub fn bind(&mut self, l: usize, nodes: Vec<usize>) {
+        let lease = &self.snap.leases[l];
+        let key = lease.key();
+        for &n in &nodes {
+            self.nodes[n].state = NodeState::Leased;
+            self.nodes[n].lease = Some(l);
+            self.nodes[n].lease_key = Some(key.clone());
+            self.nodes[n].acted = true;
+            self.nodes[n].reason = format!("bound to {key}");
+        }
+        let names = nodes
+            .iter()
+            .map(|&n| self.snap.nodes[n].name.clone())
+            .collect::<Vec<_>>();
+        let action = Action::Bind {
+            namespace: lease.namespace.clone(),
+            name: lease.name.clone(),
+            nodes: names,
+        };
+        let why = format!("lease asks for {} GPUs and these lent nodes cover it", lease.gpus);
+        self.push(action, &why);
+        self.bound[l] = nodes;
+    }
+
+    /// Whether an internal node is idle and free to lend on its own merits (reserve and caps aside).
+    pub fn idle_verdict(&self, n: usize) -> Result<(), String> {
+        let node = &self.snap.nodes[n];
+        let w = &self.nodes[n];
+        if !node.ready {
+            return Err("node is not Ready".into());
+        }
+        if node.unschedulable {
+            return Err("node is cordoned".into());
+        }
+        if w.internal_gpu_pods > 0 {
+            return Err(format!("runs {} internal GPU pods", w.internal_gpu_pods));
+        }
+        if w.used_gpus > 0 || w.tenant_count > 0 {
+            return Err("its GPUs are in use".into());
+        }
+        if let Some(returned) = node.marks.returned_at {
+            let cool = SignedDuration::from_secs(self.policy.cooldown_seconds.max(1));
+            if self.now < returned.saturating_add(cool).unwrap_or(returned) {
+                return Err(format!("cooling down after its return at {returned}"));
+            }
+        }
+        if self.policy.utilization_configured {
+            match node.utilization {
+                None => return Err("no fresh utilization reading".into()),
+                Some(u) if u.mean_percent > self.policy.idle_max_percent => {
+                    return Err(format!(
+                        "utilization {:.0}% is above {}%",
+                        u.mean_percent, self.policy.idle_max_percent
+                    ));
+                }
+                Some(_) => {}
+            }
+        } else {
+            let Some(since) = node.idle_since else {
+                return Err("idle time unknown".into());
+            };
+            let idle = self.now.duration_since(since).as_secs();
+            if idle < self.policy.idle_for_seconds {
+                return Err(format!(
+                    "idle for {idle}s of the {}s the pool asks",
+                    self.policy.idle_for_seconds
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Per-class numbers in the plan's current state.
+    pub fn classes(&self) -> Classes {
+        let k = self.class_names.len();
+        let mut c = Classes {
+            names: self.class_names.clone(),
+            free: vec![0; k],
+            pending: vec![0; k],
+            reserve: vec![0; k],
+            incoming: vec![0; k],
+            pending_any: 0,
+        };
+        let mut cap = vec![0i64; k];
+        let mut used = vec![0i64; k];
+        for (n, w) in self.nodes.iter().enumerate() {
+            if !w.member {
+                continue;
+            }
+            cap[w.class] += i64::from(w.gpus);
+            match w.state {
+                NodeState::Internal => {
+                    used[w.class] += i64::from(w.used_gpus.min(w.gpus));
+                    let node = &self.snap.nodes[n];
+                    if node.ready && !node.unschedulable {
+                        c.free[w.class] += i64::from(w.gpus.saturating_sub(w.used_gpus));
+                    }
+                }
+                NodeState::Reclaiming => c.incoming[w.class] += i64::from(w.gpus),
+                NodeState::Lent | NodeState::Leased => {}
+            }
+        }
+        let index: HashMap<&str, usize> = self
+            .class_names
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.as_str(), i))
+            .collect();
+        let mut add = |class: Option<&str>, gpus: i64| match class {
+            None => c.pending_any += gpus,
+            // Demand for a class the pool does not hold is not the pool's to meet.
+            Some(name) => {
+                if let Some(&i) = index.get(name) {
+                    c.pending[i] += gpus;
+                }
+            }
+        };
+        if self.policy.pending_pods_demand {
+            for pod in &self.snap.pods {
+                if pod.node.is_none() && !pod.tenant && pod.phase == PodPhase::Pending && !pod.terminating {
+                    add(pod.class.as_deref(), i64::from(pod.gpus));
+                }
+            }
+        }
+        for (class, &gpus) in &self.snap.demand.by_class {
+            add(class.as_deref(), i64::from(gpus));
+        }
+        // Demand above what a class could ever serve is that class's own queueing, not lending's to answer.
+        for i in 0..k {
+            c.pending[i] = c.pending[i].min(cap[i] - used[i]).max(0);
+        }
+        let r = &self.policy.reserve;
+        for i in 0..k {
+            let fixed = i64::from(r.gpus);
+            let share = (cap[i] * i64::from(r.percent) + 99) / 100;
+            let learned = match (&r.learned, &self.snap.history) {
+                (Some(l), Some(h)) => h
+                    .quantile_ahead(&self.class_names[i], self.now, self.policy.notice_seconds, l.quantile)
+                    .map(|q| (i64::from(q) - used[i] - c.pending[i]).max(0))
+                    .unwrap_or(0),
+                _ => 0,
+            };
+            c.reserve[i] = fixed.max(share).max(learned).min(cap[i] - used[i]).max(0);
+        }
+        c
+    }
+
+    pub fn totals_observed(&self) -> Totals {
+        let mut t = Totals::default();
+        for w in self.nodes.iter().filter(|w| w.member) {
+            t.nodes += 1;
+            t.gpus += w.gpus;
+            match w.state {
+                NodeState::Internal => {
+                    t.internal_used_gpus += w.used_gpus.min(w.gpus);
+                    t.internal_free_gpus += w.gpus.saturating_sub(w.used_gpus);
+                }
+                NodeState::Lent => t.lent_gpus += w.gpus,
+                NodeState::Leased => t.leased_gpus += w.gpus,
+                NodeState::Reclaiming => t.reclaiming_gpus += w.gpus,
+            }
+        }
+        t
+    }
+
+    /// The pool ledger carried forward to now at the observed rates.
+    pub fn accrue(&self, t: &Totals) -> PoolLedger {
+        let prev = self.snap.ledger;
+        let hours = match prev.accounted_until {
+            Some(since) if since < self.now => self.now.duration_since(since).as_secs_f64() / 3600.0,
+            _ => 0.0,
+        };
+        PoolLedger {
+            harvestable_gpu_hours: prev.harvestable_gpu_hours + f64::from(t.harvestable_gpus) * hours,
+            lent_gpu_hours: prev.lent_gpu_hours + f64::from(t.leased_gpus + t.reclaiming_gpus) * hours,
+            accounted_until: Some(prev.accounted_until.map_or(self.now, |a| a.max(self.now))),
+        }
+    }
+
+    pub fn node_reports(&self) -> Vec<NodeReport> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.member)
+            .map(|(n, w)| {
+                let node = &self.snap.nodes[n];
+                let reason = if !w.reason.is_empty() {
+                    w.reason.clone()
+                } else {
+                    match node.marks.state {
+                        NodeState::Internal => "serving internal work".to_string(),
+                        NodeState::Lent => "lent, waiting for a lease".to_string(),
+                        NodeState::Leased => format!("leased to {}", w.lease_key.as_deref().unwrap_or("?")),
+                        NodeState::Reclaiming => "under reclaim notice".to_string(),
+                    }
+                };
+                NodeReport {
+                    name: node.name.clone(),
+                    state: node.marks.state,
+                    lease: node.marks.lease.clone(),
+                    gpus: w.gpus,
+                    model: self.model(n).map(str::to_string),
+                    since: node.marks.since,
+                    reason,
+                }
+            })
+            .collect()
+    }
+
+    pub fn lease_reports(&self) -> Vec<LeaseReport> {
+        let mut nodes_of: Vec<Vec<usize>> = vec![Vec::new(); self.snap.leases.len()];
+        for (n, w) in self.nodes.iter().enumerate() {
+            if let (true, Some(l)) = (w.member && w.state != NodeState::Internal, w.lease) {
+                nodes_of[l].push(n);
+            }
+        }
+        self.snap
+            .leases
+            .iter()
+            .enumerate()
+            .map(|(l, lease)| {
+                let nodes = &nodes_of[l];
+                let gpus = nodes.iter().map(|&n| self.nodes[n].gpus).sum();
+                let reclaiming: Vec<usize> = nodes
+                    .iter()
+                    .copied()
+                    .filter(|&n| self.nodes[n].state == NodeState::Reclaiming)
+                    .collect();
+                let deadline = reclaiming.iter().filter_map(|&n| self.nodes[n].deadline).min();
+                let bound_at = lease
+                    .bound_at
+                    .or_else(|| (!self.bound[l].is_empty()).then_some(self.now));
+                let expired = lease
+                    .duration_seconds
+                    .zip(bound_at)
+                    .and_then(|(d, b)| b.checked_add(SignedDuration::from_secs(d)).ok())
+                    .is_some_and(|end| self.now >= end);
+                let (phase, reason) = if lease.phase.is_final() {
+                    (lease.phase, "finished".to_string())
+                } else if !reclaiming.is_empty() {
+                    (
+                        LeasePhase::Reclaiming,
+                        format!("{} of {} nodes under notice", reclaiming.len(), nodes.len()),
+                    )
+                } else if !nodes.is_empty() {
+                    (LeasePhase::Bound, format!("{} nodes bound", nodes.len()))
+                } else if bound_at.is_some() && expired {
+                    (
+                        LeasePhase::Expired,
+                        "the lease's duration ran out and its nodes went back".to_string(),
+                    )
+                } else if bound_at.is_some() || lease.deleting {
+                    (LeasePhase::Released, "all nodes went back".to_string())
+                } else {
+                    let why = &self.lease_reasons[l];
+                    (
+                        LeasePhase::Pending,
+                        if why.is_empty() {
+                            "waiting for lent nodes".to_string()
+                        } else {
+                            why.clone()
+                        },
+                    )
+                };
+                LeaseReport {
+                    namespace: lease.namespace.clone(),
+                    name: lease.name.clone(),
+                    phase,
+                    reason,
+                    nodes: nodes.iter().map(|&n| self.snap.nodes[n].name.clone()).collect(),
+                    gpus,
+                    deadline,
+                    price_per_gpu_hour: self.lease_price(l),
+                    bound_at,
+                }
+            })
+            .collect()
+    }
+}
