@@ -6,11 +6,11 @@ use super::snapshot::{Marks, Snapshot};
 use super::state::{LeasePhase, NodeState};
 
 /// Applies every step of `plan` to `s`, as the controller would write it into the cluster at `s.now`.
-/// Evicted pods disappear at once (a grace period of zero); lease phases follow the plan's lease reports.
+/// Evicted pods start terminating (the caller decides when they are gone); lease phases follow the plan's
+/// lease reports.
 pub fn apply(s: &mut Snapshot, plan: &Plan) {
     let now = s.now;
     let index = |s: &Snapshot, name: &str| s.nodes.iter().position(|n| n.name == name);
-    let mut evicted = Vec::new();
     for step in &plan.steps {
         match &step.action {
             Action::Lend { node } => {
@@ -64,12 +64,12 @@ pub fn apply(s: &mut Snapshot, plan: &Plan) {
                     pod.deadline_annotation = Some(*deadline);
                 }
             }
-            Action::Evict { namespace, name, .. } => evicted.push((namespace.clone(), name.clone())),
+            Action::Evict { namespace, name, .. } => {
+                if let Some(pod) = s.pods.iter_mut().find(|p| &p.namespace == namespace && &p.name == name) {
+                    pod.terminating = true;
+                }
+            }
         }
-    }
-    if !evicted.is_empty() {
-        s.pods
-            .retain(|p| !evicted.iter().any(|(ns, n)| &p.namespace == ns && &p.name == n));
     }
     for report in &plan.leases {
         if let Some(lease) = s

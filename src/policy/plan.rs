@@ -152,6 +152,7 @@ fn reclaiming_nodes(w: &mut Work) {
                 "notice served and no tenant pod is left on the node",
             );
             w.nodes[n].state = NodeState::Internal;
+            w.nodes[n].acted = true;
             continue;
         }
         let deadline = match w.snap.nodes[n].marks.deadline {
@@ -287,7 +288,8 @@ fn reclaim_for(w: &mut Work, classes: &mut Classes, c: Option<usize>, need: i64)
     let in_class = |w: &Work, n: usize| c.is_none_or(|c| w.nodes[n].class == c);
     let mut lent: Vec<usize> = (0..w.nodes.len())
         .filter(|&n| w.nodes[n].member && w.nodes[n].state == NodeState::Lent && in_class(w, n))
-        .filter(|&n| !w.has_tenant_pods(n))
+        // A node that is not Ready or cordoned would not serve the demand once back.
+        .filter(|&n| !w.has_tenant_pods(n) && w.snap.nodes[n].ready && !w.snap.nodes[n].unschedulable)
         .collect();
     lent.sort_by_key(|&n| std::cmp::Reverse(w.nodes[n].gpus));
     for n in lent {
@@ -306,15 +308,16 @@ fn reclaim_for(w: &mut Work, classes: &mut Classes, c: Option<usize>, need: i64)
         .max_concurrent_reclaims
         .map(|max| (max as usize).saturating_sub(w.count_state(NodeState::Reclaiming)))
         .unwrap_or(usize::MAX);
-    if budget == 0 {
-        return;
-    }
     let candidates = lease_candidates(w, c);
     let chosen = reclaim::choose(&candidates, need, budget, w.now, w.policy.min_lease_seconds);
     let deadline = deadline_after_notice(w);
     for n in chosen {
-        classes.incoming[w.nodes[n].class] += w.nodes[n].gpus as i64;
-        w.notice(n, deadline, &why);
+        let gpus = i64::from(w.nodes[n].gpus);
+        if w.notice(n, deadline, &why) {
+            classes.free[w.nodes[n].class] += gpus;
+        } else {
+            classes.incoming[w.nodes[n].class] += gpus;
+        }
     }
 }
 
@@ -325,6 +328,10 @@ fn lease_candidates(w: &Work, c: Option<usize>) -> Vec<LeaseCandidate> {
         if !node.member || node.state != NodeState::Leased || c.is_some_and(|c| node.class != c) {
             continue;
         }
+        // A node that is not Ready or cordoned would not serve the demand once back.
+        if !w.snap.nodes[n].ready || w.snap.nodes[n].unschedulable {
+            continue;
+        }
         let Some(l) = node.lease else { continue };
         let lease = &w.snap.leases[l];
         let cand = by_lease.entry(l).or_insert_with(|| LeaseCandidate {
@@ -332,8 +339,12 @@ fn lease_candidates(w: &Work, c: Option<usize>) -> Vec<LeaseCandidate> {
             bound_at: lease.bound_at,
             price: w.lease_price(l),
             nodes: vec![],
+            idle: vec![],
         });
         cand.nodes.push((n, node.gpus));
+        if !w.has_tenant_pods(n) {
+            cand.idle.push(n);
+        }
     }
     by_lease.into_values().collect()
 }
@@ -367,7 +378,7 @@ fn lending(w: &mut Work, classes: &mut Classes) -> Option<String> {
             out -= u64::from(w.nodes[n].gpus);
         }
     }
-    let mut surplus = classes.surplus();
+    let (mut surplus, mut spare) = classes.surplus();
     let mut candidates: Vec<usize> = Vec::new();
     for n in 0..w.nodes.len() {
         if !w.nodes[n].member || w.nodes[n].state != NodeState::Internal || w.nodes[n].acted {
@@ -389,7 +400,7 @@ fn lending(w: &mut Work, classes: &mut Classes) -> Option<String> {
         }
         let gpus = w.nodes[n].gpus;
         let c = w.nodes[n].class;
-        if surplus[c] < i64::from(gpus) {
+        if surplus[c] < i64::from(gpus) || spare < i64::from(gpus) {
             w.nodes[n].reason = format!(
                 "idle, but kept for internal work ({} GPUs pending, {} reserved)",
                 classes.pending[c], classes.reserve[c]
@@ -401,6 +412,7 @@ fn lending(w: &mut Work, classes: &mut Classes) -> Option<String> {
             continue;
         }
         surplus[c] -= i64::from(gpus);
+        spare -= i64::from(gpus);
         out += u64::from(gpus);
         classes.free[c] -= i64::from(gpus);
         w.lend(n);
@@ -423,38 +435,46 @@ fn binding(w: &mut Work) {
         let (la, lb) = (&w.snap.leases[a], &w.snap.leases[b]);
         la.created.cmp(&lb.created).then_with(|| la.name.cmp(&lb.name))
     });
+    // Lent nodes free to bind, shrinking as leases take them.
+    let mut free: Vec<usize> = (0..w.nodes.len())
+        .filter(|&n| {
+            let node = &w.nodes[n];
+            node.member && node.state == NodeState::Lent && node.lease.is_none() && !w.has_tenant_pods(n)
+        })
+        .collect();
     for l in pending {
         let lease = &w.snap.leases[l];
         if !lease.tenant_namespace {
             w.lease_reasons[l] = format!("namespace {} is not a tenant namespace of this pool", lease.namespace);
             continue;
         }
-        let mut free: Vec<usize> = (0..w.nodes.len())
-            .filter(|&n| {
-                let node = &w.nodes[n];
-                node.member
-                    && node.state == NodeState::Lent
-                    && node.lease.is_none()
-                    && !w.has_tenant_pods(n)
-                    && lease.model.as_deref().is_none_or(|m| w.model(n) == Some(m))
-            })
-            .collect();
+        if let Some(d) = lease.duration_seconds
+            && d <= w.policy.notice_seconds
+        {
+            // Bound now, it would be under notice at once: its whole life would be the notice.
+            w.lease_reasons[l] = format!(
+                "durationSeconds ({d}) must be longer than the pool's notice ({}s)",
+                w.policy.notice_seconds
+            );
+            continue;
+        }
+        let model_ok = |n: usize| lease.model.as_deref().is_none_or(|m| w.model(n) == Some(m));
+        let mut fits: Vec<usize> = free.iter().copied().filter(|&n| model_ok(n)).collect();
         if let Some(cap) = lease.max_price {
-            let before = free.len();
-            free.retain(|&n| w.policy.prices.for_model(w.model(n)) <= cap);
-            if free.is_empty() && before > 0 {
-                w.lease_reasons[l] = format!("the pool's price is above the lease's cap of {cap} per GPU-hour");
-                continue;
-            }
-            if before == 0 && w.lowest_price(lease.model.as_deref()) > cap {
+            let before = fits.len();
+            fits.retain(|&n| w.policy.prices.for_model(w.model(n)) <= cap);
+            if (before > 0 && fits.is_empty()) || (before == 0 && w.lowest_price(lease.model.as_deref()) > cap) {
                 w.lease_reasons[l] = format!("the pool's price is above the lease's cap of {cap} per GPU-hour");
                 continue;
             }
         }
-        match pick_nodes(w, &free, lease.gpus) {
-            Some(nodes) => w.bind(l, nodes),
+        match pick_nodes(w, &fits, lease.gpus) {
+            Some(nodes) => {
+                free.retain(|n| !nodes.contains(n));
+                w.bind(l, nodes);
+            }
             None => {
-                let have: u32 = free.iter().map(|&n| w.nodes[n].gpus).sum();
+                let have: u32 = fits.iter().map(|&n| w.nodes[n].gpus).sum();
                 let model = lease
                     .model
                     .as_deref()

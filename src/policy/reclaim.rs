@@ -14,6 +14,8 @@ pub struct LeaseCandidate {
     pub price: f64,
     /// (node index, GPUs)
     pub nodes: Vec<(usize, u32)>,
+    /// Nodes with no tenant pod: they go back at once and do not count against the concurrency budget.
+    pub idle: Vec<usize>,
 }
 
 impl LeaseCandidate {
@@ -22,7 +24,8 @@ impl LeaseCandidate {
     }
 }
 
-/// The nodes to give notice, in order.
+/// The nodes to give notice, in order. `budget` caps the nodes that need a notice period (those running
+/// tenant pods); idle ones go back at once.
 pub fn choose(candidates: &[LeaseCandidate], need: i64, budget: usize, now: Timestamp, min_lease: i64) -> Vec<usize> {
     let seasoned = |c: &LeaseCandidate| {
         c.bound_at.is_none_or(|b| {
@@ -31,9 +34,10 @@ pub fn choose(candidates: &[LeaseCandidate], need: i64, budget: usize, now: Time
         })
     };
     let mut out = Vec::new();
+    let mut noticed = 0;
     let mut need = need;
     for tier in [true, false] {
-        if need <= 0 || out.len() >= budget {
+        if need <= 0 {
             break;
         }
         let mut tier: Vec<&LeaseCandidate> = candidates.iter().filter(|c| seasoned(c) == tier).collect();
@@ -45,13 +49,15 @@ pub fn choose(candidates: &[LeaseCandidate], need: i64, budget: usize, now: Time
                 .then_with(|| a.key.cmp(&b.key))
         });
         for lease in fewest_covering(&tier, need) {
-            if need <= 0 || out.len() >= budget {
+            if need <= 0 {
                 break;
             }
             for (n, gpus) in nodes_to_take(lease, need) {
-                if out.len() >= budget {
-                    break;
+                let idle = lease.idle.contains(&n);
+                if !idle && noticed >= budget {
+                    continue;
                 }
+                noticed += usize::from(!idle);
                 out.push(n);
                 need -= i64::from(gpus);
             }
@@ -129,6 +135,7 @@ mod tests {
             bound_at: Some(t(bound)),
             price,
             nodes: nodes.to_vec(),
+            idle: vec![],
         }
     }
 
@@ -175,6 +182,12 @@ mod tests {
         let c = [lease("a", 0, 1.0, &[(0, 8), (1, 8), (2, 8)])];
         assert_eq!(choose(&c, 24, 2, t(100), 0).len(), 2);
         assert!(choose(&c, 24, 0, t(100), 0).is_empty());
+        // Idle nodes go back without a notice and outside the budget.
+        let c = [LeaseCandidate {
+            idle: vec![1, 2],
+            ..c[0].clone()
+        }];
+        assert_eq!(choose(&c, 24, 1, t(100), 0).len(), 3);
     }
 
     #[test]

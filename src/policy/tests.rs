@@ -441,7 +441,10 @@ fn internal_demand_gives_notice_on_leased_nodes() {
 fn notices_respect_the_concurrency_cap_and_count_nodes_in_notice() {
     let mut f = fx().policy(|p| p.reclaim_cap(2));
     for i in 0..4 {
-        f = f.node(&format!("n{i}"), 8).marked(NodeState::Leased, Some("acme.job"));
+        f = f
+            .node(&format!("n{i}"), 8)
+            .marked(NodeState::Leased, Some("acme.job"))
+            .tenant_pod("acme", &format!("w{i}"), &format!("n{i}"));
     }
     f = f
         .lease("acme", "job", 32, LeasePhase::Bound, Some(-600))
@@ -450,7 +453,7 @@ fn notices_respect_the_concurrency_cap_and_count_nodes_in_notice() {
     // One node already under notice leaves room for one more.
     f.nodes[0].marks.state = NodeState::Reclaiming;
     f.nodes[0].marks.deadline = Some(at(60));
-    f = f.tenant_pod("acme", "w0", "n0");
+    f.pods[0].0.deadline_annotation = Some(at(60));
     let p = f.plan();
     assert_eq!(
         p.steps
@@ -465,6 +468,25 @@ impl PoolPolicy {
     fn reclaim_cap(&mut self, n: u32) {
         self.max_concurrent_reclaims = Some(n);
     }
+}
+
+#[test]
+fn idle_leased_nodes_go_back_without_notice_and_outside_the_cap() {
+    let p = fx()
+        .policy(|p| p.reclaim_cap(1))
+        .node("busy", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .tenant_pod("acme", "w", "busy")
+        .node("idle1", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .node("idle2", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .lease("acme", "job", 24, LeasePhase::Bound, Some(-600))
+        .internal_pod("queued", None, 24)
+        .plan();
+    let mut k = kinds(&p);
+    k.sort();
+    assert_eq!(k, ["notice busy", "return idle1", "return idle2"]);
 }
 
 #[test]

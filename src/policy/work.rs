@@ -40,6 +40,8 @@ pub(super) struct Work<'a> {
     pub steps: Vec<Step>,
     pub lease_reasons: Vec<String>,
     bound: Vec<Vec<usize>>,
+    /// One node each lease holds, if any, for its model.
+    lease_node: Vec<Option<usize>>,
     /// GPUs lent by this plan.
     pub lent_now: u32,
 }
@@ -78,25 +80,16 @@ impl Classes {
         self.pending_any - spare
     }
 
-    /// GPUs each class can lend now: free beyond pending and reserve, with demand for any class taken from
-    /// the classes with the most to spare first.
-    pub fn surplus(&self) -> Vec<i64> {
-        let mut s: Vec<i64> = (0..self.len())
+    /// GPUs each class could lend now (free beyond its pending demand and reserve), and how many the pool
+    /// as a whole can lend once demand for any class is served from what the classes spare. A node of class
+    /// `c` may be lent when both numbers cover it; lending takes its GPUs from both, so planning again on
+    /// the result gives the same answer.
+    pub fn surplus(&self) -> (Vec<i64>, i64) {
+        let s: Vec<i64> = (0..self.len())
             .map(|c| self.free[c] - self.pending[c] - self.reserve[c])
             .collect();
-        let mut any = self.pending_any;
-        while any > 0 {
-            let Some(c) = (0..s.len())
-                .filter(|&c| s[c] > 0)
-                .max_by_key(|&c| (s[c], std::cmp::Reverse(c)))
-            else {
-                break;
-            };
-            let take = any.min(s[c]);
-            s[c] -= take;
-            any -= take;
-        }
-        s
+        let spare = s.iter().map(|&v| v.max(0)).sum::<i64>() - self.pending_any;
+        (s, spare)
     }
 }
 
@@ -163,6 +156,12 @@ impl<'a> Work<'a> {
             next += node.tenant_count;
             node.tenant_count = 0;
         }
+        let mut lease_node = vec![None; snap.leases.len()];
+        for (n, node) in nodes.iter().enumerate() {
+            if let (true, Some(l)) = (node.member, node.lease) {
+                lease_node[l].get_or_insert(n);
+            }
+        }
         let mut tenant_pods = vec![0usize; next as usize];
         for (p, pod) in snap.pods.iter().enumerate() {
             if let (Some(n), true) = (pod.node, pod.tenant) {
@@ -181,6 +180,7 @@ impl<'a> Work<'a> {
             steps: Vec::new(),
             lease_reasons: vec![String::new(); snap.leases.len()],
             bound: vec![Vec::new(); snap.leases.len()],
+            lease_node,
             lent_now: 0,
         }
     }
@@ -225,14 +225,12 @@ impl<'a> Work<'a> {
             .sum()
     }
 
+    /// What lease `l` pays per GPU-hour: the price of its model, or of the model of its nodes.
     pub fn lease_price(&self, l: usize) -> f64 {
-        let lease = &self.snap.leases[l];
-        let model = lease.model.as_deref().or_else(|| {
-            self.nodes
-                .iter()
-                .position(|n| n.lease == Some(l))
-                .and_then(|n| self.model(n))
-        });
+        let model = self.snap.leases[l]
+            .model
+            .as_deref()
+            .or_else(|| self.lease_node[l].and_then(|n| self.model(n)));
         self.policy.prices.for_model(model)
     }
 
@@ -267,21 +265,47 @@ impl<'a> Work<'a> {
         self.push(Action::Unlend { node: name }, why);
     }
 
-    pub fn notice(&mut self, n: usize, deadline: Timestamp, why: &str) {
+    /// Gives notice on a node. One with no tenant pod on it goes straight back, as there is nothing to wait
+    /// for (returns true then); with a deadline already due (a notice of zero seconds), its pods are evicted.
+    pub fn notice(&mut self, n: usize, deadline: Timestamp, why: &str) -> bool {
         let name = self.snap.nodes[n].name.clone();
         let lease = self.nodes[n].lease_key.clone();
+        self.nodes[n].acted = true;
+        if !self.has_tenant_pods(n) {
+            self.nodes[n].state = NodeState::Internal;
+            self.nodes[n].reason = format!("returned: {why}");
+            self.push(
+                Action::Return { node: name, lease },
+                &format!("{why}; no tenant pod to give notice to"),
+            );
+            return true;
+        }
         self.nodes[n].state = NodeState::Reclaiming;
         self.nodes[n].deadline = Some(deadline);
-        self.nodes[n].acted = true;
         self.nodes[n].reason = format!("notice: {why}");
         self.push(
             Action::Notice {
-                node: name,
+                node: name.clone(),
                 lease,
                 deadline,
             },
             why,
         );
+        if self.now >= deadline {
+            for p in self.tenant_pods_on(n) {
+                let pod = &self.snap.pods[p];
+                if !pod.terminating {
+                    let action = Action::Evict {
+                        namespace: pod.namespace.clone(),
+                        name: pod.name.clone(),
+                        node: name.clone(),
+                        deadline,
+                    };
+                    self.push(action, "the pool gives no notice period");
+                }
+            }
+        }
+        false
     }
 
     pub fn bind(&mut self, l: usize, nodes: Vec<usize>) {
@@ -305,6 +329,7 @@ impl<'a> Work<'a> {
         };
         let why = format!("lease asks for {} GPUs and these lent nodes cover it", lease.gpus);
         self.push(action, &why);
+        self.lease_node[l] = nodes.first().copied();
         self.bound[l] = nodes;
     }
 

@@ -1,0 +1,396 @@
+//! Property tests of the planner: random clusters and random event sequences, each plan carried out on the
+//! cluster model, checking DESIGN.md rules 1–3 and that planning again on the result changes nothing.
+//!
+//! Each property runs 10,000 random sequences.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use proptest::prelude::*;
+use sublet::policy::*;
+
+const MODELS: [&str; 2] = ["A100", "H100"];
+
+#[derive(Clone, Debug)]
+struct Knobs {
+    reserve_gpus: u32,
+    reserve_percent: u32,
+    max_lent_percent: u32,
+    max_concurrent: Option<u32>,
+    notice: i64,
+    min_lease: i64,
+    cooldown: i64,
+    idle_for: i64,
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Tick(i64),
+    InternalPending {
+        gpus: u32,
+        model: Option<usize>,
+    },
+    InternalFinishes(usize),
+    Lease {
+        gpus: u32,
+        model: Option<usize>,
+        duration: Option<i64>,
+    },
+    TenantPod(usize),
+    DeleteLease(usize),
+    NodeNotReady(usize),
+    NodeReady(usize),
+    ScheduleInternal,
+}
+
+fn knobs() -> impl Strategy<Value = Knobs> {
+    (
+        0u32..=16,
+        prop_oneof![Just(0u32), 0u32..=50],
+        prop_oneof![Just(100u32), 0u32..=100],
+        prop_oneof![Just(None), (1u32..=3).prop_map(Some)],
+        prop_oneof![Just(0i64), Just(120), 1i64..=600],
+        prop_oneof![Just(0i64), 1i64..=3600],
+        prop_oneof![Just(0i64), 1i64..=600],
+        prop_oneof![Just(0i64), 1i64..=900],
+    )
+        .prop_map(
+            |(
+                reserve_gpus,
+                reserve_percent,
+                max_lent_percent,
+                max_concurrent,
+                notice,
+                min_lease,
+                cooldown,
+                idle_for,
+            )| Knobs {
+                reserve_gpus,
+                reserve_percent,
+                max_lent_percent,
+                max_concurrent,
+                notice,
+                min_lease,
+                cooldown,
+                idle_for,
+            },
+        )
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        4 => (1i64..=400).prop_map(Event::Tick),
+        3 => ((1u32..=16), prop_oneof![Just(None), (0usize..2).prop_map(Some)]).prop_map(|(gpus, model)| Event::InternalPending { gpus, model }),
+        2 => any::<usize>().prop_map(Event::InternalFinishes),
+        2 => ((1u32..=24), prop_oneof![Just(None), (0usize..2).prop_map(Some)], prop_oneof![Just(None), (60i64..=3600).prop_map(Some)])
+            .prop_map(|(gpus, model, duration)| Event::Lease { gpus, model, duration }),
+        2 => any::<usize>().prop_map(Event::TenantPod),
+        1 => any::<usize>().prop_map(Event::DeleteLease),
+        1 => any::<usize>().prop_map(Event::NodeNotReady),
+        1 => any::<usize>().prop_map(Event::NodeReady),
+        3 => Just(Event::ScheduleInternal),
+    ]
+}
+
+fn cluster() -> impl Strategy<Value = Vec<(u32, usize)>> {
+    prop::collection::vec((prop_oneof![Just(4u32), Just(8u32)], 0usize..2), 1..10)
+}
+
+fn t0() -> Timestamp {
+    "2026-11-25T12:00:00Z".parse().unwrap()
+}
+
+fn build(k: &Knobs, nodes: &[(u32, usize)]) -> Snapshot {
+    let mut policy = PoolPolicy::with_defaults("pool");
+    policy.reserve.gpus = k.reserve_gpus;
+    policy.reserve.percent = k.reserve_percent;
+    policy.max_lent_percent = k.max_lent_percent;
+    policy.max_concurrent_reclaims = k.max_concurrent;
+    policy.notice_seconds = k.notice;
+    policy.min_lease_seconds = k.min_lease;
+    policy.cooldown_seconds = k.cooldown;
+    policy.idle_for_seconds = k.idle_for;
+    let mut b = SnapshotBuilder::new(Arc::new(policy), t0());
+    for (i, &(gpus, model)) in nodes.iter().enumerate() {
+        b.node(NodeView {
+            name: format!("n{i}"),
+            labels: BTreeMap::from([("nvidia.com/gpu.product".to_string(), MODELS[model].to_string())]),
+            ready: true,
+            gpus,
+            idle_since: Some(t0().checked_sub(SignedDuration::from_secs(3600)).unwrap()),
+            ..NodeView::default()
+        });
+    }
+    b.build()
+}
+
+fn model_of(s: &Snapshot, n: usize) -> &str {
+    s.nodes[n]
+        .labels
+        .get("nvidia.com/gpu.product")
+        .map(String::as_str)
+        .unwrap_or("")
+}
+
+/// Applies one external event to the model cluster.
+fn happen(s: &mut Snapshot, e: &Event, serial: &mut u32) {
+    *serial += 1;
+    let n_nodes = s.nodes.len();
+    match e {
+        Event::Tick(secs) => {
+            s.now = s.now.checked_add(SignedDuration::from_secs(*secs)).unwrap();
+            // Evicted pods finish terminating.
+            s.pods.retain(|p| !p.terminating);
+        }
+        Event::InternalPending { gpus, model } => s.pods.push(PodView {
+            namespace: "ml".into(),
+            name: format!("job-{serial}"),
+            gpus: *gpus.min(&8),
+            class: model.map(|m| MODELS[m].to_string()),
+            ..PodView::default()
+        }),
+        Event::InternalFinishes(i) => {
+            let running: Vec<usize> = (0..s.pods.len())
+                .filter(|&p| !s.pods[p].tenant && s.pods[p].node.is_some())
+                .collect();
+            if !running.is_empty() {
+                let p = running[i % running.len()];
+                let node = s.pods[p].node.unwrap();
+                s.pods.remove(p);
+                if !s.pods.iter().any(|q| q.node == Some(node) && !q.tenant && q.gpus > 0) {
+                    s.nodes[node].idle_since = Some(s.now);
+                }
+            }
+        }
+        Event::Lease { gpus, model, duration } => s.leases.push(LeaseView {
+            namespace: "acme".into(),
+            name: format!("lease-{serial}"),
+            gpus: *gpus,
+            model: model.map(|m| MODELS[m].to_string()),
+            duration_seconds: *duration,
+            max_price: None,
+            phase: LeasePhase::Pending,
+            bound_at: None,
+            created: s.now,
+            tenant_namespace: true,
+            deleting: false,
+        }),
+        Event::TenantPod(i) => {
+            // Tenant pods land only where their lease's taint is tolerated: leased nodes of their lease.
+            let leased: Vec<usize> = (0..n_nodes)
+                .filter(|&n| s.nodes[n].marks.state == NodeState::Leased)
+                .collect();
+            if !leased.is_empty() {
+                let n = leased[i % leased.len()];
+                let key = s.nodes[n].marks.lease.clone().unwrap();
+                let (ns, _) = key.split_once('.').unwrap();
+                s.pods.push(PodView {
+                    namespace: ns.into(),
+                    name: format!("tenant-{serial}"),
+                    node: Some(n),
+                    gpus: s.nodes[n].gpus,
+                    tenant: true,
+                    phase: PodPhase::Running,
+                    ..PodView::default()
+                });
+            }
+        }
+        Event::DeleteLease(i) => {
+            if !s.leases.is_empty() {
+                let l = i % s.leases.len();
+                s.leases[l].deleting = true;
+            }
+        }
+        Event::NodeNotReady(i) => s.nodes[i % n_nodes].ready = false,
+        Event::NodeReady(i) => s.nodes[i % n_nodes].ready = true,
+        Event::ScheduleInternal => {
+            // A scheduler: pending internal pods go onto internal nodes (no sublet taint) with room.
+            for p in 0..s.pods.len() {
+                if s.pods[p].tenant || s.pods[p].node.is_some() {
+                    continue;
+                }
+                let want = s.pods[p].gpus;
+                let class = s.pods[p].class.clone();
+                let fit = (0..n_nodes).find(|&n| {
+                    let node = &s.nodes[n];
+                    let used: u32 = s.pods.iter().filter(|q| q.node == Some(n)).map(|q| q.gpus).sum();
+                    node.ready
+                        && node.marks.state == NodeState::Internal
+                        && class.as_deref().is_none_or(|c| c == model_of(s, n))
+                        && node.gpus - used.min(node.gpus) >= want
+                });
+                if let Some(n) = fit {
+                    s.pods[p].node = Some(n);
+                    s.pods[p].phase = PodPhase::Running;
+                    s.nodes[n].idle_since = None;
+                }
+            }
+        }
+    }
+}
+
+/// Rules 1–3 and the shape of a plan, checked against the snapshot it was made from.
+fn check_rules(s: &Snapshot, p: &Plan) -> Result<(), TestCaseError> {
+    let node = |name: &str| s.nodes.iter().position(|n| n.name == name).unwrap();
+    let mut lent_now = HashSet::new();
+    let mut bound_now = HashSet::new();
+    let mut noticed = std::collections::HashMap::new();
+    for step in &p.steps {
+        prop_assert!(!step.reason.is_empty(), "every action has a reason: {:?}", step.action);
+        match &step.action {
+            Action::Lend { node: name } => {
+                let n = node(name);
+                // Rule 1: a node with an internal GPU pod is never lent.
+                prop_assert!(
+                    !s.pods.iter().any(|q| q.node == Some(n) && !q.tenant && q.gpus > 0),
+                    "lent {name} with an internal GPU pod"
+                );
+                prop_assert_eq!(s.nodes[n].marks.state, NodeState::Internal);
+                lent_now.insert(name.clone());
+            }
+            Action::Bind {
+                nodes, namespace, name, ..
+            } => {
+                let key = format!("{namespace}.{name}");
+                for b in nodes {
+                    let n = node(b);
+                    // Rule 2: one lease per node: only lent, unleased nodes are bound, each once.
+                    let was_lent = s.nodes[n].marks.state == NodeState::Lent && s.nodes[n].marks.lease.is_none();
+                    prop_assert!(was_lent || lent_now.contains(b), "bound {b} that was not lent and free");
+                    prop_assert!(bound_now.insert(b.clone()), "bound {b} twice");
+                    prop_assert!(
+                        !s.pods.iter().any(|q| q.node == Some(n) && q.tenant),
+                        "bound {b} to {key} with another tenant's pods on it"
+                    );
+                }
+            }
+            Action::Evict {
+                namespace,
+                name,
+                node: name_of_node,
+                deadline,
+            } => {
+                let pod = s
+                    .pods
+                    .iter()
+                    .find(|q| &q.namespace == namespace && &q.name == name)
+                    .unwrap();
+                // Rule 1: internal pods are never evicted.
+                prop_assert!(pod.tenant, "evicted internal pod {name}");
+                // Rule 3: notice given (on the node and the pod, earlier or earlier in this plan) and its
+                // deadline reached.
+                let n = node(name_of_node);
+                let noticed_now = noticed.get(name_of_node) == Some(deadline);
+                if !noticed_now {
+                    prop_assert_eq!(s.nodes[n].marks.state, NodeState::Reclaiming);
+                    prop_assert_eq!(s.nodes[n].marks.deadline, Some(*deadline));
+                    prop_assert_eq!(
+                        pod.deadline_annotation,
+                        Some(*deadline),
+                        "evicted {} before its pod had notice",
+                        name
+                    );
+                }
+                prop_assert!(s.now >= *deadline, "evicted {name} before the deadline");
+            }
+            Action::Notice {
+                deadline, node: name, ..
+            } => {
+                noticed.insert(name.clone(), *deadline);
+                prop_assert!(
+                    *deadline
+                        >= s.now
+                            .checked_add(SignedDuration::from_secs(s.policy.notice_seconds))
+                            .unwrap()
+                        || s.nodes[node(name)].marks.state == NodeState::Reclaiming,
+                    "notice on {name} shorter than the pool's notice"
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn describe(s: &Snapshot) -> String {
+    let nodes: Vec<String> = s
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let used: u32 = s.pods.iter().filter(|p| p.node == Some(i)).map(|p| p.gpus).sum();
+            format!(
+                "{}:{}g/{}used/{:?}/ready={}",
+                n.name, n.gpus, used, n.marks.state, n.ready
+            )
+        })
+        .collect();
+    let pending: u32 = s.pods.iter().filter(|p| p.node.is_none()).map(|p| p.gpus).sum();
+    format!("{nodes:?} pending={pending}")
+}
+
+/// Rule 2 on the cluster itself: tenant pods only on nodes of their own lease.
+fn check_cluster(s: &Snapshot) -> Result<(), TestCaseError> {
+    for pod in s.pods.iter().filter(|p| p.tenant) {
+        if let Some(n) = pod.node {
+            let lease = s.nodes[n].marks.lease.as_deref().unwrap_or("");
+            prop_assert!(
+                lease.starts_with(&format!("{}.", pod.namespace)),
+                "tenant pod on a node not its own"
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 10_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn rules_hold_and_plans_are_idempotent(k in knobs(), nodes in cluster(), events in prop::collection::vec(event(), 1..40)) {
+        let mut s = build(&k, &nodes);
+        let mut serial = 0;
+        for e in &events {
+            happen(&mut s, e, &mut serial);
+            let p = plan(&s);
+            check_rules(&s, &p)?;
+            let before = describe(&s);
+            model::apply(&mut s, &p);
+            check_cluster(&s)?;
+            if let Some(max) = s.policy.max_concurrent_reclaims {
+                // Notices for internal demand never take the nodes under notice past the cap (forced ones,
+                // such as a lease running out, are not capped).
+                let demand_notices = p.steps.iter().any(|st| {
+                    matches!(st.action, Action::Notice { .. }) && st.reason.starts_with("internal demand")
+                });
+                let under_notice = s.nodes.iter().filter(|n| n.marks.state == NodeState::Reclaiming).count();
+                prop_assert!(!demand_notices || under_notice <= max as usize, "{under_notice} nodes under notice, cap {max}");
+            }
+            let again = plan(&s);
+            prop_assert!(
+                again.steps.is_empty(),
+                "planning again at the same instant acted: {:?}\nfirst plan: {:?}\nbefore: {}\nafter: {}",
+                again.steps, p.steps, before, describe(&s)
+            );
+        }
+    }
+
+    #[test]
+    fn totals_add_up(k in knobs(), nodes in cluster(), events in prop::collection::vec(event(), 1..20)) {
+        let mut s = build(&k, &nodes);
+        let mut serial = 0;
+        for e in &events {
+            happen(&mut s, e, &mut serial);
+            let p = plan(&s);
+            let t = p.totals;
+            prop_assert_eq!(t.gpus, s.nodes.iter().map(|n| n.gpus).sum::<u32>());
+            prop_assert!(t.lent_gpus + t.leased_gpus + t.reclaiming_gpus + t.internal_free_gpus + t.internal_used_gpus >= t.gpus);
+            prop_assert!(t.lendable_gpus <= t.internal_free_gpus);
+            let cap = u64::from(t.gpus) * u64::from(s.policy.max_lent_percent) / 100;
+            model::apply(&mut s, &p);
+            let out_after: u64 = s.nodes.iter().filter(|n| n.marks.state != NodeState::Internal).map(|n| u64::from(n.gpus)).sum();
+            prop_assert!(t.lendable_gpus == 0 || out_after <= cap, "lending past maxLentPercent");
+        }
+    }
+}
