@@ -30,6 +30,38 @@ pub enum LogFormat {
 pub enum Command {
     /// Prints sublet's CustomResourceDefinitions as YAML, or writes one file per CRD into a folder.
     Crd(CrdArgs),
+    /// Runs the operator against a Kubernetes API server: lends idle GPU nodes, binds leases, gives notice,
+    /// evicts at the deadline and returns nodes, for every TenantPool.
+    Run(RunArgs),
+}
+
+/// Arguments of `sublet run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The kubeconfig to use; by default $KUBECONFIG, ~/.kube/config, or the in-cluster service account.
+    #[arg(long, value_name = "FILE", env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Where /metrics, /livez and /readyz listen.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Whether replicas elect a leader on a coordination.k8s.io Lease (only the leader writes).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub leader_elect: bool,
+    /// The namespace of the leader Lease; by default the pod's own namespace, or `default`.
+    #[arg(long, value_name = "NAMESPACE", env = "POD_NAMESPACE")]
+    pub leader_elect_namespace: Option<String>,
+    /// The name of the leader Lease.
+    #[arg(long, value_name = "NAME", default_value = "sublet-leader")]
+    pub leader_elect_name: String,
+    /// This replica's name in the leader Lease; by default the pod name or host name.
+    #[arg(long, value_name = "NAME", env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Seconds the leader Lease stays valid without renewal; another replica takes over after that.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=600))]
+    pub leader_elect_duration: u64,
+    /// Seconds between periodic passes (the time-based rules: deadlines, windows, cool-downs).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub tick: f64,
 }
 
 /// Arguments of `sublet crd`.

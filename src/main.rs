@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use sublet::cli::{Cli, Command, CrdArgs, LogFormat};
+use sublet::cli::{Cli, Command, CrdArgs, LogFormat, RunArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -21,7 +21,64 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Crd(args) => crd(args),
+        Command::Run(args) => runtime()?.block_on(run_controller(args)),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn run_controller(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if !(args.tick.is_finite() && args.tick >= 0.05) {
+        anyhow::bail!("--tick must be at least 0.05 seconds, got {}", args.tick);
+    }
+    let client = sublet::controller::client(&sublet::controller::Connect {
+        kubeconfig: args.kubeconfig,
+    })
+    .await?;
+    let namespace = args.leader_elect_namespace.or_else(|| {
+        std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+            .ok()
+            .map(|s| s.trim().to_string())
+    });
+    let identity = args
+        .identity
+        .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| format!("sublet-{}", std::process::id())));
+    let config = sublet::controller::Config {
+        metrics_addr: args.metrics_addr,
+        leader_election: args.leader_elect,
+        lease_namespace: namespace.unwrap_or_else(|| "default".into()),
+        lease_name: args.leader_elect_name,
+        identity,
+        lease_duration: args.leader_elect_duration,
+        tick: std::time::Duration::from_secs_f64(args.tick),
+        ..sublet::controller::Config::default()
+    };
+    sublet::controller::run(client, config, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn crd(args: CrdArgs) -> anyhow::Result<ExitCode> {

@@ -1,0 +1,423 @@
+//! The controller: `sublet run`.
+//!
+//! One pass per pool, always in this order:
+//!
+//! ```text
+//!   observe  cache.rs + observe.rs   reflector stores (nodes, pods, pools, leases, namespaces) → Snapshot
+//!   plan     crate::policy::plan     Snapshot → Plan (pure)
+//!   execute  execute.rs              Plan steps → node, pod and eviction writes (Enforce mode only)
+//!   report   report.rs               lease and pool status, the ledger, events, metrics
+//! ```
+//!
+//! Passes run on any change in the caches (debounced), on a periodic tick for the time-based rules
+//! (idle windows, deadlines, cool-downs, lease ends), and when this replica gains the leader lease. Every
+//! replica keeps its caches warm; only the leader plans and writes, and it stops writing the moment it
+//! loses the lease. The process exits if the leader-election task dies.
+
+mod cache;
+mod execute;
+mod http;
+mod metrics;
+mod observe;
+mod report;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::watch;
+
+pub use cache::{Caches, node_gpus, pod_gpus};
+pub use execute::{Done, Outcome};
+pub use metrics::Metrics;
+pub use observe::{IdleClocks, Observed, World, observe};
+pub use report::{Ledger, accrue};
+
+use crate::api::keys::POOL_FINALIZER;
+use crate::api::{Mode, NodeState, TenantPool};
+use crate::policy::{Signals, plan};
+
+/// Why a pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    #[error("the API did not answer in time")]
+    Timeout,
+    #[error("node {0} kept changing under us; will retry")]
+    Conflict(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("invalid pool spec: {0}")]
+    InvalidSpec(#[from] crate::policy::PolicyError),
+    #[error("this replica does not hold the leader lease")]
+    NotLeader,
+    #[error("encoding: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// A fixed label for metrics (never the message).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Timeout => "timeout",
+            Self::Conflict(_) => "conflict",
+            Self::Refused(_) => "refused",
+            Self::InvalidSpec(_) => "invalid_spec",
+            Self::NotLeader => "not_leader",
+            Self::Json(_) => "json",
+        }
+    }
+}
+
+/// How `sublet run` behaves.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where `/metrics`, `/livez` and `/readyz` listen.
+    pub metrics_addr: SocketAddr,
+    /// Leader election on a coordination.k8s.io Lease; off runs as the only writer.
+    pub leader_election: bool,
+    pub lease_namespace: String,
+    pub lease_name: String,
+    pub identity: String,
+    /// Seconds the leader lease is valid without renewal.
+    pub lease_duration: u64,
+    /// The periodic pass.
+    pub tick: Duration,
+    /// How long a burst of changes is gathered before a pass.
+    pub debounce: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            metrics_addr: "0.0.0.0:8080".parse().expect("valid address"),
+            leader_election: true,
+            lease_namespace: "default".into(),
+            lease_name: "sublet-leader".into(),
+            identity: format!("sublet-{}", std::process::id()),
+            lease_duration: 15,
+            tick: Duration::from_secs(5),
+            debounce: Duration::from_millis(20),
+        }
+    }
+}
+
+/// What every pass needs.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub config: Config,
+    pub caches: Caches,
+    pub clocks: IdleClocks,
+    leader: watch::Receiver<bool>,
+    /// Per pool, when unmet internal demand was first seen (for the reclaim latency histogram).
+    demand_seen: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        caches: Caches,
+        metrics: Metrics,
+        config: Config,
+        leader: watch::Receiver<bool>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "sublet".into(),
+            instance: Some(config.identity.clone()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            config,
+            caches,
+            clocks: IdleClocks::default(),
+            leader,
+            demand_seen: Default::default(),
+        }
+    }
+
+    /// Whether this replica may write now.
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+}
+
+/// Wraps an API call in the write timeout.
+pub(crate) async fn timed<T>(fut: impl Future<Output = Result<T, kube::Error>>) -> Result<T, Error> {
+    match tokio::time::timeout(Duration::from_secs(10), fut).await {
+        Ok(r) => r.map_err(Error::Kube),
+        Err(_) => Err(Error::Timeout),
+    }
+}
+
+/// One pass over one pool: observe → plan → execute → report.
+pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = pool.name_any();
+    if !ctx.is_leader() {
+        return Ok(Action::await_change());
+    }
+    let started = std::time::Instant::now();
+    ctx.metrics.reconciles.with_label_values(&[name.as_str()]).inc();
+    let deleting = pool.metadata.deletion_timestamp.is_some();
+    if !deleting && !pool.finalizers().iter().any(|f| f == POOL_FINALIZER) {
+        add_finalizer(&ctx, &name).await?;
+    }
+    let now = Timestamp::now();
+    let caches = &ctx.caches;
+    let world = World {
+        nodes: caches.nodes.state(),
+        pods: caches.pods.state(),
+        leases: caches.leases.state(),
+        namespaces: caches.namespaces.state(),
+    };
+    let observed = observe(&pool, &world, &ctx.clocks, Signals::default(), now)?;
+    let snapshot = observed.snapshot;
+    let the_plan = plan(&snapshot);
+    let enforce = pool.spec.mode == Mode::Enforce;
+    // In Observe mode nothing is written to nodes or pods; a pool being deleted has nothing lent in Observe
+    // mode unless it was switched from Enforce, and then it returns its nodes like any other.
+    let act = enforce || deleting;
+    let outcomes = if act {
+        execute::execute(&ctx, &name, &the_plan.steps, now).await
+    } else {
+        Vec::new()
+    };
+    reclaim_latency(&ctx, &name, &the_plan, &outcomes, now);
+    if !ctx.is_leader() {
+        return Ok(Action::await_change());
+    }
+    report::report(&ctx, &pool, &snapshot, &the_plan, &outcomes, &world.leases, !act).await?;
+    if deleting {
+        let all_home = the_plan.nodes.iter().all(|n| n.state == NodeState::Internal) && the_plan.steps.is_empty();
+        if all_home {
+            remove_finalizer(&ctx, &name).await?;
+            return Ok(Action::await_change());
+        }
+    }
+    ctx.metrics
+        .reconcile_duration
+        .with_label_values(&[name.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    if failed > 0 {
+        tracing::info!(pool = %name, failed, "some steps failed; the next pass plans again");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    Ok(Action::requeue(ctx.config.tick))
+}
+
+/// Observes, for each node brought back for internal demand, the time since that demand was first seen.
+fn reclaim_latency(ctx: &Context, pool: &str, plan: &crate::policy::Plan, outcomes: &[Outcome], now: Timestamp) {
+    let mut seen = ctx.demand_seen.lock().expect("demand clock lock");
+    let unmet = plan.steps.iter().any(|s| s.reason.starts_with("internal demand")) || plan.totals.reclaiming_gpus > 0;
+    let back = outcomes.iter().filter(|o| {
+        matches!(o.result, Ok(Done::Written))
+            && matches!(
+                o.step.action,
+                crate::policy::Action::Unlend { .. } | crate::policy::Action::Return { .. }
+            )
+    });
+    let mut any = false;
+    for _ in back {
+        any = true;
+        if let Some(since) = seen.get(pool) {
+            let secs = now.duration_since(*since).as_secs_f64();
+            ctx.metrics.reclaim_latency.with_label_values(&[pool]).observe(secs);
+        }
+    }
+    if unmet {
+        seen.entry(pool.to_string()).or_insert(now);
+    } else if any || plan.totals.pending_gpus == 0 {
+        seen.remove(pool);
+    }
+}
+
+/// An invalid spec waits for a change; anything else is retried soon.
+pub fn error_policy(pool: Arc<TenantPool>, err: &Error, ctx: Arc<Context>) -> Action {
+    let name = pool.name_any();
+    ctx.metrics
+        .reconcile_failures
+        .with_label_values(&[name.as_str(), err.metric_label()])
+        .inc();
+    tracing::warn!(pool = %name, %err, "pass failed");
+    match err {
+        Error::InvalidSpec(_) => {
+            let ctx = ctx.clone();
+            let message = err.to_string();
+            tokio::spawn(async move { mark_invalid(&ctx, &pool, &message).await });
+            Action::await_change()
+        }
+        _ => Action::requeue(Duration::from_secs(2)),
+    }
+}
+
+async fn mark_invalid(ctx: &Context, pool: &TenantPool, message: &str) {
+    let mut conditions = pool.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    crate::api::set_condition(
+        &mut conditions,
+        "Ready",
+        crate::api::ConditionStatus::False,
+        "InvalidSpec",
+        message,
+        pool.metadata.generation,
+        Timestamp::now(),
+    );
+    let api: Api<TenantPool> = Api::all(ctx.client.clone());
+    let body = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool", "status": {"conditions": conditions}});
+    let params = PatchParams::apply(crate::api::keys::FIELD_MANAGER).force();
+    let ok = timed(api.patch_status(&pool.name_any(), &params, &Patch::Apply(&body)))
+        .await
+        .is_ok();
+    ctx.metrics.write("pool_status", ok);
+}
+
+async fn add_finalizer(ctx: &Context, name: &str) -> Result<(), Error> {
+    let api: Api<TenantPool> = Api::all(ctx.client.clone());
+    let pool = timed(api.get(name)).await?;
+    let mut finalizers = pool.finalizers().to_vec();
+    if finalizers.iter().any(|f| f == POOL_FINALIZER) {
+        return Ok(());
+    }
+    finalizers.push(POOL_FINALIZER.into());
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": pool.resource_version()}});
+    let r = timed(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))).await;
+    ctx.metrics.write("pool_finalizer", r.is_ok());
+    r.map(|_| ())
+}
+
+async fn remove_finalizer(ctx: &Context, name: &str) -> Result<(), Error> {
+    let api: Api<TenantPool> = Api::all(ctx.client.clone());
+    let pool = timed(api.get(name)).await?;
+    let finalizers: Vec<String> = pool
+        .finalizers()
+        .iter()
+        .filter(|f| *f != POOL_FINALIZER)
+        .cloned()
+        .collect();
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": pool.resource_version()}});
+    let r = timed(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))).await;
+    ctx.metrics.write("pool_finalizer", r.is_ok());
+    r.map(|_| ())
+}
+
+/// Where to find the API server.
+#[derive(Clone, Debug, Default)]
+pub struct Connect {
+    /// A kubeconfig file; otherwise $KUBECONFIG, ~/.kube/config, or the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// A client for `connect`.
+pub async fn client(connect: &Connect) -> anyhow::Result<Client> {
+    use anyhow::Context as _;
+    let config = match &connect.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("kubeconfig {} has no usable context", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig found and not running in a cluster")?,
+    };
+    Client::try_from(config).context("cannot build a Kubernetes client")
+}
+
+/// Runs the controller until `shutdown` resolves or the leader-election task dies.
+pub async fn run(
+    client: Client,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let caches = Caches::start(&client);
+    let addr = http::serve(config.metrics_addr, metrics.clone(), caches.clone()).await?;
+    tracing::info!(%addr, "serving /metrics, /livez and /readyz");
+    let (leader_rx, mut lease_task) = leader(&client, &config).await?;
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        caches.clone(),
+        metrics.clone(),
+        config.clone(),
+        leader_rx.clone(),
+    ));
+    caches.wait_synced().await;
+    tracing::info!(objects = caches.len(), "caches synced");
+    // Any change in the caches, and any change of leadership, triggers a pass over every pool.
+    let changes = futures::stream::unfold(caches.changed.clone(), |n| async move {
+        n.notified().await;
+        Some(((), n))
+    });
+    let metrics_leader = metrics.clone();
+    let leadership = futures::stream::unfold(leader_rx.clone(), move |mut rx| {
+        let m = metrics_leader.clone();
+        async move {
+            rx.changed().await.ok()?;
+            let leading = *rx.borrow();
+            m.leader.set(i64::from(leading));
+            tracing::info!(leading, "leadership changed");
+            Some(((), rx))
+        }
+    });
+    metrics.leader.set(i64::from(*leader_rx.borrow()));
+    let pools: Api<TenantPool> = Api::all(client);
+    let controller = Controller::new(pools, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().debounce(config.debounce))
+        .reconcile_all_on(futures::stream::select(changes, leadership))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {});
+    tokio::select! {
+        _ = controller => Ok(()),
+        res = &mut lease_task => Err(anyhow::anyhow!("leader election stopped: {res:?}")),
+    }
+}
+
+type LeaseTask = std::pin::Pin<Box<dyn Future<Output = String> + Send>>;
+
+async fn leader(client: &Client, config: &Config) -> anyhow::Result<(watch::Receiver<bool>, LeaseTask)> {
+    if !config.leader_election {
+        let (tx, rx) = watch::channel(true);
+        return Ok((
+            rx,
+            Box::pin(async move {
+                let _keep = tx;
+                std::future::pending::<String>().await
+            }),
+        ));
+    }
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &config.lease_name)
+        .with_namespace(&config.lease_namespace)
+        .with_identity(&config.identity)
+        .with_duration(config.lease_duration)
+        .with_grace((config.lease_duration / 3).max(1))
+        .build()
+        .await?;
+    let (rx, handle) = manager.watch().await;
+    Ok((
+        rx,
+        Box::pin(async move {
+            match handle.await {
+                Ok(Ok(_)) => "the lease manager finished".to_string(),
+                Ok(Err(err)) => err.to_string(),
+                Err(err) => err.to_string(),
+            }
+        }),
+    ))
+}
