@@ -30,6 +30,26 @@ pub enum LogFormat {
 pub enum Command {
     /// Prints sublet's CustomResourceDefinitions as YAML, or writes one file per CRD into a folder.
     Crd(CrdArgs),
+    /// Serves a Kubernetes API for tests and demos on a loopback port until interrupted, and writes a
+    /// kubeconfig that points kubectl at it.
+    Sandbox(SandboxArgs),
+}
+
+/// Arguments of `sublet sandbox`.
+#[derive(clap::Args, Debug)]
+pub struct SandboxArgs {
+    /// The address to listen on; port 0 picks a free port, which the kubeconfig then names.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6443")]
+    pub listen: std::net::SocketAddr,
+    /// Where to write the kubeconfig for the sandbox's admin user.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: PathBuf,
+    /// Authorizes every request with RBAC, as a real cluster does; without it every request is allowed.
+    #[arg(long)]
+    pub rbac: bool,
+    /// Reads fault-injection rules (YAML) from this file; they can be changed later at /sandbox/faults.
+    #[arg(long, value_name = "FILE")]
+    pub faults: Option<PathBuf>,
 }
 
 /// Arguments of `sublet crd`.
