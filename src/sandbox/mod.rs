@@ -1,0 +1,3 @@
+//! The sandbox Kubernetes API server (tests and `sublet demo`).
+
+pub mod patch;
