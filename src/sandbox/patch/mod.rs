@@ -14,6 +14,7 @@
 //! extensions for custom resources.
 
 mod json_patch;
+pub mod managed;
 
 mod merge_patch;
 mod schema;

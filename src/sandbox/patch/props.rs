@@ -1,0 +1,1 @@
+//! Property tests of the laws the patch functions keep.
