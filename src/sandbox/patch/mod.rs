@@ -53,3 +53,6 @@ pub(crate) fn json_equal(a: &serde_json::Value, b: &serde_json::Value) -> bool {
         _ => a == b,
     }
 }
+
+#[cfg(test)]
+mod props;

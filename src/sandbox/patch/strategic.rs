@@ -169,11 +169,8 @@ fn merge_list(original: &mut Vec<Value>, patch: &[Value], node: &Node) -> Result
         .any(|i| directive_of(i).and_then(Value::as_str) == Some("replace"));
     let list_type = node.list_type();
     if replace || *list_type == ListType::Atomic {
-        *original = patch
-            .iter()
-            .filter(|i| directive_of(i).is_none())
-            .map(|i| fresh(i, item_node))
-            .collect::<Result<_, _>>()?;
+        // Taken as sent, as the Go implementation does for lists it does not merge.
+        *original = patch.iter().filter(|i| directive_of(i).is_none()).cloned().collect();
         return Ok(());
     }
     match list_type {

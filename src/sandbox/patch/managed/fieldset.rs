@@ -264,7 +264,9 @@ pub(crate) fn diff(old: &Value, new: &Value, node: &Node) -> Diff {
     }
     let mut d = Diff::default();
     match (old, new) {
-        (Value::Object(a), Value::Object(b)) if !a.is_empty() && !b.is_empty() && !node.is_atomic_map() => {
+        // An empty map or list is a leaf only when both sides are empty (then they are equal): a map that
+        // empties or fills changes field by field, as in the real server's compare.
+        (Value::Object(a), Value::Object(b)) if !node.is_atomic_map() => {
             for (k, va) in a {
                 let pe = format!("f:{k}");
                 match b.get(k) {
@@ -290,9 +292,7 @@ pub(crate) fn diff(old: &Value, new: &Value, node: &Node) -> Diff {
                 }
             }
         }
-        (Value::Array(a), Value::Array(b))
-            if !a.is_empty() && !b.is_empty() && *node.list_type() != ListType::Atomic =>
-        {
+        (Value::Array(a), Value::Array(b)) if *node.list_type() != ListType::Atomic => {
             let (old_sets, new_sets) = (list_item_sets(a, node), list_item_sets(b, node));
             let item = node.item();
             for (pe, (va, sa)) in &old_sets {

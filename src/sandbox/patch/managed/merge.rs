@@ -166,9 +166,11 @@ pub(crate) fn check_keys(config: &Value, node: &Node, path: &mut String) -> Resu
                 let mut seen = std::collections::HashSet::new();
                 for (i, item) in list.iter().enumerate() {
                     let Some(pe) = super::fieldset::key_element(item, keys) else {
+                        let missing = keys.iter().find(|k| item.get(k.as_str()).is_none_or(Value::is_null));
                         return Err(format!(
-                            "{path}: element {i}: associative list with keys has an element that omits key \
-                             field(s) {keys:?} (and doesn't have default value)"
+                            "{path}: element {i}: associative list with keys has an element that omits key field \
+                             {:?} (and doesn't have default value)",
+                            missing.map(String::as_str).unwrap_or_default()
                         ));
                     };
                     if !seen.insert(pe.clone()) {
