@@ -55,4 +55,5 @@ pub(crate) fn json_equal(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 }
 
 #[cfg(test)]
+#[cfg(test)]
 mod props;

@@ -24,11 +24,6 @@ pub(crate) struct FieldSet {
     pub(crate) children: BTreeMap<String, FieldSet>,
 }
 
-static EMPTY: FieldSet = FieldSet {
-    member: false,
-    children: BTreeMap::new(),
-};
-
 impl FieldSet {
     pub(crate) fn leaf() -> FieldSet {
         FieldSet {
@@ -39,10 +34,6 @@ impl FieldSet {
 
     pub(crate) fn is_empty(&self) -> bool {
         !self.member && self.children.is_empty()
-    }
-
-    pub(crate) fn child(&self, element: &str) -> &FieldSet {
-        self.children.get(element).unwrap_or(&EMPTY)
     }
 
     pub(crate) fn union_with(&mut self, other: &FieldSet) {
@@ -58,30 +49,34 @@ impl FieldSet {
         out
     }
 
-    pub(crate) fn difference(&self, other: &FieldSet) -> FieldSet {
-        let mut out = FieldSet {
-            member: self.member && !other.member,
-            children: BTreeMap::new(),
-        };
-        for (pe, set) in &self.children {
-            let d = match other.children.get(pe) {
-                Some(o) => set.difference(o),
-                None => set.clone(),
-            };
-            if !d.is_empty() {
-                out.children.insert(pe.clone(), d);
+    /// Removes `other`'s paths in place, in time proportional to `other`.
+    pub(crate) fn remove_all(&mut self, other: &FieldSet) {
+        if other.member {
+            self.member = false;
+        }
+        for (pe, o) in &other.children {
+            if let Some(c) = self.children.get_mut(pe) {
+                c.remove_all(o);
+                if c.is_empty() {
+                    self.children.remove(pe);
+                }
             }
         }
-        out
     }
 
+    /// The common paths, walking the smaller side at each level.
     pub(crate) fn intersection(&self, other: &FieldSet) -> FieldSet {
         let mut out = FieldSet {
             member: self.member && other.member,
             children: BTreeMap::new(),
         };
-        for (pe, set) in &self.children {
-            if let Some(o) = other.children.get(pe) {
+        let (small, large) = if self.children.len() <= other.children.len() {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        for (pe, set) in &small.children {
+            if let Some(o) = large.children.get(pe) {
                 let i = set.intersection(o);
                 if !i.is_empty() {
                     out.children.insert(pe.clone(), i);
@@ -387,7 +382,9 @@ mod tests {
         let a = FieldSet::from_fields_v1(&json!({"f:a": {}, "f:b": {"f:c": {}, "f:d": {}}})).unwrap();
         let b = FieldSet::from_fields_v1(&json!({"f:b": {"f:c": {}}, "f:e": {}})).unwrap();
         assert_eq!(a.intersection(&b).to_fields_v1(), json!({"f:b": {"f:c": {}}}));
-        assert_eq!(a.difference(&b).to_fields_v1(), json!({"f:a": {}, "f:b": {"f:d": {}}}));
+        let mut d = a.clone();
+        d.remove_all(&b);
+        assert_eq!(d.to_fields_v1(), json!({"f:a": {}, "f:b": {"f:d": {}}}));
         assert_eq!(
             a.union(&b).to_fields_v1(),
             json!({"f:a": {}, "f:b": {"f:c": {}, "f:d": {}}, "f:e": {}})

@@ -82,16 +82,16 @@ fn merge_list(lhs: &[Value], rhs: &[Value], node: &Node) -> Vec<Value> {
     out
 }
 
-/// Removes from `value` the paths of `remove`, except where `keep` (every manager's fields) still owns the
-/// path or something below it. Maps and lists left empty by the removal are removed too, as the server's
-/// typed objects drop empty maps and lists.
-pub(crate) fn prune(value: &mut Value, remove: &FieldSet, keep: &FieldSet, node: &Node) {
+/// Removes from `value` the paths of `remove`, except where one of `keep` (the managers' field sets) still
+/// owns the path or something below it. Maps and lists left empty by the removal are removed too, as the
+/// server's typed objects drop empty maps and lists. Only the paths of `remove` are walked.
+pub(crate) fn prune(value: &mut Value, remove: &FieldSet, keep: &[&FieldSet], node: &Node) {
+    let kept_below = |pe: &str| -> Vec<&FieldSet> { keep.iter().filter_map(|k| k.children.get(pe)).collect() };
     match value {
         Value::Object(m) => {
             for (pe, rm) in &remove.children {
                 let Some(name) = pe.strip_prefix("f:") else { continue };
-                let kept = keep.child(pe);
-                if prune_child(m.get_mut(name), rm, kept, node.field(name)) {
+                if prune_child(m.get_mut(name), rm, &kept_below(pe), node.field(name)) {
                     m.remove(name);
                 }
             }
@@ -102,7 +102,7 @@ pub(crate) fn prune(value: &mut Value, remove: &FieldSet, keep: &FieldSet, node:
             let mut drop = vec![false; list.len()];
             for (i, pe) in elements.iter().enumerate() {
                 if let Some(rm) = remove.children.get(pe) {
-                    drop[i] = prune_child(list.get_mut(i), rm, keep.child(pe), item);
+                    drop[i] = prune_child(list.get_mut(i), rm, &kept_below(pe), item);
                 }
             }
             let mut i = 0;
@@ -116,14 +116,14 @@ pub(crate) fn prune(value: &mut Value, remove: &FieldSet, keep: &FieldSet, node:
 }
 
 /// Prunes one child; true if the parent should drop it.
-fn prune_child(child: Option<&mut Value>, rm: &FieldSet, kept: &FieldSet, node: &Node) -> bool {
+fn prune_child(child: Option<&mut Value>, rm: &FieldSet, kept: &[&FieldSet], node: &Node) -> bool {
     let Some(child) = child else { return false };
     if rm.member && kept.is_empty() {
         return true;
     }
     let was_empty = is_empty_container(child);
     prune(child, rm, kept, node);
-    !was_empty && is_empty_container(child) && !kept.member
+    !was_empty && is_empty_container(child) && !kept.iter().any(|k| k.member)
 }
 
 fn is_empty_container(v: &Value) -> bool {
@@ -243,14 +243,14 @@ mod tests {
         let keep = FieldSet::from_fields_v1(&json!({"f:metadata": {"f:labels": {"f:b": {}}},
             "f:spec": {"f:containers": {"k:{\"name\":\"c\"}": {"f:env": {}}}}}))
         .unwrap();
-        prune(&mut obj, &remove, &keep, s.root());
+        prune(&mut obj, &remove, &[&keep], s.root());
         assert_eq!(
             obj,
             json!({"metadata": {"labels": {"b": "2"}}, "spec": {"containers": [{"name": "c", "env": [{"name": "E"}]}]}})
         );
         let mut obj = json!({"metadata": {"labels": {"a": "1"}}});
         let remove = FieldSet::from_fields_v1(&json!({"f:metadata": {"f:labels": {"f:a": {}}}})).unwrap();
-        prune(&mut obj, &remove, &FieldSet::default(), s.root());
+        prune(&mut obj, &remove, &[], s.root());
         assert_eq!(obj, json!({}));
     }
 

@@ -214,10 +214,13 @@ pub fn apply(
     let config = merge::without_nulls(config);
     merge::check_keys(&config, schema.root(), &mut String::new()).map_err(ApplyError::Invalid)?;
 
-    let live_obj = live.map(without_managed_fields).unwrap_or_else(merge::empty_object);
+    // The live managedFields ride along through merge and diff unchanged (nobody owns them) and are
+    // rewritten at the end, which saves copying the object without them.
+    let empty = merge::empty_object();
+    let live_obj = live.unwrap_or(&empty);
     let mut entries = live.map(read_entries).unwrap_or_default();
     if let Some(live) = live.filter(|_| entries.is_empty()) {
-        let set = owned_paths(&live_obj, schema);
+        let set = owned_paths(live_obj, schema);
         entries.push(Entry::new(
             BEFORE_FIRST_APPLY,
             Operation::Update,
@@ -247,17 +250,17 @@ pub fn apply(
     let last_set = std::mem::replace(&mut entries[idx].set, new_set.clone());
     entries[idx].api_version = api_version_of(&config);
 
-    let mut result = merge::merge(&live_obj, &config, schema.root());
-    let mut everyone = FieldSet::default();
+    let mut result = merge::merge(live_obj, &config, schema.root());
+    let mut dropped = last_set.clone();
     for e in &entries {
-        everyone.union_with(&e.set);
+        dropped.remove_all(&e.set);
     }
-    let dropped = last_set.difference(&everyone);
     if !dropped.is_empty() {
-        merge::prune(&mut result, &dropped, &everyone, schema.root());
+        let keep: Vec<&FieldSet> = entries.iter().map(|e| &e.set).collect();
+        merge::prune(&mut result, &dropped, &keep, schema.root());
     }
 
-    let ch = changes(&live_obj, &result, schema);
+    let ch = changes(live_obj, &result, schema);
     let mut conflicts = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         if i == idx {
@@ -280,7 +283,8 @@ pub fn apply(
     }
     for (i, e) in entries.iter_mut().enumerate() {
         if i != idx {
-            e.set = e.set.difference(&ch.changed).difference(&ch.removed);
+            e.set.remove_all(&ch.changed);
+            e.set.remove_all(&ch.removed);
         }
     }
     if ch.any || last_set != new_set || entries[idx].time.is_none() {
@@ -307,23 +311,24 @@ pub fn record_update(
     let sent = new.pointer("/metadata/managedFields");
     let kept = old.and_then(|o| o.pointer("/metadata/managedFields"));
     let sent_new = sent.and_then(Value::as_array).is_some_and(|a| !a.is_empty()) && sent != kept;
-    let mut result = without_managed_fields(new);
     if sent_new
         && sent
             .and_then(Value::as_array)
             .is_some_and(|a| a.len() == 1 && a[0] == json!({}))
     {
-        return result;
+        return without_managed_fields(new);
     }
     let mut entries = match (sent_new, old) {
         (true, _) => read_entries(new),
         (false, Some(old)) => read_entries(old),
         (false, None) => Vec::new(),
     };
-    let old_obj = old.map(without_managed_fields).unwrap_or_else(merge::empty_object);
-    let ch = changes(&old_obj, &result, schema);
+    // managedFields differences show in the diff but are stripped with the other server-set fields.
+    let empty = merge::empty_object();
+    let ch = changes(old.unwrap_or(&empty), new, schema);
     for e in entries.iter_mut() {
-        e.set = e.set.difference(&ch.changed).difference(&ch.removed);
+        e.set.remove_all(&ch.changed);
+        e.set.remove_all(&ch.removed);
     }
     if !ch.changed.is_empty() {
         let key = (manager, Operation::Update, subresource);
@@ -346,6 +351,7 @@ pub fn record_update(
         own.api_version = api_version_of(new);
         own.time = Some(now.to_string());
     }
+    let mut result = new.clone();
     write_entries(&mut result, entries);
     result
 }
