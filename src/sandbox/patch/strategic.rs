@@ -92,15 +92,25 @@ fn merge_map(original: &mut Map<String, Value>, patch: &Map<String, Value>, node
             }
         }
     }
-    merge_fields(original, patch, node)?;
+    // The server's order of each list the patch orders, taken before the merge changes it.
+    let mut server_orders = Vec::new();
     for (key, order) in patch {
         if let Some(field) = key.strip_prefix(SET_ELEMENT_ORDER) {
             let order = order
                 .as_array()
                 .ok_or_else(|| PatchError::Malformed(format!("{key} must be a list")))?;
-            if let Some(Value::Array(list)) = original.get_mut(field) {
-                reorder(list, order, node.field(field).list_type());
-            }
+            let list_type = node.field(field).list_type();
+            let server: HashMap<String, usize> = match original.get(field) {
+                Some(Value::Array(list)) => ranks(list, list_type),
+                _ => HashMap::new(),
+            };
+            server_orders.push((field, order, list_type, server));
+        }
+    }
+    merge_fields(original, patch, node)?;
+    for (field, order, list_type, server) in server_orders {
+        if let Some(Value::Array(list)) = original.get_mut(field) {
+            reorder(list, order, list_type, &server);
         }
     }
     Ok(())
@@ -203,10 +213,15 @@ fn merge_list(original: &mut Vec<Value>, patch: &[Value], node: &Node) -> Result
                     )));
                 };
                 match fields.get(DIRECTIVE).map(|d| (d, d.as_str())) {
-                    None | Some((_, Some("merge"))) => {}
+                    None => {}
                     Some((_, Some("delete"))) => {
                         deleted.insert(k);
                         continue;
+                    }
+                    Some((_, Some("merge"))) => {
+                        return Err(PatchError::Malformed(
+                            "merging lists cannot yet be specified in the patch".into(),
+                        ));
                     }
                     Some((d, _)) => {
                         return Err(PatchError::Malformed(format!(
@@ -234,24 +249,51 @@ fn merge_list(original: &mut Vec<Value>, patch: &[Value], node: &Node) -> Result
     Ok(())
 }
 
-/// Orders `list` as `order` says. Items the order does not name (the server's own) go last, in their order.
-fn reorder(list: &mut [Value], order: &[Value], list_type: &ListType) {
-    let key_of = |v: &Value| -> Option<String> {
-        match list_type {
-            ListType::Atomic => None,
-            ListType::Set => Some(v.to_string()),
-            ListType::Map(keys) => v.get(keys.first()?).map(Value::to_string),
-        }
-    };
+/// The identity of a list item for ordering: its value in a set, its first key in a map list.
+fn order_key(v: &Value, list_type: &ListType) -> Option<String> {
+    match list_type {
+        ListType::Atomic => None,
+        ListType::Set => Some(v.to_string()),
+        ListType::Map(keys) => v.get(keys.first()?).map(Value::to_string),
+    }
+}
+
+fn ranks(list: &[Value], list_type: &ListType) -> HashMap<String, usize> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, v)| Some((order_key(v, list_type)?, i)))
+        .collect()
+}
+
+/// Orders `list` as the Go implementation does: the items `order` names in that order, with the items only
+/// the server has (in the server's order) placed before the first named item the server had after them.
+fn reorder(list: &mut Vec<Value>, order: &[Value], list_type: &ListType, server: &HashMap<String, usize>) {
     if *list_type == ListType::Atomic {
         return;
     }
-    let rank: HashMap<String, usize> = order
-        .iter()
-        .enumerate()
-        .filter_map(|(i, v)| Some((key_of(v)?, i)))
-        .collect();
-    list.sort_by_key(|v| key_of(v).and_then(|k| rank.get(&k).copied()).unwrap_or(usize::MAX));
+    let rank = ranks(order, list_type);
+    let keyed = |v: Value| (order_key(&v, list_type), v);
+    let (mut named, mut server_only): (Vec<_>, Vec<_>) = std::mem::take(list)
+        .into_iter()
+        .map(keyed)
+        .partition(|(k, _)| k.as_ref().is_some_and(|k| rank.contains_key(k)));
+    let position = |k: &Option<String>, ranks: &HashMap<String, usize>| k.as_ref().and_then(|k| ranks.get(k).copied());
+    named.sort_by_key(|(k, _)| position(k, &rank));
+    server_only.sort_by_key(|(k, _)| position(k, server).unwrap_or(usize::MAX));
+    let (mut left, mut right) = (server_only.into_iter().peekable(), named.into_iter().peekable());
+    loop {
+        let take_left = match (left.peek(), right.peek()) {
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+            (Some((l, _)), Some((r, _))) => match (position(l, server), position(r, server)) {
+                (Some(l), Some(r)) => l < r,
+                _ => false,
+            },
+        };
+        let next = if take_left { left.next() } else { right.next() };
+        list.extend(next.map(|(_, v)| v));
+    }
 }
 
 #[cfg(test)]

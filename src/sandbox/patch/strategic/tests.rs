@@ -149,6 +149,29 @@ fn set_element_order_reorders() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["c", "b", "a", "server-only"]);
+
+    let doc = deployment(json!([{"name": "x"}, {"name": "a"}, {"name": "y"}, {"name": "b"}]));
+    let patch =
+        json!({"spec": {"template": {"spec": {"$setElementOrder/containers": [{"name": "b"}, {"name": "a"}]}}}});
+    let got = smp(doc, patch, "apps", "Deployment");
+    let names: Vec<&str> = got["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["x", "y", "b", "a"],
+        "server-only items keep their place before the named ones"
+    );
+
+    let doc = json!({"metadata": {"finalizers": ["a", "s", "b"]}});
+    let patch = json!({"metadata": {"$setElementOrder/finalizers": ["b", "c", "a"], "finalizers": ["c"]}});
+    assert_eq!(
+        smp(doc, patch, "", "ConfigMap")["metadata"]["finalizers"],
+        json!(["s", "b", "c", "a"])
+    );
 }
 
 #[test]
@@ -176,6 +199,7 @@ fn bad_patches_are_rejected() {
         json!({"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}}),
         json!({"spec": {"template": {"spec": {"containers": ["x"]}}}}),
         json!({"spec": {"$patch": "frob"}}),
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "$patch": "merge"}]}}}}),
         json!({"spec": {"$frob": 1}}),
         json!({"spec": {"$retainKeys": "x"}}),
         json!([1]),
