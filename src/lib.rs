@@ -5,6 +5,7 @@
 //!   api      the custom resources (TenantPool, GpuLease) and the sublet.dev/ keys on nodes and pods
 //!   crd      the CustomResourceDefinitions generated from `api`
 //!   cli      the `sublet` command line
+//!   sandbox  the embedded Kubernetes API server for tests and demos
 //! ```
 #![forbid(unsafe_code)]
 

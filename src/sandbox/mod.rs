@@ -21,6 +21,7 @@ pub mod kubeconfig;
 pub mod local;
 pub mod meta;
 pub mod openapi;
+pub mod patch;
 pub mod protobuf;
 pub mod registry;
 pub mod resources;
