@@ -5,9 +5,11 @@
 //!   api      the custom resources (TenantPool, GpuLease) and the sublet.dev/ keys on nodes and pods
 //!   crd      the CustomResourceDefinitions generated from `api`
 //!   cli      the `sublet` command line
+//!   sandbox  a Kubernetes API server for tests and the demo
 //! ```
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
 pub mod crd;
+pub mod sandbox;
