@@ -8,3 +8,4 @@
 //! ```
 
 pub mod schema;
+pub mod table;
