@@ -12,7 +12,9 @@
 
 mod builtin;
 mod crd;
+mod others;
 mod pod;
+mod workloads;
 
 use serde_json::{Value, json};
 
