@@ -7,5 +7,6 @@
 //!   list/get with Accept: ...;as=Table ──table──▶ meta.k8s.io/v1 Table
 //! ```
 
+pub mod rbac;
 pub mod schema;
 pub mod table;
