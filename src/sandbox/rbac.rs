@@ -123,7 +123,7 @@ pub fn authorize(objects: &RbacObjects, user: &UserInfo, attrs: &Attributes) -> 
 fn applies_to(subjects: Option<&[Subject]>, user: &UserInfo, binding_namespace: &str) -> bool {
     subjects.unwrap_or_default().iter().any(|s| match s.kind.as_str() {
         "User" => s.name == user.name,
-        "Group" => user.groups.iter().any(|g| *g == s.name),
+        "Group" => user.groups.contains(&s.name),
         "ServiceAccount" => {
             let ns = s
                 .namespace
