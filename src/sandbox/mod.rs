@@ -10,3 +10,4 @@
 pub mod rbac;
 pub mod schema;
 pub mod table;
+pub mod vap;
