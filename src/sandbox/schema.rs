@@ -71,12 +71,42 @@ impl CrdSchema {
         default_and_prune(&self.root, obj, true);
     }
 
-    /// Validates the structural rules, then the CEL rules (transition rules only when `old` is given).
-    /// Returns every failure (empty = valid).
+    /// Validates the structural rules, the list-type invariants, then the CEL rules (transition rules only
+    /// when `old` is given), in the server's order. On update (`old` given) values equal to the old ones are
+    /// not re-validated (ratcheting). Returns every failure (empty = valid).
     pub fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldCause> {
         let mut causes = Vec::new();
-        check::check(&self.root, obj, "", true, &mut causes);
-        causes.extend(rules::evaluate(&self.root, obj, old));
+        check::check(&self.root, obj, old, "", true, &mut causes);
+        // Duplicates already stored do not block an update; new ones are reported only when the old
+        // object had none.
+        let old_list_errors = old.map(|o| {
+            let mut errs = Vec::new();
+            check::list_errors(&self.root, o, "", true, &mut errs);
+            errs
+        });
+        if old_list_errors.is_none_or(|e| e.is_empty()) {
+            check::list_errors(&self.root, obj, "", true, &mut causes);
+        }
+        // The rules are written for the schema's shape: with a type, enum, required or size error, they
+        // are not run at all.
+        const BLOCKING: [&str; 5] = [
+            "FieldValueNotSupported",
+            "FieldValueRequired",
+            "FieldValueTooLong",
+            "FieldValueTooMany",
+            "FieldValueTypeInvalid",
+        ];
+        if causes.iter().any(|c| BLOCKING.contains(&c.reason.as_str())) {
+            causes.push(FieldCause::new(
+                "FieldValueInvalid",
+                "",
+                "Invalid value: \"null\": some validation rules were not checked because the object was invalid; \
+                 correct the existing errors to complete validation"
+                    .to_owned(),
+            ));
+        } else {
+            causes.extend(rules::evaluate(&self.root, obj, old));
+        }
         causes
     }
 }

@@ -48,14 +48,25 @@ fn child_path(path: &str, name: &str) -> String {
     }
 }
 
-/// Checks `value` against `node` and its children. Returns whether the value had the node's type, which
-/// gates the CEL rules of this node.
-pub(super) fn check(node: &Node, value: &Value, path: &str, root: bool, causes: &mut Vec<FieldCause>) -> bool {
+/// Checks `value` against `node` and its children. On update, `old` is the correlated old value: a value
+/// equal to it is not checked again (validation ratcheting, as the server does since 1.30), so objects stored
+/// under an older schema can still be updated elsewhere.
+pub(super) fn check(
+    node: &Node,
+    value: &Value,
+    old: Option<&Value>,
+    path: &str,
+    root: bool,
+    causes: &mut Vec<FieldCause>,
+) {
+    if old == Some(value) {
+        return;
+    }
     if value.is_null() && node.nullable {
-        return true;
+        return;
     }
     if !type_ok(node, value, path, causes) {
-        return false;
+        return;
     }
     if let Some(allowed) = &node.enum_values
         && !allowed.iter().any(|a| json_equal(a, value))
@@ -80,7 +91,7 @@ pub(super) fn check(node: &Node, value: &Value, path: &str, root: bool, causes: 
     match value {
         Value::String(s) => check_string(node, s, value, path, causes),
         Value::Number(n) => check_number(node, n.as_f64().unwrap_or(f64::NAN), value, path, causes),
-        Value::Array(items) => check_array(node, items, path, causes),
+        Value::Array(items) => check_array(node, items, old, path, causes),
         Value::Object(map) => {
             let n = map.len() as u64;
             if let Some(max) = node.max_properties
@@ -116,13 +127,19 @@ pub(super) fn check(node: &Node, value: &Value, path: &str, root: bool, causes: 
                     continue;
                 }
                 if let Some(child) = node.child(k) {
-                    check(child, v, &child_path(path, k), false, causes);
+                    check(
+                        child,
+                        v,
+                        old.and_then(|o| o.get(k)),
+                        &child_path(path, k),
+                        false,
+                        causes,
+                    );
                 }
             }
         }
         Value::Bool(_) | Value::Null => {}
     }
-    true
 }
 
 fn type_ok(node: &Node, value: &Value, path: &str, causes: &mut Vec<FieldCause>) -> bool {
@@ -263,7 +280,7 @@ fn check_number(node: &Node, f: f64, value: &Value, path: &str, causes: &mut Vec
     }
 }
 
-fn check_array(node: &Node, items: &[Value], path: &str, causes: &mut Vec<FieldCause>) {
+fn check_array(node: &Node, items: &[Value], old: Option<&Value>, path: &str, causes: &mut Vec<FieldCause>) {
     let n = items.len() as u64;
     if let Some(max) = node.max_items
         && n > max
@@ -286,9 +303,37 @@ fn check_array(node: &Node, items: &[Value], path: &str, causes: &mut Vec<FieldC
     }
     if let Some(item) = &node.items {
         for (i, v) in items.iter().enumerate() {
-            check(item, v, &format!("{path}[{i}]"), false, causes);
+            check(item, v, correlate(node, v, old), &format!("{path}[{i}]"), false, causes);
         }
     }
+}
+
+/// The `x-kubernetes-list-type` set and map invariants (no duplicate items or keys), over the whole object.
+pub(super) fn list_errors(node: &Node, value: &Value, path: &str, root: bool, causes: &mut Vec<FieldCause>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if (root || node.embedded) && k == "metadata" && !node.properties.contains_key(k) {
+                    continue;
+                }
+                if let Some(child) = node.child(k) {
+                    list_errors(child, v, &child_path(path, k), false, causes);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item) = &node.items {
+                for (i, v) in items.iter().enumerate() {
+                    list_errors(item, v, &format!("{path}[{i}]"), false, causes);
+                }
+            }
+            duplicates(node, items, path, causes);
+        }
+        _ => {}
+    }
+}
+
+fn duplicates(node: &Node, items: &[Value], path: &str, causes: &mut Vec<FieldCause>) {
     match &node.list_type {
         ListType::Atomic => {}
         ListType::Set => {

@@ -29,8 +29,22 @@ thread_local! {
 
 pub(super) fn evaluate(root: &Node, obj: &Value, old: Option<&Value>) -> Vec<FieldCause> {
     let mut causes = Vec::new();
-    ROOT.with(|ctx| walk(ctx, root, obj, old, "", true, &mut causes));
+    if root.rules.is_empty() {
+        ROOT.with(|ctx| walk(ctx, root, obj, old, "", true, &mut causes));
+    } else {
+        let (obj, old) = (root_view(obj), old.map(root_view));
+        ROOT.with(|ctx| walk(ctx, root, &obj, old.as_ref(), "", true, &mut causes));
+    }
     causes
+}
+
+/// Rules at the root see only `metadata.name` and `metadata.generateName`, as on the server.
+fn root_view(obj: &Value) -> Value {
+    let mut view = obj.clone();
+    if let Some(meta) = view.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.retain(|k, _| k == "name" || k == "generateName");
+    }
+    view
 }
 
 fn walk(
@@ -102,8 +116,10 @@ fn run_rules(
         Some(o) => scope.add_variable_from_value("oldSelf", to_cel(Some(node), o)),
         None => scope.add_variable_from_value("oldSelf", Cel::Null),
     }
+    // Ratcheting: a value equal to the old one is not re-validated, except by rules that compare with it.
+    let unchanged = old == Some(value);
     for rule in &node.rules {
-        if rule.transition && old.is_none() && !rule.optional_old_self {
+        if (rule.transition && old.is_none() && !rule.optional_old_self) || (unchanged && !rule.transition) {
             continue;
         }
         let field = rule_path(path, rule.field_path.as_deref());

@@ -29,6 +29,9 @@ fn lines(causes: &[FieldCause]) -> Vec<String> {
     causes.iter().map(FieldCause::to_line).collect()
 }
 
+const BLOCKED: &str = "<nil>: Invalid value: \"null\": some validation rules were not checked because the object was \
+                       invalid; correct the existing errors to complete validation";
+
 fn hand(schema: Value) -> CrdSchema {
     CrdSchema::new(&json!({"type": "object", "properties": {"spec": schema}})).expect("schema compiles")
 }
@@ -280,7 +283,6 @@ fn structural_checks_are_worded_as_the_server_words_them() {
         lines(&schema.validate(&bad, None)),
         vec![
             "spec.at: Invalid value: \"yesterday\": spec.at in body must be of type date-time: \"yesterday\"",
-            "spec.conds[1]: Duplicate value: map[string]interface {}{\"type\":\"A\"}",
             "spec.count: Invalid value: -1: spec.count in body should be greater than or equal to 0",
             "spec.flag: Invalid value: \"string\": spec.flag in body must be of type boolean: \"string\"",
             "spec.labels: Too many: 2: must have at most 1 items",
@@ -290,7 +292,9 @@ fn structural_checks_are_worded_as_the_server_words_them() {
             "spec.port: Invalid value: \"boolean\": spec.port in body must be of type integer,string: \"boolean\"",
             "spec.ratio: Invalid value: 1: spec.ratio in body should be less than 1",
             "spec.tags: Too many: 3: must have at most 2 items",
+            "spec.conds[1]: Duplicate value: map[string]interface {}{\"type\":\"A\"}",
             "spec.tags[2]: Duplicate value: \"a\"",
+            BLOCKED,
         ]
     );
     let causes = schema.validate(
@@ -309,19 +313,24 @@ fn structural_checks_are_worded_as_the_server_words_them() {
     let causes = schema.validate(&json!({"spec": {"conds": [{}]}}), None);
     assert_eq!(
         lines(&causes),
-        vec!["spec.name: Required value", "spec.conds[0].type: Required value"]
+        vec![
+            "spec.name: Required value",
+            "spec.conds[0].type: Required value",
+            BLOCKED
+        ]
     );
     assert_eq!(causes[0].reason, "FieldValueRequired");
 }
 
 #[test]
-fn mistyped_values_skip_their_rules() {
+fn type_errors_block_the_rules() {
     let schema = sublet_schema("TenantPool");
     let causes = schema.validate(&pool(json!({"maxLentPercent": "lots"})), None);
     assert_eq!(
         lines(&causes),
         vec![
-            "spec.maxLentPercent: Invalid value: \"string\": spec.maxLentPercent in body must be of type integer: \"string\""
+            "spec.maxLentPercent: Invalid value: \"string\": spec.maxLentPercent in body must be of type integer: \"string\"",
+            BLOCKED,
         ]
     );
     assert_eq!(causes[0].reason, "FieldValueTypeInvalid");
@@ -344,5 +353,52 @@ fn schemas_that_are_not_structural_or_do_not_compile_are_refused() {
     assert!(CrdSchema::new(&json!({"type": "string"})).is_err());
     assert!(
         CrdSchema::new(&json!({"type": "object", "properties": {"a": {"type": "string", "pattern": "("}}})).is_err()
+    );
+}
+
+#[test]
+fn unchanged_values_are_not_revalidated_on_update() {
+    let schema = hand(json!({"type": "object", "properties": {
+        "name": {"type": "string", "maxLength": 3},
+        "count": {"type": "integer", "x-kubernetes-validations": [{"rule": "self < 10", "message": "count must be under 10"}]},
+        "tags": {"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "set"},
+        "other": {"type": "string"}}}));
+    // Stored under an older, looser schema.
+    let old = json!({"spec": {"name": "toolong", "count": 50, "tags": ["a", "a"], "other": "x"}});
+    let edit = json!({"spec": {"name": "toolong", "count": 50, "tags": ["a", "a"], "other": "y"}});
+    assert_eq!(lines(&schema.validate(&edit, Some(&old))), Vec::<String>::new());
+    assert_eq!(
+        lines(&schema.validate(&edit, None)),
+        vec![
+            "spec.name: Too long: may not be more than 3 bytes",
+            "spec.tags[1]: Duplicate value: \"a\"",
+            BLOCKED
+        ]
+    );
+    let worse = json!({"spec": {"name": "toolong", "count": 51, "tags": ["a", "a"]}});
+    assert_eq!(
+        lines(&schema.validate(&worse, Some(&old))),
+        vec!["spec.count: Invalid value: \"integer\": count must be under 10"],
+        "a changed value is validated; duplicates already stored stay allowed"
+    );
+    let clean_old = json!({"spec": {"tags": ["a"]}});
+    assert_eq!(
+        lines(&schema.validate(&json!({"spec": {"tags": ["a", "a"]}}), Some(&clean_old))),
+        vec!["spec.tags[1]: Duplicate value: \"a\""]
+    );
+}
+
+#[test]
+fn root_rules_see_only_name_and_generate_name_of_metadata() {
+    let schema = CrdSchema::new(&json!({"type": "object", "properties": {"spec": {"type": "object"}},
+        "x-kubernetes-validations": [
+            {"rule": "self.metadata.name.startsWith('gpu-')", "message": "name must start with gpu-"},
+            {"rule": "!has(self.metadata.labels)", "message": "labels are not visible to rules"}]}))
+    .expect("compiles");
+    let obj =
+        json!({"apiVersion": "x/v1", "kind": "X", "metadata": {"name": "cpu-1", "labels": {"a": "b"}}, "spec": {}});
+    assert_eq!(
+        lines(&schema.validate(&obj, None)),
+        vec!["<nil>: Invalid value: \"object\": name must start with gpu-"]
     );
 }
