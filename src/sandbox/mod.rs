@@ -23,12 +23,16 @@ pub mod meta;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod rbac;
 pub mod registry;
 pub mod resources;
 pub mod reviews;
+pub mod schema;
 pub mod selector;
 pub mod server;
 pub mod store;
+pub mod table;
+pub mod vap;
 pub mod watch;
 
 use std::collections::HashMap;
