@@ -28,16 +28,18 @@ impl Auth {
         }
     }
 
-    /// The caller an `Authorization` header names. Without RBAC every request acts as the admin.
+    /// The caller an `Authorization` header names.
+    ///
+    /// kubectl (client-go) sends no bearer token over plain HTTP, so a request without credentials acts as
+    /// the admin, as the kube-apiserver's old loopback insecure port did; impersonation (`kubectl --as`) then
+    /// picks the identity RBAC checks. An unknown token is 401 when RBAC is on.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Caller, ApiError> {
         let token = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
         let known = token.and_then(|t| self.tokens.read().unwrap_or_else(|e| e.into_inner()).get(t).cloned());
-        if !self.rbac {
-            return Ok(known.unwrap_or_else(Caller::admin));
-        }
         match (token, known) {
             (_, Some(caller)) => Ok(caller),
-            (None, None) => Ok(Caller::anonymous()),
+            (None, None) => Ok(Caller::admin()),
+            (Some(_), None) if !self.rbac => Ok(Caller::admin()),
             (Some(_), None) => Err(ApiError::Status(status_body(401, "Unauthorized", "Unauthorized", None))),
         }
     }
@@ -65,4 +67,29 @@ impl Auth {
 /// The `status.userInfo` of reviews.
 pub fn user_info(caller: &Caller) -> serde_json::Value {
     json!({"username": caller.name, "groups": caller.groups})
+}
+
+/// The identity `Impersonate-User` / `Impersonate-Group` headers ask for, if any.
+pub fn impersonated(user: Option<&str>, groups: Vec<String>) -> Option<Caller> {
+    let user = user.filter(|u| !u.is_empty())?;
+    if let Some(rest) = user.strip_prefix("system:serviceaccount:")
+        && let Some((ns, name)) = rest.split_once(':')
+    {
+        let mut caller = Caller::service_account(ns, name);
+        caller.groups.extend(
+            groups
+                .into_iter()
+                .filter(|g| !caller.groups.contains(g))
+                .collect::<Vec<_>>(),
+        );
+        return Some(caller);
+    }
+    let mut groups = groups;
+    if !groups.iter().any(|g| g == "system:authenticated") {
+        groups.push("system:authenticated".into());
+    }
+    Some(Caller {
+        name: user.to_string(),
+        groups,
+    })
 }

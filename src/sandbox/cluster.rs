@@ -840,9 +840,19 @@ impl Cluster {
     }
 }
 
-/// Whether metadata.generation is kept: kinds with a status subresource, and custom resources.
+/// Whether metadata.generation is kept: custom resources and the built-in kinds whose controllers report an
+/// observedGeneration (nodes, namespaces, config maps have none on a real server).
 fn tracks_generation(rt: &ResourceType) -> bool {
-    rt.has_status() || rt.custom.is_some()
+    rt.custom.is_some()
+        || matches!(
+            rt.key().as_str(),
+            "pods"
+                | "policy/poddisruptionbudgets"
+                | "apiextensions.k8s.io/customresourcedefinitions"
+                | "admissionregistration.k8s.io/validatingadmissionpolicies"
+        )
+        || rt.group == "apps"
+        || rt.group == "batch"
 }
 
 fn name_mismatch(obj: &Value, url_name: &str) -> ApiError {

@@ -146,6 +146,57 @@ impl SandboxHandle {
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let _ = local.create("v1", "namespaces", None, json!({"metadata": {"name": ns}}));
         }
+        let rbac = "rbac.authorization.k8s.io/v1";
+        let discovery_urls = [
+            "/api",
+            "/api/*",
+            "/apis",
+            "/apis/*",
+            "/healthz",
+            "/livez",
+            "/readyz",
+            "/openapi",
+            "/openapi/*",
+            "/version",
+            "/version/",
+        ];
+        let roles = [
+            (
+                "cluster-admin",
+                json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}]),
+                json!([{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "system:masters"}]),
+            ),
+            (
+                "system:discovery",
+                json!([{"nonResourceURLs": discovery_urls, "verbs": ["get"]}]),
+                json!([{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "system:authenticated"}]),
+            ),
+            (
+                "system:basic-user",
+                json!([
+                    {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]},
+                    {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]},
+                ]),
+                json!([{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "system:authenticated"}]),
+            ),
+            (
+                "system:public-info-viewer",
+                json!([{"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]}]),
+                json!([
+                    {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "system:authenticated"},
+                    {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "system:unauthenticated"},
+                ]),
+            ),
+        ];
+        // The bootstrap roles every real cluster has, so that RBAC-checked clients can discover the API.
+        for (name, rules, subjects) in roles {
+            let labels = json!({"kubernetes.io/bootstrapping": "rbac-defaults"});
+            let role = json!({"metadata": {"name": name, "labels": labels}, "rules": rules});
+            let binding = json!({"metadata": {"name": name, "labels": labels},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name}, "subjects": subjects});
+            let _ = local.create(rbac, "clusterroles", None, role);
+            let _ = local.create(rbac, "clusterrolebindings", None, binding);
+        }
     }
 
     pub fn url(&self) -> String {

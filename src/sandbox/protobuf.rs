@@ -131,6 +131,26 @@ const SAR: &[(u32, F)] = &[
         ),
     ),
 ];
+const POLICY_RULE: &[(u32, F)] = &[
+    (1, F::RepStr("verbs")),
+    (2, F::RepStr("apiGroups")),
+    (3, F::RepStr("resources")),
+    (4, F::RepStr("resourceNames")),
+    (5, F::RepStr("nonResourceURLs")),
+];
+const ROLE: &[(u32, F)] = &[(1, F::Msg("metadata", META)), (2, F::RepMsg("rules", POLICY_RULE))];
+const SUBJECT: &[(u32, F)] = &[
+    (1, F::Str("kind")),
+    (2, F::Str("apiGroup")),
+    (3, F::Str("name")),
+    (4, F::Str("namespace")),
+];
+const ROLE_REF: &[(u32, F)] = &[(1, F::Str("apiGroup")), (2, F::Str("kind")), (3, F::Str("name"))];
+const ROLE_BINDING: &[(u32, F)] = &[
+    (1, F::Msg("metadata", META)),
+    (2, F::RepMsg("subjects", SUBJECT)),
+    (3, F::Msg("roleRef", ROLE_REF)),
+];
 const OBJECT_META_ONLY: &[(u32, F)] = &[(1, F::Msg("metadata", META))];
 
 fn schema(kind: &str) -> Option<&'static [(u32, F)]> {
@@ -145,6 +165,8 @@ fn schema(kind: &str) -> Option<&'static [(u32, F)]> {
         "SelfSubjectAccessReview" => SSAR,
         "SubjectAccessReview" => SAR,
         "SelfSubjectReview" => OBJECT_META_ONLY,
+        "Role" | "ClusterRole" => ROLE,
+        "RoleBinding" | "ClusterRoleBinding" => ROLE_BINDING,
         _ => return None,
     })
 }

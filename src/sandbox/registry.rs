@@ -9,9 +9,11 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 
 use super::error::GroupResource;
+use super::patch::MergeSchema;
+use super::schema::CrdSchema;
 
 /// What a CRD adds to a resource: per served version its schema and printer columns.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct CustomInfo {
     /// The CRD's name (`tenantpools.sublet.dev`).
     pub crd_name: String,
@@ -19,6 +21,18 @@ pub struct CustomInfo {
     pub schemas: BTreeMap<String, Value>,
     /// additionalPrinterColumns per served version.
     pub printer_columns: BTreeMap<String, Vec<Value>>,
+    /// Compiled schemas (defaults, pruning, validation) per served version.
+    pub compiled: BTreeMap<String, Arc<CrdSchema>>,
+    /// Merge metadata (list types) per served version, for patches and server-side apply.
+    pub merge: BTreeMap<String, MergeSchema>,
+}
+
+impl std::fmt::Debug for CustomInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomInfo")
+            .field("crd_name", &self.crd_name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One resource the server serves.

@@ -8,6 +8,7 @@ use super::cluster::Caller;
 use super::error::{ApiError, GroupResource};
 use super::glue;
 use super::meta;
+use super::rbac::Attributes;
 use super::registry::ResourceType;
 use super::server::Server;
 
@@ -63,9 +64,9 @@ fn check(server: &Server, subject: &Caller, spec: &Value) -> (bool, String) {
     let n = &spec["nonResourceAttributes"];
     let s = |v: &Value| v.as_str().unwrap_or("").to_string();
     let attrs = if r.is_object() {
-        glue::Attrs {
+        Attributes {
             verb: s(&r["verb"]),
-            group: s(&r["group"]),
+            api_group: s(&r["group"]),
             resource: s(&r["resource"]),
             subresource: s(&r["subresource"]),
             namespace: r["namespace"].as_str().filter(|x| !x.is_empty()).map(String::from),
@@ -73,7 +74,7 @@ fn check(server: &Server, subject: &Caller, spec: &Value) -> (bool, String) {
             path: None,
         }
     } else {
-        glue::Attrs {
+        Attributes {
             verb: s(&n["verb"]),
             path: Some(s(&n["path"])),
             ..Default::default()

@@ -26,6 +26,7 @@ use super::cluster::{Caller, Cluster};
 use super::discovery;
 use super::error::ApiError;
 use super::faults::{FaultConfig, Faults};
+use super::glue;
 use super::openapi;
 use super::resources;
 
@@ -106,9 +107,20 @@ async fn handle(server: Arc<Server>, req: hyper::Request<Incoming>) -> Response<
 
 async fn read(server: &Server, req: hyper::Request<Incoming>) -> Result<Request, ApiError> {
     let (parts, body) = req.into_parts();
-    let caller = server
+    let mut caller = server
         .auth
         .authenticate(parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))?;
+    let as_user = parts.headers.get("impersonate-user").and_then(|v| v.to_str().ok());
+    let as_groups: Vec<String> = parts
+        .headers
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(String::from))
+        .collect();
+    if let Some(target) = super::auth::impersonated(as_user, as_groups) {
+        glue::authorize_impersonation(server, &caller, &target)?;
+        caller = target;
+    }
     let limited = http_body_util::Limited::new(body, MAX_BODY);
     let body = match limited.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -150,6 +162,11 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response<Body>, Api
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let accept = req.header(header::ACCEPT).to_string();
     let registry = &server.cluster.registry;
+    let resource_request = matches!(segs.as_slice(), ["api", "v1", _, ..] | ["apis", _, _, _, ..]);
+    if !resource_request && segs.first() != Some(&"sandbox") {
+        let path = if req.path.is_empty() { "/" } else { req.path.as_str() };
+        glue::authorize_path(server, &req.caller, req.method.as_str(), path)?;
+    }
     match segs.as_slice() {
         ["version"] => Ok(json(StatusCode::OK, &discovery::version())),
         ["healthz" | "livez" | "readyz"] => Ok(text(StatusCode::OK, "ok")),

@@ -100,6 +100,18 @@ fn on_event(cluster: &Cluster, event: &Event) {
     } else if event.obj.json.windows(19).any(|w| w == b"\"deletionTimestamp\"") {
         process_deleting(cluster, res, ns, &event.obj.name);
     }
+    if res == "namespaces" && event.kind == EventType::Added {
+        // The service account controller gives every namespace a `default` service account.
+        if let Some(rt) = cluster.registry.by_key("serviceaccounts") {
+            let sa = json!({"metadata": {"name": "default"}});
+            let _ = cluster.create(
+                &rt,
+                Some(&event.obj.name),
+                sa,
+                &WriteCtx::new("kube-controller-manager"),
+            );
+        }
+    }
     if res == "pods" || res == "policy/poddisruptionbudgets" {
         refresh_pdbs(cluster, ns);
     }

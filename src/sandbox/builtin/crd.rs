@@ -1,7 +1,6 @@
 //! CustomResourceDefinitions: checked and given an Established status on write, served at once by the
 //! registry, their objects deleted before the CRD itself goes (finalizer `customresourcecleanup...`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -9,7 +8,9 @@ use serde_json::{Value, json};
 use crate::sandbox::cluster::Cluster;
 use crate::sandbox::error::ApiError;
 use crate::sandbox::meta;
+use crate::sandbox::patch::MergeSchema;
 use crate::sandbox::registry::{CustomInfo, ResourceType};
+use crate::sandbox::schema::CrdSchema;
 
 pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 
@@ -162,6 +163,13 @@ pub fn resource_type(crd: &Value) -> Option<ResourceType> {
         let vname = v["name"].as_str().unwrap_or("").to_string();
         if let Some(schema) = v["schema"].get("openAPIV3Schema") {
             info.schemas.insert(vname.clone(), schema.clone());
+            info.merge.insert(vname.clone(), MergeSchema::from_openapi(schema));
+            match CrdSchema::new(schema) {
+                Ok(compiled) => {
+                    info.compiled.insert(vname.clone(), Arc::new(compiled));
+                }
+                Err(e) => tracing::warn!(crd = %info.crd_name, version = %vname, error = %e, "schema does not compile"),
+            }
         }
         if let Some(cols) = v["additionalPrinterColumns"].as_array() {
             info.printer_columns.insert(vname.clone(), cols.clone());
@@ -190,16 +198,12 @@ pub fn resource_type(crd: &Value) -> Option<ResourceType> {
         categories: strings(&names["categories"]),
         subresources,
         create_only: false,
-        custom: Some(Arc::new(CustomInfo {
-            schemas: BTreeMap::from_iter(info.schemas.clone()),
-            ..info
-        })),
+        custom: Some(Arc::new(info)),
     })
 }
 
 pub fn install(cluster: &Cluster, crd: &Value) {
     if let Some(rt) = resource_type(crd) {
-        crate::sandbox::glue::compile_schemas(&rt);
         cluster.registry.install(rt);
     }
 }
