@@ -471,25 +471,22 @@ fn token_and_can_i_under_rbac() {
     assert!(!token.trim().is_empty());
     // The token authenticates as the service account (kubectl sends no token over plain HTTP; curl-like clients do).
     let url = cluster.handle().url();
-    let status = cluster.runtime.block_on(async {
-        let client = reqwest_like_get(&format!("{url}/api/v1/nodes"), token.trim()).await;
-        client
-    });
+    let status = cluster
+        .runtime
+        .block_on(raw_get(&format!("{url}/api/v1/nodes"), token.trim()));
     assert_eq!(status, 403);
-    let ok = cluster.runtime.block_on(reqwest_like_get(
-        &format!("{url}/api/v1/namespaces/default/pods"),
-        token.trim(),
-    ));
+    let ok = cluster
+        .runtime
+        .block_on(raw_get(&format!("{url}/api/v1/namespaces/default/pods"), token.trim()));
     assert_eq!(ok, 200);
-    let unknown = cluster.runtime.block_on(reqwest_like_get(
-        &format!("{url}/api/v1/namespaces/default/pods"),
-        "nope",
-    ));
+    let unknown = cluster
+        .runtime
+        .block_on(raw_get(&format!("{url}/api/v1/namespaces/default/pods"), "nope"));
     assert_eq!(unknown, 401);
 }
 
 /// A GET with a bearer token over a raw TCP connection; answers the HTTP status code.
-async fn reqwest_like_get(url: &str, token: &str) -> u16 {
+async fn raw_get(url: &str, token: &str) -> u16 {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
