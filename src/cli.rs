@@ -33,6 +33,9 @@ pub enum Command {
     /// Runs the operator against a Kubernetes API server: lends idle GPU nodes, binds leases, gives notice,
     /// evicts at the deadline and returns nodes, for every TenantPool.
     Run(RunArgs),
+    /// Serves a Kubernetes API for tests and demos on a loopback port until interrupted, and writes a
+    /// kubeconfig that points kubectl at it.
+    Sandbox(SandboxArgs),
 }
 
 /// Arguments of `sublet run`.
@@ -62,6 +65,23 @@ pub struct RunArgs {
     /// Seconds between periodic passes (the time-based rules: deadlines, windows, cool-downs).
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     pub tick: f64,
+}
+
+/// Arguments of `sublet sandbox`.
+#[derive(clap::Args, Debug)]
+pub struct SandboxArgs {
+    /// The address to listen on; port 0 picks a free port, which the kubeconfig then names.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6443")]
+    pub listen: std::net::SocketAddr,
+    /// Where to write the kubeconfig for the sandbox's admin user.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: PathBuf,
+    /// Authorizes every request with RBAC, as a real cluster does; without it every request is allowed.
+    #[arg(long)]
+    pub rbac: bool,
+    /// Reads fault-injection rules (YAML) from this file; they can be changed later at /sandbox/faults.
+    #[arg(long, value_name = "FILE")]
+    pub faults: Option<PathBuf>,
 }
 
 /// Arguments of `sublet crd`.

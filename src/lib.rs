@@ -6,6 +6,7 @@
 //!   crd      the CustomResourceDefinitions generated from `api`
 //!   cli      the `sublet` command line
 //!   policy   the pure lending planner: Snapshot -> plan() -> Plan
+//!   sandbox  the embedded Kubernetes API server for tests and demos
 //! ```
 #![forbid(unsafe_code)]
 
@@ -14,3 +15,4 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod policy;
+pub mod sandbox;

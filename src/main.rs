@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use sublet::cli::{Cli, Command, CrdArgs, LogFormat, RunArgs};
+use sublet::cli::{Cli, Command, CrdArgs, LogFormat, RunArgs, SandboxArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -22,7 +22,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Crd(args) => crd(args),
         Command::Run(args) => runtime()?.block_on(run_controller(args)),
+        Command::Sandbox(args) => sandbox(args),
     }
+}
+
+fn sandbox(args: SandboxArgs) -> anyhow::Result<ExitCode> {
+    let faults = match &args.faults {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            serde_yaml_ng::from_str(&text).with_context(|| format!("invalid fault rules in {}", path.display()))?
+        }
+        None => Default::default(),
+    };
+    let config = sublet::sandbox::SandboxConfig {
+        listen: args.listen,
+        rbac: args.rbac,
+        faults,
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let handle = sublet::sandbox::Sandbox::start(config).await?;
+        handle.write_kubeconfig(&args.kubeconfig)?;
+        eprintln!(
+            "sandbox API at {}; kubeconfig written to {}",
+            handle.url(),
+            args.kubeconfig.display()
+        );
+        shutdown_signal().await;
+        handle.shutdown().await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -20,3 +20,5 @@ pub fn tool(name: &str) -> PathBuf {
     );
     path
 }
+
+pub mod sandbox;

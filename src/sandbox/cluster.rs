@@ -1,0 +1,900 @@
+//! The API semantics over the store: what create, update, patch, delete, get and list mean for any kind.
+//!
+//! ```text
+//!  HTTP handler / in-process API
+//!     └▶ Cluster::{create, update, patch, delete}
+//!          ├▶ metadata (uid, timestamps, generation, finalizers, status subresource split)
+//!          ├▶ builtin hooks (pods, namespaces, CRDs, PDBs)         builtin/
+//!          ├▶ custom resource schema: default, prune, validate      glue → schema
+//!          ├▶ managedFields, patches, server-side apply            glue → patch
+//!          ├▶ ValidatingAdmissionPolicies                          glue → vap
+//!          └▶ Store::write (optimistic: a concurrent write makes us recompute, a stale client rv is a 409)
+//!  Controllers (builtin/controllers.rs) follow the store's events for what the real control plane does
+//!  asynchronously: garbage collection, namespace and CRD cleanup, pod grace periods, PDB status.
+//! ```
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::builtin;
+use super::error::{ApiError, GroupResource};
+use super::glue;
+use super::meta::{self, Ids};
+use super::registry::{Registry, ResourceType};
+use super::selector::{FieldSelector, LabelSelector, selectable_fields};
+use super::store::{Store, StoreError, Stored, Write};
+
+/// Who makes a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+impl Caller {
+    /// The sandbox's administrator: in `system:masters`, which RBAC never denies.
+    pub fn admin() -> Caller {
+        Caller {
+            name: "sandbox-admin".into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        }
+    }
+
+    pub fn anonymous() -> Caller {
+        Caller {
+            name: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+        }
+    }
+
+    pub fn service_account(ns: &str, name: &str) -> Caller {
+        Caller {
+            name: format!("system:serviceaccount:{ns}:{name}"),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{ns}"),
+                "system:authenticated".into(),
+            ],
+        }
+    }
+}
+
+/// The parts of a write request beyond the object.
+#[derive(Clone, Debug)]
+pub struct WriteCtx {
+    pub caller: Caller,
+    /// The field manager recorded in managedFields.
+    pub manager: String,
+    pub dry_run: bool,
+    /// `fieldValidation=Strict`: unknown fields of custom resources fail the request.
+    pub strict: bool,
+}
+
+impl WriteCtx {
+    pub fn new(manager: &str) -> WriteCtx {
+        WriteCtx {
+            caller: Caller::admin(),
+            manager: manager.to_string(),
+            dry_run: false,
+            strict: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchKind {
+    Json,
+    Merge,
+    Strategic,
+    Apply { force: bool },
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOpts {
+    pub grace_period: Option<i64>,
+    /// Background (default), Foreground or Orphan.
+    pub propagation: Option<String>,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ListOpts {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+    pub resource_version: Option<String>,
+    pub resource_version_match: Option<String>,
+}
+
+pub struct ListResult {
+    pub items: Vec<Arc<Stored>>,
+    pub rv: u64,
+    pub continue_token: Option<String>,
+    pub remaining: Option<u64>,
+}
+
+/// Work for the controllers that the write path hands over instead of waiting for it.
+#[derive(Debug)]
+pub enum Kick {
+    /// A bound pod got a deletionTimestamp: remove it when its grace period ends.
+    PodGrace {
+        ns: String,
+        name: String,
+        uid: String,
+        seconds: i64,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Leave the removal of gracefully deleted pods to an external kubelet simulation.
+    pub external_kubelet: bool,
+}
+
+pub struct Cluster {
+    pub store: Store,
+    pub registry: Registry,
+    pub ids: Ids,
+    pub settings: Settings,
+    kicks: mpsc::UnboundedSender<Kick>,
+}
+
+impl Cluster {
+    pub fn new(settings: Settings, history: usize) -> (Arc<Cluster>, mpsc::UnboundedReceiver<Kick>) {
+        let (kicks, rx) = mpsc::unbounded_channel();
+        let cluster = Cluster {
+            store: Store::new(history),
+            registry: Registry::new(),
+            ids: Ids::default(),
+            settings,
+            kicks,
+        };
+        (Arc::new(cluster), rx)
+    }
+
+    pub(crate) fn kick(&self, kick: Kick) {
+        // The controllers run as long as the server; a closed channel only happens at shutdown.
+        let _ = self.kicks.send(kick);
+    }
+
+    pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
+        self.store
+            .get(&rt.key(), ns, name)
+            .map(|s| s.value())
+            .ok_or_else(|| ApiError::not_found(&rt.gr(), name))
+    }
+
+    pub fn list(&self, rt: &ResourceType, ns: Option<&str>, opts: &ListOpts) -> Result<ListResult, ApiError> {
+        let current = self.store.current_rv();
+        if let Some(rv) = opts
+            .resource_version
+            .as_deref()
+            .filter(|rv| !rv.is_empty() && *rv != "0")
+        {
+            let asked: u64 = rv
+                .parse()
+                .map_err(|_| ApiError::BadRequest(format!("invalid resource version: {rv}")))?;
+            if asked > current {
+                return Err(too_large_rv(asked, current));
+            }
+            if opts.resource_version_match.as_deref() == Some("Exact") && asked < self.store.compacted_rv() {
+                return Err(ApiError::Expired(
+                    "The resourceVersion for the provided list is too old.".into(),
+                ));
+            }
+        }
+        let after = match &opts.continue_token {
+            Some(token) => {
+                let (rv, ns_after, name_after) = decode_continue(token)?;
+                if rv < self.store.compacted_rv() {
+                    return Err(ApiError::Expired(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
+                    ));
+                }
+                Some((ns_after, name_after))
+            }
+            None => None,
+        };
+        let page = self.store.list(
+            &rt.key(),
+            ns,
+            after.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+            opts.limit.filter(|l| *l > 0),
+            |s| opts.labels.matches(|k| s.label(k)) && opts.fields.matches(|f| s.field(f)),
+        );
+        let continue_token = page.more_after.map(|(ns, name)| encode_continue(page.rv, &ns, &name));
+        Ok(ListResult {
+            items: page.items,
+            rv: page.rv,
+            continue_token,
+            remaining: None,
+        })
+    }
+
+    /// Creates an object (`ns` for namespaced kinds).
+    pub fn create(&self, rt: &ResourceType, ns: Option<&str>, obj: Value, ctx: &WriteCtx) -> Result<Value, ApiError> {
+        self.create_with(rt, ns, obj, ctx, false)
+    }
+
+    fn create_with(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        mut obj: Value,
+        ctx: &WriteCtx,
+        managed_done: bool,
+    ) -> Result<Value, ApiError> {
+        if !obj.is_object() {
+            return Err(ApiError::BadRequest(
+                "the body of the request must be a JSON object".into(),
+            ));
+        }
+        let ns = self.place(rt, ns, &mut obj)?;
+        let name = self.name_for_create(rt, &mut obj)?;
+        if rt.namespaced {
+            self.check_namespace_open(rt, &ns, &name)?;
+        }
+        let m = meta::metadata(&mut obj);
+        if m.get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|rv| !rv.is_empty())
+        {
+            return Err(ApiError::BadRequest(
+                "resourceVersion should not be set on objects to be created".into(),
+            ));
+        }
+        m.insert("uid".into(), json!(self.ids.uid()));
+        m.insert("creationTimestamp".into(), json!(meta::now()));
+        for key in ["deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+            m.remove(key);
+        }
+        if !managed_done {
+            m.remove("managedFields");
+        }
+        if tracks_generation(rt) {
+            m.insert("generation".into(), json!(1));
+        } else {
+            m.remove("generation");
+        }
+        if rt.custom.is_some()
+            && rt.has_status()
+            && let Some(o) = obj.as_object_mut()
+        {
+            o.remove("status");
+        }
+        builtin::prepare_create(self, rt, &mut obj)?;
+        glue::admit_custom(rt, &mut obj, None, ctx.strict)?;
+        if !managed_done {
+            obj = glue::record_update(rt, None, &obj, &ctx.manager, None);
+        }
+        glue::admit_policies(self, rt, "CREATE", &ns, &name, Some(&obj), None, &ctx.caller)?;
+        if ctx.dry_run {
+            return Ok(obj);
+        }
+        let stored = self
+            .store
+            .write(&rt.key(), &ns, &name, Write::Create(obj))
+            .map_err(|e| match e {
+                StoreError::Exists => ApiError::AlreadyExists {
+                    gr: rt.gr(),
+                    name: name.clone(),
+                },
+                _ => ApiError::Internal(format!("{e:?}")),
+            })?;
+        let value = stored.value();
+        builtin::after_write(self, rt, &value);
+        Ok(value)
+    }
+
+    /// Replaces an object (or its status with `sub = Some("status")`).
+    pub fn update(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        body: Value,
+        sub: Option<&str>,
+        ctx: &WriteCtx,
+    ) -> Result<Value, ApiError> {
+        if !body.is_object() {
+            return Err(ApiError::BadRequest(
+                "the body of the request must be a JSON object".into(),
+            ));
+        }
+        self.modify(rt, ns, name, sub, ctx, |_old| Ok((body.clone(), false)))
+    }
+
+    /// Patches an object; server-side apply creates it when absent.
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        kind: PatchKind,
+        patch: &Value,
+        sub: Option<&str>,
+        ctx: &WriteCtx,
+    ) -> Result<Value, ApiError> {
+        if kind == PatchKind::Strategic && rt.custom.is_some() {
+            return Err(ApiError::UnsupportedMediaType(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/apply-patch+cbor".into(),
+            ));
+        }
+        if let PatchKind::Apply { force } = kind
+            && self.store.get(&rt.key(), ns, name).is_none()
+            && sub.is_none()
+        {
+            let mut config = patch.clone();
+            if meta::str_at(&config, &["metadata", "name"]).is_some_and(|n| n != name) {
+                return Err(name_mismatch(&config, name));
+            }
+            meta::metadata(&mut config).insert("name".into(), json!(name));
+            let created = glue::apply(rt, None, &config, &ctx.manager, force, None)?;
+            let ns_arg = rt.namespaced.then_some(ns);
+            return match self.create_with(rt, ns_arg, created, ctx, true) {
+                Err(ApiError::AlreadyExists { .. }) => self.patch(rt, ns, name, kind, patch, sub, ctx),
+                other => other,
+            };
+        }
+        self.modify(rt, ns, name, sub, ctx, |old| match kind {
+            PatchKind::Apply { force } => Ok((glue::apply(rt, Some(old), patch, &ctx.manager, force, sub)?, true)),
+            other => Ok((glue::patch(rt, other, old, patch)?, false)),
+        })
+    }
+
+    /// Read, change, write; a concurrent write makes `make` run again on the new object.
+    fn modify(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        sub: Option<&str>,
+        ctx: &WriteCtx,
+        make: impl Fn(&Value) -> Result<(Value, bool), ApiError>,
+    ) -> Result<Value, ApiError> {
+        let key = rt.key();
+        loop {
+            let live = self
+                .store
+                .get(&key, ns, name)
+                .ok_or_else(|| ApiError::not_found(&rt.gr(), name))?;
+            let old = live.value();
+            let (mut new, managed_done) = make(&old)?;
+            if let Some(rv) = meta::str_at(&new, &["metadata", "resourceVersion"]).filter(|rv| !rv.is_empty())
+                && rv.parse::<u64>().ok() != Some(live.rv)
+            {
+                return Err(ApiError::stale(&rt.gr(), name));
+            }
+            self.finish_update(rt, ns, name, sub, &old, &mut new, ctx, managed_done)?;
+            if meta::without_bookkeeping(&new) == meta::without_bookkeeping(&old) {
+                return Ok(old);
+            }
+            if ctx.dry_run {
+                return Ok(new);
+            }
+            if meta::is_deleting(&new) && meta::finalizers(&new).is_empty() && builtin::may_remove_now(rt, &new) {
+                match self.remove(rt, ns, name, Some(live.rv)) {
+                    Err(ApiError::Conflict { .. }) => continue,
+                    other => return other,
+                }
+            }
+            match self.store.write(
+                &key,
+                ns,
+                name,
+                Write::Update {
+                    value: new,
+                    expect_rv: Some(live.rv),
+                },
+            ) {
+                Ok(stored) => {
+                    let value = stored.value();
+                    builtin::after_write(self, rt, &value);
+                    return Ok(value);
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(StoreError::NotFound) => return Err(ApiError::not_found(&rt.gr(), name)),
+                Err(e) => return Err(ApiError::Internal(format!("{e:?}"))),
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_update(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        sub: Option<&str>,
+        old: &Value,
+        new: &mut Value,
+        ctx: &WriteCtx,
+        managed_done: bool,
+    ) -> Result<(), ApiError> {
+        if meta::str_at(new, &["metadata", "name"]).is_some_and(|n| n != name) {
+            return Err(name_mismatch(new, name));
+        }
+        let url_ns = rt.namespaced.then_some(ns);
+        self.place(rt, url_ns, new)?;
+        meta::metadata(new).insert("name".into(), json!(name));
+        if rt.has_status() {
+            match sub {
+                None => match old.get("status") {
+                    Some(status) => new["status"] = status.clone(),
+                    None => {
+                        if let Some(o) = new.as_object_mut() {
+                            o.remove("status");
+                        }
+                    }
+                },
+                Some("status") => {
+                    let mut merged = old.clone();
+                    match new.get("status") {
+                        Some(status) => merged["status"] = status.clone(),
+                        None => {
+                            if let Some(o) = merged.as_object_mut() {
+                                o.remove("status");
+                            }
+                        }
+                    }
+                    if let Some(mf) = new["metadata"].get("managedFields") {
+                        merged["metadata"]["managedFields"] = mf.clone();
+                    }
+                    *new = merged;
+                }
+                Some(_) => {}
+            }
+        }
+        let old_meta = &old["metadata"];
+        let m = meta::metadata(new);
+        for key in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
+            match old_meta.get(key) {
+                Some(v) => m.insert(key.into(), v.clone()),
+                None => m.remove(key),
+            };
+        }
+        m.remove("resourceVersion");
+        if meta::is_deleting(old) {
+            let before = meta::finalizers(old);
+            let added: Vec<String> = meta::finalizers(new)
+                .into_iter()
+                .filter(|f| !before.contains(f))
+                .collect();
+            if !added.is_empty() {
+                let list = added.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ");
+                return Err(ApiError::invalid(
+                    &rt.kind,
+                    &rt.group,
+                    name,
+                    "metadata.finalizers",
+                    "FieldValueForbidden",
+                    &format!(
+                        "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{list}}}"
+                    ),
+                ));
+            }
+        }
+        if tracks_generation(rt) {
+            let generation = old_meta["generation"].as_i64().unwrap_or(1);
+            let bumped = if meta::spec_part(new) != meta::spec_part(old) {
+                generation + 1
+            } else {
+                generation
+            };
+            meta::metadata(new).insert("generation".into(), json!(bumped));
+        }
+        builtin::validate_update(self, rt, old, new)?;
+        glue::admit_custom(rt, new, Some(old), ctx.strict)?;
+        if !managed_done {
+            *new = glue::record_update(rt, Some(old), new, &ctx.manager, sub);
+        }
+        glue::admit_policies(self, rt, "UPDATE", ns, name, Some(new), Some(old), &ctx.caller)
+    }
+
+    /// Deletes an object: at once, or by setting deletionTimestamp when finalizers, a pod's grace period or a
+    /// propagation policy keep it for a while. Answers the object as it is after the call.
+    pub fn delete(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOpts,
+        ctx: &WriteCtx,
+    ) -> Result<Value, ApiError> {
+        let key = rt.key();
+        loop {
+            let live = self
+                .store
+                .get(&key, ns, name)
+                .ok_or_else(|| ApiError::not_found(&rt.gr(), name))?;
+            let old = live.value();
+            if let Some(uid) = &opts.uid
+                && *uid != *live.uid
+            {
+                return Err(precondition(rt, name, "UID", uid, &live.uid));
+            }
+            if let Some(rv) = &opts.resource_version
+                && rv.parse::<u64>().ok() != Some(live.rv)
+            {
+                return Err(precondition(rt, name, "ResourceVersion", rv, &live.rv.to_string()));
+            }
+            glue::admit_policies(self, rt, "DELETE", ns, name, None, Some(&old), &ctx.caller)?;
+            let mut fins = meta::finalizers(&old);
+            match opts.propagation.as_deref() {
+                Some("Foreground") if !fins.iter().any(|f| f == "foregroundDeletion") => {
+                    fins.push("foregroundDeletion".into())
+                }
+                Some("Orphan") if !fins.iter().any(|f| f == "orphan") => fins.push("orphan".into()),
+                Some("Foreground" | "Orphan" | "Background") | None => {}
+                Some(other) => {
+                    return Err(ApiError::invalid(
+                        "DeleteOptions",
+                        "",
+                        "",
+                        "propagationPolicy",
+                        "FieldValueNotSupported",
+                        &format!(
+                            "Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+                        ),
+                    ));
+                }
+            }
+            let grace = builtin::grace_period(rt, &old, opts.grace_period);
+            let already = meta::is_deleting(&old);
+            if fins.is_empty() && grace.is_none() && !builtin::deletes_slowly(rt) {
+                if opts.dry_run {
+                    return Ok(old);
+                }
+                match self.remove(rt, ns, name, Some(live.rv)) {
+                    Err(ApiError::Conflict { .. }) => continue,
+                    other => return other,
+                }
+            }
+            let mut new = old.clone();
+            let m = meta::metadata(&mut new);
+            m.insert("finalizers".into(), json!(fins));
+            if fins.is_empty() {
+                m.remove("finalizers");
+            }
+            let now = jiff::Timestamp::now();
+            let seconds = grace.unwrap_or(0);
+            let shorter = already
+                && m.get("deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|g| seconds < g);
+            if !already || shorter {
+                let at = now + jiff::SignedDuration::from_secs(seconds);
+                m.insert("deletionTimestamp".into(), json!(meta::format_time(at)));
+                m.insert("deletionGracePeriodSeconds".into(), json!(seconds));
+                if tracks_generation(rt) {
+                    let generation = m.get("generation").and_then(Value::as_i64).unwrap_or(1);
+                    m.insert("generation".into(), json!(generation + 1));
+                }
+            }
+            builtin::on_delete_requested(rt, &mut new);
+            if new == old {
+                return Ok(old);
+            }
+            if opts.dry_run {
+                return Ok(new);
+            }
+            if seconds == 0 && fins.is_empty() && !builtin::deletes_slowly(rt) {
+                match self.remove(rt, ns, name, Some(live.rv)) {
+                    Err(ApiError::Conflict { .. }) => continue,
+                    other => return other,
+                }
+            }
+            match self.store.write(
+                &key,
+                ns,
+                name,
+                Write::Update {
+                    value: new,
+                    expect_rv: Some(live.rv),
+                },
+            ) {
+                Ok(stored) => {
+                    let value = stored.value();
+                    if let Some(seconds) = grace.filter(|s| *s > 0) {
+                        self.kick(Kick::PodGrace {
+                            ns: ns.into(),
+                            name: name.into(),
+                            uid: live.uid.to_string(),
+                            seconds,
+                        });
+                    }
+                    return Ok(value);
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(StoreError::NotFound) => return Err(ApiError::not_found(&rt.gr(), name)),
+                Err(e) => return Err(ApiError::Internal(format!("{e:?}"))),
+            }
+        }
+    }
+
+    /// A write by the control plane itself (controllers, bindings): no user validation or admission, retried
+    /// until it lands. `change` answers None to leave the object as it is.
+    pub(crate) fn system_update(
+        &self,
+        key: &str,
+        ns: &str,
+        name: &str,
+        change: impl Fn(&Value) -> Option<Value>,
+    ) -> Option<Value> {
+        let rt = self.registry.by_key(key)?;
+        loop {
+            let live = self.store.get(key, ns, name)?;
+            let old = live.value();
+            let mut new = change(&old)?;
+            if meta::is_deleting(&new) && meta::finalizers(&new).is_empty() && builtin::may_remove_now(&rt, &new) {
+                match self.remove(&rt, ns, name, Some(live.rv)) {
+                    Err(ApiError::Conflict { .. }) => continue,
+                    other => return other.ok(),
+                }
+            }
+            if meta::finalizers(&new).is_empty()
+                && let Some(m) = new["metadata"].as_object_mut()
+            {
+                m.remove("finalizers");
+            }
+            match self.store.write(
+                key,
+                ns,
+                name,
+                Write::Update {
+                    value: new,
+                    expect_rv: Some(live.rv),
+                },
+            ) {
+                Ok(stored) => {
+                    let value = stored.value();
+                    builtin::after_write(self, &rt, &value);
+                    return Some(value);
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// `POST pods/NAME/binding`: sets the pod's node, once.
+    pub fn bind(&self, ns: &str, name: &str, binding: &Value) -> Result<Value, ApiError> {
+        let rt = self.registry.by_key("pods").ok_or(ApiError::NoRoute)?;
+        loop {
+            let live = self
+                .store
+                .get("pods", ns, name)
+                .ok_or_else(|| ApiError::not_found(&rt.gr(), name))?;
+            let new = builtin::pods::bind(&live.value(), binding)?;
+            match self.store.write(
+                "pods",
+                ns,
+                name,
+                Write::Update {
+                    value: new,
+                    expect_rv: Some(live.rv),
+                },
+            ) {
+                Ok(stored) => return Ok(stored.value()),
+                Err(StoreError::Conflict) => continue,
+                Err(_) => return Err(ApiError::not_found(&rt.gr(), name)),
+            }
+        }
+    }
+
+    /// `PUT namespaces/NAME/finalize`: replaces the namespace's spec.finalizers.
+    pub fn finalize_namespace(&self, name: &str, body: &Value) -> Result<Value, ApiError> {
+        let finalizers = body["spec"]["finalizers"].clone();
+        let result = self.system_update("namespaces", "", name, |ns| {
+            let mut ns = ns.clone();
+            ns["spec"]["finalizers"] = if finalizers.is_array() {
+                finalizers.clone()
+            } else {
+                json!([])
+            };
+            Some(ns)
+        });
+        result.ok_or_else(|| ApiError::not_found(&GroupResource::new("", "namespaces"), name))
+    }
+
+    /// Takes an object out of the store for good.
+    pub(crate) fn remove(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        expect_rv: Option<u64>,
+    ) -> Result<Value, ApiError> {
+        match self.store.write(
+            &rt.key(),
+            ns,
+            name,
+            Write::Delete {
+                expect_rv,
+                expect_uid: None,
+            },
+        ) {
+            Ok(stored) => {
+                let value = stored.value();
+                builtin::after_remove(self, rt, &value);
+                Ok(value)
+            }
+            Err(StoreError::Conflict) => Err(ApiError::stale(&rt.gr(), name)),
+            Err(_) => Err(ApiError::not_found(&rt.gr(), name)),
+        }
+    }
+
+    /// Sets apiVersion, kind and namespace; answers the namespace ("" for cluster-scoped kinds).
+    fn place(&self, rt: &ResourceType, ns: Option<&str>, obj: &mut Value) -> Result<String, ApiError> {
+        let version = obj["apiVersion"]
+            .as_str()
+            .and_then(|av| av.rsplit('/').next())
+            .map(String::from);
+        let version = version
+            .filter(|v| rt.versions.contains(v))
+            .unwrap_or_else(|| rt.version.clone());
+        obj["apiVersion"] = json!(super::registry::api_version(&rt.group, &version));
+        obj["kind"] = json!(rt.kind);
+        let m = meta::metadata(obj);
+        if !rt.namespaced {
+            m.remove("namespace");
+            return Ok(String::new());
+        }
+        let url_ns = ns.unwrap_or("");
+        match m.get("namespace").and_then(Value::as_str) {
+            Some(obj_ns) if !obj_ns.is_empty() && obj_ns != url_ns => Err(ApiError::BadRequest(
+                "the namespace of the provided object does not match the namespace sent on the request".into(),
+            )),
+            _ => {
+                m.insert("namespace".into(), json!(url_ns));
+                Ok(url_ns.to_string())
+            }
+        }
+    }
+
+    fn name_for_create(&self, rt: &ResourceType, obj: &mut Value) -> Result<String, ApiError> {
+        let m = meta::metadata(obj);
+        let mut name = m.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        if name.is_empty()
+            && let Some(prefix) = m.get("generateName").and_then(Value::as_str)
+        {
+            name = format!("{prefix}{}", self.ids.suffix());
+            m.insert("name".into(), json!(name));
+        }
+        if name.is_empty() {
+            return Err(ApiError::invalid(
+                &rt.kind,
+                &rt.group,
+                "",
+                "metadata.name",
+                "FieldValueRequired",
+                "Required value: name or generateName is required",
+            ));
+        }
+        let ok = name.len() <= 253
+            && name.split('.').all(|part| {
+                !part.is_empty()
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !part.starts_with('-')
+                    && !part.ends_with('-')
+            })
+            || (rt.resource.starts_with("cluster") || rt.resource == "roles" || rt.resource == "rolebindings")
+                && !name.contains('/');
+        if !ok {
+            return Err(ApiError::invalid(
+                &rt.kind,
+                &rt.group,
+                &name,
+                "metadata.name",
+                "FieldValueInvalid",
+                &format!(
+                    "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+                ),
+            ));
+        }
+        Ok(name)
+    }
+
+    fn check_namespace_open(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<(), ApiError> {
+        let Some(namespace) = self.store.get("namespaces", "", ns) else {
+            return Err(ApiError::not_found(&GroupResource::new("", "namespaces"), ns));
+        };
+        if meta::is_deleting(&namespace.value()) {
+            let message = format!(
+                "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                rt.gr()
+            );
+            let mut details = json!({
+                "name": name, "kind": rt.resource,
+                "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}],
+            });
+            if !rt.group.is_empty() {
+                details["group"] = json!(rt.group);
+            }
+            return Err(ApiError::Status(super::error::status_body(
+                403,
+                "Forbidden",
+                &message,
+                Some(details),
+            )));
+        }
+        Ok(())
+    }
+
+    /// The selectable fields of a resource, for parsing field selectors.
+    pub fn field_labels(rt: &ResourceType) -> &'static [&'static str] {
+        selectable_fields(&rt.key())
+    }
+}
+
+/// Whether metadata.generation is kept: custom resources and the built-in kinds whose controllers report an
+/// observedGeneration (nodes, namespaces, config maps have none on a real server).
+fn tracks_generation(rt: &ResourceType) -> bool {
+    rt.custom.is_some()
+        || matches!(
+            rt.key().as_str(),
+            "pods"
+                | "policy/poddisruptionbudgets"
+                | "apiextensions.k8s.io/customresourcedefinitions"
+                | "admissionregistration.k8s.io/validatingadmissionpolicies"
+        )
+        || rt.group == "apps"
+        || rt.group == "batch"
+}
+
+fn name_mismatch(obj: &Value, url_name: &str) -> ApiError {
+    let body_name = meta::str_at(obj, &["metadata", "name"]).unwrap_or("");
+    ApiError::BadRequest(format!(
+        "the name of the object ({body_name}) does not match the name on the URL ({url_name})"
+    ))
+}
+
+fn precondition(rt: &ResourceType, name: &str, what: &str, want: &str, have: &str) -> ApiError {
+    ApiError::Conflict {
+        gr: rt.gr(),
+        name: name.to_string(),
+        reason: format!("Precondition failed: {what} in precondition: {want}, {what} in object meta: {have}"),
+    }
+}
+
+fn too_large_rv(asked: u64, current: u64) -> ApiError {
+    ApiError::Status(super::error::status_body(
+        504,
+        "Timeout",
+        &format!("Timeout: Too large resource version: {asked}, current: {current}"),
+        Some(
+            json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+        ),
+    ))
+}
+
+fn encode_continue(rv: u64, ns: &str, name: &str) -> String {
+    use base64::Engine as _;
+    let raw = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{ns}/{name}")}).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_continue(token: &str) -> Result<(u64, String, String), ApiError> {
+    use base64::Engine as _;
+    let bad = || ApiError::BadRequest(format!("continue key is not valid: {token}"));
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let rv = v["rv"].as_u64().ok_or_else(bad)?;
+    let (ns, name) = v["start"].as_str().and_then(|s| s.split_once('/')).ok_or_else(bad)?;
+    Ok((rv, ns.to_string(), name.to_string()))
+}

@@ -1,0 +1,360 @@
+//! Server-side apply and field ownership (`metadata.managedFields`), as the API server keeps them.
+//!
+//! ```text
+//!   apply(live, config, manager)                      record_update(old, new, manager)
+//!     entries ← live.metadata.managedFields             entries ← new's managedFields if the writer set
+//!     merged  ← merge(live, config)                                them, else old's
+//!     applier's set ← paths of config                   changed ← diff(old, new)
+//!     pruned  ← merged − (applier's old set − every     every entry loses changed and removed paths;
+//!               manager's set)                          the writer's Update entry gains changed paths
+//!     changed ← diff(live, pruned)
+//!     other managers' fields in changed → conflicts (unless force: they lose them)
+//!   entries → sorted, empty ones dropped → metadata.managedFields
+//! ```
+//!
+//! An entry is one (manager, operation, subresource); its `time` moves only when its fields or the object
+//! change, so applying the same configuration twice changes nothing. Fields the server sets itself
+//! (`metadata.name`, `uid`, `resourceVersion`, ...) are never owned, as on the real server.
+
+mod entries;
+mod fieldset;
+mod merge;
+
+use serde_json::{Value, json};
+
+use self::entries::{Entry, Operation, read_entries, write_entries};
+use self::fieldset::{FieldSet, display_path, to_set};
+use super::MergeSchema;
+
+/// One field another manager owns with another value than the applied configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conflict {
+    /// The other manager's name, e.g. "kubectl-client-side-apply".
+    pub manager: String,
+    /// The field as the server prints it, e.g. ".spec.replicas" or ".metadata.labels.foo".
+    pub field: String,
+    /// "Apply" or "Update": the other manager's operation.
+    pub operation: String,
+    /// The API version the other manager wrote with.
+    pub api_version: String,
+    /// The subresource the other manager wrote through, if any.
+    pub subresource: Option<String>,
+}
+
+impl Conflict {
+    /// The manager as the real server names it in messages: `"A"`, `"B" using v1`, `"C" with subresource "status"`.
+    pub fn manager_description(&self) -> String {
+        let mut s = format!("{:?}", self.manager);
+        if let Some(sub) = &self.subresource {
+            s.push_str(&format!(" with subresource {sub:?}"));
+        }
+        if self.operation == "Update" {
+            s.push_str(&format!(" using {}", self.api_version));
+        }
+        s
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Answer 409 Conflict, reason "Conflict"; see [`ApplyError::status`].
+    #[error("Apply failed with {} conflicts", .0.len())]
+    Conflicts(Vec<Conflict>),
+    /// The applied configuration cannot be applied (not an object, items without keys, managedFields set).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ApplyError {
+    /// The message as the real server words it, e.g.
+    /// `Apply failed with 1 conflict: conflict with "kubectl-client-side-apply" using v1: .metadata.labels.a`.
+    pub fn status_message(&self) -> String {
+        let conflicts = match self {
+            ApplyError::Invalid(msg) => return msg.clone(),
+            ApplyError::Conflicts(c) => c,
+        };
+        if let [one] = conflicts.as_slice() {
+            return format!(
+                "Apply failed with 1 conflict: conflict with {}: {}",
+                one.manager_description(),
+                one.field
+            );
+        }
+        let mut lines = Vec::new();
+        let mut last = None;
+        for c in conflicts {
+            let who = c.manager_description();
+            if last.as_ref() != Some(&who) {
+                lines.push(format!("conflicts with {who}:"));
+                last = Some(who);
+            }
+            lines.push(format!("- {}", c.field));
+        }
+        format!("Apply failed with {} conflicts: {}", conflicts.len(), lines.join("\n"))
+    }
+
+    /// The `metav1.Status` body the real server answers: 409 Conflict with one `FieldManagerConflict` cause per
+    /// field, or 400 BadRequest for an invalid configuration.
+    pub fn status(&self) -> Value {
+        let (code, reason, details) = match self {
+            ApplyError::Conflicts(conflicts) => {
+                let causes: Vec<Value> = conflicts
+                    .iter()
+                    .map(|c| {
+                        json!({"reason": "FieldManagerConflict", "message": format!("conflict with {}", c.manager_description()),
+                               "field": c.field})
+                    })
+                    .collect();
+                (409, "Conflict", Some(json!({"causes": causes})))
+            }
+            ApplyError::Invalid(_) => (400, "BadRequest", None),
+        };
+        let mut status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                "message": self.status_message(), "reason": reason, "code": code});
+        if let Some(details) = details {
+            status["details"] = details;
+        }
+        status
+    }
+}
+
+/// The manager the real server names for fields of an object that had no managedFields before its first apply.
+const BEFORE_FIRST_APPLY: &str = "before-first-apply";
+
+/// Fields the server sets or that identify the object: nobody owns them.
+fn strip_server_fields(set: &mut FieldSet) {
+    set.children.remove("f:apiVersion");
+    set.children.remove("f:kind");
+    if let Some(meta) = set.children.get_mut("f:metadata") {
+        meta.member = false;
+        for f in [
+            "name",
+            "namespace",
+            "creationTimestamp",
+            "selfLink",
+            "uid",
+            "clusterName",
+            "generation",
+        ]
+        .into_iter()
+        .chain(["managedFields", "resourceVersion"])
+        {
+            meta.children.remove(&format!("f:{f}"));
+        }
+        if meta.is_empty() {
+            set.children.remove("f:metadata");
+        }
+    }
+}
+
+fn owned_paths(value: &Value, schema: &MergeSchema) -> FieldSet {
+    let mut set = to_set(value, schema.root());
+    strip_server_fields(&mut set);
+    set
+}
+
+fn without_managed_fields(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    v
+}
+
+fn api_version_of(v: &Value) -> String {
+    v.get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+struct Changes {
+    changed: FieldSet,
+    removed: FieldSet,
+    any: bool,
+}
+
+fn changes(old: &Value, new: &Value, schema: &MergeSchema) -> Changes {
+    let mut d = fieldset::diff(old, new, schema.root());
+    for set in [&mut d.added, &mut d.removed, &mut d.modified] {
+        strip_server_fields(set);
+    }
+    let any = !d.is_empty();
+    Changes {
+        changed: d.modified.union(&d.added),
+        removed: d.removed,
+        any,
+    }
+}
+
+/// Applies `config` (the applied configuration, already parsed from YAML/JSON) for `manager`.
+/// `live` is the current object (None on create). Returns the new object with metadata.managedFields
+/// updated (`now` is the RFC 3339 time for the entry). Fields the manager applied before and omits now are
+/// removed if no other manager owns them; conflicts with other managers' fields of different value fail
+/// unless `force`, which takes the fields over. `subresource` is e.g. Some("status").
+pub fn apply(
+    live: Option<&Value>,
+    config: &Value,
+    manager: &str,
+    force: bool,
+    subresource: Option<&str>,
+    schema: &MergeSchema,
+    now: &str,
+) -> Result<Value, ApplyError> {
+    if !config.is_object() {
+        return Err(ApplyError::Invalid(
+            "the applied configuration must be an object".into(),
+        ));
+    }
+    if let Some(mf) = config.pointer("/metadata/managedFields").filter(|v| !v.is_null()) {
+        return Err(ApplyError::Invalid(format!(
+            "metadata.managedFields must be nil but was {mf}"
+        )));
+    }
+    let config = merge::without_nulls(config);
+    merge::check_keys(&config, schema.root(), &mut String::new()).map_err(ApplyError::Invalid)?;
+
+    // The live managedFields ride along through merge and diff unchanged (nobody owns them) and are
+    // rewritten at the end, which saves copying the object without them.
+    let empty = merge::empty_object();
+    let live_obj = live.unwrap_or(&empty);
+    let mut entries = live.map(read_entries).unwrap_or_default();
+    if let Some(live) = live.filter(|_| entries.is_empty()) {
+        let set = owned_paths(live_obj, schema);
+        entries.push(Entry::new(
+            BEFORE_FIRST_APPLY,
+            Operation::Update,
+            api_version_of(live),
+            None,
+            set,
+            Some(now),
+        ));
+    }
+
+    let key = (manager, Operation::Apply, subresource);
+    let idx = match entries.iter().position(|e| e.is(key)) {
+        Some(i) => i,
+        None => {
+            entries.push(Entry::new(
+                manager,
+                Operation::Apply,
+                String::new(),
+                subresource,
+                FieldSet::default(),
+                None,
+            ));
+            entries.len() - 1
+        }
+    };
+    let new_set = owned_paths(&config, schema);
+    let last_set = std::mem::replace(&mut entries[idx].set, new_set.clone());
+    entries[idx].api_version = api_version_of(&config);
+
+    let mut result = merge::merge(live_obj, &config, schema.root());
+    let mut dropped = last_set.clone();
+    for e in &entries {
+        dropped.remove_all(&e.set);
+    }
+    if !dropped.is_empty() {
+        let keep: Vec<&FieldSet> = entries.iter().map(|e| &e.set).collect();
+        merge::prune(&mut result, &dropped, &keep, schema.root());
+    }
+
+    let ch = changes(live_obj, &result, schema);
+    let mut conflicts = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if i == idx {
+            continue;
+        }
+        for path in e.set.intersection(&ch.changed).paths() {
+            conflicts.push(Conflict {
+                manager: e.manager.clone(),
+                field: display_path(&path),
+                operation: e.operation.as_str().to_string(),
+                api_version: e.api_version.clone(),
+                subresource: e.subresource.clone(),
+            });
+        }
+    }
+    if !conflicts.is_empty() && !force {
+        // Grouped by manager as the real server prints them; a stable sort keeps each manager's path order.
+        conflicts.sort_by(|a, b| (&a.manager, &a.operation).cmp(&(&b.manager, &b.operation)));
+        return Err(ApplyError::Conflicts(conflicts));
+    }
+    for (i, e) in entries.iter_mut().enumerate() {
+        if i != idx {
+            e.set.remove_all(&ch.changed);
+            e.set.remove_all(&ch.removed);
+        }
+    }
+    if ch.any || last_set != new_set || entries[idx].time.is_none() {
+        entries[idx].time = Some(now.to_string());
+    }
+    write_entries(&mut result, entries);
+    Ok(result)
+}
+
+/// Records a non-apply write (create, update, any other patch) by `manager`: the fields that changed
+/// between `old` and `new` become owned by `manager` with operation Update, and are removed from other
+/// managers' sets. Returns `new` with metadata.managedFields updated.
+///
+/// If the writer sent managedFields that differ from `old`'s, those are the starting point, as on the real
+/// server; `[{}]` clears them all (and records nothing), an empty list keeps `old`'s.
+pub fn record_update(
+    old: Option<&Value>,
+    new: &Value,
+    manager: &str,
+    subresource: Option<&str>,
+    schema: &MergeSchema,
+    now: &str,
+) -> Value {
+    let sent = new.pointer("/metadata/managedFields");
+    let kept = old.and_then(|o| o.pointer("/metadata/managedFields"));
+    let sent_new = sent.and_then(Value::as_array).is_some_and(|a| !a.is_empty()) && sent != kept;
+    if sent_new
+        && sent
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.len() == 1 && a[0] == json!({}))
+    {
+        return without_managed_fields(new);
+    }
+    let mut entries = match (sent_new, old) {
+        (true, _) => read_entries(new),
+        (false, Some(old)) => read_entries(old),
+        (false, None) => Vec::new(),
+    };
+    // managedFields differences show in the diff but are stripped with the other server-set fields.
+    let empty = merge::empty_object();
+    let ch = changes(old.unwrap_or(&empty), new, schema);
+    for e in entries.iter_mut() {
+        e.set.remove_all(&ch.changed);
+        e.set.remove_all(&ch.removed);
+    }
+    if !ch.changed.is_empty() {
+        let key = (manager, Operation::Update, subresource);
+        let idx = match entries.iter().position(|e| e.is(key)) {
+            Some(i) => i,
+            None => {
+                entries.push(Entry::new(
+                    manager,
+                    Operation::Update,
+                    String::new(),
+                    subresource,
+                    FieldSet::default(),
+                    None,
+                ));
+                entries.len() - 1
+            }
+        };
+        let own = &mut entries[idx];
+        own.set.union_with(&ch.changed);
+        own.api_version = api_version_of(new);
+        own.time = Some(now.to_string());
+    }
+    let mut result = new.clone();
+    write_entries(&mut result, entries);
+    result
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,323 @@
+use serde_json::{Value, json};
+
+use super::*;
+
+fn parse<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).expect("valid RBAC object")
+}
+
+fn role(ns: &str, name: &str, rules: Value) -> Role {
+    parse(json!({"metadata": {"name": name, "namespace": ns}, "rules": rules}))
+}
+
+fn cluster_role(name: &str, rules: Value) -> ClusterRole {
+    parse(json!({"metadata": {"name": name}, "rules": rules}))
+}
+
+fn role_binding(ns: &str, name: &str, kind: &str, role: &str, subjects: Value) -> RoleBinding {
+    parse(json!({"metadata": {"name": name, "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role}, "subjects": subjects}))
+}
+
+fn cluster_binding(name: &str, role: &str, subjects: Value) -> ClusterRoleBinding {
+    parse(json!({"metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}, "subjects": subjects}))
+}
+
+fn req(verb: &str, group: &str, resource: &str, ns: Option<&str>, name: Option<&str>) -> Attributes {
+    Attributes {
+        verb: verb.into(),
+        api_group: group.into(),
+        resource: resource.into(),
+        namespace: ns.map(str::to_owned),
+        name: name.map(str::to_owned),
+        ..Attributes::default()
+    }
+}
+
+fn user(name: &str, groups: &[&str]) -> UserInfo {
+    UserInfo {
+        name: name.into(),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+    }
+}
+
+/// sublet's controller account with a cluster-wide grant, a tenant with a namespaced grant of a ClusterRole,
+/// and a namespaced Role.
+fn objects() -> RbacObjects {
+    RbacObjects {
+        roles: vec![role(
+            "tenant-a",
+            "lease-reader",
+            json!([
+            {"apiGroups": ["sublet.dev"], "resources": ["gpuleases"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["quota"], "verbs": ["get", "update"]}]),
+        )],
+        cluster_roles: vec![
+            cluster_role(
+                "sublet",
+                json!([
+                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]},
+                {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+                {"apiGroups": ["sublet.dev"], "resources": ["*/status"], "verbs": ["patch"]},
+                {"nonResourceURLs": ["/metrics", "/debug/*"], "verbs": ["get"]}]),
+            ),
+            cluster_role(
+                "edit",
+                json!([{"apiGroups": ["", "apps"], "resources": ["*"], "verbs": ["*"]}]),
+            ),
+            cluster_role(
+                "viewer",
+                json!([{"apiGroups": ["*"], "resources": ["pods"], "verbs": ["get"]}]),
+            ),
+        ],
+        role_bindings: vec![
+            role_binding(
+                "tenant-a",
+                "edit",
+                "ClusterRole",
+                "edit",
+                json!([{"kind": "Group", "name": "tenant-a-devs"}]),
+            ),
+            role_binding(
+                "tenant-a",
+                "leases",
+                "Role",
+                "lease-reader",
+                json!([{"kind": "ServiceAccount", "name": "runner"}, {"kind": "User", "name": "carol"}]),
+            ),
+        ],
+        cluster_role_bindings: vec![
+            cluster_binding(
+                "sublet",
+                "sublet",
+                json!([{"kind": "ServiceAccount", "name": "sublet", "namespace": "sublet-system"}]),
+            ),
+            cluster_binding(
+                "viewers",
+                "viewer",
+                json!([{"kind": "Group", "name": "system:authenticated"}]),
+            ),
+        ],
+    }
+}
+
+#[test]
+fn cluster_role_bound_by_a_role_binding_grants_in_that_namespace_only() {
+    let dev = user("alice", &["tenant-a-devs", "system:authenticated"]);
+    let o = objects();
+    assert_eq!(
+        authorize(&o, &dev, &req("delete", "", "pods", Some("tenant-a"), Some("x"))),
+        Decision::Allow
+    );
+    assert_eq!(
+        authorize(&o, &dev, &req("create", "apps", "deployments", Some("tenant-a"), None)),
+        Decision::Allow
+    );
+    assert_eq!(
+        authorize(&o, &dev, &req("delete", "", "pods", Some("tenant-b"), Some("x"))),
+        Decision::Deny
+    );
+    assert_eq!(
+        authorize(&o, &dev, &req("list", "", "pods", None, None)),
+        Decision::Deny,
+        "no cluster-wide grant"
+    );
+    assert_eq!(
+        authorize(&o, &dev, &req("get", "sublet.dev", "gpuleases", Some("tenant-a"), None)),
+        Decision::Deny
+    );
+}
+
+#[test]
+fn roles_resource_names_and_service_account_subjects() {
+    let o = objects();
+    let runner = UserInfo::service_account("tenant-a", "runner");
+    assert_eq!(
+        runner.groups,
+        [
+            "system:serviceaccounts",
+            "system:serviceaccounts:tenant-a",
+            "system:authenticated"
+        ]
+    );
+    assert_eq!(
+        authorize(
+            &o,
+            &runner,
+            &req("watch", "sublet.dev", "gpuleases", Some("tenant-a"), None)
+        ),
+        Decision::Allow
+    );
+    assert_eq!(
+        authorize(
+            &o,
+            &runner,
+            &req("delete", "sublet.dev", "gpuleases", Some("tenant-a"), Some("l"))
+        ),
+        Decision::Deny
+    );
+    let other_ns = UserInfo::service_account("tenant-b", "runner");
+    assert_eq!(
+        authorize(
+            &o,
+            &other_ns,
+            &req("list", "sublet.dev", "gpuleases", Some("tenant-a"), None)
+        ),
+        Decision::Deny
+    );
+
+    let carol = user("carol", &[]);
+    assert_eq!(
+        authorize(
+            &o,
+            &carol,
+            &req("update", "", "configmaps", Some("tenant-a"), Some("quota"))
+        ),
+        Decision::Allow
+    );
+    assert_eq!(
+        authorize(
+            &o,
+            &carol,
+            &req("update", "", "configmaps", Some("tenant-a"), Some("other"))
+        ),
+        Decision::Deny
+    );
+    assert_eq!(
+        authorize(&o, &carol, &req("get", "", "configmaps", Some("tenant-a"), None)),
+        Decision::Deny,
+        "resourceNames need a name"
+    );
+}
+
+#[test]
+fn subresources_wildcards_and_groups() {
+    let o = objects();
+    let sublet = UserInfo::service_account("sublet-system", "sublet");
+    let evict = Attributes {
+        subresource: "eviction".into(),
+        ..req("create", "", "pods", Some("tenant-a"), Some("p"))
+    };
+    assert_eq!(authorize(&o, &sublet, &evict), Decision::Allow);
+    assert_eq!(
+        authorize(&o, &sublet, &req("create", "", "pods", Some("tenant-a"), None)),
+        Decision::Deny,
+        "pods/eviction is not pods"
+    );
+    let status = Attributes {
+        subresource: "status".into(),
+        ..req("patch", "sublet.dev", "tenantpools", None, Some("a100"))
+    };
+    assert_eq!(
+        authorize(&o, &sublet, &status),
+        Decision::Allow,
+        "*/status covers every resource's status"
+    );
+    assert_eq!(
+        authorize(
+            &o,
+            &sublet,
+            &req("patch", "sublet.dev", "tenantpools", None, Some("a100"))
+        ),
+        Decision::Deny
+    );
+    assert_eq!(
+        authorize(&o, &sublet, &req("patch", "", "nodes", None, Some("gpu-1"))),
+        Decision::Allow
+    );
+    assert_eq!(
+        authorize(&o, &sublet, &req("delete", "", "nodes", None, Some("gpu-1"))),
+        Decision::Deny
+    );
+
+    let dev = user("alice", &["tenant-a-devs"]);
+    let log = Attributes {
+        subresource: "log".into(),
+        ..req("get", "", "pods", Some("tenant-a"), Some("p"))
+    };
+    assert_eq!(
+        authorize(&o, &dev, &log),
+        Decision::Allow,
+        "resources * covers subresources"
+    );
+
+    let anyone = user("dave", &["system:authenticated"]);
+    assert_eq!(
+        authorize(&o, &anyone, &req("get", "metrics.k8s.io", "pods", Some("x"), Some("p"))),
+        Decision::Allow,
+        "apiGroups *"
+    );
+    assert_eq!(
+        authorize(&o, &user("eve", &[]), &req("get", "", "pods", Some("x"), Some("p"))),
+        Decision::Deny
+    );
+    assert_eq!(
+        authorize(
+            &o,
+            &user("root", &["system:masters"]),
+            &req("delete", "", "nodes", None, Some("n"))
+        ),
+        Decision::Allow
+    );
+}
+
+#[test]
+fn non_resource_urls_with_trailing_wildcard() {
+    let o = objects();
+    let sublet = UserInfo::service_account("sublet-system", "sublet");
+    let path = |p: &str, verb: &str| Attributes {
+        verb: verb.into(),
+        path: Some(p.into()),
+        ..Attributes::default()
+    };
+    assert_eq!(authorize(&o, &sublet, &path("/metrics", "get")), Decision::Allow);
+    assert_eq!(
+        authorize(&o, &sublet, &path("/debug/pprof/heap", "get")),
+        Decision::Allow
+    );
+    assert_eq!(authorize(&o, &sublet, &path("/metrics/extra", "get")), Decision::Deny);
+    assert_eq!(authorize(&o, &sublet, &path("/metrics", "post")), Decision::Deny);
+    assert_eq!(
+        authorize(&o, &user("alice", &["tenant-a-devs"]), &path("/metrics", "get")),
+        Decision::Deny
+    );
+}
+
+#[test]
+fn forbidden_status_words_as_the_real_server() {
+    let sa = UserInfo::service_account("ns", "sa");
+    let status = forbidden_status(&sa, &req("delete", "", "pods", Some("ns"), Some("x")));
+    assert_eq!(
+        status["message"],
+        "pods \"x\" is forbidden: User \"system:serviceaccount:ns:sa\" cannot delete resource \"pods\" in API group \"\" in the namespace \"ns\""
+    );
+    assert_eq!(status["code"], 403);
+    assert_eq!(status["reason"], "Forbidden");
+    assert_eq!(status["details"], json!({"name": "x", "kind": "pods"}));
+
+    let list = forbidden_status(&sa, &req("list", "sublet.dev", "tenantpools", None, None));
+    assert_eq!(
+        list["message"],
+        "tenantpools.sublet.dev is forbidden: User \"system:serviceaccount:ns:sa\" cannot list resource \"tenantpools\" in API group \"sublet.dev\" at the cluster scope"
+    );
+    assert_eq!(list["details"], json!({"group": "sublet.dev", "kind": "tenantpools"}));
+
+    let evict = Attributes {
+        subresource: "eviction".into(),
+        ..req("create", "", "pods", Some("t"), Some("p"))
+    };
+    assert_eq!(
+        forbidden_status(&sa, &evict)["message"],
+        "pods \"p\" is forbidden: User \"system:serviceaccount:ns:sa\" cannot create resource \"pods/eviction\" in API group \"\" in the namespace \"t\""
+    );
+    let path = Attributes {
+        verb: "get".into(),
+        path: Some("/metrics".into()),
+        ..Attributes::default()
+    };
+    assert_eq!(
+        forbidden_status(&sa, &path)["message"],
+        "forbidden: User \"system:serviceaccount:ns:sa\" cannot get path \"/metrics\""
+    );
+}

@@ -1,0 +1,277 @@
+//! Printers for events, disruption budgets, services and role bindings.
+
+use serde_json::{Value, json};
+
+use super::builtin::{NAME_DOC, age_col, col, created, int_at, list_at, name, name_col, or_none, str_at};
+use super::{Column, Row, age};
+
+pub(super) fn event_columns() -> Vec<Column> {
+    vec![
+        col(
+            "Last Seen",
+            "string",
+            "The time at which the most recent occurrence of this event was recorded.",
+            0,
+        ),
+        col(
+            "Type",
+            "string",
+            "Type of this event (Normal, Warning), new types could be added in the future",
+            0,
+        ),
+        col(
+            "Reason",
+            "string",
+            "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.",
+            0,
+        ),
+        col("Object", "string", "The object that this event is about.", 0),
+        col(
+            "Subobject",
+            "string",
+            "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement.",
+            1,
+        ),
+        col(
+            "Source",
+            "string",
+            "The component reporting this event. Should be a short machine understandable string.",
+            1,
+        ),
+        col(
+            "Message",
+            "string",
+            "A human-readable description of the status of this operation.",
+            0,
+        ),
+        col(
+            "First Seen",
+            "string",
+            "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)",
+            1,
+        ),
+        col("Count", "string", "The number of times this event has occurred.", 1),
+        Column {
+            format: "name".into(),
+            ..col("Name", "string", NAME_DOC, 1)
+        },
+    ]
+}
+
+pub(super) fn event_row(v: &Value, now: jiff::Timestamp) -> Row {
+    let present = |ptr: &str| v.pointer(ptr).filter(|t| t.as_str().is_some_and(|s| !s.is_empty()));
+    let first = match present("/firstTimestamp") {
+        Some(t) => age(Some(t), now),
+        None => age(present("/eventTime"), now),
+    };
+    let mut last = match present("/lastTimestamp") {
+        Some(t) => age(Some(t), now),
+        None => first.clone(),
+    };
+    let mut count = int_at(v, "/count");
+    if let Some(series) = v.get("series").filter(|s| s.is_object()) {
+        last = age(series.get("lastObservedTime"), now);
+        count = int_at(series, "/count");
+    } else if count == 0 {
+        count = 1;
+    }
+    let kind = str_at(v, "/involvedObject/kind").to_lowercase();
+    let target = match str_at(v, "/involvedObject/name") {
+        "" => kind,
+        n => format!("{kind}/{n}"),
+    };
+    let source = {
+        let component = str_at(v, "/source/component");
+        let component = if component.is_empty() {
+            str_at(v, "/reportingComponent")
+        } else {
+            component
+        };
+        match str_at(v, "/source/host") {
+            "" => component.to_owned(),
+            host => format!("{component}, {host}"),
+        }
+    };
+    vec![
+        json!(last),
+        json!(str_at(v, "/type")),
+        json!(str_at(v, "/reason")),
+        json!(target),
+        json!(str_at(v, "/involvedObject/fieldPath")),
+        json!(source),
+        json!(str_at(v, "/message").trim()),
+        json!(first),
+        json!(count),
+        name(v),
+    ]
+    .into()
+}
+
+pub(super) fn pdb_columns() -> Vec<Column> {
+    vec![
+        name_col(),
+        col(
+            "Min Available",
+            "string",
+            "The minimum number of pods that must be available simultaneously. This can be either an integer or a string specifying a percentage, e.g. \"28%\".",
+            0,
+        ),
+        col(
+            "Max Unavailable",
+            "string",
+            "The maximum number of pods that may be unavailable simultaneously. This can be either an integer or a string specifying a percentage, e.g. \"28%\".",
+            0,
+        ),
+        col(
+            "Allowed Disruptions",
+            "integer",
+            "Calculated number of pods that may be disrupted at this time.",
+            0,
+        ),
+        age_col(),
+    ]
+}
+
+fn int_or_string(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        _ => "N/A".into(),
+    }
+}
+
+pub(super) fn pdb_row(v: &Value, now: jiff::Timestamp) -> Row {
+    vec![
+        name(v),
+        json!(int_or_string(v.pointer("/spec/minAvailable"))),
+        json!(int_or_string(v.pointer("/spec/maxUnavailable"))),
+        json!(int_at(v, "/status/disruptionsAllowed")),
+        created(v, now),
+    ]
+    .into()
+}
+
+pub(super) fn service_columns() -> Vec<Column> {
+    vec![
+        name_col(),
+        col("Type", "string", "The type of service.", 0),
+        col("Cluster-IP", "string", "The cluster IP of the service.", 0),
+        col("External-IP", "string", "The external IPs of the service.", 0),
+        col("Port(s)", "string", "The ports of the service.", 0),
+        age_col(),
+        col(
+            "Selector",
+            "string",
+            "Route service traffic to pods with label keys and values matching this selector.",
+            1,
+        ),
+    ]
+}
+
+pub(super) fn service_row(v: &Value, now: jiff::Timestamp) -> Row {
+    let ty = match str_at(v, "/spec/type") {
+        "" => "ClusterIP",
+        t => t,
+    };
+    let cluster_ip = list_at(v, "/spec/clusterIPs")
+        .first()
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| str_at(v, "/spec/clusterIP"));
+    let external: Vec<&str> = list_at(v, "/spec/externalIPs")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let external_ip = match ty {
+        "ClusterIP" | "NodePort" => or_none(&external.join(",")),
+        "LoadBalancer" => {
+            let mut ips: Vec<&str> = list_at(v, "/status/loadBalancer/ingress")
+                .iter()
+                .map(|i| {
+                    if str_at(i, "/ip").is_empty() {
+                        str_at(i, "/hostname")
+                    } else {
+                        str_at(i, "/ip")
+                    }
+                })
+                .filter(|s| !s.is_empty())
+                .collect();
+            ips.extend(&external);
+            if ips.is_empty() {
+                "<pending>".into()
+            } else {
+                ips.join(",")
+            }
+        }
+        "ExternalName" => str_at(v, "/spec/externalName").to_owned(),
+        _ => "<unknown>".into(),
+    };
+    let ports: Vec<String> = list_at(v, "/spec/ports")
+        .iter()
+        .map(|p| {
+            let proto = match str_at(p, "/protocol") {
+                "" => "TCP",
+                x => x,
+            };
+            match int_at(p, "/nodePort") {
+                0 => format!("{}/{proto}", int_at(p, "/port")),
+                node_port => format!("{}:{node_port}/{proto}", int_at(p, "/port")),
+            }
+        })
+        .collect();
+    let selector: Vec<String> = v
+        .pointer("/spec/selector")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, val)| format!("{k}={}", val.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    vec![
+        name(v),
+        json!(ty),
+        json!(or_none(cluster_ip)),
+        json!(external_ip),
+        json!(or_none(&ports.join(","))),
+        created(v, now),
+        json!(or_none(&selector.join(","))),
+    ]
+    .into()
+}
+
+pub(super) fn binding_columns() -> Vec<Column> {
+    vec![
+        name_col(),
+        col(
+            "Role",
+            "string",
+            "Role references a Role or ClusterRole in the current namespace.",
+            0,
+        ),
+        age_col(),
+        col("Users", "string", "Users in the roleBinding", 1),
+        col("Groups", "string", "Groups in the roleBinding", 1),
+        col("ServiceAccounts", "string", "ServiceAccounts in the roleBinding", 1),
+    ]
+}
+
+pub(super) fn binding_row(v: &Value, now: jiff::Timestamp) -> Row {
+    let (mut users, mut groups, mut sas) = (Vec::new(), Vec::new(), Vec::new());
+    for s in list_at(v, "/subjects") {
+        match str_at(s, "/kind") {
+            "User" => users.push(str_at(s, "/name").to_owned()),
+            "Group" => groups.push(str_at(s, "/name").to_owned()),
+            "ServiceAccount" => sas.push(format!("{}/{}", str_at(s, "/namespace"), str_at(s, "/name"))),
+            _ => {}
+        }
+    }
+    vec![
+        name(v),
+        json!(format!("{}/{}", str_at(v, "/roleRef/kind"), str_at(v, "/roleRef/name"))),
+        created(v, now),
+        json!(users.join(", ")),
+        json!(groups.join(", ")),
+        json!(sas.join(", ")),
+    ]
+    .into()
+}

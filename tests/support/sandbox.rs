@@ -1,0 +1,135 @@
+//! A sandbox API server running on its own runtime, and the real kubectl pointed at it.
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sublet::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
+
+pub struct TestCluster {
+    pub handle: Option<SandboxHandle>,
+    pub runtime: tokio::runtime::Runtime,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+}
+
+impl TestCluster {
+    pub fn start() -> TestCluster {
+        TestCluster::with(SandboxConfig::default())
+    }
+
+    pub fn with(config: SandboxConfig) -> TestCluster {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime.block_on(Sandbox::start(config)).expect("sandbox starts");
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        handle.write_kubeconfig(&kubeconfig).unwrap();
+        TestCluster {
+            handle: Some(handle),
+            runtime,
+            dir,
+            kubeconfig,
+        }
+    }
+
+    pub fn handle(&self) -> &SandboxHandle {
+        self.handle.as_ref().expect("running")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(super::tool("kubectl"));
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            // kubectl caches discovery under $HOME/.kube; each test gets its own.
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Runs kubectl with `stdin` as standard input.
+    pub fn run_with_input(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self.command(args).spawn().expect("kubectl runs");
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with_input(args, "")
+    }
+
+    /// Runs kubectl and answers its standard output; fails the test if kubectl fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `kubectl apply -f -` (or any args) with a YAML document on standard input; must succeed.
+    pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.run_with_input(args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs kubectl, expects it to fail, and answers its standard error.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "kubectl {} succeeded: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn fails_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.run_with_input(args, stdin);
+        assert!(!out.status.success(), "kubectl {} succeeded", args.join(" "));
+        String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.runtime.block_on(handle.shutdown());
+        }
+    }
+}
+
+/// Polls `check` until it answers true, failing after `limit`.
+pub fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The repository root, for crds/ and examples/.
+pub fn repo(path: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(path)
+        .display()
+        .to_string()
+}
