@@ -96,6 +96,8 @@ pub struct Config {
     pub tick: Duration,
     /// How long a burst of changes is gathered before a pass.
     pub debounce: Duration,
+    /// How often a status is written when only its ledger moved.
+    pub ledger_interval: Duration,
 }
 
 impl Default for Config {
@@ -109,6 +111,7 @@ impl Default for Config {
             lease_duration: 15,
             tick: Duration::from_secs(5),
             debounce: Duration::from_millis(20),
+            ledger_interval: Duration::from_secs(30),
         }
     }
 }

@@ -53,9 +53,6 @@ pub fn accrue(prev: Ledger, gpus: u32, price: f64, start: Option<Timestamp>, now
     }
 }
 
-/// How often status is written when only the ledger moved.
-pub const LEDGER_INTERVAL: SignedDuration = SignedDuration::from_secs(30);
-
 /// Writes lease statuses, events for what was done, and the pool status.
 pub async fn report(
     ctx: &Context,
@@ -116,12 +113,22 @@ pub async fn report(
         );
         let mut status = old.clone();
         status.observed_generation = lease.metadata.generation;
+        if observe_only {
+            // Nothing is bound in Observe mode: only say so.
+            let reason = Some("the pool is in Observe mode and binds no lease".to_string());
+            if old.bound_at.is_some() || old.reason == reason {
+                continue;
+            }
+            status.reason = reason;
+            let api: Api<GpuLease> = Api::namespaced(ctx.client.clone(), &report.namespace);
+            let body = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "GpuLease", "status": status});
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            let r = super::timed(api.patch_status(&report.name, &params, &Patch::Apply(&body))).await;
+            ctx.metrics.write("lease_status", r.is_ok());
+            continue;
+        }
         status.phase = report.phase;
-        status.reason = Some(if observe_only && report.phase == LeasePhase::Pending {
-            "the pool is in Observe mode and binds no lease".to_string()
-        } else {
-            report.reason.clone()
-        });
+        status.reason = Some(report.reason.clone());
         status.nodes = report.nodes.clone();
         status.node_count = report.nodes.len() as i32;
         status.gpus = report.gpus as i32;
@@ -195,7 +202,7 @@ pub async fn report(
         } == old;
         let ledger_due = prev
             .accounted_until
-            .is_none_or(|a| now.duration_since(a) >= LEDGER_INTERVAL);
+            .is_none_or(|a| now.duration_since(a) >= interval(ctx));
         if unchanged && !(ledger_due && ledger != prev) {
             continue;
         }
@@ -240,6 +247,10 @@ pub async fn report(
     }
     lease_events(ctx, snapshot, outcomes, leases).await;
     pool_status(ctx, pool, snapshot, plan, revenue_delta, observe_only).await
+}
+
+fn interval(ctx: &Context) -> SignedDuration {
+    SignedDuration::try_from(ctx.config.ledger_interval).unwrap_or(SignedDuration::from_secs(30))
 }
 
 /// One event per lease per kind of step that went through: bound, notice, evicted.
@@ -439,7 +450,7 @@ async fn pool_status(
     let ledger_due = old
         .accounted_until
         .as_ref()
-        .is_none_or(|a| now.duration_since(a.0) >= LEDGER_INTERVAL);
+        .is_none_or(|a| now.duration_since(a.0) >= interval(ctx));
     for (state, gpus) in [
         ("internal", t.internal_free_gpus + t.internal_used_gpus),
         ("lendable", t.lendable_gpus),

@@ -131,10 +131,15 @@ pub fn plan(s: &Snapshot) -> Plan {
     report(w, classes, observed, blocked)
 }
 
+/// `now` plus the notice, rounded up to a whole second: deadlines are written as RFC 3339 seconds, and a
+/// rounded deadline must never give less notice than promised.
 fn deadline_after_notice(w: &Work) -> Timestamp {
-    w.now
+    let exact = w
+        .now
         .saturating_add(SignedDuration::from_secs(w.policy.notice_seconds))
-        .expect("notice fits a timestamp")
+        .expect("notice fits a timestamp");
+    let whole = exact.as_second() + i64::from(exact.subsec_nanosecond() > 0);
+    Timestamp::from_second(whole).unwrap_or(exact)
 }
 
 /// Step 1.

@@ -22,3 +22,5 @@ pub fn tool(name: &str) -> PathBuf {
 }
 
 pub mod sandbox;
+
+pub mod cluster;

@@ -1,0 +1,173 @@
+//! A sandbox with sublet's CRDs, GPU nodes and namespaces, and a controller to run against it.
+
+use std::future::Future;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use sublet::api::{GpuLease, TenantPool};
+use sublet::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct Env {
+    pub sandbox: SandboxHandle,
+    pub client: Client,
+}
+
+pub const MODEL: &str = "NVIDIA-A100-SXM4-80GB";
+
+/// A sandbox with the CRDs applied and namespaces `ml` (internal) and `acme` (a tenant).
+pub async fn env(config: SandboxConfig) -> Env {
+    let sandbox = Sandbox::start(config).await.expect("sandbox starts");
+    let client = sandbox.client().await.expect("client");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in sublet::crd::all() {
+        crds.create(&PostParams::default(), &crd).await.expect("CRD created");
+    }
+    let ns: Api<Namespace> = Api::all(client.clone());
+    for (name, tenant) in [("ml", false), ("acme", true)] {
+        let labels = if tenant {
+            json!({"sublet.dev/tenant": "true"})
+        } else {
+            json!({})
+        };
+        let obj = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+        ns.create(&PostParams::default(), &obj)
+            .await
+            .expect("namespace created");
+    }
+    Env { sandbox, client }
+}
+
+/// A Ready GPU node.
+pub async fn gpu_node(client: &Client, name: &str, gpus: u32) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let obj = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"nvidia.com/gpu.product": MODEL, "kubernetes.io/hostname": name}},
+        "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &obj).await.expect("node created");
+    let status = json!({"status": {
+        "capacity": {"nvidia.com/gpu": gpus.to_string(), "cpu": "96", "pods": "110"},
+        "allocatable": {"nvidia.com/gpu": gpus.to_string(), "cpu": "96", "pods": "110"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ready"}],
+    }});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("node status");
+}
+
+pub async fn create_pool(client: &Client, name: &str, spec: Value) -> TenantPool {
+    let api: Api<TenantPool> = Api::all(client.clone());
+    let obj = serde_json::from_value(
+        json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool", "metadata": {"name": name}, "spec": spec}),
+    )
+    .unwrap();
+    api.create(&PostParams::default(), &obj).await.expect("pool created")
+}
+
+pub async fn create_lease(client: &Client, ns: &str, name: &str, spec: Value) -> GpuLease {
+    let api: Api<GpuLease> = Api::namespaced(client.clone(), ns);
+    let obj = serde_json::from_value(
+        json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "GpuLease", "metadata": {"name": name}, "spec": spec}),
+    )
+    .unwrap();
+    api.create(&PostParams::default(), &obj).await.expect("lease created")
+}
+
+/// A pod asking for `gpus` GPUs; on `node` and Running when given, else Pending.
+pub async fn gpu_pod(client: &Client, ns: &str, name: &str, gpus: u32, node: Option<&str>, extra_spec: Value) -> Pod {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut spec = json!({
+        "terminationGracePeriodSeconds": 0,
+        "containers": [{"name": "main", "image": "trainer:1", "resources": {"requests": {"nvidia.com/gpu": gpus.to_string()}, "limits": {"nvidia.com/gpu": gpus.to_string()}}}],
+    });
+    if let (Value::Object(s), Value::Object(extra)) = (&mut spec, extra_spec) {
+        s.extend(extra);
+    }
+    if let Some(n) = node {
+        spec["nodeName"] = json!(n);
+    }
+    let obj = serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap();
+    let pod = api.create(&PostParams::default(), &obj).await.expect("pod created");
+    if node.is_some() {
+        let status = json!({"status": {"phase": "Running"}});
+        return api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("pod running");
+    }
+    pod
+}
+
+/// A controller running in this process until the returned sender is dropped or fired.
+pub struct Running {
+    pub stop: Option<oneshot::Sender<()>>,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+pub fn controller(client: &Client, identity: &str, leader_election: bool) -> Running {
+    let config = sublet::controller::Config {
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        leader_election,
+        lease_namespace: "default".into(),
+        identity: identity.into(),
+        lease_duration: 3,
+        tick: Duration::from_millis(200),
+        ledger_interval: Duration::from_secs(1),
+        ..sublet::controller::Config::default()
+    };
+    let (tx, rx) = oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = rx.await;
+    };
+    let task = tokio::spawn(sublet::controller::run(client.clone(), config, shutdown));
+    Running { stop: Some(tx), task }
+}
+
+/// Polls `check` every 50 ms until it yields a value; panics with `what` after `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn label<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
+    node.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .map(String::as_str)
+}
+
+pub fn taint_keys(node: &Node) -> Vec<String> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .map(|t| t.iter().map(|t| t.key.clone()).collect())
+        .unwrap_or_default()
+}
