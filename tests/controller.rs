@@ -339,3 +339,130 @@ async fn deleting_the_pool_returns_every_node_and_leaves_no_taint() {
     }
     run.stop().await;
 }
+
+async fn holder(client: &Client) -> Option<String> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "default");
+    leases.get_opt("sublet-leader").await.ok()??.spec?.holder_identity
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_only_the_leader_writes_and_the_other_takes_over() {
+    let env = env(SandboxConfig::default()).await;
+    let c = env.client.clone();
+    gpu_node(&c, "gpu-1", 8).await;
+    create_pool(&c, POOL, enforce_spec(1)).await;
+    let mut replicas = vec![
+        ("a", Some(controller(&c, "a", true))),
+        ("b", Some(controller(&c, "b", true))),
+    ];
+    let leader = eventually(20, "a leader", || async { holder(&c).await }).await;
+    eventually(20, "gpu-1 lent", || async {
+        (label(&node(&c, "gpu-1").await, "sublet.dev/state") == Some("lent")).then_some(())
+    })
+    .await;
+    create_lease(&c, "acme", "first", json!({"pool": POOL, "gpus": 8})).await;
+    bound_node(&c, "first").await;
+    let bound = lease_events(&c, "Bound").await;
+    assert_eq!(bound.len(), 1);
+    assert_eq!(
+        bound[0].reporting_instance.as_deref(),
+        Some(leader.as_str()),
+        "the leader wrote it"
+    );
+
+    // The leader goes away; the other replica takes over within the lease duration and carries on.
+    let (i, _) = replicas.iter().enumerate().find(|(_, (id, _))| *id == leader).unwrap();
+    replicas[i].1.take().unwrap().stop().await;
+    let other = if leader == "a" { "b" } else { "a" };
+    eventually(20, "the other replica to lead", || async {
+        (holder(&c).await.as_deref() == Some(other)).then_some(())
+    })
+    .await;
+    gpu_node(&c, "gpu-2", 8).await;
+    create_lease(&c, "acme", "second", json!({"pool": POOL, "gpus": 8})).await;
+    bound_node(&c, "second").await;
+    let bound = lease_events(&c, "Bound").await;
+    let second = bound
+        .iter()
+        .find(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("second"))
+        .unwrap();
+    assert_eq!(second.reporting_instance.as_deref(), Some(other));
+    for (_, r) in replicas {
+        if let Some(r) = r {
+            r.stop().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converges_through_conflicts_throttling_errors_and_cut_watches() {
+    use sublet::sandbox::{FaultAction, FaultConfig, FaultRule};
+    let rule = |verbs: &[&str], resources: &[&str], share: f64, action: FaultAction| FaultRule {
+        verbs: verbs.iter().map(|s| s.to_string()).collect(),
+        resources: resources.iter().map(|s| s.to_string()).collect(),
+        share,
+        limit: None,
+        action,
+    };
+    let faults = FaultConfig {
+        seed: 7,
+        rules: vec![
+            rule(&["patch"], &["nodes"], 0.3, FaultAction::Conflict),
+            rule(
+                &["create"],
+                &["pods"],
+                0.3,
+                FaultAction::TooManyRequests { retry_after_seconds: 1 },
+            ),
+            rule(&["patch", "create"], &[], 0.15, FaultAction::InternalError),
+            rule(&["watch"], &[], 0.3, FaultAction::CutWatch),
+        ],
+    };
+    let env = env(SandboxConfig::default()).await;
+    let c = env.client.clone();
+    for i in 1..=3 {
+        gpu_node(&c, &format!("gpu-{i}"), 8).await;
+    }
+    create_pool(&c, POOL, enforce_spec(1)).await;
+    let run = controller(&c, "sublet-0", false);
+    create_lease(&c, "acme", "job", json!({"pool": POOL, "gpus": 8})).await;
+    let leased = bound_node(&c, "job").await;
+    let s = lease(&c, "job").await.status.unwrap();
+    gpu_pod(
+        &c,
+        "acme",
+        "worker",
+        8,
+        Some(&leased),
+        json!({"tolerations": s.tolerations}),
+    )
+    .await;
+    // From here on the controller's writes and watches meet faults (the test itself only reads).
+    env.sandbox.set_faults(faults);
+    // Demand for all three nodes: two come back at once, the leased one after its notice and eviction.
+    env.sandbox
+        .local()
+        .create("v1", "pods", Some("ml"), json!({"metadata": {"name": "train"}, "spec": {"containers": [{"name": "c", "image": "x", "resources": {"requests": {"nvidia.com/gpu": "24"}}}]}}))
+        .expect("internal pod created");
+    eventually(60, "every node back", || async {
+        let nodes = Api::<Node>::all(c.clone()).list(&ListParams::default()).await.ok()?;
+        nodes
+            .items
+            .iter()
+            .all(|n| {
+                label(n, "sublet.dev/state").is_none() && !taint_keys(n).iter().any(|k| k.starts_with("sublet.dev/"))
+            })
+            .then_some(())
+    })
+    .await;
+    eventually(30, "the lease released", || async {
+        (lease(&c, "job").await.status?.phase == LeasePhase::Released).then_some(())
+    })
+    .await;
+    assert_eq!(
+        lease_events(&c, "ReclaimNotice").await.len(),
+        1,
+        "one notice despite the faults"
+    );
+    run.stop().await;
+}
