@@ -426,7 +426,7 @@ fn internal_demand_gives_notice_on_leased_nodes() {
         .tenant_pod("acme", "worker", "leased")
         .internal_pod("queued", None, 8)
         .plan();
-    assert_eq!(kinds(&p), ["notice leased"]);
+    assert_eq!(kinds(&p), ["notice leased", "annotate worker"]);
     let Action::Notice { deadline, lease, .. } = &p.steps[0].action else {
         unreachable!()
     };
@@ -449,7 +449,13 @@ fn notices_respect_the_concurrency_cap_and_count_nodes_in_notice() {
     f = f
         .lease("acme", "job", 32, LeasePhase::Bound, Some(-600))
         .internal_pod("queued", None, 32);
-    assert_eq!(f.plan().steps.len(), 2);
+    let notices = |p: &Plan| {
+        p.steps
+            .iter()
+            .filter(|s| matches!(s.action, Action::Notice { .. }))
+            .count()
+    };
+    assert_eq!(notices(&f.plan()), 2);
     // One node already under notice leaves room for one more.
     f.nodes[0].marks.state = NodeState::Reclaiming;
     f.nodes[0].marks.deadline = Some(at(60));
@@ -486,7 +492,7 @@ fn idle_leased_nodes_go_back_without_notice_and_outside_the_cap() {
         .plan();
     let mut k = kinds(&p);
     k.sort();
-    assert_eq!(k, ["notice busy", "return idle1", "return idle2"]);
+    assert_eq!(k, ["annotate w", "notice busy", "return idle1", "return idle2"]);
 }
 
 #[test]
@@ -603,7 +609,7 @@ fn deleting_a_lease_or_losing_it_gives_notice() {
         .marked(NodeState::Leased, Some("acme.gone"))
         .tenant_pod("acme", "w2", "n2")
         .plan();
-    assert_eq!(kinds(&p), ["notice n1", "notice n2"]);
+    assert_eq!(kinds(&p), ["notice n1", "annotate w", "notice n2", "annotate w2"]);
 }
 
 #[test]
@@ -619,7 +625,7 @@ fn deleting_the_pool_returns_everything_through_notice() {
         .lease("acme", "waiting", 8, LeasePhase::Pending, None)
         .policy(|p| p.deleting = true)
         .plan();
-    assert_eq!(kinds(&p), ["unlend lent", "notice leased"]);
+    assert_eq!(kinds(&p), ["unlend lent", "notice leased", "annotate w"]);
     assert!(p.lending_blocked.unwrap().contains("deleted"));
 }
 

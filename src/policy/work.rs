@@ -291,6 +291,18 @@ impl<'a> Work<'a> {
             },
             why,
         );
+        // The tenant's pods learn the deadline with the notice, so a workload can checkpoint.
+        for p in self.tenant_pods_on(n) {
+            let pod = &self.snap.pods[p];
+            if !pod.terminating && pod.deadline_annotation != Some(deadline) {
+                let action = Action::AnnotatePod {
+                    namespace: pod.namespace.clone(),
+                    name: pod.name.clone(),
+                    deadline,
+                };
+                self.push(action, "the node it runs on is under reclaim notice");
+            }
+        }
         if self.now >= deadline {
             for p in self.tenant_pods_on(n) {
                 let pod = &self.snap.pods[p];
