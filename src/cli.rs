@@ -30,6 +30,10 @@ pub enum LogFormat {
 pub enum Command {
     /// Prints sublet's CustomResourceDefinitions as YAML, or writes one file per CRD into a folder.
     Crd(CrdArgs),
+    /// Runs sublet end to end on this machine, no cluster needed: a sandbox API server with simulated GPU
+    /// nodes, internal work from a trace (or a synthetic day), tenants leasing nodes, and the real
+    /// controller; writes a kubeconfig for kubectl, shows a live view, and ends with a summary.
+    Demo(DemoArgs),
     /// Runs the operator against a Kubernetes API server: lends idle GPU nodes, binds leases, gives notice,
     /// evicts at the deadline and returns nodes, for every TenantPool.
     Run(RunArgs),
@@ -90,4 +94,57 @@ pub struct CrdArgs {
     /// Writes one file per CRD into this folder instead of printing them all to standard output.
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
+}
+
+/// Arguments of `sublet demo`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// GPU nodes in the simulated cluster (split over `--models`).
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub nodes: u32,
+    /// GPUs per node.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub gpus_per_node: u32,
+    /// GPU models, comma-separated; the first gets three quarters of the nodes when there are two.
+    #[arg(
+        long,
+        value_name = "MODELS",
+        value_delimiter = ',',
+        default_value = "NVIDIA-H100-80GB-HBM3,NVIDIA-A100-SXM4-80GB"
+    )]
+    pub models: Vec<String>,
+    /// Reads node groups from a YAML file instead: a list of `{name, count, gpusPerNode, model}`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["nodes", "gpus_per_node", "models"])]
+    pub nodes_file: Option<PathBuf>,
+    /// Replays internal demand from a trace (the generic CSV `time,group,capacity_gpus,demand_gpus`); its
+    /// groups become the node groups. Without it, a built-in synthetic day.
+    #[arg(long, value_name = "PATH")]
+    pub trace: Option<PathBuf>,
+    /// Simulated seconds per wall-clock second (2160: a day in 40 seconds).
+    #[arg(long, value_name = "X", default_value_t = 2160.0)]
+    pub speed: f64,
+    /// How long the demo runs, wall clock (`40s`, `2m`).
+    #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = crate::demo::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Tenants leasing nodes (the third one ignores notices and is evicted at the deadline).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=50))]
+    pub tenants: u32,
+    /// Seed for the workload's and tenants' random choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where to write the kubeconfig for kubectl.
+    #[arg(long, value_name = "FILE", default_value = "sublet-demo.kubeconfig")]
+    pub kubeconfig: PathBuf,
+    /// Where the API server listens; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    /// Reclaim notice in real seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3, value_parser = clap::value_parser!(i64).range(0..=3600))]
+    pub notice: i64,
+    /// Writes the summary as JSON to this file (`-` for standard output, after the human summary).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Plain log lines even on a terminal.
+    #[arg(long)]
+    pub plain: bool,
 }

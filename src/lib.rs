@@ -4,6 +4,7 @@
 //! ```text
 //!   api      the custom resources (TenantPool, GpuLease) and the sublet.dev/ keys on nodes and pods
 //!   crd      the CustomResourceDefinitions generated from `api`
+//!   demo     `sublet demo`: the controller against the sandbox with a simulated cluster and workload
 //!   cli      the `sublet` command line
 //!   policy   the pure lending planner: Snapshot -> plan() -> Plan
 //!   sandbox  the embedded Kubernetes API server for tests and demos
@@ -14,5 +15,6 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod demo;
 pub mod policy;
 pub mod sandbox;

@@ -4,11 +4,13 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use sublet::cli::{Cli, Command, CrdArgs, LogFormat, RunArgs, SandboxArgs};
+use sublet::cli::{Cli, Command, CrdArgs, DemoArgs, LogFormat, RunArgs, SandboxArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The demo's own view is the output; only warnings from the parts it runs go to the log.
+    let quiet = matches!(cli.command, Command::Demo(_));
+    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -21,6 +23,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Crd(args) => crd(args),
+        Command::Demo(args) => runtime()?.block_on(demo(args)),
         Command::Run(args) => runtime()?.block_on(run_controller(args)),
         Command::Sandbox(args) => sandbox(args),
     }
@@ -112,6 +115,48 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal as _;
+    use sublet::demo;
+    let nodes = match &args.nodes_file {
+        Some(path) => demo::cluster::load_groups(path)?,
+        None => {
+            let weights: &[u32] = if args.models.len() == 2 { &[3, 1] } else { &[] };
+            let groups = demo::cluster::groups_for(args.nodes, args.gpus_per_node, &args.models, weights);
+            demo::cluster::validate_groups(&groups).map_err(|e| anyhow::anyhow!("invalid --models: {e}"))?;
+            groups
+        }
+    };
+    let config = demo::DemoConfig {
+        nodes,
+        trace: args.trace,
+        speed: args.speed,
+        duration: args.duration,
+        tenants: args.tenants as usize,
+        seed: args.seed,
+        kubeconfig: args.kubeconfig,
+        listen: args.listen,
+        notice_seconds: args.notice,
+        live_view: !args.plain && std::io::stdout().is_terminal(),
+        ..demo::DemoConfig::default()
+    };
+    let summary = demo::run(config, shutdown_signal()).await?;
+    demo::view::print_summary(&summary);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&summary)?;
+        if path.as_os_str() == "-" {
+            println!("{text}");
+        } else {
+            std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    Ok(if summary.invariants.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
 fn crd(args: CrdArgs) -> anyhow::Result<ExitCode> {
     match args.output_dir {
         None => print!("{}", sublet::crd::all_yaml()),
@@ -128,9 +173,9 @@ fn crd(args: CrdArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default: &str) {
     use tracing_subscriber::{EnvFilter, fmt};
-    let filter = EnvFilter::try_from_env("SUBLET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("SUBLET_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Plain => builder.try_init(),

@@ -1,0 +1,402 @@
+//! `sublet demo`: the real controller against the sandbox API, with a simulated GPU cluster, internal work
+//! replayed from a trace (or a synthetic day) and tenants that lease nodes, all in one process.
+//!
+//! ```text
+//!   workload.rs  demand curve (trace / synthetic day) ──▶ internal pods (ml namespace) ─┐
+//!   tenants.rs   GpuLeases ─▶ wait Bound ─▶ pods with the lease's selector/toleration ─┼─▶ LocalApi ─▶ sandbox
+//!   cluster.rs   scheduler (binds) + kubelet (Running, Succeeded, checkpoint, grace) ─┘        │
+//!   controller   sublet::controller::run over HTTP, as `sublet run` would ◀────────────────────┤
+//!   summary.rs   every watch event ─▶ invariant checks (rules 1–3), counters, GPU-hours ◀──────┘
+//!   view.rs      terminal live view, or a plain line log when stdout is not a terminal
+//! ```
+//! Time: the controller runs on the real clock. The workload runs on a simulated clock that moves `speed`
+//! times faster (pod durations, arrivals, trace minutes, checkpoint times); the demo pool gets short real-time
+//! notice, idle window and cool-down so that a simulated day plays out in well under a minute.
+
+pub mod cluster;
+pub mod summary;
+pub mod tenants;
+pub mod trace;
+pub mod view;
+pub mod workload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::sandbox::{LocalApi, Sandbox, SandboxConfig};
+pub use cluster::{NodeGroup, NodeSpec};
+pub use summary::Summary;
+
+/// The namespace internal work runs in.
+pub const INTERNAL_NAMESPACE: &str = "ml";
+/// The demo's pool.
+pub const POOL: &str = "demo";
+/// The node label that groups nodes for internal demand (the pool's `nodeGroupLabel`).
+pub const GROUP_LABEL: &str = "demo.sublet.dev/group";
+/// Pod annotation: how long the pod's work runs once started, in simulated seconds.
+pub const RUN_ANNOTATION: &str = "demo.sublet.dev/run-seconds";
+/// Pod annotation: how long the pod takes to checkpoint and exit after a reclaim notice, in simulated
+/// seconds. A pod without it ignores notices and is evicted at the deadline.
+pub const CHECKPOINT_ANNOTATION: &str = "demo.sublet.dev/checkpoint-seconds";
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+pub const MODEL_LABEL: &str = "nvidia.com/gpu.product";
+
+/// Why the demo cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error("sandbox API: {0}")]
+    Api(String),
+    #[error("invalid demo setup: {0}")]
+    Setup(String),
+    #[error("cannot read {path}: {message}")]
+    Input { path: String, message: String },
+}
+
+impl From<crate::sandbox::ApiError> for DemoError {
+    fn from(e: crate::sandbox::ApiError) -> Self {
+        DemoError::Api(format!("{e:?}"))
+    }
+}
+
+/// How the demo runs.
+#[derive(Clone, Debug)]
+pub struct DemoConfig {
+    pub nodes: Vec<NodeGroup>,
+    /// Internal demand; `None` for the built-in synthetic day.
+    pub trace: Option<PathBuf>,
+    /// Simulated seconds per wall-clock second.
+    pub speed: f64,
+    /// Wall-clock run time.
+    pub duration: Duration,
+    pub tenants: usize,
+    pub seed: u64,
+    /// Where the kubeconfig for kubectl is written.
+    pub kubeconfig: PathBuf,
+    pub listen: std::net::SocketAddr,
+    /// Pool timing, in real seconds.
+    pub notice_seconds: i64,
+    pub idle_seconds: i64,
+    pub cooldown_seconds: i64,
+    pub price_per_gpu_hour: f64,
+    /// Live view on a terminal; plain log lines otherwise.
+    pub live_view: bool,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            nodes: cluster::default_groups(64, 8),
+            trace: None,
+            speed: 2160.0,
+            duration: Duration::from_secs(40),
+            tenants: 3,
+            seed: 1,
+            kubeconfig: PathBuf::from("sublet-demo.kubeconfig"),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            notice_seconds: 3,
+            idle_seconds: 2,
+            cooldown_seconds: 3,
+            price_per_gpu_hour: 2.5,
+            live_view: false,
+        }
+    }
+}
+
+/// The simulated clock: `speed` simulated seconds per wall second, from `start`.
+#[derive(Clone, Copy, Debug)]
+pub struct SimClock {
+    pub wall_start: Instant,
+    pub sim_start: Timestamp,
+    pub speed: f64,
+}
+
+impl SimClock {
+    pub fn new(speed: f64, sim_start: Timestamp) -> Self {
+        Self {
+            wall_start: Instant::now(),
+            sim_start,
+            speed,
+        }
+    }
+    /// Simulated seconds since the start.
+    pub fn sim_elapsed(&self) -> f64 {
+        self.wall_start.elapsed().as_secs_f64() * self.speed
+    }
+    /// The wall time a simulated span takes.
+    pub fn wall(&self, sim_seconds: f64) -> Duration {
+        Duration::from_secs_f64((sim_seconds / self.speed).max(0.0))
+    }
+    /// The simulated time of day, `HH:MM`, with the day number from 1.
+    pub fn label(&self) -> String {
+        let secs = self.sim_elapsed();
+        let t = self
+            .sim_start
+            .checked_add(jiff::SignedDuration::from_secs(secs as i64))
+            .unwrap_or(self.sim_start);
+        let z = t.to_zoned(jiff::tz::TimeZone::UTC);
+        format!("day {} {:02}:{:02}", 1 + (secs / 86_400.0) as u64, z.hour(), z.minute())
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so that a seed repeats a run's choices.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * (hi - lo)
+    }
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[(self.next_u64() % items.len() as u64) as usize]
+    }
+}
+
+/// The pool the demo runs: Enforce, short real-time notice, idle window and cool-down.
+pub fn pool_spec(config: &DemoConfig) -> serde_json::Value {
+    let mut prices = serde_json::Map::new();
+    for g in &config.nodes {
+        prices.insert(
+            g.model.clone(),
+            json!(config.price_per_gpu_hour * model_factor(&g.model)),
+        );
+    }
+    json!({
+        "mode": "Enforce",
+        "nodeGroupLabel": GROUP_LABEL,
+        "idle": {"forSeconds": config.idle_seconds},
+        "reserve": {"percent": 10},
+        "reclaim": {"noticeSeconds": config.notice_seconds, "cooldownSeconds": config.cooldown_seconds},
+        "pricing": {"perGpuHour": prices, "defaultPerGpuHour": config.price_per_gpu_hour, "currency": "USD"},
+    })
+}
+
+/// Newer models rent for more.
+fn model_factor(model: &str) -> f64 {
+    if model.contains("H100") || model.contains("H200") {
+        1.0
+    } else {
+        0.6
+    }
+}
+
+/// Runs the whole demo until `duration` passes or `shutdown` resolves, and answers the summary.
+pub async fn run(
+    config: DemoConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Summary, DemoError> {
+    if !(config.speed.is_finite() && config.speed >= 1.0) {
+        return Err(DemoError::Setup(format!(
+            "--speed must be at least 1, got {}",
+            config.speed
+        )));
+    }
+    let demand = match &config.trace {
+        Some(path) => workload::DemandCurve::from_trace(path, config.speed * config.duration.as_secs_f64())?,
+        None => workload::DemandCurve::synthetic_day(&config.nodes),
+    };
+    // A trace brings its own node groups unless the command line named nodes.
+    let groups = if config.trace.is_some() {
+        demand.groups.clone()
+    } else {
+        config.nodes.clone()
+    };
+    if groups.is_empty() || groups.iter().all(|g| g.count == 0) {
+        return Err(DemoError::Setup("the demo cluster has no nodes".into()));
+    }
+    let sandbox = Sandbox::start(SandboxConfig {
+        listen: config.listen,
+        external_kubelet: true,
+        ..SandboxConfig::default()
+    })
+    .await?;
+    sandbox.write_kubeconfig(&config.kubeconfig)?;
+    let local = sandbox.local().as_manager("sublet-demo");
+    let clock = SimClock::new(config.speed, demand.start);
+    let (stop_tx, stop) = watch::channel(false);
+
+    // The checker subscribes before anything is written, so it sees every change.
+    let checker = summary::Checker::start(&local, clock, config.price_per_gpu_hour);
+    setup(&local, &config, &groups)?;
+
+    let client = sandbox.client().await?;
+    let controller_config = crate::controller::Config {
+        metrics_addr: "127.0.0.1:0".parse().expect("valid address"),
+        leader_election: false,
+        identity: "sublet-demo".into(),
+        tick: Duration::from_millis(200),
+        ledger_interval: Duration::from_secs(1),
+        ..crate::controller::Config::default()
+    };
+    let mut controller_stop = stop.clone();
+    let controller = tokio::spawn(crate::controller::run(client, controller_config, async move {
+        let _ = controller_stop.wait_for(|s| *s).await;
+    }));
+
+    let info = view::Intro {
+        url: sandbox.url(),
+        kubeconfig: config.kubeconfig.clone(),
+        nodes: groups.iter().map(|g| g.count).sum(),
+        gpus: groups.iter().map(|g| g.count * g.gpus_per_node).sum(),
+        source: demand.name.clone(),
+        speed: config.speed,
+        duration: config.duration,
+        signals: "GPU allocation from the API (no utilization source in this build)".into(),
+    };
+    view::intro(&info);
+
+    let mut tasks = vec![
+        tokio::spawn(cluster::run(local.as_manager("demo-kubelet"), clock, stop.clone())),
+        tokio::spawn(workload::run(
+            local.as_manager("demo-workload"),
+            demand,
+            clock,
+            config.seed,
+            stop.clone(),
+        )),
+    ];
+    for i in 0..config.tenants {
+        let tenant = tenants::Tenant::new(i, config.seed);
+        tasks.push(tokio::spawn(tenants::run(
+            local.as_manager("demo-tenant"),
+            tenant,
+            clock,
+            stop.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(view::run(
+        checker.state(),
+        clock,
+        config.live_view,
+        stop.clone(),
+    )));
+
+    let started = Instant::now();
+    tokio::select! {
+        _ = tokio::time::sleep(config.duration) => {}
+        _ = shutdown => {}
+    }
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    let summary = checker.finish(&local, started.elapsed(), &demand_name(&config)).await;
+    sandbox.shutdown().await;
+    Ok(summary)
+}
+
+fn demand_name(config: &DemoConfig) -> String {
+    match &config.trace {
+        Some(p) => p.display().to_string(),
+        None => "synthetic day".into(),
+    }
+}
+
+/// CRDs, namespaces, nodes and the pool.
+fn setup(local: &LocalApi, config: &DemoConfig, groups: &[NodeGroup]) -> Result<(), DemoError> {
+    for crd in crate::crd::all() {
+        let value = serde_json::to_value(&crd).map_err(|e| DemoError::Api(e.to_string()))?;
+        local.create("apiextensions.k8s.io/v1", "customresourcedefinitions", None, value)?;
+    }
+    local.create(
+        "v1",
+        "namespaces",
+        None,
+        json!({"metadata": {"name": INTERNAL_NAMESPACE}}),
+    )?;
+    for i in 0..config.tenants {
+        let name = tenants::namespace(i);
+        local.create(
+            "v1",
+            "namespaces",
+            None,
+            json!({"metadata": {"name": name, "labels": {crate::api::keys::TENANT_NAMESPACE_LABEL: "true"}}}),
+        )?;
+    }
+    cluster::create_nodes(local, groups)?;
+    let pool = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool",
+        "metadata": {"name": POOL}, "spec": pool_spec(config)});
+    // A freshly created CRD serves at once in the sandbox, but retry briefly in case it does not.
+    let mut last = None;
+    for _ in 0..50 {
+        match local.create("sublet.dev/v1alpha1", "tenantpools", None, pool.clone()) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(last
+        .map(DemoError::from)
+        .unwrap_or_else(|| DemoError::Setup("pool".into())))
+}
+
+/// Parses `40`, `40s`, `2m` or `1h` as a wall-clock span.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 40s, 2m or 1h"))?;
+    let factor = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
+    };
+    let secs = value * factor;
+    if !(secs.is_finite() && secs > 0.0 && secs < 1e7) {
+        return Err(format!("`{s}` must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// An `Arc` shorthand for shared demo state.
+pub type Shared<T> = Arc<std::sync::Mutex<T>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_reject_nonsense() {
+        assert_eq!(parse_duration("40").unwrap(), Duration::from_secs(40));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("3d").is_err());
+    }
+
+    #[test]
+    fn rng_repeats_for_a_seed_and_stays_in_range() {
+        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+        for _ in 0..1000 {
+            let x = a.range(2.0, 5.0);
+            assert_eq!(x, b.range(2.0, 5.0));
+            assert!((2.0..5.0).contains(&x));
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! What the person running the demo sees: an intro, then a live view redrawn with plain ANSI codes on a
+//! terminal, or one log line every two seconds (and one per controller decision) when stdout is not one.
+//!
+//! ```text
+//!   summary::State (shared) ──every 250 ms──▶ render() ──▶ terminal (clear + redraw)
+//!                           ──every 2 s─────▶ line()   ──▶ stdout (CI logs)
+//! ```
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::SimClock;
+use super::summary::{State, Summary};
+
+pub struct Intro {
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    pub nodes: u32,
+    pub gpus: u32,
+    pub source: String,
+    pub speed: f64,
+    pub duration: Duration,
+    pub signals: String,
+}
+
+pub fn intro(i: &Intro) {
+    let kc = i.kubeconfig.display();
+    println!(
+        "sublet demo: {} nodes, {} GPUs; internal work from {}; {:.0}x speed for {:.0} s.",
+        i.nodes,
+        i.gpus,
+        i.source,
+        i.speed,
+        i.duration.as_secs_f64()
+    );
+    println!("Signals: {}.", i.signals);
+    println!("API server at {}; while it runs, try:", i.url);
+    println!("  export KUBECONFIG={kc}");
+    println!("  kubectl get tenantpools");
+    println!("  kubectl get gpuleases -A");
+    println!("  kubectl get nodes -L sublet.dev/state,sublet.dev/lease");
+    println!();
+    let _ = std::io::stdout().flush();
+}
+
+/// Counts of nodes by sublet state: internal, lent, leased, reclaiming.
+pub fn node_counts(s: &State) -> [usize; 4] {
+    let mut c = [0; 4];
+    for n in s.nodes.values() {
+        let i = match n.state.as_deref() {
+            None => 0,
+            Some("lent") => 1,
+            Some("leased") => 2,
+            _ => 3,
+        };
+        c[i] += 1;
+    }
+    c
+}
+
+pub fn line(s: &State, clock: &SimClock, wall: f64) -> String {
+    let [internal, lent, leased, reclaiming] = node_counts(s);
+    let (pods, gpus) = s.internal_pending();
+    let c = &s.counters;
+    format!(
+        "t={wall:.1}s {} nodes internal={internal} lent={lent} leased={leased} reclaiming={reclaiming} \
+         internal_pending={pods}pods/{gpus}gpus leases_bound={} notices={} evictions={} checkpoints={} \
+         harvested={:.1}GPU-h revenue={:.2} violations={}",
+        clock.label(),
+        c.leases_bound,
+        c.notices,
+        c.evictions,
+        c.checkpoints,
+        s.leased_gpu_seconds / 3600.0,
+        s.revenue,
+        s.violations.len()
+    )
+}
+
+pub fn render(s: &State, clock: &SimClock, wall: f64) -> String {
+    let [internal, lent, leased, reclaiming] = node_counts(s);
+    let (pods, gpus) = s.internal_pending();
+    let c = &s.counters;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\x1b[1msublet demo\x1b[0m  {}  ({:.0}x, {wall:.0} s)",
+        clock.label(),
+        clock.speed
+    );
+    let _ = writeln!(
+        out,
+        "nodes      internal {internal:>4}   \x1b[36mlent {lent:>4}\x1b[0m   \x1b[32mleased {leased:>4}\x1b[0m   \x1b[33mreclaiming {reclaiming:>4}\x1b[0m"
+    );
+    let _ = writeln!(out, "internal   pending pods {pods}, GPUs {gpus}");
+    let _ = writeln!(
+        out,
+        "tenants    leases bound {}  notices {}  checkpoints {}  evictions {}",
+        c.leases_bound, c.notices, c.checkpoints, c.evictions
+    );
+    let _ = writeln!(
+        out,
+        "harvested  {:.1} GPU-hours   revenue {:.2} USD",
+        s.leased_gpu_seconds / 3600.0,
+        s.revenue
+    );
+    let rules = if s.violations.is_empty() {
+        "\x1b[32mok\x1b[0m".to_string()
+    } else {
+        format!("\x1b[31m{} broken\x1b[0m", s.violations.len())
+    };
+    let _ = writeln!(out, "invariants {rules}");
+    let _ = writeln!(out, "\nleases");
+    for ((ns, name), phase) in s.leases.iter().take(8) {
+        let nodes = s
+            .nodes
+            .values()
+            .filter(|n| n.lease.as_deref() == Some(&format!("{ns}.{name}")))
+            .count();
+        let _ = writeln!(out, "  {ns}/{name:<10} {phase:<11} {nodes} nodes");
+    }
+    let _ = writeln!(out, "\nlast decisions");
+    for d in s.decisions.iter().rev().take(8) {
+        let d: String = d.chars().take(110).collect();
+        let _ = writeln!(out, "  {d}");
+    }
+    out
+}
+
+/// Shows the state until `stop`.
+pub async fn run(state: Arc<Mutex<State>>, clock: SimClock, live: bool, mut stop: watch::Receiver<bool>) {
+    let period = if live {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(2)
+    };
+    let mut tick = tokio::time::interval(period);
+    let mut printed = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let wall = clock.wall_start.elapsed().as_secs_f64();
+        let s = state.lock().expect("demo state");
+        let mut out = std::io::stdout().lock();
+        if live {
+            let _ = write!(out, "\x1b[H\x1b[2J{}", render(&s, &clock, wall));
+        } else {
+            let skip = s.decisions.len().saturating_sub((s.decisions_total - printed) as usize);
+            for d in s.decisions.iter().skip(skip) {
+                let _ = writeln!(out, "decision: {d}");
+            }
+            printed = s.decisions_total;
+            let _ = writeln!(out, "{}", line(&s, &clock, wall));
+        }
+        let _ = out.flush();
+    }
+}
+
+/// The summary for people.
+pub fn print_summary(s: &Summary) {
+    let d = &s.internal_delay;
+    println!();
+    println!(
+        "sublet demo summary ({:.0} s wall, {:.1} simulated hours, {})",
+        s.wall_seconds, s.simulated_hours, s.workload
+    );
+    println!(
+        "  harvested    {:.1} GPU-hours, revenue {:.2} {}",
+        s.harvested_gpu_hours, s.revenue, s.currency
+    );
+    println!(
+        "  nodes        {} lent, {} bound to leases, {} returned; {} leases bound",
+        s.counters.lends, s.counters.binds, s.counters.returns, s.counters.leases_bound
+    );
+    println!(
+        "  reclaims     {} notices, {} tenant pods checkpointed, {} evicted at the deadline",
+        s.counters.notices, s.counters.checkpoints, s.counters.evictions
+    );
+    println!(
+        "  internal     {} pods; delay added: {} pods, {:.2} pod-hours in total, mean {:.1} min, max {:.1} min",
+        d.pods, d.delayed_pods, d.total_hours, d.mean_minutes, d.max_minutes
+    );
+    if s.invariants.ok {
+        println!("  invariants   ok (rules 1-3 of DESIGN.md held at every watch event)");
+        if s.invariants.lend_races_settled > 0 {
+            println!(
+                "               {} nodes were lent just as an internal pod was bound to them and taken back at once",
+                s.invariants.lend_races_settled
+            );
+        }
+    } else {
+        println!(
+            "  invariants   BROKEN: {} violations, {} events missed",
+            s.invariants.violations.len(),
+            s.invariants.missed_events
+        );
+        for v in &s.invariants.violations {
+            println!("    rule {}: {}", v.rule, v.detail);
+        }
+    }
+}
