@@ -67,7 +67,13 @@ pub async fn execute(ctx: &Context, pool: &str, steps: &[Step], now: Timestamp) 
             continue;
         }
         let result = match &step.action {
-            Action::Lend { node } => update_node(ctx, node, |n| mark(n, pool, Mark::Lend, now)).await,
+            Action::Lend { node } => match gpu_pod_bound_to(ctx, pool, node).await {
+                Ok(None) => update_node(ctx, node, |n| mark(n, pool, Mark::Lend, now)).await,
+                Ok(Some(pod)) => Err(Error::Refused(format!(
+                    "node {node}: GPU pod {pod} was bound to it after the last pass read the cache"
+                ))),
+                Err(e) => Err(e),
+            },
             Action::Unlend { node } | Action::Return { node, .. } => {
                 update_node(ctx, node, |n| mark(n, pool, Mark::Return, now)).await
             }
@@ -215,6 +221,31 @@ fn mark(node: &Node, pool: &str, m: Mark, now: Timestamp) -> Change {
 }
 
 /// Reads the node, applies `change`, writes it back with its resourceVersion; on 409 reads again.
+/// A GPU pod the API (read now, not the cache) shows bound to `node` and not finished. The pod cache can lag
+/// the scheduler by tens of milliseconds; without this read, a node could be lent just after an internal pod
+/// was bound to it (rule 1). A bind between this read and the node write is still possible, only far rarer.
+async fn gpu_pod_bound_to(ctx: &Context, pool: &str, node: &str) -> Result<Option<String>, Error> {
+    let resource = ctx
+        .caches
+        .pools
+        .state()
+        .iter()
+        .find(|p| p.name_any() == pool)
+        .map(|p| p.spec.gpu_resource_name.clone())
+        .unwrap_or_else(|| "nvidia.com/gpu".into());
+    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let params = kube::api::ListParams::default().fields(&format!("spec.nodeName={node}"));
+    let pods = timed(api.list(&params)).await?;
+    Ok(pods
+        .items
+        .iter()
+        .find(|p| {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            super::pod_gpus(p, &resource) > 0 && !matches!(phase, Some("Succeeded" | "Failed"))
+        })
+        .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())))
+}
+
 async fn update_node<F>(ctx: &Context, name: &str, change: F) -> Result<Done, Error>
 where
     F: Fn(&Node) -> Change,
