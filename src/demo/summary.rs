@@ -106,6 +106,8 @@ pub struct State {
     pub open_races: BTreeMap<String, (Instant, Vec<String>)>,
     /// Such lends the controller took back within [`RACE_LIMIT`], before any lease bound the node.
     pub lend_races: u64,
+    /// Tenant pods already reported on a node of another lease (`ns/name@lease`), reported once.
+    misplaced: HashSet<String>,
 }
 
 /// How long a node lent just as an internal pod was bound to it may stay lent before it counts as broken.
@@ -389,6 +391,9 @@ fn check_tenant_pods_on(s: &mut State, node: &str) {
         .map(|(k, _)| format!("{}/{}", k.0, k.1))
         .collect();
     for pod in wrong {
+        if !s.misplaced.insert(format!("{pod}@{lease:?}")) {
+            continue;
+        }
         s.violate(
             2,
             format!("tenant pod {pod} runs on node {node}, whose lease is {lease:?}"),
