@@ -303,7 +303,7 @@ async fn deleting_the_pool_returns_every_node_and_leaves_no_taint() {
     gpu_node(&c, "gpu-2", 8).await;
     create_pool(&c, POOL, enforce_spec(1)).await;
     let run = controller(&c, "sublet-0", false);
-    let leased = leased_worker(&c).await;
+    leased_worker(&c).await;
     let pools: Api<TenantPool> = Api::all(c.clone());
     eventually(20, "the finalizer", || async {
         pools
@@ -418,7 +418,7 @@ async fn converges_through_conflicts_throttling_errors_and_cut_watches() {
     }
     create_pool(&c, POOL, enforce_spec(1)).await;
     let run = controller(&c, "sublet-0", false);
-    let leased = leased_worker(&c).await;
+    leased_worker(&c).await;
     // From here on the controller's writes and watches meet faults (the test itself only reads).
     env.sandbox.set_faults(faults);
     // Demand for all three nodes: two come back at once, the leased one after its notice and eviction.
