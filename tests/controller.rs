@@ -62,6 +62,23 @@ async fn bound_node(client: &Client, name: &str) -> String {
     .await
 }
 
+/// A lease `acme/job` of 8 GPUs, bound, with the tenant's pod running on its node; returns the node.
+async fn leased_worker(c: &Client) -> String {
+    create_lease(c, "acme", "job", json!({"pool": POOL, "gpus": 8})).await;
+    let leased = bound_node(c, "job").await;
+    let s = lease(c, "job").await.status.unwrap();
+    gpu_pod(
+        c,
+        "acme",
+        "worker",
+        8,
+        Some(&leased),
+        json!({"tolerations": s.tolerations}),
+    )
+    .await;
+    leased
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn life_cycle_lend_bind_notice_evict_return() {
     let env = env(SandboxConfig::default()).await;
@@ -205,18 +222,7 @@ async fn restart_keeps_the_deadline_sends_no_second_notice_and_the_ledger_runs_o
     gpu_node(&c, "gpu-1", 8).await;
     create_pool(&c, POOL, enforce_spec(30)).await;
     let run = controller(&c, "sublet-0", false);
-    create_lease(&c, "acme", "job", json!({"pool": POOL, "gpus": 8})).await;
-    let leased = bound_node(&c, "job").await;
-    let s = lease(&c, "job").await.status.unwrap();
-    gpu_pod(
-        &c,
-        "acme",
-        "worker",
-        8,
-        Some(&leased),
-        json!({"tolerations": s.tolerations}),
-    )
-    .await;
+    let leased = leased_worker(&c).await;
     gpu_pod(&c, "ml", "train", 8, None, json!({})).await;
     let deadline = eventually(20, "the notice", || async {
         let s = lease(&c, "job").await.status?;
@@ -261,8 +267,6 @@ async fn observe_mode_writes_nothing_to_nodes_or_pods() {
     let c = env.client.clone();
     gpu_node(&c, "gpu-1", 8).await;
     gpu_node(&c, "gpu-2", 8).await;
-    let before: Vec<String> = ["gpu-1", "gpu-2"].iter().map(|_| String::new()).collect();
-    let _ = before;
     let rv = |n: Node| n.metadata.resource_version.unwrap();
     let rv1 = rv(node(&c, "gpu-1").await);
     let rv2 = rv(node(&c, "gpu-2").await);
@@ -299,18 +303,7 @@ async fn deleting_the_pool_returns_every_node_and_leaves_no_taint() {
     gpu_node(&c, "gpu-2", 8).await;
     create_pool(&c, POOL, enforce_spec(1)).await;
     let run = controller(&c, "sublet-0", false);
-    create_lease(&c, "acme", "job", json!({"pool": POOL, "gpus": 8})).await;
-    let leased = bound_node(&c, "job").await;
-    let s = lease(&c, "job").await.status.unwrap();
-    gpu_pod(
-        &c,
-        "acme",
-        "worker",
-        8,
-        Some(&leased),
-        json!({"tolerations": s.tolerations}),
-    )
-    .await;
+    leased_worker(&c).await;
     let pools: Api<TenantPool> = Api::all(c.clone());
     eventually(20, "the finalizer", || async {
         pools
@@ -425,18 +418,7 @@ async fn converges_through_conflicts_throttling_errors_and_cut_watches() {
     }
     create_pool(&c, POOL, enforce_spec(1)).await;
     let run = controller(&c, "sublet-0", false);
-    create_lease(&c, "acme", "job", json!({"pool": POOL, "gpus": 8})).await;
-    let leased = bound_node(&c, "job").await;
-    let s = lease(&c, "job").await.status.unwrap();
-    gpu_pod(
-        &c,
-        "acme",
-        "worker",
-        8,
-        Some(&leased),
-        json!({"tolerations": s.tolerations}),
-    )
-    .await;
+    leased_worker(&c).await;
     // From here on the controller's writes and watches meet faults (the test itself only reads).
     env.sandbox.set_faults(faults);
     // Demand for all three nodes: two come back at once, the leased one after its notice and eviction.

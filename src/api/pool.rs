@@ -391,7 +391,8 @@ pub struct TenantPoolStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// The pool's member nodes and their state.
+    /// The pool's member nodes and their state: those out of internal use first, then the rest, each by
+    /// name; at most 500 are listed (the totals count them all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub nodes: Vec<MemberNode>,

@@ -1,4 +1,5 @@
-//! The controller's caches: one reflector per kind, trimmed to what sublet reads.
+//! The controller's caches: one reflector per kind, trimmed to what sublet reads (pods decode straight into
+//! the compact [`CachedPod`]).
 //!
 //! Every replica keeps them warm (leadership gates writes, not reads). Nodes keep their labels, sublet's
 //! annotations, taints, readiness and allocatable resources; pods keep their place, extended-resource
@@ -10,19 +11,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Container, Namespace, Node, NodeCondition, NodeStatus, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeCondition, NodeStatus};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::Notify;
 
+use super::slim::CachedPod;
 use crate::api::{GpuLease, TenantPool};
 
 /// The stores the controller reads.
 #[derive(Clone)]
 pub struct Caches {
     pub nodes: Store<Node>,
-    pub pods: Store<Pod>,
+    pub pods: Store<CachedPod>,
     pub pools: Store<TenantPool>,
     pub leases: Store<GpuLease>,
     pub namespaces: Store<Namespace>,
@@ -54,7 +56,7 @@ impl Caches {
         // Finished pods hold no GPU and no place on a node.
         let pod_cfg = watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
         spawn(
-            watch(Api::<Pod>::all(client.clone()), pod_cfg, trim_pod, w),
+            watch(Api::<CachedPod>::all(client.clone()), pod_cfg, CachedPod::trim, w),
             &changed,
             &synced,
         );
@@ -209,63 +211,6 @@ fn trim_node(node: &mut Node) {
     });
 }
 
-fn trim_pod(pod: &mut Pod) {
-    let meta = &mut pod.metadata;
-    meta.managed_fields = None;
-    meta.labels = None;
-    meta.owner_references = None;
-    meta.generate_name = None;
-    keep_sublet_annotations(&mut meta.annotations);
-    let spec = pod.spec.take().unwrap_or_default();
-    let slim = |containers: Vec<Container>| -> Vec<Container> {
-        containers
-            .into_iter()
-            .map(|c| {
-                let mut resources = c.resources.unwrap_or_default();
-                // Only extended resources (vendor/name) matter: GPUs.
-                for map in [&mut resources.requests, &mut resources.limits].into_iter().flatten() {
-                    map.retain(|k, _| k.contains('/'));
-                }
-                resources.claims = None;
-                Container {
-                    resources: Some(resources),
-                    ..Container::default()
-                }
-            })
-            .collect()
-    };
-    pod.spec = Some(PodSpec {
-        node_name: spec.node_name,
-        node_selector: spec.node_selector,
-        termination_grace_period_seconds: spec.termination_grace_period_seconds,
-        containers: slim(spec.containers),
-        init_containers: spec.init_containers.map(slim),
-        ..PodSpec::default()
-    });
-    let phase = pod.status.take().and_then(|s| s.phase);
-    pod.status = Some(PodStatus {
-        phase,
-        ..PodStatus::default()
-    });
-}
-
-/// GPUs a pod asks for: the larger of its containers' sum and its largest init container, as the scheduler
-/// counts them; requests, or limits when a container sets no request.
-pub fn pod_gpus(pod: &Pod, resource: &str) -> u32 {
-    let Some(spec) = &pod.spec else { return 0 };
-    let of = |c: &Container| -> u32 {
-        let r = c.resources.as_ref();
-        let q = r
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|m| m.get(resource))
-            .or_else(|| r.and_then(|r| r.limits.as_ref()).and_then(|m| m.get(resource)));
-        q.and_then(|q| q.0.parse::<u32>().ok()).unwrap_or(0)
-    };
-    let main: u32 = spec.containers.iter().map(of).sum();
-    let init = spec.init_containers.iter().flatten().map(of).max().unwrap_or(0);
-    main.max(init)
-}
-
 /// Allocatable GPUs on a node.
 pub fn node_gpus(node: &Node, resource: &str) -> u32 {
     node.status
@@ -288,40 +233,6 @@ pub fn node_ready(node: &Node) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn trimmed_pod_keeps_what_the_planner_reads() {
-        let mut pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": "p", "namespace": "ml", "labels": {"a": "b"},
-                         "annotations": {"sublet.dev/reclaim-deadline": "2026-01-01T00:00:00Z", "big": "x"},
-                         "managedFields": [{"manager": "kubectl"}]},
-            "spec": {"nodeName": "n1", "nodeSelector": {"nvidia.com/gpu.product": "A100"},
-                     "terminationGracePeriodSeconds": 45,
-                     "containers": [{"name": "c", "image": "huge/image:tag",
-                                     "resources": {"requests": {"cpu": "1", "nvidia.com/gpu": "2"}}},
-                                    {"name": "d", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
-                     "initContainers": [{"name": "i", "image": "x", "resources": {"requests": {"nvidia.com/gpu": "4"}}}]},
-            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "podIP": "10.0.0.1"}
-        }))
-        .unwrap();
-        let before = serde_json::to_vec(&pod).unwrap().len();
-        trim_pod(&mut pod);
-        let after = serde_json::to_vec(&pod).unwrap().len();
-        assert!(after < before);
-        assert_eq!(
-            pod_gpus(&pod, "nvidia.com/gpu"),
-            4,
-            "the init container's 4 beat the sum of 3"
-        );
-        let spec = pod.spec.as_ref().unwrap();
-        assert_eq!(spec.node_name.as_deref(), Some("n1"));
-        assert_eq!(spec.termination_grace_period_seconds, Some(45));
-        assert_eq!(pod.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
-        let ann = pod.metadata.annotations.as_ref().unwrap();
-        assert_eq!(ann.len(), 1);
-        assert!(pod.metadata.managed_fields.is_none());
-        assert!(spec.containers[0].image.is_none());
-    }
 
     #[test]
     fn trimmed_node_keeps_readiness_taints_and_gpus() {

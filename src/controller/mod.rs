@@ -20,6 +20,7 @@ mod http;
 mod metrics;
 mod observe;
 mod report;
+mod slim;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,11 +37,12 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 
-pub use cache::{Caches, node_gpus, pod_gpus};
+pub use cache::{Caches, node_gpus};
 pub use execute::{Done, Outcome};
 pub use metrics::Metrics;
 pub use observe::{IdleClocks, Observed, World, observe};
 pub use report::{Ledger, accrue};
+pub use slim::CachedPod;
 
 use crate::api::keys::POOL_FINALIZER;
 use crate::api::{Mode, NodeState, TenantPool};

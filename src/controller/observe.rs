@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::ResourceExt;
 
-use super::cache::{node_gpus, node_ready, pod_gpus};
+use super::cache::{node_gpus, node_ready};
+use super::slim::CachedPod;
 use crate::api::keys::{
     DEADLINE_ANNOTATION, LEASE_LABEL, POOL_LABEL, RETURNED_ANNOTATION, SINCE_ANNOTATION, STATE_LABEL,
     TENANT_NAMESPACE_LABEL,
@@ -60,7 +61,7 @@ pub fn tenant_selector(pool: &TenantPool) -> Selector {
 /// The cached objects a pass reads, taken from the stores once per pass.
 pub struct World {
     pub nodes: Vec<Arc<Node>>,
-    pub pods: Vec<Arc<Pod>>,
+    pub pods: Vec<Arc<CachedPod>>,
     pub leases: Vec<Arc<GpuLease>>,
     pub namespaces: Vec<Arc<Namespace>>,
 }
@@ -105,13 +106,10 @@ pub fn observe(
     }
     // Pods: GPU pods, and tenant pods on nodes of the snapshot.
     let mut busy = vec![false; node_list.len()];
-    let mut chosen: Vec<(&Pod, u32, Option<usize>, bool)> = Vec::new();
+    let mut chosen: Vec<(&CachedPod, u32, Option<usize>, bool)> = Vec::new();
     for pod in pods {
-        let spec = pod.spec.as_ref();
-        let node = spec
-            .and_then(|s| s.node_name.as_deref())
-            .and_then(|n| by_name.get(n).copied());
-        let gpus = pod_gpus(pod, resource);
+        let node = pod.spec.node_name.as_deref().and_then(|n| by_name.get(n).copied());
+        let gpus = pod.gpus(resource);
         let tenant = pod
             .metadata
             .namespace
@@ -164,13 +162,14 @@ pub fn observe(
         Some(pool.spec.gpu_model_label.as_str()),
     ];
     for (pod, gpus, node, tenant) in chosen {
-        let spec = pod.spec.as_ref();
-        let phase = match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        let phase = match pod.status.phase.as_deref() {
             Some("Running") => PodPhase::Running,
             _ => PodPhase::Pending,
         };
-        let class = spec
-            .and_then(|s| s.node_selector.as_ref())
+        let class = pod
+            .spec
+            .node_selector
+            .as_ref()
             .and_then(|sel| class_keys.iter().flatten().find_map(|k| sel.get(*k).cloned()));
         let view = PodView {
             namespace: pod.namespace().unwrap_or_default(),

@@ -354,6 +354,29 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
     ctx.metrics.write("event", ok);
 }
 
+/// How many member nodes a pool status lists; the totals count them all.
+pub const LISTED_MEMBERS: usize = 500;
+
+/// The member nodes a pool status lists: those out of internal use first, then the rest, each by name, at
+/// most [`LISTED_MEMBERS`] so that the status of a pool of thousands of nodes stays small.
+fn listed_members(plan: &Plan) -> Vec<MemberNode> {
+    let mut nodes: Vec<&crate::policy::NodeReport> = plan.nodes.iter().collect();
+    nodes.sort_by(|a, b| (a.state == NodeState::Internal, &a.name).cmp(&(b.state == NodeState::Internal, &b.name)));
+    nodes
+        .into_iter()
+        .take(LISTED_MEMBERS)
+        .map(|n| MemberNode {
+            name: n.name.clone(),
+            state: n.state,
+            lease: n.lease.clone(),
+            gpus: n.gpus as i32,
+            model: n.model.clone(),
+            since: n.since.map(Time),
+            reason: Some(n.reason.clone()),
+        })
+        .collect()
+}
+
 async fn pool_status(
     ctx: &Context,
     pool: &TenantPool,
@@ -368,19 +391,7 @@ async fn pool_status(
     let t = plan.totals;
     let mut status = TenantPoolStatus {
         observed_generation: pool.metadata.generation,
-        nodes: plan
-            .nodes
-            .iter()
-            .map(|n| MemberNode {
-                name: n.name.clone(),
-                state: n.state,
-                lease: n.lease.clone(),
-                gpus: n.gpus as i32,
-                model: n.model.clone(),
-                since: n.since.map(Time),
-                reason: Some(n.reason.clone()),
-            })
-            .collect(),
+        nodes: listed_members(plan),
         totals: PoolTotals {
             nodes: t.nodes as i32,
             gpus: t.gpus as i32,
