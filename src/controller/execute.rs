@@ -233,15 +233,15 @@ async fn gpu_pod_bound_to(ctx: &Context, pool: &str, node: &str) -> Result<Optio
         .find(|p| p.name_any() == pool)
         .map(|p| p.spec.gpu_resource_name.clone())
         .unwrap_or_else(|| "nvidia.com/gpu".into());
-    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let api: Api<super::CachedPod> = Api::all(ctx.client.clone());
     let params = kube::api::ListParams::default().fields(&format!("spec.nodeName={node}"));
     let pods = timed(api.list(&params)).await?;
     Ok(pods
         .items
         .iter()
         .find(|p| {
-            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-            super::pod_gpus(p, &resource) > 0 && !matches!(phase, Some("Succeeded" | "Failed"))
+            let phase = p.status.phase.as_deref();
+            p.gpus(&resource) > 0 && !matches!(phase, Some("Succeeded" | "Failed"))
         })
         .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())))
 }
