@@ -267,7 +267,7 @@ struct Memory {
 }
 
 /// Runs the kubelet and scheduler until `stop`.
-pub async fn run(local: LocalApi, clock: SimClock, mut stop: watch::Receiver<bool>) {
+pub async fn run(local: LocalApi, clock: SimClock, loads: super::prom::Loads, mut stop: watch::Receiver<bool>) {
     let mut memory = Memory {
         rng: Rng::new(0x5eed),
         started: HashMap::new(),
@@ -280,7 +280,7 @@ pub async fn run(local: LocalApi, clock: SimClock, mut stop: watch::Receiver<boo
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        if let Err(e) = pass(&local, &clock, &mut memory) {
+        if let Err(e) = pass(&local, &clock, &mut memory, &loads) {
             tracing::debug!(error = %e, "kubelet pass failed; retrying");
         }
     }
@@ -328,11 +328,12 @@ fn set_phase(local: &LocalApi, pod: &Value, phase: &str, reason: &str) {
     );
 }
 
-fn pass(local: &LocalApi, clock: &SimClock, memory: &mut Memory) -> Result<(), DemoError> {
+fn pass(local: &LocalApi, clock: &SimClock, memory: &mut Memory, loads: &super::prom::Loads) -> Result<(), DemoError> {
     let nodes = local.list("v1", "nodes", None, "", "")?;
     let pods = local.list("v1", "pods", None, "", "")?;
     let now = jiff::Timestamp::now();
     let mut used: HashMap<String, u32> = HashMap::new();
+    let mut busy: HashMap<String, u32> = HashMap::new();
     let mut pending = Vec::new();
     let mut alive = std::collections::HashSet::new();
     for pod in &pods {
@@ -365,6 +366,7 @@ fn pass(local: &LocalApi, clock: &SimClock, memory: &mut Memory) -> Result<(), D
                 set_phase(local, pod, "Running", "Started");
             }
             "Running" => {
+                *busy.entry(node.to_string()).or_default() += pod_gpus(pod);
                 let started = *memory.started.entry(id.clone()).or_insert_with(Instant::now);
                 if let Some(run) = annotation_f64(pod, RUN_ANNOTATION)
                     && started.elapsed() >= clock.wall(run)
@@ -383,6 +385,16 @@ fn pass(local: &LocalApi, clock: &SimClock, memory: &mut Memory) -> Result<(), D
             _ => {}
         }
     }
+    // Utilization follows the load: a busy GPU runs near 93 %, an idle one at 0.
+    let mut load = loads.lock().expect("loads");
+    load.clear();
+    for n in &nodes {
+        let name = n["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let total = node_gpus(n).max(1);
+        let running = busy.get(&name).copied().unwrap_or(0).min(total);
+        load.insert(name, 93.0 * f64::from(running) / f64::from(total));
+    }
+    drop(load);
     memory.started.retain(|k, _| alive.contains(k));
     memory.noticed.retain(|k, _| alive.contains(k));
     schedule(local, &nodes, &mut used, pending, &mut memory.rng);

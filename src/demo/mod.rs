@@ -14,6 +14,7 @@
 //! notice, idle window and cool-down so that a simulated day plays out in well under a minute.
 
 pub mod cluster;
+pub mod prom;
 pub mod summary;
 pub mod tenants;
 pub mod trace;
@@ -263,8 +264,14 @@ pub async fn run(
     };
     view::intro(&info);
 
+    let loads = prom::Loads::default();
     let mut tasks = vec![
-        tokio::spawn(cluster::run(local.as_manager("demo-kubelet"), clock, stop.clone())),
+        tokio::spawn(cluster::run(
+            local.as_manager("demo-kubelet"),
+            clock,
+            loads.clone(),
+            stop.clone(),
+        )),
         tokio::spawn(workload::run(
             local.as_manager("demo-workload"),
             demand,
@@ -284,6 +291,7 @@ pub async fn run(
     }
     tasks.push(tokio::spawn(view::run(
         checker.state(),
+        loads,
         clock,
         config.live_view,
         stop.clone(),

@@ -133,7 +133,13 @@ pub fn render(s: &State, clock: &SimClock, wall: f64) -> String {
 }
 
 /// Shows the state until `stop`.
-pub async fn run(state: Arc<Mutex<State>>, clock: SimClock, live: bool, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    state: Arc<Mutex<State>>,
+    loads: super::prom::Loads,
+    clock: SimClock,
+    live: bool,
+    mut stop: watch::Receiver<bool>,
+) {
     let period = if live {
         Duration::from_millis(250)
     } else {
@@ -147,17 +153,22 @@ pub async fn run(state: Arc<Mutex<State>>, clock: SimClock, live: bool, mut stop
             _ = stop.wait_for(|s| *s) => return,
         }
         let wall = clock.wall_start.elapsed().as_secs_f64();
+        let util = {
+            let l = loads.lock().expect("loads");
+            l.values().sum::<f64>() / l.len().max(1) as f64
+        };
         let s = state.lock().expect("demo state");
         let mut out = std::io::stdout().lock();
         if live {
             let _ = write!(out, "\x1b[H\x1b[2J{}", render(&s, &clock, wall));
+            let _ = writeln!(out, "\nmean GPU utilization {util:.0} %");
         } else {
             let skip = s.decisions.len().saturating_sub((s.decisions_total - printed) as usize);
             for d in s.decisions.iter().skip(skip) {
                 let _ = writeln!(out, "decision: {d}");
             }
             printed = s.decisions_total;
-            let _ = writeln!(out, "{}", line(&s, &clock, wall));
+            let _ = writeln!(out, "{} gpu_util={util:.0}%", line(&s, &clock, wall));
         }
         let _ = out.flush();
     }
@@ -204,5 +215,48 @@ pub fn print_summary(s: &Summary) {
         for v in &s.invariants.violations {
             println!("    rule {}: {}", v.rule, v.detail);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::summary::NodeInfo;
+
+    fn state() -> State {
+        let mut s = State::default();
+        for (name, st) in [
+            ("a", None),
+            ("b", Some("lent")),
+            ("c", Some("leased")),
+            ("d", Some("reclaiming")),
+        ] {
+            let info = NodeInfo {
+                state: st.map(str::to_string),
+                lease: (st == Some("leased")).then(|| "acme.job-1".to_string()),
+                group: "h100".into(),
+                gpus: 8,
+                price: 2.5,
+            };
+            s.nodes.insert(name.into(), info);
+        }
+        s.leases.insert(("acme".into(), "job-1".into()), "Bound".into());
+        s.counters.notices = 2;
+        s.leased_gpu_seconds = 7200.0;
+        s.decisions.push_back("Bound job-1: bound c".into());
+        s
+    }
+
+    #[test]
+    fn the_log_line_and_the_live_view_show_the_counts() {
+        let s = state();
+        assert_eq!(node_counts(&s), [1, 1, 1, 1]);
+        let clock = SimClock::new(100.0, jiff::Timestamp::UNIX_EPOCH);
+        let l = line(&s, &clock, 1.0);
+        assert!(l.contains("internal=1 lent=1 leased=1 reclaiming=1"), "{l}");
+        assert!(l.contains("notices=2") && l.contains("harvested=2.0GPU-h"), "{l}");
+        let v = render(&s, &clock, 1.0);
+        assert!(v.contains("acme/job-1") && v.contains("1 nodes"), "{v}");
+        assert!(v.contains("Bound job-1: bound c"), "{v}");
     }
 }
