@@ -1,0 +1,366 @@
+//! kube-rs against the sandbox API server: watchers and reflectors, optimistic concurrency, server-side
+//! apply, eviction and pagination behave as on a real cluster.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::runtime::{WatchStreamExt as _, reflector, watcher};
+use serde_json::json;
+use sublet::sandbox::{FaultAction, FaultConfig, FaultRule, Sandbox, SandboxConfig, SandboxHandle};
+
+async fn start(config: SandboxConfig) -> (SandboxHandle, kube::Client) {
+    let handle = Sandbox::start(config).await.expect("sandbox starts");
+    let client = handle.client().await.expect("client");
+    (handle, client)
+}
+
+fn config_map(name: &str) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name}, "data": {"k": "v"}})).unwrap()
+}
+
+fn api_error(err: kube::Error) -> kube::core::Status {
+    match err {
+        kube::Error::Api(resp) => *resp,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !check() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflector_recovers_from_an_injected_410() {
+    let faults = FaultConfig {
+        seed: 1,
+        rules: vec![FaultRule {
+            verbs: vec!["watch".into()],
+            resources: vec!["configmaps".into()],
+            share: 1.0,
+            limit: Some(1),
+            action: FaultAction::CutWatch,
+        }],
+    };
+    let (handle, client) = start(SandboxConfig {
+        faults,
+        ..Default::default()
+    })
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    for i in 0..5 {
+        cms.create(&PostParams::default(), &config_map(&format!("before-{i}")))
+            .await
+            .unwrap();
+    }
+    let (reader, writer) = reflector::store();
+    let stream = reflector(writer, watcher(cms.clone(), watcher::Config::default())).applied_objects();
+    let task = tokio::spawn(stream.for_each(|_| async {}));
+    for i in 0..5 {
+        cms.create(&PostParams::default(), &config_map(&format!("after-{i}")))
+            .await
+            .unwrap();
+    }
+    cms.delete("before-0", &DeleteParams::default()).await.unwrap();
+    eventually("the reflector to hold every config map", || {
+        let names: Vec<String> = reader
+            .state()
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap())
+            .collect();
+        names.len() == 9 && !names.contains(&"before-0".to_string())
+    })
+    .await;
+    assert_eq!(handle.faults_fired(), vec![1], "the first watch was cut with a 410");
+    task.abort();
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_from_a_compacted_version_gets_410_gone() {
+    let (handle, client) = start(SandboxConfig::default()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let first = cms.create(&PostParams::default(), &config_map("a")).await.unwrap();
+    let old_rv = first.metadata.resource_version.unwrap();
+    cms.create(&PostParams::default(), &config_map("b")).await.unwrap();
+    // Within the kept window the watch replays what happened after the version.
+    let mut stream = cms.watch(&WatchParams::default(), &old_rv).await.unwrap().boxed();
+    match stream.try_next().await.unwrap() {
+        Some(WatchEvent::Added(cm)) => assert_eq!(cm.metadata.name.as_deref(), Some("b")),
+        other => panic!("expected b ADDED, got {other:?}"),
+    }
+    handle.compact();
+    let mut stream = cms.watch(&WatchParams::default(), &old_rv).await.unwrap().boxed();
+    match stream.try_next().await.unwrap() {
+        Some(WatchEvent::Error(status)) => {
+            assert_eq!(status.code, 410);
+            assert_eq!(status.reason, "Expired");
+            assert!(
+                status.message.starts_with("too old resource version"),
+                "{}",
+                status.message
+            );
+        }
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
+    }
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_resource_version_is_a_409_conflict() {
+    let (handle, client) = start(SandboxConfig::default()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let created = cms.create(&PostParams::default(), &config_map("cm")).await.unwrap();
+    let mut first = created.clone();
+    first.data = Some(BTreeMap::from([("k".into(), "first".into())]));
+    let updated = cms.replace("cm", &PostParams::default(), &first).await.unwrap();
+    assert_ne!(updated.metadata.resource_version, created.metadata.resource_version);
+    let mut stale = created.clone();
+    stale.data = Some(BTreeMap::from([("k".into(), "stale".into())]));
+    let err = api_error(cms.replace("cm", &PostParams::default(), &stale).await.unwrap_err());
+    assert_eq!(err.code, 409);
+    assert_eq!(err.reason, "Conflict");
+    assert_eq!(
+        err.message,
+        r#"Operation cannot be fulfilled on configmaps "cm": the object has been modified; please apply your changes to the latest version and try again"#
+    );
+    let err = api_error(cms.create(&PostParams::default(), &config_map("cm")).await.unwrap_err());
+    assert_eq!((err.code, err.reason.as_str()), (409, "AlreadyExists"));
+    let err = api_error(cms.get("missing").await.unwrap_err());
+    assert_eq!(
+        (err.code, err.reason.as_str(), err.message.as_str()),
+        (404, "NotFound", r#"configmaps "missing" not found"#)
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply_with_force_takes_over_only_what_it_applies() {
+    let (handle, client) = start(SandboxConfig::default()).await;
+    let nodes: Api<Node> = Api::all(client);
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {"zone": "a"}},
+        "spec": {"taints": [{"key": "gpu", "effect": "NoSchedule"}]}});
+    nodes
+        .patch("n1", &PatchParams::apply("installer"), &Patch::Apply(&node))
+        .await
+        .unwrap();
+    let mine = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {"sublet.dev/state": "Lent", "zone": "b"}}});
+    let err = api_error(
+        nodes
+            .patch("n1", &PatchParams::apply("sublet"), &Patch::Apply(&mine))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    assert!(err.message.contains(r#"conflict with "installer""#), "{}", err.message);
+    let applied = nodes
+        .patch("n1", &PatchParams::apply("sublet").force(), &Patch::Apply(&mine))
+        .await
+        .unwrap();
+    let labels = applied.metadata.labels.clone().unwrap();
+    assert_eq!(labels["sublet.dev/state"], "Lent");
+    assert_eq!(labels["zone"], "b");
+    let taints = applied.spec.unwrap().taints.unwrap();
+    assert_eq!(taints.len(), 1, "the installer's taints stay");
+    // Dropping a label from the applied configuration removes it, since only sublet owns it.
+    let less = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {"zone": "b"}}});
+    let applied = nodes
+        .patch("n1", &PatchParams::apply("sublet").force(), &Patch::Apply(&less))
+        .await
+        .unwrap();
+    assert!(!applied.metadata.labels.unwrap().contains_key("sublet.dev/state"));
+    let managers: Vec<String> = applied
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(
+        managers.contains(&"installer".into()) && managers.contains(&"sublet".into()),
+        "{managers:?}"
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_honours_the_disruption_budget() {
+    let handle = Sandbox::start(SandboxConfig::default()).await.unwrap();
+    // kube-rs retries 429 by default; this test wants to see the answer.
+    let mut config = handle.client_config().await.unwrap();
+    config.default_retry = false;
+    let client = kube::Client::try_from(config).unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod = serde_json::from_value(json!({"metadata": {"name": "p", "labels": {"app": "x"}},
+        "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 30, "containers": [{"name": "c", "image": "i"}]}}))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+    pods.patch_status("p", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client, "default");
+    let pdb = serde_json::from_value(
+        json!({"metadata": {"name": "x"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "x"}}}}),
+    )
+    .unwrap();
+    pdbs.create(&PostParams::default(), &pdb).await.unwrap();
+
+    let err = api_error(pods.evict("p", &EvictParams::default()).await.unwrap_err());
+    assert_eq!((err.code, err.reason.as_str()), (429, "TooManyRequests"));
+    assert_eq!(
+        err.message,
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
+    let causes = err.details.unwrap().causes;
+    assert_eq!(causes[0].reason, "DisruptionBudget");
+    assert_eq!(
+        causes[0].message,
+        "The disruption budget x needs 1 healthy pods and has 1 currently"
+    );
+
+    pdbs.patch(
+        "x",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"minAvailable": 0}})),
+    )
+    .await
+    .unwrap();
+    pods.evict("p", &EvictParams::default()).await.unwrap();
+    let evicted = pods.get("p").await.unwrap();
+    assert!(
+        evicted.metadata.deletion_timestamp.is_some(),
+        "a bound pod terminates with its grace period"
+    );
+    assert_eq!(evicted.metadata.deletion_grace_period_seconds, Some(30));
+    let conditions = evicted.status.unwrap().conditions.unwrap();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "DisruptionTarget" && c.reason.as_deref() == Some("EvictionByEvictionAPI"))
+    );
+    // An explicit zero grace period removes it at once.
+    pods.delete(
+        "p",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(api_error(pods.get("p").await.unwrap_err()).code, 404);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pages_with_limit_and_continue() {
+    let (handle, client) = start(SandboxConfig::default()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    for i in 0..25 {
+        let mut cm = config_map(&format!("cm-{i:02}"));
+        cm.metadata.labels = Some(BTreeMap::from([(
+            "parity".into(),
+            if i % 2 == 0 { "even" } else { "odd" }.into(),
+        )]));
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    let mut names = Vec::new();
+    let mut params = ListParams::default().limit(10);
+    let mut pages = 0;
+    loop {
+        let page = cms.list(&params).await.unwrap();
+        pages += 1;
+        assert!(page.items.len() <= 10);
+        names.extend(page.items.into_iter().map(|c| c.metadata.name.unwrap()));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<String> = (0..25).map(|i| format!("cm-{i:02}")).collect();
+    assert_eq!(names, expected);
+    let odd = cms
+        .list(&ListParams::default().labels("parity=odd").limit(5))
+        .await
+        .unwrap();
+    assert_eq!(odd.items.len(), 5);
+    assert!(
+        odd.items
+            .iter()
+            .all(|c| c.metadata.labels.as_ref().unwrap()["parity"] == "odd")
+    );
+    let by_name = cms
+        .list(&ListParams::default().fields("metadata.name=cm-07"))
+        .await
+        .unwrap();
+    assert_eq!(by_name.items.len(), 1);
+    let err = api_error(
+        cms.list(&ListParams::default().fields("spec.nothing=x"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (400, "field label not supported: spec.nothing")
+    );
+    handle.compact();
+    let token = cms
+        .list(&ListParams::default().limit(10))
+        .await
+        .unwrap()
+        .metadata
+        .continue_
+        .unwrap();
+    handle.compact();
+    cms.create(&PostParams::default(), &config_map("late")).await.unwrap();
+    handle.compact();
+    let err = api_error(
+        cms.list(&ListParams::default().limit(10).continue_token(&token))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (410, "Expired"));
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_writes_reach_http_watchers() {
+    let (handle, client) = start(SandboxConfig::default()).await;
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let mut stream = pods.watch(&WatchParams::default(), "0").await.unwrap().boxed();
+    let local = handle.local().as_manager("scheduler");
+    local
+        .create(
+            "v1",
+            "pods",
+            Some("default"),
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+        )
+        .unwrap();
+    local.bind("default", "p", "n1").unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match stream.try_next().await.unwrap() {
+            Some(WatchEvent::Added(p)) | Some(WatchEvent::Modified(p)) => seen.push(p.spec.unwrap().node_name),
+            Some(WatchEvent::Bookmark(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, vec![None, Some("n1".to_string())]);
+    let err = local.bind("default", "p", "n2").unwrap_err();
+    assert_eq!(err.code(), 409);
+    handle.shutdown().await;
+}
