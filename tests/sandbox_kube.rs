@@ -364,3 +364,124 @@ async fn in_process_writes_reach_http_watchers() {
     assert_eq!(err.code(), 409);
     handle.shutdown().await;
 }
+
+fn owned_config_map(name: &str, owner: &ConfigMap) -> ConfigMap {
+    let mut cm = config_map(name);
+    cm.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name: owner.metadata.name.clone().unwrap(),
+        uid: owner.metadata.uid.clone().unwrap(),
+        block_owner_deletion: Some(true),
+        ..Default::default()
+    }]);
+    cm
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collection_follows_the_propagation_policy() {
+    let (handle, client) = start(SandboxConfig::default()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let pp = PostParams::default();
+    let exists = |name: &'static str| {
+        let cms = cms.clone();
+        async move { cms.get_opt(name).await.unwrap().is_some() }
+    };
+
+    // Background: the owner goes at once, its dependents shortly after.
+    let owner = cms.create(&pp, &config_map("bg-owner")).await.unwrap();
+    cms.create(&pp, &owned_config_map("bg-child", &owner)).await.unwrap();
+    cms.delete("bg-owner", &DeleteParams::background()).await.unwrap();
+    assert!(!exists("bg-owner").await);
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while exists("bg-child").await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the dependent is collected");
+
+    // Foreground: the owner waits, with the foregroundDeletion finalizer, until its dependents are gone.
+    let owner = cms.create(&pp, &config_map("fg-owner")).await.unwrap();
+    let mut child = owned_config_map("fg-child", &owner);
+    child.metadata.finalizers = Some(vec!["test/hold".into()]);
+    cms.create(&pp, &child).await.unwrap();
+    cms.delete("fg-owner", &DeleteParams::foreground()).await.unwrap();
+    let waiting = cms.get("fg-owner").await.unwrap();
+    assert!(waiting.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        waiting.metadata.finalizers,
+        Some(vec!["foregroundDeletion".to_string()])
+    );
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while cms.get("fg-child").await.unwrap().metadata.deletion_timestamp.is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the dependent is being deleted");
+    assert!(exists("fg-owner").await, "the owner stays while a dependent remains");
+    cms.patch(
+        "fg-child",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while exists("fg-owner").await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the owner goes once its dependents are gone");
+
+    // Orphan: the dependent stays, without the owner reference.
+    let owner = cms.create(&pp, &config_map("or-owner")).await.unwrap();
+    cms.create(&pp, &owned_config_map("or-child", &owner)).await.unwrap();
+    cms.delete("or-owner", &DeleteParams::orphan()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while exists("or-owner").await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the owner goes");
+    let orphan = cms.get("or-child").await.unwrap();
+    assert!(orphan.metadata.owner_references.unwrap_or_default().is_empty());
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_endpoint_injects_429_with_retry_after() {
+    let (handle, _client) = start(SandboxConfig::default()).await;
+    let url = handle.url();
+    let host = url.strip_prefix("http://").unwrap().to_string();
+    let token = handle.admin_token().to_string();
+    let request = |method: &str, path: &str, body: &str| {
+        let (host, token) = (host.clone(), token.clone());
+        let text = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/yaml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+            stream.write_all(text.as_bytes()).await.unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.unwrap();
+            response
+        }
+    };
+    let rules = "seed: 3\nrules:\n- verbs: [list]\n  resources: [configmaps]\n  limit: 1\n  action: {kind: tooManyRequests, retryAfterSeconds: 7}\n";
+    let set = request("PUT", "/sandbox/faults", rules).await;
+    assert!(set.starts_with("HTTP/1.1 200"), "{set}");
+    let limited = request("GET", "/api/v1/namespaces/default/configmaps", "").await;
+    assert!(limited.starts_with("HTTP/1.1 429"), "{limited}");
+    assert!(limited.to_lowercase().contains("retry-after: 7"), "{limited}");
+    assert!(limited.contains(r#""reason":"TooManyRequests""#), "{limited}");
+    let fine = request("GET", "/api/v1/namespaces/default/configmaps", "").await;
+    assert!(fine.starts_with("HTTP/1.1 200"), "{fine}");
+    assert_eq!(handle.faults_fired(), vec![1]);
+    handle.shutdown().await;
+}
