@@ -485,3 +485,76 @@ async fn faults_endpoint_injects_429_with_retry_after() {
     assert_eq!(handle.faults_fired(), vec![1]);
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_list_watcher_and_crd_lifecycle() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+    let (handle, client) = start(SandboxConfig::default()).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in sublet::crd::all() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    let pool = crds.get("tenantpools.sublet.dev").await.unwrap();
+    let conditions = pool.status.unwrap().conditions.unwrap();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+    );
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "NamesAccepted" && c.status == "True")
+    );
+
+    let gvk = GroupVersionKind::gvk("sublet.dev", "v1alpha1", "TenantPool");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "tenantpools");
+    let pools: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let example: serde_json::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tenantpool.yaml")).unwrap(),
+    )
+    .unwrap();
+    let obj: DynamicObject = serde_json::from_value(example).unwrap();
+    let created = pools.create(&PostParams::default(), &obj).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    // Writes to the main resource ignore status; the status subresource takes only status.
+    let with_status = json!({"status": {"observedGeneration": 1}, "spec": {"mode": "Enforce"}});
+    let patched = pools
+        .patch_status("a100", &PatchParams::default(), &Patch::Merge(&with_status))
+        .await
+        .unwrap();
+    assert_eq!(patched.data["status"]["observedGeneration"], 1);
+    assert_eq!(patched.data["spec"]["mode"], "Observe");
+    assert_eq!(patched.metadata.generation, Some(1));
+    let patched = pools
+        .patch("a100", &PatchParams::default(), &Patch::Merge(&with_status))
+        .await
+        .unwrap();
+    assert_eq!(patched.data["spec"]["mode"], "Enforce");
+    assert_eq!(patched.metadata.generation, Some(2));
+
+    // kube-rs' streaming list (sendInitialEvents) fills a reflector.
+    let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
+    let reader = writer.as_reader();
+    let config = watcher::Config::default().streaming_lists();
+    let stream = reflector(writer, kube::runtime::watcher::watcher(pools.clone(), config).boxed());
+    let task = tokio::spawn(stream.for_each(|_| async {}));
+    eventually("the streaming list to deliver the pool", || reader.state().len() == 1).await;
+    task.abort();
+
+    // Deleting the CRD deletes its objects, then the CRD, then the resource is no longer served.
+    crds.delete("tenantpools.sublet.dev", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while crds.get_opt("tenantpools.sublet.dev").await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the CRD goes");
+    let err = api_error(pools.list(&ListParams::default()).await.unwrap_err());
+    assert_eq!(err.code, 404);
+    handle.shutdown().await;
+}

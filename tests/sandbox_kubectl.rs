@@ -498,3 +498,43 @@ async fn raw_get(url: &str, token: &str) -> u16 {
     stream.read_to_string(&mut response).await.unwrap();
     response.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+#[test]
+fn validating_admission_policy_denies_with_its_message() {
+    let cluster = TestCluster::start();
+    let policy = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: no-bad-label}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["CREATE", "UPDATE"]
+      resources: ["configmaps"]
+  validations:
+  - expression: "!has(object.metadata.labels) || !('bad' in object.metadata.labels)"
+    message: the bad label is not allowed
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: no-bad-label-binding}
+spec:
+  policyName: no-bad-label
+  validationActions: [Deny]
+"#;
+    cluster.ok_stdin(&["apply", "-f", "-"], policy);
+    cluster.ok_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: good}\n",
+    );
+    let err = cluster.fails(&["label", "configmap", "good", "bad=yes"]);
+    assert!(
+        // As the Kubernetes documentation shows a denial without a reason: 422 Invalid.
+        err.contains(r#"The configmaps "good" is invalid: : ValidatingAdmissionPolicy 'no-bad-label' with binding 'no-bad-label-binding' denied request: the bad label is not allowed"#),
+        "{err}"
+    );
+    cluster.ok(&["label", "configmap", "good", "fine=yes"]);
+}
