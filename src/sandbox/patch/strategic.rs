@@ -45,7 +45,6 @@ pub fn strategic_merge_patch(doc: &Value, patch: &Value, schema: &MergeSchema) -
 fn merge_map(original: &mut Map<String, Value>, patch: &Map<String, Value>, node: &Node) -> Result<(), PatchError> {
     match patch.get(DIRECTIVE) {
         None => {}
-        Some(Value::String(d)) if d == "merge" => {}
         Some(Value::String(d)) if d == "replace" => {
             let mut replaced = Map::new();
             let rest: Map<String, Value> = patch.iter().filter(|(k, _)| *k != DIRECTIVE).map(clone_kv).collect();
@@ -59,7 +58,8 @@ fn merge_map(original: &mut Map<String, Value>, patch: &Map<String, Value>, node
         }
         Some(other) => {
             return Err(PatchError::Malformed(format!(
-                "unknown patch type: {other} in map: {patch:?}"
+                "unknown patch type: {other} in map: {}",
+                Value::Object(patch.clone())
             )));
         }
     }
@@ -79,6 +79,10 @@ fn merge_map(original: &mut Map<String, Value>, patch: &Map<String, Value>, node
                     .ok_or_else(|| PatchError::Malformed(format!("{RETAIN_KEYS} holds non-string {k}")))
             })
             .collect::<Result<_, _>>()?;
+        // The Go implementation rejects a patch that sets a field its own $retainKeys would drop.
+        if patch.keys().any(|k| !k.starts_with('$') && !keys.contains(k.as_str())) {
+            return Err(PatchError::Malformed("invalid patch format of retainKeys".into()));
+        }
         original.retain(|k, _| keys.contains(k.as_str()));
     }
     for (key, values) in patch {
@@ -123,16 +127,9 @@ fn clone_kv((k, v): (&String, &Value)) -> (String, Value) {
 /// Merges the plain (non-directive) fields of `patch` into `original`.
 fn merge_fields(original: &mut Map<String, Value>, patch: &Map<String, Value>, node: &Node) -> Result<(), PatchError> {
     for (key, value) in patch {
-        if let Some(directive) = key.strip_prefix('$') {
-            let known = key == DIRECTIVE
-                || key == RETAIN_KEYS
-                || key.starts_with(DELETE_FROM_PRIMITIVE_LIST)
-                || key.starts_with(SET_ELEMENT_ORDER);
-            if !known {
-                return Err(PatchError::Malformed(format!(
-                    "unknown strategic merge patch directive ${directive}"
-                )));
-            }
+        // Directives were handled by the caller. Other `$` keys are no field of any built-in kind: the real
+        // server's typed decoding drops them, so they are dropped here.
+        if key.starts_with('$') {
             continue;
         }
         if value.is_null() {
@@ -183,6 +180,7 @@ fn merge_list(original: &mut Vec<Value>, patch: &[Value], node: &Node) -> Result
         *original = patch.iter().filter(|i| directive_of(i).is_none()).cloned().collect();
         return Ok(());
     }
+    let server = ranks(original, list_type);
     match list_type {
         ListType::Atomic => unreachable!("handled above"),
         ListType::Set => {
@@ -246,6 +244,9 @@ fn merge_list(original: &mut Vec<Value>, patch: &[Value], node: &Node) -> Result
             }
         }
     }
+    // The patch's items come out in the patch's order, as the Go implementation orders every merged list.
+    let order: Vec<Value> = patch.iter().filter(|i| directive_of(i).is_none()).cloned().collect();
+    reorder(original, &order, list_type, &server);
     Ok(())
 }
 
