@@ -46,10 +46,9 @@ fn merge_map(original: &mut Map<String, Value>, patch: &Map<String, Value>, node
     match patch.get(DIRECTIVE) {
         None => {}
         Some(Value::String(d)) if d == "replace" => {
-            let mut replaced = Map::new();
-            let rest: Map<String, Value> = patch.iter().filter(|(k, _)| *k != DIRECTIVE).map(clone_kv).collect();
-            merge_map(&mut replaced, &rest, node)?;
-            *original = replaced;
+            if let Value::Object(replaced) = sanitized(&Value::Object(patch.clone())) {
+                *original = replaced;
+            }
             return Ok(());
         }
         Some(Value::String(d)) if d == "delete" => {
@@ -64,9 +63,9 @@ fn merge_map(original: &mut Map<String, Value>, patch: &Map<String, Value>, node
         }
     }
     if node.is_atomic_map() {
-        let mut replaced = Map::new();
-        merge_fields(&mut replaced, patch, node)?;
-        *original = replaced;
+        if let Value::Object(replaced) = sanitized(&Value::Object(patch.clone())) {
+            *original = replaced;
+        }
         return Ok(());
     }
     if let Some(keys) = patch.get(RETAIN_KEYS) {
@@ -120,10 +119,6 @@ fn merge_map(original: &mut Map<String, Value>, patch: &Map<String, Value>, node
     Ok(())
 }
 
-fn clone_kv((k, v): (&String, &Value)) -> (String, Value) {
-    (k.clone(), v.clone())
-}
-
 /// Merges the plain (non-directive) fields of `patch` into `original`.
 fn merge_fields(original: &mut Map<String, Value>, patch: &Map<String, Value>, node: &Node) -> Result<(), PatchError> {
     for (key, value) in patch {
@@ -140,6 +135,10 @@ fn merge_fields(original: &mut Map<String, Value>, patch: &Map<String, Value>, n
         match (original.get_mut(key), value) {
             (Some(Value::Object(o)), Value::Object(p)) => merge_map(o, p, child)?,
             (Some(Value::Array(o)), Value::Array(p)) => merge_list(o, p, child)?,
+            // A map with a `$patch` directive where there is no map to apply it to is dropped by the Go library.
+            (_, Value::Object(p)) if p.contains_key(DIRECTIVE) => {
+                original.remove(key);
+            }
             _ => {
                 original.insert(key.clone(), fresh(value, child)?);
             }
@@ -148,7 +147,7 @@ fn merge_fields(original: &mut Map<String, Value>, patch: &Map<String, Value>, n
     Ok(())
 }
 
-/// A patch value that has nothing to merge with: directives are applied to nothing and nulls dropped.
+/// A patch value where the original has none: merged into an empty value, so nested directives apply.
 fn fresh(value: &Value, node: &Node) -> Result<Value, PatchError> {
     Ok(match value {
         Value::Object(p) => {
@@ -165,6 +164,21 @@ fn fresh(value: &Value, node: &Node) -> Result<Value, PatchError> {
     })
 }
 
+/// A patch value taken as it is (nothing to merge it with), as the server stores it: the Go library copies
+/// it with its directives, and decoding into the kind's Go structs then drops `$` keys and null fields.
+fn sanitized(value: &Value) -> Value {
+    match value {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, v)| !k.starts_with('$') && !v.is_null())
+                .map(|(k, v)| (k.clone(), sanitized(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(sanitized).collect()),
+        other => other.clone(),
+    }
+}
+
 fn directive_of(item: &Value) -> Option<&Value> {
     item.as_object().and_then(|m| m.get(DIRECTIVE))
 }
@@ -177,7 +191,11 @@ fn merge_list(original: &mut Vec<Value>, patch: &[Value], node: &Node) -> Result
     let list_type = node.list_type();
     if replace || *list_type == ListType::Atomic {
         // Taken as sent, as the Go implementation does for lists it does not merge.
-        *original = patch.iter().filter(|i| directive_of(i).is_none()).cloned().collect();
+        *original = patch
+            .iter()
+            .filter(|i| directive_of(i).is_none())
+            .map(sanitized)
+            .collect();
         return Ok(());
     }
     let server = ranks(original, list_type);
@@ -187,18 +205,15 @@ fn merge_list(original: &mut Vec<Value>, patch: &[Value], node: &Node) -> Result
             let mut seen: HashSet<String> = original.iter().map(Value::to_string).collect();
             for item in patch {
                 if seen.insert(item.to_string()) {
-                    original.push(fresh(item, item_node)?);
+                    original.push(sanitized(item));
                 }
             }
         }
         ListType::Map(keys) => {
             let key = keys.first().map(String::as_str).unwrap_or("name");
-            let mut index: HashMap<String, usize> = original
-                .iter()
-                .enumerate()
-                .filter_map(|(i, v)| Some((v.get(key)?.to_string(), i)))
-                .collect();
+            // Deletions first, then merges, as the Go implementation does.
             let mut deleted = HashSet::new();
+            let mut merges = Vec::with_capacity(patch.len());
             for item in patch {
                 let Value::Object(fields) = item else {
                     return Err(PatchError::Malformed(format!(
@@ -211,10 +226,9 @@ fn merge_list(original: &mut Vec<Value>, patch: &[Value], node: &Node) -> Result
                     )));
                 };
                 match fields.get(DIRECTIVE).map(|d| (d, d.as_str())) {
-                    None => {}
+                    None => merges.push((k, item, fields)),
                     Some((_, Some("delete"))) => {
                         deleted.insert(k);
-                        continue;
                     }
                     Some((_, Some("merge"))) => {
                         return Err(PatchError::Malformed(
@@ -227,20 +241,26 @@ fn merge_list(original: &mut Vec<Value>, patch: &[Value], node: &Node) -> Result
                         )));
                     }
                 }
-                match index.get(&k) {
-                    Some(&i) if !deleted.contains(&k) => match &mut original[i] {
-                        Value::Object(o) => merge_map(o, fields, item_node)?,
-                        other => *other = fresh(item, item_node)?,
-                    },
-                    _ => {
-                        deleted.remove(&k);
-                        index.insert(k, original.len());
-                        original.push(fresh(item, item_node)?);
-                    }
-                }
             }
             if !deleted.is_empty() {
                 original.retain(|v| v.get(key).is_none_or(|k| !deleted.contains(&k.to_string())));
+            }
+            let mut index: HashMap<String, usize> = original
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| Some((v.get(key)?.to_string(), i)))
+                .collect();
+            for (k, item, fields) in merges {
+                match index.get(&k) {
+                    Some(&i) => match &mut original[i] {
+                        Value::Object(o) => merge_map(o, fields, item_node)?,
+                        other => *other = sanitized(item),
+                    },
+                    None => {
+                        index.insert(k, original.len());
+                        original.push(sanitized(item));
+                    }
+                }
             }
         }
     }

@@ -201,7 +201,7 @@ fn bad_patches_are_rejected() {
         json!({"spec": {"template": {"spec": {"containers": ["x"]}}}}),
         json!({"spec": {"$patch": "frob"}}),
         json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "$patch": "merge"}]}}}}),
-        json!({"spec": {"strategy": {"$retainKeys": ["type"], "rollingUpdate": {"maxSurge": 1}}}}),
+        json!({"spec": {"$retainKeys": ["template"], "replicas": 3}}),
         json!({"spec": {"$retainKeys": "x"}}),
         json!([1]),
     ];
