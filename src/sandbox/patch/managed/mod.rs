@@ -12,9 +12,15 @@
 //!   entries → sorted, empty ones dropped → metadata.managedFields
 //! ```
 //!
-//! An entry is one (manager, operation, subresource); its `time` moves only when its fields or the object
-//! change, so applying the same configuration twice changes nothing. Fields the server sets itself
-//! (`metadata.name`, `uid`, `resourceVersion`, ...) are never owned, as on the real server.
+//! An entry is one (manager, operation, subresource). An Apply entry's `time` moves only when the apply
+//! changed the object, an Update entry's when the write changed fields, so applying the same configuration
+//! twice changes nothing. Fields the server sets itself (`metadata.name`, `uid`, `resourceVersion`, ...) are
+//! never owned, as on the real server.
+//!
+//! Left to the caller, as the real server does them outside the field manager: checking that the applied
+//! `apiVersion`/`kind` match the resource, resetting the fields a (sub)resource may not write (`status` on
+//! the main resource of kinds with a status subresource, everything but `status` on `/status`) in the
+//! configuration before `apply` and in the new object before `record_update`, and defaulting.
 
 mod entries;
 mod fieldset;
