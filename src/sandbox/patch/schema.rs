@@ -132,8 +132,7 @@ impl MergeSchema {
                 .map(&format!("{c}[].ports"), &["containerPort", "protocol"])
                 .map(&format!("{c}[].env"), &["name"])
                 .map(&format!("{c}[].volumeMounts"), &["mountPath"])
-                .map(&format!("{c}[].volumeDevices"), &["devicePath"])
-                .map(&format!("{c}[].resizePolicy"), &["resourceName"]);
+                .map(&format!("{c}[].volumeDevices"), &["devicePath"]);
         }
         self.map(&format!("{prefix}.volumes"), &["name"])
             .map(&format!("{prefix}.imagePullSecrets"), &["name"])
@@ -181,8 +180,7 @@ impl MergeSchema {
                     .map("status.conditions", &["type"]);
             }
             ("", "Namespace") => {
-                s.set_list("spec.finalizers", ListType::Set)
-                    .map("status.conditions", &["type"]);
+                s.map("status.conditions", &["type"]);
             }
             ("", "ServiceAccount") => {
                 s.map("secrets", &["name"]);
@@ -195,11 +193,10 @@ impl MergeSchema {
                     .map("spec.matchConditions", &["name"])
                     .map("status.conditions", &["type"]);
             }
-            ("apiextensions.k8s.io", "CustomResourceDefinition") => {
-                s.map("spec.versions", &["name"]).map("status.conditions", &["type"]);
-            }
-            // Role/ClusterRole rules and binding subjects are atomic, as every list not named here; Lease,
-            // Event, ConfigMap, Secret have no list that merges.
+            // Atomic, as every list not named here: Role/ClusterRole rules, binding subjects, Namespace
+            // spec.finalizers, container resizePolicy, and a CustomResourceDefinition's spec.versions and
+            // status lists (the real server reports apply conflicts on `.spec.versions` as a whole). Lease,
+            // Event, ConfigMap and Secret have no list that merges.
             _ => {}
         }
         s
@@ -316,6 +313,13 @@ mod tests {
         );
         let r = MergeSchema::builtin("rbac.authorization.k8s.io", "Role");
         assert_eq!(r.root().field("rules").list_type(), &ListType::Atomic);
+        let crd = MergeSchema::builtin("apiextensions.k8s.io", "CustomResourceDefinition");
+        assert_eq!(
+            crd.root().field("spec").field("versions").list_type(),
+            &ListType::Atomic
+        );
+        let sa = MergeSchema::builtin("", "ServiceAccount");
+        assert_eq!(sa.root().field("secrets").list_type(), &map(&["name"]));
     }
 
     #[test]

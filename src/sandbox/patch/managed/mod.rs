@@ -100,7 +100,8 @@ impl ApplyError {
     }
 
     /// The `metav1.Status` body the real server answers: 409 Conflict with one `FieldManagerConflict` cause per
-    /// field, or 400 BadRequest for an invalid configuration.
+    /// field; 500 InternalError for a configuration the kind's schema cannot read (the real server passes
+    /// that error through unclassified); 400 BadRequest for any other invalid configuration.
     pub fn status(&self) -> Value {
         let (code, reason, details) = match self {
             ApplyError::Conflicts(conflicts) => {
@@ -113,6 +114,7 @@ impl ApplyError {
                     .collect();
                 (409, "Conflict", Some(json!({"causes": causes})))
             }
+            ApplyError::Invalid(msg) if msg.starts_with(TYPED_PATCH_ERROR) => (500, "InternalError", None),
             ApplyError::Invalid(_) => (400, "BadRequest", None),
         };
         let mut status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -122,6 +124,21 @@ impl ApplyError {
         }
         status
     }
+}
+
+/// How the real server starts the message of an applied configuration it cannot read with the kind's schema.
+const TYPED_PATCH_ERROR: &str = "failed to create typed patch object";
+
+/// An object as the server names it in such messages: `ns/name; group/version, Kind=Kind`.
+fn describe(obj: &Value) -> String {
+    let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or_default();
+    let (group, version) = s("/apiVersion").rsplit_once('/').unwrap_or(("", s("/apiVersion")));
+    format!(
+        "{}/{}; {group}/{version}, Kind={}",
+        s("/metadata/namespace"),
+        s("/metadata/name"),
+        s("/kind")
+    )
 }
 
 /// The manager the real server names for fields of an object that had no managedFields before its first apply.
@@ -216,7 +233,8 @@ pub fn apply(
         return Err(ApplyError::Invalid("metadata.managedFields must be nil".into()));
     }
     let config = merge::without_nulls(config);
-    merge::check_keys(&config, schema.root(), &mut String::new()).map_err(ApplyError::Invalid)?;
+    merge::check_keys(&config, schema.root(), &mut String::new())
+        .map_err(|e| ApplyError::Invalid(format!("{TYPED_PATCH_ERROR} ({}): {e}", describe(&config))))?;
 
     // The live managedFields ride along through merge and diff unchanged (nobody owns them) and are
     // rewritten at the end, which saves copying the object without them.

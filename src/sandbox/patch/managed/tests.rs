@@ -373,6 +373,19 @@ fn invalid_configurations_are_rejected() {
         let err = apply(Some(&node), &config, "A", false, None, &schema, T1);
         assert!(matches!(err, Err(ApplyError::Invalid(_))), "{config}: {err:?}");
     }
+    let config = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "gpu-1", "managedFields": []}});
+    let err = apply(Some(&node), &config, "A", false, None, &schema, T1).unwrap_err();
+    assert_eq!(err.status_message(), "metadata.managedFields must be nil");
+    assert_eq!(err.status()["code"], 400);
+    let config = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "gpu-1"},
+                        "status": {"conditions": [{"status": "True"}]}});
+    let err = apply(Some(&node), &config, "A", false, None, &schema, T1).unwrap_err();
+    assert_eq!(
+        err.status_message(),
+        "failed to create typed patch object (/gpu-1; /v1, Kind=Node): .status.conditions: element 0: associative \
+         list with keys has an element that omits key field \"type\" (and doesn't have default value)"
+    );
+    assert_eq!(err.status()["code"], 500);
 }
 
 #[test]
