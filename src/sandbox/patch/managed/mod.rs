@@ -445,4 +445,6 @@ fn cap_update_entries(entries: &mut Vec<Entry>) {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
