@@ -93,7 +93,7 @@ fn node() -> Value {
 #[test]
 fn table_of_patches_matches_kubectl() {
     let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
-        "spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}},
+        "spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}, "selector": {"matchLabels": {"a": "1"}},
                  "template": {"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}}}});
     let cases = [
         (
@@ -206,6 +206,11 @@ fn table_of_patches_matches_kubectl() {
             deployment.clone(),
             "strategic",
             json!({"spec": {"$retainKeys": ["template"], "replicas": 3}}),
+        ),
+        (
+            deployment.clone(),
+            "strategic",
+            json!({"spec": {"selector": {"matchLabels": {"b": "2"}}}}),
         ),
         // Directives where the original has nothing to apply them to.
         (

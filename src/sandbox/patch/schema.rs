@@ -120,6 +120,7 @@ impl MergeSchema {
     fn with_metadata(mut self) -> Self {
         self.set_list("metadata.finalizers", ListType::Set)
             .map("metadata.ownerReferences", &["uid"])
+            .set_atomic_map("metadata.ownerReferences[]")
             .set_list("metadata.managedFields", ListType::Atomic);
         self
     }
@@ -143,6 +144,10 @@ impl MergeSchema {
             )
             .map(&format!("{prefix}.schedulingGates"), &["name"])
             .map(&format!("{prefix}.resourceClaims"), &["name"])
+            .set_atomic_map(&format!("{prefix}.topologySpreadConstraints[].labelSelector"))
+            .set_atomic_map(&format!(
+                "{prefix}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+            ))
             .set_list(&format!("{prefix}.tolerations"), ListType::Atomic)
     }
 
@@ -160,11 +165,14 @@ impl MergeSchema {
             ("", "PodTemplate") => {
                 s.pod_spec("template.spec");
             }
-            ("", "ReplicationController") | ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") => {
+            ("", "ReplicationController") => {
                 s.pod_spec("spec.template.spec").map("status.conditions", &["type"]);
             }
-            ("batch", "Job") => {
-                s.pod_spec("spec.template.spec").map("status.conditions", &["type"]);
+            // Label selectors are atomic structs for server-side apply.
+            ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") | ("batch", "Job") => {
+                s.pod_spec("spec.template.spec")
+                    .map("status.conditions", &["type"])
+                    .set_atomic_map("spec.selector");
             }
             ("batch", "CronJob") => {
                 s.pod_spec("spec.jobTemplate.spec.template.spec");
@@ -177,7 +185,13 @@ impl MergeSchema {
             }
             ("", "Service") => {
                 s.map("spec.ports", &["port", "protocol"])
+                    .set_atomic_map("spec.selector")
                     .map("status.conditions", &["type"]);
+            }
+            ("", "Event") | ("events.k8s.io", "Event") => {
+                s.set_atomic_map("involvedObject")
+                    .set_atomic_map("regarding")
+                    .set_atomic_map("related");
             }
             ("", "Namespace") => {
                 s.map("status.conditions", &["type"]);
@@ -186,7 +200,7 @@ impl MergeSchema {
                 s.map("secrets", &["name"]);
             }
             ("policy", "PodDisruptionBudget") => {
-                s.map("status.conditions", &["type"]);
+                s.map("status.conditions", &["type"]).set_atomic_map("spec.selector");
             }
             ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
                 s.set_list("spec.validations", ListType::Atomic)
@@ -313,6 +327,8 @@ mod tests {
         );
         let r = MergeSchema::builtin("rbac.authorization.k8s.io", "Role");
         assert_eq!(r.root().field("rules").list_type(), &ListType::Atomic);
+        assert!(d.root().field("spec").field("selector").is_atomic_map());
+        assert!(!tpl.field("nodeSelector").is_atomic_map());
         let crd = MergeSchema::builtin("apiextensions.k8s.io", "CustomResourceDefinition");
         assert_eq!(
             crd.root().field("spec").field("versions").list_type(),

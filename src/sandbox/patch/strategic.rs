@@ -62,12 +62,8 @@ fn merge_map(original: &mut Map<String, Value>, patch: &Map<String, Value>, node
             )));
         }
     }
-    if node.is_atomic_map() {
-        if let Value::Object(replaced) = sanitized(&Value::Object(patch.clone())) {
-            *original = replaced;
-        }
-        return Ok(());
-    }
+    // Maps atomic for server-side apply (label selectors, ...) still merge here: the Go struct tags that
+    // drive strategic merge have no atomic maps.
     if let Some(keys) = patch.get(RETAIN_KEYS) {
         let keys: HashSet<&str> = keys
             .as_array()

@@ -458,3 +458,33 @@ fn more_than_ten_updaters_fold_into_ancient_changes() {
         json!({"f:metadata": {"f:labels": {"f:l0": {}, "f:l1": {}, "f:l2": {}}}, "f:spec": {"f:podCIDR": {}, "f:taints": {}}})
     );
 }
+
+#[test]
+fn atomic_selector_is_owned_and_replaced_whole() {
+    let schema = MergeSchema::builtin("apps", "Deployment");
+    let config = |labels: Value| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+               "spec": {"selector": {"matchLabels": labels}}})
+    };
+    let d = apply(
+        None,
+        &config(json!({"a": "1", "b": "2"})),
+        "A",
+        false,
+        None,
+        &schema,
+        T0,
+    )
+    .unwrap();
+    assert_eq!(
+        entry(&d, "A").unwrap()["fieldsV1"],
+        json!({"f:spec": {"f:selector": {}}})
+    );
+    let d = apply(Some(&d), &config(json!({"c": "3"})), "A", false, None, &schema, T1).unwrap();
+    assert_eq!(d["spec"]["selector"], json!({"matchLabels": {"c": "3"}}));
+    let err = apply(Some(&d), &config(json!({"c": "4"})), "B", false, None, &schema, T2).unwrap_err();
+    assert_eq!(
+        err.status_message(),
+        "Apply failed with 1 conflict: conflict with \"A\": .spec.selector"
+    );
+}

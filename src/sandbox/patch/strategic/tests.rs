@@ -224,3 +224,11 @@ fn unknown_lists_are_atomic_for_custom_resources() {
     let got = strategic_merge_patch(&doc, &json!({"spec": {"tags": ["b"], "other": [3]}}), &schema).unwrap();
     assert_eq!(got, json!({"spec": {"tags": ["b", "a"], "other": [3]}}));
 }
+
+#[test]
+fn selectors_merge_although_apply_owns_them_whole() {
+    let doc = json!({"spec": {"selector": {"matchLabels": {"a": "1"}}}});
+    let patch = json!({"spec": {"selector": {"matchLabels": {"b": "2"}}}});
+    let got = smp(doc, patch, "apps", "Deployment");
+    assert_eq!(got["spec"]["selector"], json!({"matchLabels": {"a": "1", "b": "2"}}));
+}
