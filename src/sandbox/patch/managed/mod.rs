@@ -24,6 +24,7 @@
 
 mod entries;
 mod fieldset;
+mod last_applied;
 mod merge;
 
 use serde_json::{Value, json};
@@ -215,7 +216,41 @@ fn changes(old: &Value, new: &Value, schema: &MergeSchema) -> Changes {
 /// updated (`now` is the RFC 3339 time for the entry). Fields the manager applied before and omits now are
 /// removed if no other manager owns them; conflicts with other managers' fields of different value fail
 /// unless `force`, which takes the fields over. `subresource` is e.g. Some("status").
+///
+/// For the manager `kubectl`, the client-side apply annotation counts as the real server counts it: fields
+/// it recorded with their live values do not conflict, and an existing annotation is kept up to date.
 pub fn apply(
+    live: Option<&Value>,
+    config: &Value,
+    manager: &str,
+    force: bool,
+    subresource: Option<&str>,
+    schema: &MergeSchema,
+    now: &str,
+) -> Result<Value, ApplyError> {
+    let applied = match apply_fields(live, config, manager, force, subresource, schema, now) {
+        Err(ApplyError::Conflicts(conflicts)) if manager == last_applied::KUBECTL => {
+            match last_applied::allowed_conflicts(live, config, schema) {
+                Some(allowed) if conflicts.iter().all(|c| allowed.contains(&c.field)) => {
+                    apply_fields(live, config, manager, true, subresource, schema, now)
+                }
+                Some(allowed) => Err(ApplyError::Conflicts(
+                    conflicts.into_iter().filter(|c| !allowed.contains(&c.field)).collect(),
+                )),
+                None => Err(ApplyError::Conflicts(conflicts)),
+            }
+        }
+        other => other,
+    };
+    let mut applied = applied?;
+    if manager == last_applied::KUBECTL {
+        last_applied::sync(&mut applied, config);
+    }
+    Ok(applied)
+}
+
+/// The field manager's apply: merge, prune, conflicts, managedFields.
+fn apply_fields(
     live: Option<&Value>,
     config: &Value,
     manager: &str,
