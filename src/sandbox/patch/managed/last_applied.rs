@@ -49,10 +49,10 @@ pub(crate) fn sync(applied: &mut Value, config: &Value) {
         .and_then(Value::as_object_mut)
     {
         annotations.remove(ANNOTATION);
-        if annotations.is_empty() {
-            if let Some(meta) = recorded.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.remove("annotations");
-            }
+        if annotations.is_empty()
+            && let Some(meta) = recorded.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            meta.remove("annotations");
         }
     }
     let mut text = String::new();
