@@ -252,6 +252,35 @@ fn table_of_patches_matches_kubectl() {
             json!({"spec": {"template": {"spec": {"containers": [{"name": "b", "$patch": "delete"}, {"name": "c"}]}}}}),
         ),
         (
+            pod(),
+            "strategic",
+            json!({"metadata": {"$setElementOrder/finalizers": ["f3", "f2"], "$deleteFromPrimitiveList/finalizers": ["f1"],
+                                "finalizers": ["f3"]}}),
+        ),
+        (
+            pod(),
+            "strategic",
+            json!({"metadata": {"$setElementOrder/finalizers": ["f2", "f3"], "finalizers": ["f3"]}}),
+        ),
+        (
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+                   "spec": {"ports": [{"port": 80, "protocol": "TCP", "targetPort": 8080}, {"port": 443, "protocol": "TCP"}],
+                            "selector": {"app": "a"}}}),
+            "strategic",
+            json!({"spec": {"ports": [{"port": 80, "targetPort": 9090}, {"port": 53, "protocol": "UDP"}], "selector": {"tier": "b"}}}),
+        ),
+        (
+            node(),
+            "strategic",
+            json!({"status": {"$setElementOrder/conditions": [{"type": "GPU"}, {"type": "Ready"}, {"type": "DiskPressure"}],
+                              "conditions": [{"type": "GPU", "status": "True"}]}}),
+        ),
+        (
+            node(),
+            "strategic",
+            json!({"spec": {"podCIDRs": ["10.0.0.0/24"], "unschedulable": true}, "status": {"addresses": [{"type": "Hostname", "address": "gpu-1"}]}}),
+        ),
+        (
             node(),
             "merge",
             json!({"metadata": {"labels": {"sublet.dev/state": null, "n": "1"}}, "spec": {"taints": [{"key": "y"}]}}),
