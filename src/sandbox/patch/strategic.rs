@@ -2,18 +2,23 @@
 //!
 //! ```text
 //!   merge_map(original, patch, schema node)
-//!     $patch: replace | delete | merge        the map is replaced / emptied / merged
+//!     $patch: replace | delete                the map is replaced / emptied
 //!     $retainKeys: [..]                       original keys not listed are dropped
 //!     $deleteFromPrimitiveList/F: [..]        values removed from the set list F
 //!     F: null                                 F deleted
 //!     F: {..} / [..] / scalar                 merge_map / merge_list / replace
 //!     $setElementOrder/F: [..]                F reordered after the merge
 //!   merge_list(original, patch, schema node)
-//!     Atomic: replaced   Set: union   Map(keys): items matched by the first key (the Go patchMergeKey),
-//!     merged; `{"$patch": "delete", key: v}` removes an item, `{"$patch": "replace"}` replaces the list.
+//!     Atomic: replaced   Set: union   Map(keys): items matched by the first key (the Go patchMergeKey);
+//!     `{"$patch": "delete", key: v}` items are removed first, then the others merged or added;
+//!     `{"$patch": "replace"}` replaces the list. The patch's items come out in the patch's order, each of the
+//!     server's other items just before the first patch item the server had after it.
 //! ```
 //!
-//! Matching indexes the original list once, so a patch costs time linear in the list lengths.
+//! Results are checked against `kubectl patch --local` (tests/patch_kubectl.rs), which runs the Go library
+//! the API server uses. Content the patch adds is stored as the server stores it after decoding into the
+//! kind's Go structs: without `null` fields and `$` keys. Matching indexes each list once, so a patch costs
+//! time linear in the list lengths.
 
 use std::collections::{HashMap, HashSet};
 
