@@ -335,7 +335,16 @@ fn apply_fields(
     }
     if !conflicts.is_empty() && !force {
         // Grouped by manager as the real server prints them; a stable sort keeps each manager's path order.
-        conflicts.sort_by(|a, b| (&a.manager, &a.operation).cmp(&(&b.manager, &b.operation)));
+        // (The server sorts by its manager identifier: name, operation, API version, subresource.)
+        let key = |c: &Conflict| {
+            (
+                c.manager.clone(),
+                c.operation.clone(),
+                c.api_version.clone(),
+                c.subresource.clone(),
+            )
+        };
+        conflicts.sort_by_key(key);
         return Err(ApplyError::Conflicts(conflicts));
     }
     for (i, e) in entries.iter_mut().enumerate() {
