@@ -310,6 +310,20 @@ fn table_of_patches_matches_kubectl() {
             "json",
             json!([{"op": "replace", "path": "/spec/nope", "value": 1}]),
         ),
+        (node(), "json", json!([{"op": 1, "path": "/a"}])),
+        (node(), "json", json!([{"op": "add", "path": 7}])),
+        (node(), "json", json!([{"op": "move", "path": "/a"}])),
+        (node(), "json", json!([{"op": "frob", "path": "/a"}, 7])),
+        (
+            node(),
+            "json",
+            json!([{"op": "copy", "from": "/metadata/nope", "path": "/metadata/x"}]),
+        ),
+        (
+            node(),
+            "json",
+            json!([{"op": "test", "path": "/metadata/nope", "value": null}]),
+        ),
     ];
     let failures: Vec<String> = cases
         .iter()

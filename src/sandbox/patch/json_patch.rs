@@ -15,6 +15,10 @@ use serde_json::Value;
 use super::{PatchError, json_equal};
 
 /// Applies an RFC 6902 patch (an array of operations) to `doc`.
+///
+/// `Malformed` is what the server rejects while decoding the patch (400 Bad Request): not an array of
+/// objects. Everything else fails while applying it (`Failed`, the server's 422), including an unknown `op`
+/// or a `path` that is not a string.
 pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value, PatchError> {
     let Value::Array(ops) = patch else {
         return Err(PatchError::Malformed(format!(
@@ -22,28 +26,26 @@ pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value, PatchError> {
             json_kind(patch)
         )));
     };
+    if let Some(op) = ops.iter().find(|op| !op.is_object()) {
+        return Err(PatchError::Malformed(format!(
+            "json: cannot unmarshal {} into Go value of type jsonpatch.Operation",
+            json_kind(op)
+        )));
+    }
     let mut doc = doc.clone();
-    for op in ops {
-        let Value::Object(fields) = op else {
-            return Err(PatchError::Malformed(format!(
-                "json: cannot unmarshal {} into Go value of type jsonpatch.Operation",
-                json_kind(op)
-            )));
-        };
-        let text = |name: &str| -> Result<Option<&str>, PatchError> {
-            match fields.get(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s)),
-                Some(_) => Err(PatchError::Malformed(format!(
-                    "json patch operation field {name:?} must be a string"
-                ))),
-            }
-        };
-        let kind = text("op")?.unwrap_or("unknown");
-        let path = text("path")?;
-        let from = text("from")?;
+    for fields in ops.iter().filter_map(Value::as_object) {
+        let text = |name: &str| fields.get(name).and_then(Value::as_str);
+        let kind = text("op").unwrap_or("unknown");
+        let (path, from) = (text("path"), text("from"));
         let value = fields.get("value").cloned().unwrap_or(Value::Null);
-        let missing_field = |field: &str| PatchError::Malformed(format!("{kind} operation failed to decode {field}"));
+        let missing_field = |field: &str| {
+            let detail = if field == "from" {
+                "operation, missing from field: missing value"
+            } else {
+                "missing value"
+            };
+            failed(format!("{kind} operation failed to decode {field}: {detail}"))
+        };
         match kind {
             "add" => add(&mut doc, path.ok_or_else(|| missing_field("path"))?, value),
             "remove" => remove(&mut doc, path.ok_or_else(|| missing_field("path"))?),
@@ -59,7 +61,7 @@ pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value, PatchError> {
                 path.ok_or_else(|| missing_field("path"))?,
             ),
             "test" => test(&mut doc, path.ok_or_else(|| missing_field("path"))?, &value),
-            other => Err(PatchError::Malformed(format!("Unexpected kind: {other}"))),
+            other => Err(failed(format!("Unexpected kind: {other}"))),
         }?;
     }
     Ok(doc)

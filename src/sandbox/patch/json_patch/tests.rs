@@ -208,18 +208,38 @@ fn failures_have_the_servers_text() {
             json!({"op": "add"}),
             "json: cannot unmarshal object into Go value of type jsonpatch.Patch",
         ),
-        (json!([{"op":"frob","path":"/a"}]), "Unexpected kind: frob"),
-        (json!([{"path":"/a"}]), "Unexpected kind: unknown"),
-        (json!([{"op":"add","value":1}]), "add operation failed to decode path"),
         (
             json!([7]),
             "json: cannot unmarshal number into Go value of type jsonpatch.Operation",
         ),
         (
-            json!([{"op":"add","path":7}]),
-            "json patch operation field \"path\" must be a string",
+            json!([{"op": "frob", "path": "/a"}, 7]),
+            "json: cannot unmarshal number into Go value of type jsonpatch.Operation",
         ),
     ];
+    let failed_to_apply = [
+        (json!([{"op":"frob","path":"/a"}]), "Unexpected kind: frob"),
+        (json!([{"path":"/a"}]), "Unexpected kind: unknown"),
+        (json!([{"op": 1, "path":"/a"}]), "Unexpected kind: unknown"),
+        (
+            json!([{"op":"add","value":1}]),
+            "add operation failed to decode path: missing value",
+        ),
+        (
+            json!([{"op":"add","path":7}]),
+            "add operation failed to decode path: missing value",
+        ),
+        (
+            json!([{"op":"move","path":"/a"}]),
+            "move operation failed to decode from: operation, missing from field: missing value",
+        ),
+    ];
+    for (patch, want) in failed_to_apply {
+        match json_patch(&doc, &patch) {
+            Err(PatchError::Failed(msg)) => assert_eq!(msg, want),
+            other => panic!("{patch}: {other:?}"),
+        }
+    }
     for (patch, want) in malformed {
         match json_patch(&doc, &patch) {
             Err(PatchError::Malformed(msg)) => assert_eq!(msg, want),
