@@ -157,3 +157,75 @@ proptest! {
         prop_assert_eq!(left, second);
     }
 }
+
+/// JSON built from the names the patch code looks at, so that odd input reaches its branches.
+fn odd_value() -> impl Strategy<Value = Value> {
+    let key = prop::sample::select(vec![
+        "metadata",
+        "spec",
+        "status",
+        "containers",
+        "name",
+        "image",
+        "env",
+        "ports",
+        "containerPort",
+        "protocol",
+        "labels",
+        "finalizers",
+        "managedFields",
+        "manager",
+        "operation",
+        "fieldsV1",
+        "fieldsType",
+        "f:spec",
+        "k:{",
+        ".",
+        "$patch",
+        "$retainKeys",
+        "$setElementOrder/containers",
+        "$deleteFromPrimitiveList/finalizers",
+        "op",
+        "path",
+        "from",
+        "value",
+        "taints",
+        "apiVersion",
+        "kind",
+        "type",
+        "conditions",
+    ]);
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        (-2i64..3).prop_map(Value::from),
+        prop::sample::select(vec![
+            "", "a", "/spec", "/-", "~", "add", "delete", "replace", "merge", "Apply", "Update"
+        ])
+        .prop_map(|s| Value::String(s.into())),
+    ];
+    leaf.prop_recursive(5, 48, 4, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(key.clone(), inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+        ]
+    })
+}
+
+proptest! {
+    /// Whatever the input, the patch functions answer with a value or an error, never a panic.
+    #[test]
+    fn odd_input_never_panics(doc in odd_value(), patch in odd_value(), force in any::<bool>()) {
+        let pod = MergeSchema::builtin("", "Pod");
+        let _ = json_patch(&doc, &patch);
+        let _ = merge_patch(&doc, &patch);
+        let _ = strategic_merge_patch(&doc, &patch, &pod);
+        let _ = strategic_merge_patch(&doc, &patch, &MergeSchema::from_openapi(&patch));
+        let now = "2026-01-01T00:00:00Z";
+        let _ = managed::apply(Some(&doc), &patch, "m", force, None, &pod, now);
+        let _ = managed::apply(None, &patch, "kubectl", force, Some("status"), &pod, now);
+        let _ = managed::record_update(Some(&doc), &patch, "m", None, &pod, now);
+        let _ = managed::record_update(None, &patch, "m", Some("status"), &pod, now);
+    }
+}
