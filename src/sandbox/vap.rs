@@ -184,7 +184,7 @@ fn evaluate(
                 let message = validation["messageExpression"]
                     .as_str()
                     .and_then(|m| match run(&ctx, m) {
-                        Ok(Cel::String(s)) if !s.trim().is_empty() => Some(s.to_string()),
+                        Ok(Cel::String(s)) if !s.trim().is_empty() && !s.contains(['\n', '\r']) => Some(s.to_string()),
                         _ => None,
                     })
                     .or_else(|| {

@@ -146,11 +146,12 @@ fn run_rules(
     }
 }
 
-/// The failure text: messageExpression when it yields a non-blank string, else message, else the rule.
+/// The failure text: messageExpression when it yields a non-blank single-line string, else message, else the rule.
 fn message(rule: &Rule, scope: &Context<'_>) -> String {
     if let Some(expr) = &rule.message_expression
         && let Ok(Cel::String(s)) = expr.execute(scope)
         && !s.trim().is_empty()
+        && !s.contains(['\n', '\r'])
     {
         return s.to_string();
     }

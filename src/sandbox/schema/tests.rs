@@ -402,3 +402,35 @@ fn root_rules_see_only_name_and_generate_name_of_metadata() {
         vec!["<nil>: Invalid value: \"object\": name must start with gpu-"]
     );
 }
+
+#[test]
+fn unknown_fields_are_named_for_strict_field_validation() {
+    let schema = sublet_schema("TenantPool");
+    let obj = pool(
+        json!({"mode": "Observe", "bogus": 1, "windows": [{"days": ["Monday"], "start": "00:00",
+        "end": "24:00", "extra": true}], "pricing": {"perGpuHour": {"a100": 1.0}}}),
+    );
+    let mut with_root = obj.clone();
+    with_root["status2"] = json!({});
+    with_root["metadata"]["whatever"] = json!(1);
+    assert_eq!(
+        schema.unknown_fields(&with_root),
+        vec!["spec.bogus", "spec.windows[0].extra", "status2"]
+    );
+    let mut pruned = with_root.clone();
+    schema.default_and_prune(&mut pruned);
+    assert!(
+        schema.unknown_fields(&pruned).is_empty(),
+        "pruning drops exactly those fields"
+    );
+}
+
+#[test]
+fn multi_line_message_expressions_fall_back_to_the_message() {
+    let schema = hand(json!({"type": "object", "properties": {"n": {"type": "integer",
+        "x-kubernetes-validations": [{"rule": "self < 3", "message": "n must be under 3", "messageExpression": "'n is\\ntoo big'"}]}}}));
+    assert_eq!(
+        lines(&schema.validate(&json!({"spec": {"n": 5}}), None)),
+        vec!["spec.n: Invalid value: \"integer\": n must be under 3"]
+    );
+}
