@@ -285,7 +285,7 @@ fn structural_checks_are_worded_as_the_server_words_them() {
             "spec.at: Invalid value: \"yesterday\": spec.at in body must be of type date-time: \"yesterday\"",
             "spec.count: Invalid value: -1: spec.count in body should be greater than or equal to 0",
             "spec.flag: Invalid value: \"string\": spec.flag in body must be of type boolean: \"string\"",
-            "spec.labels: Too many: 2: must have at most 1 items",
+            "spec.labels: Too many: 2: must have at most 1 item",
             "spec.mode: Unsupported value: \"Nope\": supported values: \"Observe\", \"Enforce\"",
             "spec.name: Too long: may not be more than 5 bytes",
             "spec.name: Invalid value: \"ABCDEFG\": spec.name in body should match '^[a-z]+$'",
