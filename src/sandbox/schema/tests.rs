@@ -434,3 +434,41 @@ fn multi_line_message_expressions_fall_back_to_the_message() {
         vec!["spec.n: Invalid value: \"integer\": n must be under 3"]
     );
 }
+
+mod oracle {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// On schema-valid pools, the rules fail exactly where kube-cel's own validator says they do.
+        #[test]
+        fn cel_failures_agree_with_kube_cel(
+            lent in -20i64..130, util in -20i64..130, percent in -20i64..130, notice in -100i64..100_000,
+            price in -3.0f64..3.0, quantile in -0.5f64..1.5, history in -5i64..100, concurrent in -2i64..4,
+        ) {
+            let crd = crate::crd::all().into_iter().find(|c| c.spec.names.kind == "TenantPool").expect("pool");
+            let raw = serde_json::to_value(crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()))
+                .expect("schema");
+            let schema = CrdSchema::new(&raw).expect("compiles");
+            let mut obj = pool(json!({"maxLentPercent": lent, "idle": {"maxUtilizationPercent": util},
+                "reserve": {"percent": percent, "learned": {"quantile": quantile, "historyDays": history}},
+                "reclaim": {"noticeSeconds": notice, "maxConcurrent": concurrent},
+                "pricing": {"defaultPerGpuHour": price, "perGpuHour": {"a100": price}}}));
+            schema.default_and_prune(&mut obj);
+            let mut ours: Vec<String> = schema.validate(&obj, None).iter().map(|c| {
+                c.message.split_once(": ").map(|(_, m)| m.split_once(": ").map_or(m, |(_, m)| m)).unwrap_or(&c.message).to_owned()
+            }).collect();
+            let mut theirs: Vec<String> = match kube::core::cel::Validator::new().validate(&raw, &obj, None) {
+                Ok(()) => vec![],
+                Err(errs) => errs.iter().map(|e| e.message.clone()).collect(),
+            };
+            ours.sort();
+            theirs.sort();
+            prop_assert_eq!(ours, theirs);
+        }
+    }
+}
