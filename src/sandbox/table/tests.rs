@@ -563,3 +563,27 @@ fn crd_cells_are_typed_by_their_column() {
     assert_eq!(names(&defaulted), ["Name", "Age"]);
     assert_eq!(cells(&defaulted)[0], vec![json!("x"), Value::Null]);
 }
+
+#[test]
+fn events_k8s_io_events_print_like_core_ones() {
+    let event = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e3"},
+        "regarding": {"kind": "GpuLease", "name": "finetune", "namespace": "tenant-a"}, "reason": "Reclaiming",
+        "type": "Warning", "note": "node gpu-1 returns in 120s", "reportingController": "sublet.dev/controller",
+        "reportingInstance": "sublet-0", "action": "Reclaim", "eventTime": "2026-11-22T11:58:00.000000Z"});
+    let table = builtin_table("events.k8s.io", "Event", &[&event], now(), IncludeObject::Metadata);
+    assert_eq!(
+        cells(&table)[0],
+        vec![
+            json!("2m"),
+            json!("Warning"),
+            json!("Reclaiming"),
+            json!("gpulease/finetune"),
+            json!(""),
+            json!("sublet.dev/controller, sublet-0"),
+            json!("node gpu-1 returns in 120s"),
+            json!("2m"),
+            json!(1),
+            json!("e3")
+        ]
+    );
+}
