@@ -587,3 +587,72 @@ fn events_k8s_io_events_print_like_core_ones() {
         ]
     );
 }
+
+#[test]
+fn jobs_and_daemon_sets() {
+    let running = json!({"metadata": {"name": "train", "creationTimestamp": "2026-11-22T11:00:00Z"},
+        "spec": {"completions": 4, "parallelism": 2, "selector": {"matchLabels": {"job-name": "train"}},
+            "template": {"spec": {"containers": [{"name": "main", "image": "trainer:1"}]}}},
+        "status": {"succeeded": 1, "startTime": "2026-11-22T11:00:00Z"}});
+    let done = json!({"metadata": {"name": "eval", "creationTimestamp": "2026-11-22T10:00:00Z"},
+        "spec": {"parallelism": 3},
+        "status": {"succeeded": 1, "startTime": "2026-11-22T10:00:00Z", "completionTime": "2026-11-22T10:04:30Z",
+            "conditions": [{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}]}});
+    let suspended =
+        json!({"metadata": {"name": "later"}, "status": {"conditions": [{"type": "Suspended", "status": "True"}]}});
+    let table = builtin_table(
+        "batch",
+        "Job",
+        &[&running, &done, &suspended],
+        now(),
+        IncludeObject::Metadata,
+    );
+    assert_eq!(
+        names(&table),
+        [
+            "Name",
+            "Status",
+            "Completions",
+            "Duration",
+            "Age",
+            "Containers",
+            "Images",
+            "Selector"
+        ]
+    );
+    let rows = cells(&table);
+    assert_eq!(
+        rows[0],
+        vec![
+            json!("train"),
+            json!("Running"),
+            json!("1/4"),
+            json!("60m"),
+            json!("60m"),
+            json!("main"),
+            json!("trainer:1"),
+            json!("job-name=train")
+        ]
+    );
+    assert_eq!(rows[1][1..4], [json!("Complete"), json!("1/1 of 3"), json!("4m30s")]);
+    assert_eq!(rows[2][1..4], [json!("Suspended"), json!("0/1"), json!("")]);
+
+    let ds = json!({"metadata": {"name": "dcgm-exporter", "creationTimestamp": NOW},
+        "spec": {"template": {"spec": {"nodeSelector": {"nvidia.com/gpu.present": "true"}}}},
+        "status": {"desiredNumberScheduled": 3, "currentNumberScheduled": 3, "numberReady": 2,
+            "updatedNumberScheduled": 3, "numberAvailable": 2}});
+    let table = builtin_table("apps", "DaemonSet", &[&ds], now(), IncludeObject::Metadata);
+    assert_eq!(
+        cells(&table)[0][..8],
+        [
+            json!("dcgm-exporter"),
+            json!(3),
+            json!(3),
+            json!(2),
+            json!(3),
+            json!(2),
+            json!("nvidia.com/gpu.present=true"),
+            json!("0s")
+        ]
+    );
+}
