@@ -49,7 +49,10 @@ fn answer(method: &str, path: &str, accept: &str, body: &[u8]) -> (u16, Value) {
         ),
         ("GET", "/apis") => (
             200,
-            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [{"name": "sublet.dev",
+            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": "apiextensions.k8s.io", "versions": [{"groupVersion": "apiextensions.k8s.io/v1", "version": "v1"}],
+                 "preferredVersion": {"groupVersion": "apiextensions.k8s.io/v1", "version": "v1"}},
+                {"name": "sublet.dev",
             "versions": [{"groupVersion": "sublet.dev/v1alpha1", "version": "v1alpha1"}],
             "preferredVersion": {"groupVersion": "sublet.dev/v1alpha1", "version": "v1alpha1"}}]}),
         ),
@@ -57,6 +60,28 @@ fn answer(method: &str, path: &str, accept: &str, body: &[u8]) -> (u16, Value) {
             200,
             resource_list("v1", &[("nodes", "Node", false), ("pods", "Pod", true)]),
         ),
+        ("GET", "/apis/apiextensions.k8s.io/v1") => (
+            200,
+            resource_list(
+                "apiextensions.k8s.io/v1",
+                &[("customresourcedefinitions", "CustomResourceDefinition", false)],
+            ),
+        ),
+        ("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions") if table => {
+            let crd =
+                json!({"metadata": {"name": "tenantpools.sublet.dev", "creationTimestamp": "2026-11-01T08:00:00Z"}});
+            let now = jiff::Timestamp::now();
+            (
+                200,
+                builtin_table(
+                    "apiextensions.k8s.io",
+                    "CustomResourceDefinition",
+                    &[&crd],
+                    now,
+                    IncludeObject::Metadata,
+                ),
+            )
+        }
         ("GET", "/apis/sublet.dev/v1alpha1") => (
             200,
             resource_list("sublet.dev/v1alpha1", &[("tenantpools", "TenantPool", false)]),
@@ -255,6 +280,16 @@ fn kubectl_prints_custom_resource_tables() {
             "NAME MODE NODES GPUS LENT LEASED RECLAIMING AGE",
             "a100 Enforce 4 32 8 16 3h"
         ]
+    );
+}
+
+#[test]
+fn kubectl_prints_crds_with_their_creation_time() {
+    let (ok, out, err) = kubectl(&["get", "customresourcedefinitions"], None);
+    assert!(ok, "{err}");
+    assert_eq!(
+        squeeze(&out),
+        ["NAME CREATED AT", "tenantpools.sublet.dev 2026-11-01T08:00:00Z"]
     );
 }
 
