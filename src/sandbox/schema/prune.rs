@@ -26,7 +26,9 @@ pub(super) fn default_and_prune(node: &Node, value: &mut Value, root: bool) {
                 }
             }
             for (k, v) in map.iter_mut() {
-                if keeps_meta && k == "metadata" && !node.properties.contains_key(k) {
+                // ObjectMeta is pruned and defaulted by the server's own rules, even where the schema
+                // declares metadata properties (which may only restrict name and generateName).
+                if keeps_meta && k == "metadata" {
                     continue;
                 }
                 if let Some(child) = node.child(k) {
@@ -58,7 +60,10 @@ pub(super) fn unknown_fields(node: &Node, value: &Value, path: &str, root: bool,
         Value::Object(map) if node.ty == Some(Ty::Object) || node.ty.is_none() => {
             let keeps_meta = root || node.embedded;
             for (k, v) in map {
-                if keeps_meta && OBJECT_META_FIELDS.contains(&k.as_str()) && !node.properties.contains_key(k) {
+                if keeps_meta
+                    && (k == "metadata"
+                        || (OBJECT_META_FIELDS.contains(&k.as_str()) && !node.properties.contains_key(k)))
+                {
                     continue;
                 }
                 match node.properties.get(k) {

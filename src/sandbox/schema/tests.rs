@@ -472,3 +472,20 @@ mod oracle {
         }
     }
 }
+
+#[test]
+fn declared_metadata_restricts_the_name_but_is_never_pruned() {
+    let schema = CrdSchema::new(&json!({"type": "object", "properties": {
+        "metadata": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 5}}},
+        "spec": {"type": "object"}}}))
+    .expect("compiles");
+    let mut obj =
+        json!({"apiVersion": "x/v1", "kind": "X", "metadata": {"name": "too-long-name", "labels": {"a": "b"}}});
+    schema.default_and_prune(&mut obj);
+    assert_eq!(obj["metadata"]["labels"], json!({"a": "b"}));
+    assert!(schema.unknown_fields(&obj).is_empty());
+    assert_eq!(
+        lines(&schema.validate(&obj, None)),
+        vec!["metadata.name: Too long: may not be more than 5 bytes", BLOCKED]
+    );
+}
