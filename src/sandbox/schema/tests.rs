@@ -489,3 +489,15 @@ fn declared_metadata_restricts_the_name_but_is_never_pruned() {
         vec!["metadata.name: Too long: may not be more than 5 bytes", BLOCKED]
     );
 }
+
+#[test]
+fn numeric_formats_are_not_enforced_as_in_kubernetes_1_35() {
+    // kube-apiserver 1.35 strips int32/int64/float/double before validating (enforcement arrives in 1.36).
+    let schema = hand(json!({"type": "object", "properties": {
+        "small": {"type": "integer", "format": "int32"}, "ratio": {"type": "number", "format": "float"}}}));
+    assert!(
+        schema
+            .validate(&json!({"spec": {"small": 2_147_483_648_i64, "ratio": 3.5e38}}), None)
+            .is_empty()
+    );
+}
