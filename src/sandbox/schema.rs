@@ -2,11 +2,15 @@
 //!
 //! ```text
 //!   openAPIV3Schema ──CrdSchema::new──▶ Node tree (types, value validations, compiled CEL rules)
-//!   request body ──default_and_prune──▶ nulls of non-nullable fields dropped, defaults set on absent fields,
-//!                                       unknown fields pruned (root apiVersion/kind/metadata kept)
-//!                ──validate(old)─────▶ structural checks (check.rs), then CEL rules (rules.rs) ──▶ FieldCauses
+//!   request body ──unknown_fields─────▶ paths for fieldValidation=Strict/Warn
+//!                ──default_and_prune──▶ (prune.rs) nulls of non-nullable fields dropped, defaults set on absent
+//!                                       fields, unknown fields pruned (root apiVersion/kind/metadata kept)
+//!                ──validate(old)─────▶ (check.rs) schema checks, list-type duplicates
+//!                                       (rules.rs) CEL rules, unless a blocking schema error ──▶ FieldCauses
 //!   FieldCauses ──invalid_status──────▶ the 422 metav1.Status body
 //! ```
+//!
+//! On update, values equal to the old ones are not re-validated (ratcheting, on by default since 1.30).
 //!
 //! Field paths and messages follow the real server's `field.Error` wording, so kubectl prints the same text.
 
