@@ -58,7 +58,14 @@ fn answer(method: &str, path: &str, accept: &str, body: &[u8]) -> (u16, Value) {
         ),
         ("GET", "/api/v1") => (
             200,
-            resource_list("v1", &[("nodes", "Node", false), ("pods", "Pod", true)]),
+            resource_list(
+                "v1",
+                &[
+                    ("nodes", "Node", false),
+                    ("pods", "Pod", true),
+                    ("events", "Event", true),
+                ],
+            ),
         ),
         ("GET", "/apis/apiextensions.k8s.io/v1") => (
             200,
@@ -105,6 +112,37 @@ fn answer(method: &str, path: &str, accept: &str, body: &[u8]) -> (u16, Value) {
             );
             t["metadata"]["resourceVersion"] = json!("7");
             (200, t)
+        }
+        ("GET", "/api/v1/namespaces/default/pods") if table => {
+            let running = json!({"metadata": {"name": "train-0", "namespace": "default", "creationTimestamp": ago(90)},
+                "spec": {"nodeName": "gpu-1", "containers": [{"name": "main"}, {"name": "logger"}]},
+                "status": {"phase": "Running", "podIP": "10.1.0.7", "podIPs": [{"ip": "10.1.0.7"}],
+                    "containerStatuses": [
+                        {"name": "logger", "ready": true, "restartCount": 0, "state": {"running": {}}},
+                        {"name": "main", "ready": false, "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                         "lastState": {"terminated": {"exitCode": 1, "finishedAt": ago(2)}}}]}});
+            let pending = json!({"metadata": {"name": "train-1", "namespace": "default", "creationTimestamp": ago(1)},
+                "spec": {"containers": [{"name": "main"}]}, "status": {"phase": "Pending"}});
+            (
+                200,
+                builtin_table(
+                    "",
+                    "Pod",
+                    &[&running, &pending],
+                    jiff::Timestamp::now(),
+                    IncludeObject::Metadata,
+                ),
+            )
+        }
+        ("GET", "/api/v1/namespaces/default/events") if table => {
+            let event = json!({"metadata": {"name": "gpu-1.1", "namespace": "default", "creationTimestamp": ago(10)},
+                "involvedObject": {"kind": "Node", "name": "gpu-1"}, "reason": "Lent", "type": "Normal",
+                "message": "lent to tenant-a", "source": {"component": "sublet"}, "count": 3,
+                "firstTimestamp": ago(10), "lastTimestamp": ago(4)});
+            (
+                200,
+                builtin_table("", "Event", &[&event], jiff::Timestamp::now(), IncludeObject::Metadata),
+            )
         }
         ("GET", "/api/v1/namespaces/tenant-a/pods") => {
             let user = UserInfo::service_account("tenant-a", "runner");
@@ -266,6 +304,29 @@ fn kubectl_prints_node_tables() {
         [
             "NAME STATUS ROLES AGE VERSION INTERNAL-IP EXTERNAL-IP OS-IMAGE KERNEL-VERSION CONTAINER-RUNTIME",
             "gpu-1 Ready,SchedulingDisabled gpu 5m v1.35.0 10.0.0.5 <none> Ubuntu 24.04 6.8.0 containerd://2.0.0",
+        ]
+    );
+}
+
+#[test]
+fn kubectl_prints_pod_and_event_tables() {
+    let (ok, out, err) = kubectl(&["get", "pods", "-n", "default", "-o", "wide"], None);
+    assert!(ok, "{err}");
+    assert_eq!(
+        squeeze(&out),
+        [
+            "NAME READY STATUS RESTARTS AGE IP NODE NOMINATED NODE READINESS GATES",
+            "train-0 1/2 CrashLoopBackOff 4 (2m ago) 90m 10.1.0.7 gpu-1 <none> <none>",
+            "train-1 0/1 Pending 0 60s <none> <none> <none> <none>",
+        ]
+    );
+    let (ok, out, err) = kubectl(&["get", "events", "-n", "default"], None);
+    assert!(ok, "{err}");
+    assert_eq!(
+        squeeze(&out),
+        [
+            "LAST SEEN TYPE REASON OBJECT MESSAGE",
+            "4m Normal Lent node/gpu-1 lent to tenant-a"
         ]
     );
 }
