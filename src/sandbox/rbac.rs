@@ -59,6 +59,30 @@ pub struct RbacObjects {
     pub cluster_role_bindings: Vec<ClusterRoleBinding>,
 }
 
+impl RbacObjects {
+    /// Reads the store's JSON objects; one that does not parse as its kind grants nothing, as a role the
+    /// server could not decode would not.
+    pub fn from_json(
+        roles: &[Value],
+        cluster_roles: &[Value],
+        role_bindings: &[Value],
+        cluster_role_bindings: &[Value],
+    ) -> RbacObjects {
+        fn parse<T: serde::de::DeserializeOwned>(objects: &[Value]) -> Vec<T> {
+            objects
+                .iter()
+                .filter_map(|o| serde_json::from_value(o.clone()).ok())
+                .collect()
+        }
+        RbacObjects {
+            roles: parse(roles),
+            cluster_roles: parse(cluster_roles),
+            role_bindings: parse(role_bindings),
+            cluster_role_bindings: parse(cluster_role_bindings),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     Allow,

@@ -321,3 +321,28 @@ fn forbidden_status_words_as_the_real_server() {
         "forbidden: User \"system:serviceaccount:ns:sa\" cannot get path \"/metrics\""
     );
 }
+
+#[test]
+fn objects_read_from_json_and_malformed_ones_grant_nothing() {
+    let objects = RbacObjects::from_json(
+        &[],
+        &[
+            json!({"metadata": {"name": "reader"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]}),
+            json!({"metadata": {"name": "broken"}, "rules": "not a list"}),
+        ],
+        &[],
+        &[
+            json!({"metadata": {"name": "b"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "reader"},
+                 "subjects": [{"kind": "User", "name": "alice"}]}),
+        ],
+    );
+    assert_eq!(objects.cluster_roles.len(), 1);
+    assert_eq!(
+        authorize(&objects, &user("alice", &[]), &req("list", "", "pods", None, None)),
+        Decision::Allow
+    );
+    assert_eq!(
+        authorize(&objects, &user("bob", &[]), &req("list", "", "pods", None, None)),
+        Decision::Deny
+    );
+}
