@@ -14,6 +14,7 @@
 
 mod matching;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -209,9 +210,29 @@ fn evaluate(
     None
 }
 
+thread_local! {
+    /// Policies arrive as JSON on every request; their expressions are parsed once per thread.
+    static PROGRAMS: RefCell<HashMap<String, Program>> = RefCell::new(HashMap::new());
+}
+
+/// Policies come and go; past this many distinct expressions the cache starts over.
+const MAX_CACHED_PROGRAMS: usize = 4096;
+
 fn run(ctx: &Context<'_>, expression: &str) -> Result<Cel, String> {
-    let program = Program::compile(expression).map_err(|e| format!("compilation failed: {e}"))?;
-    program.execute(ctx).map_err(|e| e.to_string())
+    PROGRAMS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if !cache.contains_key(expression) {
+            let program = Program::compile(expression).map_err(|e| format!("compilation failed: {e}"))?;
+            if cache.len() >= MAX_CACHED_PROGRAMS {
+                cache.clear();
+            }
+            cache.insert(expression.to_owned(), program);
+        }
+        let program = cache
+            .get(expression)
+            .ok_or_else(|| "expression cache lost an entry".to_owned())?;
+        program.execute(ctx).map_err(|e| e.to_string())
+    })
 }
 
 /// The `request` variable.
