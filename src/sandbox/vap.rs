@@ -64,47 +64,74 @@ pub fn admit_status(
     namespaces: &[Value],
     request: &AdmissionRequest,
 ) -> Result<(), Value> {
+    admit_with_warnings(policies, bindings, namespaces, request).0
+}
+
+/// As [`admit_status`], also returning the warnings of bindings with validationAction `Warn`, worded as the
+/// server sends them in `Warning` headers (kubectl prints `Warning: ...`):
+/// `Validation failed for ValidatingAdmissionPolicy 'NAME' with binding 'BINDING': MESSAGE`.
+pub fn admit_with_warnings(
+    policies: &[Value],
+    bindings: &[Value],
+    namespaces: &[Value],
+    request: &AdmissionRequest,
+) -> (Result<(), Value>, Vec<String>) {
+    let mut warnings = Vec::new();
     let namespace_object = request.namespace.as_deref().and_then(|ns| {
         namespaces
             .iter()
             .find(|n| n.pointer("/metadata/name").and_then(Value::as_str) == Some(ns))
     });
+    let name_of = |v: &Value| {
+        v.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     for policy in policies {
         let spec = &policy["spec"];
         if !matching::matches(&spec["matchConstraints"], request, namespace_object, false) {
             continue;
         }
-        let policy_name = policy
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let policy_name = name_of(policy);
         for binding in bindings {
             let bspec = &binding["spec"];
-            if bspec["policyName"].as_str() != Some(policy_name) {
+            if bspec["policyName"].as_str() != Some(policy_name.as_str()) {
                 continue;
             }
-            let denies = bspec["validationActions"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|x| x == "Deny"));
-            if !denies
+            let action = |a: &str| {
+                bspec["validationActions"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|x| x == a))
+            };
+            let (deny, warn) = (action("Deny"), action("Warn"));
+            if !(deny || warn)
                 || (bspec["matchResources"].is_object()
                     && !matching::matches(&bspec["matchResources"], request, namespace_object, true))
             {
                 continue;
             }
-            if let Some((message, reason)) = ROOT.with(|ctx| evaluate(ctx, spec, request, namespace_object)) {
-                let binding_name = binding
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+            let Some((message, reason)) = ROOT.with(|ctx| evaluate(ctx, spec, request, namespace_object)) else {
+                continue;
+            };
+            let binding_name = name_of(binding);
+            if warn {
+                warnings.push(format!(
+                    "Validation failed for ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}': {message}"
+                ));
+            }
+            if deny {
                 let message = format!(
                     "ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}' denied request: {message}"
                 );
-                return Err(denial(request, &message, reason.as_deref().unwrap_or("Invalid")));
+                return (
+                    Err(denial(request, &message, reason.as_deref().unwrap_or("Invalid"))),
+                    warnings,
+                );
             }
         }
     }
-    Ok(())
+    (Ok(()), warnings)
 }
 
 thread_local! {

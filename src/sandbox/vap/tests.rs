@@ -190,6 +190,15 @@ fn match_conditions_bindings_and_constraints_select_requests() {
         Ok(()),
         "only Deny bindings deny"
     );
+    let (result, warnings) = admit_with_warnings(&policy, &warn_only, &namespaces(), &bad);
+    assert!(result.is_ok());
+    assert_eq!(
+        warnings,
+        [
+            "Validation failed for ValidatingAdmissionPolicy 'sublet-tenant-isolation' with binding 'warn': tenant pods \
+          may not set spec.nodeName"
+        ]
+    );
     assert_eq!(
         admit(&policy, &[], &namespaces(), &bad),
         Ok(()),
