@@ -372,13 +372,13 @@ fn duplicates(node: &Node, items: &[Value], path: &str, causes: &mut Vec<FieldCa
     }
 }
 
-/// Finds the item of `old` a list-map item correlates with (same key fields), as the server does for
-/// transition rules; atomic and set lists do not correlate.
+/// Finds the item of `old` a list item correlates with, as the server does for ratcheting and transition
+/// rules: a list-map item by its key fields, a set item by value; atomic list items do not correlate.
 pub(super) fn correlate<'a>(node: &Node, item: &Value, old: Option<&'a Value>) -> Option<&'a Value> {
-    let ListType::Map(keys) = &node.list_type else {
-        return None;
-    };
-    old?.as_array()?
-        .iter()
-        .find(|o| keys.iter().all(|k| o.get(k) == item.get(k)))
+    let old = old?.as_array()?;
+    match &node.list_type {
+        ListType::Map(keys) => old.iter().find(|o| keys.iter().all(|k| o.get(k) == item.get(k))),
+        ListType::Set => old.iter().find(|o| *o == item),
+        ListType::Atomic => None,
+    }
 }

@@ -501,3 +501,21 @@ fn numeric_formats_are_not_enforced_as_in_kubernetes_1_35() {
             .is_empty()
     );
 }
+
+#[test]
+fn set_items_kept_from_the_old_object_are_not_revalidated() {
+    let schema = hand(
+        json!({"type": "object", "properties": {"zones": {"type": "array", "x-kubernetes-list-type": "set",
+        "items": {"type": "string", "pattern": "^[a-z]+$"}}}}),
+    );
+    let old = json!({"spec": {"zones": ["EU"]}});
+    assert!(
+        schema
+            .validate(&json!({"spec": {"zones": ["us", "EU"]}}), Some(&old))
+            .is_empty()
+    );
+    assert_eq!(
+        lines(&schema.validate(&json!({"spec": {"zones": ["US", "EU"]}}), Some(&old))),
+        vec!["spec.zones[0]: Invalid value: \"US\": spec.zones[0] in body should match '^[a-z]+$'"]
+    );
+}
