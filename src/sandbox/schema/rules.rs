@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use kube::core::cel::KubeCelExt;
-use kube::core::cel::cel::objects::{Key, Map};
+use kube::core::cel::cel::objects::{Key, Map, OptionalValue};
 use kube::core::cel::cel::{Context, Value as Cel};
 use serde_json::Value;
 
@@ -110,23 +110,30 @@ fn run_rules(
     path: &str,
     causes: &mut Vec<FieldCause>,
 ) {
+    let old_cel = old.map(|o| to_cel(Some(node), o));
     let mut scope = ctx.new_inner_scope();
     scope.add_variable_from_value("self", to_cel(Some(node), value));
-    match old {
-        Some(o) => scope.add_variable_from_value("oldSelf", to_cel(Some(node), o)),
-        None => scope.add_variable_from_value("oldSelf", Cel::Null),
-    }
+    scope.add_variable_from_value("oldSelf", old_cel.clone().unwrap_or(Cel::Null));
+    // With optionalOldSelf, oldSelf is an optional, empty on create: such rules run on create too.
+    let mut optional_scope = scope.new_inner_scope();
+    let optional = old_cel.map_or_else(OptionalValue::none, OptionalValue::of);
+    optional_scope.add_variable_from_value("oldSelf", Cel::Opaque(Arc::new(optional)));
     // Ratcheting: a value equal to the old one is not re-validated, except by rules that compare with it.
     let unchanged = old == Some(value);
     for rule in &node.rules {
         if (rule.transition && old.is_none() && !rule.optional_old_self) || (unchanged && !rule.transition) {
             continue;
         }
+        let scope = if rule.optional_old_self {
+            &optional_scope
+        } else {
+            &scope
+        };
         let field = rule_path(path, rule.field_path.as_deref());
-        match rule.program.execute(&scope) {
+        match rule.program.execute(scope) {
             Ok(Cel::Bool(true)) => {}
             Ok(Cel::Bool(false)) => {
-                let detail = message(rule, &scope);
+                let detail = message(rule, scope);
                 causes.push(failure(rule.reason.as_deref(), &field, node.type_name(), &detail));
             }
             Ok(other) => causes.push(FieldCause::new(

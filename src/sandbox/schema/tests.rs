@@ -519,3 +519,22 @@ fn set_items_kept_from_the_old_object_are_not_revalidated() {
         vec!["spec.zones[0]: Invalid value: \"US\": spec.zones[0] in body should match '^[a-z]+$'"]
     );
 }
+
+#[test]
+fn optional_old_self_rules_run_on_create_with_an_empty_optional() {
+    let schema = hand(json!({"type": "object", "properties": {"size": {"type": "integer",
+        "x-kubernetes-validations": [{"rule": "!oldSelf.hasValue() || self >= oldSelf.value()",
+            "message": "size may only grow", "optionalOldSelf": true},
+            {"rule": "oldSelf.hasValue() || self <= 10", "message": "a new size is at most 10", "optionalOldSelf": true}]}}}));
+    assert!(schema.validate(&json!({"spec": {"size": 5}}), None).is_empty());
+    assert_eq!(
+        lines(&schema.validate(&json!({"spec": {"size": 50}}), None)),
+        vec!["spec.size: Invalid value: \"integer\": a new size is at most 10"]
+    );
+    let old = json!({"spec": {"size": 20}});
+    assert!(schema.validate(&json!({"spec": {"size": 30}}), Some(&old)).is_empty());
+    assert_eq!(
+        lines(&schema.validate(&json!({"spec": {"size": 15}}), Some(&old))),
+        vec!["spec.size: Invalid value: \"integer\": size may only grow"]
+    );
+}
