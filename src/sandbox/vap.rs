@@ -3,10 +3,13 @@
 //!
 //! ```text
 //!   request ──each policy: matchConstraints (rules, namespaceSelector, objectSelector)
-//!           ──each binding of it with validationActions Deny: matchResources
+//!           ──each binding of it with validationActions Deny or Warn: matchResources
 //!           ──CEL: matchConditions (all true, else skipped) → variables (in order) → validations
-//!           ──first failing validation ──▶ the 403/422 Status the server writes
+//!           ──first failing validation ──▶ Warn: a warning; Deny: the 403/422 Status the server writes
 //! ```
+//!
+//! Expressions are parsed once per thread and cached. The CEL engine lacks the optional field syntax
+//! (`a.?b`), `cel.bind` and `sortBy`: an expression using them fails to compile and counts as an error.
 //!
 //! CEL sees `object`, `oldObject` (null where absent), `request`, `params` (null: paramKind is not
 //! supported), `namespaceObject` and `variables`; `authorizer` is not bound. Evaluation errors follow the
