@@ -346,3 +346,48 @@ fn objects_read_from_json_and_malformed_ones_grant_nothing() {
         Decision::Deny
     );
 }
+
+#[test]
+fn aggregated_cluster_roles_grant_what_they_select() {
+    let mut o = objects();
+    o.cluster_roles.push(parse(json!({"metadata": {"name": "tenant-edit"},
+        "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"sublet.dev/aggregate-to-tenant-edit": "true"}}]},
+        "rules": []})));
+    o.cluster_roles
+        .push(parse(json!({"metadata": {"name": "gpulease-editor",
+            "labels": {"sublet.dev/aggregate-to-tenant-edit": "true", "sublet.dev/aggregate-to-loop": "true"}},
+        "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"sublet.dev/aggregate-to-loop": "true"}}]},
+        "rules": [{"apiGroups": ["sublet.dev"], "resources": ["gpuleases"], "verbs": ["create", "delete"]}]})));
+    o.role_bindings.push(role_binding(
+        "tenant-a",
+        "bob-edit",
+        "ClusterRole",
+        "tenant-edit",
+        json!([{"kind": "User", "name": "bob"}]),
+    ));
+    let bob = user("bob", &[]);
+    assert_eq!(
+        authorize(
+            &o,
+            &bob,
+            &req("create", "sublet.dev", "gpuleases", Some("tenant-a"), None)
+        ),
+        Decision::Allow
+    );
+    assert_eq!(
+        authorize(
+            &o,
+            &bob,
+            &req("update", "sublet.dev", "gpuleases", Some("tenant-a"), Some("l"))
+        ),
+        Decision::Deny
+    );
+    assert_eq!(
+        authorize(
+            &o,
+            &bob,
+            &req("create", "sublet.dev", "gpuleases", Some("tenant-b"), None)
+        ),
+        Decision::Deny
+    );
+}
