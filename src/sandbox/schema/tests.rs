@@ -538,3 +538,62 @@ fn optional_old_self_rules_run_on_create_with_an_empty_optional() {
         vec!["spec.size: Invalid value: \"integer\": size may only grow"]
     );
 }
+
+mod odd_input {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Any JSON value, a few levels deep, with keys that sublet's schema knows and keys it does not.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "[a-zA-Z0-9:/.-]{0,12}".prop_map(Value::from),
+        ];
+        let key = prop_oneof![
+            Just("mode".to_owned()),
+            Just("idle".to_owned()),
+            Just("maxLentPercent".to_owned()),
+            Just("pricing".to_owned()),
+            Just("perGpuHour".to_owned()),
+            Just("windows".to_owned()),
+            Just("days".to_owned()),
+            Just("nodeSelector".to_owned()),
+            Just("matchExpressions".to_owned()),
+            "[a-z]{1,6}",
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(key.clone(), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Whatever a client sends, defaulting and pruning settle in one pass, leave no unknown field, and
+        /// validation answers without panicking, on create and on update.
+        #[test]
+        fn any_body_is_defaulted_pruned_and_validated(spec in any_json(), old_spec in any_json()) {
+            let schema = sublet_schema("TenantPool");
+            let mut obj = pool(spec);
+            schema.default_and_prune(&mut obj);
+            let once = obj.clone();
+            schema.default_and_prune(&mut obj);
+            prop_assert_eq!(&obj, &once);
+            prop_assert!(schema.unknown_fields(&obj).is_empty());
+            let mut old = pool(old_spec);
+            schema.default_and_prune(&mut old);
+            for cause in schema.validate(&obj, Some(&old)).into_iter().chain(schema.validate(&obj, None)) {
+                prop_assert!(!cause.field.is_empty() && !cause.message.is_empty());
+            }
+        }
+    }
+}

@@ -656,3 +656,76 @@ fn jobs_and_daemon_sets() {
         ]
     );
 }
+
+mod odd_input {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            prop_oneof![Just(NOW.to_owned()), "[a-zA-Z0-9:/.-]{0,12}"].prop_map(Value::from),
+        ];
+        let key = prop::sample::select(vec![
+            "metadata",
+            "spec",
+            "status",
+            "name",
+            "creationTimestamp",
+            "labels",
+            "containers",
+            "conditions",
+            "containerStatuses",
+            "initContainerStatuses",
+            "state",
+            "waiting",
+            "terminated",
+            "ports",
+            "series",
+            "involvedObject",
+            "subjects",
+            "selector",
+            "matchExpressions",
+            "type",
+            "status",
+            "reason",
+        ])
+        .prop_map(str::to_owned);
+        leaf.prop_recursive(5, 64, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(key.clone(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Every printer answers any object with one row of as many cells as it has columns.
+        #[test]
+        fn printers_take_any_object(obj in any_json(), column in any_json()) {
+            let kinds = [("", "Node"), ("", "Pod"), ("", "Namespace"), ("", "Event"), ("events.k8s.io", "Event"),
+                ("coordination.k8s.io", "Lease"), ("policy", "PodDisruptionBudget"), ("apps", "Deployment"),
+                ("apps", "ReplicaSet"), ("apps", "StatefulSet"), ("apps", "DaemonSet"), ("batch", "Job"), ("", "Service"),
+                ("", "ConfigMap"), ("", "Secret"), ("rbac.authorization.k8s.io", "RoleBinding"),
+                ("rbac.authorization.k8s.io", "ClusterRole"), ("apiextensions.k8s.io", "CustomResourceDefinition"),
+                ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+                ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"), ("x", "Unknown")];
+            for (group, kind) in kinds {
+                let table = builtin_table(group, kind, &[&obj], now(), IncludeObject::Metadata);
+                let columns = table["columnDefinitions"].as_array().map(Vec::len);
+                prop_assert_eq!(table["rows"][0]["cells"].as_array().map(Vec::len), columns, "{}", kind);
+            }
+            let columns = [column, json!({"name": "X", "type": "date", "jsonPath": ".metadata.creationTimestamp"})];
+            let table = crd_table(&columns, &[&obj], now(), IncludeObject::Object);
+            prop_assert_eq!(table["rows"][0]["cells"].as_array().map(Vec::len), Some(3));
+        }
+    }
+}
