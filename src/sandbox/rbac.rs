@@ -7,9 +7,14 @@
 //! ```
 //!
 //! An aggregated ClusterRole (aggregationRule) grants the rules of the ClusterRoles it selects, as if the
-//! aggregation controller had run. Members of `system:masters` are allowed everything, as the API server's privileged-group authorizer does
-//! before RBAC. Non-resource URLs are granted by ClusterRoleBindings only. A denial becomes the 403 Status
-//! the real server writes (`forbidden_status`).
+//! aggregation controller had run. Members of `system:masters` are allowed everything, as the API server's
+//! privileged-group authorizer does before RBAC. Non-resource URLs are granted by ClusterRoleBindings only.
+//! A denial becomes the 403 Status the real server writes (`forbidden_status`). Writes of roles and bindings
+//! are also checked for privilege escalation (`check_role_write`, `check_binding_write`, in escalation.rs).
+
+mod escalation;
+
+pub use escalation::{check_binding_write, check_role_write};
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject};
 use serde_json::{Map, Value, json};
