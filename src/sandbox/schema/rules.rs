@@ -1,8 +1,9 @@
 //! The CEL rules (`x-kubernetes-validations`), evaluated node by node as the server does.
 //!
 //! Each node's value is converted to CEL with its schema: property names escaped (`__dash__`...), map keys
-//! raw, `date-time` strings as timestamps, and every number in a `type: number` field as a double (the server
-//! decodes `2` there as a float, so `self >= 0.0` holds; the plain JSON conversion would give an int).
+//! raw, `date-time` strings as timestamps, every number in a `type: number` field as a double (the server
+//! decodes `2` there as a float, so `self >= 0.0` holds; the plain JSON conversion would give an int), and a
+//! whole `2.0` in a `type: integer` field as an int.
 //! `oldSelf` follows object properties, map values and list-map items with the same keys; transition rules
 //! are skipped where there is no old value.
 
@@ -253,7 +254,13 @@ pub(super) fn to_cel(node: Option<&Node>, v: &Value) -> Cel {
             } else if let Some(u) = n.as_u64() {
                 Cel::UInt(u)
             } else {
-                Cel::Float(n.as_f64().unwrap_or(f64::NAN))
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                // `2.0` passes the type check of an integer field; its rules see the integer 2.
+                if node.is_some_and(|n| n.ty == Some(Ty::Integer)) && f.fract() == 0.0 && f.abs() < 9.0e18 {
+                    Cel::Int(f as i64)
+                } else {
+                    Cel::Float(f)
+                }
             }
         }
         Value::String(s) => {

@@ -597,3 +597,17 @@ mod odd_input {
         }
     }
 }
+
+#[test]
+fn a_whole_float_in_an_integer_field_is_an_integer() {
+    let schema = hand(json!({"type": "object", "properties": {"n": {"type": "integer",
+        "x-kubernetes-validations": [{"rule": "self + 1 == 3", "message": "n must be 2"}]}}}));
+    assert!(schema.validate(&json!({"spec": {"n": 2.0}}), None).is_empty());
+    assert_eq!(
+        lines(&schema.validate(&json!({"spec": {"n": 2.5}}), None)),
+        vec![
+            "spec.n: Invalid value: \"number\": spec.n in body must be of type integer: \"number\"",
+            BLOCKED
+        ]
+    );
+}
