@@ -134,6 +134,8 @@ pub enum Kick {
 pub struct Settings {
     /// Leave the removal of gracefully deleted pods to an external kubelet simulation.
     pub external_kubelet: bool,
+    /// RBAC is on: writes of roles and bindings are checked for privilege escalation.
+    pub rbac: bool,
 }
 
 pub struct Cluster {
@@ -269,6 +271,7 @@ impl Cluster {
         }
         builtin::prepare_create(self, rt, &mut obj)?;
         glue::admit_custom(rt, &mut obj, None, ctx.strict)?;
+        glue::check_escalation(self, rt, &obj, &ctx.caller)?;
         if !managed_done {
             obj = glue::record_update(rt, None, &obj, &ctx.manager, None);
         }
@@ -496,6 +499,7 @@ impl Cluster {
         }
         builtin::validate_update(self, rt, old, new)?;
         glue::admit_custom(rt, new, Some(old), ctx.strict)?;
+        glue::check_escalation(self, rt, new, &ctx.caller)?;
         if !managed_done {
             *new = glue::record_update(rt, Some(old), new, &ctx.manager, sub);
         }

@@ -108,6 +108,7 @@ impl Sandbox {
         })?;
         let settings = cluster::Settings {
             external_kubelet: config.external_kubelet,
+            rbac: config.rbac,
         };
         let (cluster, kicks) = cluster::Cluster::new(settings, config.watch_history);
         let auth = auth::Auth::new(config.rbac, &cluster.ids, config.tokens.clone());
