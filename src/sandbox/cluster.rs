@@ -309,6 +309,17 @@ impl Cluster {
                 "the body of the request must be a JSON object".into(),
             ));
         }
+        // Custom resources take no unconditional update, as on the real server.
+        if rt.custom.is_some() && meta::str_at(&body, &["metadata", "resourceVersion"]).is_none_or(str::is_empty) {
+            return Err(ApiError::invalid(
+                &rt.kind,
+                &rt.group,
+                name,
+                "metadata.resourceVersion",
+                "FieldValueInvalid",
+                "Invalid value: 0x0: must be specified for an update",
+            ));
+        }
         self.modify(rt, ns, name, sub, ctx, |_old| Ok((body.clone(), false)))
     }
 
