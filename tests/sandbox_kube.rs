@@ -558,3 +558,51 @@ async fn streaming_list_watcher_and_crd_lifecycle() {
     assert_eq!(err.code, 404);
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_events_show_in_both_event_apis() {
+    use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
+    use k8s_openapi::api::events::v1::Event as NewEvent;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let (handle, client) = start(SandboxConfig::default()).await;
+    let reporter = Reporter {
+        controller: "sublet".into(),
+        instance: Some("sublet-0".into()),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let node = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some("gpu-1".into()),
+        ..Default::default()
+    };
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Lent".into(),
+        note: Some("lent to tenant-a".into()),
+        action: "Lend".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &node).await.unwrap();
+    // The same event again becomes a series on the one object.
+    recorder.publish(&event, &node).await.unwrap();
+
+    let new_api: Api<NewEvent> = Api::namespaced(client.clone(), "default");
+    let listed = new_api
+        .list(&ListParams::default().fields("regarding.name=gpu-1"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].note.as_deref(), Some("lent to tenant-a"));
+    assert_eq!(listed.items[0].series.as_ref().map(|s| s.count), Some(2));
+
+    let core_api: Api<CoreEvent> = Api::namespaced(client, "default");
+    let core = core_api
+        .list(&ListParams::default().fields("involvedObject.name=gpu-1,reason=Lent"))
+        .await
+        .unwrap();
+    assert_eq!(core.items.len(), 1);
+    assert_eq!(core.items[0].message.as_deref(), Some("lent to tenant-a"));
+    assert_eq!(core.items[0].reporting_component.as_deref(), Some("sublet"));
+    handle.shutdown().await;
+}

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::builtin;
+use super::convert;
 use super::error::{ApiError, GroupResource};
 use super::glue;
 use super::meta::{self, Ids};
@@ -167,7 +168,7 @@ impl Cluster {
     pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
         self.store
             .get(&rt.key(), ns, name)
-            .map(|s| s.value())
+            .map(|s| convert::from_stored(rt, s.value()))
             .ok_or_else(|| ApiError::not_found(&rt.gr(), name))
     }
 
@@ -220,7 +221,20 @@ impl Cluster {
 
     /// Creates an object (`ns` for namespaced kinds).
     pub fn create(&self, rt: &ResourceType, ns: Option<&str>, obj: Value, ctx: &WriteCtx) -> Result<Value, ApiError> {
+        if let Some(core) = self.storage_of(rt) {
+            let created = self.create_with(&core, ns, convert::to_stored(rt, obj), ctx, false)?;
+            return Ok(convert::from_stored(rt, created));
+        }
         self.create_with(rt, ns, obj, ctx, false)
+    }
+
+    /// The resource whose storage a view (events.k8s.io/v1 events) shares.
+    fn storage_of(&self, rt: &ResourceType) -> Option<Arc<ResourceType>> {
+        if convert::is_view(rt) {
+            self.registry.by_key(&rt.key())
+        } else {
+            None
+        }
     }
 
     fn create_with(
@@ -320,6 +334,11 @@ impl Cluster {
                 "Invalid value: 0x0: must be specified for an update",
             ));
         }
+        if let Some(core) = self.storage_of(rt) {
+            let stored = convert::to_stored(rt, body);
+            let updated = self.modify(&core, ns, name, sub, ctx, |_old| Ok((stored.clone(), false)))?;
+            return Ok(convert::from_stored(rt, updated));
+        }
         self.modify(rt, ns, name, sub, ctx, |_old| Ok((body.clone(), false)))
     }
 
@@ -335,6 +354,20 @@ impl Cluster {
         sub: Option<&str>,
         ctx: &WriteCtx,
     ) -> Result<Value, ApiError> {
+        if let Some(core) = self.storage_of(rt) {
+            // The patch is in the view's form: apply it there, store the core form.
+            let updated = self.modify(&core, ns, name, sub, ctx, |old| {
+                let old_view = convert::from_stored(rt, old.clone());
+                let (new_view, managed) = match kind {
+                    PatchKind::Apply { force } => {
+                        (glue::apply(rt, Some(&old_view), patch, &ctx.manager, force, sub)?, true)
+                    }
+                    other => (glue::patch(rt, other, &old_view, patch)?, false),
+                };
+                Ok((convert::to_stored(rt, new_view), managed))
+            })?;
+            return Ok(convert::from_stored(rt, updated));
+        }
         if kind == PatchKind::Strategic && rt.custom.is_some() {
             return Err(ApiError::UnsupportedMediaType(
                 "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/apply-patch+cbor".into(),
@@ -527,6 +560,11 @@ impl Cluster {
         opts: &DeleteOpts,
         ctx: &WriteCtx,
     ) -> Result<Value, ApiError> {
+        if let Some(core) = self.storage_of(rt) {
+            return self
+                .delete(&core, ns, name, opts, ctx)
+                .map(|v| convert::from_stored(rt, v));
+        }
         let key = rt.key();
         loop {
             let live = self

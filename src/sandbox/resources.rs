@@ -9,6 +9,7 @@ use http::{Method, Response, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::cluster::{Cluster, DeleteOpts, ListOpts, PatchKind, WriteCtx};
+use super::convert;
 use super::error::ApiError;
 use super::faults::FaultAction;
 use super::glue::{self, IncludeObject};
@@ -335,7 +336,10 @@ fn list_opts(req: &Request, rt: &ResourceType) -> Result<ListOpts, ApiError> {
         .transpose()?;
     Ok(ListOpts {
         labels: LabelSelector::parse(req.param("labelSelector").unwrap_or(""))?,
-        fields: FieldSelector::parse(req.param("fieldSelector").unwrap_or(""), Cluster::field_labels(rt))?,
+        fields: FieldSelector::parse(
+            &convert::field_selector(rt, req.param("fieldSelector").unwrap_or("")),
+            Cluster::field_labels(rt),
+        )?,
         limit,
         continue_token: req.param("continue").filter(|c| !c.is_empty()).map(String::from),
         resource_version: req.param("resourceVersion").map(String::from),
@@ -369,7 +373,11 @@ fn list(cluster: &Cluster, req: &Request, t: &Target) -> Result<Response<Body>, 
         meta["continue"] = json!(token);
     }
     if let Some(include) = table_mode(req) {
-        let values: Vec<Value> = result.items.iter().map(|s| s.value()).collect();
+        let values: Vec<Value> = result
+            .items
+            .iter()
+            .map(|s| convert::from_stored(rt, s.value()))
+            .collect();
         let refs: Vec<&Value> = values.iter().collect();
         let mut table = glue::table(rt, &refs, include);
         table["metadata"] = meta;
@@ -385,7 +393,11 @@ fn list(cluster: &Cluster, req: &Request, t: &Target) -> Result<Response<Body>, 
         if i > 0 {
             body.put_u8(b',');
         }
-        body.put_slice(&item.json);
+        if convert::is_view(rt) {
+            body.put_slice(convert::from_stored(rt, item.value()).to_string().as_bytes());
+        } else {
+            body.put_slice(&item.json);
+        }
     }
     body.put_slice(b"]}");
     Ok(bytes_response(StatusCode::OK, body.freeze(), "application/json"))
@@ -424,11 +436,17 @@ fn start_watch(server: &Arc<Server>, req: &Request, t: &Target, cut: bool) -> Re
         cut,
     };
     let encoder = match table_mode(req) {
+        None if convert::is_view(&rt) => {
+            let rt = rt.clone();
+            Arc::new(move |s: &super::store::Stored, _first: bool| {
+                Bytes::from(convert::from_stored(&rt, s.value()).to_string())
+            }) as watch::Encoder
+        }
         None => watch::raw_encoder(),
         Some(include) => {
             let rt = rt.clone();
             Arc::new(move |s: &super::store::Stored, first: bool| {
-                let obj = s.value();
+                let obj = convert::from_stored(&rt, s.value());
                 let mut table = glue::table(&rt, &[&obj], include);
                 table["metadata"] = json!({"resourceVersion": s.rv.to_string()});
                 if !first {
