@@ -3,7 +3,7 @@
 //! reach a kube-rs watch over HTTP (p50, p99, max), and how long a full list of the pods takes.
 //!
 //! Run: `cargo bench --bench sandbox` (SANDBOX_BENCH_PODS / SANDBOX_BENCH_NODES / SANDBOX_BENCH_SECONDS
-//! change the sizes).
+//! change the sizes). Under `cargo test --all-targets` (no `--bench` argument) it runs a small smoke load.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -55,9 +55,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let nodes = env("SANDBOX_BENCH_NODES", 5_000);
-    let pods = env("SANDBOX_BENCH_PODS", 100_000);
-    let seconds = env("SANDBOX_BENCH_SECONDS", 5);
+    let full = std::env::args().any(|a| a == "--bench");
+    let nodes = env("SANDBOX_BENCH_NODES", if full { 5_000 } else { 50 });
+    let pods = env("SANDBOX_BENCH_PODS", if full { 100_000 } else { 500 });
+    let seconds = env("SANDBOX_BENCH_SECONDS", if full { 5 } else { 1 });
     let namespaces = 100;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -538,3 +538,73 @@ spec:
     );
     cluster.ok(&["label", "configmap", "good", "fine=yes"]);
 }
+
+#[test]
+fn helm_installs_upgrades_and_uninstalls_a_chart() {
+    let cluster = TestCluster::start();
+    let chart = cluster.dir.path().join("chart");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(chart.join("Chart.yaml"), "apiVersion: v2\nname: demo\nversion: 0.1.0\n").unwrap();
+    let templates = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: demo}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: demo}
+spec:
+  replicas: {{ .Values.replicas | default 1 }}
+  selector: {matchLabels: {app: demo}}
+  template:
+    metadata: {labels: {app: demo}}
+    spec:
+      serviceAccountName: demo
+      containers: [{name: c, image: nginx}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: demo}
+rules: [{apiGroups: [""], resources: [nodes], verbs: [get, list, patch]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: demo}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: demo}
+subjects: [{kind: ServiceAccount, name: demo, namespace: default}]
+"#;
+    std::fs::write(chart.join("templates/all.yaml"), templates).unwrap();
+    let helm = |args: &[&str]| {
+        let out = std::process::Command::new(support::tool("helm"))
+            .args(args)
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("HOME", cluster.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "helm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let chart = chart.display().to_string();
+    assert!(helm(&["install", "demo", &chart]).contains("STATUS: deployed"));
+    helm(&["upgrade", "demo", &chart, "--set", "replicas=3"]);
+    assert_eq!(
+        cluster.ok(&["get", "deployment", "demo", "-o", "jsonpath={.spec.replicas}"]),
+        "3"
+    );
+    assert!(helm(&["list"]).contains("demo"));
+    cluster.ok(&["scale", "deployment", "demo", "--replicas=2"]);
+    assert_eq!(
+        cluster.ok(&["get", "deployment", "demo", "-o", "jsonpath={.spec.replicas}"]),
+        "2"
+    );
+    helm(&["uninstall", "demo"]);
+    let err = cluster.fails(&["get", "clusterrole", "demo"]);
+    assert!(
+        err.contains(r#"clusterroles.rbac.authorization.k8s.io "demo" not found"#),
+        "{err}"
+    );
+}

@@ -107,6 +107,9 @@ pub async fn handle(
     }
     let ns = t.ns.unwrap_or("");
     let rt = &t.rt;
+    if t.sub == Some("scale") {
+        return scale(cluster, req, &t, verb);
+    }
     match verb {
         "list" => list(cluster, req, &t),
         "watch" => start_watch(server, req, &t, cut_watch),
@@ -458,4 +461,73 @@ fn start_watch(server: &Arc<Server>, req: &Request, t: &Target, cut: bool) -> Re
     };
     let rx = watch::start(server.cluster.clone(), rt, params, encoder);
     Ok(stream_response(rx, "application/json"))
+}
+
+/// The autoscaling/v1 Scale view of a workload.
+fn scale_of(obj: &Value) -> Value {
+    let meta = &obj["metadata"];
+    let selector = obj["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+                     "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(1)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    })
+}
+
+/// `deployments/NAME/scale` and the like: reads and writes spec.replicas through a Scale.
+fn scale(cluster: &Cluster, req: &Request, t: &Target, verb: &str) -> Result<Response<Body>, ApiError> {
+    let (rt, ns, name) = (&t.rt, t.ns.unwrap_or(""), t.name.unwrap_or(""));
+    let current = scale_of(&cluster.get(rt, ns, name)?);
+    let wanted = match verb {
+        "get" => return Ok(json_response(StatusCode::OK, &current)),
+        "update" => parse_body(req)?,
+        "patch" => {
+            let kind = match req.header(header::CONTENT_TYPE).split(';').next().unwrap_or("").trim() {
+                "application/json-patch+json" => PatchKind::Json,
+                "application/strategic-merge-patch+json" => PatchKind::Strategic,
+                _ => PatchKind::Merge,
+            };
+            glue::patch(rt, kind, &current, &parse_body(req)?)?
+        }
+        _ => return Err(ApiError::MethodNotAllowed),
+    };
+    let replicas = wanted["spec"]["replicas"].as_i64().ok_or_else(|| {
+        ApiError::invalid(
+            "Scale",
+            "autoscaling",
+            name,
+            "spec.replicas",
+            "FieldValueRequired",
+            "Required value",
+        )
+    })?;
+    if replicas < 0 {
+        return Err(ApiError::invalid(
+            "Scale",
+            "autoscaling",
+            name,
+            "spec.replicas",
+            "FieldValueInvalid",
+            &format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+        ));
+    }
+    let mut change = json!({"spec": {"replicas": replicas}});
+    if let Some(rv) = wanted["metadata"]["resourceVersion"]
+        .as_str()
+        .filter(|rv| *rv != current["metadata"]["resourceVersion"])
+    {
+        change["metadata"] = json!({"resourceVersion": rv});
+    }
+    let updated = cluster.patch(rt, ns, name, PatchKind::Merge, &change, None, &write_ctx(req)?)?;
+    Ok(json_response(StatusCode::OK, &scale_of(&updated)))
 }
