@@ -606,3 +606,220 @@ async fn recorded_events_show_in_both_event_apis() {
     assert_eq!(core.items[0].reporting_component.as_deref(), Some("sublet"));
     handle.shutdown().await;
 }
+
+/// One HTTP/1.1 request over a fresh connection: status code and body.
+async fn raw(handle: &SandboxHandle, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let host = handle.url().strip_prefix("http://").unwrap().to_string();
+    let text = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+    stream.write_all(text.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_requests_get_clear_status_errors() {
+    let (handle, client) = start(SandboxConfig::default()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    cms.create(&PostParams::default(), &config_map("cm")).await.unwrap();
+    let json = "application/json";
+    let cases: &[(&str, &str, &str, &str, u16, &str)] = &[
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            json,
+            "{not json",
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            json,
+            "[1,2]",
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            json,
+            r#"{"metadata":{"name":"p"},"spec":"x"}"#,
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            json,
+            r#"{"metadata":{"name":"Bad_Name"}}"#,
+            422,
+            "Invalid",
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            json,
+            r#"{"metadata":{}}"#,
+            422,
+            "Invalid",
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/other/configmaps",
+            json,
+            r#"{"metadata":{"name":"x","namespace":"default"}}"#,
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/missing/configmaps",
+            json,
+            r#"{"metadata":{"name":"x"}}"#,
+            404,
+            "NotFound",
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/cm",
+            "text/plain",
+            "{}",
+            415,
+            "UnsupportedMediaType",
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/cm",
+            "application/apply-patch+yaml",
+            "data: {a: b}",
+            422,
+            "Invalid",
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/cm",
+            "application/json-patch+json",
+            r#"{"op":"add"}"#,
+            400,
+            "BadRequest",
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/cm",
+            "application/merge-patch+json",
+            r#"{"metadata":{"resourceVersion":"1"}}"#,
+            409,
+            "Conflict",
+        ),
+        (
+            "PUT",
+            "/api/v1/namespaces/default/configmaps/other",
+            json,
+            r#"{"metadata":{"name":"cm"}}"#,
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps?limit=abc",
+            json,
+            "",
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps?labelSelector=a%20in%20b",
+            json,
+            "",
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps?continue=garbage",
+            json,
+            "",
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps?resourceVersion=999999&resourceVersionMatch=NotOlderThan",
+            json,
+            "",
+            504,
+            "Timeout",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=x",
+            json,
+            "",
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps/cm/status",
+            json,
+            "",
+            404,
+            "NotFound",
+        ),
+        ("GET", "/api/v1/nodes/n1/eviction", json, "", 404, "NotFound"),
+        ("GET", "/apis/nothing.example/v1/things", json, "", 404, "NotFound"),
+        (
+            "DELETE",
+            "/api/v1/namespaces/default/configmaps/cm?propagationPolicy=Sideways",
+            json,
+            "",
+            422,
+            "Invalid",
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps/cm",
+            json,
+            "{}",
+            405,
+            "MethodNotAllowed",
+        ),
+        (
+            "PUT",
+            "/sandbox/faults",
+            "application/yaml",
+            "rules: 3",
+            400,
+            "BadRequest",
+        ),
+    ];
+    for (method, path, content_type, body, code, reason) in cases {
+        let (got, answer) = raw(&handle, method, path, content_type, body).await;
+        assert_eq!(got, *code, "{method} {path} {body}: {answer}");
+        let status: serde_json::Value =
+            serde_json::from_str(&answer).unwrap_or_else(|_| panic!("{method} {path}: {answer}"));
+        assert_eq!(status["kind"], "Status", "{answer}");
+        assert_eq!(status["reason"], *reason, "{method} {path}: {answer}");
+        assert!(!status["message"].as_str().unwrap_or("").is_empty(), "{answer}");
+    }
+    // The server is still healthy.
+    assert_eq!(raw(&handle, "GET", "/readyz", json, "").await.0, 200);
+    handle.shutdown().await;
+}

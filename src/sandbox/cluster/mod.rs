@@ -171,6 +171,9 @@ impl Cluster {
                 "the body of the request must be a JSON object".into(),
             ));
         }
+        if meta::str_at(&body, &["metadata", "name"]).is_some_and(|n| n != name) {
+            return Err(name_mismatch(&body, name));
+        }
         // Custom resources take no unconditional update, as on the real server.
         if rt.custom.is_some() && meta::str_at(&body, &["metadata", "resourceVersion"]).is_none_or(str::is_empty) {
             return Err(ApiError::invalid(
@@ -400,6 +403,7 @@ impl Cluster {
 
     /// Sets apiVersion, kind and namespace; answers the namespace ("" for cluster-scoped kinds).
     fn place(&self, rt: &ResourceType, ns: Option<&str>, obj: &mut Value) -> Result<String, ApiError> {
+        check_shape(rt, obj)?;
         let version = obj["apiVersion"]
             .as_str()
             .and_then(|av| av.rsplit('/').next())
@@ -516,6 +520,34 @@ fn tracks_generation(rt: &ResourceType) -> bool {
         )
         || rt.group == "apps"
         || rt.group == "batch"
+}
+
+/// Built-in kinds decode into typed structs on a real server: a `metadata`, `spec` or `status` that is not an
+/// object fails to decode (400), and the hooks can rely on their shape.
+fn check_shape(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    for key in ["metadata", "spec", "status"] {
+        let found = match obj.get(key) {
+            None | Some(Value::Null) | Some(Value::Object(_)) => continue,
+            Some(Value::String(_)) => "string",
+            Some(Value::Number(_)) => "number",
+            Some(Value::Bool(_)) => "bool",
+            Some(Value::Array(_)) => "array",
+        };
+        if rt.custom.is_some() && key != "metadata" {
+            continue;
+        }
+        let field = format!("{}{}", key[..1].to_uppercase(), &key[1..]);
+        let (kind, version) = (&rt.kind, &rt.version);
+        let type_name = if key == "metadata" {
+            "v1.ObjectMeta".to_string()
+        } else {
+            format!("{version}.{kind}{field}")
+        };
+        return Err(ApiError::BadRequest(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: json: cannot unmarshal {found} into Go struct field {kind}.{key} of type {type_name}"
+        )));
+    }
+    Ok(())
 }
 
 fn name_mismatch(obj: &Value, url_name: &str) -> ApiError {
