@@ -383,7 +383,9 @@ fn deleting_a_namespace_deletes_its_objects() {
 #[test]
 fn server_side_apply_keeps_other_managers_fields_and_conflicts() {
     let cluster = TestCluster::start();
-    cluster.ok_stdin(&["apply", "-f", "-"], NODE);
+    // Created, not client-side applied: kubectl would otherwise hand the client-side apply's fields to the
+    // first server-side applier (its managedFields upgrade), as on a real cluster.
+    cluster.ok_stdin(&["create", "-f", "-"], NODE);
     let alpha = "apiVersion: v1\nkind: Node\nmetadata:\n  name: gpu-1\n  labels: {owner-a: '1', shared: a}\n";
     let beta = "apiVersion: v1\nkind: Node\nmetadata:\n  name: gpu-1\n  labels: {owner-b: '1', shared: b}\n";
     cluster.ok_stdin(&["apply", "--server-side", "--field-manager=alpha", "-f", "-"], alpha);
@@ -422,7 +424,7 @@ fn server_side_apply_keeps_other_managers_fields_and_conflicts() {
         "-o",
         "jsonpath={.metadata.managedFields[*].manager}",
     ]);
-    for m in ["alpha", "beta", "kubectl-client-side-apply"] {
+    for m in ["alpha", "beta", "kubectl-create"] {
         assert!(managers.split_whitespace().any(|x| x == m), "{managers}");
     }
 }
@@ -607,4 +609,26 @@ subjects: [{kind: ServiceAccount, name: demo, namespace: default}]
         err.contains(r#"clusterroles.rbac.authorization.k8s.io "demo" not found"#),
         "{err}"
     );
+}
+
+#[test]
+fn server_side_apply_takes_over_a_client_side_apply() {
+    let cluster = TestCluster::start();
+    cluster.ok_stdin(&["apply", "-f", "-"], NODE);
+    let alpha = "apiVersion: v1\nkind: Node\nmetadata:\n  name: gpu-1\n  labels: {owner-a: '1'}\n";
+    cluster.ok_stdin(&["apply", "--server-side", "--field-manager=alpha", "-f", "-"], alpha);
+    // kubectl moved the client-side apply's fields to alpha, whose configuration no longer has the
+    // instance-type label: it goes, as on a real cluster.
+    let labels: serde_json::Value =
+        serde_json::from_str(&cluster.ok(&["get", "node", "gpu-1", "-o", "jsonpath={.metadata.labels}"])).unwrap();
+    assert_eq!(labels, serde_json::json!({"owner-a": "1"}));
+    let managers = cluster.ok(&[
+        "get",
+        "node",
+        "gpu-1",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]);
+    assert!(!managers.contains("kubectl-client-side-apply"), "{managers}");
 }
