@@ -632,3 +632,50 @@ fn server_side_apply_takes_over_a_client_side_apply() {
     ]);
     assert!(!managers.contains("kubectl-client-side-apply"), "{managers}");
 }
+
+#[test]
+fn get_watch_prints_table_rows_for_changes() {
+    let cluster = TestCluster::start();
+    cluster.ok_stdin(&["apply", "-f", "-"], NODE);
+    cluster.ok_stdin(&["apply", "-f", "-"], &pod("web-1", 1));
+    let mut child = cluster.command(&["get", "pods", "-w"]).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let header = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    );
+    let first = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(
+        &first.split_whitespace().collect::<Vec<_>>()[..3],
+        ["web-1", "0/1", "Pending"]
+    );
+    cluster.ok(&[
+        "patch",
+        "pod",
+        "web-1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ]);
+    let changed = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    cluster.ok(&["delete", "pod", "web-1", "--wait=false"]);
+    let terminating = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        &changed.split_whitespace().collect::<Vec<_>>()[..3],
+        ["web-1", "0/1", "Running"]
+    );
+    assert_eq!(
+        &terminating.split_whitespace().collect::<Vec<_>>()[..3],
+        ["web-1", "0/1", "Terminating"]
+    );
+}
