@@ -88,6 +88,8 @@ pub struct DcgmExporter {
     state: Arc<State>,
     address: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    /// Ends open connections too: Prometheus keeps its scrape connection alive.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl SandboxHandle {
@@ -116,25 +118,35 @@ impl DcgmExporter {
             values: Mutex::new(Values::default()),
         });
         let serving = state.clone();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let state = serving.clone();
+                let mut stop = stop_rx.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(answer(&state, req.uri().path())) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let conn =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stop.wait_for(|s| *s) => {}
+                    }
                 });
             }
         });
         tracing::info!(%address, "DCGM exporter listening");
-        Ok(Self { state, address, task })
+        Ok(Self {
+            state,
+            address,
+            task,
+            stop,
+        })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -183,6 +195,7 @@ impl DcgmExporter {
     }
 
     pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
         self.task.abort();
         let _ = (&mut self.task).await;
     }
@@ -190,6 +203,7 @@ impl DcgmExporter {
 
 impl Drop for DcgmExporter {
     fn drop(&mut self) {
+        let _ = self.stop.send(true);
         self.task.abort();
     }
 }

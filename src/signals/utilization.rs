@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!   value query      avg by (Hostname, hostname) (avg_over_time(DCGM_FI_DEV_GPU_UTIL[WINDOWs]))   (or the pool's)
-//!   freshness query  max by (Hostname, hostname) (timestamp({__name__=~"DCGM_FI_DEV_GPU_UTIL|…"}))
+//!   freshness query  max by (Hostname, hostname) (timestamp(DCGM_FI_DEV_GPU_UTIL)) or … (the profiling series)
 //!        │                                   │
 //!        └──────────── readings() ───────────┘──▶ node → Utilization { mean_percent, measured_at }
 //! ```
@@ -49,10 +49,11 @@ pub fn default_query(node_label: &str, window_seconds: i64) -> String {
     }
 }
 
-/// The time of each node's newest DCGM utilization sample.
+/// The time of each node's newest DCGM utilization sample, from the device series or else the profiling one.
+/// (`timestamp` drops the metric name, so the two cannot be selected together: their GPUs would collide.)
 pub fn freshness_query(node_label: &str) -> String {
     let by = node_labels(node_label).join(", ");
-    format!("max by ({by}) (timestamp({{__name__=~\"{GPU_UTIL}|{GR_ENGINE_ACTIVE}\"}}))")
+    format!("max by ({by}) (timestamp({GPU_UTIL})) or max by ({by}) (timestamp({GR_ENGINE_ACTIVE}))")
 }
 
 /// The readings of one pass.
@@ -163,7 +164,11 @@ mod tests {
             default_query("node", 60),
             "avg by (node) (avg_over_time(DCGM_FI_DEV_GPU_UTIL[60s]))"
         );
-        assert!(freshness_query("Hostname").contains("timestamp({__name__=~\"DCGM_FI_DEV_GPU_UTIL|"));
+        assert_eq!(
+            freshness_query("Hostname"),
+            "max by (Hostname, hostname) (timestamp(DCGM_FI_DEV_GPU_UTIL)) or \
+         max by (Hostname, hostname) (timestamp(DCGM_FI_PROF_GR_ENGINE_ACTIVE))"
+        );
     }
 
     #[test]
