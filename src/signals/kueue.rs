@@ -10,6 +10,7 @@
 //! `QuotaReserved` condition is not True; finished and deactivated Workloads wait for nothing.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
@@ -158,10 +159,15 @@ fn api(client: &Client, kind: &str, plural: &str) -> Api<DynamicObject> {
     Api::all_with(client.clone(), &ApiResource::from_gvk_with_plural(&gvk, plural))
 }
 
-async fn list(client: &Client, kind: &'static str, plural: &str) -> Result<Vec<serde_json::Value>, KueueError> {
+async fn list(
+    client: &Client,
+    kind: &'static str,
+    plural: &str,
+    timeout: Duration,
+) -> Result<Vec<serde_json::Value>, KueueError> {
     let api = api(client, kind, plural);
     let params = ListParams::default();
-    let list = tokio::time::timeout(std::time::Duration::from_secs(5), api.list(&params))
+    let list = tokio::time::timeout(timeout, api.list(&params))
         .await
         .map_err(|_| KueueError::Timeout(kind))?
         .map_err(|source| KueueError::List { what: kind, source })?;
@@ -172,16 +178,17 @@ async fn list(client: &Client, kind: &'static str, plural: &str) -> Result<Vec<s
         .collect())
 }
 
-/// Reads the LocalQueues and Workloads and sums the waiting demand.
+/// Reads the LocalQueues and Workloads, each list within `timeout`, and sums the waiting demand.
 pub async fn fetch(
     client: &Client,
     cluster_queues: &[String],
     resource: &str,
     class_keys: &[&str],
+    timeout: Duration,
 ) -> Result<BTreeMap<Option<String>, u32>, KueueError> {
     let (queues, workloads) = tokio::join!(
-        list(client, "LocalQueue", "localqueues"),
-        list(client, "Workload", "workloads")
+        list(client, "LocalQueue", "localqueues", timeout),
+        list(client, "Workload", "workloads", timeout)
     );
     let local_queues: HashMap<(String, String), String> = queues?
         .into_iter()

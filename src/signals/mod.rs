@@ -149,7 +149,16 @@ impl Sources {
         };
         let kueue = async {
             let k = spec.demand.kueue.as_ref()?;
-            Some(kueue::fetch(&self.client, &k.cluster_queues, &spec.gpu_resource_name, &class_keys).await)
+            Some(
+                kueue::fetch(
+                    &self.client,
+                    &k.cluster_queues,
+                    &spec.gpu_resource_name,
+                    &class_keys,
+                    self.timeout,
+                )
+                .await,
+            )
         };
         let promql = async {
             let q = spec.demand.promql.as_ref()?;
