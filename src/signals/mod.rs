@@ -85,6 +85,8 @@ pub struct Sources {
     client: kube::Client,
     prometheus: Mutex<HashMap<String, Prometheus>>,
     timeout: Duration,
+    /// Per pool, the last failure logged, so that a lasting outage is logged once, not every pass.
+    logged: Mutex<HashMap<String, String>>,
 }
 
 impl Sources {
@@ -97,6 +99,7 @@ impl Sources {
             client,
             prometheus: Mutex::new(HashMap::new()),
             timeout,
+            logged: Mutex::new(HashMap::new()),
         }
     }
 
@@ -212,10 +215,20 @@ impl Sources {
                 None => {}
             }
         }
-        if let Some(why) = &out.signals.reason {
-            tracing::warn!(pool = %spec_name(pool), reason = %why, "signals are not fresh");
-        }
+        self.log(spec_name(pool), out.signals.reason.as_deref());
         out
+    }
+
+    fn log(&self, pool: &str, reason: Option<&str>) {
+        let mut logged = self.logged.lock().expect("signal log lock");
+        match reason {
+            Some(why) if logged.get(pool).map(String::as_str) != Some(why) => {
+                tracing::warn!(%pool, reason = %why, "signals are not fresh");
+                logged.insert(pool.to_string(), why.to_string());
+            }
+            None if logged.remove(pool).is_some() => tracing::info!(%pool, "signals are fresh again"),
+            _ => {}
+        }
     }
 }
 
@@ -283,6 +296,41 @@ mod tests {
         let mut s = snapshot();
         Readings::default().apply(&mut s);
         assert!(s.signals.fresh);
+    }
+
+    #[tokio::test]
+    async fn unreachable_sources_give_stale_signals_and_no_demand() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let config = kube::Config::new(url.parse().unwrap());
+        let sources = Sources::with_timeout(kube::Client::try_from(config).unwrap(), Duration::from_secs(2));
+        let spec: crate::api::TenantPoolSpec = serde_json::from_value(serde_json::json!({
+            "utilization": {"prometheusUrl": url},
+            "demand": {"promql": {"query": "queue_gpus"}, "kueue": {"clusterQueues": ["gpu"]}},
+        }))
+        .unwrap();
+        let pool = TenantPool::new("p", spec);
+        let r = sources.fetch(&pool, Timestamp::now()).await;
+        assert!(!r.signals.fresh);
+        let reason = r.signals.reason.unwrap();
+        for part in [
+            "utilization: Prometheus at",
+            "unreachable",
+            "Kueue demand",
+            "PromQL demand",
+        ] {
+            assert!(reason.contains(part), "{part:?} missing from {reason}");
+        }
+        assert!(r.demand.by_class.is_empty());
+        assert!(r.utilization.is_empty());
+        // A pool without sources has fresh signals and fetches nothing.
+        let pool = TenantPool::new("q", serde_json::from_value(serde_json::json!({})).unwrap());
+        let r = sources.fetch(&pool, Timestamp::now()).await;
+        assert!(r.signals.fresh && r.demand.by_class.is_empty());
     }
 
     #[test]
