@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use self::prometheus::{PromError, Prometheus};
 use crate::api::TenantPool;
 use crate::policy::{Demand, Signals, Snapshot, Utilization};
-use prometheus::{PromError, Prometheus};
 
 /// What one pass learned from the signal sources.
 #[derive(Clone, Debug, Default)]
