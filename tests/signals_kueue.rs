@@ -9,7 +9,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch,
 use kube::{Api, Client};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sublet::api::TenantPool;
+use sublet::api::{GpuLease, LeasePhase, TenantPool};
 use sublet::sandbox::SandboxConfig;
 use support::cluster::*;
 
@@ -130,6 +130,26 @@ async fn waiting_kueue_workloads_take_lent_nodes_back() {
         .expect("admitted");
     eventually(20, "the node lent again", || async {
         (lent(&c).await.len() == 2).then_some(())
+    })
+    .await;
+
+    // A tenant leases one node; a Workload that needs both nodes takes the leased one back too.
+    create_lease(&c, "acme", "job", json!({"pool": "a100", "gpus": 8})).await;
+    let leases: Api<GpuLease> = Api::namespaced(c.clone(), "acme");
+    eventually(20, "the lease bound", || async {
+        let s = leases.get("job").await.ok()?.status?;
+        (s.phase == LeasePhase::Bound).then_some(())
+    })
+    .await;
+    create(&workloads, workload("big", "team-q", 2, 8)).await;
+    // Without tenant pods on it the leased node needs no notice period: the lease is released at once.
+    eventually(20, "the lease reclaimed", || async {
+        let s = leases.get("job").await.ok()?.status?;
+        matches!(s.phase, LeasePhase::Reclaiming | LeasePhase::Released).then_some(())
+    })
+    .await;
+    eventually(20, "both nodes internal", || async {
+        lent(&c).await.is_empty().then_some(())
     })
     .await;
     run.stop().await;
