@@ -515,4 +515,22 @@ mod tests {
         assert!(matches!(err, PromError::Unreachable { .. }), "{err}");
         assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
     }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out() {
+        // Accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                open.push(s);
+            }
+        });
+        let p = Prometheus::new(&format!("http://{addr}"), Duration::from_millis(300)).unwrap();
+        let err = p.query("up", None).await.unwrap_err();
+        assert!(matches!(err, PromError::Timeout { .. }), "{err}");
+        assert_eq!(err.metric_label(), "timeout");
+        hold.abort();
+    }
 }
