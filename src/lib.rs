@@ -7,6 +7,7 @@
 //!   cli      the `sublet` command line
 //!   policy   the pure lending planner: Snapshot -> plan() -> Plan
 //!   sandbox  the embedded Kubernetes API server for tests and demos
+//!   signals  GPU utilization (Prometheus, DCGM) and internal demand (Kueue, PromQL) for each pass
 //! ```
 #![forbid(unsafe_code)]
 
@@ -16,3 +17,4 @@ pub mod controller;
 pub mod crd;
 pub mod policy;
 pub mod sandbox;
+pub mod signals;

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod builtin;
 pub mod cluster;
 pub mod convert;
+pub mod dcgm;
 pub mod discovery;
 pub mod error;
 pub mod faults;
