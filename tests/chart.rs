@@ -1,0 +1,390 @@
+//! The Helm chart with the real helm: lint, rendering with default and other values, the values schema, and
+//! the generated copies (the chart's `crds/`, `deploy/`) kept equal to their sources.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn chart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/sublet")
+}
+
+fn helm(args: &[&str]) -> std::process::Output {
+    let home = tempfile::tempdir().unwrap();
+    Command::new(support::tool("helm"))
+        .args(args)
+        // helm keeps caches and plugins under these; each run gets its own.
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_DATA_HOME", home.path().join("data"))
+        .output()
+        .expect("helm runs")
+}
+
+/// `helm template` with `--set` pairs; answers every rendered object.
+fn render(sets: &[&str]) -> Vec<Value> {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "sublet",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "sublet-system",
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let out = helm(&args);
+    assert!(
+        out.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse(&String::from_utf8(out.stdout).unwrap())
+}
+
+fn parse(yaml: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("valid YAML"))
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn one<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    let found = find(objects, kind);
+    assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
+    found[0]
+}
+
+/// The chart's version fields.
+fn chart_yaml() -> Value {
+    serde_yaml_ng::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).unwrap()).unwrap()
+}
+
+#[test]
+fn lint_strict_passes() {
+    let out = helm(&["lint", "--strict", chart().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "helm lint --strict: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_schema_rejects_bad_values() {
+    let chart = chart();
+    for (set, needle) in [
+        ("logFormat=xml", "logFormat"),
+        ("admission.validationActions={Block}", "validationActions"),
+        ("leaderElection.leaseDurationSeconds=1", "leaseDurationSeconds"),
+        ("replicaCount=-1", "replicaCount"),
+        ("unknownKey=1", "unknownKey"),
+        ("image.digest=latest", "digest"),
+    ] {
+        let out = helm(&["lint", "--strict", chart.to_str().unwrap(), "--set", set]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "helm lint accepted {set}: {text}");
+        assert!(text.contains(needle), "{set}: {text}");
+    }
+}
+
+#[test]
+fn default_values_render_a_hardened_two_replica_deployment() {
+    let objects = render(&[]);
+    let app_version = chart_yaml()["appVersion"].as_str().unwrap().to_string();
+    assert_eq!(
+        app_version,
+        env!("CARGO_PKG_VERSION"),
+        "the chart's appVersion is the crate's version"
+    );
+    let deploy = one(&objects, "Deployment");
+    assert_eq!(deploy["metadata"]["namespace"], "sublet-system");
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "sublet");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    let c = &pod["containers"][0];
+    assert_eq!(
+        c["image"].as_str().unwrap(),
+        format!("ghcr.io/sublet-dev/sublet:{app_version}")
+    );
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/livez");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(c["resources"]["requests"]["memory"].is_string());
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "run");
+    assert!(args.contains(&"--leader-elect=true"), "{args:?}");
+    assert!(args.contains(&"--metrics-addr=0.0.0.0:8080"), "{args:?}");
+    let env: Vec<&str> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"POD_NAMESPACE") && env.contains(&"POD_NAME"), "{env:?}");
+
+    // The arguments are ones `sublet run` accepts.
+    let cli = std::iter::once("sublet").chain(args.iter().copied());
+    <sublet::cli::Cli as clap::Parser>::try_parse_from(cli).expect("the chart's arguments parse");
+
+    for kind in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "PodDisruptionBudget",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ] {
+        one(&objects, kind);
+    }
+    assert!(find(&objects, "ServiceMonitor").is_empty());
+    assert!(find(&objects, "ConfigMap").is_empty());
+    assert!(
+        find(&objects, "CustomResourceDefinition").is_empty(),
+        "CRDs come from crds/, not templates"
+    );
+    let role = one(&objects, "Role");
+    assert_eq!(role["metadata"]["namespace"], "sublet-system");
+    assert_eq!(role["rules"][1]["resourceNames"][0], "sublet-leader");
+    let binding = one(&objects, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(binding["spec"]["validationActions"], serde_json::json!(["Deny"]));
+    assert_eq!(binding["spec"]["policyName"], "sublet-tenant-isolation");
+}
+
+/// Every rule of the ClusterRole, as (group, resource, verb) triples.
+fn grants(role: &Value) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for g in rule["apiGroups"].as_array().unwrap() {
+            for r in rule["resources"].as_array().unwrap() {
+                for v in rule["verbs"].as_array().unwrap() {
+                    out.push((
+                        g.as_str().unwrap().to_string(),
+                        r.as_str().unwrap().to_string(),
+                        v.as_str().unwrap().to_string(),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_cluster_role_is_least_privilege() {
+    let objects = render(&[]);
+    let role = one(&objects, "ClusterRole");
+    let grants = grants(role);
+    for (g, r, v) in &grants {
+        assert!(g != "*" && r != "*" && v != "*", "wildcard in {g}/{r} {v}");
+        assert!(
+            !(r == "nodes" && ["create", "update", "delete"].contains(&v.as_str())),
+            "nodes {v}"
+        );
+        assert!(!["secrets", "configmaps"].contains(&r.as_str()), "{r} is granted");
+        assert!(!(r == "gpuleases" && v == "patch"), "a lease's spec is the tenant's");
+    }
+    let has = |g: &str, r: &str, v: &str| grants.iter().any(|x| x.0 == g && x.1 == r && x.2 == v);
+    assert!(has("", "pods/eviction", "create"));
+    assert!(has("sublet.dev", "gpuleases/status", "patch"));
+    assert!(!has("kueue.x-k8s.io", "workloads", "list"), "Kueue is off by default");
+
+    // Every rule carries a comment that says why (in the template source).
+    let source = std::fs::read_to_string(chart().join("templates/rbac.yaml")).unwrap();
+    let lines: Vec<&str> = source.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim_start().starts_with("- apiGroups:") {
+            let above = lines[..i]
+                .iter()
+                .rev()
+                .find(|l| !l.trim_start().starts_with("{{"))
+                .unwrap();
+            assert!(
+                above.trim_start().starts_with('#'),
+                "rule at line {} has no comment",
+                i + 1
+            );
+        }
+    }
+}
+
+#[test]
+fn other_values_render_monitoring_dashboard_kueue_and_a_pinned_image() {
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let digest_set = format!("image.digest={digest}");
+    let objects = render(&[
+        "replicaCount=1",
+        "serviceMonitor.enabled=true",
+        "serviceMonitor.labels.release=prom",
+        "dashboard.enabled=true",
+        "dashboard.namespace=monitoring",
+        "kueue.enabled=true",
+        "leaderElection.enabled=false",
+        "admission.validationActions={Warn,Audit}",
+        "admission.exemptNamespaces={kube-system,gpu-operator}",
+        "admission.tenantNamespaceLabels.customer=yes",
+        &digest_set,
+        "logFormat=plain",
+        "fullnameOverride=gpu-lender",
+    ]);
+    let deploy = one(&objects, "Deployment");
+    assert_eq!(deploy["metadata"]["name"], "gpu-lender");
+    assert_eq!(deploy["spec"]["replicas"], 1);
+    let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["image"].as_str().unwrap(),
+        format!("ghcr.io/sublet-dev/sublet@{digest}")
+    );
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.contains(&"--leader-elect=false") && args.contains(&"--log-format=plain"),
+        "{args:?}"
+    );
+    <sublet::cli::Cli as clap::Parser>::try_parse_from(std::iter::once("sublet").chain(args.iter().copied()))
+        .expect("the chart's arguments parse");
+
+    assert!(find(&objects, "PodDisruptionBudget").is_empty(), "one replica, no PDB");
+    assert!(find(&objects, "Role").is_empty(), "no leader election, no Lease access");
+    let sm = one(&objects, "ServiceMonitor");
+    assert_eq!(sm["metadata"]["labels"]["release"], "prom");
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+    let cm = one(&objects, "ConfigMap");
+    assert_eq!(cm["metadata"]["namespace"], "monitoring");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let dashboard: Value = serde_json::from_str(cm["data"]["sublet.json"].as_str().unwrap()).unwrap();
+    assert_eq!(dashboard["uid"], "sublet-overview");
+
+    let grants = grants(one(&objects, "ClusterRole"));
+    assert!(grants.contains(&("kueue.x-k8s.io".into(), "workloads".into(), "watch".into())));
+    let binding = one(&objects, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(
+        binding["spec"]["validationActions"],
+        serde_json::json!(["Warn", "Audit"])
+    );
+    let policy = one(&objects, "ValidatingAdmissionPolicy");
+    let exempt = policy["spec"]["matchConditions"][0]["expression"].as_str().unwrap();
+    assert!(exempt.contains("'gpu-operator'"), "{exempt}");
+    let tenant = policy["spec"]["variables"][0]["expression"].as_str().unwrap();
+    assert!(
+        tenant.contains("namespaceObject.metadata.labels['customer'] == 'yes'"),
+        "{tenant}"
+    );
+}
+
+#[test]
+fn the_dashboard_shows_what_the_issue_asks_with_metrics_the_controller_exports() {
+    let text = std::fs::read_to_string(chart().join("dashboards/sublet.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    let titles: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "GPUs by state",
+        "Reclaim latency",
+        "Notices and evictions",
+        "GPU-hours by tenant",
+        "Revenue by tenant",
+    ] {
+        assert!(titles.contains(&wanted), "{wanted} missing from {titles:?}");
+    }
+    // Every series a panel queries is one the controller registers (metrics.rs names them without the prefix).
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/controller/metrics.rs")).unwrap();
+    let re = regex::Regex::new(r"sublet_([a-z_]+)").unwrap();
+    let mut checked = 0;
+    for m in re.captures_iter(&text) {
+        let name = &m[1];
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        assert!(
+            source.contains(&format!("\"{base}\"")),
+            "the dashboard queries sublet_{name}, which the controller does not export"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} queries found");
+}
+
+#[test]
+fn the_charts_crds_are_the_generated_ones() {
+    let dir = chart().join("crds");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = sublet::crd::all().iter().map(sublet::crd::file_name).collect();
+    expected.sort();
+    assert_eq!(names, expected, "charts/sublet/crds holds exactly sublet's CRDs");
+    for crd in sublet::crd::all() {
+        let name = sublet::crd::file_name(&crd);
+        let checked_in = std::fs::read_to_string(dir.join(&name)).unwrap();
+        assert!(
+            checked_in == sublet::crd::to_yaml(&crd),
+            "charts/sublet/crds/{name} is stale; run scripts/generate"
+        );
+    }
+}
+
+#[test]
+fn deploy_is_the_chart_rendered_with_default_values() {
+    let out = tempfile::tempdir().unwrap();
+    let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/generate"))
+        .arg(out.path())
+        .env("SUBLET_BIN", env!("CARGO_BIN_EXE_sublet"))
+        .env("SUBLET_HELM", support::tool("helm"))
+        .env("HELM_CACHE_HOME", out.path().join(".helm"))
+        .env("HELM_CONFIG_HOME", out.path().join(".helm"))
+        .env("HELM_DATA_HOME", out.path().join(".helm"))
+        .status()
+        .expect("scripts/generate runs");
+    assert!(status.success());
+    for path in [
+        "deploy/sublet.yaml",
+        "crds/tenantpools.sublet.dev.yaml",
+        "crds/gpuleases.sublet.dev.yaml",
+    ] {
+        let fresh = std::fs::read_to_string(out.path().join(path)).unwrap();
+        let checked_in = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
+        assert!(fresh == checked_in, "{path} is stale; run scripts/generate");
+    }
+    let objects = parse(&std::fs::read_to_string(out.path().join("deploy/sublet.yaml")).unwrap());
+    assert_eq!(find(&objects, "Namespace")[0]["metadata"]["name"], "sublet-system");
+    assert_eq!(find(&objects, "CustomResourceDefinition").len(), 2);
+    one(&objects, "Deployment");
+}
