@@ -292,7 +292,7 @@ fn other_values_render_monitoring_dashboard_kueue_and_a_pinned_image() {
         serde_json::json!(["Warn", "Audit"])
     );
     let policy = one(&objects, "ValidatingAdmissionPolicy");
-    let exempt = policy["spec"]["matchConditions"][0]["expression"].as_str().unwrap();
+    let exempt = policy["spec"]["matchConditions"][1]["expression"].as_str().unwrap();
     assert!(exempt.contains("'gpu-operator'"), "{exempt}");
     let tenant = policy["spec"]["variables"][0]["expression"].as_str().unwrap();
     assert!(

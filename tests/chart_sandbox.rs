@@ -234,6 +234,26 @@ fn the_admission_policy_admits_own_lease_pods_and_denies_escapes() {
         );
         assert!(err.contains(message), "{name}: {err}");
     }
+    // A pod admitted before its namespace became a tenant's: others may not change it, but sublet may still
+    // annotate it with its notice.
+    cluster.ok(&["create", "namespace", "late"]);
+    cluster.ok_stdin(&["apply", "-n", "late", "-f", "-"], &pod("old", json!({})));
+    cluster.ok(&["label", "namespace", "late", "sublet.dev/tenant=true"]);
+    let err = cluster.fails(&["annotate", "pod", "old", "-n", "late", "team=x"]);
+    assert!(
+        err.contains("tenant pods must select the nodes of their lease"),
+        "{err}"
+    );
+    cluster.ok(&[
+        "annotate",
+        "pod",
+        "old",
+        "-n",
+        "late",
+        "sublet.dev/reclaim-deadline=2030-01-01T00:00:00Z",
+        "--as=system:serviceaccount:sublet-system:sublet",
+    ]);
+
     // An update that adds an escaping toleration to an admitted pod is denied too.
     let err = cluster.fails(&[
         "patch",
