@@ -388,3 +388,64 @@ fn deploy_is_the_chart_rendered_with_default_values() {
     assert_eq!(find(&objects, "CustomResourceDefinition").len(), 2);
     one(&objects, "Deployment");
 }
+
+#[test]
+fn notes_tell_the_leader_lease_tenant_label_and_crd_upgrade() {
+    let chart = chart();
+    let out = helm(&[
+        "install",
+        "sublet",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "sublet-system",
+        "--dry-run=client",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let notes = &text[text.find("NOTES:").expect("notes rendered")..];
+    assert!(notes.contains("leader Lease sublet-leader"), "{notes}");
+    assert!(
+        notes.contains("kubectl label namespace tenant-acme sublet.dev/tenant=true\n"),
+        "{notes}"
+    );
+    for crd in sublet::crd::all() {
+        let file = format!("charts/sublet/crds/{}", sublet::crd::file_name(&crd));
+        assert!(notes.contains(&file), "{file} missing from {notes}");
+    }
+}
+
+/// The Dockerfile builds the image the chart runs: the binary as the entrypoint, the uid the chart's
+/// securityContext names, a builder new enough for the crate, a distroless runtime.
+#[test]
+fn the_dockerfile_matches_the_chart() {
+    let dockerfile = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
+    let values: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap()).unwrap();
+    assert!(dockerfile.contains(values["image"]["repository"].as_str().unwrap()));
+    let froms: Vec<&str> = dockerfile.lines().filter_map(|l| l.strip_prefix("FROM ")).collect();
+    assert_eq!(froms.len(), 2, "multi-stage: {froms:?}");
+    let builder = froms[0]
+        .strip_prefix("rust:")
+        .and_then(|r| r.split(['-', ' ']).next())
+        .unwrap();
+    let minor = |v: &str| v.split('.').nth(1).unwrap().parse::<u32>().unwrap();
+    assert!(
+        minor(builder) >= minor(env!("CARGO_PKG_RUST_VERSION")),
+        "rust:{builder} is older than rust-version"
+    );
+    assert!(
+        froms[1].starts_with("gcr.io/distroless/") && froms[1].ends_with(":nonroot"),
+        "{}",
+        froms[1]
+    );
+    let objects = render(&[]);
+    let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
+    let uid = pod["securityContext"]["runAsUser"].as_i64().unwrap();
+    assert!(dockerfile.contains(&format!("USER {uid}:{uid}")), "USER is not {uid}");
+    assert!(dockerfile.contains(&format!("EXPOSE {}", values["metricsPort"])));
+    assert!(dockerfile.contains(r#"ENTRYPOINT ["/usr/local/bin/sublet"]"#));
+    assert_eq!(
+        pod["containers"][0]["args"][0], "run",
+        "the chart passes the subcommand"
+    );
+}
