@@ -85,6 +85,7 @@ fn the_schema_rejects_bad_values() {
     for (set, needle) in [
         ("logFormat=xml", "logFormat"),
         ("admission.validationActions={Block}", "validationActions"),
+        ("admission.validationActions={Deny,Warn}", "validationActions"),
         ("leaderElection.leaseDurationSeconds=1", "leaseDurationSeconds"),
         ("replicaCount=-1", "replicaCount"),
         ("unknownKey=1", "unknownKey"),
