@@ -150,9 +150,13 @@ fn default_values_render_a_hardened_two_replica_deployment() {
     let cli = std::iter::once("sublet").chain(args.iter().copied());
     <sublet::cli::Cli as clap::Parser>::try_parse_from(cli).expect("the chart's arguments parse");
 
+    assert_eq!(
+        find(&objects, "ClusterRole").len(),
+        2,
+        "the controller's and the tenants'"
+    );
     for kind in [
         "ServiceAccount",
-        "ClusterRole",
         "ClusterRoleBinding",
         "Role",
         "RoleBinding",
@@ -199,9 +203,12 @@ fn grants(role: &Value) -> Vec<(String, String, String)> {
 #[test]
 fn the_cluster_role_is_least_privilege() {
     let objects = render(&[]);
-    let role = one(&objects, "ClusterRole");
-    let grants = grants(role);
-    for (g, r, v) in &grants {
+    let role = find(&objects, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "sublet")
+        .expect("the controller's role");
+    let controller = grants(role);
+    for (g, r, v) in &controller {
         assert!(g != "*" && r != "*" && v != "*", "wildcard in {g}/{r} {v}");
         assert!(
             !(r == "nodes" && ["create", "update", "delete"].contains(&v.as_str())),
@@ -210,28 +217,47 @@ fn the_cluster_role_is_least_privilege() {
         assert!(!["secrets", "configmaps"].contains(&r.as_str()), "{r} is granted");
         assert!(!(r == "gpuleases" && v == "patch"), "a lease's spec is the tenant's");
     }
-    let has = |g: &str, r: &str, v: &str| grants.iter().any(|x| x.0 == g && x.1 == r && x.2 == v);
+    let has = |g: &str, r: &str, v: &str| controller.iter().any(|x| x.0 == g && x.1 == r && x.2 == v);
     assert!(has("", "pods/eviction", "create"));
     assert!(has("sublet.dev", "gpuleases/status", "patch"));
     assert!(!has("kueue.x-k8s.io", "workloads", "list"), "Kueue is off by default");
 
     // Every rule carries a comment that says why (in the template source).
-    let source = std::fs::read_to_string(chart().join("templates/rbac.yaml")).unwrap();
-    let lines: Vec<&str> = source.lines().collect();
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim_start().starts_with("- apiGroups:") {
-            let above = lines[..i]
-                .iter()
-                .rev()
-                .find(|l| !l.trim_start().starts_with("{{"))
-                .unwrap();
-            assert!(
-                above.trim_start().starts_with('#'),
-                "rule at line {} has no comment",
-                i + 1
-            );
+    for template in ["templates/rbac.yaml", "templates/tenant-role.yaml"] {
+        let source = std::fs::read_to_string(chart().join(template)).unwrap();
+        let lines: Vec<&str> = source.lines().collect();
+        let mut rules = 0;
+        for (i, line) in lines.iter().enumerate() {
+            if line.trim_start().starts_with("- apiGroups:") {
+                rules += 1;
+                let above = lines[..i]
+                    .iter()
+                    .rev()
+                    .find(|l| !l.trim_start().starts_with("{{"))
+                    .unwrap();
+                assert!(
+                    above.trim_start().starts_with('#'),
+                    "{template}: the rule at line {} has no comment",
+                    i + 1
+                );
+            }
         }
+        assert!(rules >= 2, "{template}: {rules} rules");
     }
+
+    // The tenants' role: leases in their namespace, never their status or anything of sublet's.
+    let tenant = find(&objects, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "sublet-tenant")
+        .expect("the tenant role");
+    let tenant = grants(tenant);
+    assert!(tenant.contains(&("sublet.dev".into(), "gpuleases".into(), "create".into())));
+    assert!(
+        tenant
+            .iter()
+            .all(|(_, r, v)| r != "gpuleases/status" && r != "tenantpools" && v != "patch" && v != "update"),
+        "{tenant:?}"
+    );
 }
 
 #[test]
@@ -285,7 +311,11 @@ fn other_values_render_monitoring_dashboard_kueue_and_a_pinned_image() {
     let dashboard: Value = serde_json::from_str(cm["data"]["sublet.json"].as_str().unwrap()).unwrap();
     assert_eq!(dashboard["uid"], "sublet-overview");
 
-    let grants = grants(one(&objects, "ClusterRole"));
+    let role = find(&objects, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "gpu-lender")
+        .expect("the controller's role");
+    let grants = grants(role);
     assert!(grants.contains(&("kueue.x-k8s.io".into(), "workloads".into(), "watch".into())));
     let binding = one(&objects, "ValidatingAdmissionPolicyBinding");
     assert_eq!(

@@ -109,6 +109,39 @@ fn the_rendered_chart_applies_server_side_and_again_without_conflict() {
             "can-i {verb} {resource} {subresource} in {ns:?}"
         );
     }
+
+    // A tenant bound to the chart's tenant role in its namespace leases nodes there and nowhere else.
+    cluster.ok(&["create", "namespace", "acme"]);
+    cluster.ok(&["label", "namespace", "acme", "sublet.dev/tenant=true"]);
+    cluster.ok(&[
+        "create",
+        "rolebinding",
+        "gpu-leases",
+        "-n",
+        "acme",
+        "--clusterrole=sublet-tenant",
+        "--user=alice",
+    ]);
+    let lease = r#"{"apiVersion": "sublet.dev/v1alpha1", "kind": "GpuLease", "metadata": {"name": "job"},
+        "spec": {"pool": "a100", "gpus": 8}}"#;
+    cluster.ok_stdin(&["create", "-n", "acme", "-f", "-", "--as=alice"], lease);
+    cluster.ok(&["get", "gpuleases", "-n", "acme", "--as=alice"]);
+    let err = cluster.fails_stdin(&["create", "-n", "default", "-f", "-", "--as=alice"], lease);
+    assert!(err.contains("forbidden"), "{err}");
+    let err = cluster.fails(&[
+        "patch",
+        "gpulease",
+        "job",
+        "-n",
+        "acme",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Bound"}}"#,
+        "--as=alice",
+    ]);
+    assert!(err.contains("forbidden"), "{err}");
+    cluster.ok(&["delete", "gpulease", "job", "-n", "acme", "--as=alice"]);
 }
 
 #[test]
