@@ -559,3 +559,110 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
     }
     sandbox.shutdown().await;
 }
+
+/// A stand-in for prometheus-operator's or Kueue's CRD of `kind` (the schema keeps whatever it is given).
+fn stand_in_crd(group: &str, kind: &str, plural: &str) -> String {
+    serde_json::to_string(&json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "listKind": format!("{kind}List")},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
+        },
+    }))
+    .unwrap()
+}
+
+#[test]
+fn the_chart_with_every_option_on_applies_server_side() {
+    let cluster = TestCluster::with(SandboxConfig {
+        rbac: true,
+        ..Default::default()
+    });
+    for (group, kind, plural) in [
+        ("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+        ("monitoring.coreos.com", "PrometheusRule", "prometheusrules"),
+        ("kueue.x-k8s.io", "Workload", "workloads"),
+    ] {
+        cluster.ok_stdin(
+            &["apply", "--server-side", "-f", "-"],
+            &stand_in_crd(group, kind, plural),
+        );
+    }
+    cluster.ok(&["create", "namespace", "sublet-system"]);
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/sublet");
+    let helm_home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(support::tool("helm"))
+        .args([
+            "template",
+            "sublet",
+            chart.to_str().unwrap(),
+            "--namespace",
+            "sublet-system",
+        ])
+        .args([
+            "--include-crds",
+            "--set",
+            "serviceMonitor.enabled=true,prometheusRule.enabled=true",
+        ])
+        .args(["--set", "dashboard.enabled=true,kueue.enabled=true,replicaCount=3"])
+        .args(["--set", "admission.validationActions={Warn,Audit}"])
+        .env("HELM_CACHE_HOME", helm_home.path())
+        .env("HELM_CONFIG_HOME", helm_home.path())
+        .env("HELM_DATA_HOME", helm_home.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    let applied = cluster.ok_stdin(&["apply", "--server-side", "-f", "-"], &yaml);
+    for object in [
+        "servicemonitor.monitoring.coreos.com/sublet",
+        "prometheusrule.monitoring.coreos.com/sublet",
+        "configmap/sublet-dashboard",
+        "deployment.apps/sublet",
+    ] {
+        assert!(
+            applied.contains(&format!("{object} serverside-applied")),
+            "{object}: {applied}"
+        );
+    }
+    let dashboard = cluster.ok(&[
+        "get",
+        "configmap",
+        "sublet-dashboard",
+        "-n",
+        "sublet-system",
+        "-o",
+        "jsonpath={.data.sublet\\.json}",
+    ]);
+    let dashboard: Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "sublet-overview");
+    // The controller may read Kueue Workloads now.
+    let out = cluster.run(&[
+        "auth",
+        "can-i",
+        "watch",
+        "workloads.kueue.x-k8s.io",
+        "--as=system:serviceaccount:sublet-system:sublet",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "yes",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // With Warn and Audit the policy reports and does not deny: an escaping pod is admitted.
+    cluster.ok(&["create", "namespace", "ml"]);
+    let out = cluster.run_with_input(
+        &["apply", "-n", "ml", "-f", "-"],
+        &pod(
+            "escape",
+            json!({"tolerations": [{"key": "sublet.dev/lent", "operator": "Exists"}]}),
+        ),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
