@@ -666,3 +666,99 @@ fn the_chart_with_every_option_on_applies_server_side() {
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The HTTP status of a GET, or None while nothing listens.
+async fn http_status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_with_the_charts_arguments_as_its_service_account() {
+    let sandbox = Sandbox::start(SandboxConfig {
+        rbac: true,
+        ..Default::default()
+    })
+    .await
+    .expect("sandbox starts");
+    let dir = tempfile::tempdir().unwrap();
+    install(&sandbox, dir.path()).await;
+    let admin = sandbox.client().await.unwrap();
+
+    // The container's arguments and environment, exactly as deploy/sublet.yaml has them, but for the port.
+    let objects: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&deploy_yaml())
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .collect();
+    let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let a = a.as_str().unwrap();
+            if a.starts_with("--metrics-addr=") {
+                format!("--metrics-addr={addr}")
+            } else {
+                a.to_string()
+            }
+        })
+        .collect();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sublet"));
+    command
+        .args(&args)
+        .env_clear()
+        .env("KUBECONFIG", dir.path().join("sublet.kubeconfig"))
+        .kill_on_drop(true);
+    for var in container["env"].as_array().unwrap() {
+        let name = var["name"].as_str().unwrap();
+        let value = match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            Some("metadata.namespace") => "sublet-system".to_string(),
+            Some("metadata.name") => "sublet-5d8f7-x2x9q".to_string(),
+            Some(other) => panic!("the chart reads {other}, which this test does not provide"),
+            None => var["value"].as_str().unwrap().to_string(),
+        };
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("sublet runs");
+
+    eventually(30, "the replica ready", || async {
+        (http_status(addr, "/readyz").await == Some(200)).then_some(())
+    })
+    .await;
+    assert_eq!(http_status(addr, "/livez").await, Some(200));
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), "sublet-system");
+    eventually(30, "the leader lease held by the pod", || async {
+        let lease = leases.get_opt("sublet-leader").await.unwrap()?;
+        (lease.spec?.holder_identity.as_deref() == Some("sublet-5d8f7-x2x9q")).then_some(())
+    })
+    .await;
+
+    // It acts as a leader: a new pool in Observe mode gets its finalizer and its status.
+    gpu_node(&admin, "gpu-1", 8).await;
+    create_pool(&admin, "a100", json!({"idle": {"forSeconds": 0}})).await;
+    let pools: Api<TenantPool> = Api::all(admin.clone());
+    eventually(30, "the pool's status", || async {
+        let pool = pools.get("a100").await.unwrap();
+        let status = pool.status?;
+        let observing = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Lending" && c.reason == "ObserveMode");
+        (observing && pool.metadata.finalizers.is_some_and(|f| !f.is_empty())).then_some(())
+    })
+    .await;
+    let metrics = http_status(addr, "/metrics").await;
+    assert_eq!(metrics, Some(200));
+    assert!(child.try_wait().unwrap().is_none(), "sublet is still running");
+    child.kill().await.unwrap();
+    sandbox.shutdown().await;
+}
