@@ -497,3 +497,29 @@ fn the_dockerfile_matches_the_chart() {
         "the chart passes the subcommand"
     );
 }
+
+#[test]
+fn the_chart_refuses_clusters_without_validating_admission_policy() {
+    let chart = chart();
+    let old = helm(&[
+        "template",
+        "sublet",
+        chart.to_str().unwrap(),
+        "--kube-version",
+        "1.29.0",
+    ]);
+    assert!(!old.status.success());
+    assert!(
+        String::from_utf8_lossy(&old.stderr).contains("chart requires kubeVersion: >=1.30.0-0"),
+        "{}",
+        String::from_utf8_lossy(&old.stderr)
+    );
+    let ga = helm(&[
+        "template",
+        "sublet",
+        chart.to_str().unwrap(),
+        "--kube-version",
+        "1.30.0",
+    ]);
+    assert!(ga.status.success(), "{}", String::from_utf8_lossy(&ga.stderr));
+}
