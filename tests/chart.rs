@@ -419,9 +419,13 @@ fn deploy_is_the_chart_rendered_with_default_values() {
         .env("HELM_CACHE_HOME", out.path().join(".helm"))
         .env("HELM_CONFIG_HOME", out.path().join(".helm"))
         .env("HELM_DATA_HOME", out.path().join(".helm"))
-        .status()
+        .output()
         .expect("scripts/generate runs");
-    assert!(status.success());
+    assert!(
+        status.status.success(),
+        "scripts/generate: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     for path in [
         "deploy/sublet.yaml",
         "crds/tenantpools.sublet.dev.yaml",
