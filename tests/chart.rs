@@ -412,7 +412,7 @@ fn the_charts_crds_are_the_generated_ones() {
 #[test]
 fn deploy_is_the_chart_rendered_with_default_values() {
     let out = tempfile::tempdir().unwrap();
-    let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/generate"))
+    let generated = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/generate"))
         .arg(out.path())
         .env("SUBLET_BIN", env!("CARGO_BIN_EXE_sublet"))
         .env("SUBLET_HELM", support::tool("helm"))
@@ -422,14 +422,16 @@ fn deploy_is_the_chart_rendered_with_default_values() {
         .output()
         .expect("scripts/generate runs");
     assert!(
-        status.status.success(),
+        generated.status.success(),
         "scripts/generate: {}",
-        String::from_utf8_lossy(&status.stderr)
+        String::from_utf8_lossy(&generated.stderr)
     );
     for path in [
         "deploy/sublet.yaml",
         "crds/tenantpools.sublet.dev.yaml",
         "crds/gpuleases.sublet.dev.yaml",
+        "charts/sublet/crds/tenantpools.sublet.dev.yaml",
+        "charts/sublet/crds/gpuleases.sublet.dev.yaml",
     ] {
         let fresh = std::fs::read_to_string(out.path().join(path)).unwrap();
         let checked_in = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
