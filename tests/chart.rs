@@ -529,3 +529,50 @@ fn the_chart_refuses_clusters_without_validating_admission_policy() {
     ]);
     assert!(ga.status.success(), "{}", String::from_utf8_lossy(&ga.stderr));
 }
+
+#[test]
+fn optional_objects_can_be_turned_off_and_an_existing_service_account_used() {
+    let objects = render(&[
+        "admission.enabled=false",
+        "tenantRole.enabled=false",
+        "podDisruptionBudget.enabled=false",
+        "serviceAccount.create=false",
+        "serviceAccount.name=platform-sublet",
+    ]);
+    for kind in [
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "PodDisruptionBudget",
+        "ServiceAccount",
+    ] {
+        assert!(find(&objects, kind).is_empty(), "{kind} rendered");
+    }
+    assert_eq!(find(&objects, "ClusterRole").len(), 1, "only the controller's role");
+    let deploy = one(&objects, "Deployment");
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["serviceAccountName"],
+        "platform-sublet"
+    );
+    for binding in find(&objects, "ClusterRoleBinding")
+        .into_iter()
+        .chain(find(&objects, "RoleBinding"))
+    {
+        assert_eq!(binding["subjects"][0]["name"], "platform-sublet");
+    }
+
+    // Without a name to use, rendering stops with a message that says what to set.
+    let chart = chart();
+    let out = helm(&[
+        "template",
+        "sublet",
+        chart.to_str().unwrap(),
+        "--set",
+        "serviceAccount.create=false",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("serviceAccount.name must name an existing ServiceAccount"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
