@@ -49,14 +49,46 @@ fn answer(method: &str, path: &str, accept: &str, body: &[u8]) -> (u16, Value) {
         ),
         ("GET", "/apis") => (
             200,
-            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [{"name": "sublet.dev",
+            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": "apiextensions.k8s.io", "versions": [{"groupVersion": "apiextensions.k8s.io/v1", "version": "v1"}],
+                 "preferredVersion": {"groupVersion": "apiextensions.k8s.io/v1", "version": "v1"}},
+                {"name": "sublet.dev",
             "versions": [{"groupVersion": "sublet.dev/v1alpha1", "version": "v1alpha1"}],
             "preferredVersion": {"groupVersion": "sublet.dev/v1alpha1", "version": "v1alpha1"}}]}),
         ),
         ("GET", "/api/v1") => (
             200,
-            resource_list("v1", &[("nodes", "Node", false), ("pods", "Pod", true)]),
+            resource_list(
+                "v1",
+                &[
+                    ("nodes", "Node", false),
+                    ("pods", "Pod", true),
+                    ("events", "Event", true),
+                ],
+            ),
         ),
+        ("GET", "/apis/apiextensions.k8s.io/v1") => (
+            200,
+            resource_list(
+                "apiextensions.k8s.io/v1",
+                &[("customresourcedefinitions", "CustomResourceDefinition", false)],
+            ),
+        ),
+        ("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions") if table => {
+            let crd =
+                json!({"metadata": {"name": "tenantpools.sublet.dev", "creationTimestamp": "2026-11-01T08:00:00Z"}});
+            let now = jiff::Timestamp::now();
+            (
+                200,
+                builtin_table(
+                    "apiextensions.k8s.io",
+                    "CustomResourceDefinition",
+                    &[&crd],
+                    now,
+                    IncludeObject::Metadata,
+                ),
+            )
+        }
         ("GET", "/apis/sublet.dev/v1alpha1") => (
             200,
             resource_list("sublet.dev/v1alpha1", &[("tenantpools", "TenantPool", false)]),
@@ -80,6 +112,37 @@ fn answer(method: &str, path: &str, accept: &str, body: &[u8]) -> (u16, Value) {
             );
             t["metadata"]["resourceVersion"] = json!("7");
             (200, t)
+        }
+        ("GET", "/api/v1/namespaces/default/pods") if table => {
+            let running = json!({"metadata": {"name": "train-0", "namespace": "default", "creationTimestamp": ago(90)},
+                "spec": {"nodeName": "gpu-1", "containers": [{"name": "main"}, {"name": "logger"}]},
+                "status": {"phase": "Running", "podIP": "10.1.0.7", "podIPs": [{"ip": "10.1.0.7"}],
+                    "containerStatuses": [
+                        {"name": "logger", "ready": true, "restartCount": 0, "state": {"running": {}}},
+                        {"name": "main", "ready": false, "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                         "lastState": {"terminated": {"exitCode": 1, "finishedAt": ago(2)}}}]}});
+            let pending = json!({"metadata": {"name": "train-1", "namespace": "default", "creationTimestamp": ago(1)},
+                "spec": {"containers": [{"name": "main"}]}, "status": {"phase": "Pending"}});
+            (
+                200,
+                builtin_table(
+                    "",
+                    "Pod",
+                    &[&running, &pending],
+                    jiff::Timestamp::now(),
+                    IncludeObject::Metadata,
+                ),
+            )
+        }
+        ("GET", "/api/v1/namespaces/default/events") if table => {
+            let event = json!({"metadata": {"name": "gpu-1.1", "namespace": "default", "creationTimestamp": ago(10)},
+                "involvedObject": {"kind": "Node", "name": "gpu-1"}, "reason": "Lent", "type": "Normal",
+                "message": "lent to tenant-a", "source": {"component": "sublet"}, "count": 3,
+                "firstTimestamp": ago(10), "lastTimestamp": ago(4)});
+            (
+                200,
+                builtin_table("", "Event", &[&event], jiff::Timestamp::now(), IncludeObject::Metadata),
+            )
         }
         ("GET", "/api/v1/namespaces/tenant-a/pods") => {
             let user = UserInfo::service_account("tenant-a", "runner");
@@ -246,6 +309,29 @@ fn kubectl_prints_node_tables() {
 }
 
 #[test]
+fn kubectl_prints_pod_and_event_tables() {
+    let (ok, out, err) = kubectl(&["get", "pods", "-n", "default", "-o", "wide"], None);
+    assert!(ok, "{err}");
+    assert_eq!(
+        squeeze(&out),
+        [
+            "NAME READY STATUS RESTARTS AGE IP NODE NOMINATED NODE READINESS GATES",
+            "train-0 1/2 CrashLoopBackOff 4 (2m ago) 90m 10.1.0.7 gpu-1 <none> <none>",
+            "train-1 0/1 Pending 0 60s <none> <none> <none> <none>",
+        ]
+    );
+    let (ok, out, err) = kubectl(&["get", "events", "-n", "default"], None);
+    assert!(ok, "{err}");
+    assert_eq!(
+        squeeze(&out),
+        [
+            "LAST SEEN TYPE REASON OBJECT MESSAGE",
+            "4m Normal Lent node/gpu-1 lent to tenant-a"
+        ]
+    );
+}
+
+#[test]
 fn kubectl_prints_custom_resource_tables() {
     let (ok, out, err) = kubectl(&["get", "tenantpools"], None);
     assert!(ok, "{err}");
@@ -255,6 +341,16 @@ fn kubectl_prints_custom_resource_tables() {
             "NAME MODE NODES GPUS LENT LEASED RECLAIMING AGE",
             "a100 Enforce 4 32 8 16 3h"
         ]
+    );
+}
+
+#[test]
+fn kubectl_prints_crds_with_their_creation_time() {
+    let (ok, out, err) = kubectl(&["get", "customresourcedefinitions"], None);
+    assert!(ok, "{err}");
+    assert_eq!(
+        squeeze(&out),
+        ["NAME CREATED AT", "tenantpools.sublet.dev 2026-11-01T08:00:00Z"]
     );
 }
 

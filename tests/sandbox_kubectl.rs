@@ -383,7 +383,9 @@ fn deleting_a_namespace_deletes_its_objects() {
 #[test]
 fn server_side_apply_keeps_other_managers_fields_and_conflicts() {
     let cluster = TestCluster::start();
-    cluster.ok_stdin(&["apply", "-f", "-"], NODE);
+    // Created, not client-side applied: kubectl would otherwise hand the client-side apply's fields to the
+    // first server-side applier (its managedFields upgrade), as on a real cluster.
+    cluster.ok_stdin(&["create", "-f", "-"], NODE);
     let alpha = "apiVersion: v1\nkind: Node\nmetadata:\n  name: gpu-1\n  labels: {owner-a: '1', shared: a}\n";
     let beta = "apiVersion: v1\nkind: Node\nmetadata:\n  name: gpu-1\n  labels: {owner-b: '1', shared: b}\n";
     cluster.ok_stdin(&["apply", "--server-side", "--field-manager=alpha", "-f", "-"], alpha);
@@ -422,7 +424,7 @@ fn server_side_apply_keeps_other_managers_fields_and_conflicts() {
         "-o",
         "jsonpath={.metadata.managedFields[*].manager}",
     ]);
-    for m in ["alpha", "beta", "kubectl-client-side-apply"] {
+    for m in ["alpha", "beta", "kubectl-create"] {
         assert!(managers.split_whitespace().any(|x| x == m), "{managers}");
     }
 }
@@ -497,4 +499,183 @@ async fn raw_get(url: &str, token: &str) -> u16 {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     response.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn validating_admission_policy_denies_with_its_message() {
+    let cluster = TestCluster::start();
+    let policy = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: no-bad-label}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["CREATE", "UPDATE"]
+      resources: ["configmaps"]
+  validations:
+  - expression: "!has(object.metadata.labels) || !('bad' in object.metadata.labels)"
+    message: the bad label is not allowed
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: no-bad-label-binding}
+spec:
+  policyName: no-bad-label
+  validationActions: [Deny]
+"#;
+    cluster.ok_stdin(&["apply", "-f", "-"], policy);
+    cluster.ok_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: good}\n",
+    );
+    let err = cluster.fails(&["label", "configmap", "good", "bad=yes"]);
+    assert!(
+        // As the Kubernetes documentation shows a denial without a reason: 422 Invalid.
+        err.contains(r#"The configmaps "good" is invalid: : ValidatingAdmissionPolicy 'no-bad-label' with binding 'no-bad-label-binding' denied request: the bad label is not allowed"#),
+        "{err}"
+    );
+    cluster.ok(&["label", "configmap", "good", "fine=yes"]);
+}
+
+#[test]
+fn helm_installs_upgrades_and_uninstalls_a_chart() {
+    let cluster = TestCluster::start();
+    let chart = cluster.dir.path().join("chart");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(chart.join("Chart.yaml"), "apiVersion: v2\nname: demo\nversion: 0.1.0\n").unwrap();
+    let templates = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: demo}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: demo}
+spec:
+  replicas: {{ .Values.replicas | default 1 }}
+  selector: {matchLabels: {app: demo}}
+  template:
+    metadata: {labels: {app: demo}}
+    spec:
+      serviceAccountName: demo
+      containers: [{name: c, image: nginx}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: demo}
+rules: [{apiGroups: [""], resources: [nodes], verbs: [get, list, patch]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: demo}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: demo}
+subjects: [{kind: ServiceAccount, name: demo, namespace: default}]
+"#;
+    std::fs::write(chart.join("templates/all.yaml"), templates).unwrap();
+    let helm = |args: &[&str]| {
+        let out = std::process::Command::new(support::tool("helm"))
+            .args(args)
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("HOME", cluster.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "helm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let chart = chart.display().to_string();
+    assert!(helm(&["install", "demo", &chart]).contains("STATUS: deployed"));
+    helm(&["upgrade", "demo", &chart, "--set", "replicas=3"]);
+    assert_eq!(
+        cluster.ok(&["get", "deployment", "demo", "-o", "jsonpath={.spec.replicas}"]),
+        "3"
+    );
+    assert!(helm(&["list"]).contains("demo"));
+    cluster.ok(&["scale", "deployment", "demo", "--replicas=2"]);
+    assert_eq!(
+        cluster.ok(&["get", "deployment", "demo", "-o", "jsonpath={.spec.replicas}"]),
+        "2"
+    );
+    helm(&["uninstall", "demo"]);
+    let err = cluster.fails(&["get", "clusterrole", "demo"]);
+    assert!(
+        err.contains(r#"clusterroles.rbac.authorization.k8s.io "demo" not found"#),
+        "{err}"
+    );
+}
+
+#[test]
+fn server_side_apply_takes_over_a_client_side_apply() {
+    let cluster = TestCluster::start();
+    cluster.ok_stdin(&["apply", "-f", "-"], NODE);
+    let alpha = "apiVersion: v1\nkind: Node\nmetadata:\n  name: gpu-1\n  labels: {owner-a: '1'}\n";
+    cluster.ok_stdin(&["apply", "--server-side", "--field-manager=alpha", "-f", "-"], alpha);
+    // kubectl moved the client-side apply's fields to alpha, whose configuration no longer has the
+    // instance-type label: it goes, as on a real cluster.
+    let labels: serde_json::Value =
+        serde_json::from_str(&cluster.ok(&["get", "node", "gpu-1", "-o", "jsonpath={.metadata.labels}"])).unwrap();
+    assert_eq!(labels, serde_json::json!({"owner-a": "1"}));
+    let managers = cluster.ok(&[
+        "get",
+        "node",
+        "gpu-1",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]);
+    assert!(!managers.contains("kubectl-client-side-apply"), "{managers}");
+}
+
+#[test]
+fn get_watch_prints_table_rows_for_changes() {
+    let cluster = TestCluster::start();
+    cluster.ok_stdin(&["apply", "-f", "-"], NODE);
+    cluster.ok_stdin(&["apply", "-f", "-"], &pod("web-1", 1));
+    let mut child = cluster.command(&["get", "pods", "-w"]).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let header = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    );
+    let first = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(
+        &first.split_whitespace().collect::<Vec<_>>()[..3],
+        ["web-1", "0/1", "Pending"]
+    );
+    cluster.ok(&[
+        "patch",
+        "pod",
+        "web-1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ]);
+    let changed = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    cluster.ok(&["delete", "pod", "web-1", "--wait=false"]);
+    let terminating = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        &changed.split_whitespace().collect::<Vec<_>>()[..3],
+        ["web-1", "0/1", "Running"]
+    );
+    assert_eq!(
+        &terminating.split_whitespace().collect::<Vec<_>>()[..3],
+        ["web-1", "0/1", "Terminating"]
+    );
 }

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //!   observe  cache.rs + observe.rs   reflector stores (nodes, pods, pools, leases, namespaces) → Snapshot
+//!            crate::signals          + utilization and Kueue/PromQL demand, fetched once per pass (bounded)
 //!   plan     crate::policy::plan     Snapshot → Plan (pure)
 //!   execute  execute.rs              Plan steps → node, pod and eviction writes (Enforce mode only)
 //!   report   report.rs               lease and pool status, the ledger, events, metrics
@@ -46,7 +47,7 @@ pub use slim::CachedPod;
 
 use crate::api::keys::POOL_FINALIZER;
 use crate::api::{Mode, NodeState, TenantPool};
-use crate::policy::{Signals, plan};
+use crate::policy::plan;
 
 /// Why a pass failed.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +127,8 @@ pub struct Context {
     pub config: Config,
     pub caches: Caches,
     pub clocks: IdleClocks,
+    /// Prometheus and Kueue, read once per pass per pool.
+    pub signals: crate::signals::Sources,
     leader: watch::Receiver<bool>,
     /// Per pool, when unmet internal demand was first seen (for the reclaim latency histogram).
     demand_seen: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
@@ -145,6 +148,7 @@ impl Context {
         };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
+            signals: crate::signals::Sources::new(client.clone()),
             client,
             metrics,
             config,
@@ -189,8 +193,10 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
         leases: caches.leases.state(),
         namespaces: caches.namespaces.state(),
     };
-    let observed = observe(&pool, &world, &ctx.clocks, Signals::default(), now)?;
-    let snapshot = observed.snapshot;
+    let readings = ctx.signals.fetch(&pool, now).await;
+    let observed = observe(&pool, &world, &ctx.clocks, readings.signals.clone(), now)?;
+    let mut snapshot = observed.snapshot;
+    readings.apply(&mut snapshot);
     let the_plan = plan(&snapshot);
     let enforce = pool.spec.mode == Mode::Enforce;
     // In Observe mode nothing is written to nodes or pods; a pool being deleted has nothing lent in Observe

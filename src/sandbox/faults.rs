@@ -96,6 +96,11 @@ impl Faults {
         state.config = config;
     }
 
+    /// How many times each rule has fired since the rules were set.
+    pub fn fired(&self) -> Vec<u64> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).fired.clone()
+    }
+
     /// The fault for a request, if one fires. `resource` is the plural name, `group` its API group.
     pub fn decide(&self, verb: &str, group: &str, resource: &str) -> Option<FaultAction> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());

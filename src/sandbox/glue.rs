@@ -1,8 +1,6 @@
 //! The one place the server calls the pure modules (`patch`, `schema`, `rbac`, `table`, `vap`), so that the
 //! write path reads as steps and the modules' interfaces are adapted in one file.
 
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::cluster::{Caller, Cluster, PatchKind};
@@ -40,11 +38,8 @@ pub fn admit_custom(rt: &ResourceType, obj: &mut Value, old: Option<&Value>, str
     let Some(compiled) = custom.compiled.get(&version_of(rt, obj)) else {
         return Ok(());
     };
-    let before = strict.then(|| obj.clone());
-    compiled.default_and_prune(obj);
-    if let Some(before) = before {
-        let mut unknown = Vec::new();
-        pruned_paths(&before, obj, "", &mut unknown);
+    if strict {
+        let unknown = compiled.unknown_fields(obj);
         if !unknown.is_empty() {
             let list: Vec<String> = unknown.iter().map(|p| format!("unknown field \"{p}\"")).collect();
             return Err(ApiError::BadRequest(format!(
@@ -53,6 +48,7 @@ pub fn admit_custom(rt: &ResourceType, obj: &mut Value, old: Option<&Value>, str
             )));
         }
     }
+    compiled.default_and_prune(obj);
     let causes = compiled.validate(obj, old);
     if causes.is_empty() {
         return Ok(());
@@ -61,31 +57,6 @@ pub fn admit_custom(rt: &ResourceType, obj: &mut Value, old: Option<&Value>, str
     Err(ApiError::Status(schema::invalid_status(
         &rt.group, &rt.kind, name, &causes,
     )))
-}
-
-/// Paths present in `before` and gone from `after`: the fields pruning dropped.
-fn pruned_paths(before: &Value, after: &Value, path: &str, out: &mut Vec<String>) {
-    match (before, after) {
-        (Value::Object(b), Value::Object(a)) => {
-            for (k, v) in b {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                match a.get(k) {
-                    None => out.push(p),
-                    Some(av) => pruned_paths(v, av, &p, out),
-                }
-            }
-        }
-        (Value::Array(b), Value::Array(a)) => {
-            for (i, (bv, av)) in b.iter().zip(a).enumerate() {
-                pruned_paths(bv, av, &format!("{path}[{i}]"), out);
-            }
-        }
-        _ => {}
-    }
 }
 
 fn merge_schema(rt: &ResourceType) -> MergeSchema {
@@ -157,14 +128,6 @@ pub fn patch(rt: &ResourceType, kind: PatchKind, old: &Value, patch_doc: &Value)
     Ok(patched)
 }
 
-fn objects<T: DeserializeOwned>(cluster: &Cluster, key: &str) -> Vec<T> {
-    let page = cluster.store.list(key, None, None, None, |_| true);
-    page.items
-        .iter()
-        .filter_map(|s| serde_json::from_slice(&s.json).ok())
-        .collect()
-}
-
 fn values(cluster: &Cluster, key: &str) -> Vec<Value> {
     cluster
         .store
@@ -232,12 +195,28 @@ pub fn user_info(caller: &Caller) -> UserInfo {
 }
 
 fn rbac_objects(cluster: &Cluster) -> RbacObjects {
-    RbacObjects {
-        roles: objects::<Role>(cluster, "rbac.authorization.k8s.io/roles"),
-        cluster_roles: objects::<ClusterRole>(cluster, "rbac.authorization.k8s.io/clusterroles"),
-        role_bindings: objects::<RoleBinding>(cluster, "rbac.authorization.k8s.io/rolebindings"),
-        cluster_role_bindings: objects::<ClusterRoleBinding>(cluster, "rbac.authorization.k8s.io/clusterrolebindings"),
+    RbacObjects::from_json(
+        &values(cluster, "rbac.authorization.k8s.io/roles"),
+        &values(cluster, "rbac.authorization.k8s.io/clusterroles"),
+        &values(cluster, "rbac.authorization.k8s.io/rolebindings"),
+        &values(cluster, "rbac.authorization.k8s.io/clusterrolebindings"),
+    )
+}
+
+/// RBAC's escalation prevention on writes of roles and bindings (when RBAC is on).
+pub fn check_escalation(cluster: &Cluster, rt: &ResourceType, obj: &Value, caller: &Caller) -> Result<(), ApiError> {
+    if !cluster.settings.rbac || rt.group != "rbac.authorization.k8s.io" {
+        return Ok(());
     }
+    let ns = meta::str_at(obj, &["metadata", "namespace"]);
+    let objects = rbac_objects(cluster);
+    let user = user_info(caller);
+    let result = match rt.resource.as_str() {
+        "roles" | "clusterroles" => rbac::check_role_write(&objects, &user, obj, ns),
+        "rolebindings" | "clusterrolebindings" => rbac::check_binding_write(&objects, &user, obj, ns),
+        _ => Ok(()),
+    };
+    result.map_err(ApiError::Status)
 }
 
 /// Whether RBAC lets `caller` do what `attrs` say (always, without --rbac).

@@ -60,7 +60,7 @@ impl LocalApi {
         let rt = self.resource(api_version, resource)?;
         let opts = ListOpts {
             labels: LabelSelector::parse(labels)?,
-            fields: FieldSelector::parse(fields, Cluster::field_labels(&rt))?,
+            fields: FieldSelector::parse(&super::convert::field_selector(&rt, fields), Cluster::field_labels(&rt))?,
             ..Default::default()
         };
         Ok(self

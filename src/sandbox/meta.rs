@@ -105,12 +105,19 @@ pub fn is_deleting(obj: &Value) -> bool {
     obj["metadata"]["deletionTimestamp"].is_string()
 }
 
-/// The object without `managedFields`, for comparisons that must not see bookkeeping.
+/// The object without what every write changes (resourceVersion, generation, managedFields times), to tell
+/// a no-op write, which the server does not store, from a change.
 pub fn without_bookkeeping(obj: &Value) -> Value {
     let mut o = obj.clone();
     if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        for key in ["managedFields", "resourceVersion", "generation"] {
+        for key in ["resourceVersion", "generation"] {
             meta.remove(key);
+        }
+        // A new manager or operation is a change; a newer time stamp on the same ownership is not.
+        if let Some(entries) = meta.get_mut("managedFields").and_then(Value::as_array_mut) {
+            for entry in entries.iter_mut().filter_map(Value::as_object_mut) {
+                entry.remove("time");
+            }
         }
     }
     o

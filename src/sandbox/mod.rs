@@ -13,6 +13,8 @@
 pub mod auth;
 pub mod builtin;
 pub mod cluster;
+pub mod convert;
+pub mod dcgm;
 pub mod discovery;
 pub mod error;
 pub mod faults;
@@ -108,6 +110,7 @@ impl Sandbox {
         })?;
         let settings = cluster::Settings {
             external_kubelet: config.external_kubelet,
+            rbac: config.rbac,
         };
         let (cluster, kicks) = cluster::Cluster::new(settings, config.watch_history);
         let auth = auth::Auth::new(config.rbac, &cluster.ids, config.tokens.clone());
@@ -225,12 +228,17 @@ impl SandboxHandle {
 
     /// A kube-rs client as the admin (for tests; the controller builds its own from a kubeconfig).
     pub async fn client(&self) -> Result<kube::Client, SandboxError> {
+        kube::Client::try_from(self.client_config().await?).map_err(|e| SandboxError::Client(e.to_string()))
+    }
+
+    /// The kube-rs configuration `client` uses, for tests that change it (e.g. turn off kube-rs' own retries
+    /// of 429 answers).
+    pub async fn client_config(&self) -> Result<kube::Config, SandboxError> {
         let kubeconfig = kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml())
             .map_err(|e| SandboxError::Client(e.to_string()))?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
             .await
-            .map_err(|e| SandboxError::Client(e.to_string()))?;
-        kube::Client::try_from(config).map_err(|e| SandboxError::Client(e.to_string()))
+            .map_err(|e| SandboxError::Client(e.to_string()))
     }
 
     /// The in-process API for simulated cluster actors, writing as `manager`.
@@ -241,6 +249,11 @@ impl SandboxHandle {
     /// Replaces the fault rules in force.
     pub fn set_faults(&self, config: FaultConfig) {
         self.server.faults.set(config);
+    }
+
+    /// How many times each fault rule has fired.
+    pub fn faults_fired(&self) -> Vec<u64> {
+        self.server.faults.fired()
     }
 
     /// Forgets the watch history: watches and continue tokens from before now get 410 Gone.

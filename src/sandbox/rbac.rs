@@ -6,12 +6,20 @@
 //!                                                                                                rule covers it
 //! ```
 //!
-//! Members of `system:masters` are allowed everything, as the API server's privileged-group authorizer does
-//! before RBAC. Non-resource URLs are granted by ClusterRoleBindings only. A denial becomes the 403 Status
-//! the real server writes (`forbidden_status`).
+//! An aggregated ClusterRole (aggregationRule) grants the rules of the ClusterRoles it selects, as if the
+//! aggregation controller had run. Members of `system:masters` are allowed everything, as the API server's
+//! privileged-group authorizer does before RBAC. Non-resource URLs are granted by ClusterRoleBindings only.
+//! A denial becomes the 403 Status the real server writes (`forbidden_status`). Writes of roles and bindings
+//! are also checked for privilege escalation (`check_role_write`, `check_binding_write`, in escalation.rs).
+
+mod escalation;
+
+pub use escalation::{check_binding_write, check_role_write};
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject};
 use serde_json::{Map, Value, json};
+
+use super::vap::matching::selector_matches;
 
 /// The authenticated user.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +67,30 @@ pub struct RbacObjects {
     pub cluster_role_bindings: Vec<ClusterRoleBinding>,
 }
 
+impl RbacObjects {
+    /// Reads the store's JSON objects; one that does not parse as its kind grants nothing, as a role the
+    /// server could not decode would not.
+    pub fn from_json(
+        roles: &[Value],
+        cluster_roles: &[Value],
+        role_bindings: &[Value],
+        cluster_role_bindings: &[Value],
+    ) -> RbacObjects {
+        fn parse<T: serde::de::DeserializeOwned>(objects: &[Value]) -> Vec<T> {
+            objects
+                .iter()
+                .filter_map(|o| serde_json::from_value(o.clone()).ok())
+                .collect()
+        }
+        RbacObjects {
+            roles: parse(roles),
+            cluster_roles: parse(cluster_roles),
+            role_bindings: parse(role_bindings),
+            cluster_role_bindings: parse(cluster_role_bindings),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     Allow,
@@ -70,17 +102,12 @@ pub fn authorize(objects: &RbacObjects, user: &UserInfo, attrs: &Attributes) -> 
         return Decision::Allow;
     }
     let allows = |rules: Option<&Vec<PolicyRule>>| rules.is_some_and(|r| r.iter().any(|rule| rule_allows(rule, attrs)));
-    let cluster_role = |name: &str| {
-        objects
-            .cluster_roles
-            .iter()
-            .find(|r| r.metadata.name.as_deref() == Some(name))
-    };
+    let cluster_role_allows = |name: &str| cluster_role_allows(objects, name, attrs, &mut Vec::new());
 
     for binding in &objects.cluster_role_bindings {
         if binding.role_ref.kind == "ClusterRole"
             && applies_to(binding.subjects.as_deref(), user, "")
-            && cluster_role(&binding.role_ref.name).is_some_and(|r| allows(r.rules.as_ref()))
+            && cluster_role_allows(&binding.role_ref.name)
         {
             return Decision::Allow;
         }
@@ -107,7 +134,7 @@ pub fn authorize(objects: &RbacObjects, user: &UserInfo, attrs: &Attributes) -> 
                             && r.metadata.name == Some(binding.role_ref.name.clone())
                     })
                     .is_some_and(|r| allows(r.rules.as_ref())),
-                "ClusterRole" => cluster_role(&binding.role_ref.name).is_some_and(|r| allows(r.rules.as_ref())),
+                "ClusterRole" => cluster_role_allows(&binding.role_ref.name),
                 _ => false,
             };
             if granted {
@@ -116,6 +143,56 @@ pub fn authorize(objects: &RbacObjects, user: &UserInfo, attrs: &Attributes) -> 
         }
     }
     Decision::Deny
+}
+
+/// Whether the named ClusterRole grants the request. An aggregated ClusterRole also grants what the roles its
+/// aggregationRule selects grant, as if the aggregation controller had copied their rules into it.
+fn cluster_role_allows<'a>(
+    objects: &'a RbacObjects,
+    name: &'a str,
+    attrs: &Attributes,
+    seen: &mut Vec<&'a str>,
+) -> bool {
+    if seen.contains(&name) {
+        return false;
+    }
+    seen.push(name);
+    let Some(role) = objects
+        .cluster_roles
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some(name))
+    else {
+        return false;
+    };
+    if role
+        .rules
+        .as_ref()
+        .is_some_and(|r| r.iter().any(|rule| rule_allows(rule, attrs)))
+    {
+        return true;
+    }
+    let selectors: Vec<Value> = role
+        .aggregation_rule
+        .as_ref()
+        .and_then(|a| a.cluster_role_selectors.as_ref())
+        .map(|s| s.iter().filter_map(|sel| serde_json::to_value(sel).ok()).collect())
+        .unwrap_or_default();
+    if selectors.is_empty() {
+        return false;
+    }
+    objects.cluster_roles.iter().any(|other| {
+        let labels: Map<String, Value> = other
+            .metadata
+            .labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let other_name = other.metadata.name.as_deref().unwrap_or_default();
+        other_name != name
+            && selectors.iter().any(|sel| selector_matches(sel, &labels))
+            && cluster_role_allows(objects, other_name, attrs, seen)
+    })
 }
 
 /// Whether a binding's subjects include the user; `binding_namespace` defaults a service account subject's

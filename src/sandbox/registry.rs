@@ -57,8 +57,16 @@ pub struct ResourceType {
 }
 
 impl ResourceType {
-    /// The store key: `pods`, `apps/deployments`.
+    /// The store key: `pods`, `apps/deployments`; events.k8s.io/v1 events share core events' storage.
     pub fn key(&self) -> String {
+        if self.group == "events.k8s.io" && self.resource == "events" {
+            return "events".into();
+        }
+        self.id()
+    }
+
+    /// The registry key: group and resource.
+    pub fn id(&self) -> String {
         if self.group.is_empty() {
             self.resource.clone()
         } else {
@@ -382,7 +390,7 @@ impl Registry {
                 create_only: false,
                 custom: None,
             };
-            types.insert(rt.key(), Arc::new(rt));
+            types.insert(rt.id(), Arc::new(rt));
         }
         for &(group, version, resource, kind, namespaced) in VIRTUAL {
             let rt = ResourceType {
@@ -399,7 +407,7 @@ impl Registry {
                 create_only: true,
                 custom: None,
             };
-            types.insert(rt.key(), Arc::new(rt));
+            types.insert(rt.id(), Arc::new(rt));
         }
         Registry {
             types: RwLock::new(types),
@@ -446,7 +454,7 @@ impl Registry {
     /// Serves (or re-serves with new schemas) the resource a CRD defines.
     pub fn install(&self, rt: ResourceType) {
         let mut types = self.types.write().unwrap_or_else(|e| e.into_inner());
-        types.insert(rt.key(), Arc::new(rt));
+        types.insert(rt.id(), Arc::new(rt));
     }
 
     pub fn remove(&self, key: &str) {

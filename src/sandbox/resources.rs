@@ -9,6 +9,7 @@ use http::{Method, Response, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::cluster::{Cluster, DeleteOpts, ListOpts, PatchKind, WriteCtx};
+use super::convert;
 use super::error::ApiError;
 use super::faults::FaultAction;
 use super::glue::{self, IncludeObject};
@@ -106,6 +107,9 @@ pub async fn handle(
     }
     let ns = t.ns.unwrap_or("");
     let rt = &t.rt;
+    if t.sub == Some("scale") {
+        return scale(cluster, req, &t, verb);
+    }
     match verb {
         "list" => list(cluster, req, &t),
         "watch" => start_watch(server, req, &t, cut_watch),
@@ -335,7 +339,10 @@ fn list_opts(req: &Request, rt: &ResourceType) -> Result<ListOpts, ApiError> {
         .transpose()?;
     Ok(ListOpts {
         labels: LabelSelector::parse(req.param("labelSelector").unwrap_or(""))?,
-        fields: FieldSelector::parse(req.param("fieldSelector").unwrap_or(""), Cluster::field_labels(rt))?,
+        fields: FieldSelector::parse(
+            &convert::field_selector(rt, req.param("fieldSelector").unwrap_or("")),
+            Cluster::field_labels(rt),
+        )?,
         limit,
         continue_token: req.param("continue").filter(|c| !c.is_empty()).map(String::from),
         resource_version: req.param("resourceVersion").map(String::from),
@@ -369,7 +376,11 @@ fn list(cluster: &Cluster, req: &Request, t: &Target) -> Result<Response<Body>, 
         meta["continue"] = json!(token);
     }
     if let Some(include) = table_mode(req) {
-        let values: Vec<Value> = result.items.iter().map(|s| s.value()).collect();
+        let values: Vec<Value> = result
+            .items
+            .iter()
+            .map(|s| convert::from_stored(rt, s.value()))
+            .collect();
         let refs: Vec<&Value> = values.iter().collect();
         let mut table = glue::table(rt, &refs, include);
         table["metadata"] = meta;
@@ -385,7 +396,11 @@ fn list(cluster: &Cluster, req: &Request, t: &Target) -> Result<Response<Body>, 
         if i > 0 {
             body.put_u8(b',');
         }
-        body.put_slice(&item.json);
+        if convert::is_view(rt) {
+            body.put_slice(convert::from_stored(rt, item.value()).to_string().as_bytes());
+        } else {
+            body.put_slice(&item.json);
+        }
     }
     body.put_slice(b"]}");
     Ok(bytes_response(StatusCode::OK, body.freeze(), "application/json"))
@@ -424,11 +439,17 @@ fn start_watch(server: &Arc<Server>, req: &Request, t: &Target, cut: bool) -> Re
         cut,
     };
     let encoder = match table_mode(req) {
+        None if convert::is_view(&rt) => {
+            let rt = rt.clone();
+            Arc::new(move |s: &super::store::Stored, _first: bool| {
+                Bytes::from(convert::from_stored(&rt, s.value()).to_string())
+            }) as watch::Encoder
+        }
         None => watch::raw_encoder(),
         Some(include) => {
             let rt = rt.clone();
             Arc::new(move |s: &super::store::Stored, first: bool| {
-                let obj = s.value();
+                let obj = convert::from_stored(&rt, s.value());
                 let mut table = glue::table(&rt, &[&obj], include);
                 table["metadata"] = json!({"resourceVersion": s.rv.to_string()});
                 if !first {
@@ -440,4 +461,73 @@ fn start_watch(server: &Arc<Server>, req: &Request, t: &Target, cut: bool) -> Re
     };
     let rx = watch::start(server.cluster.clone(), rt, params, encoder);
     Ok(stream_response(rx, "application/json"))
+}
+
+/// The autoscaling/v1 Scale view of a workload.
+fn scale_of(obj: &Value) -> Value {
+    let meta = &obj["metadata"];
+    let selector = obj["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+                     "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(1)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    })
+}
+
+/// `deployments/NAME/scale` and the like: reads and writes spec.replicas through a Scale.
+fn scale(cluster: &Cluster, req: &Request, t: &Target, verb: &str) -> Result<Response<Body>, ApiError> {
+    let (rt, ns, name) = (&t.rt, t.ns.unwrap_or(""), t.name.unwrap_or(""));
+    let current = scale_of(&cluster.get(rt, ns, name)?);
+    let wanted = match verb {
+        "get" => return Ok(json_response(StatusCode::OK, &current)),
+        "update" => parse_body(req)?,
+        "patch" => {
+            let kind = match req.header(header::CONTENT_TYPE).split(';').next().unwrap_or("").trim() {
+                "application/json-patch+json" => PatchKind::Json,
+                "application/strategic-merge-patch+json" => PatchKind::Strategic,
+                _ => PatchKind::Merge,
+            };
+            glue::patch(rt, kind, &current, &parse_body(req)?)?
+        }
+        _ => return Err(ApiError::MethodNotAllowed),
+    };
+    let replicas = wanted["spec"]["replicas"].as_i64().ok_or_else(|| {
+        ApiError::invalid(
+            "Scale",
+            "autoscaling",
+            name,
+            "spec.replicas",
+            "FieldValueRequired",
+            "Required value",
+        )
+    })?;
+    if replicas < 0 {
+        return Err(ApiError::invalid(
+            "Scale",
+            "autoscaling",
+            name,
+            "spec.replicas",
+            "FieldValueInvalid",
+            &format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+        ));
+    }
+    let mut change = json!({"spec": {"replicas": replicas}});
+    if let Some(rv) = wanted["metadata"]["resourceVersion"]
+        .as_str()
+        .filter(|rv| *rv != current["metadata"]["resourceVersion"])
+    {
+        change["metadata"] = json!({"resourceVersion": rv});
+    }
+    let updated = cluster.patch(rt, ns, name, PatchKind::Merge, &change, None, &write_ctx(req)?)?;
+    Ok(json_response(StatusCode::OK, &scale_of(&updated)))
 }

@@ -2,16 +2,21 @@
 //!
 //! ```text
 //!   openAPIV3Schema ──CrdSchema::new──▶ Node tree (types, value validations, compiled CEL rules)
-//!   request body ──default_and_prune──▶ nulls of non-nullable fields dropped, defaults set on absent fields,
-//!                                       unknown fields pruned (root apiVersion/kind/metadata kept)
-//!                ──validate(old)─────▶ structural checks (check.rs), then CEL rules (rules.rs) ──▶ FieldCauses
+//!   request body ──unknown_fields─────▶ paths for fieldValidation=Strict/Warn
+//!                ──default_and_prune──▶ (prune.rs) nulls of non-nullable fields dropped, defaults set on absent
+//!                                       fields, unknown fields pruned (root apiVersion/kind/metadata kept)
+//!                ──validate(old)─────▶ (check.rs) schema checks, list-type duplicates
+//!                                       (rules.rs) CEL rules, unless a blocking schema error ──▶ FieldCauses
 //!   FieldCauses ──invalid_status──────▶ the 422 metav1.Status body
 //! ```
+//!
+//! On update, values equal to the old ones are not re-validated (ratcheting, on by default since 1.30).
 //!
 //! Field paths and messages follow the real server's `field.Error` wording, so kubectl prints the same text.
 
 mod check;
 mod node;
+mod prune;
 mod rules;
 
 use serde_json::{Map, Value, json};
@@ -68,7 +73,17 @@ impl CrdSchema {
     /// Applies `default`s and prunes unknown fields (except under x-kubernetes-preserve-unknown-fields, and
     /// metadata which the server handles), as the API server does on create/update/read.
     pub fn default_and_prune(&self, obj: &mut Value) {
-        default_and_prune(&self.root, obj, true);
+        prune::default_and_prune(&self.root, obj, true);
+    }
+
+    /// The fields `default_and_prune` would drop, as the server names them for `fieldValidation=Strict`
+    /// (400 `strict decoding error: unknown field "spec.bogus"`) and `Warn` (a warning per field); sorted.
+    /// Call it before `default_and_prune`.
+    pub fn unknown_fields(&self, obj: &Value) -> Vec<String> {
+        let mut found = Vec::new();
+        prune::unknown_fields(&self.root, obj, "", true, &mut found);
+        found.sort();
+        found
     }
 
     /// Validates the structural rules, the list-type invariants, then the CEL rules (transition rules only
@@ -108,47 +123,6 @@ impl CrdSchema {
             causes.extend(rules::evaluate(&self.root, obj, old));
         }
         causes
-    }
-}
-
-/// Fields every object keeps at its root and in embedded resources; the server handles `metadata` itself.
-const OBJECT_META_FIELDS: [&str; 3] = ["apiVersion", "kind", "metadata"];
-
-fn default_and_prune(node: &Node, value: &mut Value, root: bool) {
-    match value {
-        Value::Object(map) if node.ty == Some(Ty::Object) || node.ty.is_none() => {
-            let keeps_meta = root || node.embedded;
-            // A null in a field that is not nullable is dropped, so that its default (if any) applies.
-            map.retain(|k, v| !v.is_null() || node.child(k).is_none_or(|c| c.nullable));
-            if !node.preserve_unknown && node.additional.is_none() {
-                map.retain(|k, _| {
-                    node.properties.contains_key(k) || (keeps_meta && OBJECT_META_FIELDS.contains(&&**k))
-                });
-            }
-            for (name, child) in &node.properties {
-                if !map.contains_key(name)
-                    && let Some(default) = &child.default
-                {
-                    map.insert(name.clone(), default.clone());
-                }
-            }
-            for (k, v) in map.iter_mut() {
-                if keeps_meta && k == "metadata" && !node.properties.contains_key(k) {
-                    continue;
-                }
-                if let Some(child) = node.child(k) {
-                    default_and_prune(child, v, false);
-                }
-            }
-        }
-        Value::Array(items) => {
-            if let Some(item) = &node.items {
-                for v in items {
-                    default_and_prune(item, v, false);
-                }
-            }
-        }
-        _ => {}
     }
 }
 

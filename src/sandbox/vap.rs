@@ -3,17 +3,21 @@
 //!
 //! ```text
 //!   request ──each policy: matchConstraints (rules, namespaceSelector, objectSelector)
-//!           ──each binding of it with validationActions Deny: matchResources
+//!           ──each binding of it with validationActions Deny or Warn: matchResources
 //!           ──CEL: matchConditions (all true, else skipped) → variables (in order) → validations
-//!           ──first failing validation ──▶ the 403/422 Status the server writes
+//!           ──first failing validation ──▶ Warn: a warning; Deny: the 403/422 Status the server writes
 //! ```
+//!
+//! Expressions are parsed once per thread and cached. The CEL engine lacks the optional field syntax
+//! (`a.?b`), `cel.bind` and `sortBy`: an expression using them fails to compile and counts as an error.
 //!
 //! CEL sees `object`, `oldObject` (null where absent), `request`, `params` (null: paramKind is not
 //! supported), `namespaceObject` and `variables`; `authorizer` is not bound. Evaluation errors follow the
 //! policy's failurePolicy (Fail by default).
 
-mod matching;
+pub(crate) mod matching;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -63,47 +67,74 @@ pub fn admit_status(
     namespaces: &[Value],
     request: &AdmissionRequest,
 ) -> Result<(), Value> {
+    admit_with_warnings(policies, bindings, namespaces, request).0
+}
+
+/// As [`admit_status`], also returning the warnings of bindings with validationAction `Warn`, worded as the
+/// server sends them in `Warning` headers (kubectl prints `Warning: ...`):
+/// `Validation failed for ValidatingAdmissionPolicy 'NAME' with binding 'BINDING': MESSAGE`.
+pub fn admit_with_warnings(
+    policies: &[Value],
+    bindings: &[Value],
+    namespaces: &[Value],
+    request: &AdmissionRequest,
+) -> (Result<(), Value>, Vec<String>) {
+    let mut warnings = Vec::new();
     let namespace_object = request.namespace.as_deref().and_then(|ns| {
         namespaces
             .iter()
             .find(|n| n.pointer("/metadata/name").and_then(Value::as_str) == Some(ns))
     });
+    let name_of = |v: &Value| {
+        v.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     for policy in policies {
         let spec = &policy["spec"];
         if !matching::matches(&spec["matchConstraints"], request, namespace_object, false) {
             continue;
         }
-        let policy_name = policy
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let policy_name = name_of(policy);
         for binding in bindings {
             let bspec = &binding["spec"];
-            if bspec["policyName"].as_str() != Some(policy_name) {
+            if bspec["policyName"].as_str() != Some(policy_name.as_str()) {
                 continue;
             }
-            let denies = bspec["validationActions"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|x| x == "Deny"));
-            if !denies
+            let action = |a: &str| {
+                bspec["validationActions"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|x| x == a))
+            };
+            let (deny, warn) = (action("Deny"), action("Warn"));
+            if !(deny || warn)
                 || (bspec["matchResources"].is_object()
                     && !matching::matches(&bspec["matchResources"], request, namespace_object, true))
             {
                 continue;
             }
-            if let Some((message, reason)) = ROOT.with(|ctx| evaluate(ctx, spec, request, namespace_object)) {
-                let binding_name = binding
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+            let Some((message, reason)) = ROOT.with(|ctx| evaluate(ctx, spec, request, namespace_object)) else {
+                continue;
+            };
+            let binding_name = name_of(binding);
+            if warn {
+                warnings.push(format!(
+                    "Validation failed for ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}': {message}"
+                ));
+            }
+            if deny {
                 let message = format!(
                     "ValidatingAdmissionPolicy '{policy_name}' with binding '{binding_name}' denied request: {message}"
                 );
-                return Err(denial(request, &message, reason.as_deref().unwrap_or("Invalid")));
+                return (
+                    Err(denial(request, &message, reason.as_deref().unwrap_or("Invalid"))),
+                    warnings,
+                );
             }
         }
     }
-    Ok(())
+    (Ok(()), warnings)
 }
 
 thread_local! {
@@ -184,7 +215,7 @@ fn evaluate(
                 let message = validation["messageExpression"]
                     .as_str()
                     .and_then(|m| match run(&ctx, m) {
-                        Ok(Cel::String(s)) if !s.trim().is_empty() => Some(s.to_string()),
+                        Ok(Cel::String(s)) if !s.trim().is_empty() && !s.contains(['\n', '\r']) => Some(s.to_string()),
                         _ => None,
                     })
                     .or_else(|| {
@@ -209,9 +240,29 @@ fn evaluate(
     None
 }
 
+thread_local! {
+    /// Policies arrive as JSON on every request; their expressions are parsed once per thread.
+    static PROGRAMS: RefCell<HashMap<String, Program>> = RefCell::new(HashMap::new());
+}
+
+/// Policies come and go; past this many distinct expressions the cache starts over.
+const MAX_CACHED_PROGRAMS: usize = 4096;
+
 fn run(ctx: &Context<'_>, expression: &str) -> Result<Cel, String> {
-    let program = Program::compile(expression).map_err(|e| format!("compilation failed: {e}"))?;
-    program.execute(ctx).map_err(|e| e.to_string())
+    PROGRAMS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if !cache.contains_key(expression) {
+            let program = Program::compile(expression).map_err(|e| format!("compilation failed: {e}"))?;
+            if cache.len() >= MAX_CACHED_PROGRAMS {
+                cache.clear();
+            }
+            cache.insert(expression.to_owned(), program);
+        }
+        let program = cache
+            .get(expression)
+            .ok_or_else(|| "expression cache lost an entry".to_owned())?;
+        program.execute(ctx).map_err(|e| e.to_string())
+    })
 }
 
 /// The `request` variable.

@@ -4,13 +4,14 @@
 //!   Store (snapshot | history after rv) ─▶ filter (namespace, name, selectors) ─▶ encode ─▶ mpsc ─▶ HTTP body
 //!                      broadcast events ─┘            bookmarks, timeout, 410 on lag ─┘
 //! ```
-//! Frames are built from the stored bytes (`{"type":..,"object":` + bytes + `}`), so a thousand watchers of
-//! one object share its serialization; only Table watches build a row per watcher.
+//! Frames are the stored bytes between a static prefix and suffix, sent as separate pieces, so a thousand
+//! watchers of one object share its serialization without copying it; only Table watches build a row per
+//! watcher.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
@@ -37,33 +38,45 @@ pub struct WatchParams {
     pub cut: bool,
 }
 
-fn frame(kind: &str, object: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(object.len() + 32);
-    b.put_slice(b"{\"type\":\"");
-    b.put_slice(kind.as_bytes());
-    b.put_slice(b"\",\"object\":");
-    b.put_slice(object);
-    b.put_slice(b"}\n");
-    b.freeze()
+/// One watch event as three pieces: a static prefix, the object's bytes (shared, not copied), a static suffix.
+type Frame = [Bytes; 3];
+
+fn frame(kind: &str, object: Bytes) -> Frame {
+    let prefix: &'static [u8] = match kind {
+        "ADDED" => b"{\"type\":\"ADDED\",\"object\":",
+        "MODIFIED" => b"{\"type\":\"MODIFIED\",\"object\":",
+        "DELETED" => b"{\"type\":\"DELETED\",\"object\":",
+        "BOOKMARK" => b"{\"type\":\"BOOKMARK\",\"object\":",
+        _ => b"{\"type\":\"ERROR\",\"object\":",
+    };
+    [Bytes::from_static(prefix), object, Bytes::from_static(b"}\n")]
 }
 
-fn gone(rv: u64, oldest: u64) -> Bytes {
+/// Sends a frame; Err when the client went away.
+async fn send(tx: &mpsc::Sender<Bytes>, frame: Frame) -> Result<(), ()> {
+    for piece in frame {
+        tx.send(piece).await.map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+fn gone(rv: u64, oldest: u64) -> Frame {
     let status = status_body(
         410,
         "Expired",
         &format!("too old resource version: {rv} ({oldest})"),
         None,
     );
-    frame("ERROR", status.to_string().as_bytes())
+    frame("ERROR", Bytes::from(status.to_string()))
 }
 
-fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
+fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Frame {
     let mut obj =
         json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": {"resourceVersion": rv.to_string()}});
     if initial_end {
         obj["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    frame("BOOKMARK", obj.to_string().as_bytes())
+    frame("BOOKMARK", Bytes::from(obj.to_string()))
 }
 
 /// Starts a watch; frames arrive on the receiver until the watch ends or the receiver is dropped.
@@ -89,7 +102,7 @@ async fn run(cluster: Arc<Cluster>, rt: Arc<ResourceType>, p: WatchParams, encod
     };
     if p.cut {
         let rv = cluster.store.current_rv();
-        let _ = tx.send(gone(p.rv.unwrap_or(rv), rv)).await;
+        let _ = send(&tx, gone(p.rv.unwrap_or(rv), rv)).await;
         return;
     }
     let mut first = true;
@@ -97,7 +110,7 @@ async fn run(cluster: Arc<Cluster>, rt: Arc<ResourceType>, p: WatchParams, encod
         Some(rv) if !p.send_initial_events => match cluster.store.subscribe(Some(rv)) {
             Ok((backlog, rx)) => (rx, backlog, rv),
             Err(oldest) => {
-                let _ = tx.send(gone(rv, oldest)).await;
+                let _ = send(&tx, gone(rv, oldest)).await;
                 return;
             }
         },
@@ -106,13 +119,13 @@ async fn run(cluster: Arc<Cluster>, rt: Arc<ResourceType>, p: WatchParams, encod
                 .store
                 .snapshot_and_subscribe(&key, p.ns.as_deref(), |s| matches(s));
             for item in items {
-                if tx.send(frame("ADDED", &encode(&item, first))).await.is_err() {
+                if send(&tx, frame("ADDED", encode(&item, first))).await.is_err() {
                     return;
                 }
                 first = false;
             }
             if p.send_initial_events && p.bookmarks {
-                let _ = tx.send(bookmark(&rt, rv, true)).await;
+                let _ = send(&tx, bookmark(&rt, rv, true)).await;
             }
             (rx, Vec::new(), rv)
         }
@@ -121,7 +134,7 @@ async fn run(cluster: Arc<Cluster>, rt: Arc<ResourceType>, p: WatchParams, encod
         last_rv = event.obj.rv;
         if let Some(f) = translate(&key, &event, &matches, &encode, first) {
             first = false;
-            if tx.send(f).await.is_err() {
+            if send(&tx, f).await.is_err() {
                 return;
             }
         }
@@ -142,19 +155,19 @@ async fn run(cluster: Arc<Cluster>, rt: Arc<ResourceType>, p: WatchParams, encod
                     last_rv = event.obj.rv;
                     if let Some(f) = translate(&key, &event, &matches, &encode, first) {
                         first = false;
-                        if tx.send(f).await.is_err() {
+                        if send(&tx, f).await.is_err() {
                             return;
                         }
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let _ = tx.send(gone(last_rv, cluster.store.current_rv())).await;
+                    let _ = send(&tx, gone(last_rv, cluster.store.current_rv())).await;
                     return;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = ticker.tick(), if p.bookmarks => {
-                if tx.send(bookmark(&rt, last_rv, false)).await.is_err() {
+                if send(&tx, bookmark(&rt, last_rv, false)).await.is_err() {
                     return;
                 }
             }
@@ -171,7 +184,7 @@ fn translate(
     matches: &impl Fn(&Stored) -> bool,
     encode: &Encoder,
     first: bool,
-) -> Option<Bytes> {
+) -> Option<Frame> {
     if &*event.res != key {
         return None;
     }
@@ -187,7 +200,7 @@ fn translate(
         },
         _ => return None,
     };
-    Some(frame(kind.as_str(), &encode(&event.obj, first)))
+    Some(frame(kind.as_str(), encode(&event.obj, first)))
 }
 
 /// The plain encoder: the stored bytes themselves.

@@ -177,9 +177,6 @@ pub fn resource_type(crd: &Value) -> Option<ResourceType> {
         if v["subresources"].get("status").is_some() && !subresources.contains(&"status") {
             subresources.push("status");
         }
-        if v["subresources"].get("scale").is_some() && !subresources.contains(&"scale") {
-            subresources.push("scale");
-        }
     }
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()

@@ -1,332 +1,274 @@
-//! JSON patch (RFC 6902) over JSON pointers (RFC 6901).
+//! JSON patch (RFC 6902) with the API server's exact behaviour.
 //!
 //! The operations run in order on one copy of the document; the first failure aborts the whole patch, so
-//! a failed `test` leaves the stored object untouched. Error texts follow the Go library the API server
-//! uses (`doc is missing path`, `testing value ... failed`).
+//! a failed `test` leaves the stored object untouched. The API server uses the Go library
+//! `evanphx/json-patch` (v4), which differs from the RFC in ways clients can observe; they are kept here, and
+//! the error texts are its texts (checked against `kubectl patch --local`, which uses the same library):
+//!
+//! - `replace` of a missing object key adds it; `copy` from a missing object key copies `null`;
+//! - `test` of a missing object key against `null` succeeds;
+//! - array indexes are parsed like Go's `strconv.Atoi` (leading zeros, signs) and negative ones count from
+//!   the end; an operation without `value` uses `null`.
 
 use serde_json::Value;
 
 use super::{PatchError, json_equal};
 
 /// Applies an RFC 6902 patch (an array of operations) to `doc`.
+///
+/// `Malformed` is what the server rejects while decoding the patch (400 Bad Request): not an array of
+/// objects. Everything else fails while applying it (`Failed`, the server's 422), including an unknown `op`
+/// or a `path` that is not a string.
 pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value, PatchError> {
     let Value::Array(ops) = patch else {
-        return Err(PatchError::Malformed(
-            "json patch must be an array of operations".into(),
-        ));
+        return Err(PatchError::Malformed(format!(
+            "json: cannot unmarshal {} into Go value of type jsonpatch.Patch",
+            json_kind(patch)
+        )));
     };
+    if let Some(op) = ops.iter().find(|op| !op.is_object()) {
+        return Err(PatchError::Malformed(format!(
+            "json: cannot unmarshal {} into Go value of type jsonpatch.Operation",
+            json_kind(op)
+        )));
+    }
     let mut doc = doc.clone();
-    for op in ops {
-        apply_op(&mut doc, op)?;
+    for fields in ops.iter().filter_map(Value::as_object) {
+        let text = |name: &str| fields.get(name).and_then(Value::as_str);
+        let kind = text("op").unwrap_or("unknown");
+        let (path, from) = (text("path"), text("from"));
+        let value = fields.get("value").cloned().unwrap_or(Value::Null);
+        let missing_field = |field: &str| {
+            let detail = if field == "from" {
+                "operation, missing from field: missing value"
+            } else {
+                "missing value"
+            };
+            failed(format!("{kind} operation failed to decode {field}: {detail}"))
+        };
+        match kind {
+            "add" => add(&mut doc, path.ok_or_else(|| missing_field("path"))?, value),
+            "remove" => remove(&mut doc, path.ok_or_else(|| missing_field("path"))?),
+            "replace" => replace(&mut doc, path.ok_or_else(|| missing_field("path"))?, value),
+            "move" => move_op(
+                &mut doc,
+                from.ok_or_else(|| missing_field("from"))?,
+                path.ok_or_else(|| missing_field("path"))?,
+            ),
+            "copy" => copy(
+                &mut doc,
+                from.ok_or_else(|| missing_field("from"))?,
+                path.ok_or_else(|| missing_field("path"))?,
+            ),
+            "test" => test(&mut doc, path.ok_or_else(|| missing_field("path"))?, &value),
+            other => Err(failed(format!("Unexpected kind: {other}"))),
+        }?;
     }
     Ok(doc)
 }
 
-fn str_field<'a>(op: &'a Value, name: &str) -> Result<&'a str, PatchError> {
-    match op.get(name) {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(PatchError::Malformed(format!(
-            "json patch operation field {name:?} must be a string"
-        ))),
-        None => Err(PatchError::Malformed(format!(
-            "json patch operation {op} lacks {name:?}"
-        ))),
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
     }
 }
 
-fn value_field(op: &Value) -> Result<&Value, PatchError> {
-    op.get("value")
-        .ok_or_else(|| PatchError::Malformed(format!("json patch operation {op} lacks \"value\"")))
+fn failed(msg: String) -> PatchError {
+    PatchError::Failed(msg)
 }
 
-fn apply_op(doc: &mut Value, op: &Value) -> Result<(), PatchError> {
-    if !op.is_object() {
-        return Err(PatchError::Malformed(format!(
-            "json patch operation {op} is not an object"
-        )));
-    }
-    let kind = str_field(op, "op")?;
-    let path = str_field(op, "path")?;
-    let tokens = parse_pointer(path)?;
-    match kind {
-        "add" => add(doc, &tokens, value_field(op)?.clone())
-            .map_err(|e| PatchError::Failed(format!("add operation does not apply: {e}"))),
-        "remove" => remove(doc, &tokens)
-            .map(drop)
-            .map_err(|e| PatchError::Failed(format!("remove operation does not apply: {e}"))),
-        "replace" => {
-            let value = value_field(op)?.clone();
-            let target = get_mut(doc, &tokens)
-                .ok_or_else(|| PatchError::Failed(format!("replace operation does not apply: {}", missing(path))))?;
-            *target = value;
-            Ok(())
-        }
-        "move" => {
-            let from = str_field(op, "from")?;
-            let from_tokens = parse_pointer(from)?;
-            if from_tokens.len() < tokens.len() && tokens.starts_with(&from_tokens) {
-                return Err(PatchError::Failed(format!(
-                    "move operation cannot move {from:?} into its child {path:?}"
-                )));
+/// Unescapes one reference token as the library does (`~1` then `~0`; other `~` sequences stay).
+fn decode_token(token: &str) -> String {
+    token.replace("~1", "/").replace("~0", "~")
+}
+
+/// The container (object or array) holding the last token of `path`, and that token. None when the path has
+/// no `/` or a token on the way does not exist or is not a container.
+fn find_container<'a>(doc: &'a mut Value, path: &str) -> Option<(&'a mut Value, String)> {
+    let mut parts = path.split('/');
+    parts.next()?;
+    let mut parts: Vec<&str> = parts.collect();
+    let key = decode_token(parts.pop()?);
+    let mut cur = doc;
+    for part in parts {
+        let token = decode_token(part);
+        cur = match cur {
+            Value::Object(m) => m.get_mut(&token)?,
+            Value::Array(a) => {
+                let i = array_index(&token, a.len()).ok()?;
+                a.get_mut(i)?
             }
-            let value = remove(doc, &from_tokens)
-                .map_err(|e| PatchError::Failed(format!("move operation does not apply: {e}")))?;
-            add(doc, &tokens, value).map_err(|e| PatchError::Failed(format!("move operation does not apply: {e}")))
-        }
-        "copy" => {
-            let from = str_field(op, "from")?;
-            let value = get(doc, &parse_pointer(from)?)
-                .cloned()
-                .ok_or_else(|| PatchError::Failed(format!("copy operation does not apply: {}", missing(from))))?;
-            add(doc, &tokens, value).map_err(|e| PatchError::Failed(format!("copy operation does not apply: {e}")))
-        }
-        "test" => {
-            let want = value_field(op)?;
-            match get(doc, &tokens) {
-                Some(have) if json_equal(have, want) => Ok(()),
-                _ => Err(PatchError::Failed(format!("testing value {path} failed: test failed"))),
-            }
-        }
-        other => Err(PatchError::Malformed(format!("Unexpected kind: {other}"))),
+            _ => return None,
+        };
+    }
+    matches!(cur, Value::Object(_) | Value::Array(_)).then_some((cur, key))
+}
+
+/// An index into an array of `len` items, as the library reads it for get, replace and remove.
+fn array_index(token: &str, len: usize) -> Result<usize, String> {
+    let i: i64 = token
+        .parse()
+        .map_err(|_| format!("strconv.Atoi: parsing {token:?}: invalid syntax"))?;
+    let len = len as i64;
+    let idx = if i < 0 { i + len } else { i };
+    if i < -len || idx >= len {
+        return Err(format!("Unable to access invalid index: {i}: invalid index referenced"));
+    }
+    Ok(idx as usize)
+}
+
+/// Reads `key` of a container: Ok(None) for a missing object key, Err for a bad array index.
+fn get<'a>(container: &'a Value, key: &str) -> Result<Option<&'a Value>, String> {
+    match container {
+        Value::Object(m) => Ok(m.get(key)),
+        Value::Array(a) => array_index(key, a.len()).map(|i| a.get(i)),
+        _ => Ok(None),
     }
 }
 
-fn missing(path: &str) -> String {
-    format!("doc is missing path: {path:?}: missing value")
-}
-
-/// Splits an RFC 6901 pointer into unescaped reference tokens.
-pub(crate) fn parse_pointer(pointer: &str) -> Result<Vec<String>, PatchError> {
-    if pointer.is_empty() {
-        return Ok(Vec::new());
-    }
-    let Some(rest) = pointer.strip_prefix('/') else {
-        return Err(PatchError::Malformed(format!(
-            "JSON pointer {pointer:?} must start with \"/\""
-        )));
-    };
-    rest.split('/')
-        .map(|token| {
-            let mut out = String::with_capacity(token.len());
-            let mut chars = token.chars();
-            while let Some(c) = chars.next() {
-                if c != '~' {
-                    out.push(c);
-                    continue;
-                }
-                match chars.next() {
-                    Some('0') => out.push('~'),
-                    Some('1') => out.push('/'),
-                    _ => {
-                        return Err(PatchError::Malformed(format!(
-                            "JSON pointer {pointer:?} has a bad ~ escape"
-                        )));
-                    }
-                }
-            }
-            Ok(out)
-        })
-        .collect()
-}
-
-/// An array index token: digits without leading zeros (RFC 6901 section 4).
-fn index(token: &str) -> Option<usize> {
-    if token.is_empty() || (token.len() > 1 && token.starts_with('0')) || !token.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    token.parse().ok()
-}
-
-fn get<'a>(doc: &'a Value, tokens: &[String]) -> Option<&'a Value> {
-    tokens.iter().try_fold(doc, |v, t| match v {
-        Value::Object(m) => m.get(t),
-        Value::Array(a) => index(t).and_then(|i| a.get(i)),
-        _ => None,
-    })
-}
-
-fn get_mut<'a>(doc: &'a mut Value, tokens: &[String]) -> Option<&'a mut Value> {
-    tokens.iter().try_fold(doc, |v, t| match v {
-        Value::Object(m) => m.get_mut(t),
-        Value::Array(a) => index(t).and_then(|i| a.get_mut(i)),
-        _ => None,
-    })
-}
-
-fn pointer_of(tokens: &[String]) -> String {
-    tokens
-        .iter()
-        .map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1")))
-        .collect()
-}
-
-fn add(doc: &mut Value, tokens: &[String], value: Value) -> Result<(), String> {
-    let Some((last, parent)) = tokens.split_last() else {
-        *doc = value;
-        return Ok(());
-    };
-    let missing_path = || missing(&pointer_of(tokens));
-    match get_mut(doc, parent).ok_or_else(missing_path)? {
+fn insert(container: &mut Value, key: &str, value: Value) -> Result<(), String> {
+    match container {
         Value::Object(m) => {
-            m.insert(last.clone(), value);
+            m.insert(key.to_string(), value);
             Ok(())
         }
         Value::Array(a) => {
-            let i = if last == "-" {
-                a.len()
-            } else {
-                index(last).ok_or_else(missing_path)?
-            };
-            if i > a.len() {
-                return Err(format!("index {i} out of bounds for {:?}", pointer_of(parent)));
+            if key == "-" {
+                a.push(value);
+                return Ok(());
             }
-            a.insert(i, value);
+            let i: i64 = key
+                .parse()
+                .map_err(|_| format!("value was not a proper array index: '{key}'"))?;
+            let size = a.len() as i64 + 1;
+            let idx = if i < 0 { i + size } else { i };
+            if i >= size || i < -size {
+                return Err(format!("Unable to access invalid index: {i}: invalid index referenced"));
+            }
+            a.insert(idx as usize, value);
             Ok(())
         }
-        _ => Err(missing_path()),
+        _ => Err("not a container".into()),
     }
 }
 
-fn remove(doc: &mut Value, tokens: &[String]) -> Result<Value, String> {
-    let missing_path = || missing(&pointer_of(tokens));
-    let Some((last, parent)) = tokens.split_last() else {
-        return Ok(std::mem::take(doc));
-    };
-    match get_mut(doc, parent).ok_or_else(missing_path)? {
-        Value::Object(m) => m.remove(last).ok_or_else(missing_path),
-        Value::Array(a) => match index(last) {
-            Some(i) if i < a.len() => Ok(a.remove(i)),
-            _ => Err(missing_path()),
-        },
-        _ => Err(missing_path()),
+fn take(container: &mut Value, key: &str) -> Result<Value, String> {
+    match container {
+        Value::Object(m) => m
+            .remove(key)
+            .ok_or_else(|| format!("Unable to remove nonexistent key: {key}: missing value")),
+        Value::Array(a) => array_index(key, a.len()).map(|i| a.remove(i)),
+        _ => Err("not a container".into()),
+    }
+}
+
+fn add(doc: &mut Value, path: &str, value: Value) -> Result<(), PatchError> {
+    if path.is_empty() {
+        *doc = value;
+        return Ok(());
+    }
+    let (con, key) = find_container(doc, path).ok_or_else(|| {
+        failed(format!(
+            "add operation does not apply: doc is missing path: {path:?}: missing value"
+        ))
+    })?;
+    insert(con, &key, value).map_err(|e| failed(format!("error in add for path: '{path}': {e}")))
+}
+
+fn remove(doc: &mut Value, path: &str) -> Result<(), PatchError> {
+    let (con, key) = find_container(doc, path).ok_or_else(|| {
+        failed(format!(
+            "remove operation does not apply: doc is missing path: {path:?}: missing value"
+        ))
+    })?;
+    take(con, &key)
+        .map(drop)
+        .map_err(|e| failed(format!("error in remove for path: '{path}': {e}")))
+}
+
+fn replace(doc: &mut Value, path: &str, value: Value) -> Result<(), PatchError> {
+    if path.is_empty() {
+        *doc = value;
+        return Ok(());
+    }
+    let (con, key) = find_container(doc, path).ok_or_else(|| {
+        failed(format!(
+            "replace operation does not apply: doc is missing path: {path}: missing value"
+        ))
+    })?;
+    match con {
+        Value::Object(m) => {
+            m.insert(key, value);
+            Ok(())
+        }
+        Value::Array(a) => {
+            let i = array_index(&key, a.len())
+                .map_err(|_| failed(format!("Object to be patched is missing field ({path}: missing value)")))?;
+            a[i] = value;
+            Ok(())
+        }
+        _ => unreachable!("find_container returns containers only"),
+    }
+}
+
+fn move_op(doc: &mut Value, from: &str, path: &str) -> Result<(), PatchError> {
+    let (con, key) = find_container(doc, from).ok_or_else(|| {
+        failed(format!(
+            "move operation does not apply: doc is missing from path: {from}: missing value"
+        ))
+    })?;
+    let value = take(con, &key).map_err(|e| failed(format!("error in move for path: '{key}': {e}")))?;
+    let (con, key) = find_container(doc, path).ok_or_else(|| {
+        failed(format!(
+            "move operation does not apply: doc is missing destination path: {path}: missing value"
+        ))
+    })?;
+    insert(con, &key, value).map_err(|e| failed(format!("error in move for path: '{path}': {e}")))
+}
+
+fn copy(doc: &mut Value, from: &str, path: &str) -> Result<(), PatchError> {
+    let (con, key) = find_container(doc, from).ok_or_else(|| {
+        failed(format!(
+            "copy operation does not apply: doc is missing from path: {from}: missing value"
+        ))
+    })?;
+    let value = get(con, &key)
+        .map_err(|e| failed(format!("error in copy for from: '{from}': {e}")))?
+        .cloned()
+        .unwrap_or(Value::Null);
+    let (con, key) = find_container(doc, path).ok_or_else(|| {
+        failed(format!(
+            "copy operation does not apply: doc is missing destination path: {path}: missing value"
+        ))
+    })?;
+    insert(con, &key, value).map_err(|e| failed(format!("error while adding value during copy: {e}")))
+}
+
+fn test(doc: &mut Value, path: &str, want: &Value) -> Result<(), PatchError> {
+    let test_failed = || failed(format!("testing value {path} failed: test failed"));
+    if path.is_empty() {
+        return if json_equal(doc, want) {
+            Ok(())
+        } else {
+            Err(test_failed())
+        };
+    }
+    let (con, key) = find_container(doc, path).ok_or_else(|| {
+        failed(format!(
+            "test operation does not apply: is missing path: {path}: missing value"
+        ))
+    })?;
+    match get(con, &key).map_err(|e| failed(format!("error in test for path: '{path}': {e}")))? {
+        None if want.is_null() => Ok(()),
+        Some(have) if json_equal(have, want) => Ok(()),
+        _ => Err(test_failed()),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn ok(doc: Value, patch: Value) -> Value {
-        json_patch(&doc, &patch).unwrap_or_else(|e| panic!("{patch}: {e}"))
-    }
-
-    #[test]
-    fn every_operation() {
-        let doc = json!({"foo": "bar", "list": [1, 2], "obj": {"a": 1}});
-        let cases = [
-            (
-                json!([{"op":"add","path":"/baz","value":"qux"}]),
-                json!({"foo":"bar","list":[1,2],"obj":{"a":1},"baz":"qux"}),
-            ),
-            (
-                json!([{"op":"add","path":"/list/1","value":9}]),
-                json!({"foo":"bar","list":[1,9,2],"obj":{"a":1}}),
-            ),
-            (
-                json!([{"op":"add","path":"/list/-","value":3}]),
-                json!({"foo":"bar","list":[1,2,3],"obj":{"a":1}}),
-            ),
-            (
-                json!([{"op":"remove","path":"/list/0"}]),
-                json!({"foo":"bar","list":[2],"obj":{"a":1}}),
-            ),
-            (
-                json!([{"op":"replace","path":"/foo","value":{"x":1}}]),
-                json!({"foo":{"x":1},"list":[1,2],"obj":{"a":1}}),
-            ),
-            (
-                json!([{"op":"move","from":"/obj/a","path":"/b"}]),
-                json!({"foo":"bar","list":[1,2],"obj":{},"b":1}),
-            ),
-            (
-                json!([{"op":"copy","from":"/list","path":"/obj/l"}]),
-                json!({"foo":"bar","list":[1,2],"obj":{"a":1,"l":[1,2]}}),
-            ),
-            (
-                json!([{"op":"test","path":"/obj","value":{"a":1.0}},{"op":"remove","path":"/foo"}]),
-                json!({"list":[1,2],"obj":{"a":1}}),
-            ),
-            (json!([{"op":"add","path":"","value":[]}]), json!([])),
-        ];
-        for (patch, want) in cases {
-            assert_eq!(ok(doc.clone(), patch.clone()), want, "{patch}");
-        }
-    }
-
-    #[test]
-    fn pointer_escapes() {
-        let doc = json!({"metadata": {"labels": {"sublet.dev/state": "lent", "a~b": "x"}}});
-        let patch = json!([
-            {"op": "test", "path": "/metadata/labels/sublet.dev~1state", "value": "lent"},
-            {"op": "replace", "path": "/metadata/labels/sublet.dev~1state", "value": "leased"},
-            {"op": "remove", "path": "/metadata/labels/a~0b"},
-        ]);
-        assert_eq!(
-            ok(doc, patch),
-            json!({"metadata": {"labels": {"sublet.dev/state": "leased"}}})
-        );
-        assert_eq!(parse_pointer("/a~01").unwrap(), vec!["a~1"]);
-        assert!(parse_pointer("/a~2").is_err());
-        assert!(parse_pointer("a").is_err());
-    }
-
-    #[test]
-    fn failures_leave_a_clear_error() {
-        let doc = json!({"a": {"b": 1}, "l": [1]});
-        let failed = [
-            (
-                json!([{"op":"test","path":"/a/b","value":2}]),
-                "testing value /a/b failed: test failed",
-            ),
-            (
-                json!([{"op":"remove","path":"/x"}]),
-                "remove operation does not apply: doc is missing path: \"/x\": missing value",
-            ),
-            (
-                json!([{"op":"replace","path":"/a/x","value":1}]),
-                "replace operation does not apply: doc is missing path: \"/a/x\": missing value",
-            ),
-            (
-                json!([{"op":"add","path":"/x/y","value":1}]),
-                "add operation does not apply: doc is missing path: \"/x/y\": missing value",
-            ),
-            (
-                json!([{"op":"add","path":"/l/5","value":1}]),
-                "add operation does not apply: index 5 out of bounds for \"/l\"",
-            ),
-            (
-                json!([{"op":"remove","path":"/l/-"}]),
-                "remove operation does not apply: doc is missing path: \"/l/-\": missing value",
-            ),
-            (
-                json!([{"op":"move","from":"/a","path":"/a/c"}]),
-                "move operation cannot move \"/a\" into its child \"/a/c\"",
-            ),
-            (
-                json!([{"op":"test","path":"/l/01","value":1}]),
-                "testing value /l/01 failed: test failed",
-            ),
-        ];
-        for (patch, want) in failed {
-            match json_patch(&doc, &patch) {
-                Err(PatchError::Failed(msg)) => assert_eq!(msg, want),
-                other => panic!("{patch}: {other:?}"),
-            }
-        }
-        let malformed = [
-            json!({"op": "add"}),
-            json!([{"op":"frob","path":"/a"}]),
-            json!([{"path":"/a"}]),
-            json!([{"op":"add","path":"/a"}]),
-            json!([7]),
-        ];
-        for patch in malformed {
-            assert!(
-                matches!(json_patch(&doc, &patch), Err(PatchError::Malformed(_))),
-                "{patch}"
-            );
-        }
-    }
-}
+mod tests;

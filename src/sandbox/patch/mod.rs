@@ -11,11 +11,14 @@
 //! ```
 //!
 //! [`MergeSchema`] says how lists and maps merge: from a table for built-in kinds, from a CRD's schema
-//! extensions for custom resources.
+//! extensions for custom resources. The real server refuses strategic merge patches of custom resources
+//! (415 Unsupported Media Type); that check is the caller's.
+//!
+//! JSON, merge and strategic merge patches are checked against `kubectl patch --local`, which runs the same
+//! Go libraries as the API server (tests/patch_kubectl.rs).
 
 mod json_patch;
 pub mod managed;
-
 mod merge_patch;
 mod schema;
 mod strategic;

@@ -120,6 +120,7 @@ impl MergeSchema {
     fn with_metadata(mut self) -> Self {
         self.set_list("metadata.finalizers", ListType::Set)
             .map("metadata.ownerReferences", &["uid"])
+            .set_atomic_map("metadata.ownerReferences[]")
             .set_list("metadata.managedFields", ListType::Atomic);
         self
     }
@@ -132,8 +133,7 @@ impl MergeSchema {
                 .map(&format!("{c}[].ports"), &["containerPort", "protocol"])
                 .map(&format!("{c}[].env"), &["name"])
                 .map(&format!("{c}[].volumeMounts"), &["mountPath"])
-                .map(&format!("{c}[].volumeDevices"), &["devicePath"])
-                .map(&format!("{c}[].resizePolicy"), &["resourceName"]);
+                .map(&format!("{c}[].volumeDevices"), &["devicePath"]);
         }
         self.map(&format!("{prefix}.volumes"), &["name"])
             .map(&format!("{prefix}.imagePullSecrets"), &["name"])
@@ -144,6 +144,10 @@ impl MergeSchema {
             )
             .map(&format!("{prefix}.schedulingGates"), &["name"])
             .map(&format!("{prefix}.resourceClaims"), &["name"])
+            .set_atomic_map(&format!("{prefix}.topologySpreadConstraints[].labelSelector"))
+            .set_atomic_map(&format!(
+                "{prefix}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+            ))
             .set_list(&format!("{prefix}.tolerations"), ListType::Atomic)
     }
 
@@ -161,11 +165,14 @@ impl MergeSchema {
             ("", "PodTemplate") => {
                 s.pod_spec("template.spec");
             }
-            ("", "ReplicationController") | ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") => {
+            ("", "ReplicationController") => {
                 s.pod_spec("spec.template.spec").map("status.conditions", &["type"]);
             }
-            ("batch", "Job") => {
-                s.pod_spec("spec.template.spec").map("status.conditions", &["type"]);
+            // Label selectors are atomic structs for server-side apply.
+            ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") | ("batch", "Job") => {
+                s.pod_spec("spec.template.spec")
+                    .map("status.conditions", &["type"])
+                    .set_atomic_map("spec.selector");
             }
             ("batch", "CronJob") => {
                 s.pod_spec("spec.jobTemplate.spec.template.spec");
@@ -178,28 +185,32 @@ impl MergeSchema {
             }
             ("", "Service") => {
                 s.map("spec.ports", &["port", "protocol"])
+                    .set_atomic_map("spec.selector")
                     .map("status.conditions", &["type"]);
             }
+            ("", "Event") | ("events.k8s.io", "Event") => {
+                s.set_atomic_map("involvedObject")
+                    .set_atomic_map("regarding")
+                    .set_atomic_map("related");
+            }
             ("", "Namespace") => {
-                s.set_list("spec.finalizers", ListType::Set)
-                    .map("status.conditions", &["type"]);
+                s.map("status.conditions", &["type"]);
             }
             ("", "ServiceAccount") => {
                 s.map("secrets", &["name"]);
             }
             ("policy", "PodDisruptionBudget") => {
-                s.map("status.conditions", &["type"]);
+                s.map("status.conditions", &["type"]).set_atomic_map("spec.selector");
             }
             ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
                 s.set_list("spec.validations", ListType::Atomic)
                     .map("spec.matchConditions", &["name"])
                     .map("status.conditions", &["type"]);
             }
-            ("apiextensions.k8s.io", "CustomResourceDefinition") => {
-                s.map("spec.versions", &["name"]).map("status.conditions", &["type"]);
-            }
-            // Role/ClusterRole rules and binding subjects are atomic, as every list not named here; Lease,
-            // Event, ConfigMap, Secret have no list that merges.
+            // Atomic, as every list not named here: Role/ClusterRole rules, binding subjects, Namespace
+            // spec.finalizers, container resizePolicy, and a CustomResourceDefinition's spec.versions and
+            // status lists (the real server reports apply conflicts on `.spec.versions` as a whole). Lease,
+            // Event, ConfigMap and Secret have no list that merges.
             _ => {}
         }
         s
@@ -316,6 +327,15 @@ mod tests {
         );
         let r = MergeSchema::builtin("rbac.authorization.k8s.io", "Role");
         assert_eq!(r.root().field("rules").list_type(), &ListType::Atomic);
+        assert!(d.root().field("spec").field("selector").is_atomic_map());
+        assert!(!tpl.field("nodeSelector").is_atomic_map());
+        let crd = MergeSchema::builtin("apiextensions.k8s.io", "CustomResourceDefinition");
+        assert_eq!(
+            crd.root().field("spec").field("versions").list_type(),
+            &ListType::Atomic
+        );
+        let sa = MergeSchema::builtin("", "ServiceAccount");
+        assert_eq!(sa.root().field("secrets").list_type(), &map(&["name"]));
     }
 
     #[test]

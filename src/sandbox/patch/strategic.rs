@@ -2,18 +2,23 @@
 //!
 //! ```text
 //!   merge_map(original, patch, schema node)
-//!     $patch: replace | delete | merge        the map is replaced / emptied / merged
+//!     $patch: replace | delete                the map is replaced / emptied
 //!     $retainKeys: [..]                       original keys not listed are dropped
 //!     $deleteFromPrimitiveList/F: [..]        values removed from the set list F
 //!     F: null                                 F deleted
 //!     F: {..} / [..] / scalar                 merge_map / merge_list / replace
 //!     $setElementOrder/F: [..]                F reordered after the merge
 //!   merge_list(original, patch, schema node)
-//!     Atomic: replaced   Set: union   Map(keys): items matched by the first key (the Go patchMergeKey),
-//!     merged; `{"$patch": "delete", key: v}` removes an item, `{"$patch": "replace"}` replaces the list.
+//!     Atomic: replaced   Set: union   Map(keys): items matched by the first key (the Go patchMergeKey);
+//!     `{"$patch": "delete", key: v}` items are removed first, then the others merged or added;
+//!     `{"$patch": "replace"}` replaces the list. The patch's items come out in the patch's order, each of the
+//!     server's other items just before the first patch item the server had after it.
 //! ```
 //!
-//! Matching indexes the original list once, so a patch costs time linear in the list lengths.
+//! Results are checked against `kubectl patch --local` (tests/patch_kubectl.rs), which runs the Go library
+//! the API server uses. Content the patch adds is stored as the server stores it after decoding into the
+//! kind's Go structs: without `null` fields and `$` keys. Matching indexes each list once, so a patch costs
+//! time linear in the list lengths.
 
 use std::collections::{HashMap, HashSet};
 
@@ -45,12 +50,10 @@ pub fn strategic_merge_patch(doc: &Value, patch: &Value, schema: &MergeSchema) -
 fn merge_map(original: &mut Map<String, Value>, patch: &Map<String, Value>, node: &Node) -> Result<(), PatchError> {
     match patch.get(DIRECTIVE) {
         None => {}
-        Some(Value::String(d)) if d == "merge" => {}
         Some(Value::String(d)) if d == "replace" => {
-            let mut replaced = Map::new();
-            let rest: Map<String, Value> = patch.iter().filter(|(k, _)| *k != DIRECTIVE).map(clone_kv).collect();
-            merge_map(&mut replaced, &rest, node)?;
-            *original = replaced;
+            if let Value::Object(replaced) = sanitized(&Value::Object(patch.clone())) {
+                *original = replaced;
+            }
             return Ok(());
         }
         Some(Value::String(d)) if d == "delete" => {
@@ -59,16 +62,13 @@ fn merge_map(original: &mut Map<String, Value>, patch: &Map<String, Value>, node
         }
         Some(other) => {
             return Err(PatchError::Malformed(format!(
-                "unknown patch type: {other} in map: {patch:?}"
+                "unknown patch type: {other} in map: {}",
+                Value::Object(patch.clone())
             )));
         }
     }
-    if node.is_atomic_map() {
-        let mut replaced = Map::new();
-        merge_fields(&mut replaced, patch, node)?;
-        *original = replaced;
-        return Ok(());
-    }
+    // Maps atomic for server-side apply (label selectors, ...) still merge here: the Go struct tags that
+    // drive strategic merge have no atomic maps.
     if let Some(keys) = patch.get(RETAIN_KEYS) {
         let keys: HashSet<&str> = keys
             .as_array()
@@ -79,6 +79,10 @@ fn merge_map(original: &mut Map<String, Value>, patch: &Map<String, Value>, node
                     .ok_or_else(|| PatchError::Malformed(format!("{RETAIN_KEYS} holds non-string {k}")))
             })
             .collect::<Result<_, _>>()?;
+        // The Go implementation rejects a patch that sets a field its own $retainKeys would drop.
+        if patch.keys().any(|k| !k.starts_with('$') && !keys.contains(k.as_str())) {
+            return Err(PatchError::Malformed("invalid patch format of retainKeys".into()));
+        }
         original.retain(|k, _| keys.contains(k.as_str()));
     }
     for (key, values) in patch {
@@ -116,23 +120,12 @@ fn merge_map(original: &mut Map<String, Value>, patch: &Map<String, Value>, node
     Ok(())
 }
 
-fn clone_kv((k, v): (&String, &Value)) -> (String, Value) {
-    (k.clone(), v.clone())
-}
-
 /// Merges the plain (non-directive) fields of `patch` into `original`.
 fn merge_fields(original: &mut Map<String, Value>, patch: &Map<String, Value>, node: &Node) -> Result<(), PatchError> {
     for (key, value) in patch {
-        if let Some(directive) = key.strip_prefix('$') {
-            let known = key == DIRECTIVE
-                || key == RETAIN_KEYS
-                || key.starts_with(DELETE_FROM_PRIMITIVE_LIST)
-                || key.starts_with(SET_ELEMENT_ORDER);
-            if !known {
-                return Err(PatchError::Malformed(format!(
-                    "unknown strategic merge patch directive ${directive}"
-                )));
-            }
+        // Directives were handled by the caller. Other `$` keys are no field of any built-in kind: the real
+        // server's typed decoding drops them, so they are dropped here.
+        if key.starts_with('$') {
             continue;
         }
         if value.is_null() {
@@ -143,6 +136,10 @@ fn merge_fields(original: &mut Map<String, Value>, patch: &Map<String, Value>, n
         match (original.get_mut(key), value) {
             (Some(Value::Object(o)), Value::Object(p)) => merge_map(o, p, child)?,
             (Some(Value::Array(o)), Value::Array(p)) => merge_list(o, p, child)?,
+            // A map with a `$patch` directive where there is no map to apply it to is dropped by the Go library.
+            (_, Value::Object(p)) if p.contains_key(DIRECTIVE) => {
+                original.remove(key);
+            }
             _ => {
                 original.insert(key.clone(), fresh(value, child)?);
             }
@@ -151,7 +148,7 @@ fn merge_fields(original: &mut Map<String, Value>, patch: &Map<String, Value>, n
     Ok(())
 }
 
-/// A patch value that has nothing to merge with: directives are applied to nothing and nulls dropped.
+/// A patch value where the original has none: merged into an empty value, so nested directives apply.
 fn fresh(value: &Value, node: &Node) -> Result<Value, PatchError> {
     Ok(match value {
         Value::Object(p) => {
@@ -168,6 +165,21 @@ fn fresh(value: &Value, node: &Node) -> Result<Value, PatchError> {
     })
 }
 
+/// A patch value taken as it is (nothing to merge it with), as the server stores it: the Go library copies
+/// it with its directives, and decoding into the kind's Go structs then drops `$` keys and null fields.
+fn sanitized(value: &Value) -> Value {
+    match value {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, v)| !k.starts_with('$') && !v.is_null())
+                .map(|(k, v)| (k.clone(), sanitized(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(sanitized).collect()),
+        other => other.clone(),
+    }
+}
+
 fn directive_of(item: &Value) -> Option<&Value> {
     item.as_object().and_then(|m| m.get(DIRECTIVE))
 }
@@ -180,27 +192,29 @@ fn merge_list(original: &mut Vec<Value>, patch: &[Value], node: &Node) -> Result
     let list_type = node.list_type();
     if replace || *list_type == ListType::Atomic {
         // Taken as sent, as the Go implementation does for lists it does not merge.
-        *original = patch.iter().filter(|i| directive_of(i).is_none()).cloned().collect();
+        *original = patch
+            .iter()
+            .filter(|i| directive_of(i).is_none())
+            .map(sanitized)
+            .collect();
         return Ok(());
     }
+    let server = ranks(original, list_type);
     match list_type {
         ListType::Atomic => unreachable!("handled above"),
         ListType::Set => {
             let mut seen: HashSet<String> = original.iter().map(Value::to_string).collect();
             for item in patch {
                 if seen.insert(item.to_string()) {
-                    original.push(fresh(item, item_node)?);
+                    original.push(sanitized(item));
                 }
             }
         }
         ListType::Map(keys) => {
             let key = keys.first().map(String::as_str).unwrap_or("name");
-            let mut index: HashMap<String, usize> = original
-                .iter()
-                .enumerate()
-                .filter_map(|(i, v)| Some((v.get(key)?.to_string(), i)))
-                .collect();
+            // Deletions first, then merges, as the Go implementation does.
             let mut deleted = HashSet::new();
+            let mut merges = Vec::with_capacity(patch.len());
             for item in patch {
                 let Value::Object(fields) = item else {
                     return Err(PatchError::Malformed(format!(
@@ -213,10 +227,9 @@ fn merge_list(original: &mut Vec<Value>, patch: &[Value], node: &Node) -> Result
                     )));
                 };
                 match fields.get(DIRECTIVE).map(|d| (d, d.as_str())) {
-                    None => {}
+                    None => merges.push((k, item, fields)),
                     Some((_, Some("delete"))) => {
                         deleted.insert(k);
-                        continue;
                     }
                     Some((_, Some("merge"))) => {
                         return Err(PatchError::Malformed(
@@ -229,23 +242,32 @@ fn merge_list(original: &mut Vec<Value>, patch: &[Value], node: &Node) -> Result
                         )));
                     }
                 }
-                match index.get(&k) {
-                    Some(&i) if !deleted.contains(&k) => match &mut original[i] {
-                        Value::Object(o) => merge_map(o, fields, item_node)?,
-                        other => *other = fresh(item, item_node)?,
-                    },
-                    _ => {
-                        deleted.remove(&k);
-                        index.insert(k, original.len());
-                        original.push(fresh(item, item_node)?);
-                    }
-                }
             }
             if !deleted.is_empty() {
                 original.retain(|v| v.get(key).is_none_or(|k| !deleted.contains(&k.to_string())));
             }
+            let mut index: HashMap<String, usize> = original
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| Some((v.get(key)?.to_string(), i)))
+                .collect();
+            for (k, item, fields) in merges {
+                match index.get(&k) {
+                    Some(&i) => match &mut original[i] {
+                        Value::Object(o) => merge_map(o, fields, item_node)?,
+                        other => *other = sanitized(item),
+                    },
+                    None => {
+                        index.insert(k, original.len());
+                        original.push(sanitized(item));
+                    }
+                }
+            }
         }
     }
+    // The patch's items come out in the patch's order, as the Go implementation orders every merged list.
+    let order: Vec<Value> = patch.iter().filter(|i| directive_of(i).is_none()).cloned().collect();
+    reorder(original, &order, list_type, &server);
     Ok(())
 }
 

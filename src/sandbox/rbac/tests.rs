@@ -321,3 +321,176 @@ fn forbidden_status_words_as_the_real_server() {
         "forbidden: User \"system:serviceaccount:ns:sa\" cannot get path \"/metrics\""
     );
 }
+
+#[test]
+fn objects_read_from_json_and_malformed_ones_grant_nothing() {
+    let objects = RbacObjects::from_json(
+        &[],
+        &[
+            json!({"metadata": {"name": "reader"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]}),
+            json!({"metadata": {"name": "broken"}, "rules": "not a list"}),
+        ],
+        &[],
+        &[
+            json!({"metadata": {"name": "b"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "reader"},
+                 "subjects": [{"kind": "User", "name": "alice"}]}),
+        ],
+    );
+    assert_eq!(objects.cluster_roles.len(), 1);
+    assert_eq!(
+        authorize(&objects, &user("alice", &[]), &req("list", "", "pods", None, None)),
+        Decision::Allow
+    );
+    assert_eq!(
+        authorize(&objects, &user("bob", &[]), &req("list", "", "pods", None, None)),
+        Decision::Deny
+    );
+}
+
+#[test]
+fn aggregated_cluster_roles_grant_what_they_select() {
+    let mut o = objects();
+    o.cluster_roles.push(parse(json!({"metadata": {"name": "tenant-edit"},
+        "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"sublet.dev/aggregate-to-tenant-edit": "true"}}]},
+        "rules": []})));
+    o.cluster_roles
+        .push(parse(json!({"metadata": {"name": "gpulease-editor",
+            "labels": {"sublet.dev/aggregate-to-tenant-edit": "true", "sublet.dev/aggregate-to-loop": "true"}},
+        "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"sublet.dev/aggregate-to-loop": "true"}}]},
+        "rules": [{"apiGroups": ["sublet.dev"], "resources": ["gpuleases"], "verbs": ["create", "delete"]}]})));
+    o.role_bindings.push(role_binding(
+        "tenant-a",
+        "bob-edit",
+        "ClusterRole",
+        "tenant-edit",
+        json!([{"kind": "User", "name": "bob"}]),
+    ));
+    let bob = user("bob", &[]);
+    assert_eq!(
+        authorize(
+            &o,
+            &bob,
+            &req("create", "sublet.dev", "gpuleases", Some("tenant-a"), None)
+        ),
+        Decision::Allow
+    );
+    assert_eq!(
+        authorize(
+            &o,
+            &bob,
+            &req("update", "sublet.dev", "gpuleases", Some("tenant-a"), Some("l"))
+        ),
+        Decision::Deny
+    );
+    assert_eq!(
+        authorize(
+            &o,
+            &bob,
+            &req("create", "sublet.dev", "gpuleases", Some("tenant-b"), None)
+        ),
+        Decision::Deny
+    );
+}
+
+#[test]
+fn roles_may_only_grant_rules_their_writer_holds() {
+    let o = objects();
+    let alice = user("alice", &["tenant-a-devs"]);
+    let role = |rules: Value| json!({"metadata": {"name": "grab", "namespace": "tenant-a"}, "rules": rules});
+    let pods = role(json!([{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]}]));
+    assert_eq!(check_role_write(&o, &alice, &pods, Some("tenant-a")), Ok(()));
+    let leases = role(
+        json!([{"apiGroups": ["sublet.dev"], "resources": ["gpuleases"], "verbs": ["get", "delete"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]),
+    );
+    let status = check_role_write(&o, &alice, &leases, Some("tenant-a")).expect_err("escalation");
+    assert_eq!(
+        status["message"],
+        "roles.rbac.authorization.k8s.io \"grab\" is forbidden: user \"alice\" (groups=[\"tenant-a-devs\"]) is attempting \
+         to grant RBAC permissions not currently held:\n{APIGroups:[\"sublet.dev\"], Resources:[\"gpuleases\"], Verbs:[\"get\" \"delete\"]}"
+    );
+    assert_eq!(status["code"], 403);
+    assert!(
+        check_role_write(&o, &alice, &pods, Some("tenant-b")).is_err(),
+        "held in tenant-a only"
+    );
+    assert!(
+        check_role_write(&o, &alice, &pods, None).is_err(),
+        "a ClusterRole needs cluster-wide rules"
+    );
+    assert_eq!(
+        check_role_write(&o, &user("root", &["system:masters"]), &leases, Some("tenant-a")),
+        Ok(())
+    );
+
+    let mut with_escalate = o.clone();
+    with_escalate.cluster_roles.push(cluster_role(
+        "escalator",
+        json!([{"apiGroups": ["rbac.authorization.k8s.io"],
+        "resources": ["roles"], "verbs": ["escalate"]}]),
+    ));
+    with_escalate.role_bindings.push(role_binding(
+        "tenant-a",
+        "esc",
+        "ClusterRole",
+        "escalator",
+        json!([{"kind": "User", "name": "alice"}]),
+    ));
+    assert_eq!(
+        check_role_write(&with_escalate, &alice, &leases, Some("tenant-a")),
+        Ok(())
+    );
+}
+
+#[test]
+fn bindings_need_the_bound_rules_or_the_bind_verb() {
+    let o = objects();
+    let alice = user("alice", &["tenant-a-devs"]);
+    let binding = |kind: &str, role: &str| {
+        json!({"metadata": {"name": "b", "namespace": "tenant-a"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
+        "subjects": [{"kind": "User", "name": "mallory"}]})
+    };
+    assert_eq!(
+        check_binding_write(&o, &alice, &binding("ClusterRole", "edit"), Some("tenant-a")),
+        Ok(())
+    );
+    let status =
+        check_binding_write(&o, &alice, &binding("ClusterRole", "sublet"), Some("tenant-a")).expect_err("escalation");
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("rolebindings.rbac.authorization.k8s.io \"b\" is forbidden: user \"alice\""),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(
+            "is attempting to grant RBAC permissions not currently held:\n\
+             {APIGroups:[\"sublet.dev\"], Resources:[\"*/status\"], Verbs:[\"patch\"]}\n\
+             {NonResourceURLs:[\"/debug/*\"], Verbs:[\"get\"]}\n{NonResourceURLs:[\"/metrics\"], Verbs:[\"get\"]}"
+        ),
+        "nodes and pods/eviction are covered by edit's wildcard in tenant-a; the rest is not: {message}"
+    );
+
+    let mut with_bind = o.clone();
+    with_bind.cluster_roles.push(cluster_role(
+        "binder",
+        json!([{"apiGroups": ["rbac.authorization.k8s.io"],
+        "resources": ["clusterroles"], "resourceNames": ["sublet"], "verbs": ["bind"]}]),
+    ));
+    with_bind.cluster_role_bindings.push(cluster_binding(
+        "binder",
+        "binder",
+        json!([{"kind": "User", "name": "alice"}]),
+    ));
+    assert_eq!(
+        check_binding_write(&with_bind, &alice, &binding("ClusterRole", "sublet"), Some("tenant-a")),
+        Ok(())
+    );
+    let missing = check_binding_write(&with_bind, &alice, &binding("ClusterRole", "missing"), Some("tenant-a"));
+    let status = missing.expect_err("the role is resolved first");
+    assert_eq!(
+        status["message"],
+        "clusterroles.rbac.authorization.k8s.io \"missing\" not found"
+    );
+    assert_eq!(status["code"], 404);
+}

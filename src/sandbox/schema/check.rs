@@ -32,6 +32,11 @@ fn type_matches(ty: Ty, v: &Value) -> bool {
     }
 }
 
+/// `field.TooMany` and `field.TooLongMaxLength` say "1 item", "2 items".
+fn plural(n: u64, unit: &str) -> String {
+    if n == 1 { unit.to_owned() } else { format!("{unit}s") }
+}
+
 fn invalid(causes: &mut Vec<FieldCause>, path: &str, value: &Value, detail: String) {
     causes.push(FieldCause::new(
         "FieldValueInvalid",
@@ -100,7 +105,7 @@ pub(super) fn check(
                 causes.push(FieldCause::new(
                     "FieldValueTooMany",
                     path,
-                    format!("Too many: {n}: must have at most {max} items"),
+                    format!("Too many: {n}: must have at most {max} {}", plural(max, "item")),
                 ));
             }
             if let Some(min) = node.min_properties
@@ -187,7 +192,7 @@ fn check_string(node: &Node, s: &str, value: &Value, path: &str, causes: &mut Ve
         causes.push(FieldCause::new(
             "FieldValueTooLong",
             path,
-            format!("Too long: may not be more than {max} bytes"),
+            format!("Too long: may not be more than {max} {}", plural(max, "byte")),
         ));
     }
     if let Some(min) = node.min_length
@@ -288,7 +293,7 @@ fn check_array(node: &Node, items: &[Value], old: Option<&Value>, path: &str, ca
         causes.push(FieldCause::new(
             "FieldValueTooMany",
             path,
-            format!("Too many: {n}: must have at most {max} items"),
+            format!("Too many: {n}: must have at most {max} {}", plural(max, "item")),
         ));
     }
     if let Some(min) = node.min_items
@@ -367,13 +372,13 @@ fn duplicates(node: &Node, items: &[Value], path: &str, causes: &mut Vec<FieldCa
     }
 }
 
-/// Finds the item of `old` a list-map item correlates with (same key fields), as the server does for
-/// transition rules; atomic and set lists do not correlate.
+/// Finds the item of `old` a list item correlates with, as the server does for ratcheting and transition
+/// rules: a list-map item by its key fields, a set item by value; atomic list items do not correlate.
 pub(super) fn correlate<'a>(node: &Node, item: &Value, old: Option<&'a Value>) -> Option<&'a Value> {
-    let ListType::Map(keys) = &node.list_type else {
-        return None;
-    };
-    old?.as_array()?
-        .iter()
-        .find(|o| keys.iter().all(|k| o.get(k) == item.get(k)))
+    let old = old?.as_array()?;
+    match &node.list_type {
+        ListType::Map(keys) => old.iter().find(|o| keys.iter().all(|k| o.get(k) == item.get(k))),
+        ListType::Set => old.iter().find(|o| *o == item),
+        ListType::Atomic => None,
+    }
 }

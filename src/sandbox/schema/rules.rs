@@ -1,8 +1,9 @@
 //! The CEL rules (`x-kubernetes-validations`), evaluated node by node as the server does.
 //!
 //! Each node's value is converted to CEL with its schema: property names escaped (`__dash__`...), map keys
-//! raw, `date-time` strings as timestamps, and every number in a `type: number` field as a double (the server
-//! decodes `2` there as a float, so `self >= 0.0` holds; the plain JSON conversion would give an int).
+//! raw, `date-time` strings as timestamps, every number in a `type: number` field as a double (the server
+//! decodes `2` there as a float, so `self >= 0.0` holds; the plain JSON conversion would give an int), and a
+//! whole `2.0` in a `type: integer` field as an int.
 //! `oldSelf` follows object properties, map values and list-map items with the same keys; transition rules
 //! are skipped where there is no old value.
 
@@ -10,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use kube::core::cel::KubeCelExt;
-use kube::core::cel::cel::objects::{Key, Map};
+use kube::core::cel::cel::objects::{Key, Map, OptionalValue};
 use kube::core::cel::cel::{Context, Value as Cel};
 use serde_json::Value;
 
@@ -110,23 +111,30 @@ fn run_rules(
     path: &str,
     causes: &mut Vec<FieldCause>,
 ) {
+    let old_cel = old.map(|o| to_cel(Some(node), o));
     let mut scope = ctx.new_inner_scope();
     scope.add_variable_from_value("self", to_cel(Some(node), value));
-    match old {
-        Some(o) => scope.add_variable_from_value("oldSelf", to_cel(Some(node), o)),
-        None => scope.add_variable_from_value("oldSelf", Cel::Null),
-    }
+    scope.add_variable_from_value("oldSelf", old_cel.clone().unwrap_or(Cel::Null));
+    // With optionalOldSelf, oldSelf is an optional, empty on create: such rules run on create too.
+    let mut optional_scope = scope.new_inner_scope();
+    let optional = old_cel.map_or_else(OptionalValue::none, OptionalValue::of);
+    optional_scope.add_variable_from_value("oldSelf", Cel::Opaque(Arc::new(optional)));
     // Ratcheting: a value equal to the old one is not re-validated, except by rules that compare with it.
     let unchanged = old == Some(value);
     for rule in &node.rules {
         if (rule.transition && old.is_none() && !rule.optional_old_self) || (unchanged && !rule.transition) {
             continue;
         }
+        let scope = if rule.optional_old_self {
+            &optional_scope
+        } else {
+            &scope
+        };
         let field = rule_path(path, rule.field_path.as_deref());
-        match rule.program.execute(&scope) {
+        match rule.program.execute(scope) {
             Ok(Cel::Bool(true)) => {}
             Ok(Cel::Bool(false)) => {
-                let detail = message(rule, &scope);
+                let detail = message(rule, scope);
                 causes.push(failure(rule.reason.as_deref(), &field, node.type_name(), &detail));
             }
             Ok(other) => causes.push(FieldCause::new(
@@ -146,11 +154,12 @@ fn run_rules(
     }
 }
 
-/// The failure text: messageExpression when it yields a non-blank string, else message, else the rule.
+/// The failure text: messageExpression when it yields a non-blank single-line string, else message, else the rule.
 fn message(rule: &Rule, scope: &Context<'_>) -> String {
     if let Some(expr) = &rule.message_expression
         && let Ok(Cel::String(s)) = expr.execute(scope)
         && !s.trim().is_empty()
+        && !s.contains(['\n', '\r'])
     {
         return s.to_string();
     }
@@ -245,7 +254,13 @@ pub(super) fn to_cel(node: Option<&Node>, v: &Value) -> Cel {
             } else if let Some(u) = n.as_u64() {
                 Cel::UInt(u)
             } else {
-                Cel::Float(n.as_f64().unwrap_or(f64::NAN))
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                // `2.0` passes the type check of an integer field; its rules see the integer 2.
+                if node.is_some_and(|n| n.ty == Some(Ty::Integer)) && f.fract() == 0.0 && f.abs() < 9.0e18 {
+                    Cel::Int(f as i64)
+                } else {
+                    Cel::Float(f)
+                }
             }
         }
         Value::String(s) => {

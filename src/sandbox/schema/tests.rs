@@ -285,7 +285,7 @@ fn structural_checks_are_worded_as_the_server_words_them() {
             "spec.at: Invalid value: \"yesterday\": spec.at in body must be of type date-time: \"yesterday\"",
             "spec.count: Invalid value: -1: spec.count in body should be greater than or equal to 0",
             "spec.flag: Invalid value: \"string\": spec.flag in body must be of type boolean: \"string\"",
-            "spec.labels: Too many: 2: must have at most 1 items",
+            "spec.labels: Too many: 2: must have at most 1 item",
             "spec.mode: Unsupported value: \"Nope\": supported values: \"Observe\", \"Enforce\"",
             "spec.name: Too long: may not be more than 5 bytes",
             "spec.name: Invalid value: \"ABCDEFG\": spec.name in body should match '^[a-z]+$'",
@@ -400,5 +400,214 @@ fn root_rules_see_only_name_and_generate_name_of_metadata() {
     assert_eq!(
         lines(&schema.validate(&obj, None)),
         vec!["<nil>: Invalid value: \"object\": name must start with gpu-"]
+    );
+}
+
+#[test]
+fn unknown_fields_are_named_for_strict_field_validation() {
+    let schema = sublet_schema("TenantPool");
+    let obj = pool(
+        json!({"mode": "Observe", "bogus": 1, "windows": [{"days": ["Monday"], "start": "00:00",
+        "end": "24:00", "extra": true}], "pricing": {"perGpuHour": {"a100": 1.0}}}),
+    );
+    let mut with_root = obj.clone();
+    with_root["status2"] = json!({});
+    with_root["metadata"]["whatever"] = json!(1);
+    assert_eq!(
+        schema.unknown_fields(&with_root),
+        vec!["spec.bogus", "spec.windows[0].extra", "status2"]
+    );
+    let mut pruned = with_root.clone();
+    schema.default_and_prune(&mut pruned);
+    assert!(
+        schema.unknown_fields(&pruned).is_empty(),
+        "pruning drops exactly those fields"
+    );
+}
+
+#[test]
+fn multi_line_message_expressions_fall_back_to_the_message() {
+    let schema = hand(json!({"type": "object", "properties": {"n": {"type": "integer",
+        "x-kubernetes-validations": [{"rule": "self < 3", "message": "n must be under 3", "messageExpression": "'n is\\ntoo big'"}]}}}));
+    assert_eq!(
+        lines(&schema.validate(&json!({"spec": {"n": 5}}), None)),
+        vec!["spec.n: Invalid value: \"integer\": n must be under 3"]
+    );
+}
+
+mod oracle {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// On schema-valid pools, the rules fail exactly where kube-cel's own validator says they do.
+        #[test]
+        fn cel_failures_agree_with_kube_cel(
+            lent in -20i64..130, util in -20i64..130, percent in -20i64..130, notice in -100i64..100_000,
+            price in -3.0f64..3.0, quantile in -0.5f64..1.5, history in -5i64..100, concurrent in -2i64..4,
+        ) {
+            let crd = crate::crd::all().into_iter().find(|c| c.spec.names.kind == "TenantPool").expect("pool");
+            let raw = serde_json::to_value(crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()))
+                .expect("schema");
+            let schema = CrdSchema::new(&raw).expect("compiles");
+            let mut obj = pool(json!({"maxLentPercent": lent, "idle": {"maxUtilizationPercent": util},
+                "reserve": {"percent": percent, "learned": {"quantile": quantile, "historyDays": history}},
+                "reclaim": {"noticeSeconds": notice, "maxConcurrent": concurrent},
+                "pricing": {"defaultPerGpuHour": price, "perGpuHour": {"a100": price}}}));
+            schema.default_and_prune(&mut obj);
+            let mut ours: Vec<String> = schema.validate(&obj, None).iter().map(|c| {
+                c.message.split_once(": ").map(|(_, m)| m.split_once(": ").map_or(m, |(_, m)| m)).unwrap_or(&c.message).to_owned()
+            }).collect();
+            let mut theirs: Vec<String> = match kube::core::cel::Validator::new().validate(&raw, &obj, None) {
+                Ok(()) => vec![],
+                Err(errs) => errs.iter().map(|e| e.message.clone()).collect(),
+            };
+            ours.sort();
+            theirs.sort();
+            prop_assert_eq!(ours, theirs);
+        }
+    }
+}
+
+#[test]
+fn declared_metadata_restricts_the_name_but_is_never_pruned() {
+    let schema = CrdSchema::new(&json!({"type": "object", "properties": {
+        "metadata": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 5}}},
+        "spec": {"type": "object"}}}))
+    .expect("compiles");
+    let mut obj =
+        json!({"apiVersion": "x/v1", "kind": "X", "metadata": {"name": "too-long-name", "labels": {"a": "b"}}});
+    schema.default_and_prune(&mut obj);
+    assert_eq!(obj["metadata"]["labels"], json!({"a": "b"}));
+    assert!(schema.unknown_fields(&obj).is_empty());
+    assert_eq!(
+        lines(&schema.validate(&obj, None)),
+        vec!["metadata.name: Too long: may not be more than 5 bytes", BLOCKED]
+    );
+}
+
+#[test]
+fn numeric_formats_are_not_enforced_as_in_kubernetes_1_35() {
+    // kube-apiserver 1.35 strips int32/int64/float/double before validating (enforcement arrives in 1.36).
+    let schema = hand(json!({"type": "object", "properties": {
+        "small": {"type": "integer", "format": "int32"}, "ratio": {"type": "number", "format": "float"}}}));
+    assert!(
+        schema
+            .validate(&json!({"spec": {"small": 2_147_483_648_i64, "ratio": 3.5e38}}), None)
+            .is_empty()
+    );
+}
+
+#[test]
+fn set_items_kept_from_the_old_object_are_not_revalidated() {
+    let schema = hand(
+        json!({"type": "object", "properties": {"zones": {"type": "array", "x-kubernetes-list-type": "set",
+        "items": {"type": "string", "pattern": "^[a-z]+$"}}}}),
+    );
+    let old = json!({"spec": {"zones": ["EU"]}});
+    assert!(
+        schema
+            .validate(&json!({"spec": {"zones": ["us", "EU"]}}), Some(&old))
+            .is_empty()
+    );
+    assert_eq!(
+        lines(&schema.validate(&json!({"spec": {"zones": ["US", "EU"]}}), Some(&old))),
+        vec!["spec.zones[0]: Invalid value: \"US\": spec.zones[0] in body should match '^[a-z]+$'"]
+    );
+}
+
+#[test]
+fn optional_old_self_rules_run_on_create_with_an_empty_optional() {
+    let schema = hand(json!({"type": "object", "properties": {"size": {"type": "integer",
+        "x-kubernetes-validations": [{"rule": "!oldSelf.hasValue() || self >= oldSelf.value()",
+            "message": "size may only grow", "optionalOldSelf": true},
+            {"rule": "oldSelf.hasValue() || self <= 10", "message": "a new size is at most 10", "optionalOldSelf": true}]}}}));
+    assert!(schema.validate(&json!({"spec": {"size": 5}}), None).is_empty());
+    assert_eq!(
+        lines(&schema.validate(&json!({"spec": {"size": 50}}), None)),
+        vec!["spec.size: Invalid value: \"integer\": a new size is at most 10"]
+    );
+    let old = json!({"spec": {"size": 20}});
+    assert!(schema.validate(&json!({"spec": {"size": 30}}), Some(&old)).is_empty());
+    assert_eq!(
+        lines(&schema.validate(&json!({"spec": {"size": 15}}), Some(&old))),
+        vec!["spec.size: Invalid value: \"integer\": size may only grow"]
+    );
+}
+
+mod odd_input {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Any JSON value, a few levels deep, with keys that sublet's schema knows and keys it does not.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "[a-zA-Z0-9:/.-]{0,12}".prop_map(Value::from),
+        ];
+        let key = prop_oneof![
+            Just("mode".to_owned()),
+            Just("idle".to_owned()),
+            Just("maxLentPercent".to_owned()),
+            Just("pricing".to_owned()),
+            Just("perGpuHour".to_owned()),
+            Just("windows".to_owned()),
+            Just("days".to_owned()),
+            Just("nodeSelector".to_owned()),
+            Just("matchExpressions".to_owned()),
+            "[a-z]{1,6}",
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(key.clone(), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Whatever a client sends, defaulting and pruning settle in one pass, leave no unknown field, and
+        /// validation answers without panicking, on create and on update.
+        #[test]
+        fn any_body_is_defaulted_pruned_and_validated(spec in any_json(), old_spec in any_json()) {
+            let schema = sublet_schema("TenantPool");
+            let mut obj = pool(spec);
+            schema.default_and_prune(&mut obj);
+            let once = obj.clone();
+            schema.default_and_prune(&mut obj);
+            prop_assert_eq!(&obj, &once);
+            prop_assert!(schema.unknown_fields(&obj).is_empty());
+            let mut old = pool(old_spec);
+            schema.default_and_prune(&mut old);
+            for cause in schema.validate(&obj, Some(&old)).into_iter().chain(schema.validate(&obj, None)) {
+                prop_assert!(!cause.field.is_empty() && !cause.message.is_empty());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_whole_float_in_an_integer_field_is_an_integer() {
+    let schema = hand(json!({"type": "object", "properties": {"n": {"type": "integer",
+        "x-kubernetes-validations": [{"rule": "self + 1 == 3", "message": "n must be 2"}]}}}));
+    assert!(schema.validate(&json!({"spec": {"n": 2.0}}), None).is_empty());
+    assert_eq!(
+        lines(&schema.validate(&json!({"spec": {"n": 2.5}}), None)),
+        vec![
+            "spec.n: Invalid value: \"number\": spec.n in body must be of type integer: \"number\"",
+            BLOCKED
+        ]
     );
 }

@@ -7,7 +7,10 @@ use serde_json::{Value, json};
 use super::others::{
     binding_columns, binding_row, event_columns, event_row, pdb_columns, pdb_row, service_columns, service_row,
 };
-use super::workloads::{deployment_columns, deployment_row, replica_set_columns, replica_set_row, template_containers};
+use super::workloads::{
+    daemon_set_columns, daemon_set_row, deployment_columns, deployment_row, job_columns, job_row, replica_set_columns,
+    replica_set_row, template_containers,
+};
 use super::{Column, IncludeObject, Row, age, table};
 
 pub(super) const NAME_DOC: &str = "Name must be unique within a namespace. Is required when creating resources, although some \
@@ -100,6 +103,8 @@ pub fn builtin_table(
         ("policy", "PodDisruptionBudget") => (pdb_columns(), pdb_row),
         ("apps", "Deployment") => (deployment_columns(), deployment_row),
         ("apps", "ReplicaSet") => (replica_set_columns(), replica_set_row),
+        ("apps", "DaemonSet") => (daemon_set_columns(), daemon_set_row),
+        ("batch", "Job") => (job_columns(), job_row),
         ("apps", "StatefulSet") => (
             vec![
                 name_col(),

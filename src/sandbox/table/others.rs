@@ -58,48 +58,57 @@ pub(super) fn event_columns() -> Vec<Column> {
     ]
 }
 
+/// Reads a core/v1 Event field, or its events.k8s.io/v1 name (the server prints both kinds alike).
+fn event_field<'a>(v: &'a Value, core: &str, events: &str) -> Option<&'a Value> {
+    let present = |ptr: &str| v.pointer(ptr).filter(|x| !x.is_null() && x.as_str() != Some(""));
+    present(core).or_else(|| present(events))
+}
+
 pub(super) fn event_row(v: &Value, now: jiff::Timestamp) -> Row {
-    let present = |ptr: &str| v.pointer(ptr).filter(|t| t.as_str().is_some_and(|s| !s.is_empty()));
-    let first = match present("/firstTimestamp") {
+    let text = |core: &str, events: &str| event_field(v, core, events).and_then(Value::as_str).unwrap_or("");
+    let first = match event_field(v, "/firstTimestamp", "/deprecatedFirstTimestamp") {
         Some(t) => age(Some(t), now),
-        None => age(present("/eventTime"), now),
+        None => age(event_field(v, "/eventTime", "/eventTime"), now),
     };
-    let mut last = match present("/lastTimestamp") {
+    let mut last = match event_field(v, "/lastTimestamp", "/deprecatedLastTimestamp") {
         Some(t) => age(Some(t), now),
         None => first.clone(),
     };
-    let mut count = int_at(v, "/count");
+    let mut count = event_field(v, "/count", "/deprecatedCount")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     if let Some(series) = v.get("series").filter(|s| s.is_object()) {
         last = age(series.get("lastObservedTime"), now);
         count = int_at(series, "/count");
     } else if count == 0 {
         count = 1;
     }
-    let kind = str_at(v, "/involvedObject/kind").to_lowercase();
-    let target = match str_at(v, "/involvedObject/name") {
+    let kind = text("/involvedObject/kind", "/regarding/kind").to_lowercase();
+    let target = match text("/involvedObject/name", "/regarding/name") {
         "" => kind,
         n => format!("{kind}/{n}"),
     };
-    let source = {
-        let component = str_at(v, "/source/component");
-        let component = if component.is_empty() {
-            str_at(v, "/reportingComponent")
-        } else {
-            component
-        };
-        match str_at(v, "/source/host") {
-            "" => component.to_owned(),
-            host => format!("{component}, {host}"),
-        }
+    let component = match text("/source/component", "/deprecatedSource/component") {
+        "" => text("/reportingComponent", "/reportingController"),
+        c => c,
+    };
+    let instance = match text("/source/host", "/deprecatedSource/host") {
+        "" => text("/reportingInstance", "/reportingInstance"),
+        h => h,
+    };
+    let source = if instance.is_empty() {
+        component.to_owned()
+    } else {
+        format!("{component}, {instance}")
     };
     vec![
         json!(last),
         json!(str_at(v, "/type")),
         json!(str_at(v, "/reason")),
         json!(target),
-        json!(str_at(v, "/involvedObject/fieldPath")),
+        json!(text("/involvedObject/fieldPath", "/regarding/fieldPath")),
         json!(source),
-        json!(str_at(v, "/message").trim()),
+        json!(text("/message", "/note").trim()),
         json!(first),
         json!(count),
         name(v),

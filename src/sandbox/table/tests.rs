@@ -563,3 +563,169 @@ fn crd_cells_are_typed_by_their_column() {
     assert_eq!(names(&defaulted), ["Name", "Age"]);
     assert_eq!(cells(&defaulted)[0], vec![json!("x"), Value::Null]);
 }
+
+#[test]
+fn events_k8s_io_events_print_like_core_ones() {
+    let event = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e3"},
+        "regarding": {"kind": "GpuLease", "name": "finetune", "namespace": "tenant-a"}, "reason": "Reclaiming",
+        "type": "Warning", "note": "node gpu-1 returns in 120s", "reportingController": "sublet.dev/controller",
+        "reportingInstance": "sublet-0", "action": "Reclaim", "eventTime": "2026-11-22T11:58:00.000000Z"});
+    let table = builtin_table("events.k8s.io", "Event", &[&event], now(), IncludeObject::Metadata);
+    assert_eq!(
+        cells(&table)[0],
+        vec![
+            json!("2m"),
+            json!("Warning"),
+            json!("Reclaiming"),
+            json!("gpulease/finetune"),
+            json!(""),
+            json!("sublet.dev/controller, sublet-0"),
+            json!("node gpu-1 returns in 120s"),
+            json!("2m"),
+            json!(1),
+            json!("e3")
+        ]
+    );
+}
+
+#[test]
+fn jobs_and_daemon_sets() {
+    let running = json!({"metadata": {"name": "train", "creationTimestamp": "2026-11-22T11:00:00Z"},
+        "spec": {"completions": 4, "parallelism": 2, "selector": {"matchLabels": {"job-name": "train"}},
+            "template": {"spec": {"containers": [{"name": "main", "image": "trainer:1"}]}}},
+        "status": {"succeeded": 1, "startTime": "2026-11-22T11:00:00Z"}});
+    let done = json!({"metadata": {"name": "eval", "creationTimestamp": "2026-11-22T10:00:00Z"},
+        "spec": {"parallelism": 3},
+        "status": {"succeeded": 1, "startTime": "2026-11-22T10:00:00Z", "completionTime": "2026-11-22T10:04:30Z",
+            "conditions": [{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}]}});
+    let suspended =
+        json!({"metadata": {"name": "later"}, "status": {"conditions": [{"type": "Suspended", "status": "True"}]}});
+    let table = builtin_table(
+        "batch",
+        "Job",
+        &[&running, &done, &suspended],
+        now(),
+        IncludeObject::Metadata,
+    );
+    assert_eq!(
+        names(&table),
+        [
+            "Name",
+            "Status",
+            "Completions",
+            "Duration",
+            "Age",
+            "Containers",
+            "Images",
+            "Selector"
+        ]
+    );
+    let rows = cells(&table);
+    assert_eq!(
+        rows[0],
+        vec![
+            json!("train"),
+            json!("Running"),
+            json!("1/4"),
+            json!("60m"),
+            json!("60m"),
+            json!("main"),
+            json!("trainer:1"),
+            json!("job-name=train")
+        ]
+    );
+    assert_eq!(rows[1][1..4], [json!("Complete"), json!("1/1 of 3"), json!("4m30s")]);
+    assert_eq!(rows[2][1..4], [json!("Suspended"), json!("0/1"), json!("")]);
+
+    let ds = json!({"metadata": {"name": "dcgm-exporter", "creationTimestamp": NOW},
+        "spec": {"template": {"spec": {"nodeSelector": {"nvidia.com/gpu.present": "true"}}}},
+        "status": {"desiredNumberScheduled": 3, "currentNumberScheduled": 3, "numberReady": 2,
+            "updatedNumberScheduled": 3, "numberAvailable": 2}});
+    let table = builtin_table("apps", "DaemonSet", &[&ds], now(), IncludeObject::Metadata);
+    assert_eq!(
+        cells(&table)[0][..8],
+        [
+            json!("dcgm-exporter"),
+            json!(3),
+            json!(3),
+            json!(2),
+            json!(3),
+            json!(2),
+            json!("nvidia.com/gpu.present=true"),
+            json!("0s")
+        ]
+    );
+}
+
+mod odd_input {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            prop_oneof![Just(NOW.to_owned()), "[a-zA-Z0-9:/.-]{0,12}"].prop_map(Value::from),
+        ];
+        let key = prop::sample::select(vec![
+            "metadata",
+            "spec",
+            "status",
+            "name",
+            "creationTimestamp",
+            "labels",
+            "containers",
+            "conditions",
+            "containerStatuses",
+            "initContainerStatuses",
+            "state",
+            "waiting",
+            "terminated",
+            "ports",
+            "series",
+            "involvedObject",
+            "subjects",
+            "selector",
+            "matchExpressions",
+            "type",
+            "status",
+            "reason",
+        ])
+        .prop_map(str::to_owned);
+        leaf.prop_recursive(5, 64, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(key.clone(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Every printer answers any object with one row of as many cells as it has columns.
+        #[test]
+        fn printers_take_any_object(obj in any_json(), column in any_json()) {
+            let kinds = [("", "Node"), ("", "Pod"), ("", "Namespace"), ("", "Event"), ("events.k8s.io", "Event"),
+                ("coordination.k8s.io", "Lease"), ("policy", "PodDisruptionBudget"), ("apps", "Deployment"),
+                ("apps", "ReplicaSet"), ("apps", "StatefulSet"), ("apps", "DaemonSet"), ("batch", "Job"), ("", "Service"),
+                ("", "ConfigMap"), ("", "Secret"), ("rbac.authorization.k8s.io", "RoleBinding"),
+                ("rbac.authorization.k8s.io", "ClusterRole"), ("apiextensions.k8s.io", "CustomResourceDefinition"),
+                ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+                ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"), ("x", "Unknown")];
+            for (group, kind) in kinds {
+                let table = builtin_table(group, kind, &[&obj], now(), IncludeObject::Metadata);
+                let columns = table["columnDefinitions"].as_array().map(Vec::len);
+                prop_assert_eq!(table["rows"][0]["cells"].as_array().map(Vec::len), columns, "{}", kind);
+            }
+            let columns = [column, json!({"name": "X", "type": "date", "jsonPath": ".metadata.creationTimestamp"})];
+            let table = crd_table(&columns, &[&obj], now(), IncludeObject::Object);
+            prop_assert_eq!(table["rows"][0]["cells"].as_array().map(Vec::len), Some(3));
+        }
+    }
+}

@@ -190,6 +190,15 @@ fn match_conditions_bindings_and_constraints_select_requests() {
         Ok(()),
         "only Deny bindings deny"
     );
+    let (result, warnings) = admit_with_warnings(&policy, &warn_only, &namespaces(), &bad);
+    assert!(result.is_ok());
+    assert_eq!(
+        warnings,
+        [
+            "Validation failed for ValidatingAdmissionPolicy 'sublet-tenant-isolation' with binding 'warn': tenant pods \
+          may not set spec.nodeName"
+        ]
+    );
     assert_eq!(
         admit(&policy, &[], &namespaces(), &bad),
         Ok(()),
@@ -282,4 +291,50 @@ fn label_selectors() {
         json!({"matchExpressions": [{"key": "a", "operator": "Exists"}, {"key": "c", "operator": "DoesNotExist"}]})
     ));
     assert!(!m(json!({"matchExpressions": [{"key": "a", "operator": "Bogus"}]})));
+}
+
+mod odd_input {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn any_spec() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            prop::sample::select(vec!["sublet.dev/lease", "sublet.dev/lent", "tenant-a.x", "gpu-1", ""])
+                .prop_map(Value::from),
+        ];
+        let key = prop::sample::select(vec![
+            "tolerations",
+            "key",
+            "value",
+            "nodeName",
+            "operator",
+            "containers",
+        ])
+        .prop_map(str::to_owned);
+        leaf.prop_recursive(4, 32, 4, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(key.clone(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Any pod body gets an answer, and every denial names the policy and binding as the server does.
+        #[test]
+        fn any_pod_is_admitted_or_denied_by_name(spec in any_spec(), ns in prop::sample::select(vec!["tenant-a", "ml-team", "gone"])) {
+            let req = pod_request(ns, spec);
+            if let Err(message) = admit_one(&req) {
+                prop_assert!(message.starts_with("pods \"train\" is forbidden: ValidatingAdmissionPolicy \
+                    'sublet-tenant-isolation' with binding 'sublet-tenant-isolation' denied request: "), "{}", message);
+            }
+        }
+    }
 }

@@ -12,12 +12,19 @@
 //!   entries → sorted, empty ones dropped → metadata.managedFields
 //! ```
 //!
-//! An entry is one (manager, operation, subresource); its `time` moves only when its fields or the object
-//! change, so applying the same configuration twice changes nothing. Fields the server sets itself
-//! (`metadata.name`, `uid`, `resourceVersion`, ...) are never owned, as on the real server.
+//! An entry is one (manager, operation, subresource). An Apply entry's `time` moves only when the apply
+//! changed the object, an Update entry's when the write changed fields, so applying the same configuration
+//! twice changes nothing. Fields the server sets itself (`metadata.name`, `uid`, `resourceVersion`, ...) are
+//! never owned, as on the real server.
+//!
+//! Left to the caller, as the real server does them outside the field manager: checking that the applied
+//! `apiVersion`/`kind` match the resource, resetting the fields a (sub)resource may not write (`status` on
+//! the main resource of kinds with a status subresource, everything but `status` on `/status`) in the
+//! configuration before `apply` and in the new object before `record_update`, and defaulting.
 
 mod entries;
 mod fieldset;
+mod last_applied;
 mod merge;
 
 use serde_json::{Value, json};
@@ -94,7 +101,8 @@ impl ApplyError {
     }
 
     /// The `metav1.Status` body the real server answers: 409 Conflict with one `FieldManagerConflict` cause per
-    /// field, or 400 BadRequest for an invalid configuration.
+    /// field; 500 InternalError for a configuration the kind's schema cannot read (the real server passes
+    /// that error through unclassified); 400 BadRequest for any other invalid configuration.
     pub fn status(&self) -> Value {
         let (code, reason, details) = match self {
             ApplyError::Conflicts(conflicts) => {
@@ -107,6 +115,7 @@ impl ApplyError {
                     .collect();
                 (409, "Conflict", Some(json!({"causes": causes})))
             }
+            ApplyError::Invalid(msg) if msg.starts_with(TYPED_PATCH_ERROR) => (500, "InternalError", None),
             ApplyError::Invalid(_) => (400, "BadRequest", None),
         };
         let mut status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -116,6 +125,21 @@ impl ApplyError {
         }
         status
     }
+}
+
+/// How the real server starts the message of an applied configuration it cannot read with the kind's schema.
+const TYPED_PATCH_ERROR: &str = "failed to create typed patch object";
+
+/// An object as the server names it in such messages: `ns/name; group/version, Kind=Kind`.
+fn describe(obj: &Value) -> String {
+    let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or_default();
+    let (group, version) = s("/apiVersion").rsplit_once('/').unwrap_or(("", s("/apiVersion")));
+    format!(
+        "{}/{}; {group}/{version}, Kind={}",
+        s("/metadata/namespace"),
+        s("/metadata/name"),
+        s("/kind")
+    )
 }
 
 /// The manager the real server names for fields of an object that had no managedFields before its first apply.
@@ -192,7 +216,41 @@ fn changes(old: &Value, new: &Value, schema: &MergeSchema) -> Changes {
 /// updated (`now` is the RFC 3339 time for the entry). Fields the manager applied before and omits now are
 /// removed if no other manager owns them; conflicts with other managers' fields of different value fail
 /// unless `force`, which takes the fields over. `subresource` is e.g. Some("status").
+///
+/// For the manager `kubectl`, the client-side apply annotation counts as the real server counts it: fields
+/// it recorded with their live values do not conflict, and an existing annotation is kept up to date.
 pub fn apply(
+    live: Option<&Value>,
+    config: &Value,
+    manager: &str,
+    force: bool,
+    subresource: Option<&str>,
+    schema: &MergeSchema,
+    now: &str,
+) -> Result<Value, ApplyError> {
+    let applied = match apply_fields(live, config, manager, force, subresource, schema, now) {
+        Err(ApplyError::Conflicts(conflicts)) if manager == last_applied::KUBECTL => {
+            match last_applied::allowed_conflicts(live, config, schema) {
+                Some(allowed) if conflicts.iter().all(|c| allowed.contains(&c.field)) => {
+                    apply_fields(live, config, manager, true, subresource, schema, now)
+                }
+                Some(allowed) => Err(ApplyError::Conflicts(
+                    conflicts.into_iter().filter(|c| !allowed.contains(&c.field)).collect(),
+                )),
+                None => Err(ApplyError::Conflicts(conflicts)),
+            }
+        }
+        other => other,
+    };
+    let mut applied = applied?;
+    if manager == last_applied::KUBECTL {
+        last_applied::sync(&mut applied, config);
+    }
+    Ok(applied)
+}
+
+/// The field manager's apply: merge, prune, conflicts, managedFields.
+fn apply_fields(
     live: Option<&Value>,
     config: &Value,
     manager: &str,
@@ -206,13 +264,12 @@ pub fn apply(
             "the applied configuration must be an object".into(),
         ));
     }
-    if let Some(mf) = config.pointer("/metadata/managedFields").filter(|v| !v.is_null()) {
-        return Err(ApplyError::Invalid(format!(
-            "metadata.managedFields must be nil but was {mf}"
-        )));
+    if config.pointer("/metadata/managedFields").is_some_and(|v| !v.is_null()) {
+        return Err(ApplyError::Invalid("metadata.managedFields must be nil".into()));
     }
     let config = merge::without_nulls(config);
-    merge::check_keys(&config, schema.root(), &mut String::new()).map_err(ApplyError::Invalid)?;
+    merge::check_keys(&config, schema.root(), &mut String::new())
+        .map_err(|e| ApplyError::Invalid(format!("{TYPED_PATCH_ERROR} ({}): {e}", describe(&config))))?;
 
     // The live managedFields ride along through merge and diff unchanged (nobody owns them) and are
     // rewritten at the end, which saves copying the object without them.
@@ -247,7 +304,7 @@ pub fn apply(
         }
     };
     let new_set = owned_paths(&config, schema);
-    let last_set = std::mem::replace(&mut entries[idx].set, new_set.clone());
+    let last_set = std::mem::replace(&mut entries[idx].set, new_set);
     entries[idx].api_version = api_version_of(&config);
 
     let mut result = merge::merge(live_obj, &config, schema.root());
@@ -278,7 +335,16 @@ pub fn apply(
     }
     if !conflicts.is_empty() && !force {
         // Grouped by manager as the real server prints them; a stable sort keeps each manager's path order.
-        conflicts.sort_by(|a, b| (&a.manager, &a.operation).cmp(&(&b.manager, &b.operation)));
+        // (The server sorts by its manager identifier: name, operation, API version, subresource.)
+        let key = |c: &Conflict| {
+            (
+                c.manager.clone(),
+                c.operation.clone(),
+                c.api_version.clone(),
+                c.subresource.clone(),
+            )
+        };
+        conflicts.sort_by_key(key);
         return Err(ApplyError::Conflicts(conflicts));
     }
     for (i, e) in entries.iter_mut().enumerate() {
@@ -287,7 +353,8 @@ pub fn apply(
             e.set.remove_all(&ch.removed);
         }
     }
-    if ch.any || last_set != new_set || entries[idx].time.is_none() {
+    // As on the real server, the applier's time moves only when the object changed.
+    if ch.any {
         entries[idx].time = Some(now.to_string());
     }
     write_entries(&mut result, entries);
@@ -298,8 +365,10 @@ pub fn apply(
 /// between `old` and `new` become owned by `manager` with operation Update, and are removed from other
 /// managers' sets. Returns `new` with metadata.managedFields updated.
 ///
-/// If the writer sent managedFields that differ from `old`'s, those are the starting point, as on the real
-/// server; `[{}]` clears them all (and records nothing), an empty list keeps `old`'s.
+/// As on the real server: managedFields the writer sent replace `old`'s unless they are absent or
+/// undecodable, `[]` or `[{}]` clears them all, and writes through a subresource always keep `old`'s. An
+/// existing object that has no managedFields is not tracked until its first apply. More than ten Update
+/// entries are folded, oldest first, into one `ancient-changes` entry per API version.
 pub fn record_update(
     old: Option<&Value>,
     new: &Value,
@@ -308,21 +377,27 @@ pub fn record_update(
     schema: &MergeSchema,
     now: &str,
 ) -> Value {
-    let sent = new.pointer("/metadata/managedFields");
-    let kept = old.and_then(|o| o.pointer("/metadata/managedFields"));
-    let sent_new = sent.and_then(Value::as_array).is_some_and(|a| !a.is_empty()) && sent != kept;
-    if sent_new
-        && sent
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.len() == 1 && a[0] == json!({}))
-    {
-        return without_managed_fields(new);
-    }
-    let mut entries = match (sent_new, old) {
-        (true, _) => read_entries(new),
-        (false, Some(old)) => read_entries(old),
-        (false, None) => Vec::new(),
+    let sent = new.pointer("/metadata/managedFields").and_then(Value::as_array);
+    let through_subresource = subresource.is_some_and(|s| !s.is_empty());
+    let reset = !through_subresource && sent.is_some_and(|a| a.is_empty() || (a.len() == 1 && a[0] == json!({})));
+    let mut entries = if reset {
+        Vec::new()
+    } else {
+        let from_request = if through_subresource {
+            Vec::new()
+        } else {
+            read_entries(new)
+        };
+        match (from_request.is_empty(), old) {
+            (false, _) => from_request,
+            (true, Some(old)) => read_entries(old),
+            (true, None) => Vec::new(),
+        }
     };
+    let mut result = without_managed_fields(new);
+    if entries.is_empty() && old.is_some() {
+        return result;
+    }
     // managedFields differences show in the diff but are stripped with the other server-set fields.
     let empty = merge::empty_object();
     let ch = changes(old.unwrap_or(&empty), new, schema);
@@ -335,14 +410,15 @@ pub fn record_update(
         let idx = match entries.iter().position(|e| e.is(key)) {
             Some(i) => i,
             None => {
-                entries.push(Entry::new(
+                let entry = Entry::new(
                     manager,
                     Operation::Update,
                     String::new(),
                     subresource,
                     FieldSet::default(),
                     None,
-                ));
+                );
+                entries.push(entry);
                 entries.len() - 1
             }
         };
@@ -351,10 +427,68 @@ pub fn record_update(
         own.api_version = api_version_of(new);
         own.time = Some(now.to_string());
     }
-    let mut result = new.clone();
+    entries.retain(|e| !e.set.is_empty());
+    cap_update_entries(&mut entries);
     write_entries(&mut result, entries);
     result
 }
 
+/// How many Update entries an object keeps before the oldest are folded together, as on the real server.
+const MAX_UPDATE_ENTRIES: usize = 10;
+const ANCIENT_CHANGES: &str = "ancient-changes";
+
+/// Folds the oldest Update entries into one `ancient-changes` entry per API version until at most
+/// [`MAX_UPDATE_ENTRIES`] remain. The first old entry of a version becomes the bucket only once a second
+/// one joins it; the bucket keeps the time of the newest entry folded in.
+fn cap_update_entries(entries: &mut Vec<Entry>) {
+    let mut updaters: Vec<usize> = (0..entries.len())
+        .filter(|&i| entries[i].operation == Operation::Update)
+        .collect();
+    if updaters.len() <= MAX_UPDATE_ENTRIES {
+        return;
+    }
+    updaters.sort_by(|&a, &b| {
+        let (a, b) = (&entries[a], &entries[b]);
+        (&a.time, &a.manager, &a.subresource).cmp(&(&b.time, &b.manager, &b.subresource))
+    });
+    let mut remaining = updaters.len();
+    let mut first_of_version: Vec<(String, usize)> = Vec::new();
+    let mut folded = vec![false; entries.len()];
+    for &i in &updaters {
+        if remaining <= MAX_UPDATE_ENTRIES {
+            break;
+        }
+        let version = entries[i].api_version.clone();
+        let Some(first) = first_of_version.iter().find(|(v, _)| *v == version).map(|&(_, f)| f) else {
+            first_of_version.push((version, i));
+            continue;
+        };
+        let bucket_key = (ANCIENT_CHANGES, Operation::Update, None);
+        let existing =
+            (0..entries.len()).find(|&b| !folded[b] && entries[b].is(bucket_key) && entries[b].api_version == version);
+        let bucket = existing.unwrap_or_else(|| {
+            let b = &mut entries[first];
+            b.manager = ANCIENT_CHANGES.to_string();
+            b.subresource = None;
+            first
+        });
+        if bucket == i {
+            continue;
+        }
+        let (set, time) = (entries[i].set.clone(), entries[i].time.clone());
+        entries[bucket].set.union_with(&set);
+        entries[bucket].time = time;
+        folded[i] = true;
+        remaining -= 1;
+    }
+    let mut i = 0;
+    entries.retain(|_| {
+        i += 1;
+        !folded[i - 1]
+    });
+}
+
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

@@ -373,19 +373,118 @@ fn invalid_configurations_are_rejected() {
         let err = apply(Some(&node), &config, "A", false, None, &schema, T1);
         assert!(matches!(err, Err(ApplyError::Invalid(_))), "{config}: {err:?}");
     }
+    let config = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "gpu-1", "managedFields": []}});
+    let err = apply(Some(&node), &config, "A", false, None, &schema, T1).unwrap_err();
+    assert_eq!(err.status_message(), "metadata.managedFields must be nil");
+    assert_eq!(err.status()["code"], 400);
+    let config = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "gpu-1"},
+                        "status": {"conditions": [{"status": "True"}]}});
+    let err = apply(Some(&node), &config, "A", false, None, &schema, T1).unwrap_err();
+    assert_eq!(
+        err.status_message(),
+        "failed to create typed patch object (/gpu-1; /v1, Kind=Node): .status.conditions: element 0: associative \
+         list with keys has an element that omits key field \"type\" (and doesn't have default value)"
+    );
+    assert_eq!(err.status()["code"], 500);
 }
 
 #[test]
 fn managed_fields_sent_by_a_writer() {
     let node = tainted_node();
-    let mut reset = node.clone();
-    reset["metadata"]["managedFields"] = json!([{}]);
-    let out = record_update(Some(&node), &reset, "kubectl-edit", None, &node_schema(), T1);
-    assert!(out["metadata"].get("managedFields").is_none());
-    let mut empty = node.clone();
-    empty["metadata"]["managedFields"] = json!([]);
+    for cleared in [json!([{}]), json!([])] {
+        let mut reset = node.clone();
+        reset["metadata"]["managedFields"] = cleared.clone();
+        let out = record_update(Some(&node), &reset, "kubectl-edit", None, &node_schema(), T1);
+        assert!(out["metadata"].get("managedFields").is_none(), "{cleared}");
+        // Untracked now: later updates record nothing until an apply starts tracking again.
+        let mut edited = out.clone();
+        edited["metadata"]["labels"] = json!({"a": "1"});
+        let out = record_update(Some(&out), &edited, "kubectl-edit", None, &node_schema(), T2);
+        assert!(out["metadata"].get("managedFields").is_none());
+    }
+    // Entries sent with the object replace the stored ones, except through a subresource.
+    let mut sent = node.clone();
+    sent["metadata"]["managedFields"] = json!([{"manager": "m", "operation": "Update", "apiVersion": "v1",
+        "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:podCIDR": {}, "f:taints": {}}}}]);
+    let out = record_update(Some(&node), &sent, "x", None, &node_schema(), T1);
+    assert_eq!(out["metadata"]["managedFields"], sent["metadata"]["managedFields"]);
+    let out = record_update(Some(&node), &sent, "x", Some("status"), &node_schema(), T1);
+    assert_eq!(out["metadata"]["managedFields"], node["metadata"]["managedFields"]);
+}
+
+#[test]
+fn applying_what_is_already_there_shares_without_a_time() {
+    let node = tainted_node();
+    let config = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "gpu-1"},
+                        "spec": {"podCIDR": "10.0.0.0/24"}});
+    let out = apply_ok(&node, config, "A", false, T1);
+    let a = entry(&out, "A").unwrap();
+    assert_eq!(a["fieldsV1"], json!({"f:spec": {"f:podCIDR": {}}}));
+    assert!(a.get("time").is_none(), "the object did not change");
     assert_eq!(
-        record_update(Some(&node), &empty, "kubectl-edit", None, &node_schema(), T1),
-        node
+        entry(&out, "kubelet").unwrap()["fieldsV1"],
+        json!({"f:spec": {"f:podCIDR": {}}})
+    );
+}
+
+#[test]
+fn more_than_ten_updaters_fold_into_ancient_changes() {
+    let schema = node_schema();
+    let mut node = tainted_node();
+    for i in 0..12 {
+        let mut edited = node.clone();
+        edited["metadata"]["labels"][format!("l{i}")] = json!("v");
+        node = record_update(
+            Some(&node),
+            &edited,
+            &format!("m{i:02}"),
+            None,
+            &schema,
+            &format!("2026-11-22T04:00:{i:02}Z"),
+        );
+    }
+    let entries = node["metadata"]["managedFields"].as_array().unwrap();
+    assert_eq!(entries.len(), 10);
+    let names: Vec<&str> = entries.iter().map(|e| e["manager"].as_str().unwrap()).collect();
+    // kubelet and taint-keeper (oldest) were folded with m00..m02; the bucket has the newest folded time.
+    assert_eq!(names[0], "ancient-changes");
+    assert_eq!(
+        names[1..],
+        ["m03", "m04", "m05", "m06", "m07", "m08", "m09", "m10", "m11"]
+    );
+    assert_eq!(entries[0]["time"], "2026-11-22T04:00:02Z");
+    assert_eq!(
+        entries[0]["fieldsV1"],
+        json!({"f:metadata": {"f:labels": {"f:l0": {}, "f:l1": {}, "f:l2": {}}}, "f:spec": {"f:podCIDR": {}, "f:taints": {}}})
+    );
+}
+
+#[test]
+fn atomic_selector_is_owned_and_replaced_whole() {
+    let schema = MergeSchema::builtin("apps", "Deployment");
+    let config = |labels: Value| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+               "spec": {"selector": {"matchLabels": labels}}})
+    };
+    let d = apply(
+        None,
+        &config(json!({"a": "1", "b": "2"})),
+        "A",
+        false,
+        None,
+        &schema,
+        T0,
+    )
+    .unwrap();
+    assert_eq!(
+        entry(&d, "A").unwrap()["fieldsV1"],
+        json!({"f:spec": {"f:selector": {}}})
+    );
+    let d = apply(Some(&d), &config(json!({"c": "3"})), "A", false, None, &schema, T1).unwrap();
+    assert_eq!(d["spec"]["selector"], json!({"matchLabels": {"c": "3"}}));
+    let err = apply(Some(&d), &config(json!({"c": "4"})), "B", false, None, &schema, T2).unwrap_err();
+    assert_eq!(
+        err.status_message(),
+        "Apply failed with 1 conflict: conflict with \"A\": .spec.selector"
     );
 }

@@ -20,9 +20,10 @@ fn containers_merge_by_name() {
     let patch =
         json!({"spec": {"template": {"spec": {"containers": [{"name": "patch-demo-ctr-2", "image": "redis"}]}}}});
     let got = smp(doc.clone(), patch, "apps", "Deployment");
+    // The patch's new container comes first, as in the documentation's output.
     assert_eq!(
         got["spec"]["template"]["spec"]["containers"],
-        json!([{"name": "patch-demo-ctr", "image": "nginx"}, {"name": "patch-demo-ctr-2", "image": "redis"}])
+        json!([{"name": "patch-demo-ctr-2", "image": "redis"}, {"name": "patch-demo-ctr", "image": "nginx"}])
     );
     let patch =
         json!({"spec": {"template": {"spec": {"containers": [{"name": "patch-demo-ctr", "image": "nginx:1.27"}]}}}});
@@ -186,8 +187,8 @@ fn null_deletes_and_nested_items_merge() {
     assert_eq!(got["metadata"]["labels"], json!({"b": "2"}));
     assert_eq!(
         got["spec"]["containers"],
-        json!([{"name": "a", "image": "nginx", "env": [{"name": "X"}, {"name": "Y", "value": "2"}],
-                "ports": [{"containerPort": 80, "protocol": "TCP"}, {"containerPort": 443}]}])
+        json!([{"name": "a", "image": "nginx", "env": [{"name": "Y", "value": "2"}, {"name": "X"}],
+                "ports": [{"containerPort": 443}, {"containerPort": 80, "protocol": "TCP"}]}])
     );
 }
 
@@ -200,7 +201,7 @@ fn bad_patches_are_rejected() {
         json!({"spec": {"template": {"spec": {"containers": ["x"]}}}}),
         json!({"spec": {"$patch": "frob"}}),
         json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "$patch": "merge"}]}}}}),
-        json!({"spec": {"$frob": 1}}),
+        json!({"spec": {"$retainKeys": ["template"], "replicas": 3}}),
         json!({"spec": {"$retainKeys": "x"}}),
         json!([1]),
     ];
@@ -221,5 +222,13 @@ fn unknown_lists_are_atomic_for_custom_resources() {
         "tags": {"type": "array", "x-kubernetes-list-type": "set"}}}}}));
     let doc = json!({"spec": {"tags": ["a"], "other": [1, 2]}});
     let got = strategic_merge_patch(&doc, &json!({"spec": {"tags": ["b"], "other": [3]}}), &schema).unwrap();
-    assert_eq!(got, json!({"spec": {"tags": ["a", "b"], "other": [3]}}));
+    assert_eq!(got, json!({"spec": {"tags": ["b", "a"], "other": [3]}}));
+}
+
+#[test]
+fn selectors_merge_although_apply_owns_them_whole() {
+    let doc = json!({"spec": {"selector": {"matchLabels": {"a": "1"}}}});
+    let patch = json!({"spec": {"selector": {"matchLabels": {"b": "2"}}}});
+    let got = smp(doc, patch, "apps", "Deployment");
+    assert_eq!(got["spec"]["selector"], json!({"matchLabels": {"a": "1", "b": "2"}}));
 }

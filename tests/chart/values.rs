@@ -1,0 +1,300 @@
+//! Lint, the values schema, and rendering with default, other and off values.
+
+use serde_json::Value;
+
+use super::{chart, chart_yaml, exported_series_in, find, grants, helm, one, render};
+
+#[test]
+fn lint_strict_passes() {
+    let out = helm(&["lint", "--strict", chart().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "helm lint --strict: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_schema_rejects_bad_values() {
+    let chart = chart();
+    for (set, needle) in [
+        ("logFormat=xml", "logFormat"),
+        ("admission.validationActions={Block}", "validationActions"),
+        ("admission.validationActions={Deny,Warn}", "validationActions"),
+        ("leaderElection.leaseDurationSeconds=1", "leaseDurationSeconds"),
+        ("replicaCount=-1", "replicaCount"),
+        ("unknownKey=1", "unknownKey"),
+        ("image.digest=latest", "digest"),
+    ] {
+        let out = helm(&["lint", "--strict", chart.to_str().unwrap(), "--set", set]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "helm lint accepted {set}: {text}");
+        assert!(text.contains(needle), "{set}: {text}");
+    }
+}
+
+#[test]
+fn default_values_render_a_hardened_two_replica_deployment() {
+    let objects = render(&[]);
+    let app_version = chart_yaml()["appVersion"].as_str().unwrap().to_string();
+    assert_eq!(
+        app_version,
+        env!("CARGO_PKG_VERSION"),
+        "the chart's appVersion is the crate's version"
+    );
+    let deploy = one(&objects, "Deployment");
+    assert_eq!(deploy["metadata"]["namespace"], "sublet-system");
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "sublet");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    let c = &pod["containers"][0];
+    assert_eq!(
+        c["image"].as_str().unwrap(),
+        format!("ghcr.io/sublet-dev/sublet:{app_version}")
+    );
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/livez");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(c["resources"]["requests"]["memory"].is_string());
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "run");
+    assert!(args.contains(&"--leader-elect=true"), "{args:?}");
+    assert!(args.contains(&"--metrics-addr=0.0.0.0:8080"), "{args:?}");
+    let env: Vec<&str> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"POD_NAMESPACE") && env.contains(&"POD_NAME"), "{env:?}");
+
+    // The arguments are ones `sublet run` accepts.
+    let cli = std::iter::once("sublet").chain(args.iter().copied());
+    <sublet::cli::Cli as clap::Parser>::try_parse_from(cli).expect("the chart's arguments parse");
+
+    assert_eq!(
+        find(&objects, "ClusterRole").len(),
+        2,
+        "the controller's and the tenants'"
+    );
+    for kind in [
+        "ServiceAccount",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "PodDisruptionBudget",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ] {
+        one(&objects, kind);
+    }
+    assert!(find(&objects, "ServiceMonitor").is_empty());
+    assert!(find(&objects, "PrometheusRule").is_empty());
+    assert!(find(&objects, "ConfigMap").is_empty());
+    assert!(
+        find(&objects, "CustomResourceDefinition").is_empty(),
+        "CRDs come from crds/, not templates"
+    );
+    let role = one(&objects, "Role");
+    assert_eq!(role["metadata"]["namespace"], "sublet-system");
+    assert_eq!(role["rules"][1]["resourceNames"][0], "sublet-leader");
+    let binding = one(&objects, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(binding["spec"]["validationActions"], serde_json::json!(["Deny"]));
+    assert_eq!(binding["spec"]["policyName"], "sublet-tenant-isolation");
+}
+
+#[test]
+fn other_values_render_monitoring_dashboard_kueue_and_a_pinned_image() {
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let digest_set = format!("image.digest={digest}");
+    let objects = render(&[
+        "replicaCount=1",
+        "serviceMonitor.enabled=true",
+        "serviceMonitor.labels.release=prom",
+        "dashboard.enabled=true",
+        "dashboard.namespace=monitoring",
+        "kueue.enabled=true",
+        "leaderElection.enabled=false",
+        "admission.validationActions={Warn,Audit}",
+        "admission.exemptNamespaces={kube-system,gpu-operator}",
+        "admission.tenantNamespaceLabels.customer=yes",
+        &digest_set,
+        "logFormat=plain",
+        "fullnameOverride=gpu-lender",
+        "prometheusRule.enabled=true",
+        "prometheusRule.reclaimLatencySeconds=300",
+    ]);
+    let rule = one(&objects, "PrometheusRule");
+    let rules = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
+    let exprs: Vec<&str> = rules.iter().map(|r| r["expr"].as_str().unwrap()).collect();
+    assert!(exprs.iter().any(|e| e.ends_with("> 300")), "{exprs:?}");
+    assert!(exported_series_in(&exprs.join("\n")) >= 4);
+    assert!(
+        rules.iter().all(|r| r["alert"].as_str().unwrap().starts_with("Sublet")),
+        "{rules:?}"
+    );
+    let deploy = one(&objects, "Deployment");
+    assert_eq!(deploy["metadata"]["name"], "gpu-lender");
+    assert_eq!(deploy["spec"]["replicas"], 1);
+    let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["image"].as_str().unwrap(),
+        format!("ghcr.io/sublet-dev/sublet@{digest}")
+    );
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.contains(&"--leader-elect=false") && args.contains(&"--log-format=plain"),
+        "{args:?}"
+    );
+    <sublet::cli::Cli as clap::Parser>::try_parse_from(std::iter::once("sublet").chain(args.iter().copied()))
+        .expect("the chart's arguments parse");
+
+    assert!(find(&objects, "PodDisruptionBudget").is_empty(), "one replica, no PDB");
+    assert!(find(&objects, "Role").is_empty(), "no leader election, no Lease access");
+    let sm = one(&objects, "ServiceMonitor");
+    assert_eq!(sm["metadata"]["labels"]["release"], "prom");
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+    let cm = one(&objects, "ConfigMap");
+    assert_eq!(cm["metadata"]["namespace"], "monitoring");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let dashboard: Value = serde_json::from_str(cm["data"]["sublet.json"].as_str().unwrap()).unwrap();
+    assert_eq!(dashboard["uid"], "sublet-overview");
+
+    let role = find(&objects, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "gpu-lender")
+        .expect("the controller's role");
+    let grants = grants(role);
+    assert!(grants.contains(&("kueue.x-k8s.io".into(), "workloads".into(), "watch".into())));
+    let binding = one(&objects, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(
+        binding["spec"]["validationActions"],
+        serde_json::json!(["Warn", "Audit"])
+    );
+    let policy = one(&objects, "ValidatingAdmissionPolicy");
+    let exempt = policy["spec"]["matchConditions"][1]["expression"].as_str().unwrap();
+    assert!(exempt.contains("'gpu-operator'"), "{exempt}");
+    let tenant = policy["spec"]["variables"][0]["expression"].as_str().unwrap();
+    assert!(
+        tenant.contains("namespaceObject.metadata.labels['customer'] == 'yes'"),
+        "{tenant}"
+    );
+}
+
+#[test]
+fn notes_tell_the_leader_lease_tenant_label_and_crd_upgrade() {
+    let chart = chart();
+    let out = helm(&[
+        "install",
+        "sublet",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "sublet-system",
+        "--dry-run=client",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let notes = &text[text.find("NOTES:").expect("notes rendered")..];
+    assert!(notes.contains("leader Lease sublet-leader"), "{notes}");
+    assert!(
+        notes.contains("kubectl label namespace tenant-acme sublet.dev/tenant=true\n"),
+        "{notes}"
+    );
+    for crd in sublet::crd::all() {
+        let file = format!("charts/sublet/crds/{}", sublet::crd::file_name(&crd));
+        assert!(notes.contains(&file), "{file} missing from {notes}");
+    }
+}
+
+#[test]
+fn the_chart_refuses_clusters_without_validating_admission_policy() {
+    let chart = chart();
+    let old = helm(&[
+        "template",
+        "sublet",
+        chart.to_str().unwrap(),
+        "--kube-version",
+        "1.29.0",
+    ]);
+    assert!(!old.status.success());
+    assert!(
+        String::from_utf8_lossy(&old.stderr).contains("chart requires kubeVersion: >=1.30.0-0"),
+        "{}",
+        String::from_utf8_lossy(&old.stderr)
+    );
+    let ga = helm(&[
+        "template",
+        "sublet",
+        chart.to_str().unwrap(),
+        "--kube-version",
+        "1.30.0",
+    ]);
+    assert!(ga.status.success(), "{}", String::from_utf8_lossy(&ga.stderr));
+}
+
+#[test]
+fn optional_objects_can_be_turned_off_and_an_existing_service_account_used() {
+    let objects = render(&[
+        "admission.enabled=false",
+        "tenantRole.enabled=false",
+        "podDisruptionBudget.enabled=false",
+        "serviceAccount.create=false",
+        "serviceAccount.name=platform-sublet",
+    ]);
+    for kind in [
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "PodDisruptionBudget",
+        "ServiceAccount",
+    ] {
+        assert!(find(&objects, kind).is_empty(), "{kind} rendered");
+    }
+    assert_eq!(find(&objects, "ClusterRole").len(), 1, "only the controller's role");
+    let deploy = one(&objects, "Deployment");
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["serviceAccountName"],
+        "platform-sublet"
+    );
+    for binding in find(&objects, "ClusterRoleBinding")
+        .into_iter()
+        .chain(find(&objects, "RoleBinding"))
+    {
+        assert_eq!(binding["subjects"][0]["name"], "platform-sublet");
+    }
+
+    // Without a name to use, rendering stops with a message that says what to set.
+    let chart = chart();
+    let out = helm(&[
+        "template",
+        "sublet",
+        chart.to_str().unwrap(),
+        "--set",
+        "serviceAccount.create=false",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("serviceAccount.name must name an existing ServiceAccount"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,174 @@
+//! The tenant-isolation ValidatingAdmissionPolicy, evaluated by the sandbox, against allowed and escaping pods.
+
+use serde_json::{Value, json};
+use sublet::sandbox::SandboxConfig;
+
+use super::support::sandbox::TestCluster;
+use super::{deploy_yaml, pod};
+
+fn own_lease() -> Value {
+    json!({
+        "nodeSelector": {"sublet.dev/lease": "acme.job"},
+        "tolerations": [
+            {"key": "sublet.dev/lease", "operator": "Equal", "value": "acme.job", "effect": "NoSchedule"},
+            {"key": "nvidia.com/gpu", "operator": "Exists"},
+        ],
+    })
+}
+
+#[test]
+fn the_admission_policy_admits_own_lease_pods_and_denies_escapes() {
+    let cluster = TestCluster::with(SandboxConfig {
+        rbac: true,
+        ..Default::default()
+    });
+    cluster.ok_stdin(&["apply", "--server-side", "-f", "-"], &deploy_yaml());
+    cluster.ok(&["create", "namespace", "acme"]);
+    cluster.ok(&["label", "namespace", "acme", "sublet.dev/tenant=true"]);
+    cluster.ok(&["create", "namespace", "ml"]);
+
+    // Allowed: a tenant pod with its own lease's selector and toleration (and other, non-sublet tolerations).
+    cluster.ok_stdin(&["apply", "-n", "acme", "-f", "-"], &pod("good", own_lease()));
+    // Allowed: internal pods that leave sublet's taints alone, placed by name or not.
+    cluster.ok_stdin(
+        &["apply", "-n", "ml", "-f", "-"],
+        &pod(
+            "train",
+            json!({"nodeName": "gpu-1", "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}),
+        ),
+    );
+    // Allowed: infrastructure in exempt namespaces.
+    cluster.ok_stdin(
+        &["apply", "-n", "kube-system", "-f", "-"],
+        &pod("exporter", json!({"tolerations": [{"operator": "Exists"}]})),
+    );
+    // Allowed: updates of a bound tenant pod (the scheduler's nodeName stays, the notice annotates it).
+    cluster.ok_stdin(
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/acme/pods/good/binding",
+            "-f",
+            "-",
+        ],
+        &serde_json::to_string(
+            &json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "good"},
+            "target": {"kind": "Node", "name": "gpu-1"}}),
+        )
+        .unwrap(),
+    );
+    let bound = cluster.ok(&["get", "pod", "good", "-n", "acme", "-o", "jsonpath={.spec.nodeName}"]);
+    assert_eq!(bound, "gpu-1");
+    cluster.ok(&[
+        "annotate",
+        "pod",
+        "good",
+        "-n",
+        "acme",
+        "sublet.dev/reclaim-deadline=2030-01-01T00:00:00Z",
+    ]);
+
+    let own_selector = json!({"sublet.dev/lease": "acme.job"});
+    let cases = [
+        (
+            "acme",
+            "other-tenant",
+            json!({"nodeSelector": own_selector, "tolerations": [{"key": "sublet.dev/lease", "operator": "Equal", "value": "globex.job", "effect": "NoSchedule"}]}),
+            "tenant pods may tolerate only the sublet.dev/lease taint of a lease in their own namespace (operator Equal, value acme.LEASE",
+        ),
+        (
+            "acme",
+            "any-lease",
+            json!({"nodeSelector": own_selector, "tolerations": [{"key": "sublet.dev/lease", "operator": "Exists"}]}),
+            "tolerate only the sublet.dev/lease taint of a lease in their own namespace",
+        ),
+        (
+            "acme",
+            "lent-nodes",
+            json!({"nodeSelector": own_selector, "tolerations": [{"key": "sublet.dev/lent", "operator": "Exists"}]}),
+            "tolerate only the sublet.dev/lease taint",
+        ),
+        (
+            "acme",
+            "under-notice",
+            json!({"nodeSelector": own_selector, "tolerations": [{"key": "sublet.dev/reclaiming", "operator": "Equal", "value": "acme.job"}]}),
+            "tolerate only the sublet.dev/lease taint",
+        ),
+        (
+            "acme",
+            "everything",
+            json!({"nodeSelector": own_selector, "tolerations": [{"operator": "Exists"}]}),
+            "tenant pods may not tolerate every taint",
+        ),
+        (
+            "acme",
+            "no-selector",
+            json!({"tolerations": [{"key": "sublet.dev/lease", "operator": "Equal", "value": "acme.job"}]}),
+            "tenant pods must select the nodes of their lease: spec.nodeSelector needs sublet.dev/lease: acme.LEASE",
+        ),
+        (
+            "acme",
+            "prefix-trick",
+            json!({"nodeSelector": {"sublet.dev/lease": "acmecorp.job"}}),
+            "tenant pods must select the nodes of their lease",
+        ),
+        (
+            "acme",
+            "by-name",
+            json!({"nodeName": "gpu-1", "nodeSelector": own_selector}),
+            "tenant pods may not set spec.nodeName",
+        ),
+        (
+            "ml",
+            "internal-on-lent",
+            json!({"tolerations": [{"key": "sublet.dev/lent", "operator": "Exists", "effect": "NoSchedule"}]}),
+            "pods in namespace ml may not tolerate sublet.dev/ taints",
+        ),
+        (
+            "default",
+            "internal-on-leased",
+            json!({"tolerations": [{"key": "sublet.dev/lease", "operator": "Equal", "value": "acme.job"}]}),
+            "pods in namespace default may not tolerate sublet.dev/ taints",
+        ),
+    ];
+    for (ns, name, spec, message) in cases {
+        let err = cluster.fails_stdin(&["apply", "-n", ns, "-f", "-"], &pod(name, spec));
+        assert!(
+            err.contains(&format!("pods \"{name}\" is forbidden: ValidatingAdmissionPolicy 'sublet-tenant-isolation' with binding 'sublet-tenant-isolation' denied request: ")),
+            "{name}: {err}"
+        );
+        assert!(err.contains(message), "{name}: {err}");
+    }
+    // A pod admitted before its namespace became a tenant's: others may not change it, but sublet may still
+    // annotate it with its notice.
+    cluster.ok(&["create", "namespace", "late"]);
+    cluster.ok_stdin(&["apply", "-n", "late", "-f", "-"], &pod("old", json!({})));
+    cluster.ok(&["label", "namespace", "late", "sublet.dev/tenant=true"]);
+    let err = cluster.fails(&["annotate", "pod", "old", "-n", "late", "team=x"]);
+    assert!(
+        err.contains("tenant pods must select the nodes of their lease"),
+        "{err}"
+    );
+    cluster.ok(&[
+        "annotate",
+        "pod",
+        "old",
+        "-n",
+        "late",
+        "sublet.dev/reclaim-deadline=2030-01-01T00:00:00Z",
+        "--as=system:serviceaccount:sublet-system:sublet",
+    ]);
+
+    // An update that adds an escaping toleration to an admitted pod is denied too.
+    let err = cluster.fails(&[
+        "patch",
+        "pod",
+        "good",
+        "-n",
+        "acme",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/tolerations/-","value":{"key":"sublet.dev/lease","operator":"Equal","value":"globex.job"}}]"#,
+    ]);
+    assert!(err.contains("tolerate only the sublet.dev/lease taint"), "{err}");
+}

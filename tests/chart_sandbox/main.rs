@@ -1,0 +1,31 @@
+//! The rendered chart (`deploy/sublet.yaml`) against the sandbox in RBAC mode, with the real kubectl:
+//!
+//! ```text
+//!   apply.rs      kubectl apply --server-side (default and every option), can-i for sublet and tenants
+//!   admission.rs  the tenant-isolation ValidatingAdmissionPolicy against allowed and escaping pods
+//!   rbac.rs       the controller (in process, and the binary with the Deployment's arguments) as the
+//!                 chart's ServiceAccount, through its whole life cycle; unneeded writes refused
+//! ```
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod admission;
+mod apply;
+mod rbac;
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+/// The chart rendered with default values, as checked in.
+pub fn deploy_yaml() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/sublet.yaml")).unwrap()
+}
+
+/// A pod with extra spec fields, as JSON for kubectl.
+pub fn pod(name: &str, spec: Value) -> String {
+    let mut s = json!({"containers": [{"name": "c", "image": "trainer:1"}]});
+    s.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
+    serde_json::to_string(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": s})).unwrap()
+}
