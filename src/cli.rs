@@ -147,4 +147,7 @@ pub struct DemoArgs {
     /// Plain log lines even on a terminal.
     #[arg(long)]
     pub plain: bool,
+    /// Reads the DCGM exporter directly even when a Prometheus server is installed.
+    #[arg(long)]
+    pub no_prometheus: bool,
 }

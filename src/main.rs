@@ -10,7 +10,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo's own view is the output; only warnings from the parts it runs go to the log.
     let quiet = matches!(cli.command, Command::Demo(_));
-    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
+    // Its watches are cut when the demo's API server stops: kube's client warns of that, and it is expected.
+    init_logging(cli.log_format, if quiet { "warn,kube_client=error" } else { "info" });
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -138,10 +139,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         notice_seconds: args.notice,
         live_view: !args.plain && std::io::stdout().is_terminal(),
+        prometheus: !args.no_prometheus,
         ..demo::DemoConfig::default()
     };
     let summary = demo::run(config, shutdown_signal()).await?;
     demo::view::print_summary(&summary);
+    println!("  signals      {}", summary.signals);
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&summary)?;
         if path.as_os_str() == "-" {

@@ -88,6 +88,8 @@ pub struct DemoConfig {
     pub price_per_gpu_hour: f64,
     /// Live view on a terminal; plain log lines otherwise.
     pub live_view: bool,
+    /// Use an installed Prometheus to scrape the exporter (else the exporter is read directly).
+    pub prometheus: bool,
 }
 
 impl Default for DemoConfig {
@@ -106,6 +108,7 @@ impl Default for DemoConfig {
             cooldown_seconds: 3,
             price_per_gpu_hour: 2.5,
             live_view: false,
+            prometheus: true,
         }
     }
 }
@@ -172,7 +175,7 @@ impl Rng {
 }
 
 /// The pool the demo runs: Enforce, short real-time notice, idle window and cool-down.
-pub fn pool_spec(config: &DemoConfig) -> serde_json::Value {
+pub fn pool_spec(config: &DemoConfig, prometheus_url: &str) -> serde_json::Value {
     let mut prices = serde_json::Map::new();
     for g in &config.nodes {
         prices.insert(
@@ -187,6 +190,7 @@ pub fn pool_spec(config: &DemoConfig) -> serde_json::Value {
         "reserve": {"percent": 10},
         "reclaim": {"noticeSeconds": config.notice_seconds, "cooldownSeconds": config.cooldown_seconds},
         "pricing": {"perGpuHour": prices, "defaultPerGpuHour": config.price_per_gpu_hour, "currency": "USD"},
+        "utilization": {"prometheusUrl": prometheus_url, "staleSeconds": 10},
     })
 }
 
@@ -236,7 +240,60 @@ pub async fn run(
 
     // The checker subscribes before anything is written, so it sees every change.
     let checker = summary::Checker::start(&local, clock, config.price_per_gpu_hour);
-    setup(&local, &config, &groups)?;
+
+    // Signals: the DCGM exporter publishes the utilization the kubelet computes from the pods' load;
+    // Prometheus scrapes it when installed, otherwise the exporter's values are answered directly.
+    let loads = prom::Loads::default();
+    let exporter = Arc::new(
+        sandbox
+            .start_dcgm_exporter(crate::sandbox::dcgm::DcgmConfig::default())
+            .await?,
+    );
+    let publish = {
+        let (exporter, loads, mut stop) = (exporter.clone(), loads.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let values: Vec<(String, f64)> = loads.lock().expect("loads").clone().into_iter().collect();
+                for (node, util) in values {
+                    exporter.set_node_utilization(&node, util);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    };
+    let prometheus = match (config.prometheus, prom::find_prometheus()) {
+        (true, Some(binary)) => prom::start_prometheus(binary, exporter.address()).await,
+        _ => None,
+    };
+    let (prom_url, signals, direct) = match &prometheus {
+        Some(p) => (
+            p.url.clone(),
+            format!(
+                "GPU utilization from Prometheus ({}) scraping the demo's DCGM exporter ({}) every second",
+                p.binary.display(),
+                exporter.metrics_url()
+            ),
+            None,
+        ),
+        None => {
+            let (addr, task) = prom::serve("127.0.0.1:0".parse().expect("valid address"), loads.clone())
+                .await
+                .map_err(|e| DemoError::Setup(format!("cannot serve the query path: {e}")))?;
+            (
+                format!("http://{addr}"),
+                format!(
+                    "GPU utilization from the demo's DCGM exporter ({}) read directly through a Prometheus-compatible \
+                     query path (no Prometheus installed, or --no-prometheus)",
+                    exporter.metrics_url()
+                ),
+                Some(task),
+            )
+        }
+    };
+    setup(&local, &config, &groups, &prom_url)?;
 
     let client = sandbox.client().await?;
     let controller_config = crate::controller::Config {
@@ -260,12 +317,13 @@ pub async fn run(
         source: demand.name.clone(),
         speed: config.speed,
         duration: config.duration,
-        signals: "GPU allocation from the API (no utilization source in this build)".into(),
+        signals: signals.clone(),
     };
+    let info_signals = signals;
     view::intro(&info);
 
-    let loads = prom::Loads::default();
     let mut tasks = vec![
+        publish,
         tokio::spawn(cluster::run(
             local.as_manager("demo-kubelet"),
             clock,
@@ -307,7 +365,12 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
-    let summary = checker.finish(&local, started.elapsed(), &demand_name(&config)).await;
+    let mut summary = checker.finish(&local, started.elapsed(), &demand_name(&config)).await;
+    summary.signals = info_signals;
+    if let Some(task) = direct {
+        task.abort();
+    }
+    drop(prometheus);
     sandbox.shutdown().await;
     Ok(summary)
 }
@@ -320,7 +383,7 @@ fn demand_name(config: &DemoConfig) -> String {
 }
 
 /// CRDs, namespaces, nodes and the pool.
-fn setup(local: &LocalApi, config: &DemoConfig, groups: &[NodeGroup]) -> Result<(), DemoError> {
+fn setup(local: &LocalApi, config: &DemoConfig, groups: &[NodeGroup], prom_url: &str) -> Result<(), DemoError> {
     for crd in crate::crd::all() {
         let value = serde_json::to_value(&crd).map_err(|e| DemoError::Api(e.to_string()))?;
         local.create("apiextensions.k8s.io/v1", "customresourcedefinitions", None, value)?;
@@ -342,7 +405,7 @@ fn setup(local: &LocalApi, config: &DemoConfig, groups: &[NodeGroup]) -> Result<
     }
     cluster::create_nodes(local, groups)?;
     let pool = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool",
-        "metadata": {"name": POOL}, "spec": pool_spec(config)});
+        "metadata": {"name": POOL}, "spec": pool_spec(config, prom_url)});
     // A freshly created CRD serves at once in the sandbox, but retry briefly in case it does not.
     let mut last = None;
     for _ in 0..50 {

@@ -95,6 +95,93 @@ pub async fn serve(listen: SocketAddr, loads: Loads) -> std::io::Result<(SocketA
     Ok((address, task))
 }
 
+/// A Prometheus server the demo started, scraping the DCGM exporter every second; stopped when dropped.
+pub struct Prometheus {
+    pub url: String,
+    pub binary: std::path::PathBuf,
+    _child: tokio::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The installed Prometheus binary, if any: `$SUBLET_PROMETHEUS`, `prometheus` on the PATH, `/usr/bin/prometheus`.
+pub fn find_prometheus() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("SUBLET_PROMETHEUS") {
+        return Some(p.into());
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("prometheus"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        let p = std::path::PathBuf::from("/usr/bin/prometheus");
+        p.is_file().then_some(p)
+    })
+}
+
+/// Starts `binary` scraping `target` and waits (up to 15 s) until it is ready; None if it does not come up.
+pub async fn start_prometheus(binary: std::path::PathBuf, target: SocketAddr) -> Option<Prometheus> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let dir = std::env::temp_dir().join(format!("sublet-demo-prometheus-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+         scrape_configs:\n  - job_name: dcgm\n    static_configs:\n      - targets: ['{target}']\n"
+    );
+    std::fs::write(dir.join("prometheus.yml"), config).ok()?;
+    let log = std::fs::File::create(dir.join("prometheus.log")).ok()?;
+    let child = tokio::process::Command::new(&binary)
+        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .ok()?;
+    let prom = Prometheus {
+        url: format!("http://127.0.0.1:{port}"),
+        binary,
+        _child: child,
+        dir,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if ready(port).await {
+            return Some(prom);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    tracing::warn!(binary = %prom.binary.display(), "Prometheus did not become ready; reading the exporter directly");
+    None
+}
+
+async fn ready(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    if s.write_all(b"GET /-/ready HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf).await, Ok(n) if n >= 12 && buf[9..12] == *b"200")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -494,6 +494,8 @@ fn on_pod(s: &mut State, ev: &Event, obj: &Value) {
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     pub workload: String,
+    /// Where the controller's GPU utilization came from.
+    pub signals: String,
     pub wall_seconds: f64,
     pub speed: f64,
     pub simulated_hours: f64,
@@ -566,6 +568,7 @@ fn summarize(s: &State, pool: &Value, wall: Duration, speed: f64, workload: &str
     let delayed = delays.iter().filter(|d| **d > 0.0).count();
     Summary {
         workload: workload.to_string(),
+        signals: String::new(),
         wall_seconds: wall.as_secs_f64(),
         speed,
         simulated_hours: wall.as_secs_f64() * speed / 3600.0,
