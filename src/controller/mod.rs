@@ -194,10 +194,13 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
         namespaces: caches.namespaces.state(),
     };
     let readings = ctx.signals.fetch(&pool, now).await;
+    let t_signals = started.elapsed();
     let observed = observe(&pool, &world, &ctx.clocks, readings.signals.clone(), now)?;
     let mut snapshot = observed.snapshot;
     readings.apply(&mut snapshot);
+    let t_observe = started.elapsed();
     let the_plan = plan(&snapshot);
+    let t_plan = started.elapsed();
     let enforce = pool.spec.mode == Mode::Enforce;
     // In Observe mode nothing is written to nodes or pods; a pool being deleted has nothing lent in Observe
     // mode unless it was switched from Enforce, and then it returns its nodes like any other.
@@ -207,6 +210,7 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     } else {
         Vec::new()
     };
+    let t_execute = started.elapsed();
     reclaim_latency(&ctx, &name, &the_plan, &outcomes, now);
     if !ctx.is_leader() {
         return Ok(Action::await_change());
