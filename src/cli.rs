@@ -30,6 +30,36 @@ pub enum LogFormat {
 pub enum Command {
     /// Prints sublet's CustomResourceDefinitions as YAML, or writes one file per CRD into a folder.
     Crd(CrdArgs),
+    /// Replays a trace of internal demand through the planner, next to an oracle and baselines, and reports
+    /// harvest, the delay lending adds to internal work, notices, evictions and revenue.
+    Simulate(SimulateArgs),
+}
+
+/// Arguments of `sublet simulate`.
+#[derive(clap::Args, Debug)]
+pub struct SimulateArgs {
+    /// A folder of Helios per-VC minute files (`*_cluster_sequence_vc.csv`), or a CSV file with the columns
+    /// `time,group,capacity_gpus,demand_gpus` and optionally `gpus_per_node` (see the README).
+    #[arg(value_name = "TRACE")]
+    pub trace: PathBuf,
+
+    /// A TenantPool YAML for the `sublet` policy. Without it: the defaults of an empty TenantPool spec,
+    /// priced at 2.00 per GPU-hour.
+    #[arg(long, value_name = "FILE")]
+    pub pool: Option<PathBuf>,
+
+    /// A `static-N` baseline lending N% of each group for good; repeat for several.
+    #[arg(long = "static", value_name = "PERCENT", default_values_t = [50u32],
+          value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub static_percents: Vec<u32>,
+
+    /// Writes the report as JSON to FILE; `-` prints it instead of the table.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Draws capacity, internal demand, lent and leased GPUs of the `sublet` policy into an SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 /// Arguments of `sublet crd`.

@@ -6,6 +6,7 @@
 //!   crd      the CustomResourceDefinitions generated from `api`
 //!   cli      the `sublet` command line
 //!   policy   the pure lending planner: Snapshot -> plan() -> Plan
+//!   simulate replays demand traces through the planner, an oracle and baselines
 //! ```
 #![forbid(unsafe_code)]
 
@@ -13,3 +14,4 @@ pub mod api;
 pub mod cli;
 pub mod crd;
 pub mod policy;
+pub mod simulate;
