@@ -46,19 +46,17 @@ pub fn run(trace: &Trace, oracle: &Oracle, baseline: Baseline, notice_seconds: i
     if let Baseline::Static(percent) = baseline {
         for range in &cluster.groups {
             let lend = range.len() * percent.min(100) as usize / 100;
-            for n in range.end - lend..range.end {
-                state[n] = State::Leased;
-            }
+            state[range.end - lend..range.end].fill(State::Leased);
         }
     }
     for step in 0..trace.steps() {
         let now = step as i64 * trace.step_seconds;
         // Deadlines that have come: the tenant's pods are evicted and the node is back.
-        for n in 0..state.len() {
-            if let State::Reclaiming(deadline) = state[n]
+        for s in &mut state {
+            if let State::Reclaiming(deadline) = *s
                 && deadline <= now
             {
-                state[n] = State::Internal;
+                *s = State::Internal;
                 meter.evictions += 1;
             }
         }

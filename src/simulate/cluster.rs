@@ -171,7 +171,7 @@ impl Meter {
                 }
             }
         }
-        for g in 0..k {
+        for (g, &lendable) in oracle.iter().enumerate().take(k) {
             if !trace.known[step * k + g] {
                 self.close(g);
                 continue;
@@ -182,8 +182,8 @@ impl Meter {
             let delayed = want.saturating_sub(cap - self.out[g].min(cap));
             self.capacity += f64::from(cap) * dt;
             self.idle += f64::from(idle) * dt;
-            self.oracle += f64::from(oracle[g]) * dt;
-            self.harvested += f64::from(self.held[g].min(oracle[g])) * dt;
+            self.oracle += f64::from(lendable) * dt;
+            self.harvested += f64::from(self.held[g].min(lendable)) * dt;
             self.leased += f64::from(self.held[g]) * dt;
             self.demand += f64::from(want) * dt;
             self.delayed += f64::from(delayed) * dt;
@@ -207,5 +207,76 @@ impl Meter {
         for g in 0..self.open.len() {
             self.close(g);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulate::trace::GroupSpec;
+
+    fn trace(demand: &[u32]) -> Trace {
+        Trace {
+            name: "t".into(),
+            start: jiff::Timestamp::UNIX_EPOCH,
+            step_seconds: 60,
+            groups: vec![GroupSpec {
+                name: "g".into(),
+                capacity_gpus: 24,
+                gpus_per_node: 8,
+            }],
+            demand: demand.to_vec(),
+            known: vec![true; demand.len()],
+        }
+    }
+
+    #[test]
+    fn packs_work_and_keeps_long_idle_nodes_idle() {
+        let mut c = Cluster::new(&trace(&[]));
+        // Node 2 was busy most recently, so it takes the work and nodes 0 and 1 stay idle.
+        c.idle_since = vec![Some(0), Some(10), Some(50)];
+        assert_eq!(c.place(0, 5, 100, |_| true), 5);
+        assert_eq!(c.used, vec![0, 0, 5]);
+        // More work fills node 2 before it starts another node.
+        assert_eq!(c.place(0, 10, 160, |_| true), 10);
+        assert_eq!(c.used, vec![0, 2, 8]);
+        assert_eq!(c.idle_since, vec![Some(0), None, None]);
+        // Finished work leaves the emptiest node first.
+        assert_eq!(c.place(0, 7, 220, |_| true), 7);
+        assert_eq!(c.used, vec![0, 0, 7]);
+        assert_eq!(c.idle_since[1], Some(220));
+    }
+
+    #[test]
+    fn work_stays_off_nodes_out_of_internal_use() {
+        let mut c = Cluster::new(&trace(&[]));
+        assert_eq!(c.place(0, 20, 0, |n| n != 1), 16);
+        assert_eq!(c.used[1], 0);
+    }
+
+    #[test]
+    fn meter_counts_delay_episodes_and_caps_harvest() {
+        // Demand 24 (all), 8, 30 (above capacity: counts as 24), 8, 8.
+        let t = trace(&[24, 8, 30, 8, 8]);
+        let c = Cluster::new(&t);
+        let mut m = Meter::new(1);
+        let oracle = [0u32, 16, 0, 16, 16];
+        // Node 0 is leased throughout; node 1 lent (no tenant) at step 3 only.
+        for step in 0..5 {
+            m.record(&t, &c, step, &oracle[step..=step], |n| match (n, step) {
+                (0, _) => Use::Leased,
+                (1, 3) => Use::Lent,
+                _ => Use::Internal,
+            });
+        }
+        m.finish();
+        assert_eq!(m.capacity, 24.0 * 60.0 * 5.0);
+        assert_eq!(m.demand, (24.0 + 8.0 + 24.0 + 8.0 + 8.0) * 60.0);
+        // Steps 0 and 2 want all 24 GPUs, with 8 held by the tenant: 8 delayed each, two episodes of 60 s.
+        assert_eq!(m.delayed, 16.0 * 60.0);
+        assert_eq!(m.episodes, vec![60, 60]);
+        // Harvest: the tenant's 8 GPUs where the oracle lends (steps 1, 3, 4).
+        assert_eq!(m.harvested, 24.0 * 60.0);
+        assert_eq!(m.leased, 40.0 * 60.0);
     }
 }
