@@ -19,10 +19,16 @@ fn main() {
     }
     let t = Instant::now();
     let trace = simulate::load(&dir).expect("the Helios trace loads");
-    println!("load: {:.3} s ({} steps, {} groups)", secs(t.elapsed()), trace.steps(), trace.groups.len());
+    println!(
+        "load: {:.3} s ({} steps, {} groups)",
+        secs(t.elapsed()),
+        trace.steps(),
+        trace.groups.len()
+    );
     let opts = Options {
         policy: simulate::pool_policy(simulate::DEFAULT_POOL_YAML).expect("the default pool parses"),
         static_percents: vec![50],
+        tenants: None,
     };
     let runs = std::env::var("SUBLET_BENCH_RUNS")
         .ok()

@@ -53,6 +53,11 @@ pub struct SimulateArgs {
           value_parser = clap::value_parser!(u32).range(0..=100))]
     pub static_percents: Vec<u32>,
 
+    /// Tenant demand as YAML (lease arrivals per hour, GPUs per lease, duration distribution, price cap; see
+    /// the README). Without it every lent node is leased at once.
+    #[arg(long, value_name = "FILE")]
+    pub tenants: Option<PathBuf>,
+
     /// Writes the report as JSON to FILE; `-` prints it instead of the table.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

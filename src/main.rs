@@ -52,6 +52,14 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         Some(path) => format!("pool {}", path.display()),
         None => "the default pool".to_string(),
     })?;
+    let tenants = match &args.tenants {
+        Some(path) => {
+            let yaml = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let spec = simulate::TenantSpec::from_yaml(&yaml).with_context(|| format!("tenants {}", path.display()))?;
+            Some(spec)
+        }
+        None => None,
+    };
     let trace = simulate::load(&args.trace)?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(trace.steps() as u64);
@@ -64,6 +72,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let opts = simulate::Options {
         policy,
         static_percents: args.static_percents.clone(),
+        tenants,
     };
     let outcome = simulate::run(&trace, &opts, &mut |done, _| {
         if let Some(bar) = &bar {

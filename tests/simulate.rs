@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sublet::policy::PoolPolicy;
-use sublet::simulate::{self, Options, PolicyReport, Trace, TraceError};
+use sublet::simulate::{self, Options, PolicyReport, TenantSpec, Trace, TraceError};
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -28,9 +28,14 @@ fn policy(idle_for: i64) -> PoolPolicy {
 }
 
 fn run(trace: &Trace, policy: PoolPolicy) -> Vec<PolicyReport> {
+    run_with(trace, policy, None)
+}
+
+fn run_with(trace: &Trace, policy: PoolPolicy, tenants: Option<TenantSpec>) -> Vec<PolicyReport> {
     let opts = Options {
         policy,
         static_percents: vec![25, 50],
+        tenants,
     };
     simulate::run(trace, &opts, &mut |_, _| {}).report.policies
 }
@@ -49,7 +54,7 @@ fn waves_csv() -> String {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let phase = (m % period) as f64 / period as f64;
             let base = (f64::from(cap) * (0.5 + 0.45 * (phase * std::f64::consts::TAU).sin())) as u32;
-            let burst = if (x >> 33) % 40 == 0 { cap / 2 } else { 0 };
+            let burst = if (x >> 33).is_multiple_of(40) { cap / 2 } else { 0 };
             let demand = (base + burst).min(cap + 8);
             writeln!(s, "{},{name},{cap},{demand},{per}", 1_700_000_000 + m * 60).unwrap();
         }
@@ -243,6 +248,42 @@ fn sublet_lends_after_the_idle_window_and_reclaims_within_the_notice() {
     assert_eq!(o.notices, 2);
     // Naive lends from minute 0.
     assert!((row(&rows, "naive").harvested_gpu_hours - 16.0).abs() < 1e-9);
+}
+
+#[test]
+fn tenants_from_a_spec_lease_what_they_ask_and_leave_at_the_end() {
+    // Two 8-GPU nodes idle for six hours; 16-GPU leases of 30 minutes arrive about twice an hour.
+    let mut csv = String::from("time,group,capacity_gpus,demand_gpus\n");
+    for m in 0..360 {
+        writeln!(csv, "{},g,16,0", m * 60).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = simulate::load(&write(dir.path(), "t.csv", &csv)).unwrap();
+    let spec = TenantSpec::from_yaml(
+        "arrivalsPerHour: 2\ngpusPerLease: 16\nduration: {distribution: fixed, seconds: 1800}\nseed: 4",
+    )
+    .unwrap();
+    let rows = run_with(&trace, policy(0), Some(spec.clone()));
+    for name in ["sublet", "naive", "static-50"] {
+        let r = row(&rows, name);
+        // Nobody is reclaimed for internal work: tenants leave on their own, nothing is evicted or delayed.
+        assert_eq!(r.evictions_per_1000_lent_gpu_hours, 0.0, "{name}");
+        assert_eq!(r.internal_delay_gpu_minutes, 0.0, "{name}");
+    }
+    let s = row(&rows, "sublet");
+    let bound: u64 = spec.arrivals(360 * 60).len() as u64 * 16 * 30;
+    assert!(s.harvested_gpu_hours > 0.0);
+    assert!(s.harvested_gpu_hours * 60.0 <= bound as f64, "{s:?}");
+    // static-50 lends one node: a 16-GPU lease never fits it.
+    assert_eq!(row(&rows, "static-50").harvested_gpu_hours, 0.0);
+    // A price cap under the pool's price keeps every tenant out.
+    let capped = TenantSpec {
+        max_price_per_gpu_hour: Some(1.0),
+        ..spec
+    };
+    let rows = run_with(&trace, policy(0), Some(capped));
+    assert_eq!(row(&rows, "sublet").harvested_gpu_hours, 0.0);
+    assert_eq!(row(&rows, "naive").harvested_gpu_hours, 0.0);
 }
 
 #[test]

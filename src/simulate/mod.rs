@@ -33,6 +33,7 @@ pub mod oracle;
 pub mod plot;
 pub mod report;
 pub mod sublet;
+pub mod tenants;
 pub mod trace;
 
 use crate::api::TenantPool;
@@ -40,6 +41,7 @@ use crate::policy::PoolPolicy;
 
 pub use baseline::Baseline;
 pub use report::{PolicyReport, Report, TraceSummary};
+pub use tenants::TenantSpec;
 pub use trace::{GroupSpec, Trace, TraceError, load, load_csv, load_helios};
 
 /// The default pool of `sublet simulate`: the defaults of an empty `TenantPool` spec, priced at 2.00 per
@@ -77,6 +79,8 @@ pub struct Options {
     pub policy: PoolPolicy,
     /// One `static-N` baseline per entry.
     pub static_percents: Vec<u32>,
+    /// Lease requests; None: tenants want every lent node at once.
+    pub tenants: Option<TenantSpec>,
 }
 
 /// The report, and the sublet run's totals per step for the plot.
@@ -96,14 +100,21 @@ pub fn run(trace: &Trace, opts: &Options, progress: &mut dyn FnMut(usize, usize)
     baselines.extend(opts.static_percents.iter().map(|&p| Baseline::Static(p)));
     baselines.push(Baseline::Naive);
     let total = trace.steps();
+    let arrivals = opts
+        .tenants
+        .as_ref()
+        .map(|t| t.arrivals(total as i64 * trace.step_seconds));
+    let arrivals = arrivals.as_deref();
     let ((meter, series), others) = std::thread::scope(|scope| {
         let others = scope.spawn(|| {
             baselines
                 .iter()
-                .map(|&b| (b.name(), baseline::run(trace, &oracle, b, notice)))
+                .map(|&b| (b.name(), baseline::run(trace, &oracle, b, notice, arrivals, price)))
                 .collect::<Vec<_>>()
         });
-        let own = sublet::run(trace, &oracle, policy.clone(), &mut |done| progress(done, total));
+        let own = sublet::run(trace, &oracle, policy.clone(), arrivals, &mut |done| {
+            progress(done, total)
+        });
         (own, others.join().expect("the baseline thread does not panic"))
     });
     let mut policies = vec![oracle_row(&others[0].1, &oracle, trace, price)];

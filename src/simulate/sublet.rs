@@ -10,9 +10,10 @@
 //!             ─► deadlines that fall between t and t+1: settle at each
 //! ```
 //!
-//! Tenants have unbounded demand: there is always a pending one-node lease for every node that could be
-//! lent, so a lent node is bound in the same plan, and a bound node always runs a tenant pod (which is
-//! evicted at the deadline when the node is reclaimed).
+//! By default tenants have unbounded demand: there is always a pending one-node lease for every node that
+//! could be lent, so a lent node is bound in the same plan, and a bound node always runs a tenant pod (which
+//! is evicted at the deadline when the node is reclaimed). With a tenant spec, leases arrive as drawn
+//! ([`super::tenants`]); a tenant's pods leave on their own when its lease runs out.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use jiff::Timestamp;
 
 use super::cluster::{Cluster, Meter, Use};
 use super::oracle::Oracle;
+use super::tenants::Arrival;
 use super::trace::Trace;
 use crate::policy::{
     Action, DemandHistory, LeasePhase, LeaseView, NodeState, NodeView, PodPhase, PodView, PoolPolicy, Selector,
@@ -44,6 +46,9 @@ struct Replay<'a> {
     pending: Vec<u32>,
     want: Vec<u32>,
     leases_made: u64,
+    /// Lease requests to come, when tenants are not unbounded.
+    arrivals: Option<&'a [Arrival]>,
+    next_arrival: usize,
 }
 
 /// Adapts a pool's policy to a trace: nodes are told apart by group only, and idleness comes from internal
@@ -58,9 +63,16 @@ pub fn adapt(mut policy: PoolPolicy) -> PoolPolicy {
 }
 
 /// Replays `trace` under `policy` (see [`adapt`]); `progress` is called with the steps done so far.
-pub fn run(trace: &Trace, oracle: &Oracle, policy: PoolPolicy, progress: &mut dyn FnMut(usize)) -> (Meter, Series) {
+pub fn run(
+    trace: &Trace,
+    oracle: &Oracle,
+    policy: PoolPolicy,
+    arrivals: Option<&[Arrival]>,
+    progress: &mut dyn FnMut(usize),
+) -> (Meter, Series) {
     let policy = adapt(policy);
     let mut r = Replay::new(trace, policy);
+    r.arrivals = arrivals;
     let k = trace.groups.len();
     let mut series = Vec::with_capacity(trace.steps());
     for step in 0..trace.steps() {
@@ -154,6 +166,8 @@ impl<'a> Replay<'a> {
             pending: vec![0; k],
             want: vec![0; k],
             leases_made: 0,
+            arrivals: None,
+            next_arrival: 0,
         }
     }
 
@@ -220,6 +234,7 @@ impl<'a> Replay<'a> {
         self.snap.now = now;
         for _ in 0..4 {
             self.offer_leases(now);
+            self.tenants_leave(now);
             let plan = plan(&self.snap);
             model::apply(&mut self.snap, &plan);
             let total = self.cluster.len();
@@ -255,8 +270,31 @@ impl<'a> Replay<'a> {
         }
     }
 
-    /// Keeps a pending one-node lease for every node the next plan could bind.
+    /// Adds the leases that have arrived by `now`; with unbounded tenants, keeps a pending one-node lease for
+    /// every node the next plan could bind.
     fn offer_leases(&mut self, now: Timestamp) {
+        if let Some(arrivals) = self.arrivals {
+            let at = self.secs(now);
+            while let Some(a) = arrivals.get(self.next_arrival).filter(|a| a.at <= at) {
+                self.next_arrival += 1;
+                self.leases_made += 1;
+                let created = Timestamp::from_second(self.trace.start.as_second() + a.at).unwrap_or(now);
+                self.snap.leases.push(LeaseView {
+                    namespace: "tenant".into(),
+                    name: format!("lease-{}", self.leases_made),
+                    gpus: a.gpus,
+                    model: None,
+                    duration_seconds: a.duration_seconds,
+                    max_price: a.max_price,
+                    phase: LeasePhase::Pending,
+                    bound_at: None,
+                    created,
+                    tenant_namespace: true,
+                    deleting: false,
+                });
+            }
+            return;
+        }
         let window = self.snap.policy.idle_for_seconds;
         let at = self.secs(now);
         let could: usize = (0..self.cluster.len())
@@ -287,6 +325,30 @@ impl<'a> Replay<'a> {
                 tenant_namespace: true,
                 deleting: false,
             });
+        }
+    }
+
+    /// Tenants whose lease has run out take their pods away.
+    fn tenants_leave(&mut self, now: Timestamp) {
+        if self.arrivals.is_none() {
+            return;
+        }
+        let total = self.cluster.len();
+        for n in 0..total {
+            if self.snap.pods[total + n].node.is_none() {
+                continue;
+            }
+            let Some(key) = self.snap.nodes[n].marks.lease.as_deref() else {
+                continue;
+            };
+            let over = self.snap.leases.iter().find(|l| l.key() == key).is_none_or(|l| {
+                l.bound_at
+                    .zip(l.duration_seconds)
+                    .is_some_and(|(b, d)| b.as_second() + d <= now.as_second())
+            });
+            if over {
+                self.snap.pods[total + n].node = None;
+            }
         }
     }
 
