@@ -226,13 +226,7 @@ fn oracle_bounds_every_policy_and_naive_harvests_most() {
 
 #[test]
 fn sublet_lends_after_the_idle_window_and_reclaims_within_the_notice() {
-    // One group of two 8-GPU nodes: idle for an hour, then fully wanted for an hour.
-    let mut csv = String::from("time,group,capacity_gpus,demand_gpus\n");
-    for m in 0..120 {
-        writeln!(csv, "{},g,16,{}", m * 60, if m < 60 { 0 } else { 16 }).unwrap();
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let trace = simulate::load(&write(dir.path(), "t.csv", &csv)).unwrap();
+    let trace = idle_then_busy();
     let rows = run(&trace, policy(900));
     let s = row(&rows, "sublet");
     // Lent at minute 15 (the idle window), leased at once, until the notice at minute 60 runs out at 62.
@@ -284,6 +278,66 @@ fn tenants_from_a_spec_lease_what_they_ask_and_leave_at_the_end() {
     let rows = run_with(&trace, policy(0), Some(capped));
     assert_eq!(row(&rows, "sublet").harvested_gpu_hours, 0.0);
     assert_eq!(row(&rows, "naive").harvested_gpu_hours, 0.0);
+}
+
+/// One group of two 8-GPU nodes: idle for an hour, then fully wanted for an hour.
+fn idle_then_busy() -> Trace {
+    let mut csv = String::from("time,group,capacity_gpus,demand_gpus\n");
+    for m in 0..120 {
+        writeln!(csv, "{},g,16,{}", m * 60, if m < 60 { 0 } else { 16 }).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    simulate::load(&write(dir.path(), "t.csv", &csv)).unwrap()
+}
+
+#[test]
+fn deadlines_between_steps_are_kept_to_the_second() {
+    let trace = idle_then_busy();
+    // Notice 90 s: the nodes are back at 60:90, so minutes 60 and 61 wait (120 s); notice 150 s: back at
+    // 62:30, so minutes 60 to 62 wait.
+    for (notice, episode) in [(90, 120), (150, 180)] {
+        let mut p = policy(900);
+        p.notice_seconds = notice;
+        let rows = run(&trace, p);
+        let s = row(&rows, "sublet");
+        assert_eq!(s.internal_delay_max_seconds, episode, "notice {notice}");
+        assert_eq!(s.notices, 2);
+        // The tenants held the nodes from minute 15 to the deadline, and were evicted there.
+        let held_hours = 16.0 * ((60 - 15) as f64 * 60.0 + notice as f64) / 3600.0;
+        let per_1000 = 2.0 * 1000.0 / held_hours;
+        assert!(
+            (s.evictions_per_1000_lent_gpu_hours - per_1000).abs() / per_1000 < 0.05,
+            "{s:?}"
+        );
+    }
+}
+
+#[test]
+fn nothing_new_is_lent_while_the_trace_has_no_reading() {
+    // Idle throughout, but group g has no rows from minute 10 to 39: signals are stale there.
+    let mut csv = String::from("time,group,capacity_gpus,demand_gpus\n");
+    for m in 0..60 {
+        if !(10..40).contains(&m) {
+            writeln!(csv, "{},g,16,0", m * 60).unwrap();
+        }
+        writeln!(csv, "{},h,8,8", m * 60).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = simulate::load(&write(dir.path(), "t.csv", &csv)).unwrap();
+    assert_eq!(trace.unknown_steps(), 30);
+    let opts = Options {
+        policy: policy(900),
+        static_percents: vec![],
+        tenants: None,
+    };
+    let out = simulate::run(&trace, &opts, &mut |_, _| {});
+    let lent: Vec<u32> = out.series.iter().map(|v| v[2]).collect();
+    // The idle window (15 minutes) passes during the gap: lending waits for fresh readings at minute 40.
+    assert!(lent[..40].iter().all(|&g| g == 0), "{lent:?}");
+    assert_eq!(lent[40], 16);
+    // The gap is left out of g's sums: 30 known minutes of g's 16 GPUs, 60 of h's 8.
+    let s = row(&out.report.policies, "sublet");
+    assert!((s.capacity_gpu_hours - (16.0 * 30.0 + 8.0 * 60.0) / 60.0).abs() < 1e-9);
 }
 
 #[test]

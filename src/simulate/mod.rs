@@ -10,7 +10,7 @@
 //!                                   report: PolicyReport rows ──► table | JSON;  plot: SVG of the sublet run
 //! ```
 //!
-//! What is measured, per policy, over the steps where every reading is known (`dt` = the trace step):
+//! What is measured, per policy, over each group's steps with a reading (`dt` = the trace step):
 //!
 //! - `capacity_gpu_hours`: Σ capacity·dt; `idle_gpu_hours`: Σ (capacity − min(demand, capacity))·dt.
 //!   Demand above a group's capacity is the group's own queueing and is counted nowhere.

@@ -20,7 +20,7 @@ pub struct TraceSummary {
     pub steps: usize,
     pub step_seconds: i64,
     pub start: String,
-    /// Steps at which some group had no reading (held, and left out of every sum).
+    /// Steps at which some group had no reading (its demand held, and left out of its sums).
     pub unknown_steps: usize,
     pub notice_seconds: i64,
     pub price_per_gpu_hour: f64,
