@@ -132,6 +132,9 @@ fn malformed_csv_names_the_line() {
         );
     }
     assert!(csv_err(head).contains("no rows"));
+    // Two rows a century apart, one second after one of them: far too many steps to replay.
+    let far = csv_err(&format!("{head}0,a,8,1\n1,a,8,1\n3155760000,a,8,1\n"));
+    assert!(far.contains("group-steps fit"), "{far}");
 }
 
 /// Writes a Helios-style VC file: (running, pending, jobs) per minute from 2020-05-01 00:00.

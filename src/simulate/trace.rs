@@ -294,6 +294,9 @@ fn uniform_step(times: &[Timestamp]) -> Result<i64, (usize, String)> {
     Ok(step)
 }
 
+/// The most group-steps a generic CSV may span: a year of minutes for 100 groups.
+const MAX_CELLS: i64 = 366 * 1440 * 100;
+
 /// Reads the generic CSV: `time,group,capacity_gpus,demand_gpus[,gpus_per_node]`, one row per group per
 /// step. See the README for the format.
 pub fn load_csv(path: &Path) -> Result<Trace, TraceError> {
@@ -392,8 +395,18 @@ pub fn load_csv(path: &Path) -> Result<Trace, TraceError> {
         line_err(path, line, m)
     })?;
     let start = times[0];
-    let steps = ((times[times.len() - 1].as_second() - start.as_second()) / step_seconds + 1) as usize;
+    let steps = (times[times.len() - 1].as_second() - start.as_second()) / step_seconds + 1;
     let k = groups.len();
+    if steps.saturating_mul(k as i64) > MAX_CELLS {
+        return Err(file_err(
+            path,
+            format!(
+                "the rows span {steps} steps of {step_seconds} s for {k} groups; at most {MAX_CELLS} group-steps \
+                 fit (are some times far from the others?)"
+            ),
+        ));
+    }
+    let steps = steps as usize;
     let mut read: Vec<Option<u32>> = vec![None; steps * k];
     for row in &rows {
         let s = ((row.time.as_second() - start.as_second()) / step_seconds) as usize;
