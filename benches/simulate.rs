@@ -29,6 +29,7 @@ fn main() {
         policy: simulate::pool_policy(simulate::DEFAULT_POOL_YAML).expect("the default pool parses"),
         static_percents: vec![50],
         tenants: None,
+        eviction_grace_seconds: 0,
     };
     let runs = std::env::var("SUBLET_BENCH_RUNS")
         .ok()

@@ -58,6 +58,11 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "FILE")]
     pub tenants: Option<PathBuf>,
 
+    /// Seconds a tenant pod evicted at the deadline takes to be gone (its termination grace period); the node
+    /// returns to internal use after it. 0: pods evicted at the deadline are gone at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=86400))]
+    pub eviction_grace: i64,
+
     /// Writes the report as JSON to FILE; `-` prints it instead of the table.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

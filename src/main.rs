@@ -73,6 +73,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         policy,
         static_percents: args.static_percents.clone(),
         tenants,
+        eviction_grace_seconds: args.eviction_grace,
     };
     let outcome = simulate::run(&trace, &opts, &mut |done, _| {
         if let Some(bar) = &bar {

@@ -36,6 +36,7 @@ fn run_with(trace: &Trace, policy: PoolPolicy, tenants: Option<TenantSpec>) -> V
         policy,
         static_percents: vec![25, 50],
         tenants,
+        eviction_grace_seconds: 0,
     };
     simulate::run(trace, &opts, &mut |_, _| {}).report.policies
 }
@@ -316,6 +317,28 @@ fn deadlines_between_steps_are_kept_to_the_second() {
 }
 
 #[test]
+fn evicted_pods_take_their_grace_before_the_node_returns() {
+    let trace = idle_then_busy();
+    let opts = |grace: u64| Options {
+        policy: policy(900),
+        static_percents: vec![],
+        tenants: None,
+        eviction_grace_seconds: grace as i64,
+    };
+    for (grace, episode) in [(0u64, 120), (30, 180), (60, 180), (61, 240)] {
+        let out = simulate::run(&trace, &opts(grace), &mut |_, _| {});
+        for name in ["sublet", "naive"] {
+            let r = row(&out.report.policies, name);
+            assert_eq!(r.internal_delay_max_seconds, episode, "{name}, grace {grace}");
+        }
+        // Out of internal use until notice plus grace has passed (the notice came at minute 60).
+        let back = (60 * 60 + 120 + grace).div_ceil(60) as usize;
+        assert_eq!(out.series[back - 1][2], 16, "grace {grace}");
+        assert_eq!(out.series[back][2], 0, "grace {grace}");
+    }
+}
+
+#[test]
 fn nothing_new_is_lent_while_the_trace_has_no_reading() {
     // Idle throughout, but group g has no rows from minute 10 to 39: signals are stale there.
     let mut csv = String::from("time,group,capacity_gpus,demand_gpus\n");
@@ -332,6 +355,7 @@ fn nothing_new_is_lent_while_the_trace_has_no_reading() {
         policy: policy(900),
         static_percents: vec![],
         tenants: None,
+        eviction_grace_seconds: 0,
     };
     let out = simulate::run(&trace, &opts, &mut |_, _| {});
     let lent: Vec<u32> = out.series.iter().map(|v| v[2]).collect();

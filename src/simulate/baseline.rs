@@ -117,7 +117,9 @@ pub fn run(
     notice_seconds: i64,
     arrivals: Option<&[Arrival]>,
     price: f64,
+    eviction_grace_seconds: i64,
 ) -> Meter {
+    let grace = eviction_grace_seconds.max(0);
     let k = trace.groups.len();
     let mut cluster = Cluster::new(trace);
     let mut state = vec![State::Internal; cluster.len()];
@@ -137,10 +139,10 @@ pub fn run(
     }
     for step in 0..trace.steps() {
         let now = step as i64 * trace.step_seconds;
-        // Deadlines that have come: the tenant's pods are evicted and the node is back.
+        // Deadlines that have come: the tenant's pods are evicted and, after the grace, the node is back.
         for (n, s) in state.iter_mut().enumerate() {
             if let State::Reclaiming(deadline) = *s
-                && deadline <= now
+                && deadline + grace <= now
             {
                 *s = State::Internal;
                 market.ends[n] = None;
@@ -177,7 +179,7 @@ pub fn run(
                     continue;
                 }
                 meter.notices += 1;
-                if notice_seconds <= 0 {
+                if notice_seconds <= 0 && grace == 0 {
                     state[n] = State::Internal;
                     market.ends[n] = None;
                     meter.evictions += 1;

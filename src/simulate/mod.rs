@@ -81,6 +81,8 @@ pub struct Options {
     pub static_percents: Vec<u32>,
     /// Lease requests; None: tenants want every lent node at once.
     pub tenants: Option<TenantSpec>,
+    /// Seconds a tenant pod evicted at the deadline takes to be gone (its termination grace period).
+    pub eviction_grace_seconds: i64,
 }
 
 /// The report, and the sublet run's totals per step for the plot.
@@ -109,10 +111,16 @@ pub fn run(trace: &Trace, opts: &Options, progress: &mut dyn FnMut(usize, usize)
         let others = scope.spawn(|| {
             baselines
                 .iter()
-                .map(|&b| (b.name(), baseline::run(trace, &oracle, b, notice, arrivals, price)))
+                .map(|&b| {
+                    (
+                        b.name(),
+                        baseline::run(trace, &oracle, b, notice, arrivals, price, opts.eviction_grace_seconds),
+                    )
+                })
                 .collect::<Vec<_>>()
         });
-        let own = sublet::run(trace, &oracle, policy.clone(), arrivals, &mut |done| {
+        let grace = opts.eviction_grace_seconds;
+        let own = sublet::run(trace, &oracle, policy.clone(), arrivals, grace, &mut |done| {
             progress(done, total)
         });
         (own, others.join().expect("the baseline thread does not panic"))

@@ -5,9 +5,9 @@
 //! ```text
 //!  each step t:  demand(t) ─► place internal work on internal nodes (Cluster) ─► snapshot: one internal pod
 //!                per node carrying its used GPUs, the rest as pending demand of the group's class
-//!             ─► settle(t): plan() → model::apply() → evicted pods gone → plan again until no eviction
+//!             ─► settle(t): plan() → model::apply() → evicted pods gone after the grace → plan again
 //!             ─► place again (nodes that came back take waiting work) ─► meter ─► history (past only)
-//!             ─► deadlines that fall between t and t+1: settle at each
+//!             ─► deadlines and ends of grace that fall between t and t+1: settle at each
 //! ```
 //!
 //! By default tenants have unbounded demand: there is always a pending one-node lease for every node that
@@ -49,6 +49,9 @@ struct Replay<'a> {
     /// Lease requests to come, when tenants are not unbounded.
     arrivals: Option<&'a [Arrival]>,
     next_arrival: usize,
+    /// Seconds an evicted pod takes to go, and when each tenant slot's evicted pod is gone.
+    grace: i64,
+    gone_at: Vec<Option<Timestamp>>,
 }
 
 /// Adapts a pool's policy to a trace: nodes are told apart by group only, and idleness comes from internal
@@ -68,11 +71,13 @@ pub fn run(
     oracle: &Oracle,
     policy: PoolPolicy,
     arrivals: Option<&[Arrival]>,
+    eviction_grace_seconds: i64,
     progress: &mut dyn FnMut(usize),
 ) -> (Meter, Series) {
     let policy = adapt(policy);
     let mut r = Replay::new(trace, policy);
     r.arrivals = arrivals;
+    r.grace = eviction_grace_seconds.max(0);
     let k = trace.groups.len();
     let mut series = Vec::with_capacity(trace.steps());
     for step in 0..trace.steps() {
@@ -168,6 +173,8 @@ impl<'a> Replay<'a> {
             leases_made: 0,
             arrivals: None,
             next_arrival: 0,
+            grace: 0,
+            gone_at: vec![None; total],
         }
     }
 
@@ -228,24 +235,21 @@ impl<'a> Replay<'a> {
         }
     }
 
-    /// Plans and carries the plan out at `now` until it asks for no eviction (evicted pods are gone at once,
-    /// so the plan after an eviction returns the node).
+    /// Plans and carries the plan out at `now` until nothing more changes at this instant: evicted pods are
+    /// gone `grace` seconds after their eviction, and the plan after that returns the node.
     fn settle(&mut self, now: Timestamp) {
         self.snap.now = now;
         for _ in 0..4 {
             self.offer_leases(now);
             self.tenants_leave(now);
+            self.evicted_pods_leave(now);
             let plan = plan(&self.snap);
             model::apply(&mut self.snap, &plan);
             let total = self.cluster.len();
-            let mut evicted = false;
             for step in &plan.steps {
                 match &step.action {
                     Action::Notice { .. } => self.meter.notices += 1,
-                    Action::Evict { .. } => {
-                        self.meter.evictions += 1;
-                        evicted = true;
-                    }
+                    Action::Evict { .. } => self.meter.evictions += 1,
                     Action::Bind { nodes, .. } => {
                         for name in nodes {
                             if let Some(&n) = self.index.get(name) {
@@ -256,16 +260,28 @@ impl<'a> Replay<'a> {
                     _ => {}
                 }
             }
-            for pod in &mut self.snap.pods[total..] {
-                if pod.terminating {
-                    pod.terminating = false;
-                    pod.node = None;
-                    pod.deadline_annotation = None;
+            let gone = Timestamp::from_second(now.as_second() + self.grace).unwrap_or(now);
+            for (pod, at) in self.snap.pods[total..].iter_mut().zip(&mut self.gone_at) {
+                if pod.terminating && at.is_none() {
+                    *at = Some(gone);
                 }
             }
             self.snap.leases.retain(|l| !l.phase.is_final());
-            if !evicted {
+            if !self.gone_at.iter().any(|g| g.is_some_and(|g| g <= now)) {
                 break;
+            }
+        }
+    }
+
+    /// Evicted tenant pods whose grace has run out are gone.
+    fn evicted_pods_leave(&mut self, now: Timestamp) {
+        let total = self.cluster.len();
+        for (pod, at) in self.snap.pods[total..].iter_mut().zip(&mut self.gone_at) {
+            if at.is_some_and(|g| g <= now) {
+                *at = None;
+                pod.terminating = false;
+                pod.node = None;
+                pod.deadline_annotation = None;
             }
         }
     }
@@ -358,6 +374,7 @@ impl<'a> Replay<'a> {
             .iter()
             .filter(|n| n.marks.state == NodeState::Reclaiming)
             .filter_map(|n| n.marks.deadline)
+            .chain(self.gone_at.iter().flatten().copied())
             .filter(|&d| d > now && d < before)
             .min()
     }
