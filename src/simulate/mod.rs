@@ -5,7 +5,7 @@
 //!        │
 //!        ├─► oracle::compute ──► what a clairvoyant pool lends per step and group (the harvest bound)
 //!        ├─► sublet::run     ──► the controller's plan() on one Snapshot, step by step ─┐
-//!        └─► baseline::run   ──► no-lending, static-N, naive (in a second thread)       ├─► Meter per policy
+//!        └─► baseline::run   ──► no-lending, static-N, naive (2nd thread)              ├─► Meter per policy
 //!                                                                                      ▼
 //!                                   report: PolicyReport rows ──► table | JSON;  plot: SVG of the sublet run
 //! ```

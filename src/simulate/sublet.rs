@@ -312,11 +312,18 @@ impl<'a> Replay<'a> {
             return;
         }
         let window = self.snap.policy.idle_for_seconds;
+        let cool = self.snap.policy.cooldown_seconds.max(1);
         let at = self.secs(now);
         let could: usize = (0..self.cluster.len())
             .filter(|&n| match self.snap.nodes[n].marks.state {
                 NodeState::Lent => self.snap.nodes[n].marks.lease.is_none(),
-                NodeState::Internal => self.cluster.idle_since[n].is_some_and(|s| at - s >= window),
+                NodeState::Internal => {
+                    let cooled = self.snap.nodes[n]
+                        .marks
+                        .returned_at
+                        .is_none_or(|r| now.as_second() - r.as_second() >= cool);
+                    cooled && self.cluster.idle_since[n].is_some_and(|s| at - s >= window)
+                }
                 _ => false,
             })
             .count();
