@@ -48,6 +48,7 @@ enum State {
 /// Tenants: unbounded, or lease requests with their ends.
 struct Market<'a> {
     arrivals: Option<&'a [Arrival]>,
+    patience: i64,
     next: usize,
     queue: std::collections::VecDeque<usize>,
     /// Per node under a lease request: when its tenant leaves (None: never).
@@ -79,6 +80,8 @@ impl Market<'_> {
                 }
             }
         }
+        let patience = self.patience;
+        self.queue.retain(|&l| now - arrivals[l].at <= patience);
         while let Some(a) = arrivals.get(self.next).filter(|a| a.at <= now) {
             if a.max_price.is_none_or(|cap| cap >= self.price) {
                 self.queue.push_back(self.next);
@@ -109,13 +112,13 @@ impl Market<'_> {
     }
 }
 
-/// Replays `trace` under a baseline; `arrivals` are the tenants' lease requests (None: unbounded tenants).
+/// Replays `trace` under a baseline; `tenants` are the lease requests and their patience (None: unbounded).
 pub fn run(
     trace: &Trace,
     oracle: &Oracle,
     baseline: Baseline,
     notice_seconds: i64,
-    arrivals: Option<&[Arrival]>,
+    tenants: Option<(&[Arrival], i64)>,
     price: f64,
     eviction_grace_seconds: i64,
 ) -> Meter {
@@ -125,7 +128,8 @@ pub fn run(
     let mut state = vec![State::Internal; cluster.len()];
     let mut meter = Meter::new(k);
     let mut market = Market {
-        arrivals,
+        arrivals: tenants.map(|t| t.0),
+        patience: tenants.map_or(i64::MAX, |t| t.1),
         next: 0,
         queue: Default::default(),
         ends: vec![None; cluster.len()],

@@ -106,7 +106,9 @@ pub fn run(trace: &Trace, opts: &Options, progress: &mut dyn FnMut(usize, usize)
         .tenants
         .as_ref()
         .map(|t| t.arrivals(total as i64 * trace.step_seconds));
-    let arrivals = arrivals.as_deref();
+    let arrivals = arrivals
+        .as_deref()
+        .zip(opts.tenants.as_ref().map(|t| t.patience_seconds));
     let ((meter, series), others) = std::thread::scope(|scope| {
         let others = scope.spawn(|| {
             baselines

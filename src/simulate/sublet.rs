@@ -49,6 +49,8 @@ struct Replay<'a> {
     /// Lease requests to come, when tenants are not unbounded.
     arrivals: Option<&'a [Arrival]>,
     next_arrival: usize,
+    /// Seconds a request waits for nodes before it is withdrawn.
+    patience: i64,
     /// Seconds an evicted pod takes to go, and when each tenant slot's evicted pod is gone.
     grace: i64,
     gone_at: Vec<Option<Timestamp>>,
@@ -70,13 +72,16 @@ pub fn run(
     trace: &Trace,
     oracle: &Oracle,
     policy: PoolPolicy,
-    arrivals: Option<&[Arrival]>,
+    tenants: Option<(&[Arrival], i64)>,
     eviction_grace_seconds: i64,
     progress: &mut dyn FnMut(usize),
 ) -> (Meter, Series) {
     let policy = adapt(policy);
     let mut r = Replay::new(trace, policy);
-    r.arrivals = arrivals;
+    if let Some((arrivals, patience)) = tenants {
+        r.arrivals = Some(arrivals);
+        r.patience = patience;
+    }
     r.grace = eviction_grace_seconds.max(0);
     let k = trace.groups.len();
     let mut series = Vec::with_capacity(trace.steps());
@@ -173,6 +178,7 @@ impl<'a> Replay<'a> {
             leases_made: 0,
             arrivals: None,
             next_arrival: 0,
+            patience: i64::MAX,
             grace: 0,
             gone_at: vec![None; total],
         }
@@ -291,6 +297,12 @@ impl<'a> Replay<'a> {
     fn offer_leases(&mut self, now: Timestamp) {
         if let Some(arrivals) = self.arrivals {
             let at = self.secs(now);
+            let patience = self.patience;
+            self.snap.leases.retain(|l| {
+                l.phase != LeasePhase::Pending
+                    || l.bound_at.is_some()
+                    || now.as_second() - l.created.as_second() <= patience
+            });
             while let Some(a) = arrivals.get(self.next_arrival).filter(|a| a.at <= at) {
                 self.next_arrival += 1;
                 self.leases_made += 1;

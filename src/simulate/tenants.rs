@@ -10,11 +10,11 @@
 //!   # or {distribution: fixed, seconds: 3600}, {distribution: uniform, minSeconds: 600, maxSeconds: 7200},
 //!   # {distribution: unbounded} (the default: until reclaimed)
 //! maxPricePerGpuHour: 2.5                         # optional
+//! patienceSeconds: 3600                           # optional: a request not served by then is withdrawn
 //! seed: 1                                         # optional
 //! ```
 //!
-//! A tenant leaves at the end of its lease on its own (no eviction); a lease still waiting for nodes keeps
-//! waiting.
+//! A tenant leaves at the end of its lease on its own (no eviction).
 
 use serde::Deserialize;
 
@@ -29,12 +29,22 @@ pub struct TenantSpec {
     pub duration: Duration,
     #[serde(default)]
     pub max_price_per_gpu_hour: Option<f64>,
+    /// A request not served within this many seconds is withdrawn.
+    #[serde(default = "an_hour")]
+    pub patience_seconds: i64,
     #[serde(default)]
     pub seed: u64,
 }
 
+/// More requests than this an hour would drown the replay in waiting leases.
+pub const MAX_ARRIVALS_PER_HOUR: f64 = 1000.0;
+
 fn one() -> u32 {
     1
+}
+
+fn an_hour() -> i64 {
+    3600
 }
 
 /// How long a lease lasts.
@@ -79,8 +89,14 @@ impl TenantSpec {
     pub fn from_yaml(yaml: &str) -> Result<Self, TenantSpecError> {
         let spec: Self = serde_yaml_ng::from_str(yaml)?;
         let bad = |m: &str| Err(TenantSpecError::Invalid(m.to_string()));
-        if !(spec.arrivals_per_hour.is_finite() && spec.arrivals_per_hour > 0.0) {
-            return bad("arrivalsPerHour must be a positive number");
+        if !(spec.arrivals_per_hour.is_finite()
+            && spec.arrivals_per_hour > 0.0
+            && spec.arrivals_per_hour <= MAX_ARRIVALS_PER_HOUR)
+        {
+            return bad("arrivalsPerHour must be a positive number, at most 1000");
+        }
+        if spec.patience_seconds <= 0 {
+            return bad("patienceSeconds must be positive");
         }
         if spec.gpus_per_lease == 0 {
             return bad("gpusPerLease must be at least 1");
@@ -179,6 +195,8 @@ mod tests {
     fn refuses_nonsense() {
         for yaml in [
             "arrivalsPerHour: 0",
+            "arrivalsPerHour: 1e9",
+            "arrivalsPerHour: 1\npatienceSeconds: 0",
             "arrivalsPerHour: 1\ngpusPerLease: 0",
             "arrivalsPerHour: 1\nduration: {distribution: fixed, seconds: -5}",
             "arrivalsPerHour: 1\nduration: {distribution: uniform, minSeconds: 90, maxSeconds: 60}",

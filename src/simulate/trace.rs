@@ -69,8 +69,8 @@ impl Trace {
 /// Why a trace cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{path}, line {line}: {message}")]
     Line { path: PathBuf, line: u64, message: String },
     #[error("{path}: {message}")]
@@ -95,9 +95,9 @@ fn file_err(path: &Path, message: impl Into<String>) -> TraceError {
 fn csv_err(path: &Path, e: csv::Error) -> TraceError {
     let line = e.position().map(|p| p.line()).unwrap_or(0);
     match e.into_kind() {
-        csv::ErrorKind::Io(source) => TraceError::Io {
+        csv::ErrorKind::Io(error) => TraceError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         },
         kind => line_err(path, line, format!("not valid CSV: {kind:?}")),
     }
@@ -117,9 +117,9 @@ pub fn load(path: &Path) -> Result<Trace, TraceError> {
 /// jobs, running and pending GPUs is a logging gap, not an idle cluster: it is marked unknown.
 pub fn load_helios(dir: &Path) -> Result<Trace, TraceError> {
     const SUFFIX: &str = "_cluster_sequence_vc.csv";
-    let entries = std::fs::read_dir(dir).map_err(|source| TraceError::Io {
+    let entries = std::fs::read_dir(dir).map_err(|error| TraceError::Io {
         path: dir.to_path_buf(),
-        source,
+        error,
     })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
