@@ -38,6 +38,9 @@ pub struct TenantSpec {
 
 /// More requests than this an hour would drown the replay in waiting leases.
 pub const MAX_ARRIVALS_PER_HOUR: f64 = 1000.0;
+/// The most requests that may wait at once on average (rate × patience): each is a pending lease every plan
+/// looks at.
+pub const MAX_WAITING: f64 = 100.0;
 
 fn one() -> u32 {
     1
@@ -97,6 +100,9 @@ impl TenantSpec {
         }
         if spec.patience_seconds <= 0 {
             return bad("patienceSeconds must be positive");
+        }
+        if spec.arrivals_per_hour * spec.patience_seconds as f64 / 3600.0 > MAX_WAITING {
+            return bad("arrivalsPerHour × patienceSeconds / 3600 (requests waiting at once) must be at most 100");
         }
         if spec.gpus_per_lease == 0 {
             return bad("gpusPerLease must be at least 1");
@@ -197,6 +203,7 @@ mod tests {
             "arrivalsPerHour: 0",
             "arrivalsPerHour: 1e9",
             "arrivalsPerHour: 1\npatienceSeconds: 0",
+            "arrivalsPerHour: 200",
             "arrivalsPerHour: 1\ngpusPerLease: 0",
             "arrivalsPerHour: 1\nduration: {distribution: fixed, seconds: -5}",
             "arrivalsPerHour: 1\nduration: {distribution: uniform, minSeconds: 90, maxSeconds: 60}",
