@@ -336,6 +336,12 @@ fn evicted_pods_take_their_grace_before_the_node_returns() {
         assert_eq!(out.series[back - 1][2], 16, "grace {grace}");
         assert_eq!(out.series[back][2], 0, "grace {grace}");
     }
+    // A deadline and an end of grace between steps: notice at 60:00, deadline 61:30, pods gone 61:50.
+    let mut o = opts(20);
+    o.policy.notice_seconds = 90;
+    let out = simulate::run(&trace, &o, &mut |_, _| {});
+    assert_eq!(row(&out.report.policies, "sublet").internal_delay_max_seconds, 120);
+    assert_eq!((out.series[61][2], out.series[62][2]), (16, 0));
 }
 
 #[test]

@@ -67,7 +67,8 @@ pub fn adapt(mut policy: PoolPolicy) -> PoolPolicy {
     policy
 }
 
-/// Replays `trace` under `policy` (see [`adapt`]); `progress` is called with the steps done so far.
+/// Replays `trace` under `policy` (see [`adapt`]). `tenants`: lease requests and their patience in seconds
+/// (None: unbounded tenants); `progress` is called with the steps done so far.
 pub fn run(
     trace: &Trace,
     oracle: &Oracle,
@@ -100,9 +101,11 @@ pub fn run(
         series.push(r.totals());
         // Deadlines between this step and the next are acted on when they come, as the controller does.
         let next = trace.time(step + 1);
-        while let Some(deadline) = r.next_deadline(now, next) {
+        let mut after = now;
+        while let Some(deadline) = r.next_deadline(after, next) {
             r.settle(deadline);
             r.place_waiting(deadline);
+            after = deadline;
         }
         r.remember(step, now);
         if step % 1024 == 0 {
