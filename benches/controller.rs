@@ -123,7 +123,7 @@ fn main() {
             .args(["run", "--leader-elect=false", "--tick", "5", "--metrics-addr", &format!("127.0.0.1:{port}")])
             .arg("--kubeconfig")
             .arg(&kubeconfig)
-            .env("SUBLET_LOG", "warn")
+            .env("SUBLET_LOG", std::env::var("SUBLET_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .spawn()
             .expect("sublet run starts");
@@ -177,10 +177,28 @@ fn main() {
             latencies.last().copied().unwrap_or(0.0)
         );
         println!("controller RSS at the end: {:.1} MiB", rss_kib(child.id()) as f64 / 1024.0);
+        if let Some(text) = http_get(port, "/metrics").await {
+            let value = |name: &str| {
+                text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+            };
+            let (sum, count) = (value("sublet_reconcile_duration_seconds_sum"), value("sublet_reconcile_duration_seconds_count"));
+            println!("passes: {count:.0}, mean {:.1} ms", if count > 0.0 { sum / count * 1000.0 } else { 0.0 });
+        }
         let _ = child.kill();
         let _ = child.wait();
         sandbox.shutdown().await;
     });
+}
+
+/// A minimal HTTP/1.1 GET returning the body.
+async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    Some(text.split_once("\r\n\r\n")?.1.to_string())
 }
 
 /// A minimal HTTP/1.1 GET returning the status code.

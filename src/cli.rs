@@ -40,6 +40,9 @@ pub enum Command {
     /// Serves a Kubernetes API for tests and demos on a loopback port until interrupted, and writes a
     /// kubeconfig that points kubectl at it.
     Sandbox(SandboxArgs),
+    /// Replays a trace of internal demand through the planner, next to an oracle and baselines, and reports
+    /// harvest, the delay lending adds to internal work, notices, evictions and revenue.
+    Simulate(SimulateArgs),
 }
 
 /// Arguments of `sublet run`.
@@ -86,6 +89,43 @@ pub struct SandboxArgs {
     /// Reads fault-injection rules (YAML) from this file; they can be changed later at /sandbox/faults.
     #[arg(long, value_name = "FILE")]
     pub faults: Option<PathBuf>,
+}
+
+/// Arguments of `sublet simulate`.
+#[derive(clap::Args, Debug)]
+pub struct SimulateArgs {
+    /// A folder of Helios per-VC minute files (`*_cluster_sequence_vc.csv`), or a CSV file with the columns
+    /// `time,group,capacity_gpus,demand_gpus` and optionally `gpus_per_node` (see the README).
+    #[arg(value_name = "TRACE")]
+    pub trace: PathBuf,
+
+    /// A TenantPool YAML for the `sublet` policy. Without it: the defaults of an empty TenantPool spec,
+    /// priced at 2.00 per GPU-hour.
+    #[arg(long, value_name = "FILE")]
+    pub pool: Option<PathBuf>,
+
+    /// A `static-N` baseline lending N% of each group for good; repeat for several.
+    #[arg(long = "static", value_name = "PERCENT", default_values_t = [50u32],
+          value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub static_percents: Vec<u32>,
+
+    /// Tenant demand as YAML (lease arrivals per hour, GPUs per lease, duration distribution, price cap; see
+    /// the README). Without it every lent node is leased at once.
+    #[arg(long, value_name = "FILE")]
+    pub tenants: Option<PathBuf>,
+
+    /// Seconds a tenant pod evicted at the deadline takes to be gone (its termination grace period); the node
+    /// returns to internal use after it. 0: pods evicted at the deadline are gone at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=86400))]
+    pub eviction_grace: i64,
+
+    /// Writes the report as JSON to FILE; `-` prints it instead of the table.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Draws capacity, internal demand, lent and leased GPUs of the `sublet` policy into an SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 /// Arguments of `sublet crd`.

@@ -9,6 +9,7 @@
 //!   policy   the pure lending planner: Snapshot -> plan() -> Plan
 //!   sandbox  the embedded Kubernetes API server for tests and demos
 //!   signals  GPU utilization (Prometheus, DCGM) and internal demand (Kueue, PromQL) for each pass
+//!   simulate replays demand traces through the planner, an oracle and baselines
 //! ```
 #![forbid(unsafe_code)]
 
@@ -20,3 +21,4 @@ pub mod demo;
 pub mod policy;
 pub mod sandbox;
 pub mod signals;
+pub mod simulate;

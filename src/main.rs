@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use sublet::cli::{Cli, Command, CrdArgs, DemoArgs, LogFormat, RunArgs, SandboxArgs};
+use sublet::cli::{Cli, Command, CrdArgs, DemoArgs, LogFormat, RunArgs, SandboxArgs, SimulateArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -27,6 +27,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => runtime()?.block_on(demo(args)),
         Command::Run(args) => runtime()?.block_on(run_controller(args)),
         Command::Sandbox(args) => sandbox(args),
+        Command::Simulate(args) => simulate(args),
     }
 }
 
@@ -172,6 +173,66 @@ fn crd(args: CrdArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("wrote {}", path.display());
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal as _;
+    use sublet::simulate;
+    let yaml = match &args.pool {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+        None => simulate::DEFAULT_POOL_YAML.to_string(),
+    };
+    let policy = simulate::pool_policy(&yaml).with_context(|| match &args.pool {
+        Some(path) => format!("pool {}", path.display()),
+        None => "the default pool".to_string(),
+    })?;
+    let tenants = match &args.tenants {
+        Some(path) => {
+            let yaml = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let spec = simulate::TenantSpec::from_yaml(&yaml).with_context(|| format!("tenants {}", path.display()))?;
+            Some(spec)
+        }
+        None => None,
+    };
+    let trace = simulate::load(&args.trace)?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(trace.steps() as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} steps {eta}") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message("replaying");
+        bar
+    });
+    let opts = simulate::Options {
+        policy,
+        static_percents: args.static_percents.clone(),
+        tenants,
+        eviction_grace_seconds: args.eviction_grace,
+    };
+    let outcome = simulate::run(&trace, &opts, &mut |done, _| {
+        if let Some(bar) = &bar {
+            bar.set_position(done as u64);
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let json = serde_json::to_string_pretty(&outcome.report)? + "\n";
+    match args.json.as_deref() {
+        Some(path) if path.as_os_str() == "-" => print!("{json}"),
+        Some(path) => {
+            std::fs::write(path, &json).with_context(|| format!("cannot write {}", path.display()))?;
+            print!("{}", outcome.report.table());
+        }
+        None => print!("{}", outcome.report.table()),
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("sublet on {}", trace.name);
+        let svg = simulate::plot::svg(&outcome.series, trace.step_seconds, &title)
+            .map_err(|e| anyhow::anyhow!("cannot draw the plot: {e}"))?;
+        std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -194,10 +194,13 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
         namespaces: caches.namespaces.state(),
     };
     let readings = ctx.signals.fetch(&pool, now).await;
+    let t_signals = started.elapsed();
     let observed = observe(&pool, &world, &ctx.clocks, readings.signals.clone(), now)?;
     let mut snapshot = observed.snapshot;
     readings.apply(&mut snapshot);
+    let t_observe = started.elapsed();
     let the_plan = plan(&snapshot);
+    let t_plan = started.elapsed();
     let enforce = pool.spec.mode == Mode::Enforce;
     // In Observe mode nothing is written to nodes or pods; a pool being deleted has nothing lent in Observe
     // mode unless it was switched from Enforce, and then it returns its nodes like any other.
@@ -207,6 +210,7 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     } else {
         Vec::new()
     };
+    let t_execute = started.elapsed();
     reclaim_latency(&ctx, &name, &the_plan, &outcomes, now);
     if !ctx.is_leader() {
         return Ok(Action::await_change());
@@ -219,10 +223,19 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
             return Ok(Action::await_change());
         }
     }
-    ctx.metrics
-        .reconcile_duration
-        .with_label_values(&[name.as_str()])
-        .observe(started.elapsed().as_secs_f64());
+    let total = started.elapsed();
+    ctx.metrics.reconcile_duration.with_label_values(&[name.as_str()]).observe(total.as_secs_f64());
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    tracing::debug!(
+        pool = %name,
+        steps = the_plan.steps.len(),
+        signals_ms = ms(t_signals),
+        observe_ms = ms(t_observe - t_signals),
+        plan_ms = ms(t_plan - t_observe),
+        execute_ms = ms(t_execute - t_plan),
+        report_ms = ms(total - t_execute),
+        "pass done"
+    );
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
     if failed > 0 {
         tracing::info!(pool = %name, failed, "some steps failed; the next pass plans again");

@@ -1,0 +1,214 @@
+//! The baselines, replayed on the same cluster and meter as the planner:
+//!
+//! - `no-lending`: nothing is ever lent;
+//! - `static-N`: N% of each group's nodes (rounded down to whole nodes) are leased from the start and never
+//!   come back, whatever internal work wants;
+//! - `naive`: every node without internal work is leased the step it empties (no idle window, no reserve,
+//!   no cool-down); when a group's demand does not fit its internal nodes, the fewest leased nodes that
+//!   cover it get notice and come back at the deadline, their tenant pods evicted.
+//!
+//! With unbounded tenants a lent node is leased at once. With a tenant spec, lent nodes wait for lease
+//! requests, served first come first served with the largest free lent nodes (a request whose price cap is
+//! under the pool's price is dropped); a tenant leaves its nodes, lent again, when its lease runs out, and
+//! naive takes lent nodes without a tenant back before it gives notice.
+
+use super::cluster::{Cluster, Meter, Use};
+use super::oracle::Oracle;
+use super::tenants::Arrival;
+use super::trace::Trace;
+
+/// Which baseline.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Baseline {
+    NoLending,
+    Static(u32),
+    Naive,
+}
+
+impl Baseline {
+    pub fn name(self) -> String {
+        match self {
+            Self::NoLending => "no-lending".into(),
+            Self::Static(p) => format!("static-{p}"),
+            Self::Naive => "naive".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum State {
+    Internal,
+    /// Out of internal use, no tenant.
+    Lent,
+    Leased,
+    /// Under notice until this second from the trace start.
+    Reclaiming(i64),
+}
+
+/// Tenants: unbounded, or lease requests with their ends.
+struct Market<'a> {
+    arrivals: Option<&'a [Arrival]>,
+    patience: i64,
+    next: usize,
+    queue: std::collections::VecDeque<usize>,
+    /// Per node under a lease request: when its tenant leaves (None: never).
+    ends: Vec<Option<i64>>,
+    price: f64,
+}
+
+impl Market<'_> {
+    /// What a node just lent becomes.
+    fn lend(&self) -> State {
+        if self.arrivals.is_some() {
+            State::Lent
+        } else {
+            State::Leased
+        }
+    }
+
+    /// Tenants whose lease ran out leave; requests that arrived bind to free lent nodes.
+    fn step(&mut self, now: i64, state: &mut [State], cluster: &Cluster) {
+        let Some(arrivals) = self.arrivals else { return };
+        for (s, end) in state.iter_mut().zip(&mut self.ends) {
+            if end.is_some_and(|end| end <= now) {
+                *end = None;
+                match *s {
+                    State::Leased => *s = State::Lent,
+                    // Gone before the deadline: the node is back at once, nobody to evict.
+                    State::Reclaiming(_) => *s = State::Internal,
+                    _ => {}
+                }
+            }
+        }
+        let patience = self.patience;
+        self.queue.retain(|&l| now - arrivals[l].at <= patience);
+        while let Some(a) = arrivals.get(self.next).filter(|a| a.at <= now) {
+            if a.max_price.is_none_or(|cap| cap >= self.price) {
+                self.queue.push_back(self.next);
+            }
+            self.next += 1;
+        }
+        let mut free: Vec<usize> = (0..state.len()).filter(|&n| state[n] == State::Lent).collect();
+        free.sort_by_key(|&n| (std::cmp::Reverse(cluster.gpus[n]), n));
+        while let Some(&l) = self.queue.front() {
+            let a = &arrivals[l];
+            let mut got = 0;
+            let take = free.iter().take_while(|&&n| {
+                let more = got < a.gpus;
+                got += cluster.gpus[n];
+                more
+            });
+            let take: Vec<usize> = take.copied().collect();
+            if take.iter().map(|&n| cluster.gpus[n]).sum::<u32>() < a.gpus {
+                break;
+            }
+            self.queue.pop_front();
+            free.retain(|n| !take.contains(n));
+            for n in take {
+                state[n] = State::Leased;
+                self.ends[n] = Some(a.duration_seconds.map_or(i64::MAX, |d| now + d));
+            }
+        }
+    }
+}
+
+/// Replays `trace` under a baseline; `tenants` are the lease requests and their patience (None: unbounded).
+pub fn run(
+    trace: &Trace,
+    oracle: &Oracle,
+    baseline: Baseline,
+    notice_seconds: i64,
+    tenants: Option<(&[Arrival], i64)>,
+    price: f64,
+    eviction_grace_seconds: i64,
+) -> Meter {
+    let grace = eviction_grace_seconds.max(0);
+    let k = trace.groups.len();
+    let mut cluster = Cluster::new(trace);
+    let mut state = vec![State::Internal; cluster.len()];
+    let mut meter = Meter::new(k);
+    let mut market = Market {
+        arrivals: tenants.map(|t| t.0),
+        patience: tenants.map_or(i64::MAX, |t| t.1),
+        next: 0,
+        queue: Default::default(),
+        ends: vec![None; cluster.len()],
+        price,
+    };
+    if let Baseline::Static(percent) = baseline {
+        for range in &cluster.groups {
+            let lend = range.len() * percent.min(100) as usize / 100;
+            state[range.end - lend..range.end].fill(market.lend());
+        }
+    }
+    for step in 0..trace.steps() {
+        let now = step as i64 * trace.step_seconds;
+        // Deadlines that have come: the tenant's pods are evicted and, after the grace, the node is back.
+        for (n, s) in state.iter_mut().enumerate() {
+            if let State::Reclaiming(deadline) = *s
+                && deadline + grace <= now
+            {
+                *s = State::Internal;
+                market.ends[n] = None;
+                meter.evictions += 1;
+            }
+        }
+        market.step(now, &mut state, &cluster);
+        for g in 0..k {
+            let want = trace.demand[step * k + g].min(trace.groups[g].capacity_gpus);
+            let placed = cluster.place(g, want, now, |n| state[n] == State::Internal);
+            if baseline != Baseline::Naive {
+                continue;
+            }
+            let range = cluster.groups[g].clone();
+            let incoming: u32 = range
+                .clone()
+                .filter(|&n| matches!(state[n], State::Reclaiming(_)))
+                .map(|n| cluster.gpus[n])
+                .sum();
+            let mut short = i64::from(want - placed) - i64::from(incoming);
+            // Lent nodes without a tenant come back at once; leased ones after the notice.
+            let mut out: Vec<usize> = range
+                .clone()
+                .filter(|&n| matches!(state[n], State::Lent | State::Leased))
+                .collect();
+            out.sort_by_key(|&n| (state[n] == State::Leased, std::cmp::Reverse(cluster.gpus[n]), n));
+            for n in out {
+                if short <= 0 {
+                    break;
+                }
+                short -= i64::from(cluster.gpus[n]);
+                if state[n] == State::Lent {
+                    state[n] = State::Internal;
+                    continue;
+                }
+                meter.notices += 1;
+                if notice_seconds <= 0 && grace == 0 {
+                    state[n] = State::Internal;
+                    market.ends[n] = None;
+                    meter.evictions += 1;
+                } else {
+                    state[n] = State::Reclaiming(now + notice_seconds);
+                }
+            }
+            if want > placed {
+                // Nodes that came back at once (no notice) take the waiting work now.
+                cluster.place(g, want, now, |n| state[n] == State::Internal);
+            }
+            for n in range {
+                if state[n] == State::Internal && cluster.used[n] == 0 && want <= placed {
+                    state[n] = market.lend();
+                }
+            }
+        }
+        // Nodes naive lent this step meet the requests still waiting.
+        market.step(now, &mut state, &cluster);
+        meter.record(trace, &cluster, step, oracle.at(step, k), |n| match state[n] {
+            State::Internal => Use::Internal,
+            State::Lent => Use::Lent,
+            State::Leased | State::Reclaiming(_) => Use::Leased,
+        });
+    }
+    meter.finish();
+    meter
+}

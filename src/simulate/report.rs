@@ -1,0 +1,210 @@
+//! From meters to the report: one row per policy, as a terminal table or as JSON.
+
+use serde::Serialize;
+
+use super::cluster::Meter;
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub trace: TraceSummary,
+    pub policies: Vec<PolicyReport>,
+}
+
+/// What was replayed.
+#[derive(Clone, Debug, Serialize)]
+pub struct TraceSummary {
+    pub name: String,
+    pub groups: usize,
+    pub gpus: u32,
+    pub steps: usize,
+    pub step_seconds: i64,
+    pub start: String,
+    /// Steps at which some group had no reading (its demand held, and left out of its sums).
+    pub unknown_steps: usize,
+    pub notice_seconds: i64,
+    pub price_per_gpu_hour: f64,
+}
+
+/// One policy's figures. Field names are those of the JSON output.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PolicyReport {
+    pub name: String,
+    pub capacity_gpu_hours: f64,
+    pub idle_gpu_hours: f64,
+    pub oracle_gpu_hours: f64,
+    pub harvested_gpu_hours: f64,
+    pub efficiency: f64,
+    pub internal_delay_gpu_minutes: f64,
+    pub internal_delay_p50_seconds: i64,
+    pub internal_delay_p99_seconds: i64,
+    pub internal_delay_max_seconds: i64,
+    pub internal_delayed_fraction: f64,
+    pub notices: u64,
+    pub evictions_per_1000_lent_gpu_hours: f64,
+    pub revenue: f64,
+}
+
+impl PolicyReport {
+    /// The figures of a meter; revenue is every leased GPU-hour (notice time included) at `price`.
+    pub fn from_meter(name: &str, m: &Meter, price: f64) -> Self {
+        let mut episodes = m.episodes.clone();
+        episodes.sort_unstable();
+        let leased_hours = m.leased / 3600.0;
+        Self {
+            name: name.to_string(),
+            capacity_gpu_hours: m.capacity / 3600.0,
+            idle_gpu_hours: m.idle / 3600.0,
+            oracle_gpu_hours: m.oracle / 3600.0,
+            harvested_gpu_hours: m.harvested / 3600.0,
+            efficiency: if m.oracle > 0.0 { m.harvested / m.oracle } else { 0.0 },
+            internal_delay_gpu_minutes: m.delayed / 60.0,
+            internal_delay_p50_seconds: rank(&episodes, 0.50),
+            internal_delay_p99_seconds: rank(&episodes, 0.99),
+            internal_delay_max_seconds: episodes.last().copied().unwrap_or(0),
+            internal_delayed_fraction: if m.demand > 0.0 { m.delayed / m.demand } else { 0.0 },
+            notices: m.notices,
+            evictions_per_1000_lent_gpu_hours: if leased_hours > 0.0 {
+                m.evictions as f64 * 1000.0 / leased_hours
+            } else {
+                0.0
+            },
+            revenue: leased_hours * price,
+        }
+    }
+}
+
+/// Nearest rank over sorted values; 0 for none.
+fn rank(sorted: &[i64], q: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let r = (q * sorted.len() as f64).ceil() as usize;
+    sorted[r.clamp(1, sorted.len()) - 1]
+}
+
+impl Report {
+    /// The terminal table.
+    pub fn table(&self) -> String {
+        let t = &self.trace;
+        let mut out = format!(
+            "trace {}: {} groups, {} GPUs, {} steps of {} s from {} ({} steps without a reading left out)\n\
+             notice {} s, price {:.2} per GPU-hour\n\n",
+            t.name,
+            t.groups,
+            t.gpus,
+            t.steps,
+            t.step_seconds,
+            t.start,
+            t.unknown_steps,
+            t.notice_seconds,
+            t.price_per_gpu_hour
+        );
+        let head = [
+            "policy",
+            "capacity GPU-h",
+            "idle GPU-h",
+            "oracle GPU-h",
+            "harvested GPU-h",
+            "η",
+            "delay GPU-min",
+            "p50 s",
+            "p99 s",
+            "max s",
+            "delayed frac",
+            "notices",
+            "evict/1k GPU-h",
+            "revenue",
+        ];
+        let rows: Vec<Vec<String>> = self
+            .policies
+            .iter()
+            .map(|p| {
+                vec![
+                    p.name.clone(),
+                    format!("{:.0}", p.capacity_gpu_hours),
+                    format!("{:.0}", p.idle_gpu_hours),
+                    format!("{:.0}", p.oracle_gpu_hours),
+                    format!("{:.0}", p.harvested_gpu_hours),
+                    format!("{:.3}", p.efficiency),
+                    format!("{:.0}", p.internal_delay_gpu_minutes),
+                    p.internal_delay_p50_seconds.to_string(),
+                    p.internal_delay_p99_seconds.to_string(),
+                    p.internal_delay_max_seconds.to_string(),
+                    format!("{:.4}", p.internal_delayed_fraction),
+                    p.notices.to_string(),
+                    format!("{:.2}", p.evictions_per_1000_lent_gpu_hours),
+                    format!("{:.0}", p.revenue),
+                ]
+            })
+            .collect();
+        let widths: Vec<usize> = (0..head.len())
+            .map(|c| {
+                rows.iter()
+                    .map(|r| r[c].chars().count())
+                    .chain([head[c].chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: Vec<String>| {
+            let mut s = String::new();
+            for (c, cell) in cells.iter().enumerate() {
+                let pad = widths[c] - cell.chars().count();
+                if c == 0 {
+                    s.push_str(cell);
+                    s.push_str(&" ".repeat(pad));
+                } else {
+                    s.push_str("  ");
+                    s.push_str(&" ".repeat(pad));
+                    s.push_str(cell);
+                }
+            }
+            s.push('\n');
+            s
+        };
+        out.push_str(&line(head.iter().map(|h| h.to_string()).collect()));
+        for r in rows {
+            out.push_str(&line(r));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        assert_eq!(rank(&[], 0.5), 0);
+        let v: Vec<i64> = (1..=100).map(|i| i * 60).collect();
+        assert_eq!(rank(&v, 0.5), 3000);
+        assert_eq!(rank(&v, 0.99), 5940);
+        assert_eq!(rank(&[120], 0.99), 120);
+    }
+
+    #[test]
+    fn figures_from_a_meter() {
+        let m = Meter {
+            capacity: 3600.0 * 100.0,
+            idle: 3600.0 * 40.0,
+            oracle: 3600.0 * 30.0,
+            harvested: 3600.0 * 15.0,
+            leased: 3600.0 * 20.0,
+            demand: 3600.0 * 60.0,
+            delayed: 3600.0 * 0.6,
+            episodes: vec![60, 180, 120],
+            notices: 3,
+            evictions: 2,
+            ..Meter::default()
+        };
+        let p = PolicyReport::from_meter("x", &m, 2.0);
+        assert_eq!(p.efficiency, 0.5);
+        assert_eq!(p.internal_delay_gpu_minutes, 36.0);
+        assert_eq!((p.internal_delay_p50_seconds, p.internal_delay_max_seconds), (120, 180));
+        assert!((p.internal_delayed_fraction - 0.01).abs() < 1e-12);
+        assert_eq!(p.evictions_per_1000_lent_gpu_hours, 100.0);
+        assert_eq!(p.revenue, 40.0);
+    }
+}
