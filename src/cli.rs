@@ -156,7 +156,8 @@ pub struct DemoArgs {
     /// Reads node groups from a YAML file instead: a list of `{name, count, gpusPerNode, model}`.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["nodes", "gpus_per_node", "models"])]
     pub nodes_file: Option<PathBuf>,
-    /// Replays internal demand from a trace (the generic CSV `time,group,capacity_gpus,demand_gpus`); its
+    /// Replays internal demand from a trace (a folder of Helios per-VC files, or the generic CSV
+    /// `time,group,capacity_gpus,demand_gpus`, as `sublet simulate` reads them); its
     /// groups become the node groups. Without it, a built-in synthetic day.
     #[arg(long, value_name = "PATH")]
     pub trace: Option<PathBuf>,

@@ -10,8 +10,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo's own view is the output; only warnings from the parts it runs go to the log.
     let quiet = matches!(cli.command, Command::Demo(_));
-    // Its watches are cut when the demo's API server stops: kube's client warns of that, and it is expected.
-    init_logging(cli.log_format, if quiet { "warn,kube_client=error" } else { "info" });
+    // The controller's watches are cut when the demo's API server stops at the end: kube's client and the
+    // caches warn of that, which is expected there (SUBLET_LOG overrides this filter).
+    let demo_filter = "warn,kube_client=off,sublet::controller::cache=error";
+    init_logging(cli.log_format, if quiet { demo_filter } else { "info" });
     match run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -132,6 +132,11 @@ fn a_short_demo_lends_binds_reclaims_with_notice_and_keeps_the_rules() {
     assert!(n("returns") > 0.0, "nodes returned: {s}");
     assert!(n("harvested_gpu_hours") > 0.0 && n("revenue") > 0.0, "{s}");
     assert!(n("internal_pods") > 0.0);
+    let signals = s["signals"].as_str().unwrap();
+    assert!(
+        signals.contains("Prometheus") && signals.contains("DCGM exporter"),
+        "the summary says where utilization came from: {signals}"
+    );
     assert!(s["internal_delay"]["definition"].as_str().unwrap().contains("Pending"));
     let inv = &s["invariants"];
     assert_eq!(inv["violations"], serde_json::json!([]), "{s}");

@@ -1,10 +1,8 @@
 //! From a trace file to the demo's [`DemandCurve`]: node groups sized by each group's capacity, demand per step.
 //!
-//! The reading itself belongs to `sublet simulate`'s trace module; until that module is in this build, a
-//! minimal reader of the generic CSV (`time,group,capacity_gpus,demand_gpus[,gpus_per_node]`, times in Unix
-//! seconds or RFC 3339, one row per group per step) stands in.
+//! The reading itself is `sublet simulate`'s (`crate::simulate::load`: Helios per-VC folders and the generic
+//! CSV); this module only turns its groups into node groups and its demand into rows, capped at capacity.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use jiff::Timestamp;
@@ -74,101 +72,28 @@ fn label_name(name: &str) -> String {
     if s.is_empty() { "group".into() } else { s }
 }
 
-/// Reads a generic CSV trace.
+/// Reads a trace with `sublet simulate`'s reader: a folder of Helios per-VC files or a generic CSV.
 pub fn load(path: &Path) -> Result<DemandCurve, DemoError> {
-    let err = |message: String| DemoError::Input {
+    let trace = crate::simulate::load(path).map_err(|e| DemoError::Input {
         path: path.display().to_string(),
-        message,
-    };
-    if path.is_dir() {
-        return Err(err(
-            "a folder of Helios files needs `sublet simulate`'s trace reader, which this build lacks; give a CSV"
-                .into(),
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let header: Vec<&str> = lines
-        .next()
-        .map(|(_, l)| l.split(',').map(str::trim).collect())
-        .unwrap_or_default();
-    let col = |n: &str| header.iter().position(|h| *h == n);
-    let need = |n: &str| col(n).ok_or_else(|| err(format!("missing column {n}")));
-    let (ct, cg, cc, cd) = (
-        need("time")?,
-        need("group")?,
-        need("capacity_gpus")?,
-        need("demand_gpus")?,
-    );
-    let cp = col("gpus_per_node");
-    let mut groups: Vec<TraceGroup> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut cells: Vec<(i64, usize, u32)> = Vec::new();
-    for (i, line) in lines {
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        let at = |c: usize| f.get(c).copied().unwrap_or("");
-        let bad = |what: &str| err(format!("line {}: {what} {:?} is not valid", i + 1, line));
-        let time = parse_time(at(ct)).ok_or_else(|| bad("time"))?;
-        let num = |c: usize, what: &str| {
-            at(c)
-                .parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite() && *v >= 0.0 && v.fract() == 0.0 && *v < 1e7)
-                .map(|v| v as u32)
-                .ok_or_else(|| bad(what))
-        };
-        let (capacity, demand) = (num(cc, "capacity_gpus")?, num(cd, "demand_gpus")?);
-        let per = match cp {
-            Some(c) if !at(c).is_empty() => num(c, "gpus_per_node")?.max(1),
-            _ => 8,
-        };
-        let name = at(cg);
-        if name.is_empty() {
-            return Err(bad("group"));
-        }
-        let g = *index.entry(name.to_string()).or_insert_with(|| {
-            groups.push(TraceGroup {
-                name: name.to_string(),
-                capacity_gpus: capacity,
-                gpus_per_node: per,
-            });
-            groups.len() - 1
-        });
-        cells.push((time, g, demand));
-    }
-    let mut times: Vec<i64> = cells.iter().map(|c| c.0).collect();
-    times.sort_unstable();
-    times.dedup();
-    let step = times.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(60).max(1);
-    let first = *times.first().ok_or_else(|| err("no rows".into()))?;
-    let steps = ((times[times.len() - 1] - first) / step + 1) as usize;
-    if steps > 10_000_000 / groups.len().max(1) {
-        return Err(err("too many steps".into()));
-    }
-    let mut demand = vec![u32::MAX; steps * groups.len()];
-    for (t, g, d) in cells {
-        demand[((t - first) / step) as usize * groups.len() + g] = d;
-    }
-    // A step a group has no row for holds its last known demand.
-    for g in 0..groups.len() {
-        let mut last = 0;
-        for s in 0..steps {
-            let cell = &mut demand[s * groups.len() + g];
-            if *cell == u32::MAX {
-                *cell = last;
-            }
-            last = *cell;
-        }
-    }
-    let start = Timestamp::from_second(first).map_err(|e| err(e.to_string()))?;
-    curve(path.display().to_string(), start, step, &groups, &demand)
-}
-
-fn parse_time(s: &str) -> Option<i64> {
-    if let Ok(n) = s.parse::<i64>() {
-        return Some(n);
-    }
-    s.parse::<Timestamp>().ok().map(|t| t.as_second())
+        message: e.to_string(),
+    })?;
+    let groups: Vec<TraceGroup> = trace
+        .groups
+        .iter()
+        .map(|g| TraceGroup {
+            name: g.name.clone(),
+            capacity_gpus: g.capacity_gpus,
+            gpus_per_node: g.gpus_per_node,
+        })
+        .collect();
+    curve(
+        trace.name.clone(),
+        trace.start,
+        trace.step_seconds,
+        &groups,
+        &trace.demand,
+    )
 }
 
 #[cfg(test)]

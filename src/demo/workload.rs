@@ -1,7 +1,7 @@
 //! Internal work: a demand curve (GPUs wanted per node group over simulated time) turned into GPU pods.
 //!
 //! ```text
-//!   trace file (generic CSV)  ─┐
+//!   trace (Helios / CSV)      ─┐
 //!   synthetic day (built in)  ─┴─▶ DemandCurve ─▶ every 100 ms: wanted(group, sim time) vs GPUs of live
 //!                                                 internal pods ─▶ create whole-node pods until met
 //! ```
