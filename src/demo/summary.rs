@@ -284,7 +284,16 @@ fn on_event(s: &mut State, ev: &Event, price: f64) {
             }
             let reason = obj["reason"].as_str().unwrap_or("");
             let note = obj["note"].as_str().or(obj["message"].as_str()).unwrap_or("");
-            let what = obj["regarding"]["name"].as_str().unwrap_or("");
+            let about = if obj["regarding"].is_object() {
+                &obj["regarding"]
+            } else {
+                &obj["involvedObject"]
+            };
+            let what = match (about["namespace"].as_str(), about["name"].as_str()) {
+                (Some(ns), Some(name)) if !ns.is_empty() => format!("{ns}/{name}"),
+                (_, Some(name)) => name.to_string(),
+                _ => String::new(),
+            };
             s.decide(format!("{reason} {what}: {note}"));
         }
         _ => {}

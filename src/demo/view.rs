@@ -122,7 +122,8 @@ pub fn render(s: &State, clock: &SimClock, wall: f64) -> String {
             .values()
             .filter(|n| n.lease.as_deref() == Some(&format!("{ns}.{name}")))
             .count();
-        let _ = writeln!(out, "  {ns}/{name:<10} {phase:<11} {nodes} nodes");
+        let lease = format!("{ns}/{name}");
+        let _ = writeln!(out, "  {lease:<24} {phase:<11} {nodes} nodes");
     }
     let _ = writeln!(out, "\nlast decisions");
     for d in s.decisions.iter().rev().take(8) {
