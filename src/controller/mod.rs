@@ -224,7 +224,10 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
         }
     }
     let total = started.elapsed();
-    ctx.metrics.reconcile_duration.with_label_values(&[name.as_str()]).observe(total.as_secs_f64());
+    ctx.metrics
+        .reconcile_duration
+        .with_label_values(&[name.as_str()])
+        .observe(total.as_secs_f64());
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     tracing::debug!(
         pool = %name,
