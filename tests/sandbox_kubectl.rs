@@ -149,6 +149,15 @@ fn invalid_tenant_pool_is_rejected_with_the_cel_message_and_unknown_fields_stric
         err.contains(r#"strict decoding error: unknown field "spec.bogus""#),
         "{err}"
     );
+    // With fieldValidation=Warn the object is stored, pruned, and kubectl prints the server's warning.
+    let out = cluster.run_with_input(&["apply", "--validate=warn", "-f", "-"], &bad);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(r#"Warning: unknown field "spec.bogus""#), "{stderr}");
+    assert_eq!(
+        cluster.ok(&["get", "tenantpool", "bad", "-o", "jsonpath={.spec.bogus}"]),
+        ""
+    );
     // Strategic merge patches do not apply to custom resources.
     let err = cluster.fails(&["patch", "tenantpool", "a100", "-p", r#"{"spec":{"maxLentPercent":20}}"#]);
     assert!(

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::cluster::{Caller, Cluster, PatchKind};
+use super::cluster::{Caller, Cluster, PatchKind, WriteCtx};
 use super::error::{ApiError, status_body};
 use super::meta;
 use super::patch::managed::{self, ApplyError};
@@ -33,12 +33,17 @@ fn version_of(rt: &ResourceType, obj: &Value) -> String {
 }
 
 /// Defaults, prunes and validates a custom resource (no-op for built-in kinds).
-pub fn admit_custom(rt: &ResourceType, obj: &mut Value, old: Option<&Value>, strict: bool) -> Result<(), ApiError> {
+pub fn admit_custom(rt: &ResourceType, obj: &mut Value, old: Option<&Value>, ctx: &WriteCtx) -> Result<(), ApiError> {
     let Some(custom) = &rt.custom else { return Ok(()) };
     let Some(compiled) = custom.compiled.get(&version_of(rt, obj)) else {
         return Ok(());
     };
-    if strict {
+    if ctx.warn {
+        for field in compiled.unknown_fields(obj) {
+            ctx.warn(format!("unknown field \"{field}\""));
+        }
+    }
+    if ctx.strict {
         let unknown = compiled.unknown_fields(obj);
         if !unknown.is_empty() {
             let list: Vec<String> = unknown.iter().map(|p| format!("unknown field \"{p}\"")).collect();

@@ -275,9 +275,10 @@ fn write_ctx(req: &Request) -> Result<WriteCtx, ApiError> {
         Some("All") => true,
         Some(other) => return Err(ApiError::BadRequest(format!("unsupported dry run value: {other}"))),
     };
-    let strict = match req.param("fieldValidation") {
-        None | Some("") | Some("Ignore") | Some("Warn") => false,
-        Some("Strict") => true,
+    let (strict, warn) = match req.param("fieldValidation") {
+        None | Some("") | Some("Warn") => (false, true),
+        Some("Ignore") => (false, false),
+        Some("Strict") => (true, false),
         Some(other) => {
             return Err(ApiError::BadRequest(format!(
                 "fieldValidation invalid value: {other}. Must be one of \"Ignore\", \"Warn\", or \"Strict\""
@@ -289,6 +290,8 @@ fn write_ctx(req: &Request) -> Result<WriteCtx, ApiError> {
         manager,
         dry_run,
         strict,
+        warn,
+        warnings: req.warnings.clone(),
     })
 }
 

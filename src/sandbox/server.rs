@@ -49,6 +49,8 @@ pub struct Request {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub caller: Caller,
+    /// Warnings for the answer's `Warning` headers, filled while the request runs.
+    pub warnings: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Request {
@@ -95,10 +97,20 @@ async fn handle(server: Arc<Server>, req: hyper::Request<Incoming>) -> Response<
     let method = req.method().clone();
     let uri = req.uri().clone();
     let response = match read(&server, req).await {
-        Ok(request) => match route(&server, request).await {
-            Ok(response) => response,
-            Err(err) => error_response(&err),
-        },
+        Ok(request) => {
+            let warnings = request.warnings.clone();
+            let mut response = match route(&server, request).await {
+                Ok(response) => response,
+                Err(err) => error_response(&err),
+            };
+            for warning in warnings.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+                let text = format!("299 - \"{}\"", warning.replace('"', "\\\""));
+                if let Ok(value) = header::HeaderValue::from_str(&text) {
+                    response.headers_mut().append(header::WARNING, value);
+                }
+            }
+            response
+        }
         Err(err) => error_response(&err),
     };
     tracing::debug!(%method, uri = %uri, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
@@ -149,6 +161,7 @@ async fn read(server: &Server, req: hyper::Request<Incoming>) -> Result<Request,
         headers: parts.headers,
         body,
         caller,
+        warnings: Arc::default(),
     })
 }
 

@@ -30,8 +30,10 @@ pub async fn run(cluster: Arc<Cluster>, mut kicks: mpsc::UnboundedReceiver<Kick>
         return;
     };
     resync(&cluster);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
+            _ = tick.tick() => finish_terminating(&cluster),
             event = events.recv() => match event {
                 Ok(event) => on_event(&cluster, &event),
                 Err(broadcast::error::RecvError::Lagged(_)) => resync(&cluster),
@@ -114,6 +116,17 @@ fn on_event(cluster: &Cluster, event: &Event) {
     }
     if res == "pods" || res == "policy/poddisruptionbudgets" {
         refresh_pdbs(cluster, ns);
+    }
+}
+
+/// Terminating namespaces and CRDs move on even if the event that should have finished them raced with
+/// another write; cheap, since only objects being deleted of these two kinds are looked at.
+fn finish_terminating(cluster: &Cluster) {
+    let deleting = |s: &crate::sandbox::store::Stored| s.json.windows(19).any(|w| w == b"\"deletionTimestamp\"");
+    for key in ["namespaces", "apiextensions.k8s.io/customresourcedefinitions"] {
+        for s in cluster.store.list(key, None, None, None, deleting).items {
+            process_deleting(cluster, key, "", &s.name);
+        }
     }
 }
 

@@ -115,6 +115,7 @@ pub fn compute_status(cluster: &Cluster, pdb: &Value) -> Value {
 /// `POST pods/NAME/eviction`: deletes the pod unless a disruption budget forbids it (429).
 pub fn evict(cluster: &Cluster, ns: &str, name: &str, eviction: &Value, ctx: &WriteCtx) -> Result<Value, ApiError> {
     let pods = cluster.registry.by_key("pods").ok_or(ApiError::NoRoute)?;
+    let _serial = cluster.evictions.lock().unwrap_or_else(|e| e.into_inner());
     let pod = cluster.get(&pods, ns, name)?;
     let mut opts = DeleteOpts::default();
     let delete_options = &eviction["deleteOptions"];

@@ -40,6 +40,10 @@ pub struct Cluster {
     pub ids: Ids,
     pub settings: Settings,
     kicks: mpsc::UnboundedSender<Kick>,
+    /// Held from an eviction's budget check to its delete, so that concurrent evictions (kubectl drain
+    /// evicts in parallel) cannot both spend the last allowed disruption; the real server gets the same from
+    /// its resourceVersion precondition on the PDB's status.
+    pub(crate) evictions: std::sync::Mutex<()>,
 }
 
 impl Cluster {
@@ -51,6 +55,7 @@ impl Cluster {
             ids: Ids::default(),
             settings,
             kicks,
+            evictions: std::sync::Mutex::new(()),
         };
         (Arc::new(cluster), rx)
     }
@@ -132,7 +137,7 @@ impl Cluster {
             o.remove("status");
         }
         builtin::prepare_create(self, rt, &mut obj)?;
-        glue::admit_custom(rt, &mut obj, None, ctx.strict)?;
+        glue::admit_custom(rt, &mut obj, None, ctx)?;
         glue::check_escalation(self, rt, &obj, &ctx.caller)?;
         if !managed_done {
             obj = glue::record_update(rt, None, &obj, &ctx.manager, None);
@@ -393,7 +398,7 @@ impl Cluster {
             meta::metadata(new).insert("generation".into(), json!(bumped));
         }
         builtin::validate_update(self, rt, old, new)?;
-        glue::admit_custom(rt, new, Some(old), ctx.strict)?;
+        glue::admit_custom(rt, new, Some(old), ctx)?;
         glue::check_escalation(self, rt, new, &ctx.caller)?;
         if !managed_done {
             *new = glue::record_update(rt, Some(old), new, &ctx.manager, sub);

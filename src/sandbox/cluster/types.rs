@@ -49,6 +49,20 @@ pub struct WriteCtx {
     pub dry_run: bool,
     /// `fieldValidation=Strict`: unknown fields of custom resources fail the request.
     pub strict: bool,
+    /// `fieldValidation=Warn` (the default): unknown fields become `Warning` headers of the answer.
+    pub warn: bool,
+    /// Warnings collected while the request runs, for the `Warning` headers.
+    pub warnings: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl WriteCtx {
+    pub fn warn(&self, message: String) {
+        self.warnings.lock().unwrap_or_else(|e| e.into_inner()).push(message);
+    }
+
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 impl WriteCtx {
@@ -58,6 +72,8 @@ impl WriteCtx {
             manager: manager.to_string(),
             dry_run: false,
             strict: false,
+            warn: false,
+            warnings: Arc::default(),
         }
     }
 }
