@@ -220,7 +220,6 @@ fn mark(node: &Node, pool: &str, m: Mark, now: Timestamp) -> Change {
     Change::Write(set, taints)
 }
 
-/// Reads the node, applies `change`, writes it back with its resourceVersion; on 409 reads again.
 /// A GPU pod the API (read now, not the cache) shows bound to `node` and not finished. The pod cache can lag
 /// the scheduler by tens of milliseconds; without this read, a node could be lent just after an internal pod
 /// was bound to it (rule 1). A bind between this read and the node write is still possible, only far rarer.
@@ -246,6 +245,7 @@ async fn gpu_pod_bound_to(ctx: &Context, pool: &str, node: &str) -> Result<Optio
         .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())))
 }
 
+/// Reads the node, applies `change`, writes it back with its resourceVersion; on 409 reads again.
 async fn update_node<F>(ctx: &Context, name: &str, change: F) -> Result<Done, Error>
 where
     F: Fn(&Node) -> Change,
