@@ -21,7 +21,7 @@ use http::{Response, StatusCode, header};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 
-use super::{LocalApi, SandboxError, SandboxHandle};
+use super::{LocalApi, SandboxError, SandboxHandle, listen};
 
 pub const GPU_UTIL: &str = "DCGM_FI_DEV_GPU_UTIL";
 pub const GR_ENGINE_ACTIVE: &str = "DCGM_FI_PROF_GR_ENGINE_ACTIVE";
@@ -101,16 +101,7 @@ impl SandboxHandle {
 
 impl DcgmExporter {
     pub async fn start(local: LocalApi, config: DcgmConfig) -> Result<Self, SandboxError> {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| SandboxError::Listen {
-                addr: config.listen,
-                source,
-            })?;
-        let address = listener.local_addr().map_err(|source| SandboxError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+        let (listener, address) = listen(config.listen).await?;
         let state = Arc::new(State {
             lowercase: AtomicBool::new(config.lowercase_hostname),
             config,

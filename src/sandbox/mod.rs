@@ -95,19 +95,18 @@ pub enum SandboxError {
 
 pub struct Sandbox;
 
+/// Binds a loopback listener, returning it with the address it got (port 0 picks a free one).
+pub(crate) async fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), SandboxError> {
+    let listen_error = |source| SandboxError::Listen { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen_error)?;
+    let address = listener.local_addr().map_err(listen_error)?;
+    Ok((listener, address))
+}
+
 impl Sandbox {
     /// Starts a sandbox on the current tokio runtime.
     pub async fn start(config: SandboxConfig) -> Result<SandboxHandle, SandboxError> {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| SandboxError::Listen {
-                addr: config.listen,
-                source,
-            })?;
-        let address = listener.local_addr().map_err(|source| SandboxError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+        let (listener, address) = listen(config.listen).await?;
         let settings = cluster::Settings {
             external_kubelet: config.external_kubelet,
             rbac: config.rbac,

@@ -94,13 +94,9 @@ pub(super) fn deployment_row(v: &Value, now: jiff::Timestamp) -> Row {
     .into()
 }
 
-pub(super) fn replica_set_columns() -> Vec<Column> {
-    vec![
-        name_col(),
-        col("Desired", "integer", "Number of desired pods.", 0),
-        col("Current", "integer", "Number of actual pods.", 0),
-        col("Ready", "integer", "Number of pods ready.", 0),
-        age_col(),
+/// The wide columns every workload with a pod template shows last.
+fn template_columns() -> [Column; 3] {
+    [
         col("Containers", "string", "Names of each container in the template.", 1),
         col(
             "Images",
@@ -110,6 +106,19 @@ pub(super) fn replica_set_columns() -> Vec<Column> {
         ),
         col("Selector", "string", "Label selector for pods.", 1),
     ]
+}
+
+pub(super) fn replica_set_columns() -> Vec<Column> {
+    vec![
+        name_col(),
+        col("Desired", "integer", "Number of desired pods.", 0),
+        col("Current", "integer", "Number of actual pods.", 0),
+        col("Ready", "integer", "Number of pods ready.", 0),
+        age_col(),
+    ]
+    .into_iter()
+    .chain(template_columns())
+    .collect()
 }
 
 pub(super) fn replica_set_row(v: &Value, now: jiff::Timestamp) -> Row {
@@ -216,15 +225,10 @@ pub(super) fn job_columns() -> Vec<Column> {
         col("Completions", "string", "The completion status of the job.", 0),
         col("Duration", "string", "Time required to complete the job.", 0),
         age_col(),
-        col("Containers", "string", "Names of each container in the template.", 1),
-        col(
-            "Images",
-            "string",
-            "Images referenced by each container in the template.",
-            1,
-        ),
-        col("Selector", "string", "Label selector for pods.", 1),
     ]
+    .into_iter()
+    .chain(template_columns())
+    .collect()
 }
 
 pub(super) fn job_row(v: &Value, now: jiff::Timestamp) -> Row {
