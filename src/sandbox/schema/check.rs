@@ -308,7 +308,14 @@ fn check_array(node: &Node, items: &[Value], old: Option<&Value>, path: &str, ca
     }
     if let Some(item) = &node.items {
         for (i, v) in items.iter().enumerate() {
-            check(item, v, correlate(node, v, old), &format!("{path}[{i}]"), false, causes);
+            check(
+                item,
+                v,
+                correlate(node, i, v, old),
+                &format!("{path}[{i}]"),
+                false,
+                causes,
+            );
         }
     }
 }
@@ -358,9 +365,11 @@ fn duplicates(node: &Node, items: &[Value], path: &str, causes: &mut Vec<FieldCa
                     .filter_map(|k| v.get(k).map(|x| (k.clone(), x.clone())))
                     .collect()
             };
+            // One pass with the keys seen so far: a status can list hundreds of items.
+            let mut seen = std::collections::HashSet::with_capacity(items.len());
             for (i, v) in items.iter().enumerate() {
                 let key = key_of(v);
-                if items[..i].iter().any(|earlier| key_of(earlier) == key) {
+                if !seen.insert(Value::Object(key.clone()).to_string()) {
                     causes.push(FieldCause::new(
                         "FieldValueDuplicate",
                         &format!("{path}[{i}]"),
@@ -374,11 +383,16 @@ fn duplicates(node: &Node, items: &[Value], path: &str, causes: &mut Vec<FieldCa
 
 /// Finds the item of `old` a list item correlates with, as the server does for ratcheting and transition
 /// rules: a list-map item by its key fields, a set item by value; atomic list items do not correlate.
-pub(super) fn correlate<'a>(node: &Node, item: &Value, old: Option<&'a Value>) -> Option<&'a Value> {
+/// Item `i` is tried first: lists mostly keep their order, so a long list correlates in one pass.
+pub(super) fn correlate<'a>(node: &Node, i: usize, item: &Value, old: Option<&'a Value>) -> Option<&'a Value> {
     let old = old?.as_array()?;
-    match &node.list_type {
-        ListType::Map(keys) => old.iter().find(|o| keys.iter().all(|k| o.get(k) == item.get(k))),
-        ListType::Set => old.iter().find(|o| *o == item),
-        ListType::Atomic => None,
+    let same: Box<dyn Fn(&Value) -> bool> = match &node.list_type {
+        ListType::Map(keys) => Box::new(move |o: &Value| keys.iter().all(|k| o.get(k) == item.get(k))),
+        ListType::Set => Box::new(move |o: &Value| o == item),
+        ListType::Atomic => return None,
+    };
+    match old.get(i) {
+        Some(o) if same(o) => Some(o),
+        _ => old.iter().find(|o| same(o)),
     }
 }

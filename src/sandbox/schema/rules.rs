@@ -91,7 +91,7 @@ fn walk(
                         ctx,
                         item,
                         v,
-                        correlate(node, v, old),
+                        correlate(node, i, v, old),
                         &format!("{path}[{i}]"),
                         false,
                         causes,
