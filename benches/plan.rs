@@ -56,6 +56,7 @@ fn snapshot(pending_gpus_per_pod: u32) -> Snapshot {
             marks,
             utilization: None,
             idle_since: (i >= 4_200).then_some(long_ago),
+            internal: InternalLoad::default(),
         });
     }
     for l in 0..LEASES {

@@ -183,6 +183,14 @@ impl PoolPolicy {
         }
     }
 
+    /// Every node label key the planner reads for this pool: a snapshot's nodes need carry no others.
+    pub fn label_keys(&self) -> impl Iterator<Item = &str> {
+        self.node_selector
+            .keys()
+            .chain([self.model_label.as_str()])
+            .chain(self.group_label.as_deref())
+    }
+
     /// The class a node belongs to for demand: its group label's value when the pool names one, else its model.
     pub fn node_class<'a>(&self, labels: &'a BTreeMap<String, String>) -> &'a str {
         let key = self.group_label.as_deref().unwrap_or(&self.model_label);

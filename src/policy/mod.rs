@@ -26,7 +26,8 @@ pub use history::DemandHistory;
 pub use plan::{Action, LeaseReport, NodeReport, Plan, Step, Totals, plan};
 pub use selector::{Requirement, Selector};
 pub use snapshot::{
-    Demand, LeaseView, Marks, NodeView, PodPhase, PodView, PoolLedger, Signals, Snapshot, SnapshotBuilder, Utilization,
+    Demand, InternalLoad, LeaseView, Marks, NodeView, PodPhase, PodView, PoolLedger, Signals, Snapshot,
+    SnapshotBuilder, Utilization,
 };
 pub use state::{LeasePhase, NodeState};
 

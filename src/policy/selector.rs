@@ -27,6 +27,17 @@ impl Selector {
         }
     }
 
+    /// Every label key the selector reads.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        let required = self.requirements.iter().map(|r| match r {
+            Requirement::In(k, _)
+            | Requirement::NotIn(k, _)
+            | Requirement::Exists(k)
+            | Requirement::DoesNotExist(k) => k.as_str(),
+        });
+        self.match_labels.iter().map(|(k, _)| k.as_str()).chain(required)
+    }
+
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
             && self.requirements.iter().all(|r| match r {

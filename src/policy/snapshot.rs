@@ -3,7 +3,7 @@
 //! Pods refer to nodes by index into `nodes`, so the planner joins 100,000 pods to 5,000 nodes without
 //! hashing a string. [`SnapshotBuilder`] resolves node names to indices for callers that have names.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -33,6 +33,7 @@ pub struct Snapshot {
 #[derive(Clone, Debug, Default)]
 pub struct NodeView {
     pub name: String,
+    /// The node's labels; those the policy reads ([`super::PoolPolicy::label_keys`]) are enough.
     pub labels: BTreeMap<String, String>,
     pub ready: bool,
     /// Cordoned by someone (sublet never cordons): not lendable.
@@ -44,6 +45,17 @@ pub struct NodeView {
     pub utilization: Option<Utilization>,
     /// Since when no internal GPU pod has run on the node (None while one does, or when unknown).
     pub idle_since: Option<Timestamp>,
+    /// Internal GPU pods placed on the node, given as totals rather than one by one in `Snapshot::pods`
+    /// (the controller's form: it never acts on an internal pod, only counts them). Pods listed in
+    /// `Snapshot::pods` on the node add to these.
+    pub internal: InternalLoad,
+}
+
+/// Internal GPU pods on a node, and the GPUs they hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InternalLoad {
+    pub pods: u32,
+    pub gpus: u32,
 }
 
 /// sublet's labels and annotations on a node.
@@ -156,7 +168,8 @@ pub struct PoolLedger {
 /// Builds a snapshot from named nodes and pods.
 pub struct SnapshotBuilder {
     snapshot: Snapshot,
-    index: HashMap<String, usize>,
+    /// Node names to indices, built when a pod is first placed by name.
+    index: foldhash::HashMap<String, usize>,
 }
 
 impl SnapshotBuilder {
@@ -173,20 +186,30 @@ impl SnapshotBuilder {
                 history: None,
                 ledger: PoolLedger::default(),
             },
-            index: HashMap::new(),
+            index: Default::default(),
         }
     }
 
     pub fn node(&mut self, node: NodeView) -> usize {
-        let i = self.snapshot.nodes.len();
-        self.index.insert(node.name.clone(), i);
         self.snapshot.nodes.push(node);
-        i
+        self.snapshot.nodes.len() - 1
     }
 
     /// Adds a pod, placing it on `node_name` when that node is in the snapshot.
     pub fn pod(&mut self, mut pod: PodView, node_name: Option<&str>) {
+        if self.index.len() < self.snapshot.nodes.len() {
+            let from = self.index.len();
+            for (i, n) in self.snapshot.nodes.iter().enumerate().skip(from) {
+                self.index.insert(n.name.clone(), i);
+            }
+        }
         pod.node = node_name.and_then(|n| self.index.get(n).copied());
+        self.snapshot.pods.push(pod);
+    }
+
+    /// Adds a pod already placed by node index (`pod.node`, as returned by [`SnapshotBuilder::node`]).
+    pub fn placed_pod(&mut self, pod: PodView) {
+        debug_assert!(pod.node.is_none_or(|n| n < self.snapshot.nodes.len()));
         self.snapshot.pods.push(pod);
     }
 

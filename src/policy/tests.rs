@@ -266,6 +266,27 @@ fn each_lendability_rule_holds_a_node_back() {
 }
 
 #[test]
+fn internal_pods_given_as_totals_count_as_pods_listed_one_by_one() {
+    let listed = fx()
+        .node("n1", 8)
+        .internal_pod("a", Some("n1"), 2)
+        .internal_pod("b", Some("n1"), 3)
+        .node("n2", 8)
+        .plan();
+    let totalled = fx()
+        .node("n1", 8)
+        .with_node(|n| n.internal = InternalLoad { pods: 2, gpus: 5 })
+        .node("n2", 8)
+        .plan();
+    assert_eq!(lent(&listed), ["n2"]);
+    assert_eq!(lent(&totalled), ["n2"]);
+    assert_eq!(reason_of(&totalled, "n1"), reason_of(&listed, "n1"));
+    assert!(reason_of(&totalled, "n1").contains("2 internal GPU pods"));
+    assert_eq!(totalled.totals, listed.totals);
+    assert_eq!(totalled.totals.internal_used_gpus, 5);
+}
+
+#[test]
 fn utilization_under_threshold_lends() {
     let p = fx()
         .node("n1", 8)
