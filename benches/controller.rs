@@ -183,6 +183,8 @@ fn main() {
             };
             let (sum, count) = (value("sublet_reconcile_duration_seconds_sum"), value("sublet_reconcile_duration_seconds_count"));
             println!("passes: {count:.0}, mean {:.1} ms", if count > 0.0 { sum / count * 1000.0 } else { 0.0 });
+            let writes: Vec<&str> = text.lines().filter(|l| l.starts_with("sublet_api_writes_total")).collect();
+            println!("API writes: {}", writes.join("; "));
         }
         let _ = child.kill();
         let _ = child.wait();

@@ -1,12 +1,13 @@
-//! The controller's caches: one reflector per kind, trimmed to what sublet reads (pods decode straight into
-//! the compact [`CachedPod`]).
+//! The controller's caches: one reflector per kind, trimmed to what sublet reads; pods decode straight into
+//! the compact [`CachedPod`] and are kept in the indexed [`PodCache`].
 //!
 //! Every replica keeps them warm (leadership gates writes, not reads). Nodes keep their labels, sublet's
 //! annotations, taints, readiness and allocatable resources; pods keep their place, extended-resource
 //! requests, phase and sublet's annotation. Images, managed fields and the rest are dropped as objects
 //! arrive, so 100,000 pods fit in a small heap.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -17,6 +18,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::Notify;
 
+use super::pods::{PodCache, PodWriter};
 use super::slim::CachedPod;
 use crate::api::{GpuLease, TenantPool};
 
@@ -24,7 +26,7 @@ use crate::api::{GpuLease, TenantPool};
 #[derive(Clone)]
 pub struct Caches {
     pub nodes: Store<Node>,
-    pub pods: Store<CachedPod>,
+    pub pods: PodCache,
     pub pools: Store<TenantPool>,
     pub leases: Store<GpuLease>,
     pub namespaces: Store<Namespace>,
@@ -51,15 +53,15 @@ impl Caches {
             ),
             &changed,
             &synced,
+            node_fingerprint,
         );
-        let (pods, w) = reflector::store();
+        let pods = PodCache::default();
         // Finished pods hold no GPU and no place on a node.
         let pod_cfg = watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
-        spawn(
-            watch(Api::<CachedPod>::all(client.clone()), pod_cfg, CachedPod::trim, w),
-            &changed,
-            &synced,
-        );
+        let pod_events = watcher(Api::<CachedPod>::all(client.clone()), pod_cfg)
+            .default_backoff()
+            .modify(CachedPod::trim);
+        spawn_pods(pod_events, PodWriter::new(pods.clone()), &changed, &synced);
         let (pools, w) = reflector::store();
         spawn(
             watch(
@@ -70,6 +72,7 @@ impl Caches {
             ),
             &changed,
             &synced,
+            pool_fingerprint,
         );
         let (leases, w) = reflector::store();
         spawn(
@@ -81,6 +84,7 @@ impl Caches {
             ),
             &changed,
             &synced,
+            lease_fingerprint,
         );
         let (namespaces, w) = reflector::store();
         let ns = Api::<Namespace>::all(client.clone());
@@ -88,6 +92,7 @@ impl Caches {
             watch(ns, watcher::Config::default(), trim_namespace, w),
             &changed,
             &synced,
+            |ns: &Namespace| fingerprint(&ns.metadata.labels),
         );
         Self {
             nodes,
@@ -119,7 +124,7 @@ impl Caches {
     /// Objects held, for the memory figure.
     pub fn len(&self) -> usize {
         self.nodes.state().len()
-            + self.pods.state().len()
+            + self.pods.len()
             + self.pools.state().len()
             + self.leases.state().len()
             + self.namespaces.state().len()
@@ -143,8 +148,126 @@ where
     watcher(api, cfg).default_backoff().modify(trim).reflect(writer)
 }
 
-fn spawn<K: Send + 'static>(
+/// Runs a reflector's stream, waking the passes only when an object changed in what a plan reads: its
+/// `fingerprint` (a hash of those fields) differs from the one last seen, or it came or went. The echo
+/// of sublet's own status writes, and node heartbeats, wake nothing.
+fn spawn<K>(
     stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    changed: &Arc<Notify>,
+    synced: &Arc<AtomicUsize>,
+    fingerprint: fn(&K) -> u64,
+) where
+    K: Resource + Send + 'static,
+{
+    let changed = changed.clone();
+    let synced = synced.clone();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut listed = false;
+        let mut seen: HashMap<(Option<String>, String), u64> = HashMap::new();
+        let mut relist: HashMap<(Option<String>, String), u64> = HashMap::new();
+        let key = |obj: &K| {
+            (
+                obj.meta().namespace.clone(),
+                obj.meta().name.clone().unwrap_or_default(),
+            )
+        };
+        while let Some(event) = stream.next().await {
+            let wake = match event {
+                Ok(watcher::Event::Apply(obj)) => seen.insert(key(&obj), fingerprint(&obj)) != Some(fingerprint(&obj)),
+                Ok(watcher::Event::Delete(obj)) => seen.remove(&key(&obj)).is_some(),
+                Ok(watcher::Event::Init) => {
+                    relist.clear();
+                    false
+                }
+                Ok(watcher::Event::InitApply(obj)) => {
+                    relist.insert(key(&obj), fingerprint(&obj));
+                    false
+                }
+                Ok(watcher::Event::InitDone) => {
+                    seen = std::mem::take(&mut relist);
+                    if !listed {
+                        listed = true;
+                        synced.fetch_add(1, Ordering::AcqRel);
+                    }
+                    true
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "watch failed; retrying with backoff");
+                    false
+                }
+            };
+            if wake {
+                changed.notify_one();
+            }
+        }
+    });
+}
+
+/// A hash of `parts`.
+fn fingerprint(parts: &impl Hash) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parts.hash(&mut h);
+    h.finish()
+}
+
+/// What a plan reads of a node: labels, sublet's annotations, taints, cordon, readiness (not its
+/// heartbeat times) and allocatable resources.
+fn node_fingerprint(node: &Node) -> u64 {
+    let spec = node.spec.as_ref();
+    let taints: Vec<(&str, Option<&str>, &str)> = spec
+        .and_then(|s| s.taints.as_ref())
+        .map(|t| {
+            t.iter()
+                .map(|t| (t.key.as_str(), t.value.as_deref(), t.effect.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let allocatable: Vec<(&String, &String)> = node
+        .status
+        .as_ref()
+        .and_then(|s| s.allocatable.as_ref())
+        .map(|a| a.iter().map(|(k, q)| (k, &q.0)).collect())
+        .unwrap_or_default();
+    fingerprint(&(
+        &node.metadata.labels,
+        &node.metadata.annotations,
+        taints,
+        spec.and_then(|s| s.unschedulable),
+        node_ready(node),
+        allocatable,
+    ))
+}
+
+/// What a plan reads of a pool: its spec (by generation), deletion, finalizers and labels; never its status,
+/// which sublet writes.
+fn pool_fingerprint(pool: &TenantPool) -> u64 {
+    let m = &pool.metadata;
+    fingerprint(&(
+        m.generation,
+        m.deletion_timestamp.as_ref().map(|t| t.0.as_second()),
+        &m.finalizers,
+        &m.labels,
+    ))
+}
+
+/// What a plan reads of a lease: its spec (by generation), deletion, and the phase and binding time in its
+/// status; the ledger fields sublet writes every so often are left out.
+fn lease_fingerprint(lease: &GpuLease) -> u64 {
+    let m = &lease.metadata;
+    let status = lease.status.as_ref();
+    fingerprint(&(
+        m.generation,
+        m.deletion_timestamp.as_ref().map(|t| t.0.as_second()),
+        status.map(|s| s.phase),
+        status.and_then(|s| s.bound_at.as_ref()).map(|t| t.0.as_second()),
+    ))
+}
+
+/// Feeds the pod cache; only changes that can matter to a plan wake the passes.
+fn spawn_pods(
+    stream: impl Stream<Item = Result<watcher::Event<CachedPod>, watcher::Error>> + Send + 'static,
+    mut writer: PodWriter,
     changed: &Arc<Notify>,
     synced: &Arc<AtomicUsize>,
 ) {
@@ -155,14 +278,19 @@ fn spawn<K: Send + 'static>(
         let mut listed = false;
         while let Some(event) = stream.next().await {
             match event {
-                Ok(watcher::Event::InitDone) if !listed => {
-                    listed = true;
-                    synced.fetch_add(1, Ordering::AcqRel);
+                Ok(event) => {
+                    let done = matches!(event, watcher::Event::InitDone);
+                    if writer.event(event) {
+                        changed.notify_one();
+                    }
+                    if done && !listed {
+                        listed = true;
+                        synced.fetch_add(1, Ordering::AcqRel);
+                        changed.notify_one();
+                    }
                 }
-                Ok(_) => {}
-                Err(err) => tracing::warn!(%err, "watch failed; retrying with backoff"),
+                Err(err) => tracing::warn!(%err, "pod watch failed; retrying with backoff"),
             }
-            changed.notify_one();
         }
     });
 }
@@ -253,5 +381,57 @@ mod tests {
         assert!(node.status.as_ref().unwrap().images.is_none());
         assert_eq!(node.status.as_ref().unwrap().conditions.as_ref().unwrap().len(), 1);
         assert_eq!(node.metadata.annotations.as_ref().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn node_heartbeats_wake_nothing_and_marks_do() {
+        let node = |heartbeat: &str, state: &str, taint: &str| -> Node {
+            serde_json::from_value(json!({
+                "metadata": {"name": "n1", "labels": {"sublet.dev/state": state}},
+                "spec": {"taints": [{"key": taint, "effect": "NoSchedule"}]},
+                "status": {"allocatable": {"nvidia.com/gpu": "8"},
+                           "conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": heartbeat}]}
+            }))
+            .unwrap()
+        };
+        let base = node_fingerprint(&node("2026-01-01T00:00:00Z", "lent", "sublet.dev/lent"));
+        assert_eq!(
+            base,
+            node_fingerprint(&node("2026-01-01T00:00:10Z", "lent", "sublet.dev/lent"))
+        );
+        assert_ne!(
+            base,
+            node_fingerprint(&node("2026-01-01T00:00:00Z", "leased", "sublet.dev/lent"))
+        );
+        assert_ne!(
+            base,
+            node_fingerprint(&node("2026-01-01T00:00:00Z", "lent", "sublet.dev/lease"))
+        );
+    }
+
+    #[test]
+    fn sublets_own_status_writes_wake_nothing() {
+        let pool = |generation: i64, lent: f64, deleting: bool| -> TenantPool {
+            let mut v = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool",
+                "metadata": {"name": "p", "generation": generation}, "spec": {},
+                "status": {"lentGpuHours": lent}});
+            if deleting {
+                v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let base = pool_fingerprint(&pool(1, 0.0, false));
+        assert_eq!(base, pool_fingerprint(&pool(1, 5.0, false)));
+        assert_ne!(base, pool_fingerprint(&pool(2, 0.0, false)));
+        assert_ne!(base, pool_fingerprint(&pool(1, 0.0, true)));
+        let lease = |phase: &str, cost: f64| -> GpuLease {
+            serde_json::from_value(json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "GpuLease",
+                "metadata": {"name": "l", "namespace": "acme", "generation": 1}, "spec": {"pool": "p", "gpus": 8},
+                "status": {"phase": phase, "cost": cost}}))
+            .unwrap()
+        };
+        let base = lease_fingerprint(&lease("Bound", 1.0));
+        assert_eq!(base, lease_fingerprint(&lease("Bound", 2.0)), "a ledger write");
+        assert_ne!(base, lease_fingerprint(&lease("Reclaiming", 1.0)));
     }
 }

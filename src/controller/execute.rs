@@ -245,16 +245,24 @@ async fn gpu_pod_bound_to(ctx: &Context, pool: &str, node: &str) -> Result<Optio
         .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())))
 }
 
-/// Reads the node, applies `change`, writes it back with its resourceVersion; on 409 reads again.
+/// Applies `change` to the node and writes it with the resourceVersion it was read at: first as cached
+/// (it keeps every label, sublet's annotations and the taints, all `change` reads), and on a 409, or when
+/// the cache has no such node, as read from the API.
 async fn update_node<F>(ctx: &Context, name: &str, change: F) -> Result<Done, Error>
 where
     F: Fn(&Node) -> Change,
 {
     let api: Api<Node> = Api::all(ctx.client.clone());
+    let mut cached = ctx.caches.nodes.get(&kube::runtime::reflector::ObjectRef::new(name));
     for _ in 0..CONFLICT_RETRIES {
-        let node = timed(api.get(name)).await?;
+        let (node, from_cache) = match cached.take() {
+            Some(node) => (node, true),
+            None => (std::sync::Arc::new(timed(api.get(name)).await?), false),
+        };
         let (set, taints) = match change(&node) {
             Change::Write(set, taints) => (set, taints),
+            // The cache may lag: only the API's word stops a step.
+            Change::Already | Change::Refused(_) if from_cache => continue,
             Change::Already => return Ok(Done::AlreadySo),
             Change::Refused(why) => return Err(Error::Refused(format!("node {name}: {why}"))),
         };

@@ -10,7 +10,8 @@
 //!   report   report.rs               lease and pool status, the ledger, events, metrics
 //! ```
 //!
-//! Passes run on any change in the caches (debounced), on a periodic tick for the time-based rules
+//! Passes run on any change in the caches that can matter to a plan (the first after a quiet spell at once,
+//! later ones gathered so that passes start at most every `pass_interval`), on a periodic tick for the time-based rules
 //! (idle windows, deadlines, cool-downs, lease ends), and when this replica gains the leader lease. Every
 //! replica keeps its caches warm; only the leader plans and writes, and it stops writing the moment it
 //! loses the lease. The process exits if the leader-election task dies.
@@ -20,8 +21,10 @@ mod execute;
 mod http;
 mod metrics;
 mod observe;
+mod pods;
 mod report;
 mod slim;
+mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +45,7 @@ pub use cache::{Caches, node_gpus};
 pub use execute::{Done, Outcome};
 pub use metrics::Metrics;
 pub use observe::{IdleClocks, Observed, World, observe};
+pub use pods::{PodCache, PodTable, PodWriter};
 pub use report::{Ledger, accrue};
 pub use slim::CachedPod;
 
@@ -97,8 +101,9 @@ pub struct Config {
     pub lease_duration: u64,
     /// The periodic pass.
     pub tick: Duration,
-    /// How long a burst of changes is gathered before a pass.
-    pub debounce: Duration,
+    /// The least time between two passes started by changes: the first change after a quiet spell starts a
+    /// pass at once, and changes arriving sooner than this after it are gathered into one more pass.
+    pub pass_interval: Duration,
     /// How often a status is written when only its ledger moved.
     pub ledger_interval: Duration,
 }
@@ -113,7 +118,7 @@ impl Default for Config {
             identity: format!("sublet-{}", std::process::id()),
             lease_duration: 15,
             tick: Duration::from_secs(5),
-            debounce: Duration::from_millis(20),
+            pass_interval: Duration::from_millis(20),
             ledger_interval: Duration::from_secs(30),
         }
     }
@@ -130,6 +135,8 @@ pub struct Context {
     /// Prometheus and Kueue, read once per pass per pool.
     pub signals: crate::signals::Sources,
     leader: watch::Receiver<bool>,
+    /// Pool statuses, written off the pass.
+    pub pool_statuses: status::PoolStatuses,
     /// Per pool, when unmet internal demand was first seen (for the reclaim latency histogram).
     demand_seen: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
 }
@@ -149,6 +156,7 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             signals: crate::signals::Sources::new(client.clone()),
+            pool_statuses: status::PoolStatuses::new(client.clone(), metrics.clone(), leader.clone()),
             client,
             metrics,
             config,
@@ -179,6 +187,7 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     if !ctx.is_leader() {
         return Ok(Action::await_change());
     }
+    let pool = ctx.pool_statuses.overlay(pool, &name);
     let started = std::time::Instant::now();
     ctx.metrics.reconciles.with_label_values(&[name.as_str()]).inc();
     let deleting = pool.metadata.deletion_timestamp.is_some();
@@ -189,13 +198,18 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     let caches = &ctx.caches;
     let world = World {
         nodes: caches.nodes.state(),
-        pods: caches.pods.state(),
         leases: caches.leases.state(),
         namespaces: caches.namespaces.state(),
     };
     let readings = ctx.signals.fetch(&pool, now).await;
     let t_signals = started.elapsed();
-    let observed = observe(&pool, &world, &ctx.clocks, readings.signals.clone(), now)?;
+    let observed = {
+        let pods = caches.pods.read();
+        observe(&pool, &world, &pods, &ctx.clocks, readings.signals.clone(), now)?
+    };
+    caches
+        .pods
+        .watch_namespaces(&name, observed.tenant_namespaces.iter().cloned().collect());
     let mut snapshot = observed.snapshot;
     readings.apply(&mut snapshot);
     let t_observe = started.elapsed();
@@ -215,11 +229,13 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     if !ctx.is_leader() {
         return Ok(Action::await_change());
     }
-    report::report(&ctx, &pool, &snapshot, &the_plan, &outcomes, &world.leases, !act).await?;
+    let reported = report::report(&ctx, &pool, &snapshot, &the_plan, &outcomes, &world.leases, !act).await?;
     if deleting {
         let all_home = the_plan.nodes.iter().all(|n| n.state == NodeState::Internal) && the_plan.steps.is_empty();
         if all_home {
             remove_finalizer(&ctx, &name).await?;
+            ctx.caches.pods.unwatch(&name);
+            ctx.pool_statuses.forget(&name);
             return Ok(Action::await_change());
         }
     }
@@ -243,6 +259,10 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     if failed > 0 {
         tracing::info!(pool = %name, failed, "some steps failed; the next pass plans again");
         return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    if reported.ledgers_left > 0 {
+        // Ledgers fell due together: write the next slice soon, between other passes.
+        return Ok(Action::requeue(Duration::from_millis(100)));
     }
     Ok(Action::requeue(ctx.config.tick))
 }
@@ -386,27 +406,42 @@ pub async fn run(
     ));
     caches.wait_synced().await;
     tracing::info!(objects = caches.len(), "caches synced");
-    // Any change in the caches, and any change of leadership, triggers a pass over every pool.
-    let changes = futures::stream::unfold(caches.changed.clone(), |n| async move {
+    // Any change in the caches, and any change of leadership, triggers a pass over every pool. Changes are
+    // throttled rather than debounced: a trailing debounce would put passes off for as long as pods keep
+    // changing, which in a large cluster is always.
+    let gap = config.pass_interval;
+    let changes = futures::stream::unfold((caches.changed.clone(), None), move |(n, last)| async move {
         n.notified().await;
-        Some(((), n))
+        if let Some(last) = last {
+            tokio::time::sleep_until(last + gap).await;
+        }
+        Some(((), (n, Some(tokio::time::Instant::now()))))
     });
     let metrics_leader = metrics.clone();
+    let ctx_leader = ctx.clone();
     let leadership = futures::stream::unfold(leader_rx.clone(), move |mut rx| {
         let m = metrics_leader.clone();
+        let ctx = ctx_leader.clone();
         async move {
             rx.changed().await.ok()?;
             let leading = *rx.borrow();
+            // A new term starts from what the cluster shows.
+            ctx.pool_statuses.forget_all();
             m.leader.set(i64::from(leading));
             tracing::info!(leading, "leadership changed");
             Some(((), rx))
         }
     });
     metrics.leader.set(i64::from(*leader_rx.borrow()));
-    let pools: Api<TenantPool> = Api::all(client);
-    let controller = Controller::new(pools, watcher::Config::default())
-        .with_config(kube::runtime::controller::Config::default().debounce(config.debounce))
-        .reconcile_all_on(futures::stream::select(changes, leadership))
+    // Passes are started by the filtered caches (a pool's own status writes start none), by leadership and
+    // by each pass's requeue; the pool store is the cache's.
+    let no_trigger = futures::stream::pending::<Result<TenantPool, watcher::Error>>();
+    let controller = Controller::for_stream(no_trigger, caches.pools.clone())
+        .reconcile_all_on(futures::stream::select(
+            // A first pass over every pool once the caches are synced.
+            futures::stream::once(std::future::ready(())).chain(changes),
+            leadership,
+        ))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {});

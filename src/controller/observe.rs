@@ -2,7 +2,7 @@
 //!
 //! Pure over the stores' contents, so the same function serves every replica and the tests.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
@@ -10,32 +10,86 @@ use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::ResourceExt;
 
 use super::cache::{node_gpus, node_ready};
-use super::slim::CachedPod;
+use super::pods::{HotPod, PodTable};
 use crate::api::keys::{
     DEADLINE_ANNOTATION, LEASE_LABEL, POOL_LABEL, RETURNED_ANNOTATION, SINCE_ANNOTATION, STATE_LABEL,
     TENANT_NAMESPACE_LABEL,
 };
 use crate::api::{GpuLease, TenantPool, selector};
 use crate::policy::{
-    LeaseView, Marks, NodeState, NodeView, PodPhase, PodView, PolicyError, Selector, Signals, Snapshot, SnapshotBuilder,
+    InternalLoad, LeaseView, Marks, NodeState, NodeView, PodPhase, PodView, PolicyError, Selector, Signals, Snapshot,
+    SnapshotBuilder,
 };
 
 /// Since when each node has run no internal GPU pod, as this process has seen it. Not kept across restarts:
 /// a restarted controller starts the idle clocks again, which can only delay lending, never hasten it.
 #[derive(Default)]
 pub struct IdleClocks {
-    since: Mutex<HashMap<String, Timestamp>>,
+    since: Mutex<foldhash::HashMap<String, Timestamp>>,
 }
 
 impl IdleClocks {
-    fn observe(&self, node: &str, busy: bool, now: Timestamp) -> Option<Timestamp> {
-        let mut map = self.since.lock().expect("idle clock lock");
-        if busy {
-            map.remove(node);
-            None
-        } else {
-            Some(*map.entry(node.to_string()).or_insert(now))
+    fn lock(&self) -> std::sync::MutexGuard<'_, foldhash::HashMap<String, Timestamp>> {
+        self.since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Since when `node` has been idle, starting its clock now if it just became so.
+fn idle_since(
+    clocks: &mut foldhash::HashMap<String, Timestamp>,
+    node: &str,
+    busy: bool,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    if busy {
+        clocks.remove(node);
+        return None;
+    }
+    if let Some(since) = clocks.get(node) {
+        return Some(*since);
+    }
+    clocks.insert(node.to_string(), now);
+    Some(now)
+}
+
+/// A node as the planner sees it, but for its idle clock and internal load.
+fn node_view(node: &Node, gpus: u32, label_keys: &[String]) -> NodeView {
+    let empty = BTreeMap::new();
+    let all = node.metadata.labels.as_ref().unwrap_or(&empty);
+    let ann = node.metadata.annotations.as_ref().unwrap_or(&empty);
+    let labels: BTreeMap<String, String> = label_keys
+        .iter()
+        .filter_map(|k| all.get_key_value(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let marks = if all.contains_key(POOL_LABEL) {
+        Marks {
+            pool: all.get(POOL_LABEL).cloned(),
+            state: all
+                .get(STATE_LABEL)
+                .and_then(|s| NodeState::from_label(s))
+                .unwrap_or(NodeState::Lent),
+            lease: all.get(LEASE_LABEL).cloned(),
+            since: time(ann.get(SINCE_ANNOTATION)),
+            returned_at: time(ann.get(RETURNED_ANNOTATION)),
+            deadline: time(ann.get(DEADLINE_ANNOTATION)),
         }
+    } else {
+        Marks {
+            returned_at: time(ann.get(RETURNED_ANNOTATION)),
+            ..Marks::default()
+        }
+    };
+    NodeView {
+        name: node.name_any(),
+        labels,
+        ready: node_ready(node),
+        unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
+        gpus,
+        marks,
+        utilization: None,
+        idle_since: None,
+        internal: InternalLoad::default(),
     }
 }
 
@@ -58,10 +112,9 @@ pub fn tenant_selector(pool: &TenantPool) -> Selector {
     }
 }
 
-/// The cached objects a pass reads, taken from the stores once per pass.
+/// The cached objects a pass reads, taken from the stores once per pass (pods are read in place).
 pub struct World {
     pub nodes: Vec<Arc<Node>>,
-    pub pods: Vec<Arc<CachedPod>>,
     pub leases: Vec<Arc<GpuLease>>,
     pub namespaces: Vec<Arc<Namespace>>,
 }
@@ -70,18 +123,19 @@ pub struct World {
 pub fn observe(
     pool: &TenantPool,
     world: &World,
+    pods: &PodTable,
     clocks: &IdleClocks,
     signals: Signals,
     now: Timestamp,
 ) -> Result<Observed, PolicyError> {
     let World {
         nodes,
-        pods,
         leases,
         namespaces,
     } = world;
     let name = pool.name_any();
     let policy = pool.spec.to_policy(&name, pool.metadata.deletion_timestamp.is_some())?;
+    let label_keys: Vec<String> = policy.label_keys().map(str::to_string).collect();
     let resource = pool.spec.gpu_resource_name.as_str();
     let tenant_sel = tenant_selector(pool);
     let empty = BTreeMap::new();
@@ -92,101 +146,87 @@ pub fn observe(
         .collect();
     let mut b = SnapshotBuilder::new(Arc::new(policy), now);
 
-    // Nodes: those with GPUs of the pool's resource, and any that carry this pool's marks.
-    let mut by_name: HashMap<&str, usize> = HashMap::new();
-    let mut node_list: Vec<&Node> = Vec::new();
+    // Nodes: those with GPUs of the pool's resource, and any that carry this pool's marks. `at` maps the pod
+    // cache's node ids to their place in the snapshot.
+    const NOWHERE: u32 = u32::MAX;
+    let mut at = vec![NOWHERE; pods.nodes.len()];
+    let mut node_list: Vec<(&Node, u32)> = Vec::new();
     for node in nodes {
         let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
-        let ours = labels.get(POOL_LABEL).is_some_and(|p| *p == name);
-        if node_gpus(node, resource) == 0 && !ours {
+        let gpus = node_gpus(node, resource);
+        if gpus == 0 && labels.get(POOL_LABEL) != Some(&name) {
             continue;
         }
-        by_name.insert(node.metadata.name.as_deref().unwrap_or(""), node_list.len());
-        node_list.push(node);
+        if let Some(id) = node.metadata.name.as_deref().and_then(|n| pods.nodes.id(n)) {
+            at[id as usize] = node_list.len() as u32;
+        }
+        node_list.push((node, gpus));
     }
-    // Pods: GPU pods, and tenant pods on nodes of the snapshot.
-    let mut busy = vec![false; node_list.len()];
-    let mut chosen: Vec<(&CachedPod, u32, Option<usize>, bool)> = Vec::new();
-    for pod in pods {
-        let node = pod.spec.node_name.as_deref().and_then(|n| by_name.get(n).copied());
-        let gpus = pod.gpus(resource);
-        let tenant = pod
-            .metadata
-            .namespace
-            .as_ref()
-            .is_some_and(|ns| tenant_namespaces.contains(ns));
-        if gpus == 0 && !(tenant && node.is_some()) {
+    // Pods: internal GPU pods on the snapshot's nodes are counted per node; tenant pods on them and
+    // unscheduled internal GPU pods (the demand) are listed.
+    let gpu = pods.resources.id(resource);
+    let tenant_ns: Vec<bool> = (0..pods.namespaces.len() as u32)
+        .map(|id| tenant_namespaces.contains(pods.namespaces.name(id)))
+        .collect();
+    let mut load = vec![InternalLoad::default(); node_list.len()];
+    // (pod position, GPUs, snapshot node, tenant)
+    let mut chosen: Vec<(usize, u32, Option<usize>, bool)> = Vec::new();
+    for (i, pod) in pods.hot().iter().enumerate() {
+        let tenant = tenant_ns[pod.namespace as usize];
+        if pod.node == HotPod::UNSCHEDULED {
+            let gpus = pods.count(i, gpu);
+            if !tenant && gpus > 0 {
+                chosen.push((i, gpus, None, false));
+            }
             continue;
         }
-        if let (Some(n), false, true) = (node, tenant, gpus > 0) {
-            busy[n] = true;
+        let n = at[pod.node as usize];
+        if n == NOWHERE {
+            continue;
         }
-        chosen.push((pod, gpus, node, tenant));
+        let gpus = pods.count(i, gpu);
+        if tenant {
+            chosen.push((i, gpus, Some(n as usize), true));
+        } else if gpus > 0 {
+            load[n as usize].pods += 1;
+            load[n as usize].gpus += gpus;
+        }
     }
-    for (i, node) in node_list.iter().enumerate() {
-        let labels = node.metadata.labels.clone().unwrap_or_default();
-        let ann = node.metadata.annotations.as_ref().unwrap_or(&empty);
-        let node_name = node.name_any();
-        let marks = if labels.contains_key(POOL_LABEL) {
-            Marks {
-                pool: labels.get(POOL_LABEL).cloned(),
-                state: labels
-                    .get(STATE_LABEL)
-                    .and_then(|s| NodeState::from_label(s))
-                    .unwrap_or(NodeState::Lent),
-                lease: labels.get(LEASE_LABEL).cloned(),
-                since: time(ann.get(SINCE_ANNOTATION)),
-                returned_at: time(ann.get(RETURNED_ANNOTATION)),
-                deadline: time(ann.get(DEADLINE_ANNOTATION)),
-            }
-        } else {
-            Marks {
-                returned_at: time(ann.get(RETURNED_ANNOTATION)),
-                ..Marks::default()
-            }
-        };
-        let spec = node.spec.as_ref();
-        b.node(NodeView {
-            idle_since: clocks.observe(&node_name, busy[i], now),
-            name: node_name,
-            labels,
-            ready: node_ready(node),
-            unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
-            gpus: node_gpus(node, resource),
-            marks,
-            utilization: None,
-        });
+    let mut idle = clocks.lock();
+    for (i, &(node, gpus)) in node_list.iter().enumerate() {
+        let mut view = node_view(node, gpus, &label_keys);
+        view.idle_since = idle_since(&mut idle, &view.name, load[i].pods > 0, now);
+        view.internal = load[i];
+        b.node(view);
     }
+    drop(idle);
     let class_keys = [
         pool.spec.node_group_label.as_deref(),
         Some(pool.spec.gpu_model_label.as_str()),
     ];
-    for (pod, gpus, node, tenant) in chosen {
-        let phase = match pod.status.phase.as_deref() {
-            Some("Running") => PodPhase::Running,
-            _ => PodPhase::Pending,
-        };
-        let class = pod
-            .spec
-            .node_selector
-            .as_ref()
-            .and_then(|sel| class_keys.iter().flatten().find_map(|k| sel.get(*k).cloned()));
-        let view = PodView {
-            namespace: pod.namespace().unwrap_or_default(),
-            name: pod.name_any(),
-            node: None,
+    for (i, gpus, node, tenant) in chosen {
+        let (hot, cold) = (&pods.hot()[i], pods.cold(i));
+        b.placed_pod(PodView {
+            namespace: pods.namespaces.name(hot.namespace).to_string(),
+            name: cold.name.to_string(),
+            node,
             gpus,
             tenant,
-            phase,
-            terminating: pod.metadata.deletion_timestamp.is_some(),
-            deadline_annotation: time(pod.annotations().get(DEADLINE_ANNOTATION)),
-            class,
-        };
-        let node_name = node.map(|n| node_list[n].metadata.name.as_deref().unwrap_or(""));
-        b.pod(view, node_name);
+            phase: if hot.running {
+                PodPhase::Running
+            } else {
+                PodPhase::Pending
+            },
+            terminating: hot.terminating,
+            deadline_annotation: cold.deadline,
+            class: class_keys
+                .iter()
+                .flatten()
+                .find_map(|k| cold.selects(k).map(str::to_string)),
+        });
     }
     for lease in leases.iter().filter(|l| l.spec.pool == name) {
-        let status = lease.status.clone().unwrap_or_default();
+        let status = lease.status.as_ref();
         let namespace = lease.namespace().unwrap_or_default();
         b.lease(LeaseView {
             tenant_namespace: tenant_namespaces.contains(&namespace),
@@ -196,8 +236,8 @@ pub fn observe(
             model: lease.spec.gpu_model.clone(),
             duration_seconds: lease.spec.duration_seconds,
             max_price: lease.spec.max_price_per_gpu_hour,
-            phase: status.phase,
-            bound_at: status.bound_at.map(|t| t.0),
+            phase: status.map(|s| s.phase).unwrap_or_default(),
+            bound_at: status.and_then(|s| s.bound_at.as_ref()).map(|t| t.0),
             created: lease.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now),
             deleting: lease.metadata.deletion_timestamp.is_some(),
         });
@@ -214,4 +254,122 @@ pub fn observe(
         snapshot: b.build(),
         tenant_namespaces,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::pods::{PodCache, PodWriter};
+    use crate::controller::slim::CachedPod;
+    use kube::runtime::watcher::Event;
+    use serde_json::json;
+
+    fn node(name: &str, gpus: u32, labels: serde_json::Value) -> Arc<Node> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": labels, "resourceVersion": "1"},
+                "status": {"allocatable": {"nvidia.com/gpu": gpus.to_string()},
+                           "conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn pod(ns: &str, name: &str, node: Option<&str>, gpus: u32, selector: serde_json::Value) -> CachedPod {
+        let resources = if gpus > 0 {
+            json!({"requests": {"nvidia.com/gpu": gpus.to_string()}})
+        } else {
+            json!({"requests": {"cpu": "1"}})
+        };
+        let mut p: CachedPod = serde_json::from_value(json!({
+            "metadata": {"namespace": ns, "name": name},
+            "spec": {"nodeName": node, "nodeSelector": selector, "containers": [{"resources": resources}]},
+            "status": {"phase": if node.is_some() { "Running" } else { "Pending" }}
+        }))
+        .unwrap();
+        p.trim();
+        p
+    }
+
+    #[test]
+    fn internal_pods_are_totalled_per_node_and_only_tenant_and_unscheduled_pods_listed() {
+        let pool: TenantPool = serde_json::from_value(json!({
+            "apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool", "metadata": {"name": "p"},
+            "spec": {"mode": "Enforce"}
+        }))
+        .unwrap();
+        let model = json!({"nvidia.com/gpu.product": "A100", "zone": "a"});
+        let world = World {
+            nodes: vec![
+                node("gpu-1", 8, model.clone()),
+                node("gpu-2", 8, model.clone()),
+                node("cpu-1", 0, json!({})),
+            ],
+            leases: vec![],
+            namespaces: vec![
+                Arc::new(serde_json::from_value(json!({"metadata": {"name": "ml"}})).unwrap()),
+                Arc::new(
+                    serde_json::from_value(
+                        json!({"metadata": {"name": "acme", "labels": {"sublet.dev/tenant": "true"}}}),
+                    )
+                    .unwrap(),
+                ),
+            ],
+        };
+        let cache = PodCache::default();
+        let mut w = PodWriter::new(cache.clone());
+        for p in [
+            pod("ml", "a", Some("gpu-1"), 2, json!({})),
+            pod("ml", "b", Some("gpu-1"), 3, json!({})),
+            pod("ml", "svc", Some("gpu-1"), 0, json!({})),
+            pod("acme", "job", Some("gpu-2"), 8, json!({})),
+            pod("acme", "sidecar", Some("gpu-2"), 0, json!({})),
+            pod("ml", "queued", None, 4, json!({"nvidia.com/gpu.product": "A100"})),
+            // Scheduled to a node outside the pool: neither load nor demand.
+            pod("ml", "elsewhere", Some("cpu-1"), 1, json!({})),
+            // A tenant's unscheduled pod is not internal demand.
+            pod("acme", "waiting", None, 8, json!({})),
+        ] {
+            w.event(Event::Apply(p));
+        }
+        let observed = observe(
+            &pool,
+            &world,
+            &cache.read(),
+            &IdleClocks::default(),
+            Signals::default(),
+            Timestamp::now(),
+        )
+        .unwrap();
+        let s = &observed.snapshot;
+        let names: Vec<&str> = s.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["gpu-1", "gpu-2"]);
+        assert_eq!(s.nodes[0].internal, InternalLoad { pods: 2, gpus: 5 });
+        assert_eq!(
+            s.nodes[0].idle_since, None,
+            "a node running internal GPU pods is not idle"
+        );
+        assert_eq!(s.nodes[1].internal, InternalLoad::default());
+        assert!(s.nodes[1].idle_since.is_some());
+        assert_eq!(
+            s.nodes[0].labels.keys().collect::<Vec<_>>(),
+            ["nvidia.com/gpu.product"],
+            "only the labels the policy reads"
+        );
+        let mut listed: Vec<(&str, Option<usize>, bool, Option<&str>)> = s
+            .pods
+            .iter()
+            .map(|p| (p.name.as_str(), p.node, p.tenant, p.class.as_deref()))
+            .collect();
+        listed.sort();
+        assert_eq!(
+            listed,
+            [
+                ("job", Some(1), true, None),
+                ("queued", None, false, Some("A100")),
+                ("sidecar", Some(1), true, None),
+            ]
+        );
+        assert_eq!(observed.tenant_namespaces, HashSet::from(["acme".to_string()]));
+    }
 }

@@ -5,7 +5,9 @@
 //! through its own steps, and writes the ledger in the same pass), so a restarted controller carries on
 //! from exactly where the last write stopped: no second lost, none counted twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use futures::StreamExt;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Toleration;
@@ -53,6 +55,35 @@ pub fn accrue(prev: Ledger, gpus: u32, price: f64, start: Option<Timestamp>, now
     }
 }
 
+/// At most this many lease statuses are written in one pass only because their ledger is due; the rest
+/// follow in the next passes (most overdue first), so a thousand leases that fell due together do not hold
+/// up a notice. A status whose phase, nodes or conditions changed is always written in its pass.
+pub const LEDGER_WRITES_PER_PASS: usize = WRITES_IN_FLIGHT;
+
+/// Status writes in flight at once.
+const WRITES_IN_FLIGHT: usize = 8;
+
+/// One lease status to write.
+struct LeaseWrite<'a> {
+    lease: &'a GpuLease,
+    namespace: &'a str,
+    name: &'a str,
+    status: GpuLeaseStatus,
+    /// Cost added since the last write.
+    cost_delta: f64,
+    /// The event to publish once written (Released or Expired).
+    event: Option<(&'static str, &'a str)>,
+    /// When the ledger was last written (for the most-overdue-first order).
+    accounted_until: Option<Timestamp>,
+}
+
+/// What `report` left for later.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reported {
+    /// Lease ledgers due but not written in this pass (over [`LEDGER_WRITES_PER_PASS`]).
+    pub ledgers_left: usize,
+}
+
 /// Writes lease statuses, events for what was done, and the pool status.
 pub async fn report(
     ctx: &Context,
@@ -62,9 +93,20 @@ pub async fn report(
     outcomes: &[Outcome],
     leases: &[std::sync::Arc<GpuLease>],
     observe_only: bool,
-) -> Result<(), Error> {
+) -> Result<Reported, Error> {
+    let started = std::time::Instant::now();
     let now = snapshot.now;
     let pool_name = pool.name_any();
+    let by_name: HashMap<(&str, &str), &GpuLease> = leases
+        .iter()
+        .filter(|l| l.spec.pool == pool_name)
+        .filter_map(|l| {
+            Some((
+                (l.metadata.namespace.as_deref()?, l.metadata.name.as_deref()?),
+                l.as_ref(),
+            ))
+        })
+        .collect();
     // GPUs each lease held as observed (before this pass's steps), for the ledger.
     let mut held: HashMap<&str, u32> = HashMap::new();
     for n in &snapshot.nodes {
@@ -75,29 +117,47 @@ pub async fn report(
             *held.entry(k).or_default() += n.gpus;
         }
     }
-    let failed_binds: Vec<(String, String)> = outcomes
+    let failed_binds: HashSet<(&str, &str)> = outcomes
         .iter()
         .filter(|o| o.result.is_err())
         .filter_map(|o| match &o.step.action {
-            Action::Bind { namespace, name, .. } => Some((namespace.clone(), name.clone())),
+            Action::Bind { namespace, name, .. } => Some((namespace.as_str(), name.as_str())),
             _ => None,
         })
         .collect();
-    let mut revenue_delta = 0.0;
+    let no_status = GpuLeaseStatus::default();
+    let mut changed: Vec<LeaseWrite> = Vec::new();
+    let mut ledger_only: Vec<LeaseWrite> = Vec::new();
     for report in &plan.leases {
-        if failed_binds
-            .iter()
-            .any(|(ns, n)| *ns == report.namespace && *n == report.name)
-        {
+        let id = (report.namespace.as_str(), report.name.as_str());
+        if failed_binds.contains(&id) {
             continue;
         }
-        let Some(lease) = leases
-            .iter()
-            .find(|l| l.namespace().as_deref() == Some(&report.namespace) && l.name_any() == report.name)
-        else {
+        let Some(&lease) = by_name.get(&id) else {
             continue;
         };
-        let old = lease.status.clone().unwrap_or_default();
+        let old = lease.status.as_ref().unwrap_or(&no_status);
+        if observe_only {
+            // Nothing is bound in Observe mode: only say so.
+            let reason = Some("the pool is in Observe mode and binds no lease".to_string());
+            if old.bound_at.is_some() || old.reason == reason {
+                continue;
+            }
+            let accounted_until = old.accounted_until.as_ref().map(|t| t.0);
+            let mut status = old.clone();
+            status.observed_generation = lease.metadata.generation;
+            status.reason = reason;
+            changed.push(LeaseWrite {
+                lease,
+                namespace: id.0,
+                name: id.1,
+                status,
+                cost_delta: 0.0,
+                event: None,
+                accounted_until,
+            });
+            continue;
+        }
         let key = lease_key(&report.namespace, &report.name);
         let prev = Ledger {
             gpu_seconds: old.gpu_seconds,
@@ -111,95 +171,8 @@ pub async fn report(
             old.bound_at.as_ref().map(|t| t.0),
             now,
         );
-        let mut status = old.clone();
-        status.observed_generation = lease.metadata.generation;
-        if observe_only {
-            // Nothing is bound in Observe mode: only say so.
-            let reason = Some("the pool is in Observe mode and binds no lease".to_string());
-            if old.bound_at.is_some() || old.reason == reason {
-                continue;
-            }
-            status.reason = reason;
-            let api: Api<GpuLease> = Api::namespaced(ctx.client.clone(), &report.namespace);
-            let body = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "GpuLease", "status": status});
-            let params = PatchParams::apply(FIELD_MANAGER).force();
-            let r = super::timed(api.patch_status(&report.name, &params, &Patch::Apply(&body))).await;
-            ctx.metrics.write("lease_status", r.is_ok());
-            continue;
-        }
-        status.phase = report.phase;
-        status.reason = Some(report.reason.clone());
-        status.nodes = report.nodes.clone();
-        status.node_count = report.nodes.len() as i32;
-        status.gpus = report.gpus as i32;
-        if !report.nodes.is_empty() || report.phase == LeasePhase::Bound {
-            status.node_selector = BTreeMap::from([(LEASE_LABEL.to_string(), key.clone())]);
-            status.tolerations = vec![Toleration {
-                key: Some(LEASE_TAINT.into()),
-                operator: Some("Equal".into()),
-                value: Some(key.clone()),
-                effect: Some("NoSchedule".into()),
-                toleration_seconds: None,
-            }];
-        }
-        status.bound_at = status.bound_at.or(report.bound_at.map(Time));
-        status.notice_deadline = match (&old.notice_deadline, report.deadline) {
-            (Some(d), _) if report.phase == LeasePhase::Reclaiming => Some(d.clone()),
-            (_, Some(d)) => Some(Time(d)),
-            _ => None,
-        };
-        status.price_per_gpu_hour = Some(report.price_per_gpu_hour);
-        let generation = lease.metadata.generation;
-        let bound = !report.nodes.is_empty();
-        set_condition(
-            &mut status.conditions,
-            "Bound",
-            if bound {
-                ConditionStatus::True
-            } else {
-                ConditionStatus::False
-            },
-            if bound {
-                "NodesBound"
-            } else {
-                match report.phase {
-                    LeasePhase::Pending => "Waiting",
-                    _ => "NodesReturned",
-                }
-            },
-            &report.reason,
-            generation,
-            now,
-        );
-        let reclaiming = report.phase == LeasePhase::Reclaiming;
-        let deadline_text = status
-            .notice_deadline
-            .as_ref()
-            .map(|d| d.0.to_string())
-            .unwrap_or_default();
-        set_condition(
-            &mut status.conditions,
-            "Reclaiming",
-            if reclaiming {
-                ConditionStatus::True
-            } else {
-                ConditionStatus::False
-            },
-            if reclaiming { "NoticeGiven" } else { "NoNotice" },
-            &if reclaiming {
-                format!("nodes go back at {deadline_text}; tenant pods are evicted then")
-            } else {
-                String::new()
-            },
-            generation,
-            now,
-        );
-        let unchanged = GpuLeaseStatus {
-            gpu_seconds: old.gpu_seconds,
-            cost: old.cost,
-            accounted_until: old.accounted_until.clone(),
-            ..status.clone()
-        } == old;
+        let mut status = lease_status(old, report, &key, lease.metadata.generation, now);
+        let unchanged = status == *old;
         let ledger_due = prev
             .accounted_until
             .is_none_or(|a| now.duration_since(a) >= interval(ctx));
@@ -209,44 +182,171 @@ pub async fn report(
         status.gpu_seconds = ledger.gpu_seconds;
         status.cost = ledger.cost;
         status.accounted_until = ledger.accounted_until.map(Time);
-        let api: Api<GpuLease> = Api::namespaced(ctx.client.clone(), &report.namespace);
-        let body = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "GpuLease", "status": status});
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        match super::timed(api.patch_status(&report.name, &params, &Patch::Apply(&body))).await {
-            Ok(_) => {
-                ctx.metrics.write("lease_status", true);
-                revenue_delta += ledger.cost - prev.cost;
-                let labels = [pool_name.as_str(), report.namespace.as_str(), report.name.as_str()];
-                ctx.metrics
-                    .lease_gpu_seconds
-                    .with_label_values(&labels)
-                    .set(ledger.gpu_seconds as f64);
-                ctx.metrics.lease_cost.with_label_values(&labels).set(ledger.cost);
-            }
-            Err(err) => {
-                ctx.metrics.write("lease_status", false);
-                tracing::warn!(lease = %key, %err, "lease status write failed");
-            }
-        }
-        if old.phase != report.phase && matches!(report.phase, LeasePhase::Released | LeasePhase::Expired) {
-            let reason = if report.phase == LeasePhase::Expired {
-                "Expired"
-            } else {
-                "Released"
-            };
-            publish(
-                ctx,
-                lease.as_ref(),
-                EventType::Normal,
-                reason,
-                "Release",
-                &report.reason,
-            )
-            .await;
+        let event = (old.phase != report.phase)
+            .then_some(match report.phase {
+                LeasePhase::Expired => Some(("Expired", report.reason.as_str())),
+                LeasePhase::Released => Some(("Released", report.reason.as_str())),
+                _ => None,
+            })
+            .flatten();
+        let write = LeaseWrite {
+            lease,
+            namespace: id.0,
+            name: id.1,
+            status,
+            cost_delta: ledger.cost - prev.cost,
+            event,
+            accounted_until: prev.accounted_until,
+        };
+        if unchanged {
+            ledger_only.push(write);
+        } else {
+            changed.push(write);
         }
     }
-    lease_events(ctx, snapshot, outcomes, leases).await;
-    pool_status(ctx, pool, snapshot, plan, revenue_delta, observe_only).await
+    let (writes, ledgers_left) = this_pass(changed, ledger_only, |w| w.accounted_until);
+    let written = writes.len();
+    let writes: Vec<_> = writes.into_iter().map(|w| write_lease_status(ctx, w)).collect();
+    let results: Vec<(LeaseWrite, bool)> = futures::stream::iter(writes)
+        .buffer_unordered(WRITES_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut revenue_delta = 0.0;
+    for (w, ok) in results {
+        if !ok {
+            continue;
+        }
+        revenue_delta += w.cost_delta;
+        if !observe_only {
+            let labels = [pool_name.as_str(), w.namespace, w.name];
+            ctx.metrics
+                .lease_gpu_seconds
+                .with_label_values(&labels)
+                .set(w.status.gpu_seconds as f64);
+            ctx.metrics.lease_cost.with_label_values(&labels).set(w.status.cost);
+        }
+        if let Some((reason, note)) = w.event {
+            publish(ctx, w.lease, EventType::Normal, reason, "Release", note).await;
+        }
+    }
+    let t_leases = started.elapsed();
+    lease_events(ctx, snapshot, outcomes, &by_name).await;
+    let t_events = started.elapsed();
+    pool_status(ctx, pool, snapshot, plan, revenue_delta, observe_only);
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    tracing::debug!(
+        pool = %pool_name,
+        lease_statuses = written,
+        leases_ms = ms(t_leases),
+        events_ms = ms(t_events - t_leases),
+        pool_status_ms = ms(started.elapsed() - t_events),
+        "reported"
+    );
+    Ok(Reported { ledgers_left })
+}
+
+/// The status writes of this pass: every changed status, then at most [`LEDGER_WRITES_PER_PASS`] of those
+/// only due for their ledger, the most overdue (or never accounted) first; and how many of those are left.
+fn this_pass<T>(
+    mut changed: Vec<T>,
+    mut ledger_only: Vec<T>,
+    due: impl Fn(&T) -> Option<Timestamp>,
+) -> (Vec<T>, usize) {
+    ledger_only.sort_by_key(|w| due(w));
+    let left = ledger_only.len().saturating_sub(LEDGER_WRITES_PER_PASS);
+    changed.extend(ledger_only.into_iter().take(LEDGER_WRITES_PER_PASS));
+    (changed, left)
+}
+
+async fn write_lease_status<'a>(ctx: &Context, w: LeaseWrite<'a>) -> (LeaseWrite<'a>, bool) {
+    let api: Api<GpuLease> = Api::namespaced(ctx.client.clone(), w.namespace);
+    let body = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "GpuLease", "status": &w.status});
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let r = super::timed(api.patch_status(w.name, &params, &Patch::Apply(&body))).await;
+    ctx.metrics.write("lease_status", r.is_ok());
+    if let Err(err) = &r {
+        tracing::warn!(lease = %format!("{}/{}", w.namespace, w.name), %err, "lease status write failed");
+    }
+    (w, r.is_ok())
+}
+
+/// A lease's status after `report`, its ledger as it was (the caller accounts it).
+fn lease_status(
+    old: &GpuLeaseStatus,
+    report: &crate::policy::LeaseReport,
+    key: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> GpuLeaseStatus {
+    let mut status = old.clone();
+    status.observed_generation = generation;
+    status.phase = report.phase;
+    status.reason = Some(report.reason.clone());
+    status.nodes = report.nodes.clone();
+    status.node_count = report.nodes.len() as i32;
+    status.gpus = report.gpus as i32;
+    if !report.nodes.is_empty() || report.phase == LeasePhase::Bound {
+        status.node_selector = BTreeMap::from([(LEASE_LABEL.to_string(), key.to_string())]);
+        status.tolerations = vec![Toleration {
+            key: Some(LEASE_TAINT.into()),
+            operator: Some("Equal".into()),
+            value: Some(key.to_string()),
+            effect: Some("NoSchedule".into()),
+            toleration_seconds: None,
+        }];
+    }
+    status.bound_at = status.bound_at.or(report.bound_at.map(Time));
+    status.notice_deadline = match (&old.notice_deadline, report.deadline) {
+        (Some(d), _) if report.phase == LeasePhase::Reclaiming => Some(d.clone()),
+        (_, Some(d)) => Some(Time(d)),
+        _ => None,
+    };
+    status.price_per_gpu_hour = Some(report.price_per_gpu_hour);
+    let bound = !report.nodes.is_empty();
+    set_condition(
+        &mut status.conditions,
+        "Bound",
+        if bound {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        },
+        if bound {
+            "NodesBound"
+        } else {
+            match report.phase {
+                LeasePhase::Pending => "Waiting",
+                _ => "NodesReturned",
+            }
+        },
+        &report.reason,
+        generation,
+        now,
+    );
+    let reclaiming = report.phase == LeasePhase::Reclaiming;
+    let deadline_text = status
+        .notice_deadline
+        .as_ref()
+        .map(|d| d.0.to_string())
+        .unwrap_or_default();
+    set_condition(
+        &mut status.conditions,
+        "Reclaiming",
+        if reclaiming {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        },
+        if reclaiming { "NoticeGiven" } else { "NoNotice" },
+        &if reclaiming {
+            format!("nodes go back at {deadline_text}; tenant pods are evicted then")
+        } else {
+            String::new()
+        },
+        generation,
+        now,
+    );
+    status
 }
 
 fn interval(ctx: &Context) -> SignedDuration {
@@ -254,7 +354,12 @@ fn interval(ctx: &Context) -> SignedDuration {
 }
 
 /// One event per lease per kind of step that went through: bound, notice, evicted.
-async fn lease_events(ctx: &Context, snapshot: &Snapshot, outcomes: &[Outcome], leases: &[std::sync::Arc<GpuLease>]) {
+async fn lease_events(
+    ctx: &Context,
+    snapshot: &Snapshot,
+    outcomes: &[Outcome],
+    by_name: &HashMap<(&str, &str), &GpuLease>,
+) {
     let now = snapshot.now;
     let mut notices: BTreeMap<String, (Vec<String>, Timestamp)> = BTreeMap::new();
     let mut evicted: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -264,9 +369,9 @@ async fn lease_events(ctx: &Context, snapshot: &Snapshot, outcomes: &[Outcome], 
     {
         match &o.step.action {
             Action::Bind { namespace, name, nodes } => {
-                if let Some(lease) = find(leases, namespace, name) {
+                if let Some(lease) = by_name.get(&(namespace.as_str(), name.as_str())) {
                     let note = format!("bound {} ({})", nodes.join(", "), o.step.reason);
-                    publish(ctx, lease, EventType::Normal, "Bound", "Bind", &note).await;
+                    publish(ctx, *lease, EventType::Normal, "Bound", "Bind", &note).await;
                 }
             }
             Action::Notice {
@@ -295,43 +400,29 @@ async fn lease_events(ctx: &Context, snapshot: &Snapshot, outcomes: &[Outcome], 
             _ => {}
         }
     }
+    if notices.is_empty() && evicted.is_empty() {
+        return;
+    }
+    let by_key: HashMap<String, &GpuLease> = by_name
+        .iter()
+        .map(|((namespace, name), lease)| (lease_key(namespace, name), *lease))
+        .collect();
     for (key, (nodes, deadline)) in notices {
-        if let Some(lease) = leases
-            .iter()
-            .find(|l| lease_key(&l.namespace().unwrap_or_default(), &l.name_any()) == key)
-        {
+        if let Some(lease) = by_key.get(&key) {
             let secs = deadline.duration_since(now).as_secs();
             let note = format!(
                 "reclaim notice: {} go back at {deadline} (in {secs}s); checkpoint and stop the pods there",
                 nodes.join(", ")
             );
-            publish(
-                ctx,
-                lease.as_ref(),
-                EventType::Warning,
-                "ReclaimNotice",
-                "Notice",
-                &note,
-            )
-            .await;
+            publish(ctx, *lease, EventType::Warning, "ReclaimNotice", "Notice", &note).await;
         }
     }
     for (key, pods) in evicted {
-        if let Some(lease) = leases
-            .iter()
-            .find(|l| lease_key(&l.namespace().unwrap_or_default(), &l.name_any()) == key)
-        {
+        if let Some(lease) = by_key.get(&key) {
             let note = format!("evicted at the reclaim deadline: {}", pods.join(", "));
-            publish(ctx, lease.as_ref(), EventType::Warning, "Evicted", "Evict", &note).await;
+            publish(ctx, *lease, EventType::Warning, "Evicted", "Evict", &note).await;
         }
     }
-}
-
-fn find<'a>(leases: &'a [std::sync::Arc<GpuLease>], namespace: &str, name: &str) -> Option<&'a GpuLease> {
-    leases
-        .iter()
-        .find(|l| l.namespace().as_deref() == Some(namespace) && l.name_any() == name)
-        .map(|l| l.as_ref())
 }
 
 /// Publishes an event on `obj`; a failure is counted and logged, never fatal.
@@ -377,14 +468,15 @@ fn listed_members(plan: &Plan) -> Vec<MemberNode> {
         .collect()
 }
 
-async fn pool_status(
+/// Hands the pool's new status to its writer, when anything in it changed or its ledger is due.
+fn pool_status(
     ctx: &Context,
     pool: &TenantPool,
     snapshot: &Snapshot,
     plan: &Plan,
     revenue_delta: f64,
     observe_only: bool,
-) -> Result<(), Error> {
+) {
     let now = snapshot.now;
     let name = pool.name_any();
     let old = pool.status.clone().unwrap_or_default();
@@ -475,7 +567,7 @@ async fn pool_status(
             .set(i64::from(gpus));
     }
     if unchanged && !ledger_due && revenue_delta == 0.0 {
-        return Ok(());
+        return;
     }
     status.harvestable_gpu_hours = plan.ledger.harvestable_gpu_hours;
     status.lent_gpu_hours = plan.ledger.lent_gpu_hours;
@@ -492,12 +584,7 @@ async fn pool_status(
         .pool_revenue
         .with_label_values(&[name.as_str()])
         .set(status.revenue);
-    let api: Api<TenantPool> = Api::all(ctx.client.clone());
-    let body = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool", "status": status});
-    let r =
-        super::timed(api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))).await;
-    ctx.metrics.write("pool_status", r.is_ok());
-    r.map(|_| ())
+    ctx.pool_statuses.submit(&name, status);
 }
 
 #[cfg(test)]
@@ -531,6 +618,20 @@ mod tests {
     #[test]
     fn unbound_lease_accrues_nothing() {
         assert_eq!(accrue(Ledger::default(), 8, 1.0, None, t(100)), Ledger::default());
+    }
+
+    #[test]
+    fn a_pass_writes_every_changed_status_and_a_slice_of_due_ledgers_most_overdue_first() {
+        let changed = vec![(100, Some(t(50)))];
+        let due: Vec<(i64, Option<Timestamp>)> = (0..20).map(|i| (i, Some(t(40 - i)))).chain([(99, None)]).collect();
+        let (writes, left) = this_pass(changed, due, |w| w.1);
+        assert_eq!(writes.len(), 1 + LEDGER_WRITES_PER_PASS);
+        assert_eq!(left, 21 - LEDGER_WRITES_PER_PASS);
+        assert_eq!(writes[0].0, 100, "a changed status is always written");
+        assert_eq!(writes[1].0, 99, "a ledger never accounted comes first");
+        assert_eq!(writes[2].0, 19, "then the one accounted longest ago");
+        let (writes, left) = this_pass(vec![1, 2, 3], vec![], |_| None);
+        assert_eq!((writes, left), (vec![1, 2, 3], 0));
     }
 
     #[test]

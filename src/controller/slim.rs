@@ -132,6 +132,24 @@ impl CachedPod {
         let init = self.spec.init_containers.iter().map(of).max().unwrap_or(0);
         main.max(init)
     }
+
+    /// Every extended resource the pod asks for, with the count [`CachedPod::gpus`] gives it (zeros left out).
+    pub fn extended(&self) -> Vec<(String, u32)> {
+        let mut names: Vec<&String> = self
+            .spec
+            .containers
+            .iter()
+            .chain(&self.spec.init_containers)
+            .flat_map(|c| c.resources.requests.keys().chain(c.resources.limits.keys()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|n| (n.clone(), self.gpus(n)))
+            .filter(|(_, count)| *count > 0)
+            .collect()
+    }
 }
 
 #[cfg(test)]
