@@ -71,6 +71,7 @@ fn main() {
             "spec": {"mode": "Enforce", "idle": {"forSeconds": 0}, "reclaim": {"noticeSeconds": 3600}, "pricing": {"defaultPerGpuHour": 2.0}}
         })).unwrap();
         let mut pods = 0;
+        let bound_at = jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_hours(1)).unwrap().to_string();
         for i in 0..NODES {
             let name = format!("gpu-{i:05}");
             let leased = i >= INTERNAL;
@@ -82,8 +83,10 @@ fn main() {
             } else {
                 (json!({"nvidia.com/gpu.product": "A100"}), json!([]))
             };
+            // A bound node carries the time sublet bound it, from which its lease's ledger runs.
+            let annotations = if leased { json!({"sublet.dev/since": bound_at}) } else { json!({}) };
             api.create("v1", "nodes", None, json!({
-                "metadata": {"name": name, "labels": labels},
+                "metadata": {"name": name, "labels": labels, "annotations": annotations},
                 "spec": {"taints": taints},
                 "status": {"allocatable": {"nvidia.com/gpu": "8", "cpu": "96"}, "capacity": {"nvidia.com/gpu": "8", "cpu": "96"},
                            "conditions": [{"type": "Ready", "status": "True"}]}

@@ -249,9 +249,8 @@ fn lease_end_reason(w: &Work, n: usize) -> Option<String> {
 }
 
 fn lease_end(w: &Work, l: usize) -> Option<Timestamp> {
-    let lease = &w.snap.leases[l];
-    let secs = lease.duration_seconds?;
-    lease.bound_at?.checked_add(SignedDuration::from_secs(secs)).ok()
+    let secs = w.snap.leases[l].duration_seconds?;
+    w.bound_at[l]?.checked_add(SignedDuration::from_secs(secs)).ok()
 }
 
 /// A lease that runs out gets its end as the deadline (never less notice than the pool gives).
@@ -341,7 +340,7 @@ fn lease_candidates(w: &Work, c: Option<usize>) -> Vec<LeaseCandidate> {
         let lease = &w.snap.leases[l];
         let cand = by_lease.entry(l).or_insert_with(|| LeaseCandidate {
             key: lease.key(),
-            bound_at: lease.bound_at,
+            bound_at: w.bound_at[l],
             price: w.lease_price(l),
             nodes: vec![],
             idle: vec![],
@@ -433,7 +432,7 @@ fn binding(w: &mut Work) {
     let mut pending: Vec<usize> = (0..w.snap.leases.len())
         .filter(|&l| {
             let lease = &w.snap.leases[l];
-            lease.phase == LeasePhase::Pending && lease.bound_at.is_none() && !lease.deleting
+            lease.phase == LeasePhase::Pending && w.bound_at[l].is_none() && !lease.deleting
         })
         .collect();
     pending.sort_by(|&a, &b| {

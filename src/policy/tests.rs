@@ -287,6 +287,27 @@ fn internal_pods_given_as_totals_count_as_pods_listed_one_by_one() {
 }
 
 #[test]
+fn a_bound_lease_whose_status_lost_its_binding_time_takes_it_from_its_nodes() {
+    let p = fx()
+        .node("n1", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .lease("acme", "job", 8, LeasePhase::Bound, None)
+        .plan();
+    assert_eq!(p.leases[0].phase, LeasePhase::Bound);
+    assert_eq!(p.leases[0].bound_at, Some(at(-600)), "the node's since mark");
+    // A node only lent, not bound to it, tells nothing.
+    let p = fx()
+        .node("n1", 8)
+        .marked(NodeState::Lent, None)
+        .lease("acme", "job", 8, LeasePhase::Pending, None)
+        .plan();
+    assert!(
+        p.leases[0].bound_at.is_none_or(|b| b == t0()),
+        "bound now or not at all"
+    );
+}
+
+#[test]
 fn utilization_under_threshold_lends() {
     let p = fx()
         .node("n1", 8)

@@ -42,6 +42,10 @@ pub(super) struct Work<'a> {
     bound: Vec<Vec<usize>>,
     /// One node each lease holds, if any, for its model.
     lease_node: Vec<Option<usize>>,
+    /// When each lease was bound: its status's time, or for a lease holding nodes while its status tells
+    /// none (the status write after the bind failed), the earliest time sublet marked one of them, so that
+    /// its ledger runs from there rather than never.
+    pub bound_at: Vec<Option<Timestamp>>,
     /// GPUs lent by this plan.
     pub lent_now: u32,
 }
@@ -162,6 +166,20 @@ impl<'a> Work<'a> {
                 lease_node[l].get_or_insert(n);
             }
         }
+        let mut bound_at: Vec<Option<Timestamp>> = snap.leases.iter().map(|l| l.bound_at).collect();
+        let mut held_since: Vec<Option<Timestamp>> = vec![None; snap.leases.len()];
+        for (n, node) in nodes.iter().enumerate() {
+            let marks = &snap.nodes[n].marks;
+            if let (true, Some(l), NodeState::Leased | NodeState::Reclaiming, Some(since)) =
+                (node.member, node.lease, node.state, marks.since)
+            {
+                let first = held_since[l].get_or_insert(since);
+                *first = (*first).min(since);
+            }
+        }
+        for (b, held) in bound_at.iter_mut().zip(held_since) {
+            *b = b.or(held);
+        }
         let mut tenant_pods = vec![0usize; next as usize];
         for (p, pod) in snap.pods.iter().enumerate() {
             if let (Some(n), true) = (pod.node, pod.tenant) {
@@ -181,6 +199,7 @@ impl<'a> Work<'a> {
             lease_reasons: vec![String::new(); snap.leases.len()],
             bound: vec![Vec::new(); snap.leases.len()],
             lease_node,
+            bound_at,
             lent_now: 0,
         }
     }
@@ -550,9 +569,7 @@ impl<'a> Work<'a> {
                     .filter(|&n| self.nodes[n].state == NodeState::Reclaiming)
                     .collect();
                 let deadline = reclaiming.iter().filter_map(|&n| self.nodes[n].deadline).min();
-                let bound_at = lease
-                    .bound_at
-                    .or_else(|| (!self.bound[l].is_empty()).then_some(self.now));
+                let bound_at = self.bound_at[l].or_else(|| (!self.bound[l].is_empty()).then_some(self.now));
                 let expired = lease
                     .duration_seconds
                     .zip(bound_at)
