@@ -3,18 +3,20 @@
 //! One pass per pool, always in this order:
 //!
 //! ```text
-//!   observe  cache.rs + observe.rs   reflector stores (nodes, pods, pools, leases, namespaces) → Snapshot
+//!   observe  cache.rs + pods.rs      reflector stores (nodes, pools, leases, namespaces), the pod cache
+//!            + observe.rs            → Snapshot
 //!            crate::signals          + utilization and Kueue/PromQL demand, fetched once per pass (bounded)
 //!   plan     crate::policy::plan     Snapshot → Plan (pure)
 //!   execute  execute.rs              Plan steps → node, pod and eviction writes (Enforce mode only)
-//!   report   report.rs               lease and pool status, the ledger, events, metrics
+//!   report   report.rs + status.rs   lease and pool status (the pool's by its own writer task), the ledger,
+//!                                    events, metrics
 //! ```
 //!
 //! Passes run on any change in the caches that can matter to a plan (the first after a quiet spell at once,
-//! later ones gathered so that passes start at most every `pass_interval`), on a periodic tick for the time-based rules
-//! (idle windows, deadlines, cool-downs, lease ends), and when this replica gains the leader lease. Every
-//! replica keeps its caches warm; only the leader plans and writes, and it stops writing the moment it
-//! loses the lease. The process exits if the leader-election task dies.
+//! later ones gathered so that passes start at most every `pass_interval`), on a periodic tick for the
+//! time-based rules (idle windows, deadlines, cool-downs, lease ends), and when this replica gains the leader
+//! lease. Every replica keeps its caches warm; only the leader plans and writes, and it stops writing the
+//! moment it loses the lease. The process exits if the leader-election task dies.
 
 mod cache;
 mod execute;

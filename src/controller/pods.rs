@@ -248,10 +248,11 @@ impl PodCache {
     /// Records the tenant namespaces of `pool`, so that changes to their pods trigger a pass.
     pub fn watch_namespaces(&self, pool: &str, mut namespaces: Vec<String>) {
         namespaces.sort();
-        let mut t = self.table.write().unwrap_or_else(|e| e.into_inner());
-        if t.watched.get(pool) != Some(&namespaces) {
-            t.watched.insert(pool.to_string(), namespaces);
+        if self.read().watched.get(pool) == Some(&namespaces) {
+            return;
         }
+        let mut t = self.table.write().unwrap_or_else(|e| e.into_inner());
+        t.watched.insert(pool.to_string(), namespaces);
     }
 
     /// Forgets the tenant namespaces of a pool that is gone.

@@ -168,8 +168,9 @@ pub struct PoolLedger {
 /// Builds a snapshot from named nodes and pods.
 pub struct SnapshotBuilder {
     snapshot: Snapshot,
-    /// Node names to indices, built when a pod is first placed by name.
+    /// Node names to indices, built when a pod is first placed by name, over the first `indexed` nodes.
     index: foldhash::HashMap<String, usize>,
+    indexed: usize,
 }
 
 impl SnapshotBuilder {
@@ -187,6 +188,7 @@ impl SnapshotBuilder {
                 ledger: PoolLedger::default(),
             },
             index: Default::default(),
+            indexed: 0,
         }
     }
 
@@ -197,12 +199,10 @@ impl SnapshotBuilder {
 
     /// Adds a pod, placing it on `node_name` when that node is in the snapshot.
     pub fn pod(&mut self, mut pod: PodView, node_name: Option<&str>) {
-        if self.index.len() < self.snapshot.nodes.len() {
-            let from = self.index.len();
-            for (i, n) in self.snapshot.nodes.iter().enumerate().skip(from) {
-                self.index.insert(n.name.clone(), i);
-            }
+        for (i, n) in self.snapshot.nodes.iter().enumerate().skip(self.indexed) {
+            self.index.insert(n.name.clone(), i);
         }
+        self.indexed = self.snapshot.nodes.len();
         pod.node = node_name.and_then(|n| self.index.get(n).copied());
         self.snapshot.pods.push(pod);
     }
