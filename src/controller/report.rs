@@ -58,7 +58,7 @@ pub fn accrue(prev: Ledger, gpus: u32, price: f64, start: Option<Timestamp>, now
 /// At most this many lease statuses are written in one pass only because their ledger is due; the rest
 /// follow in the next passes (most overdue first), so a thousand leases that fell due together do not hold
 /// up a notice. A status whose phase, nodes or conditions changed is always written in its pass.
-pub const LEDGER_WRITES_PER_PASS: usize = WRITES_IN_FLIGHT;
+pub const LEDGER_WRITES_PER_PASS: usize = 4 * WRITES_IN_FLIGHT;
 
 /// Status writes in flight at once.
 const WRITES_IN_FLIGHT: usize = 8;
@@ -623,13 +623,14 @@ mod tests {
     #[test]
     fn a_pass_writes_every_changed_status_and_a_slice_of_due_ledgers_most_overdue_first() {
         let changed = vec![(100, Some(t(50)))];
-        let due: Vec<(i64, Option<Timestamp>)> = (0..20).map(|i| (i, Some(t(40 - i)))).chain([(99, None)]).collect();
+        let n = LEDGER_WRITES_PER_PASS as i64 + 20;
+        let due: Vec<(i64, Option<Timestamp>)> = (0..n).map(|i| (i, Some(t(n - i)))).chain([(999, None)]).collect();
         let (writes, left) = this_pass(changed, due, |w| w.1);
         assert_eq!(writes.len(), 1 + LEDGER_WRITES_PER_PASS);
-        assert_eq!(left, 21 - LEDGER_WRITES_PER_PASS);
+        assert_eq!(left, 21);
         assert_eq!(writes[0].0, 100, "a changed status is always written");
-        assert_eq!(writes[1].0, 99, "a ledger never accounted comes first");
-        assert_eq!(writes[2].0, 19, "then the one accounted longest ago");
+        assert_eq!(writes[1].0, 999, "a ledger never accounted comes first");
+        assert_eq!(writes[2].0, n - 1, "then the one accounted longest ago");
         let (writes, left) = this_pass(vec![1, 2, 3], vec![], |_| None);
         assert_eq!((writes, left), (vec![1, 2, 3], 0));
     }
