@@ -174,7 +174,10 @@ fn spawn<K>(
         };
         while let Some(event) = stream.next().await {
             let wake = match event {
-                Ok(watcher::Event::Apply(obj)) => seen.insert(key(&obj), fingerprint(&obj)) != Some(fingerprint(&obj)),
+                Ok(watcher::Event::Apply(obj)) => {
+                    let print = fingerprint(&obj);
+                    seen.insert(key(&obj), print) != Some(print)
+                }
                 Ok(watcher::Event::Delete(obj)) => seen.remove(&key(&obj)).is_some(),
                 Ok(watcher::Event::Init) => {
                     relist.clear();
