@@ -2,7 +2,9 @@
 //!
 //! The rule: cover the unmet demand with the fewest leases, taking leases past their minimum tenure before
 //! younger ones; among equally few, the lowest price first, then the most recently bound; never more GPUs
-//! than the demand needs, rounded up to whole nodes; never more nodes than the concurrency budget.
+//! than the demand needs, rounded up to whole nodes; never more nodes than the concurrency budget. Nodes
+//! with no tenant pod need no notice and sit outside the budget: when the budget stops a notice, the idle
+//! nodes of any lease make up what is left, so that the next plan has nothing more to take.
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -41,13 +43,7 @@ pub fn choose(candidates: &[LeaseCandidate], need: i64, budget: usize, now: Time
             break;
         }
         let mut tier: Vec<&LeaseCandidate> = candidates.iter().filter(|c| seasoned(c) == tier).collect();
-        // Preference order: lowest price, then most recently bound, then name for a stable answer.
-        tier.sort_by(|a, b| {
-            a.price
-                .total_cmp(&b.price)
-                .then_with(|| b.bound_at.cmp(&a.bound_at))
-                .then_with(|| a.key.cmp(&b.key))
-        });
+        tier.sort_by(|a, b| preference(a, b));
         for lease in fewest_covering(&tier, need) {
             if need <= 0 {
                 break;
@@ -63,7 +59,33 @@ pub fn choose(candidates: &[LeaseCandidate], need: i64, budget: usize, now: Time
             }
         }
     }
+    if need > 0 {
+        // The budget stopped a notice: idle nodes of any lease still go back now, in preference order.
+        // Left for the next plan, they would be taken then (the budget no longer in the way), so a plan
+        // carried out would not be the last word.
+        let mut rest: Vec<&LeaseCandidate> = candidates.iter().collect();
+        rest.sort_by(|a, b| seasoned(b).cmp(&seasoned(a)).then_with(|| preference(a, b)));
+        for lease in rest {
+            for &(n, gpus) in &lease.nodes {
+                if need <= 0 {
+                    return out;
+                }
+                if lease.idle.contains(&n) && !out.contains(&n) {
+                    out.push(n);
+                    need -= i64::from(gpus);
+                }
+            }
+        }
+    }
     out
+}
+
+/// Preference order within a tier: lowest price, then most recently bound, then name for a stable answer.
+fn preference(a: &LeaseCandidate, b: &LeaseCandidate) -> std::cmp::Ordering {
+    a.price
+        .total_cmp(&b.price)
+        .then_with(|| b.bound_at.cmp(&a.bound_at))
+        .then_with(|| a.key.cmp(&b.key))
 }
 
 /// The fewest leases (from `tier`, in preference order) that together cover `need`; all of them when even
@@ -188,6 +210,21 @@ mod tests {
             ..c[0].clone()
         }];
         assert_eq!(choose(&c, 24, 1, t(100), 0).len(), 3);
+    }
+
+    #[test]
+    fn idle_nodes_of_other_leases_fill_what_the_budget_left() {
+        // 7 GPUs needed, one notice allowed: lease a covers the need but only one of its busy nodes may get
+        // notice; lease b's idle node makes up the rest at once.
+        let a = lease("a", 0, 1.0, &[(0, 4), (1, 4)]);
+        let b = LeaseCandidate {
+            idle: vec![5],
+            ..lease("b", 0, 1.0, &[(5, 4)])
+        };
+        let got = choose(&[a.clone(), b.clone()], 7, 1, t(100), 0);
+        assert_eq!(got, vec![0, 5]);
+        // Once that is carried out the rest of the need is 0 GPUs: nothing more is taken.
+        assert!(choose(&[a, b], 0, 0, t(100), 0).is_empty());
     }
 
     #[test]
