@@ -35,6 +35,9 @@ pub fn choose(candidates: &[LeaseCandidate], need: i64, budget: usize, now: Time
                 .is_ok_and(|t| t <= now)
         })
     };
+    // Seasoned leases first, each tier in preference order.
+    let mut ordered: Vec<&LeaseCandidate> = candidates.iter().collect();
+    ordered.sort_by(|a, b| seasoned(b).cmp(&seasoned(a)).then_with(|| preference(a, b)));
     let mut out = Vec::new();
     let mut noticed = 0;
     let mut need = need;
@@ -42,8 +45,7 @@ pub fn choose(candidates: &[LeaseCandidate], need: i64, budget: usize, now: Time
         if need <= 0 {
             break;
         }
-        let mut tier: Vec<&LeaseCandidate> = candidates.iter().filter(|c| seasoned(c) == tier).collect();
-        tier.sort_by(|a, b| preference(a, b));
+        let tier: Vec<&LeaseCandidate> = ordered.iter().copied().filter(|c| seasoned(c) == tier).collect();
         for lease in fewest_covering(&tier, need) {
             if need <= 0 {
                 break;
@@ -60,12 +62,10 @@ pub fn choose(candidates: &[LeaseCandidate], need: i64, budget: usize, now: Time
         }
     }
     if need > 0 {
-        // The budget stopped a notice: idle nodes of any lease still go back now, in preference order.
-        // Left for the next plan, they would be taken then (the budget no longer in the way), so a plan
-        // carried out would not be the last word.
-        let mut rest: Vec<&LeaseCandidate> = candidates.iter().collect();
-        rest.sort_by(|a, b| seasoned(b).cmp(&seasoned(a)).then_with(|| preference(a, b)));
-        for lease in rest {
+        // Demand left over (the budget stopped a notice): idle nodes of any lease still go back now, in
+        // preference order. Left for the next plan, they would be taken then, so a plan carried out would
+        // not be the last word.
+        for lease in ordered {
             for &(n, gpus) in &lease.nodes {
                 if need <= 0 {
                     return out;
@@ -221,10 +221,9 @@ mod tests {
             idle: vec![5],
             ..lease("b", 0, 1.0, &[(5, 4)])
         };
-        let got = choose(&[a.clone(), b.clone()], 7, 1, t(100), 0);
-        assert_eq!(got, vec![0, 5]);
-        // Once that is carried out the rest of the need is 0 GPUs: nothing more is taken.
-        assert!(choose(&[a, b], 0, 0, t(100), 0).is_empty());
+        assert_eq!(choose(&[a.clone(), b.clone()], 7, 1, t(100), 0), vec![0, 5]);
+        // With no notice allowed at all, the idle node still goes back.
+        assert_eq!(choose(&[a, b], 7, 0, t(100), 0), vec![5]);
     }
 
     #[test]
