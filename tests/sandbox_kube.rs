@@ -41,23 +41,27 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reflector_recovers_from_an_injected_410() {
+/// A sandbox whose config map watches all meet `action`, at most `limit` times.
+fn config_map_watch_fault(action: FaultAction, limit: Option<u64>) -> SandboxConfig {
     let faults = FaultConfig {
         seed: 1,
         rules: vec![FaultRule {
             verbs: vec!["watch".into()],
             resources: vec!["configmaps".into()],
             share: 1.0,
-            limit: Some(1),
-            action: FaultAction::CutWatch,
+            limit,
+            action,
         }],
     };
-    let (handle, client) = start(SandboxConfig {
+    SandboxConfig {
         faults,
         ..Default::default()
-    })
-    .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflector_recovers_from_an_injected_410() {
+    let (handle, client) = start(config_map_watch_fault(FaultAction::CutWatch, Some(1))).await;
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
     for i in 0..5 {
         cms.create(&PostParams::default(), &config_map(&format!("before-{i}")))
@@ -84,6 +88,45 @@ async fn reflector_recovers_from_an_injected_410() {
     .await;
     assert_eq!(handle.faults_fired(), vec![1], "the first watch was cut with a 410");
     task.abort();
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_watch_delivers_every_event_late_and_in_order() {
+    let lag = Duration::from_millis(400);
+    let (handle, client) = start(config_map_watch_fault(FaultAction::LagWatch { ms: 400 }, None)).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let start_rv = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = cms.watch(&WatchParams::default(), &start_rv).await.unwrap().boxed();
+    let mut written = Vec::new();
+    for i in 0..3 {
+        let name = format!("cm-{i}");
+        let before = tokio::time::Instant::now();
+        cms.create(&PostParams::default(), &config_map(&name)).await.unwrap();
+        written.push((name, before));
+    }
+    for (name, at) in &written {
+        match stream.try_next().await.unwrap() {
+            Some(WatchEvent::Added(cm)) => {
+                assert_eq!(cm.metadata.name.as_ref(), Some(name), "events keep their order");
+                assert!(
+                    at.elapsed() >= lag,
+                    "{name} arrived {:?} after it was written",
+                    at.elapsed()
+                );
+            }
+            other => panic!("expected {name} ADDED, got {other:?}"),
+        }
+    }
+    // Requests other than watches are not delayed: a read sees the objects at once.
+    assert_eq!(cms.list(&ListParams::default()).await.unwrap().items.len(), 3);
+    assert_eq!(handle.faults_fired(), vec![1]);
     handle.shutdown().await;
 }
 

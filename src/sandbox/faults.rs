@@ -1,5 +1,5 @@
 //! Fault injection for tests: a share of matching requests answered with an error, delayed, or (watches) cut
-//! with a 410. Seeded, so a test sees the same faults on every run.
+//! with a 410 or lagging behind. Seeded, so a test sees the same faults on every run.
 //!
 //! Set through `SandboxConfig::faults`, `sublet sandbox --faults FILE` (YAML), or at run time with
 //! `PUT /sandbox/faults` (JSON or YAML body; `GET` shows the rules in force).
@@ -25,6 +25,9 @@ pub enum FaultAction {
     Delay { ms: u64 },
     /// Watches only: end at once with an ERROR event carrying 410 Expired.
     CutWatch,
+    /// Watches only: every event arrives `ms` late, in order, as from an API server whose watch cache
+    /// falls behind. Watches of different kinds then disagree for a while, as they may on a real cluster.
+    LagWatch { ms: u64 },
 }
 
 fn one() -> u64 {
@@ -116,7 +119,8 @@ impl Faults {
             let rule = &state.config.rules[i];
             let verb_ok = rule.verbs.is_empty() || rule.verbs.iter().any(|v| v == verb);
             let res_ok = rule.resources.is_empty() || rule.resources.iter().any(|r| *r == qualified || *r == resource);
-            let watch_only = rule.action == FaultAction::CutWatch && verb != "watch";
+            let watch_only =
+                matches!(rule.action, FaultAction::CutWatch | FaultAction::LagWatch { .. }) && verb != "watch";
             if !verb_ok || !res_ok || watch_only || rule.limit.is_some_and(|l| state.fired[i] >= l) {
                 continue;
             }

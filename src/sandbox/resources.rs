@@ -91,7 +91,7 @@ pub async fn handle(
     }
     let verb = verb_of(req, &t)?;
     glue::authorize(server, &req.caller, verb, &t.rt, t.sub.unwrap_or(""), t.ns, t.name)?;
-    let mut cut_watch = false;
+    let (mut cut_watch, mut watch_lag) = (false, None);
     match server.faults.decide(verb, &t.rt.group, &t.rt.resource) {
         None => {}
         Some(FaultAction::Conflict) => return Err(ApiError::stale(&t.rt.gr(), t.name.unwrap_or(""))),
@@ -104,6 +104,7 @@ pub async fn handle(
         Some(FaultAction::InternalError) => return Err(ApiError::Internal("injected fault".into())),
         Some(FaultAction::Delay { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
         Some(FaultAction::CutWatch) => cut_watch = true,
+        Some(FaultAction::LagWatch { ms }) => watch_lag = Some(Duration::from_millis(ms)),
     }
     let ns = t.ns.unwrap_or("");
     let rt = &t.rt;
@@ -112,7 +113,7 @@ pub async fn handle(
     }
     match verb {
         "list" => list(cluster, req, &t),
-        "watch" => start_watch(server, req, &t, cut_watch),
+        "watch" => start_watch(server, req, &t, cut_watch, watch_lag),
         "get" => {
             let obj = cluster.get(rt, ns, t.name.unwrap_or(""))?;
             match table_mode(req) {
@@ -409,7 +410,13 @@ fn list(cluster: &Cluster, req: &Request, t: &Target) -> Result<Response<Body>, 
     Ok(bytes_response(StatusCode::OK, body.freeze(), "application/json"))
 }
 
-fn start_watch(server: &Arc<Server>, req: &Request, t: &Target, cut: bool) -> Result<Response<Body>, ApiError> {
+fn start_watch(
+    server: &Arc<Server>,
+    req: &Request,
+    t: &Target,
+    cut: bool,
+    lag: Option<Duration>,
+) -> Result<Response<Body>, ApiError> {
     let rt = t.rt.clone();
     let opts = list_opts(req, &rt)?;
     let rv = watch::parse_rv(req.param("resourceVersion")).map_err(ApiError::BadRequest)?;
@@ -440,6 +447,7 @@ fn start_watch(server: &Arc<Server>, req: &Request, t: &Target, cut: bool) -> Re
         bookmark_interval: server.bookmark_interval,
         timeout,
         cut,
+        lag,
     };
     let encoder = match table_mode(req) {
         None if convert::is_view(&rt) => {

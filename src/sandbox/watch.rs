@@ -36,6 +36,8 @@ pub struct WatchParams {
     pub timeout: Option<Duration>,
     /// Cut the watch at once with a 410 (fault injection).
     pub cut: bool,
+    /// Deliver every frame this late (fault injection).
+    pub lag: Option<Duration>,
 }
 
 /// One watch event as three pieces: a static prefix, the object's bytes (shared, not copied), a static suffix.
@@ -87,10 +89,45 @@ pub fn start(
     encode: Encoder,
 ) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(async move {
-        run(cluster, rt, params, encode, tx).await;
-    });
+    match params.lag {
+        None => {
+            tokio::spawn(run(cluster, rt, params, encode, tx));
+        }
+        Some(lag) => {
+            let (inner_tx, inner_rx) = mpsc::channel(256);
+            tokio::spawn(run(cluster, rt, params, encode, inner_tx));
+            tokio::spawn(lagged(inner_rx, tx, lag));
+        }
+    }
     rx
+}
+
+/// Forwards each frame `lag` after it was sent, in order.
+async fn lagged(mut from: mpsc::Receiver<Bytes>, to: mpsc::Sender<Bytes>, lag: Duration) {
+    // Frames are stamped as they come, so a burst is delayed by `lag` once, not once per frame.
+    let (stamped_tx, mut stamped) = mpsc::unbounded_channel::<(tokio::time::Instant, Bytes)>();
+    let stamp = async move {
+        while let Some(piece) = from.recv().await {
+            if stamped_tx.send((tokio::time::Instant::now() + lag, piece)).is_err() {
+                return;
+            }
+        }
+    };
+    let forward = async move {
+        while let Some((due, piece)) = stamped.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.send(piece).await.is_err() {
+                return;
+            }
+        }
+    };
+    // When the client goes the source is dropped at once; when the source ends, what it sent still goes out.
+    let mut forward = std::pin::pin!(forward);
+    tokio::select! {
+        _ = &mut forward => return,
+        _ = stamp => {}
+    }
+    forward.await;
 }
 
 async fn run(cluster: Arc<Cluster>, rt: Arc<ResourceType>, p: WatchParams, encode: Encoder, tx: mpsc::Sender<Bytes>) {
