@@ -52,14 +52,23 @@ async fn lease_events(client: &Client, reason: &str) -> Vec<Event> {
         .collect()
 }
 
-/// Waits for the lease to be bound and returns its node.
+/// Waits for the lease to be bound and returns its node; a timeout shows the status last seen.
 async fn bound_node(client: &Client, name: &str) -> String {
-    eventually(20, "the lease to be bound", || async {
-        let l = lease(client, name).await;
-        let s = l.status?;
-        (s.phase == LeasePhase::Bound && s.nodes.len() == 1).then(|| s.nodes[0].clone())
-    })
-    .await
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = lease(client, name).await.status;
+        if let Some(s) = &status
+            && s.phase == LeasePhase::Bound
+            && s.nodes.len() == 1
+        {
+            return s.nodes[0].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for the lease to be bound; its status: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A lease `acme/job` of 8 GPUs, bound, with the tenant's pod running on its node; returns the node.
@@ -330,6 +339,84 @@ async fn deleting_the_pool_returns_every_node_and_leaves_no_taint() {
         assert!(!labels.keys().any(|k| k.starts_with("sublet.dev/")), "{labels:?}");
         assert!(!taint_keys(&n).iter().any(|k| k.starts_with("sublet.dev/")));
     }
+    run.stop().await;
+}
+
+/// Each kind has its own watch, so a lease's status can arrive before the node label that bound it (a pass
+/// planning from that view would see a bound lease with no node and release it for good), or the node's
+/// label before the lease's status (and the pass would account the same span of the ledger again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_node_watch_keeps_the_lease_bound() {
+    one_binding_and_one_ledger_while_a_watch_lags("nodes").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_lease_watch_counts_no_revenue_twice() {
+    one_binding_and_one_ledger_while_a_watch_lags("gpuleases.sublet.dev").await;
+}
+
+async fn one_binding_and_one_ledger_while_a_watch_lags(resource: &str) {
+    use sublet::sandbox::{FaultAction, FaultConfig, FaultRule};
+    let env = env(SandboxConfig::default()).await;
+    let c = env.client.clone();
+    gpu_node(&c, "gpu-1", 8).await;
+    gpu_node(&c, "gpu-2", 8).await;
+    // Every watch of `resource`, the controller's included, delivers its events 1.5 s late; the others are
+    // prompt.
+    env.sandbox.set_faults(FaultConfig {
+        seed: 1,
+        rules: vec![FaultRule {
+            verbs: vec!["watch".into()],
+            resources: vec![resource.into()],
+            share: 1.0,
+            limit: None,
+            action: FaultAction::LagWatch { ms: 1500 },
+        }],
+    });
+    create_pool(&c, POOL, enforce_spec(1)).await;
+    let run = controller(&c, "sublet-0", false);
+    create_lease(&c, "acme", "job", json!({"pool": POOL, "gpus": 8})).await;
+    let leased = bound_node(&c, "job").await;
+    // Passes run every 200 ms; for the next 3 s (the watch catching up twice over) the lease stays
+    // bound to the same node, and that node is the only one bound.
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        let s = lease(&c, "job").await.status.unwrap();
+        assert_eq!(s.phase, LeasePhase::Bound, "{s:?}");
+        assert_eq!(s.nodes, vec![leased.clone()]);
+        let bound: Vec<String> = Api::<Node>::all(c.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|n| label(n, "sublet.dev/lease") == Some("acme.job"))
+            .map(|n| n.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(bound, vec![leased.clone()]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(lease_events(&c, "Bound").await.len(), 1, "one Bound event");
+    assert!(lease_events(&c, "Released").await.is_empty());
+    assert!(env.sandbox.faults_fired()[0] >= 1, "the watch lagged");
+    // The pool's revenue is the sum of what its leases were charged: no span of the ledger counted twice.
+    let pools: Api<TenantPool> = Api::all(c.clone());
+    let last = std::sync::Mutex::new((0.0, 0.0));
+    let agreed = tokio::time::timeout(
+        Duration::from_secs(10),
+        eventually(3600, "revenue to match the ledger", || async {
+            let revenue = pools.get(POOL).await.ok()?.status?.revenue;
+            let cost = lease(&c, "job").await.status?.cost;
+            *last.lock().unwrap() = (revenue, cost);
+            (cost > 0.0 && (revenue - cost).abs() < 1e-9).then_some(())
+        }),
+    )
+    .await;
+    assert!(
+        agreed.is_ok(),
+        "pool revenue and lease cost: {:?}",
+        last.lock().unwrap()
+    );
     run.stop().await;
 }
 

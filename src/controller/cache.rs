@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 use super::pods::{PodCache, PodWriter};
 use super::slim::CachedPod;
+use super::written::Written;
 use crate::api::{GpuLease, TenantPool};
 
 /// The stores the controller reads.
@@ -30,6 +31,9 @@ pub struct Caches {
     pub pools: Store<TenantPool>,
     pub leases: Store<GpuLease>,
     pub namespaces: Store<Namespace>,
+    /// Node and lease writes of sublet's that the caches do not show yet.
+    written_nodes: Written<Node>,
+    written_leases: Written<GpuLease>,
     /// Signalled on every change to any of them.
     pub changed: Arc<Notify>,
     /// How many reflectors have listed once.
@@ -43,6 +47,8 @@ impl Caches {
     pub fn start(client: &Client) -> Self {
         let changed = Arc::new(Notify::new());
         let synced = Arc::new(AtomicUsize::new(0));
+        let written_nodes = Written::default();
+        let written_leases = Written::default();
         let (nodes, w) = reflector::store();
         spawn(
             watch(
@@ -54,6 +60,7 @@ impl Caches {
             &changed,
             &synced,
             node_fingerprint,
+            Some(written_nodes.clone()),
         );
         let pods = PodCache::default();
         // Finished pods hold no GPU and no place on a node.
@@ -73,6 +80,7 @@ impl Caches {
             &changed,
             &synced,
             pool_fingerprint,
+            None,
         );
         let (leases, w) = reflector::store();
         spawn(
@@ -85,6 +93,7 @@ impl Caches {
             &changed,
             &synced,
             lease_fingerprint,
+            Some(written_leases.clone()),
         );
         let (namespaces, w) = reflector::store();
         let ns = Api::<Namespace>::all(client.clone());
@@ -93,6 +102,7 @@ impl Caches {
             &changed,
             &synced,
             |ns: &Namespace| fingerprint(&ns.metadata.labels),
+            None,
         );
         Self {
             nodes,
@@ -100,9 +110,39 @@ impl Caches {
             pools,
             leases,
             namespaces,
+            written_nodes,
+            written_leases,
             changed,
             synced,
         }
+    }
+
+    /// The cached nodes, with sublet's own writes the node watch has not delivered yet.
+    pub fn nodes_now(&self) -> Vec<Arc<Node>> {
+        self.written_nodes.overlay(self.nodes.state())
+    }
+
+    /// One cached node, or sublet's own later write of it.
+    pub fn node_now(&self, name: &str) -> Option<Arc<Node>> {
+        let cached = self.nodes.get(&reflector::ObjectRef::new(name))?;
+        Some(self.written_nodes.latest(cached))
+    }
+
+    /// The cached leases, with sublet's own status writes the lease watch has not delivered yet.
+    pub fn leases_now(&self) -> Vec<Arc<GpuLease>> {
+        self.written_leases.overlay(self.leases.state())
+    }
+
+    /// A node as a write of sublet's returned it.
+    pub fn wrote_node(&self, mut node: Node) {
+        trim_node(&mut node);
+        self.written_nodes.record(node);
+    }
+
+    /// A lease as a status write of sublet's returned it.
+    pub fn wrote_lease(&self, mut lease: GpuLease) {
+        trim_meta(&mut lease);
+        self.written_leases.record(lease);
     }
 
     /// Whether every reflector has listed once.
@@ -150,14 +190,16 @@ where
 
 /// Runs a reflector's stream, waking the passes only when an object changed in what a plan reads: its
 /// `fingerprint` (a hash of those fields) differs from the one last seen, or it came or went. The echo
-/// of sublet's own status writes, and node heartbeats, wake nothing.
+/// of sublet's own status writes, and node heartbeats, wake nothing. `written` learns which versions the
+/// cache holds.
 fn spawn<K>(
     stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     changed: &Arc<Notify>,
     synced: &Arc<AtomicUsize>,
     fingerprint: fn(&K) -> u64,
+    written: Option<Written<K>>,
 ) where
-    K: Resource + Send + 'static,
+    K: Resource + Send + Sync + 'static,
 {
     let changed = changed.clone();
     let synced = synced.clone();
@@ -175,19 +217,33 @@ fn spawn<K>(
         while let Some(event) = stream.next().await {
             let wake = match event {
                 Ok(watcher::Event::Apply(obj)) => {
+                    if let Some(w) = &written {
+                        w.applied(&obj);
+                    }
                     let print = fingerprint(&obj);
                     seen.insert(key(&obj), print) != Some(print)
                 }
-                Ok(watcher::Event::Delete(obj)) => seen.remove(&key(&obj)).is_some(),
+                Ok(watcher::Event::Delete(obj)) => {
+                    if let Some(w) = &written {
+                        w.deleted(&obj);
+                    }
+                    seen.remove(&key(&obj)).is_some()
+                }
                 Ok(watcher::Event::Init) => {
                     relist.clear();
                     false
                 }
                 Ok(watcher::Event::InitApply(obj)) => {
+                    if let Some(w) = &written {
+                        w.applied(&obj);
+                    }
                     relist.insert(key(&obj), fingerprint(&obj));
                     false
                 }
                 Ok(watcher::Event::InitDone) => {
+                    if let Some(w) = &written {
+                        w.relisted();
+                    }
                     seen = std::mem::take(&mut relist);
                     if !listed {
                         listed = true;

@@ -108,8 +108,9 @@ pub async fn execute(ctx: &Context, pool: &str, steps: &[Step], now: Timestamp) 
                 ..
             } => evict(ctx, pool, namespace, name, *deadline, now).await,
         };
-        if let Err(err) = &result {
-            tracing::warn!(pool, action = ?step.action, %err, "step failed");
+        match &result {
+            Ok(done) => tracing::debug!(pool, action = ?step.action, reason = %step.reason, ?done, "step done"),
+            Err(err) => tracing::warn!(pool, action = ?step.action, %err, "step failed"),
         }
         out.push(Outcome {
             step: step.clone(),
@@ -253,11 +254,15 @@ where
     F: Fn(&Node) -> Change,
 {
     let api: Api<Node> = Api::all(ctx.client.clone());
-    let mut cached = ctx.caches.nodes.get(&kube::runtime::reflector::ObjectRef::new(name));
+    let mut cached = ctx.caches.node_now(name);
     for _ in 0..CONFLICT_RETRIES {
         let (node, from_cache) = match cached.take() {
             Some(node) => (node, true),
-            None => (std::sync::Arc::new(timed(api.get(name)).await?), false),
+            None => {
+                let node = timed(api.get(name)).await?;
+                ctx.caches.wrote_node(node.clone());
+                (std::sync::Arc::new(node), false)
+            }
         };
         let (set, taints) = match change(&node) {
             Change::Write(set, taints) => (set, taints),
@@ -284,7 +289,8 @@ where
             "spec": {"taints": if taints.is_empty() { Value::Null } else { serde_json::to_value(&taints)? }},
         });
         match timed(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))).await {
-            Ok(_) => {
+            Ok(written) => {
+                ctx.caches.wrote_node(written);
                 ctx.metrics.write("node", true);
                 return Ok(Done::Written);
             }

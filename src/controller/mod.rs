@@ -3,7 +3,8 @@
 //! One pass per pool, always in this order:
 //!
 //! ```text
-//!   observe  cache.rs + pods.rs      reflector stores (nodes, pools, leases, namespaces), the pod cache
+//!   observe  cache.rs + pods.rs      reflector stores (nodes, pools, leases, namespaces), the pod cache,
+//!            + written.rs            sublet's own node and lease writes the watches have not delivered yet
 //!            + observe.rs            → Snapshot
 //!            crate::signals          + utilization and Kueue/PromQL demand, fetched once per pass (bounded)
 //!   plan     crate::policy::plan     Snapshot → Plan (pure)
@@ -27,6 +28,7 @@ mod pods;
 mod report;
 mod slim;
 mod status;
+mod written;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -199,8 +201,8 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     let now = Timestamp::now();
     let caches = &ctx.caches;
     let world = World {
-        nodes: caches.nodes.state(),
-        leases: caches.leases.state(),
+        nodes: caches.nodes_now(),
+        leases: caches.leases_now(),
         namespaces: caches.namespaces.state(),
     };
     let readings = ctx.signals.fetch(&pool, now).await;

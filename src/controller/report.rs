@@ -264,10 +264,16 @@ async fn write_lease_status<'a>(ctx: &Context, w: LeaseWrite<'a>) -> (LeaseWrite
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let r = super::timed(api.patch_status(w.name, &params, &Patch::Apply(&body))).await;
     ctx.metrics.write("lease_status", r.is_ok());
-    if let Err(err) = &r {
-        tracing::warn!(lease = %format!("{}/{}", w.namespace, w.name), %err, "lease status write failed");
+    match r {
+        Ok(lease) => {
+            ctx.caches.wrote_lease(lease);
+            (w, true)
+        }
+        Err(err) => {
+            tracing::warn!(lease = %format!("{}/{}", w.namespace, w.name), %err, "lease status write failed");
+            (w, false)
+        }
     }
-    (w, r.is_ok())
 }
 
 /// A lease's status after `report`, its ledger as it was (the caller accounts it).

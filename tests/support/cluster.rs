@@ -22,6 +22,13 @@ pub const MODEL: &str = "NVIDIA-A100-SXM4-80GB";
 
 /// A sandbox with the CRDs applied and namespaces `ml` (internal) and `acme` (a tenant).
 pub async fn env(config: SandboxConfig) -> Env {
+    // SUBLET_LOG=debug shows the controller's and the sandbox's logs with a test's output.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("SUBLET_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
     let sandbox = Sandbox::start(config).await.expect("sandbox starts");
     let client = sandbox.client().await.expect("client");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
