@@ -54,21 +54,13 @@ async fn lease_events(client: &Client, reason: &str) -> Vec<Event> {
 
 /// Waits for the lease to be bound and returns its node; a timeout shows the status last seen.
 async fn bound_node(client: &Client, name: &str) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let status = lease(client, name).await.status;
-        if let Some(s) = &status
-            && s.phase == LeasePhase::Bound
-            && s.nodes.len() == 1
-        {
-            return s.nodes[0].clone();
+    eventually_seen(20, "the lease to be bound", || async {
+        match lease(client, name).await.status {
+            Some(s) if s.phase == LeasePhase::Bound && s.nodes.len() == 1 => Ok(s.nodes[0].clone()),
+            status => Err(format!("{status:?}")),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for the lease to be bound; its status: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// A lease `acme/job` of 8 GPUs, bound, with the tenant's pod running on its node; returns the node.
@@ -401,22 +393,15 @@ async fn one_binding_and_one_ledger_while_a_watch_lags(resource: &str) {
     assert!(env.sandbox.faults_fired()[0] >= 1, "the watch lagged");
     // The pool's revenue is the sum of what its leases were charged: no span of the ledger counted twice.
     let pools: Api<TenantPool> = Api::all(c.clone());
-    let last = std::sync::Mutex::new((0.0, 0.0));
-    let agreed = tokio::time::timeout(
-        Duration::from_secs(10),
-        eventually(3600, "revenue to match the ledger", || async {
-            let revenue = pools.get(POOL).await.ok()?.status?.revenue;
-            let cost = lease(&c, "job").await.status?.cost;
-            *last.lock().unwrap() = (revenue, cost);
-            (cost > 0.0 && (revenue - cost).abs() < 1e-9).then_some(())
-        }),
-    )
+    eventually_seen(10, "pool revenue to match the lease's cost", || async {
+        let revenue = pools.get(POOL).await.ok().and_then(|p| p.status).map(|s| s.revenue);
+        let cost = lease(&c, "job").await.status.map(|s| s.cost);
+        match (revenue, cost) {
+            (Some(r), Some(c)) if c > 0.0 && (r - c).abs() < 1e-9 => Ok(()),
+            seen => Err(format!("(revenue, cost) {seen:?}")),
+        }
+    })
     .await;
-    assert!(
-        agreed.is_ok(),
-        "pool revenue and lease cost: {:?}",
-        last.lock().unwrap()
-    );
     run.stop().await;
 }
 

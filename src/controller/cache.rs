@@ -133,7 +133,7 @@ impl Caches {
         self.written_leases.overlay(self.leases.state())
     }
 
-    /// A node as a write of sublet's returned it.
+    /// A node as the API returned it to a write (or a read after a conflict) of sublet's.
     pub fn wrote_node(&self, mut node: Node) {
         trim_node(&mut node);
         self.written_nodes.record(node);

@@ -99,7 +99,8 @@ impl<K: Resource> Inner<K> {
 
 impl<K: Resource> Written<K> {
     fn lock(&self) -> MutexGuard<'_, Inner<K>> {
-        // The map stays consistent even if a holder panicked: every change is a single insert or remove.
+        // A holder that panicked mid-change at worst kept a write too long or dropped it early; the watch and
+        // the expiry put either right.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -163,6 +163,26 @@ where
     }
 }
 
+/// Like [`eventually`], for a `check` that says what it saw when not yet satisfied; a timeout shows the last.
+pub async fn eventually_seen<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let seen = match check().await {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; last seen: {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub fn label<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
     node.metadata
         .labels
