@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sublet::sandbox::{Sandbox, SandboxConfig};
+use sublet_sandbox::{Sandbox, SandboxConfig};
 
 const NODES: usize = 5_000;
 const INTERNAL: usize = 4_000;

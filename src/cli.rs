@@ -33,13 +33,23 @@ pub enum Command {
     /// Runs sublet end to end on this machine, no cluster needed: a sandbox API server with simulated GPU
     /// nodes, internal work from a trace (or a synthetic day), tenants leasing nodes, and the real
     /// controller; writes a kubeconfig for kubectl, shows a live view, and ends with a summary.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
+    /// Not in this build (see `NOT_BUILT`).
+    #[cfg(not(feature = "demo"))]
+    #[command(hide = true, disable_help_flag = true)]
+    Demo(NotBuilt),
     /// Runs the operator against a Kubernetes API server: lends idle GPU nodes, binds leases, gives notice,
     /// evicts at the deadline and returns nodes, for every TenantPool.
     Run(RunArgs),
     /// Serves a Kubernetes API for tests and demos on a loopback port until interrupted, and writes a
     /// kubeconfig that points kubectl at it.
+    #[cfg(feature = "demo")]
     Sandbox(SandboxArgs),
+    /// Not in this build (see `NOT_BUILT`).
+    #[cfg(not(feature = "demo"))]
+    #[command(hide = true, disable_help_flag = true)]
+    Sandbox(NotBuilt),
     /// Replays a trace of internal demand through the planner, next to an oracle and baselines, and reports
     /// harvest, the delay lending adds to internal work, notices, evictions and revenue.
     Simulate(SimulateArgs),
@@ -74,7 +84,23 @@ pub struct RunArgs {
     pub tick: f64,
 }
 
+/// What `sublet demo` and `sublet sandbox` answer in a build without the `demo` feature (the operator image).
+#[cfg(not(feature = "demo"))]
+pub const NOT_BUILT: &str = "this build of sublet has no demo: `sublet demo` and `sublet sandbox` need the \
+    `demo` feature, which the operator image leaves out (it ships no API server); build with the default \
+    features to get them, e.g. `cargo run --release -- demo`";
+
+/// The arguments of a command this build does not have, taken whole so that any of them gets `NOT_BUILT`
+/// instead of a parse error.
+#[cfg(not(feature = "demo"))]
+#[derive(clap::Args, Debug)]
+pub struct NotBuilt {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<String>,
+}
+
 /// Arguments of `sublet sandbox`.
+#[cfg(feature = "demo")]
 #[derive(clap::Args, Debug)]
 pub struct SandboxArgs {
     /// The address to listen on; port 0 picks a free port, which the kubeconfig then names.
@@ -137,6 +163,7 @@ pub struct CrdArgs {
 }
 
 /// Arguments of `sublet demo`.
+#[cfg(feature = "demo")]
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
     /// GPU nodes in the simulated cluster (split over `--models`).
@@ -191,4 +218,37 @@ pub struct DemoArgs {
     /// Reads the DCGM exporter directly even when a Prometheus server is installed.
     #[arg(long)]
     pub no_prometheus: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[cfg(feature = "demo")]
+    #[test]
+    fn demo_and_sandbox_are_commands() {
+        let cli = Cli::try_parse_from(["sublet", "demo", "--nodes", "4"]).expect("demo parses");
+        assert!(matches!(cli.command, Command::Demo(DemoArgs { nodes: 4, .. })));
+        let cli = Cli::try_parse_from(["sublet", "sandbox", "--kubeconfig", "k"]).expect("sandbox parses");
+        assert!(matches!(cli.command, Command::Sandbox(SandboxArgs { rbac: false, .. })));
+    }
+
+    /// Without the `demo` feature both commands still parse, whatever follows them, so that `main` can say
+    /// that this build has none instead of calling them unknown.
+    #[cfg(not(feature = "demo"))]
+    #[test]
+    fn demo_and_sandbox_are_taken_whole_without_the_feature() {
+        for (command, rest) in [("demo", vec!["--nodes", "4"]), ("sandbox", vec!["--help"])] {
+            let args = ["sublet", command].into_iter().chain(rest.iter().copied());
+            let cli = Cli::try_parse_from(args).expect("parses");
+            let taken = match cli.command {
+                Command::Demo(NotBuilt { args }) | Command::Sandbox(NotBuilt { args }) => args,
+                other => panic!("{command} parsed as {other:?}"),
+            };
+            assert_eq!(taken, rest);
+        }
+        assert!(NOT_BUILT.contains("no demo") && NOT_BUILT.contains("`demo` feature"));
+    }
 }

@@ -5,9 +5,9 @@
 //!   api      the custom resources (TenantPool, GpuLease) and the sublet.dev/ keys on nodes and pods
 //!   crd      the CustomResourceDefinitions generated from `api`
 //!   demo     `sublet demo`: the controller against the sandbox with a simulated cluster and workload
+//!            (only with the `demo` feature, which brings in the sandbox API server, crates/sandbox)
 //!   cli      the `sublet` command line
 //!   policy   the pure lending planner: Snapshot -> plan() -> Plan
-//!   sandbox  the embedded Kubernetes API server for tests and demos
 //!   signals  GPU utilization (Prometheus, DCGM) and internal demand (Kueue, PromQL) for each pass
 //!   simulate replays demand traces through the planner, an oracle and baselines
 //! ```
@@ -17,8 +17,8 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod policy;
-pub mod sandbox;
 pub mod signals;
 pub mod simulate;

@@ -4,7 +4,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use sublet::cli::{Cli, Command, CrdArgs, DemoArgs, LogFormat, RunArgs, SandboxArgs, SimulateArgs};
+#[cfg(not(feature = "demo"))]
+use sublet::cli::NOT_BUILT;
+use sublet::cli::{Cli, Command, CrdArgs, LogFormat, RunArgs, SimulateArgs};
+#[cfg(feature = "demo")]
+use sublet::cli::{DemoArgs, SandboxArgs};
 
 /// mimalloc: a pass builds and drops tens of thousands of small objects, which it allocates at about twice
 /// the speed of the system allocator (`cargo bench --bench observe`).
@@ -31,13 +35,21 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Crd(args) => crd(args),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => runtime()?.block_on(demo(args)),
-        Command::Run(args) => runtime()?.block_on(run_controller(args)),
+        #[cfg(feature = "demo")]
         Command::Sandbox(args) => sandbox(args),
+        #[cfg(not(feature = "demo"))]
+        Command::Demo(_) | Command::Sandbox(_) => {
+            eprintln!("error: {NOT_BUILT}");
+            Ok(ExitCode::from(2))
+        }
+        Command::Run(args) => runtime()?.block_on(run_controller(args)),
         Command::Simulate(args) => simulate(args),
     }
 }
 
+#[cfg(feature = "demo")]
 fn sandbox(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     let faults = match &args.faults {
         Some(path) => {
@@ -46,7 +58,7 @@ fn sandbox(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         }
         None => Default::default(),
     };
-    let config = sublet::sandbox::SandboxConfig {
+    let config = sublet_sandbox::SandboxConfig {
         listen: args.listen,
         rbac: args.rbac,
         faults,
@@ -54,7 +66,7 @@ fn sandbox(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let handle = sublet::sandbox::Sandbox::start(config).await?;
+        let handle = sublet_sandbox::Sandbox::start(config).await?;
         handle.write_kubeconfig(&args.kubeconfig)?;
         eprintln!(
             "sandbox API at {}; kubeconfig written to {}",
@@ -124,6 +136,7 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(feature = "demo")]
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal as _;
     use sublet::demo;

@@ -9,10 +9,10 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 
 use serde_json::{Value, json};
-use sublet::sandbox::rbac::{Attributes, UserInfo, forbidden_status};
-use sublet::sandbox::schema::{CrdSchema, invalid_status};
-use sublet::sandbox::table::{IncludeObject, builtin_table, crd_table};
-use sublet::sandbox::vap::{AdmissionRequest, admit_status};
+use sublet_sandbox::rbac::{Attributes, UserInfo, forbidden_status};
+use sublet_sandbox::schema::{CrdSchema, invalid_status};
+use sublet_sandbox::table::{IncludeObject, builtin_table, crd_table};
+use sublet_sandbox::vap::{AdmissionRequest, admit_status};
 
 fn ago(minutes: i64) -> String {
     (jiff::Timestamp::now() - jiff::SignedDuration::from_mins(minutes)).to_string()

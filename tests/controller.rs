@@ -12,7 +12,7 @@ use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client};
 use serde_json::json;
 use sublet::api::{GpuLease, LeasePhase, TenantPool};
-use sublet::sandbox::SandboxConfig;
+use sublet_sandbox::SandboxConfig;
 use support::cluster::*;
 
 const POOL: &str = "a100";
@@ -348,7 +348,7 @@ async fn a_lagging_lease_watch_counts_no_revenue_twice() {
 }
 
 async fn one_binding_and_one_ledger_while_a_watch_lags(resource: &str) {
-    use sublet::sandbox::{FaultAction, FaultConfig, FaultRule};
+    use sublet_sandbox::{FaultAction, FaultConfig, FaultRule};
     let env = env(SandboxConfig::default()).await;
     let c = env.client.clone();
     gpu_node(&c, "gpu-1", 8).await;
@@ -461,7 +461,7 @@ async fn two_replicas_only_the_leader_writes_and_the_other_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn converges_through_conflicts_throttling_errors_and_cut_watches() {
-    use sublet::sandbox::{FaultAction, FaultConfig, FaultRule};
+    use sublet_sandbox::{FaultAction, FaultConfig, FaultRule};
     let rule = |verbs: &[&str], resources: &[&str], share: f64, action: FaultAction| FaultRule {
         verbs: verbs.iter().map(|s| s.to_string()).collect(),
         resources: resources.iter().map(|s| s.to_string()).collect(),

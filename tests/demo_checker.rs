@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sublet::demo::{NodeGroup, SimClock, cluster, summary::Checker};
-use sublet::sandbox::{DeleteOpts, LocalApi, PatchKind, Sandbox, SandboxConfig};
+use sublet_sandbox::{DeleteOpts, LocalApi, PatchKind, Sandbox, SandboxConfig};
 
 fn pod(name: &str, annotations: Value) -> Value {
     json!({"metadata": {"name": name, "annotations": annotations},

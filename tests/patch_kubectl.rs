@@ -8,7 +8,7 @@ use std::process::Command;
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use sublet::sandbox::patch::{MergeSchema, PatchError, json_patch, merge_patch, strategic_merge_patch};
+use sublet_sandbox::patch::{MergeSchema, PatchError, json_patch, merge_patch, strategic_merge_patch};
 
 /// kubectl's result: the patched object, or its error text without the `error: ` prefix.
 fn kubectl_patch(doc: &Value, kind: &str, patch: &Value) -> Result<Value, String> {

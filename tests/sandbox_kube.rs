@@ -12,7 +12,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use serde_json::json;
-use sublet::sandbox::{FaultAction, FaultConfig, FaultRule, Sandbox, SandboxConfig, SandboxHandle};
+use sublet_sandbox::{FaultAction, FaultConfig, FaultRule, Sandbox, SandboxConfig, SandboxHandle};
 
 async fn start(config: SandboxConfig) -> (SandboxHandle, kube::Client) {
     let handle = Sandbox::start(config).await.expect("sandbox starts");

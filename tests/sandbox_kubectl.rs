@@ -7,7 +7,7 @@ use std::io::{BufRead as _, BufReader};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use sublet::sandbox::{Caller, SandboxConfig};
+use sublet_sandbox::{Caller, SandboxConfig};
 use support::sandbox::{TestCluster, eventually, repo};
 
 const NODE: &str = r#"

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sublet::sandbox::{DeleteOpts, LocalApi, PatchKind, Sandbox, SandboxConfig, SandboxHandle};
+use sublet_sandbox::{DeleteOpts, LocalApi, PatchKind, Sandbox, SandboxConfig, SandboxHandle};
 
 fn pod(name: &str, node: Option<&str>) -> Value {
     let mut pod = json!({"metadata": {"name": name, "labels": {"app": "x"}},

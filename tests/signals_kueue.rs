@@ -10,7 +10,7 @@ use kube::{Api, Client};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sublet::api::{GpuLease, LeasePhase, TenantPool};
-use sublet::sandbox::SandboxConfig;
+use sublet_sandbox::SandboxConfig;
 use support::cluster::*;
 
 fn kueue(client: &Client, kind: &str, plural: &str, ns: &str) -> Api<DynamicObject> {

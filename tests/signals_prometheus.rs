@@ -16,9 +16,9 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use serde_json::json;
 use sublet::api::TenantPool;
-use sublet::sandbox::SandboxConfig;
-use sublet::sandbox::dcgm::{DcgmConfig, DcgmExporter};
 use sublet::signals::prometheus::Prometheus;
+use sublet_sandbox::SandboxConfig;
+use sublet_sandbox::dcgm::{DcgmConfig, DcgmExporter};
 use support::cluster::*;
 
 /// The prometheus binary: `SUBLET_PROMETHEUS`, then PATH, then /usr/bin/prometheus.

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use super::{CHECKPOINT_ANNOTATION, DemoError, GPU_RESOURCE, GROUP_LABEL, MODEL_LABEL, RUN_ANNOTATION, Rng, SimClock};
 use crate::api::keys::DEADLINE_ANNOTATION;
-use crate::sandbox::{DeleteOpts, LocalApi, PatchKind};
+use sublet_sandbox::{DeleteOpts, LocalApi, PatchKind};
 
 /// A group of identical GPU nodes; internal demand is per group.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -309,7 +309,7 @@ fn remove(local: &LocalApi, pod: &Value) {
 
 fn set_phase(local: &LocalApi, pod: &Value, phase: &str, reason: &str) {
     let (ns, name) = key(pod);
-    let now = crate::sandbox::meta::format_time(jiff::Timestamp::now());
+    let now = sublet_sandbox::meta::format_time(jiff::Timestamp::now());
     let mut status = json!({"phase": phase, "reason": reason});
     if phase == "Running" {
         status["startTime"] = json!(now);

@@ -29,8 +29,8 @@ use jiff::Timestamp;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::sandbox::{LocalApi, Sandbox, SandboxConfig};
 pub use cluster::{NodeGroup, NodeSpec};
+use sublet_sandbox::{LocalApi, Sandbox, SandboxConfig};
 pub use summary::Summary;
 
 /// The namespace internal work runs in.
@@ -51,7 +51,7 @@ pub const MODEL_LABEL: &str = "nvidia.com/gpu.product";
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error(transparent)]
-    Sandbox(#[from] crate::sandbox::SandboxError),
+    Sandbox(#[from] sublet_sandbox::SandboxError),
     #[error("sandbox API: {0}")]
     Api(String),
     #[error("invalid demo setup: {0}")]
@@ -60,8 +60,8 @@ pub enum DemoError {
     Input { path: String, message: String },
 }
 
-impl From<crate::sandbox::ApiError> for DemoError {
-    fn from(e: crate::sandbox::ApiError) -> Self {
+impl From<sublet_sandbox::ApiError> for DemoError {
+    fn from(e: sublet_sandbox::ApiError) -> Self {
         DemoError::Api(format!("{e:?}"))
     }
 }
@@ -246,7 +246,7 @@ pub async fn run(
     let loads = prom::Loads::default();
     let exporter = Arc::new(
         sandbox
-            .start_dcgm_exporter(crate::sandbox::dcgm::DcgmConfig::default())
+            .start_dcgm_exporter(sublet_sandbox::dcgm::DcgmConfig::default())
             .await?,
     );
     let publish = {

@@ -26,8 +26,8 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::{GROUP_LABEL, MODEL_LABEL, SimClock, cluster};
 use crate::api::keys::{DEADLINE_ANNOTATION, LEASE_LABEL, LEASE_TAINT, STATE_LABEL, TENANT_NAMESPACE_LABEL};
-use crate::sandbox::LocalApi;
-use crate::sandbox::store::{Event, EventType};
+use sublet_sandbox::LocalApi;
+use sublet_sandbox::store::{Event, EventType};
 
 #[derive(Clone, Debug, Default)]
 pub struct NodeInfo {

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::{CHECKPOINT_ANNOTATION, GPU_RESOURCE, RUN_ANNOTATION, Rng, SimClock};
-use crate::sandbox::{DeleteOpts, LocalApi};
+use sublet_sandbox::{DeleteOpts, LocalApi};
 
 const NAMES: [&str; 6] = ["acme", "globex", "initech", "umbrella", "hooli", "stark"];
 

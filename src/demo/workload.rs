@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use super::cluster::{NodeGroup, finished, pod_gpus};
 use super::{DemoError, GPU_RESOURCE, GROUP_LABEL, INTERNAL_NAMESPACE, RUN_ANNOTATION, Rng, SimClock};
-use crate::sandbox::LocalApi;
+use sublet_sandbox::LocalApi;
 
 /// GPUs wanted per group, one row per step.
 #[derive(Clone, Debug)]

@@ -85,7 +85,8 @@ fn deploy_is_the_chart_rendered_with_default_values() {
 }
 
 /// The Dockerfile builds the image the chart runs: the binary as the entrypoint, the uid the chart's
-/// securityContext names, a builder new enough for the crate, a distroless runtime.
+/// securityContext names, a builder new enough for the crate, a distroless runtime, and no `demo` feature (so
+/// no sandbox API server) in the binary.
 #[test]
 fn the_dockerfile_matches_the_chart() {
     let dockerfile = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
@@ -114,6 +115,14 @@ fn the_dockerfile_matches_the_chart() {
     assert!(dockerfile.contains(&format!("USER {uid}:{uid}")), "USER is not {uid}");
     assert!(dockerfile.contains(&format!("EXPOSE {}", values["metricsPort"])));
     assert!(dockerfile.contains(r#"ENTRYPOINT ["/usr/local/bin/sublet"]"#));
+    let builds: Vec<&str> = dockerfile.lines().filter(|l| l.contains("cargo build")).collect();
+    assert!(!builds.is_empty(), "no cargo build in the Dockerfile");
+    for build in builds {
+        assert!(
+            build.contains("-p sublet") && build.contains("--no-default-features"),
+            "the image's build must leave out the demo: {build}"
+        );
+    }
     assert_eq!(
         pod["containers"][0]["args"][0], "run",
         "the chart passes the subcommand"

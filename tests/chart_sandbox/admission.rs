@@ -1,7 +1,7 @@
 //! The tenant-isolation ValidatingAdmissionPolicy, evaluated by the sandbox, against allowed and escaping pods.
 
 use serde_json::{Value, json};
-use sublet::sandbox::SandboxConfig;
+use sublet_sandbox::SandboxConfig;
 
 use super::support::sandbox::TestCluster;
 use super::{deploy_yaml, pod};

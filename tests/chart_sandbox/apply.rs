@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use serde_json::{Value, json};
-use sublet::sandbox::SandboxConfig;
+use sublet_sandbox::SandboxConfig;
 
 use super::support;
 use super::support::sandbox::TestCluster;

@@ -11,7 +11,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use sublet::api::{GpuLease, LeasePhase, TenantPool};
-use sublet::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
+use sublet_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
 
 use super::deploy_yaml;
 use super::support;
@@ -64,7 +64,7 @@ async fn install(sandbox: &SandboxHandle, dir: &Path) -> Client {
     let sa_kubeconfig = dir.join("sublet.kubeconfig");
     std::fs::write(
         &sa_kubeconfig,
-        sublet::sandbox::kubeconfig::render(&sandbox.url(), token.trim()),
+        sublet_sandbox::kubeconfig::render(&sandbox.url(), token.trim()),
     )
     .unwrap();
     sublet::controller::client(&sublet::controller::Connect {

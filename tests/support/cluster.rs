@@ -9,7 +9,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use sublet::api::{GpuLease, TenantPool};
-use sublet::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
+use sublet_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sublet::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
+use sublet_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
 
 pub struct TestCluster {
     pub handle: Option<SandboxHandle>,

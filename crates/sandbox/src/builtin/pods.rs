@@ -1,0 +1,125 @@
+//! Pods: the status a new pod starts with, what may not change, and graceful deletion.
+
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::meta;
+
+pub(crate) fn prepare_create(obj: &mut Value) -> Result<(), ApiError> {
+    let name = meta::str_at(obj, &["metadata", "name"]).unwrap_or("").to_string();
+    let containers = obj["spec"]["containers"].as_array().map(Vec::len).unwrap_or(0);
+    if containers == 0 {
+        return Err(ApiError::invalid(
+            "Pod",
+            "",
+            &name,
+            "spec.containers",
+            "FieldValueRequired",
+            "Required value",
+        ));
+    }
+    if !obj["spec"]["terminationGracePeriodSeconds"].is_i64() {
+        obj["spec"]["terminationGracePeriodSeconds"] = json!(30);
+    }
+    // A new pod's status is the server's: Pending until a kubelet reports.
+    obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
+    Ok(())
+}
+
+fn qos_class(pod: &Value) -> &'static str {
+    let containers = pod["spec"]["containers"].as_array().cloned().unwrap_or_default();
+    let has_any = containers.iter().any(|c| {
+        c["resources"]["requests"].as_object().is_some_and(|m| !m.is_empty())
+            || c["resources"]["limits"].as_object().is_some_and(|m| !m.is_empty())
+    });
+    if !has_any {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        let limits = &c["resources"]["limits"];
+        let requests = &c["resources"]["requests"];
+        ["cpu", "memory"]
+            .iter()
+            .all(|r| limits[r].is_string() && (requests[r].is_null() || requests[r] == limits[r]))
+    });
+    if guaranteed { "Guaranteed" } else { "Burstable" }
+}
+
+pub(crate) fn validate_update(old: &Value, new: &mut Value) -> Result<(), ApiError> {
+    let name = meta::str_at(old, &["metadata", "name"]).unwrap_or("");
+    let old_node = old["spec"]["nodeName"].as_str().unwrap_or("");
+    let new_node = new["spec"]["nodeName"].as_str().unwrap_or("");
+    if old_node != new_node && !old_node.is_empty() {
+        return Err(ApiError::invalid(
+            "Pod",
+            "",
+            name,
+            "spec",
+            "FieldValueForbidden",
+            "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+        ));
+    }
+    if old_node.is_empty() && !new_node.is_empty() && old["spec"]["nodeName"] != new["spec"]["nodeName"] {
+        // Binding through an update is what the binding subresource exists for; the real server forbids it too.
+        return Err(ApiError::invalid(
+            "Pod",
+            "",
+            name,
+            "spec",
+            "FieldValueForbidden",
+            "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+        ));
+    }
+    Ok(())
+}
+
+/// Bound, running pods get a grace period; unbound and finished pods go at once.
+pub(crate) fn grace_period(pod: &Value, asked: Option<i64>) -> Option<i64> {
+    let bound = pod["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+    let finished = matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+    if !bound || finished {
+        return None;
+    }
+    let seconds = asked.unwrap_or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30));
+    if seconds <= 0 { None } else { Some(seconds) }
+}
+
+pub(crate) fn grace_over(pod: &Value) -> bool {
+    match meta::str_at(pod, &["metadata", "deletionTimestamp"]).and_then(meta::parse_time) {
+        Some(at) => at <= jiff::Timestamp::now(),
+        None => true,
+    }
+}
+
+/// The pod bound to a node by a `pods/binding` create.
+pub(crate) fn bind(pod: &Value, binding: &Value) -> Result<Value, ApiError> {
+    let name = meta::str_at(pod, &["metadata", "name"]).unwrap_or("");
+    let node = binding["target"]["name"].as_str().unwrap_or("");
+    if node.is_empty() {
+        return Err(ApiError::invalid(
+            "Binding",
+            "",
+            name,
+            "target.name",
+            "FieldValueRequired",
+            "Required value",
+        ));
+    }
+    if pod["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()) {
+        return Err(ApiError::Conflict {
+            gr: crate::error::GroupResource::new("", "pods"),
+            name: name.to_string(),
+            reason: format!(
+                "pod {name} is already assigned to node \"{}\"",
+                pod["spec"]["nodeName"].as_str().unwrap_or("")
+            ),
+        });
+    }
+    let mut new = pod.clone();
+    new["spec"]["nodeName"] = json!(node);
+    let conditions = new["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+    conditions.push(json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": meta::now()}));
+    new["status"]["conditions"] = json!(conditions);
+    Ok(new)
+}
