@@ -15,7 +15,7 @@
 //! (415 Unsupported Media Type); that check is the caller's.
 //!
 //! JSON, merge and strategic merge patches are checked against `kubectl patch --local`, which runs the same
-//! Go libraries as the API server (tests/patch_kubectl.rs).
+//! Go libraries as the API server (tests/offline/patch_kubectl.rs).
 
 mod json_patch;
 pub(crate) mod managed;

@@ -15,7 +15,7 @@
 //!     server's other items just before the first patch item the server had after it.
 //! ```
 //!
-//! Results are checked against `kubectl patch --local` (tests/patch_kubectl.rs), which runs the Go library
+//! Results are checked against `kubectl patch --local` (tests/offline/patch_kubectl.rs), which runs the Go library
 //! the API server uses. Content the patch adds is stored as the server stores it after decoding into the
 //! kind's Go structs: without `null` fields and `$` keys. Matching indexes each list once, so a patch costs
 //! time linear in the list lengths.

@@ -1,8 +1,7 @@
 //! Kueue Workloads as internal demand: `sublet run` against the sandbox with Kueue's kinds applied from a
 //! fixture; waiting Workloads in the pool's ClusterQueues take lent nodes back, admitted ones do not.
 
-mod support;
-
+use crate::support::cluster::*;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
@@ -11,7 +10,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sublet::api::{GpuLease, LeasePhase, TenantPool};
 use sublet_sandbox::SandboxConfig;
-use support::cluster::*;
 
 fn kueue(client: &Client, kind: &str, plural: &str, ns: &str) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("kueue.x-k8s.io", "v1beta1", kind);

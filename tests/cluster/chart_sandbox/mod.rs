@@ -7,9 +7,6 @@
 //!                 chart's ServiceAccount, through its whole life cycle; unneeded writes refused
 //! ```
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod admission;
 mod apply;
 mod rbac;

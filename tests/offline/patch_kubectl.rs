@@ -2,8 +2,6 @@
 //! strategic merge patches offline with the same Go libraries and struct metadata as the API server, so
 //! every case here must give the same object (or fail alike).
 
-mod support;
-
 use std::process::Command;
 
 use proptest::prelude::*;
@@ -15,7 +13,7 @@ fn kubectl_patch(doc: &Value, kind: &str, patch: &Value) -> Result<Value, String
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("obj.json");
     std::fs::write(&file, doc.to_string()).expect("write object");
-    let out = Command::new(support::tool("kubectl"))
+    let out = Command::new(crate::support::tool("kubectl"))
         .args(["patch", "--local", "-o", "json", "--type", kind, "-f"])
         .arg(&file)
         .args(["-p", &patch.to_string()])

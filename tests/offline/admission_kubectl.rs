@@ -2,8 +2,6 @@
 //! Forbidden. A minimal HTTP responder serves legacy discovery and fixed answers, so that only the bodies
 //! built by the admission modules are under test.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
@@ -258,7 +256,7 @@ fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     });
     let dir = tempfile::tempdir().expect("temp dir");
     let server = format!("http://{addr}");
-    let mut cmd = Command::new(support::tool("kubectl"));
+    let mut cmd = Command::new(crate::support::tool("kubectl"));
     cmd.args(["--server", &server, "--cache-dir"])
         .arg(dir.path())
         .args(args)

@@ -5,9 +5,8 @@ use std::path::Path;
 use serde_json::{Value, json};
 use sublet_sandbox::SandboxConfig;
 
-use super::support;
-use super::support::sandbox::TestCluster;
 use super::{deploy_yaml, pod};
+use crate::support::sandbox::TestCluster;
 
 #[test]
 fn the_rendered_chart_applies_server_side_and_again_without_conflict() {
@@ -149,7 +148,7 @@ fn the_chart_with_every_option_on_applies_server_side() {
     cluster.ok(&["create", "namespace", "sublet-system"]);
     let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/sublet");
     let helm_home = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(support::tool("helm"))
+    let out = std::process::Command::new(crate::support::tool("helm"))
         .args([
             "template",
             "sublet",

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use super::{chart, exported_series_in, find, one, parse, render, support};
+use super::{chart, exported_series_in, find, one, parse, render};
 
 #[test]
 fn the_dashboard_shows_what_the_issue_asks_with_metrics_the_controller_exports() {
@@ -56,7 +56,7 @@ fn deploy_is_the_chart_rendered_with_default_values() {
     let generated = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/generate"))
         .arg(out.path())
         .env("SUBLET_BIN", env!("CARGO_BIN_EXE_sublet"))
-        .env("SUBLET_HELM", support::tool("helm"))
+        .env("SUBLET_HELM", crate::support::tool("helm"))
         .env("HELM_CACHE_HOME", out.path().join(".helm"))
         .env("HELM_CONFIG_HOME", out.path().join(".helm"))
         .env("HELM_DATA_HOME", out.path().join(".helm"))

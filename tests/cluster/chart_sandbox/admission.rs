@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 use sublet_sandbox::SandboxConfig;
 
-use super::support::sandbox::TestCluster;
 use super::{deploy_yaml, pod};
+use crate::support::sandbox::TestCluster;
 
 fn own_lease() -> Value {
     json!({

@@ -5,12 +5,11 @@
 //! Each test starts its own Prometheus on a free loopback port with a temporary TSDB and kills it at the end.
 //! Without a `prometheus` binary the tests are skipped, except in CI (`CI=true`), where they fail.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::cluster::*;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::ListParams;
 use kube::{Api, Client};
@@ -19,7 +18,6 @@ use sublet::api::TenantPool;
 use sublet::signals::prometheus::Prometheus;
 use sublet_sandbox::SandboxConfig;
 use sublet_sandbox::dcgm::{DcgmConfig, DcgmExporter};
-use support::cluster::*;
 
 /// The prometheus binary: `SUBLET_PROMETHEUS`, then PATH, then /usr/bin/prometheus.
 fn prometheus_binary() -> Option<PathBuf> {

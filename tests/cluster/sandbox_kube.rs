@@ -1,8 +1,6 @@
 //! kube-rs against the sandbox API server: watchers and reflectors, optimistic concurrency, server-side
 //! apply, eviction and pagination behave as on a real cluster.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -14,13 +14,12 @@ use sublet::api::{GpuLease, LeasePhase, TenantPool};
 use sublet_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
 
 use super::deploy_yaml;
-use super::support;
-use super::support::cluster::{create_lease, create_pool, eventually, gpu_node, gpu_pod, label, taint_keys};
+use crate::support::cluster::{create_lease, create_pool, eventually, gpu_node, gpu_pod, label, taint_keys};
 
 /// `kubectl` with the sandbox's admin kubeconfig, off the async runtime.
 async fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str], stdin: Option<&str>) -> String {
     use tokio::io::AsyncWriteExt as _;
-    let mut child = tokio::process::Command::new(support::tool("kubectl"))
+    let mut child = tokio::process::Command::new(crate::support::tool("kubectl"))
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .env("HOME", home)

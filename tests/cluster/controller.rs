@@ -1,10 +1,9 @@
 //! `sublet run` against the sandbox API server, through HTTP only: the whole life cycle, restart safety,
 //! leader election, faults and Observe mode.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::cluster::*;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
@@ -13,7 +12,6 @@ use kube::{Api, Client};
 use serde_json::json;
 use sublet::api::{GpuLease, LeasePhase, TenantPool};
 use sublet_sandbox::SandboxConfig;
-use support::cluster::*;
 
 const POOL: &str = "a100";
 

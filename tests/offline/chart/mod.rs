@@ -7,9 +7,6 @@
 //!                 Dockerfile agree with the controller and the chart
 //! ```
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod generated;
 mod rbac;
 mod values;
@@ -25,7 +22,7 @@ pub fn chart() -> PathBuf {
 
 pub fn helm(args: &[&str]) -> std::process::Output {
     let home = tempfile::tempdir().unwrap();
-    Command::new(support::tool("helm"))
+    Command::new(crate::support::tool("helm"))
         .args(args)
         // helm keeps caches and plugins under these; each run gets its own.
         .env("HELM_CACHE_HOME", home.path().join("cache"))

@@ -1,14 +1,12 @@
 //! The real kubectl 1.35 against the sandbox API server: what kubectl does on a real cluster works here, with
 //! the same output and errors.
 
-mod support;
-
 use std::io::{BufRead as _, BufReader};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::support::sandbox::{TestCluster, eventually, repo};
 use sublet_sandbox::{Caller, SandboxConfig};
-use support::sandbox::{TestCluster, eventually, repo};
 
 const NODE: &str = r#"
 apiVersion: v1
@@ -586,7 +584,7 @@ subjects: [{kind: ServiceAccount, name: demo, namespace: default}]
 "#;
     std::fs::write(chart.join("templates/all.yaml"), templates).unwrap();
     let helm = |args: &[&str]| {
-        let out = std::process::Command::new(support::tool("helm"))
+        let out = std::process::Command::new(crate::support::tool("helm"))
             .args(args)
             .env("KUBECONFIG", &cluster.kubeconfig)
             .env("HOME", cluster.dir.path())

@@ -1,8 +1,6 @@
 //! `sublet demo` end to end: the real binary for a short run, the real kubectl against the kubeconfig it
 //! writes while it runs, and the JSON summary it leaves.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new(support::tool("kubectl"))
+    let out = Command::new(crate::support::tool("kubectl"))
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .env("HOME", home)

@@ -1,0 +1,16 @@
+//! The integration tests that run against an API server (the sandbox, in process or over HTTP): the
+//! controller's life cycle, the demo, the sandbox with the real kubectl and kube-rs, the signals with the real
+//! Prometheus, and the rendered chart applied in RBAC mode. One binary, so the crate is linked once for them all.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod chart_sandbox;
+mod controller;
+mod demo;
+mod demo_checker;
+mod sandbox_kube;
+mod sandbox_kubectl;
+mod sandbox_local;
+mod signals_kueue;
+mod signals_prometheus;
