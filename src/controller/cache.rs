@@ -18,8 +18,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::Notify;
 
+use super::cached_pod::CachedPod;
 use super::pods::{PodCache, PodWriter};
-use super::slim::CachedPod;
 use super::written::Written;
 use crate::api::{GpuLease, TenantPool};
 

@@ -6,7 +6,6 @@
 //! counted by kind and outcome; no write is made unless this replica leads.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
@@ -14,7 +13,7 @@ use kube::api::{DeleteParams, EvictParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
-use super::{Context, Error};
+use super::{Context, Error, timed};
 use crate::api::keys::{
     DEADLINE_ANNOTATION, LEASE_LABEL, LEASE_TAINT, LENT_TAINT, POOL_LABEL, RECLAIMING_TAINT, RETURNED_ANNOTATION,
     SINCE_ANNOTATION, STATE_LABEL,
@@ -40,15 +39,7 @@ pub enum Done {
     Deleted,
 }
 
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONFLICT_RETRIES: usize = 5;
-
-async fn timed<T>(fut: impl Future<Output = Result<T, kube::Error>>) -> Result<T, Error> {
-    match tokio::time::timeout(WRITE_TIMEOUT, fut).await {
-        Ok(r) => r.map_err(Error::Kube),
-        Err(_) => Err(Error::Timeout),
-    }
-}
 
 fn is_status(err: &Error, code: u16) -> bool {
     matches!(err, Error::Kube(kube::Error::Api(s)) if s.code == code)

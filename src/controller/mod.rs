@@ -20,13 +20,13 @@
 //! moment it loses the lease. The process exits if the leader-election task dies.
 
 mod cache;
+mod cached_pod;
 mod execute;
 mod http;
 mod metrics;
 mod observe;
 mod pods;
 mod report;
-mod slim;
 mod status;
 mod written;
 
@@ -46,12 +46,12 @@ use serde_json::json;
 use tokio::sync::watch;
 
 pub use cache::{Caches, node_gpus};
+pub use cached_pod::CachedPod;
 pub use execute::{Done, Outcome};
 pub use metrics::Metrics;
 pub use observe::{IdleClocks, Observed, World, observe};
 pub use pods::{PodCache, PodTable, PodWriter};
 pub use report::{Ledger, accrue};
-pub use slim::CachedPod;
 
 use crate::api::keys::POOL_FINALIZER;
 use crate::api::{Mode, NodeState, TenantPool};
@@ -177,9 +177,12 @@ impl Context {
     }
 }
 
-/// Wraps an API call in the write timeout.
+/// How long one API call may take before it counts as failed (`Error::Timeout`).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Wraps an API call in the write timeout; every API call of a pass goes through it.
 pub(crate) async fn timed<T>(fut: impl Future<Output = Result<T, kube::Error>>) -> Result<T, Error> {
-    match tokio::time::timeout(Duration::from_secs(10), fut).await {
+    match tokio::time::timeout(WRITE_TIMEOUT, fut).await {
         Ok(r) => r.map_err(Error::Kube),
         Err(_) => Err(Error::Timeout),
     }

@@ -259,8 +259,8 @@ pub fn observe(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::cached_pod::CachedPod;
     use crate::controller::pods::{PodCache, PodWriter};
-    use crate::controller::slim::CachedPod;
     use kube::runtime::watcher::Event;
     use serde_json::json;
 

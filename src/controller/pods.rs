@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use jiff::Timestamp;
 
-use super::slim::CachedPod;
+use super::cached_pod::CachedPod;
 use crate::api::keys::DEADLINE_ANNOTATION;
 
 /// Small ids for names that many pods share.
