@@ -12,6 +12,7 @@
 mod condition;
 pub mod keys;
 mod lease;
+pub mod pod_gpus;
 mod policy;
 mod pool;
 

@@ -12,6 +12,8 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
+use crate::api::pod_gpus::{container_gpus, pod_gpus};
+
 /// A pod, as the controller caches it.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct CachedPod {
@@ -120,17 +122,17 @@ impl CachedPod {
     /// GPUs the pod asks for: the larger of its containers' sum and its largest init container, as the
     /// scheduler counts them; requests, or limits when a container sets no request.
     pub fn gpus(&self, resource: &str) -> u32 {
-        let of = |c: &CachedContainer| -> u32 {
+        let of = |c: &CachedContainer| {
             let r = &c.resources;
-            r.requests
-                .get(resource)
-                .or_else(|| r.limits.get(resource))
-                .and_then(|q| q.parse().ok())
-                .unwrap_or(0)
+            container_gpus(
+                r.requests.get(resource).map(String::as_str),
+                r.limits.get(resource).map(String::as_str),
+            )
         };
-        let main: u32 = self.spec.containers.iter().map(of).sum();
-        let init = self.spec.init_containers.iter().map(of).max().unwrap_or(0);
-        main.max(init)
+        pod_gpus(
+            self.spec.containers.iter().map(of),
+            self.spec.init_containers.iter().map(of),
+        )
     }
 
     /// Every extended resource the pod asks for, with the count [`CachedPod::gpus`] gives it (zeros left out).

@@ -12,12 +12,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::{Api, Client};
 use serde::Deserialize;
 
-use crate::controller::CachedPod;
+use crate::api::pod_gpus::{container_gpus, pod_gpus};
 
 pub const GROUP: &str = "kueue.x-k8s.io";
 pub const VERSION: &str = "v1beta1";
@@ -110,15 +111,20 @@ impl Workload {
             .pod_sets
             .iter()
             .filter_map(|set| {
-                // The same count as for a pod: containers summed, the largest init container if larger.
-                let spec = serde_json::to_value(&set.template.spec)
-                    .ok()
-                    .and_then(|v| serde_json::from_value(v).ok());
-                let pod = CachedPod {
-                    spec: spec.unwrap_or_default(),
-                    ..CachedPod::default()
-                };
-                let per_pod = pod.gpus(resource);
+                // The same count as for a running pod.
+                let per_pod = set.template.spec.as_ref().map_or(0, |spec| {
+                    let of = |c: &Container| {
+                        let r = c.resources.as_ref();
+                        container_gpus(
+                            quantity(r.and_then(|r| r.requests.as_ref()), resource),
+                            quantity(r.and_then(|r| r.limits.as_ref()), resource),
+                        )
+                    };
+                    pod_gpus(
+                        spec.containers.iter().map(of),
+                        spec.init_containers.iter().flatten().map(of),
+                    )
+                });
                 let total = per_pod.saturating_mul(set.count.max(0) as u32);
                 let class = set
                     .template
@@ -130,6 +136,11 @@ impl Workload {
             })
             .collect()
     }
+}
+
+/// One resource's quantity in a container's requests or limits, as text.
+fn quantity<'a>(map: Option<&'a BTreeMap<String, Quantity>>, resource: &str) -> Option<&'a str> {
+    map?.get(resource).map(|q| q.0.as_str())
 }
 
 /// The GPU demand of the waiting Workloads whose LocalQueue points at one of `cluster_queues`.
