@@ -5,7 +5,7 @@
 //!   kubectl / kube-rs ──HTTP──▶ server ─▶ resources ─▶ cluster ─▶ store ─▶ watch fan-out
 //!   simulated actors ──────────▶ LocalApi ─────────────┘   │
 //!                                        builtin/ (pods, namespaces, CRDs, PDBs, controllers)
-//!                                        glue ─▶ patch, schema, rbac, table, vap (pure modules)
+//!                     admission, authorization, pipeline ─▶ patch, schema, rbac, table, vap (pure modules)
 //! ```
 //! `Sandbox::start` binds a loopback port, starts the server and the controllers, and answers a handle with
 //! the URL, a kubeconfig, an in-process API and `shutdown`.
@@ -16,7 +16,9 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
+mod admission;
 mod auth;
+mod authorization;
 mod builtin;
 mod cluster;
 mod convert;
@@ -24,12 +26,12 @@ pub mod dcgm;
 mod discovery;
 mod error;
 mod faults;
-mod glue;
 pub mod kubeconfig;
 mod local;
 pub mod meta;
 mod openapi;
 pub mod patch;
+mod pipeline;
 mod protobuf;
 pub mod rbac;
 mod registry;

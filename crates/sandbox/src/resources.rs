@@ -8,15 +8,17 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{Method, Response, StatusCode, header};
 use serde_json::{Value, json};
 
+use super::authorization;
 use super::cluster::{Cluster, DeleteOpts, ListOpts, PatchKind, WriteCtx};
 use super::convert;
 use super::error::ApiError;
 use super::faults::FaultAction;
-use super::glue::{self, IncludeObject};
+use super::pipeline;
 use super::registry::ResourceType;
 use super::reviews;
 use super::selector::{FieldSelector, LabelSelector};
 use super::server::{Body, Request, Server, bytes_response, json as json_response, stream_response};
+use super::table::IncludeObject;
 use super::watch::{self, WatchParams};
 
 /// The resource, namespace, name and subresource a path names.
@@ -84,13 +86,13 @@ pub(crate) async fn handle(
         if req.method != Method::POST || t.name.is_some() {
             return Err(ApiError::MethodNotAllowed);
         }
-        glue::authorize(server, &req.caller, "create", &t.rt, "", t.ns, None)?;
+        authorization::authorize(server, &req.caller, "create", &t.rt, "", t.ns, None)?;
         let body = parse_body(req)?;
         let answer = reviews::handle(server, &t.rt, &req.caller, body)?;
         return Ok(json_response(StatusCode::CREATED, &answer));
     }
     let verb = verb_of(req, &t)?;
-    glue::authorize(server, &req.caller, verb, &t.rt, t.sub.unwrap_or(""), t.ns, t.name)?;
+    authorization::authorize(server, &req.caller, verb, &t.rt, t.sub.unwrap_or(""), t.ns, t.name)?;
     let (mut cut_watch, mut watch_lag) = (false, None);
     match server.faults.decide(verb, &t.rt.group, &t.rt.resource) {
         None => {}
@@ -118,7 +120,7 @@ pub(crate) async fn handle(
             let obj = cluster.get(rt, ns, t.name.unwrap_or(""))?;
             match table_mode(req)? {
                 Some(include) => {
-                    let mut table = glue::table(rt, &[&obj], include);
+                    let mut table = pipeline::table(rt, &[&obj], include);
                     table["metadata"] = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
                     Ok(json_response(StatusCode::OK, &table))
                 }
@@ -388,7 +390,7 @@ fn list(cluster: &Cluster, req: &Request, t: &Target) -> Result<Response<Body>, 
             .map(|s| convert::from_stored(rt, s.value()))
             .collect();
         let refs: Vec<&Value> = values.iter().collect();
-        let mut table = glue::table(rt, &refs, include);
+        let mut table = pipeline::table(rt, &refs, include);
         table["metadata"] = meta;
         return Ok(json_response(StatusCode::OK, &table));
     }
@@ -463,7 +465,7 @@ fn start_watch(
             let rt = rt.clone();
             Arc::new(move |s: &super::store::Stored, first: bool| {
                 let obj = convert::from_stored(&rt, s.value());
-                let mut table = glue::table(&rt, &[&obj], include);
+                let mut table = pipeline::table(&rt, &[&obj], include);
                 table["metadata"] = json!({"resourceVersion": s.rv.to_string()});
                 if !first {
                     table["columnDefinitions"] = json!([]);
@@ -510,7 +512,7 @@ fn scale(cluster: &Cluster, req: &Request, t: &Target, verb: &str) -> Result<Res
                 "application/strategic-merge-patch+json" => PatchKind::Strategic,
                 _ => PatchKind::Merge,
             };
-            glue::patch(rt, kind, &current, &parse_body(req)?)?
+            pipeline::patch(rt, kind, &current, &parse_body(req)?)?
         }
         _ => return Err(ApiError::MethodNotAllowed),
     };

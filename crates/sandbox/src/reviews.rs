@@ -4,9 +4,9 @@
 use serde_json::{Value, json};
 
 use super::auth::user_info;
+use super::authorization;
 use super::cluster::Caller;
 use super::error::{ApiError, GroupResource};
-use super::glue;
 use super::meta;
 use super::rbac::Attributes;
 use super::registry::ResourceType;
@@ -80,7 +80,7 @@ fn check(server: &Server, subject: &Caller, spec: &Value) -> (bool, String) {
             ..Default::default()
         }
     };
-    let allowed = glue::allowed(server, subject, &attrs);
+    let allowed = authorization::allowed(server, subject, &attrs);
     (allowed, if allowed { "RBAC: allowed".into() } else { String::new() })
 }
 

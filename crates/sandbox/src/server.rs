@@ -22,11 +22,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::auth::Auth;
+use super::authorization;
 use super::cluster::{Caller, Cluster};
 use super::discovery;
 use super::error::ApiError;
 use super::faults::{FaultConfig, Faults};
-use super::glue;
 use super::openapi;
 use super::resources;
 
@@ -130,7 +130,7 @@ async fn read(server: &Server, req: hyper::Request<Incoming>) -> Result<Request,
         .filter_map(|v| v.to_str().ok().map(String::from))
         .collect();
     if let Some(target) = super::auth::impersonated(as_user, as_groups) {
-        glue::authorize_impersonation(server, &caller, &target)?;
+        authorization::authorize_impersonation(server, &caller, &target)?;
         caller = target;
     }
     let limited = http_body_util::Limited::new(body, MAX_BODY);
@@ -178,7 +178,7 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response<Body>, Api
     let resource_request = matches!(segs.as_slice(), ["api", "v1", _, ..] | ["apis", _, _, _, ..]);
     if !resource_request && segs.first() != Some(&"sandbox") {
         let path = if req.path.is_empty() { "/" } else { req.path.as_str() };
-        glue::authorize_path(server, &req.caller, req.method.as_str(), path)?;
+        authorization::authorize_path(server, &req.caller, req.method.as_str(), path)?;
     }
     match segs.as_slice() {
         ["version"] => Ok(json(StatusCode::OK, &discovery::version())),

@@ -73,7 +73,7 @@ pub(crate) fn prepare(cluster: &Cluster, crd: &mut Value, old: Option<&Value>) -
     }
     for (i, v) in versions.iter().enumerate() {
         if let Some(schema) = v["schema"].get("openAPIV3Schema") {
-            crate::glue::check_schema(schema).map_err(|e| {
+            crate::admission::check_schema(schema).map_err(|e| {
                 invalid(
                     &format!("spec.versions[{i}].schema.openAPIV3Schema"),
                     "FieldValueInvalid",

@@ -11,8 +11,8 @@ use crate::registry::ResourceType;
 use crate::store::{StoreError, Write};
 
 use super::{DeleteOpts, WriteCtx, precondition};
+use crate::admission;
 use crate::convert;
-use crate::glue;
 
 impl Cluster {
     /// Deletes an object: at once, or by setting deletionTimestamp when finalizers, a pod's grace period or a
@@ -47,7 +47,7 @@ impl Cluster {
             {
                 return Err(precondition(rt, name, "ResourceVersion", rv, &live.rv.to_string()));
             }
-            glue::admit_policies(self, rt, "DELETE", ns, name, None, Some(&old), &ctx.caller)?;
+            admission::admit_policies(self, rt, "DELETE", ns, name, None, Some(&old), &ctx.caller)?;
             let mut fins = meta::finalizers(&old);
             match opts.propagation.as_deref() {
                 Some("Foreground") if !fins.iter().any(|f| f == "foregroundDeletion") => {

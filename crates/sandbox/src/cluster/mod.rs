@@ -5,9 +5,9 @@
 //!     └▶ Cluster::{create, update, patch, delete}
 //!          ├▶ metadata (uid, timestamps, generation, finalizers, status subresource split)
 //!          ├▶ builtin hooks (pods, namespaces, CRDs, PDBs)         builtin/
-//!          ├▶ custom resource schema: default, prune, validate      glue → schema
-//!          ├▶ managedFields, patches, server-side apply            glue → patch
-//!          ├▶ ValidatingAdmissionPolicies                          glue → vap
+//!          ├▶ custom resource schema: default, prune, validate      admission → schema
+//!          ├▶ managedFields, patches, server-side apply            pipeline → patch
+//!          ├▶ ValidatingAdmissionPolicies                          admission → vap
 //!          └▶ Store::write (optimistic: a concurrent write makes us recompute, a stale client rv is a 409)
 //!  Controllers (builtin/controllers.rs) follow the store's events for what the real control plane does
 //!  asynchronously: garbage collection, namespace and CRD cleanup, pod grace periods, PDB status.
@@ -18,11 +18,13 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::admission;
+use super::authorization;
 use super::builtin;
 use super::convert;
 use super::error::{ApiError, GroupResource};
-use super::glue;
 use super::meta::{self, Ids};
+use super::pipeline;
 use super::registry::{Registry, ResourceType};
 use super::selector::selectable_fields;
 use super::store::{Store, StoreError, Write};
@@ -48,6 +50,17 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Every stored object of one resource (by its store key), for the checks that read a whole kind
+    /// (RBAC objects, admission policies and their bindings, namespaces).
+    pub(crate) fn values(&self, key: &str) -> Vec<Value> {
+        self.store
+            .list(key, None, None, None, |_| true)
+            .items
+            .iter()
+            .map(|s| s.value())
+            .collect()
+    }
+
     pub fn new(settings: Settings, history: usize) -> (Arc<Cluster>, mpsc::UnboundedReceiver<Kick>) {
         let (kicks, rx) = mpsc::unbounded_channel();
         let cluster = Cluster {
@@ -138,12 +151,12 @@ impl Cluster {
             o.remove("status");
         }
         builtin::prepare_create(self, rt, &mut obj)?;
-        glue::admit_custom(rt, &mut obj, None, ctx)?;
-        glue::check_escalation(self, rt, &obj, &ctx.caller)?;
+        admission::admit_custom(rt, &mut obj, None, ctx)?;
+        authorization::check_escalation(self, rt, &obj, &ctx.caller)?;
         if !managed_done {
-            obj = glue::record_update(rt, None, &obj, &ctx.manager, None);
+            obj = pipeline::record_update(rt, None, &obj, &ctx.manager, None);
         }
-        glue::admit_policies(self, rt, "CREATE", &ns, &name, Some(&obj), None, &ctx.caller)?;
+        admission::admit_policies(self, rt, "CREATE", &ns, &name, Some(&obj), None, &ctx.caller)?;
         if ctx.dry_run {
             return Ok(obj);
         }
@@ -216,10 +229,11 @@ impl Cluster {
             let updated = self.modify(&core, ns, name, sub, ctx, |old| {
                 let old_view = convert::from_stored(rt, old.clone());
                 let (new_view, managed) = match kind {
-                    PatchKind::Apply { force } => {
-                        (glue::apply(rt, Some(&old_view), patch, &ctx.manager, force, sub)?, true)
-                    }
-                    other => (glue::patch(rt, other, &old_view, patch)?, false),
+                    PatchKind::Apply { force } => (
+                        pipeline::apply(rt, Some(&old_view), patch, &ctx.manager, force, sub)?,
+                        true,
+                    ),
+                    other => (pipeline::patch(rt, other, &old_view, patch)?, false),
                 };
                 Ok((convert::to_stored(rt, new_view), managed))
             })?;
@@ -239,7 +253,7 @@ impl Cluster {
                 return Err(name_mismatch(&config, name));
             }
             meta::metadata(&mut config).insert("name".into(), json!(name));
-            let created = glue::apply(rt, None, &config, &ctx.manager, force, None)?;
+            let created = pipeline::apply(rt, None, &config, &ctx.manager, force, None)?;
             let ns_arg = rt.namespaced.then_some(ns);
             return match self.create_with(rt, ns_arg, created, ctx, true) {
                 Err(ApiError::AlreadyExists { .. }) => self.patch(rt, ns, name, kind, patch, sub, ctx),
@@ -247,8 +261,8 @@ impl Cluster {
             };
         }
         self.modify(rt, ns, name, sub, ctx, |old| match kind {
-            PatchKind::Apply { force } => Ok((glue::apply(rt, Some(old), patch, &ctx.manager, force, sub)?, true)),
-            other => Ok((glue::patch(rt, other, old, patch)?, false)),
+            PatchKind::Apply { force } => Ok((pipeline::apply(rt, Some(old), patch, &ctx.manager, force, sub)?, true)),
+            other => Ok((pipeline::patch(rt, other, old, patch)?, false)),
         })
     }
 
@@ -399,12 +413,12 @@ impl Cluster {
             meta::metadata(new).insert("generation".into(), json!(bumped));
         }
         builtin::validate_update(self, rt, old, new)?;
-        glue::admit_custom(rt, new, Some(old), ctx)?;
-        glue::check_escalation(self, rt, new, &ctx.caller)?;
+        admission::admit_custom(rt, new, Some(old), ctx)?;
+        authorization::check_escalation(self, rt, new, &ctx.caller)?;
         if !managed_done {
-            *new = glue::record_update(rt, Some(old), new, &ctx.manager, sub);
+            *new = pipeline::record_update(rt, Some(old), new, &ctx.manager, sub);
         }
-        glue::admit_policies(self, rt, "UPDATE", ns, name, Some(new), Some(old), &ctx.caller)
+        admission::admit_policies(self, rt, "UPDATE", ns, name, Some(new), Some(old), &ctx.caller)
     }
 
     /// Sets apiVersion, kind and namespace; answers the namespace ("" for cluster-scoped kinds).
