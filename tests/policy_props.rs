@@ -353,7 +353,7 @@ fn run_sequence(k: &Knobs, nodes: &[(u32, usize)], events: &[Event]) -> Result<(
         let p = plan(&s);
         check_rules(&s, &p)?;
         let before = describe(&s);
-        model::apply(&mut s, &p);
+        ideal::apply(&mut s, &p);
         check_cluster(&s)?;
         if let Some(max) = s.policy.max_concurrent_reclaims {
             // Notices for internal demand never take the nodes under notice past the cap (forced ones,
@@ -361,7 +361,7 @@ fn run_sequence(k: &Knobs, nodes: &[(u32, usize)], events: &[Event]) -> Result<(
             let demand_notices = p
                 .steps
                 .iter()
-                .any(|st| matches!(st.action, Action::Notice { .. }) && st.reason.starts_with("internal demand"));
+                .any(|st| matches!(st.action, Action::Notice { .. }) && st.cause == Cause::InternalDemand);
             let under_notice = s
                 .nodes
                 .iter()
@@ -451,7 +451,7 @@ proptest! {
             prop_assert!(t.lent_gpus + t.leased_gpus + t.reclaiming_gpus + t.internal_free_gpus + t.internal_used_gpus >= t.gpus);
             prop_assert!(t.lendable_gpus <= t.internal_free_gpus);
             let cap = u64::from(t.gpus) * u64::from(s.policy.max_lent_percent) / 100;
-            model::apply(&mut s, &p);
+            ideal::apply(&mut s, &p);
             let out_after: u64 = s.nodes.iter().filter(|n| n.marks.state != NodeState::Internal).map(|n| u64::from(n.gpus)).sum();
             prop_assert!(t.lendable_gpus == 0 || out_after <= cap, "lending past maxLentPercent");
         }

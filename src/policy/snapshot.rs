@@ -124,7 +124,7 @@ pub struct LeaseView {
 impl LeaseView {
     /// `NAMESPACE.NAME`, as on node labels and taints.
     pub fn key(&self) -> String {
-        crate::api::keys::lease_key(&self.namespace, &self.name)
+        super::lease_key(&self.namespace, &self.name)
     }
 }
 

@@ -777,7 +777,7 @@ fn planning_again_after_carrying_out_changes_nothing() {
         let mut s = f.snapshot();
         let p = plan(&s);
         assert!(!p.steps.is_empty());
-        model::apply(&mut s, &p);
+        ideal::apply(&mut s, &p);
         let again = plan(&s);
         assert!(again.steps.is_empty(), "replanned: {:?}", kinds(&again));
     }

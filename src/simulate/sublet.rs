@@ -5,7 +5,7 @@
 //! ```text
 //!  each step t:  demand(t) ─► place internal work on internal nodes (Cluster) ─► snapshot: one internal pod
 //!                per node carrying its used GPUs, the rest as pending demand of the group's class
-//!             ─► settle(t): plan() → model::apply() → evicted pods gone after the grace → plan again
+//!             ─► settle(t): plan() → ideal::apply() → evicted pods gone after the grace → plan again
 //!             ─► place again (nodes that came back take waiting work) ─► meter ─► history (past only)
 //!             ─► deadlines and ends of grace that fall between t and t+1: settle at each
 //! ```
@@ -26,7 +26,7 @@ use super::tenants::Arrival;
 use super::trace::Trace;
 use crate::policy::{
     Action, DemandHistory, LeasePhase, LeaseView, NodeState, NodeView, PodPhase, PodView, PoolPolicy, Selector,
-    Signals, Snapshot, SnapshotBuilder, model, plan,
+    Signals, Snapshot, SnapshotBuilder, ideal, plan,
 };
 
 /// The node label the simulator puts the group name under when the pool names none.
@@ -253,7 +253,7 @@ impl<'a> Replay<'a> {
             self.tenants_leave(now);
             self.evicted_pods_leave(now);
             let plan = plan(&self.snap);
-            model::apply(&mut self.snap, &plan);
+            ideal::apply(&mut self.snap, &plan);
             let total = self.cluster.len();
             for step in &plan.steps {
                 match &step.action {

@@ -1,17 +1,17 @@
-//! The planner's working state: the snapshot joined and indexed once, and the node states as the plan
-//! changes them, so each step sees what the steps before it decided.
+//! The plan in the making: the snapshot joined and indexed once, and the node states as the plan changes
+//! them, so each step sees what the steps before it decided.
 
 use std::collections::HashMap;
 
 use jiff::{SignedDuration, Timestamp};
 
 use super::config::PoolPolicy;
-use super::plan::{Action, LeaseReport, NodeReport, Step, Totals};
+use super::output::{Action, Cause, LeaseReport, NodeReport, Step, Totals};
 use super::snapshot::{PodPhase, PoolLedger, Snapshot};
 use super::state::{LeasePhase, NodeState};
 
 /// Per node, what the plan needs and what it decided.
-pub(super) struct NodeWork {
+pub(super) struct NodeDraft {
     pub member: bool,
     pub class: usize,
     pub gpus: u32,
@@ -20,7 +20,7 @@ pub(super) struct NodeWork {
     pub lease_key: Option<String>,
     pub used_gpus: u32,
     pub internal_gpu_pods: u32,
-    /// First entry in `Work::tenant_pods` and how many.
+    /// First entry in `Draft::tenant_pods` and how many.
     tenant_first: u32,
     tenant_count: u32,
     /// The plan already acted on this node.
@@ -30,11 +30,11 @@ pub(super) struct NodeWork {
     pub reason: String,
 }
 
-pub(super) struct Work<'a> {
+pub(super) struct Draft<'a> {
     pub snap: &'a Snapshot,
     pub policy: &'a PoolPolicy,
     pub now: Timestamp,
-    pub nodes: Vec<NodeWork>,
+    pub nodes: Vec<NodeDraft>,
     tenant_pods: Vec<usize>,
     class_names: Vec<String>,
     pub steps: Vec<Step>,
@@ -97,13 +97,13 @@ impl Classes {
     }
 }
 
-impl<'a> Work<'a> {
+impl<'a> Draft<'a> {
     pub fn new(snap: &'a Snapshot) -> Self {
         let policy = &*snap.policy;
         let mut class_index: HashMap<&str, usize> = HashMap::new();
         let mut class_names = Vec::new();
         let leases: HashMap<String, usize> = snap.leases.iter().enumerate().map(|(i, l)| (l.key(), i)).collect();
-        let mut nodes: Vec<NodeWork> = snap
+        let mut nodes: Vec<NodeDraft> = snap
             .nodes
             .iter()
             .map(|n| {
@@ -126,7 +126,7 @@ impl<'a> Work<'a> {
                 }
                 // A node marked for another pool, or not ours, keeps whatever state it has; we only read ours.
                 let state = if member { n.marks.state } else { NodeState::Internal };
-                NodeWork {
+                NodeDraft {
                     member,
                     class,
                     gpus: n.gpus,
@@ -220,9 +220,10 @@ impl<'a> Work<'a> {
             .map(String::as_str)
     }
 
-    pub fn push(&mut self, action: Action, reason: &str) {
+    pub fn push(&mut self, action: Action, cause: Cause, reason: &str) {
         self.steps.push(Step {
             action,
+            cause,
             reason: reason.to_string(),
         });
     }
@@ -273,20 +274,24 @@ impl<'a> Work<'a> {
         self.nodes[n].acted = true;
         self.nodes[n].reason = "lent: idle beyond internal demand and reserve".into();
         self.lent_now += self.nodes[n].gpus;
-        self.push(Action::Lend { node: name }, "idle beyond internal demand and reserve");
+        self.push(
+            Action::Lend { node: name },
+            Cause::Idle,
+            "idle beyond internal demand and reserve",
+        );
     }
 
-    pub fn unlend(&mut self, n: usize, why: &str) {
+    pub fn unlend(&mut self, n: usize, cause: Cause, why: &str) {
         let name = self.snap.nodes[n].name.clone();
         self.nodes[n].state = NodeState::Internal;
         self.nodes[n].acted = true;
         self.nodes[n].reason = format!("returned: {why}");
-        self.push(Action::Unlend { node: name }, why);
+        self.push(Action::Unlend { node: name }, cause, why);
     }
 
     /// Gives notice on a node. One with no tenant pod on it goes straight back, as there is nothing to wait
     /// for (returns true then); with a deadline already due (a notice of zero seconds), its pods are evicted.
-    pub fn notice(&mut self, n: usize, deadline: Timestamp, why: &str) -> bool {
+    pub fn notice(&mut self, n: usize, deadline: Timestamp, cause: Cause, why: &str) -> bool {
         let name = self.snap.nodes[n].name.clone();
         let lease = self.nodes[n].lease_key.clone();
         self.nodes[n].acted = true;
@@ -295,6 +300,7 @@ impl<'a> Work<'a> {
             self.nodes[n].reason = format!("returned: {why}");
             self.push(
                 Action::Return { node: name, lease },
+                cause,
                 &format!("{why}; no tenant pod to give notice to"),
             );
             return true;
@@ -308,6 +314,7 @@ impl<'a> Work<'a> {
                 lease,
                 deadline,
             },
+            cause,
             why,
         );
         // The tenant's pods learn the deadline with the notice, so a workload can checkpoint.
@@ -319,7 +326,7 @@ impl<'a> Work<'a> {
                     name: pod.name.clone(),
                     deadline,
                 };
-                self.push(action, "the node it runs on is under reclaim notice");
+                self.push(action, cause, "the node it runs on is under reclaim notice");
             }
         }
         if self.now >= deadline {
@@ -332,7 +339,7 @@ impl<'a> Work<'a> {
                         node: name.clone(),
                         deadline,
                     };
-                    self.push(action, "the pool gives no notice period");
+                    self.push(action, cause, "the pool gives no notice period");
                 }
             }
         }
@@ -359,7 +366,7 @@ impl<'a> Work<'a> {
             nodes: names,
         };
         let why = format!("lease asks for {} GPUs and these lent nodes cover it", lease.gpus);
-        self.push(action, &why);
+        self.push(action, Cause::LeaseRequest, &why);
         self.lease_node[l] = nodes.first().copied();
         self.bound[l] = nodes;
     }
