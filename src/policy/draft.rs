@@ -7,7 +7,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::config::PoolPolicy;
 use super::output::{Action, Cause, LeaseReport, NodeReport, Step, Totals};
-use super::snapshot::{PodPhase, PoolLedger, Snapshot};
+use super::snapshot::{PoolLedger, Snapshot};
 use super::state::{LeasePhase, NodeState};
 
 /// Per node, what the plan needs and what it decided.
@@ -36,7 +36,7 @@ pub(super) struct Draft<'a> {
     pub now: Timestamp,
     pub nodes: Vec<NodeDraft>,
     tenant_pods: Vec<usize>,
-    class_names: Vec<String>,
+    pub class_names: Vec<String>,
     pub steps: Vec<Step>,
     pub lease_reasons: Vec<String>,
     bound: Vec<Vec<usize>>,
@@ -48,53 +48,6 @@ pub(super) struct Draft<'a> {
     pub bound_at: Vec<Option<Timestamp>>,
     /// GPUs lent by this plan.
     pub lent_now: u32,
-}
-
-/// Per class (GPU model or node group): GPUs free, pending, reserved, and coming back.
-pub(super) struct Classes {
-    names: Vec<String>,
-    pub free: Vec<i64>,
-    pub pending: Vec<i64>,
-    pub reserve: Vec<i64>,
-    pub incoming: Vec<i64>,
-    pub pending_any: i64,
-}
-
-impl Classes {
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    pub fn label(&self, c: usize) -> String {
-        if self.names[c].is_empty() {
-            "nodes without a class label".to_string()
-        } else {
-            self.names[c].clone()
-        }
-    }
-
-    /// GPUs class `c` is short of: pending plus reserve, less free and coming back.
-    pub fn deficit(&self, c: usize) -> i64 {
-        self.pending[c] + self.reserve[c] - self.free[c] - self.incoming[c]
-    }
-
-    /// GPUs that demand for any class is short of, after every class has served its own.
-    pub fn any_deficit(&self) -> i64 {
-        let spare: i64 = (0..self.len()).map(|c| (-self.deficit(c)).max(0)).sum();
-        self.pending_any - spare
-    }
-
-    /// GPUs each class could lend now (free beyond its pending demand and reserve), and how many the pool
-    /// as a whole can lend once demand for any class is served from what the classes spare. A node of class
-    /// `c` may be lent when both numbers cover it; lending takes its GPUs from both, so planning again on
-    /// the result gives the same answer.
-    pub fn surplus(&self) -> (Vec<i64>, i64) {
-        let s: Vec<i64> = (0..self.len())
-            .map(|c| self.free[c] - self.pending[c] - self.reserve[c])
-            .collect();
-        let spare = s.iter().map(|&v| v.max(0)).sum::<i64>() - self.pending_any;
-        (s, spare)
-    }
 }
 
 impl<'a> Draft<'a> {
@@ -417,81 +370,6 @@ impl<'a> Draft<'a> {
             }
         }
         Ok(())
-    }
-
-    /// Per-class numbers in the plan's current state.
-    pub fn classes(&self) -> Classes {
-        let k = self.class_names.len();
-        let mut c = Classes {
-            names: self.class_names.clone(),
-            free: vec![0; k],
-            pending: vec![0; k],
-            reserve: vec![0; k],
-            incoming: vec![0; k],
-            pending_any: 0,
-        };
-        let mut cap = vec![0i64; k];
-        let mut used = vec![0i64; k];
-        for (n, w) in self.nodes.iter().enumerate() {
-            if !w.member {
-                continue;
-            }
-            cap[w.class] += i64::from(w.gpus);
-            match w.state {
-                NodeState::Internal => {
-                    used[w.class] += i64::from(w.used_gpus.min(w.gpus));
-                    let node = &self.snap.nodes[n];
-                    if node.ready && !node.unschedulable {
-                        c.free[w.class] += i64::from(w.gpus.saturating_sub(w.used_gpus));
-                    }
-                }
-                NodeState::Reclaiming => c.incoming[w.class] += i64::from(w.gpus),
-                NodeState::Lent | NodeState::Leased => {}
-            }
-        }
-        let index: HashMap<&str, usize> = self
-            .class_names
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.as_str(), i))
-            .collect();
-        let mut add = |class: Option<&str>, gpus: i64| match class {
-            None => c.pending_any += gpus,
-            // Demand for a class the pool does not hold is not the pool's to meet.
-            Some(name) => {
-                if let Some(&i) = index.get(name) {
-                    c.pending[i] += gpus;
-                }
-            }
-        };
-        if self.policy.pending_pods_demand {
-            for pod in &self.snap.pods {
-                if pod.node.is_none() && !pod.tenant && pod.phase == PodPhase::Pending && !pod.terminating {
-                    add(pod.class.as_deref(), i64::from(pod.gpus));
-                }
-            }
-        }
-        for (class, &gpus) in &self.snap.demand.by_class {
-            add(class.as_deref(), i64::from(gpus));
-        }
-        // Demand above what a class could ever serve is that class's own queueing, not lending's to answer.
-        for i in 0..k {
-            c.pending[i] = c.pending[i].min(cap[i] - used[i]).max(0);
-        }
-        let r = &self.policy.reserve;
-        for i in 0..k {
-            let fixed = i64::from(r.gpus);
-            let share = (cap[i] * i64::from(r.percent) + 99) / 100;
-            let learned = match (&r.learned, &self.snap.history) {
-                (Some(l), Some(h)) => h
-                    .quantile_ahead(&self.class_names[i], self.now, self.policy.notice_seconds, l.quantile)
-                    .map(|q| (i64::from(q) - used[i] - c.pending[i]).max(0))
-                    .unwrap_or(0),
-                _ => 0,
-            };
-            c.reserve[i] = fixed.max(share).max(learned).min(cap[i] - used[i]).max(0);
-        }
-        c
     }
 
     pub fn totals_observed(&self) -> Totals {

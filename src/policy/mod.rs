@@ -11,6 +11,7 @@
 //! The controller observes the cluster into a [`Snapshot`] and carries out the [`Plan`]; the simulator
 //! replays traces through the very same [`plan`].
 
+mod classes;
 mod config;
 mod draft;
 mod history;
@@ -24,9 +25,9 @@ mod snapshot;
 mod state;
 
 pub use config::{LearnedPolicy, PolicyError, PoolPolicy, Prices, ReservePolicy, WindowRange, Windows, weekday_index};
-pub use history::DemandHistory;
+pub use history::{BURST_MINUTES_NEEDED, DemandHistory};
 pub use lease_key::lease_key;
-pub use output::{Action, Cause, LeaseReport, NodeReport, Plan, Step, Totals};
+pub use output::{Action, Cause, ClassReport, LeaseReport, NodeReport, Plan, Step, Totals};
 pub use plan::plan;
 pub use selector::{Requirement, Selector};
 pub use snapshot::{

@@ -49,6 +49,9 @@ pub enum Action {
 pub enum Cause {
     /// Internal work of the node's class (or of any class) is pending or its reserve is short.
     InternalDemand,
+    /// The class's demand is rising and what is free and coming back would not cover the rise the history
+    /// expects within the notice: notice now rather than once pods wait.
+    ReclaimAhead,
     /// The lease the node is bound to is over: deleted, gone, ended or running out within the notice.
     LeaseOver,
     /// The pool is being deleted.
@@ -128,4 +131,20 @@ pub struct Plan {
     pub leases: Vec<LeaseReport>,
     /// Why nothing new is lent, when that holds for the whole pool.
     pub lending_blocked: Option<String>,
+    /// Per class: capacity, demand and the reserve with its reason.
+    pub classes: Vec<ClassReport>,
+    /// For a pool with a learned reserve: whether the history covers what it needs, and why not.
+    pub reserve_learned: Option<Result<(), String>>,
+}
+
+/// One class (GPU model or node group) in the report.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClassReport {
+    pub class: String,
+    pub capacity_gpus: u32,
+    /// Internal demand: GPUs internal work uses and waits for.
+    pub demand_gpus: u32,
+    /// GPUs kept from lending.
+    pub reserve_gpus: u32,
+    pub reason: String,
 }

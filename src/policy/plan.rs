@@ -5,7 +5,8 @@
 //! ```text
 //!  1. reclaiming nodes  → return when the tenant's pods are gone; annotate; evict at the deadline
 //!  2. forced notices    → pool deleted, lease deleted or gone, lease running out
-//!  3. internal demand   → per class: unlend idle lent nodes, then notice the fewest leases that cover it
+//!  3. internal demand   → per class: unlend idle lent nodes, then notice the fewest leases that cover it;
+//!                         then reclaim ahead where demand rises faster than free and incoming cover
 //!  4. lending           → idle internal nodes beyond demand and reserve, inside windows and caps
 //!  5. binding           → pending leases onto lent nodes of their model, fewest nodes
 //!  6. report            → totals, ledger, one line per node and lease
@@ -13,7 +14,9 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::draft::{Classes, Draft};
+use super::classes::Classes;
+use super::draft::Draft;
+use super::history::window_minutes;
 use super::output::{Action, Cause, Plan, Totals};
 use super::reclaim::{self, LeaseCandidate};
 use super::snapshot::Snapshot;
@@ -188,9 +191,57 @@ fn internal_demand(w: &mut Draft, classes: &mut Classes) {
     if any > 0 {
         reclaim_for(w, classes, None, any);
     }
+    reclaim_ahead(w, classes);
 }
 
-/// Brings `need` GPUs back for class `c` (any class when None): idle lent nodes at once, then notices.
+/// Per class whose demand climbed over the last notice window: when what is free and coming back would not
+/// cover pending demand plus the rise the history saw follow such climbs, give notice for the difference now.
+fn reclaim_ahead(w: &mut Draft, classes: &mut Classes) {
+    let Some(learned) = w.policy.reserve.learned.filter(|l| l.reclaim_ahead) else {
+        return;
+    };
+    if !matches!(classes.learned, Some(Ok(()))) {
+        return;
+    }
+    let Some(history) = w.snap.history.clone() else { return };
+    let notice = w.policy.notice_seconds;
+    let back = w.now.as_second() - window_minutes(notice) * 60;
+    let Ok(back) = jiff::Timestamp::from_second(back) else {
+        return;
+    };
+    for c in 0..classes.len() {
+        let before = history.at(classes.name(c), back);
+        let now = classes.demand(c);
+        if before.is_none_or(|b| now <= i64::from(b)) {
+            continue;
+        }
+        let Some(rise) = history.rise_quantile(classes.name(c), w.now, notice, learned.burst_quantile, true) else {
+            continue;
+        };
+        // While demand climbs, the rise expected is kept from lending too, so what comes back stays back.
+        let expected = i64::from(rise).min(classes.capacity[c] - classes.used[c]).max(0);
+        if expected > classes.held[c] {
+            classes.held[c] = expected;
+            classes.why[c] = format!(
+                "{}; climbing: {expected} kept for the rise expected within the notice",
+                classes.why[c]
+            );
+        }
+        let need = classes.pending[c] + i64::from(rise) - classes.free[c] - classes.incoming[c];
+        if need > 0 {
+            let why = format!(
+                "reclaim ahead in {}: demand rose from {} to {now} GPUs within {notice}s and may rise {rise} more; {} free, {} coming back",
+                classes.label(c),
+                before.unwrap_or(0),
+                classes.free[c],
+                classes.incoming[c]
+            );
+            reclaim(w, classes, Some(c), need, Cause::ReclaimAhead, &why);
+        }
+    }
+}
+
+/// Brings `need` GPUs back for the internal demand of class `c` (any class when None).
 fn reclaim_for(w: &mut Draft, classes: &mut Classes, c: Option<usize>, need: i64) {
     let why = match c {
         Some(c) => format!(
@@ -202,6 +253,11 @@ fn reclaim_for(w: &mut Draft, classes: &mut Classes, c: Option<usize>, need: i64
         ),
         None => format!("internal demand for any GPU: {} GPUs pending", classes.pending_any),
     };
+    reclaim(w, classes, c, need, Cause::InternalDemand, &why);
+}
+
+/// Brings `need` GPUs back for class `c` (any class when None): idle lent nodes at once, then notices.
+fn reclaim(w: &mut Draft, classes: &mut Classes, c: Option<usize>, need: i64, cause: Cause, why: &str) {
     let mut need = need;
     let in_class = |w: &Draft, n: usize| c.is_none_or(|c| w.nodes[n].class == c);
     let mut lent: Vec<usize> = (0..w.nodes.len())
@@ -216,7 +272,7 @@ fn reclaim_for(w: &mut Draft, classes: &mut Classes, c: Option<usize>, need: i64
         }
         need -= i64::from(w.nodes[n].gpus);
         classes.free[w.nodes[n].class] += w.nodes[n].gpus as i64;
-        w.unlend(n, Cause::InternalDemand, &why);
+        w.unlend(n, cause, why);
     }
     if need <= 0 {
         return;
@@ -231,7 +287,7 @@ fn reclaim_for(w: &mut Draft, classes: &mut Classes, c: Option<usize>, need: i64
     let deadline = deadline_after_notice(w);
     for n in chosen {
         let gpus = i64::from(w.nodes[n].gpus);
-        if w.notice(n, deadline, Cause::InternalDemand, &why) {
+        if w.notice(n, deadline, cause, why) {
             classes.free[w.nodes[n].class] += gpus;
         } else {
             classes.incoming[w.nodes[n].class] += gpus;
@@ -321,7 +377,7 @@ fn lending(w: &mut Draft, classes: &mut Classes) -> Option<String> {
         if surplus[c] < i64::from(gpus) || spare < i64::from(gpus) {
             w.nodes[n].reason = format!(
                 "idle, but kept for internal work ({} GPUs pending, {} reserved)",
-                classes.pending[c], classes.reserve[c]
+                classes.pending[c], classes.held[c]
             );
             continue;
         }
@@ -439,7 +495,8 @@ fn report(w: Draft, classes: Classes, observed: Totals, blocked: Option<String>)
     let mut totals = observed;
     totals.lendable_gpus = w.lent_now;
     totals.pending_gpus = classes.pending.iter().map(|&p| p.max(0) as u32).sum::<u32>() + classes.pending_any as u32;
-    totals.reserve_gpus = classes.reserve.iter().map(|&r| r.max(0) as u32).sum();
+    let class_reports = classes.reports();
+    totals.reserve_gpus = class_reports.iter().map(|c| c.reserve_gpus).sum();
     totals.harvestable_gpus = totals.lendable_gpus + totals.lent_gpus + totals.leased_gpus + totals.reclaiming_gpus;
     let ledger = w.accrue(&totals);
     let nodes = w.node_reports();
@@ -451,5 +508,7 @@ fn report(w: Draft, classes: Classes, observed: Totals, blocked: Option<String>)
         nodes,
         leases,
         lending_blocked: blocked,
+        classes: class_reports,
+        reserve_learned: classes.learned.clone(),
     }
 }
