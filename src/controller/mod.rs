@@ -26,6 +26,7 @@ mod metrics;
 mod observe;
 mod pods;
 mod report;
+mod reserve;
 mod slim;
 mod status;
 mod written;
