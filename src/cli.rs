@@ -134,7 +134,7 @@ pub struct SimulateArgs {
     pub sweep: bool,
 
     /// The burst quantiles of the sweep.
-    #[arg(long, value_name = "Q,...", value_delimiter = ',', default_values_t = [0.9, 0.95, 0.99, 0.999])]
+    #[arg(long, value_name = "Q,...", value_delimiter = ',', default_values_t = [0.5, 0.75, 0.9, 0.95, 0.99])]
     pub sweep_quantiles: Vec<f64>,
 
     /// The idle windows of the sweep, in seconds.

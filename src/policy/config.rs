@@ -63,7 +63,7 @@ pub struct LearnedPolicy {
 
 impl LearnedPolicy {
     /// The defaults of an empty `reserve.learned`.
-    pub const DEFAULT_BURST_QUANTILE: f64 = 0.99;
+    pub const DEFAULT_BURST_QUANTILE: f64 = 0.75;
 
     pub fn with_defaults() -> Self {
         Self {
