@@ -24,6 +24,7 @@ fn main() {
         let k = trace.groups.len();
         trace.demand.truncate(1440 * k);
         trace.known.truncate(1440 * k);
+        trace.capacity.truncate(1440 * k);
     }
     println!(
         "load: {:.3} s ({} steps, {} groups)",

@@ -152,6 +152,24 @@ pub struct SimulateArgs {
     /// Draws capacity, internal demand, lent and leased GPUs of the `sublet` policy into an SVG file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+
+    /// Replays the `sublet` policy over a grid of burst quantile × idle window × notice and prints the
+    /// frontier as a Markdown table (with `--json`, the points as JSON); the pool gets a learned reserve if
+    /// it has none.
+    #[arg(long)]
+    pub sweep: bool,
+
+    /// The burst quantiles of the sweep.
+    #[arg(long, value_name = "Q,...", value_delimiter = ',', default_values_t = [0.5, 0.75, 0.9, 0.95, 0.99])]
+    pub sweep_quantiles: Vec<f64>,
+
+    /// The idle windows of the sweep, in seconds.
+    #[arg(long, value_name = "SECONDS,...", value_delimiter = ',', default_values_t = [300i64, 900, 1800])]
+    pub sweep_idle: Vec<i64>,
+
+    /// The notices of the sweep, in seconds.
+    #[arg(long, value_name = "SECONDS,...", value_delimiter = ',', default_values_t = [30i64, 60, 120])]
+    pub sweep_notices: Vec<i64>,
 }
 
 /// Arguments of `sublet crd`.

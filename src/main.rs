@@ -217,6 +217,9 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let trace = simulate::load(&args.trace)?;
+    if args.sweep {
+        return sweep(&args, policy, &trace);
+    }
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(trace.steps() as u64);
         if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} steps {eta}") {
@@ -253,6 +256,46 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         let svg = simulate::plot::svg(&outcome.series, trace.step_seconds, &title)
             .map_err(|e| anyhow::anyhow!("cannot draw the plot: {e}"))?;
         std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sweep(
+    args: &SimulateArgs,
+    mut policy: sublet::policy::PoolPolicy,
+    trace: &sublet::simulate::Trace,
+) -> anyhow::Result<ExitCode> {
+    use sublet::simulate::sweep;
+    for (what, bad) in [
+        (
+            "--sweep-quantiles",
+            args.sweep_quantiles.iter().any(|q| !(*q > 0.0 && *q <= 1.0)),
+        ),
+        ("--sweep-idle", args.sweep_idle.iter().any(|s| *s < 0)),
+        ("--sweep-notices", args.sweep_notices.iter().any(|s| *s < 0)),
+    ] {
+        anyhow::ensure!(!bad, "{what}: quantiles must be in (0, 1], seconds not negative");
+    }
+    policy
+        .reserve
+        .learned
+        .get_or_insert_with(sublet::policy::LearnedPolicy::with_defaults);
+    let grid = sweep::Grid {
+        quantiles: args.sweep_quantiles.clone(),
+        idle_seconds: args.sweep_idle.clone(),
+        notice_seconds: args.sweep_notices.clone(),
+    };
+    let points = sweep::run(trace, &policy, &grid, args.eviction_grace, &|done, total| {
+        eprintln!("sweep: {done}/{total} points");
+    });
+    match args.json.as_deref() {
+        Some(path) if path.as_os_str() == "-" => println!("{}", serde_json::to_string_pretty(&points)?),
+        Some(path) => {
+            std::fs::write(path, serde_json::to_string_pretty(&points)? + "\n")
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            print!("{}", sweep::table(&trace.name, &points));
+        }
+        None => print!("{}", sweep::table(&trace.name, &points)),
     }
     Ok(ExitCode::SUCCESS)
 }

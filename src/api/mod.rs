@@ -20,7 +20,7 @@ pub use condition::{Condition, ConditionStatus, set_condition};
 pub use lease::{GpuLease, GpuLeaseSpec, GpuLeaseStatus, LeasePhase};
 pub use policy::selector;
 pub use pool::{
-    DemandSources, IdleRule, KueueDemand, LearnedReserve, LendingWindow, MemberNode, Mode, NodeState,
+    ClassReserve, DemandSources, IdleRule, KueueDemand, LearnedReserve, LendingWindow, MemberNode, Mode, NodeState,
     PendingPodsDemand, PoolTotals, Pricing, PromqlDemand, ReclaimPolicy, Reserve, TenantPool, TenantPoolSpec,
     TenantPoolStatus, UtilizationSource, Weekday,
 };

@@ -74,6 +74,8 @@ impl TenantPoolSpec {
             .filter(|l| l.enabled)
             .map(|l| LearnedPolicy {
                 quantile: l.quantile,
+                burst_quantile: l.burst_quantile,
+                reclaim_ahead: l.reclaim_ahead,
                 history_days: non_negative(l.history_days).max(1),
             });
         Ok(PoolPolicy {

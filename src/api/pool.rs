@@ -183,34 +183,53 @@ pub struct Reserve {
     #[serde(default)]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("reserve.percent must be between 0 and 100"))]
     pub percent: i32,
-    /// A reserve learned from the internal demand of the same hour of the week.
+    /// Reserves learned from the history of internal demand: the burst within one notice, optionally the
+    /// hourly peak ahead, and reclaim ahead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learned: Option<LearnedReserve>,
 }
 
-/// A reserve sized from demand history.
+/// Reserves sized from the history of internal demand, which sublet exports
+/// (`sublet_internal_demand_gpus{pool,class}`) and reads back from Prometheus. Until the history covers what
+/// they need, or while Prometheus cannot answer, every free GPU is kept (`ReserveLearned=False` says why).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct LearnedReserve {
     /// Whether the learned reserve is used.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// The quantile of past internal demand (for the same hour of the week) to keep free.
-    #[serde(default = "default_quantile")]
+    /// The quantile of past hourly peaks of internal demand (for the same hour of the week) to keep free;
+    /// unset: no peak reserve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self > 0.0 && self <= 1.0").message("quantile must be greater than 0 and at most 1"))]
-    pub quantile: f64,
+    pub quantile: Option<f64>,
+    /// The quantile of past rises of internal demand within one notice (at the same hour of the week) to keep
+    /// free: the burst the notice cannot cover.
+    #[serde(default = "default_burst_quantile")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self <= 1.0").message("burstQuantile must be greater than 0 and at most 1"))]
+    pub burst_quantile: f64,
+    /// Give notice ahead while a class's demand rises faster than what is free and coming back covers.
+    #[serde(default = "default_true")]
+    pub reclaim_ahead: bool,
     /// How many days of history to learn from.
     #[serde(default = "default_history_days")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 90").message("historyDays must be between 1 and 90"))]
     pub history_days: i32,
+    /// The Prometheus server that scrapes sublet's metrics; defaults to the utilization source's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("prometheusUrl must be an http:// or https:// URL"))]
+    pub prometheus_url: Option<String>,
 }
 
 impl Default for LearnedReserve {
     fn default() -> Self {
         Self {
             enabled: true,
-            quantile: default_quantile(),
+            quantile: None,
+            burst_quantile: default_burst_quantile(),
+            reclaim_ahead: true,
             history_days: default_history_days(),
+            prometheus_url: None,
         }
     }
 }
@@ -411,10 +430,26 @@ pub struct TenantPoolStatus {
     /// Until when the GPU-hour totals are accounted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accounted_until: Option<Time>,
-    /// Ready, SignalsFresh and the like.
+    /// The GPUs kept from lending per class (GPU model or node group), and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["class".into()]))]
+    pub reserve: Vec<ClassReserve>,
+    /// Ready, SignalsFresh, ReserveLearned and the like.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The reserve of one class.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassReserve {
+    /// The GPU model or node group (empty for nodes without the label).
+    pub class: String,
+    /// GPUs kept from lending.
+    pub gpus: i32,
+    /// How the reserve was sized.
+    pub reason: String,
 }
 
 /// Counts over a pool's member nodes. GPU counts are by state and do not overlap.
@@ -476,8 +511,8 @@ fn default_time_zone() -> String {
 fn default_true() -> bool {
     true
 }
-fn default_quantile() -> f64 {
-    0.95
+fn default_burst_quantile() -> f64 {
+    crate::policy::LearnedPolicy::DEFAULT_BURST_QUANTILE
 }
 fn default_history_days() -> i32 {
     14

@@ -27,6 +27,11 @@ pub struct Metrics {
     pub api_writes: IntCounterVec,
     /// 1 while this replica holds the leader lease.
     pub leader: IntGauge,
+    /// Internal demand (GPUs used and waited for) by pool and class: the history the learned reserve reads
+    /// back from Prometheus.
+    pub internal_demand: IntGaugeVec,
+    /// GPUs of member nodes by pool and class.
+    pub capacity: IntGaugeVec,
 }
 
 impl Metrics {
@@ -92,6 +97,19 @@ impl Metrics {
         )
         .unwrap();
         let leader = IntGauge::new("leader", "1 while this replica holds the leader lease").unwrap();
+        let internal_demand = IntGaugeVec::new(
+            Opts::new(
+                "internal_demand_gpus",
+                "Internal demand: GPUs internal work uses and waits for, by pool and class",
+            ),
+            &["pool", "class"],
+        )
+        .unwrap();
+        let capacity = IntGaugeVec::new(
+            Opts::new("pool_capacity_gpus", "GPUs of a pool's member nodes, by class"),
+            &["pool", "class"],
+        )
+        .unwrap();
         for m in [
             Box::new(gpus.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(notices.clone()),
@@ -106,6 +124,8 @@ impl Metrics {
             Box::new(reconcile_duration.clone()),
             Box::new(api_writes.clone()),
             Box::new(leader.clone()),
+            Box::new(internal_demand.clone()),
+            Box::new(capacity.clone()),
         ] {
             registry.register(m).expect("metric names are unique");
         }
@@ -124,6 +144,8 @@ impl Metrics {
             reconcile_duration,
             api_writes,
             leader,
+            internal_demand,
+            capacity,
         }
     }
 

@@ -27,6 +27,7 @@ mod metrics;
 mod observe;
 mod pods;
 mod report;
+mod reserve;
 mod status;
 mod written;
 
@@ -277,7 +278,11 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
 /// Observes, for each node brought back for internal demand, the time since that demand was first seen.
 fn reclaim_latency(ctx: &Context, pool: &str, plan: &crate::policy::Plan, outcomes: &[Outcome], now: Timestamp) {
     let mut seen = ctx.demand_seen.lock().expect("demand clock lock");
-    let unmet = plan.steps.iter().any(|s| s.reason.starts_with("internal demand")) || plan.totals.reclaiming_gpus > 0;
+    let unmet = plan
+        .steps
+        .iter()
+        .any(|s| s.cause == crate::policy::Cause::InternalDemand)
+        || plan.totals.reclaiming_gpus > 0;
     let back = outcomes.iter().filter(|o| {
         matches!(o.result, Ok(Done::Written))
             && matches!(

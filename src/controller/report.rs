@@ -502,6 +502,7 @@ fn pool_status(
         lent_gpu_hours: old.lent_gpu_hours,
         revenue: old.revenue + revenue_delta,
         accounted_until: old.accounted_until.clone(),
+        reserve: old.reserve.clone(),
         conditions: old.conditions.clone(),
     };
     let generation = pool.metadata.generation;
@@ -550,6 +551,7 @@ fn pool_status(
         generation,
         now,
     );
+    super::reserve::report(ctx, &name, plan, &mut status, generation, now);
     let unchanged = TenantPoolStatus {
         harvestable_gpu_hours: old.harvestable_gpu_hours,
         lent_gpu_hours: old.lent_gpu_hours,

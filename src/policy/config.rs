@@ -49,11 +49,30 @@ pub struct ReservePolicy {
     pub learned: Option<LearnedPolicy>,
 }
 
-/// A reserve learned from the history of internal demand.
+/// Reserves learned from the history of internal demand.
 #[derive(Clone, Copy, Debug)]
 pub struct LearnedPolicy {
-    pub quantile: f64,
+    /// The quantile of past hourly peaks ahead (same hour of the week) to keep free; None: no peak reserve.
+    pub quantile: Option<f64>,
+    /// The quantile of past rises of demand within one notice to keep free.
+    pub burst_quantile: f64,
+    /// Give notice ahead while demand rises faster than what is free and coming back covers.
+    pub reclaim_ahead: bool,
     pub history_days: u32,
+}
+
+impl LearnedPolicy {
+    /// The defaults of an empty `reserve.learned`.
+    pub const DEFAULT_BURST_QUANTILE: f64 = 0.75;
+
+    pub fn with_defaults() -> Self {
+        Self {
+            quantile: None,
+            burst_quantile: Self::DEFAULT_BURST_QUANTILE,
+            reclaim_ahead: true,
+            history_days: 14,
+        }
+    }
 }
 
 /// Prices per GPU-hour.

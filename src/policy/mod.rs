@@ -4,26 +4,31 @@
 //!   Snapshot (nodes, GPU pods, leases, demand, signals, history, now)
 //!        │
 //!        ▼  plan()
-//!   Plan { steps: [Lend | Unlend | Bind | Notice | AnnotatePod | Evict | Return] + reasons,
+//!   Plan { steps: [Lend | Unlend | Bind | Notice | AnnotatePod | Evict | Return] + causes and reasons,
 //!          totals, ledger, per-node and per-lease reports }
 //! ```
 //!
 //! The controller observes the cluster into a [`Snapshot`] and carries out the [`Plan`]; the simulator
 //! replays traces through the very same [`plan`].
 
+mod classes;
 mod config;
+mod draft;
 mod history;
-pub mod model;
+pub mod ideal;
+mod lease_key;
+mod output;
 mod plan;
 mod reclaim;
 mod selector;
 mod snapshot;
 mod state;
-mod work;
 
 pub use config::{LearnedPolicy, PolicyError, PoolPolicy, Prices, ReservePolicy, WindowRange, Windows, weekday_index};
-pub use history::DemandHistory;
-pub use plan::{Action, LeaseReport, NodeReport, Plan, Step, Totals, plan};
+pub use history::{BURST_MINUTES_NEEDED, DemandHistory};
+pub use lease_key::lease_key;
+pub use output::{Action, Cause, ClassReport, LeaseReport, NodeReport, Plan, Step, Totals};
+pub use plan::plan;
 pub use selector::{Requirement, Selector};
 pub use snapshot::{
     Demand, InternalLoad, LeaseView, Marks, NodeView, PodPhase, PodView, PoolLedger, Signals, Snapshot,

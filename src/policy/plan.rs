@@ -5,7 +5,8 @@
 //! ```text
 //!  1. reclaiming nodes  → return when the tenant's pods are gone; annotate; evict at the deadline
 //!  2. forced notices    → pool deleted, lease deleted or gone, lease running out
-//!  3. internal demand   → per class: unlend idle lent nodes, then notice the fewest leases that cover it
+//!  3. internal demand   → per class: unlend idle lent nodes, then notice the fewest leases that cover it;
+//!                         then reclaim ahead where demand rises faster than free and incoming cover
 //!  4. lending           → idle internal nodes beyond demand and reserve, inside windows and caps
 //!  5. binding           → pending leases onto lent nodes of their model, fewest nodes
 //!  6. report            → totals, ledger, one line per node and lease
@@ -13,114 +14,17 @@
 
 use jiff::{SignedDuration, Timestamp};
 
+use super::classes::Classes;
+use super::draft::Draft;
+use super::history::window_minutes;
+use super::output::{Action, Cause, Plan, Totals};
 use super::reclaim::{self, LeaseCandidate};
 use super::snapshot::Snapshot;
 use super::state::{LeasePhase, NodeState};
-use super::work::{Classes, Work};
-
-/// What to do.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Action {
-    /// Take an idle node out of internal use: pool and state labels, the lent taint.
-    Lend { node: String },
-    /// Give a lent node without a lease straight back.
-    Unlend { node: String },
-    /// Bind nodes to a pending lease: its label and taint on each node.
-    Bind {
-        namespace: String,
-        name: String,
-        nodes: Vec<String>,
-    },
-    /// Give notice on a node: state `reclaiming`, the deadline on the node, its lease and its tenant pods.
-    Notice {
-        node: String,
-        lease: Option<String>,
-        deadline: Timestamp,
-    },
-    /// Put the deadline annotation on a tenant pod of a reclaiming node that lacks it.
-    AnnotatePod {
-        namespace: String,
-        name: String,
-        deadline: Timestamp,
-    },
-    /// Evict a tenant pod whose notice has run out.
-    Evict {
-        namespace: String,
-        name: String,
-        node: String,
-        deadline: Timestamp,
-    },
-    /// Hand a node back to internal use: sublet's labels and taints removed.
-    Return { node: String, lease: Option<String> },
-}
-
-/// An action and why.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Step {
-    pub action: Action,
-    pub reason: String,
-}
-
-/// GPU counts over the pool, as observed before the plan is carried out.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
-    pub nodes: u32,
-    pub gpus: u32,
-    /// GPUs this plan lends now (what would be lent, in Observe mode).
-    pub lendable_gpus: u32,
-    pub lent_gpus: u32,
-    pub leased_gpus: u32,
-    pub reclaiming_gpus: u32,
-    pub internal_free_gpus: u32,
-    pub internal_used_gpus: u32,
-    pub pending_gpus: u32,
-    pub reserve_gpus: u32,
-    /// Idle beyond demand and reserve, or already out: lendable + lent + leased + reclaiming.
-    pub harvestable_gpus: u32,
-}
-
-/// One member node in the report.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NodeReport {
-    pub name: String,
-    pub state: NodeState,
-    pub lease: Option<String>,
-    pub gpus: u32,
-    pub model: Option<String>,
-    pub since: Option<Timestamp>,
-    pub reason: String,
-}
-
-/// One lease in the report: the status it should show once the plan is carried out.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LeaseReport {
-    pub namespace: String,
-    pub name: String,
-    pub phase: LeasePhase,
-    pub reason: String,
-    pub nodes: Vec<String>,
-    pub gpus: u32,
-    pub deadline: Option<Timestamp>,
-    pub price_per_gpu_hour: f64,
-    /// When the lease's nodes were first bound (set by a Bind in this plan when it had none).
-    pub bound_at: Option<Timestamp>,
-}
-
-/// The whole plan.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Plan {
-    pub steps: Vec<Step>,
-    pub totals: Totals,
-    pub ledger: super::snapshot::PoolLedger,
-    pub nodes: Vec<NodeReport>,
-    pub leases: Vec<LeaseReport>,
-    /// Why nothing new is lent, when that holds for the whole pool.
-    pub lending_blocked: Option<String>,
-}
 
 /// Plans one pool. Pure: the same snapshot gives the same plan.
 pub fn plan(s: &Snapshot) -> Plan {
-    let mut w = Work::new(s);
+    let mut w = Draft::new(s);
     let observed = w.totals_observed();
     reclaiming_nodes(&mut w);
     forced_notices(&mut w);
@@ -133,7 +37,7 @@ pub fn plan(s: &Snapshot) -> Plan {
 
 /// `now` plus the notice, rounded up to a whole second: deadlines are written as RFC 3339 seconds, and a
 /// rounded deadline must never give less notice than promised.
-fn deadline_after_notice(w: &Work) -> Timestamp {
+fn deadline_after_notice(w: &Draft) -> Timestamp {
     let exact = w
         .now
         .saturating_add(SignedDuration::from_secs(w.policy.notice_seconds))
@@ -143,7 +47,7 @@ fn deadline_after_notice(w: &Work) -> Timestamp {
 }
 
 /// Step 1.
-fn reclaiming_nodes(w: &mut Work) {
+fn reclaiming_nodes(w: &mut Draft) {
     for n in 0..w.nodes.len() {
         if !w.nodes[n].member || w.nodes[n].state != NodeState::Reclaiming {
             continue;
@@ -154,6 +58,7 @@ fn reclaiming_nodes(w: &mut Work) {
         if tenant_pods.is_empty() {
             w.push(
                 Action::Return { node: name, lease },
+                Cause::NoticeServed,
                 "notice served and no tenant pod is left on the node",
             );
             w.nodes[n].state = NodeState::Internal;
@@ -171,6 +76,7 @@ fn reclaiming_nodes(w: &mut Work) {
                         lease,
                         deadline: d,
                     },
+                    Cause::NoticeServed,
                     "reclaiming without a deadline",
                 );
                 d
@@ -188,21 +94,29 @@ fn reclaiming_nodes(w: &mut Work) {
                     node: name.clone(),
                     deadline,
                 };
-                w.push(action, &format!("reclaim deadline {deadline} has passed"));
+                w.push(
+                    action,
+                    Cause::NoticeServed,
+                    &format!("reclaim deadline {deadline} has passed"),
+                );
             } else if pod.deadline_annotation != Some(deadline) {
                 let action = Action::AnnotatePod {
                     namespace: pod.namespace.clone(),
                     name: pod.name.clone(),
                     deadline,
                 };
-                w.push(action, "tenant pod on a reclaiming node lacks the deadline");
+                w.push(
+                    action,
+                    Cause::NoticeServed,
+                    "tenant pod on a reclaiming node lacks the deadline",
+                );
             }
         }
     }
 }
 
 /// Step 2: notices that do not depend on internal demand, and so on no concurrency budget.
-fn forced_notices(w: &mut Work) {
+fn forced_notices(w: &mut Draft) {
     let deleting = w.policy.deleting;
     for n in 0..w.nodes.len() {
         let node = &w.nodes[n];
@@ -211,28 +125,31 @@ fn forced_notices(w: &mut Work) {
         }
         let has_tenant_pods = w.has_tenant_pods(n);
         let why = if deleting {
-            Some("the pool is being deleted".to_string())
+            Some((Cause::PoolDeleted, "the pool is being deleted".to_string()))
         } else if node.state == NodeState::Lent && has_tenant_pods {
-            Some("tenant pods run on a node that no lease holds".to_string())
+            Some((
+                Cause::Misuse,
+                "tenant pods run on a node that no lease holds".to_string(),
+            ))
         } else if node.state == NodeState::Leased {
-            lease_end_reason(w, n)
+            lease_end_reason(w, n).map(|why| (Cause::LeaseOver, why))
         } else if node.internal_gpu_pods > 0 {
-            Some("an internal GPU pod runs on the lent node".to_string())
+            Some((Cause::Misuse, "an internal GPU pod runs on the lent node".to_string()))
         } else {
             None
         };
-        let Some(why) = why else { continue };
+        let Some((cause, why)) = why else { continue };
         if node.state == NodeState::Lent && !has_tenant_pods {
-            w.unlend(n, &why);
+            w.unlend(n, cause, &why);
         } else {
             let deadline = notice_deadline(w, n);
-            w.notice(n, deadline, &why);
+            w.notice(n, deadline, cause, &why);
         }
     }
 }
 
 /// Why a leased node's lease is over, if it is: deleted, gone, finished, or running out within the notice.
-fn lease_end_reason(w: &Work, n: usize) -> Option<String> {
+fn lease_end_reason(w: &Draft, n: usize) -> Option<String> {
     let key = w.nodes[n].lease_key.as_deref().unwrap_or("");
     let Some(l) = w.nodes[n].lease else {
         return Some(format!("lease {key} no longer exists"));
@@ -248,13 +165,13 @@ fn lease_end_reason(w: &Work, n: usize) -> Option<String> {
     (deadline_after_notice(w) >= end).then(|| format!("lease {key} ends at {end}"))
 }
 
-fn lease_end(w: &Work, l: usize) -> Option<Timestamp> {
+fn lease_end(w: &Draft, l: usize) -> Option<Timestamp> {
     let secs = w.snap.leases[l].duration_seconds?;
     w.bound_at[l]?.checked_add(SignedDuration::from_secs(secs)).ok()
 }
 
 /// A lease that runs out gets its end as the deadline (never less notice than the pool gives).
-fn notice_deadline(w: &Work, n: usize) -> Timestamp {
+fn notice_deadline(w: &Draft, n: usize) -> Timestamp {
     let full = deadline_after_notice(w);
     match w.nodes[n].lease.and_then(|l| lease_end(w, l)) {
         Some(end) if end > full => end,
@@ -263,7 +180,7 @@ fn notice_deadline(w: &Work, n: usize) -> Timestamp {
 }
 
 /// Step 3.
-fn internal_demand(w: &mut Work, classes: &mut Classes) {
+fn internal_demand(w: &mut Draft, classes: &mut Classes) {
     let deficits: Vec<(usize, i64)> = (0..classes.len()).map(|c| (c, classes.deficit(c))).collect();
     for (c, need) in deficits {
         if need > 0 {
@@ -274,10 +191,58 @@ fn internal_demand(w: &mut Work, classes: &mut Classes) {
     if any > 0 {
         reclaim_for(w, classes, None, any);
     }
+    reclaim_ahead(w, classes);
 }
 
-/// Brings `need` GPUs back for class `c` (any class when None): idle lent nodes at once, then notices.
-fn reclaim_for(w: &mut Work, classes: &mut Classes, c: Option<usize>, need: i64) {
+/// Per class whose demand climbed over the last notice window: when what is free and coming back would not
+/// cover pending demand plus the rise the history saw follow such climbs, give notice for the difference now.
+fn reclaim_ahead(w: &mut Draft, classes: &mut Classes) {
+    let Some(learned) = w.policy.reserve.learned.filter(|l| l.reclaim_ahead) else {
+        return;
+    };
+    if !matches!(classes.learned, Some(Ok(()))) {
+        return;
+    }
+    let Some(history) = w.snap.history.clone() else { return };
+    let notice = w.policy.notice_seconds;
+    let back = w.now.as_second() - window_minutes(notice) * 60;
+    let Ok(back) = jiff::Timestamp::from_second(back) else {
+        return;
+    };
+    for c in 0..classes.len() {
+        let before = history.at(classes.name(c), back);
+        let now = classes.demand(c);
+        if before.is_none_or(|b| now <= i64::from(b)) {
+            continue;
+        }
+        let Some(rise) = history.rise_quantile(classes.name(c), w.now, notice, learned.burst_quantile, true) else {
+            continue;
+        };
+        // While demand climbs, the rise expected is kept from lending too, so what comes back stays back.
+        let expected = i64::from(rise).min(classes.capacity[c] - classes.used[c]).max(0);
+        if expected > classes.held[c] {
+            classes.held[c] = expected;
+            classes.why[c] = format!(
+                "{}; climbing: {expected} kept for the rise expected within the notice",
+                classes.why[c]
+            );
+        }
+        let need = classes.pending[c] + i64::from(rise) - classes.free[c] - classes.incoming[c];
+        if need > 0 {
+            let why = format!(
+                "reclaim ahead in {}: demand rose from {} to {now} GPUs within {notice}s and may rise {rise} more; {} free, {} coming back",
+                classes.label(c),
+                before.unwrap_or(0),
+                classes.free[c],
+                classes.incoming[c]
+            );
+            reclaim(w, classes, Some(c), need, Cause::ReclaimAhead, &why);
+        }
+    }
+}
+
+/// Brings `need` GPUs back for the internal demand of class `c` (any class when None).
+fn reclaim_for(w: &mut Draft, classes: &mut Classes, c: Option<usize>, need: i64) {
     let why = match c {
         Some(c) => format!(
             "internal demand in {}: {} GPUs pending, {} reserved, {} free",
@@ -288,8 +253,13 @@ fn reclaim_for(w: &mut Work, classes: &mut Classes, c: Option<usize>, need: i64)
         ),
         None => format!("internal demand for any GPU: {} GPUs pending", classes.pending_any),
     };
+    reclaim(w, classes, c, need, Cause::InternalDemand, &why);
+}
+
+/// Brings `need` GPUs back for class `c` (any class when None): idle lent nodes at once, then notices.
+fn reclaim(w: &mut Draft, classes: &mut Classes, c: Option<usize>, need: i64, cause: Cause, why: &str) {
     let mut need = need;
-    let in_class = |w: &Work, n: usize| c.is_none_or(|c| w.nodes[n].class == c);
+    let in_class = |w: &Draft, n: usize| c.is_none_or(|c| w.nodes[n].class == c);
     let mut lent: Vec<usize> = (0..w.nodes.len())
         .filter(|&n| w.nodes[n].member && w.nodes[n].state == NodeState::Lent && in_class(w, n))
         // A node that is not Ready or cordoned would not serve the demand once back.
@@ -302,7 +272,7 @@ fn reclaim_for(w: &mut Work, classes: &mut Classes, c: Option<usize>, need: i64)
         }
         need -= i64::from(w.nodes[n].gpus);
         classes.free[w.nodes[n].class] += w.nodes[n].gpus as i64;
-        w.unlend(n, &why);
+        w.unlend(n, cause, why);
     }
     if need <= 0 {
         return;
@@ -317,7 +287,7 @@ fn reclaim_for(w: &mut Work, classes: &mut Classes, c: Option<usize>, need: i64)
     let deadline = deadline_after_notice(w);
     for n in chosen {
         let gpus = i64::from(w.nodes[n].gpus);
-        if w.notice(n, deadline, &why) {
+        if w.notice(n, deadline, cause, why) {
             classes.free[w.nodes[n].class] += gpus;
         } else {
             classes.incoming[w.nodes[n].class] += gpus;
@@ -326,7 +296,7 @@ fn reclaim_for(w: &mut Work, classes: &mut Classes, c: Option<usize>, need: i64)
 }
 
 /// Leased nodes of class `c`, grouped by lease.
-fn lease_candidates(w: &Work, c: Option<usize>) -> Vec<LeaseCandidate> {
+fn lease_candidates(w: &Draft, c: Option<usize>) -> Vec<LeaseCandidate> {
     let mut by_lease: std::collections::BTreeMap<usize, LeaseCandidate> = Default::default();
     for (n, node) in w.nodes.iter().enumerate() {
         if !node.member || node.state != NodeState::Leased || c.is_some_and(|c| node.class != c) {
@@ -354,7 +324,7 @@ fn lease_candidates(w: &Work, c: Option<usize>) -> Vec<LeaseCandidate> {
 }
 
 /// Step 4. Returns why the pool lends nothing new, when that holds pool-wide.
-fn lending(w: &mut Work, classes: &mut Classes) -> Option<String> {
+fn lending(w: &mut Draft, classes: &mut Classes) -> Option<String> {
     let blocked = if w.policy.deleting {
         Some("the pool is being deleted".to_string())
     } else if !w.snap.signals.fresh {
@@ -375,10 +345,10 @@ fn lending(w: &mut Work, classes: &mut Classes) -> Option<String> {
         .collect();
     for n in idle_lent {
         if blocked.as_deref() == Some("outside the lending windows") {
-            w.unlend(n, "outside the lending windows");
+            w.unlend(n, Cause::PoolRules, "outside the lending windows");
             out -= u64::from(w.nodes[n].gpus);
         } else if out > cap {
-            w.unlend(n, "more than maxLentPercent of the pool is lent");
+            w.unlend(n, Cause::PoolRules, "more than maxLentPercent of the pool is lent");
             out -= u64::from(w.nodes[n].gpus);
         }
     }
@@ -407,7 +377,7 @@ fn lending(w: &mut Work, classes: &mut Classes) -> Option<String> {
         if surplus[c] < i64::from(gpus) || spare < i64::from(gpus) {
             w.nodes[n].reason = format!(
                 "idle, but kept for internal work ({} GPUs pending, {} reserved)",
-                classes.pending[c], classes.reserve[c]
+                classes.pending[c], classes.held[c]
             );
             continue;
         }
@@ -425,7 +395,7 @@ fn lending(w: &mut Work, classes: &mut Classes) -> Option<String> {
 }
 
 /// Step 5.
-fn binding(w: &mut Work) {
+fn binding(w: &mut Draft) {
     if w.policy.deleting {
         return;
     }
@@ -491,7 +461,7 @@ fn binding(w: &mut Work) {
 }
 
 /// The fewest whole nodes that cover `gpus`, wasting as little as possible; None when they do not suffice.
-fn pick_nodes(w: &Work, free: &[usize], gpus: u32) -> Option<Vec<usize>> {
+fn pick_nodes(w: &Draft, free: &[usize], gpus: u32) -> Option<Vec<usize>> {
     let mut by_size: Vec<usize> = free.to_vec();
     by_size.sort_by(|&a, &b| w.nodes[b].gpus.cmp(&w.nodes[a].gpus).then(a.cmp(&b)));
     let mut chosen = Vec::new();
@@ -521,11 +491,12 @@ fn pick_nodes(w: &Work, free: &[usize], gpus: u32) -> Option<Vec<usize>> {
 }
 
 /// Step 6.
-fn report(w: Work, classes: Classes, observed: Totals, blocked: Option<String>) -> Plan {
+fn report(w: Draft, classes: Classes, observed: Totals, blocked: Option<String>) -> Plan {
     let mut totals = observed;
     totals.lendable_gpus = w.lent_now;
     totals.pending_gpus = classes.pending.iter().map(|&p| p.max(0) as u32).sum::<u32>() + classes.pending_any as u32;
-    totals.reserve_gpus = classes.reserve.iter().map(|&r| r.max(0) as u32).sum();
+    let class_reports = classes.reports();
+    totals.reserve_gpus = class_reports.iter().map(|c| c.reserve_gpus).sum();
     totals.harvestable_gpus = totals.lendable_gpus + totals.lent_gpus + totals.leased_gpus + totals.reclaiming_gpus;
     let ledger = w.accrue(&totals);
     let nodes = w.node_reports();
@@ -537,5 +508,7 @@ fn report(w: Work, classes: Classes, observed: Totals, blocked: Option<String>) 
         nodes,
         leases,
         lending_blocked: blocked,
+        classes: class_reports,
+        reserve_learned: classes.learned.clone(),
     }
 }

@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub demand: Demand,
     pub signals: Signals,
     pub history: Option<Arc<DemandHistory>>,
+    /// Why the history cannot be trusted now (its source cannot answer), when it cannot.
+    pub history_error: Option<String>,
     pub ledger: PoolLedger,
 }
 
@@ -124,7 +126,7 @@ pub struct LeaseView {
 impl LeaseView {
     /// `NAMESPACE.NAME`, as on node labels and taints.
     pub fn key(&self) -> String {
-        crate::api::keys::lease_key(&self.namespace, &self.name)
+        super::lease_key(&self.namespace, &self.name)
     }
 }
 
@@ -185,6 +187,7 @@ impl SnapshotBuilder {
                 demand: Demand::default(),
                 signals: Signals::default(),
                 history: None,
+                history_error: None,
                 ledger: PoolLedger::default(),
             },
             index: Default::default(),
@@ -227,6 +230,10 @@ impl SnapshotBuilder {
 
     pub fn history(&mut self, history: Arc<DemandHistory>) {
         self.snapshot.history = Some(history);
+    }
+
+    pub fn history_error(&mut self, why: String) {
+        self.snapshot.history_error = Some(why);
     }
 
     pub fn ledger(&mut self, ledger: PoolLedger) {

@@ -355,17 +355,33 @@ fn foreign_and_unselected_nodes_are_not_members() {
     assert_eq!(p.nodes.len(), 1);
 }
 
+/// A history of `demand(minute)` for `MODEL` over the `minutes` minutes before `t0()` (minute 0 is the
+/// oldest, `minutes - 1` the last before now).
+fn history_of(minutes: i64, demand: impl Fn(i64) -> u32) -> DemandHistory {
+    let mut h = DemandHistory::new(14);
+    for m in 0..minutes {
+        h.record(MODEL, at((m - minutes) * 60), demand(m));
+    }
+    h
+}
+
+fn learned(quantile: Option<f64>, burst: f64, ahead: bool) -> LearnedPolicy {
+    LearnedPolicy {
+        quantile,
+        burst_quantile: burst,
+        reclaim_ahead: ahead,
+        history_days: 14,
+    }
+}
+
 #[test]
 fn learned_reserve_keeps_gpus_ahead_of_a_weekly_peak() {
-    let mut history = DemandHistory::new(14);
-    // A week ago, the hour starting now saw 16 GPUs of internal demand.
+    // Quiet for the last two hours; a week ago, the hour starting now saw 16 GPUs of internal demand.
+    let mut history = history_of(120, |_| 0);
     let week = 7 * 86400;
     history.record(MODEL, at(-week + 60), 16);
     let f = fx().node("n1", 8).node("n2", 8).node("n3", 8).policy(|p| {
-        p.reserve.learned = Some(LearnedPolicy {
-            quantile: 0.95,
-            history_days: 14,
-        });
+        p.reserve.learned = Some(learned(Some(0.95), 0.99, true));
     });
     let p = Fx {
         history: Some(history),
@@ -379,6 +395,115 @@ fn learned_reserve_keeps_gpus_ahead_of_a_weekly_peak() {
         kinds(&p)
     );
     assert_eq!(p.totals.reserve_gpus, 16);
+    assert_eq!(p.reserve_learned, Some(Ok(())));
+    assert!(p.classes[0].reason.contains("peak 16"), "{:?}", p.classes);
+}
+
+#[test]
+fn without_the_history_it_needs_a_learned_reserve_holds_every_free_gpu_and_reclaims_nothing() {
+    let base = || {
+        fx().node("free", 8)
+            .node("lent", 8)
+            .marked(NodeState::Lent, None)
+            .node("leased", 8)
+            .marked(NodeState::Leased, Some("acme.job"))
+            .tenant_pod("acme", "w", "leased")
+            .lease("acme", "job", 8, LeasePhase::Bound, Some(-600))
+            .policy(|p| p.reserve.learned = Some(learned(None, 0.99, true)))
+    };
+    for (history, error, says) in [
+        (None, None, "no demand history yet"),
+        (Some(history_of(30, |_| 0)), None, "holds 30 of the 60 recent minutes"),
+        (
+            Some(history_of(120, |_| 0)),
+            Some("Prometheus at http://p cannot answer: unreachable"),
+            "cannot answer",
+        ),
+    ] {
+        let f = Fx { history, ..base() };
+        let mut s = f.snapshot();
+        s.history_error = error.map(str::to_string);
+        let p = plan(&s);
+        assert!(p.steps.is_empty(), "nothing lent, nothing taken back: {:?}", kinds(&p));
+        let Some(Err(why)) = &p.reserve_learned else {
+            panic!("{:?}", p.reserve_learned)
+        };
+        assert!(why.contains(says), "{why}");
+        assert_eq!(p.totals.reserve_gpus, 8, "the free node is held");
+        assert!(
+            reason_of(&p, "free").contains("kept for internal work"),
+            "{}",
+            reason_of(&p, "free")
+        );
+    }
+}
+
+#[test]
+fn burst_reserve_keeps_the_rise_seen_within_one_notice() {
+    // Two hours at this time of day, climbing 4 GPUs a minute in runs of three minutes: within a 120 s
+    // notice demand rose by up to 8 GPUs.
+    let history = history_of(120, |m| 4 * (m % 4) as u32);
+    let f = fx().node("n1", 8).node("n2", 8).node("n3", 8).policy(|p| {
+        p.reserve.learned = Some(learned(None, 0.99, false));
+    });
+    let p = Fx {
+        history: Some(history),
+        ..f
+    }
+    .plan();
+    assert_eq!(p.totals.reserve_gpus, 8, "{:?}", p.classes);
+    assert_eq!(lent(&p).len(), 2, "{:?}", kinds(&p));
+    assert!(p.classes[0].reason.contains("burst 8"), "{:?}", p.classes);
+}
+
+#[test]
+fn reclaim_ahead_gives_notice_while_demand_climbs() {
+    // Every ten minutes demand climbs 0 → 8 → 16 → 24 and drops back. Most two-minute windows see no rise
+    // (the burst reserve at the median is 0), but after a climb has begun demand rose 8 more at the
+    // median. Now it is at 8, up from 0 two minutes ago; nothing is free and nothing is coming back.
+    let pattern = [0, 0, 0, 0, 0, 0, 8, 16, 24, 0];
+    let history = history_of(180, |m| pattern[((m + 6) % 10) as usize]);
+    let f = fx()
+        .node("busy", 8)
+        .internal_pod("run", Some("busy"), 8)
+        .node("leased", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .tenant_pod("acme", "w", "leased")
+        .lease("acme", "job", 8, LeasePhase::Bound, Some(-3600))
+        .policy(|p| p.reserve.learned = Some(learned(None, 0.5, true)));
+    let f = Fx {
+        history: Some(history),
+        ..f
+    };
+    let mut s = f.snapshot();
+    let p = plan(&s);
+    assert!(p.classes[0].reason.contains("burst 0"), "{:?}", p.classes);
+    let ahead: Vec<&Step> = p.steps.iter().filter(|st| st.cause == Cause::ReclaimAhead).collect();
+    assert!(
+        ahead
+            .iter()
+            .any(|st| matches!(&st.action, Action::Notice { node, .. } if node == "leased")),
+        "{:?}",
+        p.steps
+    );
+    assert!(ahead[0].reason.starts_with("reclaim ahead"), "{}", ahead[0].reason);
+    ideal::apply(&mut s, &p);
+    let again = plan(&s);
+    assert!(
+        again.steps.iter().all(|st| st.cause != Cause::ReclaimAhead),
+        "{:?}",
+        kinds(&again)
+    );
+
+    // Without reclaim ahead, the same snapshot gives no notice: nothing is pending.
+    let mut quiet = f.snapshot();
+    Arc::make_mut(&mut quiet.policy).reserve.learned = Some(learned(None, 0.5, false));
+    let p = plan(&quiet);
+    assert!(
+        p.steps.iter().all(|st| !matches!(st.action, Action::Notice { .. })),
+        "{:?}",
+        kinds(&p)
+    );
 }
 
 #[test]
@@ -777,7 +902,7 @@ fn planning_again_after_carrying_out_changes_nothing() {
         let mut s = f.snapshot();
         let p = plan(&s);
         assert!(!p.steps.is_empty());
-        model::apply(&mut s, &p);
+        ideal::apply(&mut s, &p);
         let again = plan(&s);
         assert!(again.steps.is_empty(), "replanned: {:?}", kinds(&again));
     }

@@ -3,28 +3,32 @@
 //! ```text
 //!   TenantPool spec ──▶ Sources::fetch ──┬─ utilization.rs  Prometheus (DCGM series) ─▶ node → Utilization
 //!                       (concurrently,   ├─ kueue.rs        Workloads waiting in named ClusterQueues ─▶ Demand
-//!                        each bounded)   └─ promql.rs       the pool's PromQL query ─▶ Demand
+//!                        each bounded)   ├─ promql.rs       the pool's PromQL query ─▶ Demand
+//!                                        └─ history.rs      sublet's own demand series, read back ─▶ DemandHistory
 //!                                        ▼
-//!                                     Readings ──apply()──▶ Snapshot { nodes[].utilization, demand, signals }
+//!                                     Readings ──apply()──▶ Snapshot { nodes[].utilization, demand, signals,
+//!                                                                      history }
 //! ```
 //! A source that fails (unreachable, timed out, refused) makes the pool's signals not fresh, with the reason;
 //! its demand is left out, so a missing signal can never drive a reclaim, and without fresh utilization the
-//! planner lends nothing new. Pending pods come from the API caches and are always counted by the planner.
+//! planner lends nothing new. A history that cannot be read is reported apart (`ReserveLearned`): the
+//! planner then holds every free GPU from lending, but reclaims nothing for it. Pending pods come from the API caches and are always counted by the planner.
 
+pub mod history;
 pub mod kueue;
 pub mod prometheus;
 pub mod promql;
 pub mod utilization;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
 
 use self::prometheus::{PromError, Prometheus};
 use crate::api::TenantPool;
-use crate::policy::{Demand, Signals, Snapshot, Utilization};
+use crate::policy::{Demand, DemandHistory, Signals, Snapshot, Utilization};
 
 /// What one pass learned from the signal sources.
 #[derive(Clone, Debug, Default)]
@@ -38,6 +42,8 @@ pub struct Readings {
     pub utilization_configured: bool,
     /// The staleness limit, for the reason when no node has a fresh reading.
     pub stale_seconds: i64,
+    /// For a pool with a learned reserve: its demand history, or why it cannot be read.
+    pub history: Option<Result<Arc<DemandHistory>, String>>,
 }
 
 impl Readings {
@@ -74,6 +80,11 @@ impl Readings {
             snapshot.demand.add(class, gpus);
         }
         snapshot.signals = self.signals;
+        match self.history {
+            Some(Ok(h)) => snapshot.history = Some(h),
+            Some(Err(why)) => snapshot.history_error = Some(why),
+            None => {}
+        }
     }
 }
 
@@ -87,6 +98,8 @@ pub struct Sources {
     timeout: Duration,
     /// Per pool, the last failure logged, so that a lasting outage is logged once, not every pass.
     logged: Mutex<HashMap<String, String>>,
+    /// Per pool with a learned reserve, the demand history read back so far.
+    histories: history::Histories,
 }
 
 impl Sources {
@@ -100,6 +113,7 @@ impl Sources {
             prometheus: Mutex::new(HashMap::new()),
             timeout,
             logged: Mutex::new(HashMap::new()),
+            histories: history::Histories::default(),
         }
     }
 
@@ -185,10 +199,29 @@ impl Sources {
                     .map(|s| promql::demand(&s, q.class_label.as_deref())),
             )
         };
-        let (util, kueue, promql) = tokio::join!(util, kueue, promql);
+        let history = async {
+            let learned = spec.reserve.learned.as_ref().filter(|l| l.enabled)?;
+            let url = learned
+                .prometheus_url
+                .as_deref()
+                .or(spec.utilization.as_ref().map(|u| u.prometheus_url.as_str()));
+            let Some(url) = url else {
+                return Some(Err(
+                    "reserve.learned names no prometheusUrl and the pool has no utilization source".to_string(),
+                ));
+            };
+            let p = match self.prometheus(url) {
+                Ok(p) => p,
+                Err(e) => return Some(Err(e.to_string())),
+            };
+            let days = learned.history_days.clamp(1, 90) as u32;
+            Some(self.histories.read(spec_name(pool), &p, days, now).await)
+        };
+        let (util, kueue, promql, history) = tokio::join!(util, kueue, promql, history);
         let mut out = Readings {
             utilization_configured: spec.utilization.is_some(),
             stale_seconds: spec.utilization.as_ref().map(|u| u.stale_seconds).unwrap_or(0),
+            history,
             ..Readings::default()
         };
         match util {

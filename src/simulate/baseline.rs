@@ -7,6 +7,9 @@
 //!   no cool-down); when a group's demand does not fit its internal nodes, the fewest leased nodes that
 //!   cover it get notice and come back at the deadline, their tenant pods evicted.
 //!
+//! A node that leaves the cluster while out of internal use is lost to the tenant without notice (counted
+//! apart); static-N never lends it again once it is back.
+//!
 //! With unbounded tenants a lent node is leased at once. With a tenant spec, lent nodes wait for lease
 //! requests, served first come first served with the largest free lent nodes (a request whose price cap is
 //! under the pool's price is dropped); a tenant leaves its nodes, lent again, when its lease runs out, and
@@ -135,10 +138,16 @@ pub fn run(
         ends: vec![None; cluster.len()],
         price,
     };
+    for g in 0..k {
+        cluster.set_capacity(g, trace.capacity_at(0, g), 0);
+    }
     if let Baseline::Static(percent) = baseline {
         for range in &cluster.groups {
-            let lend = range.len() * percent.min(100) as usize / 100;
-            state[range.end - lend..range.end].fill(market.lend());
+            let present: Vec<usize> = range.clone().filter(|&n| cluster.present[n]).collect();
+            let lend = present.len() * percent.min(100) as usize / 100;
+            for &n in &present[present.len() - lend..] {
+                state[n] = market.lend();
+            }
         }
     }
     for step in 0..trace.steps() {
@@ -153,9 +162,19 @@ pub fn run(
                 meter.evictions += 1;
             }
         }
+        for g in 0..k {
+            let (left, _) = cluster.set_capacity(g, trace.capacity_at(step, g), now);
+            for n in left {
+                if state[n] != State::Internal {
+                    meter.lost += 1;
+                }
+                state[n] = State::Internal;
+                market.ends[n] = None;
+            }
+        }
         market.step(now, &mut state, &cluster);
         for g in 0..k {
-            let want = trace.demand[step * k + g].min(trace.groups[g].capacity_gpus);
+            let want = trace.demand[step * k + g].min(trace.capacity_at(step, g));
             let placed = cluster.place(g, want, now, |n| state[n] == State::Internal);
             if baseline != Baseline::Naive {
                 continue;
@@ -196,7 +215,7 @@ pub fn run(
                 cluster.place(g, want, now, |n| state[n] == State::Internal);
             }
             for n in range {
-                if state[n] == State::Internal && cluster.used[n] == 0 && want <= placed {
+                if cluster.present[n] && state[n] == State::Internal && cluster.used[n] == 0 && want <= placed {
                     state[n] = market.lend();
                 }
             }

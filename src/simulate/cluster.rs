@@ -4,7 +4,11 @@
 //! Internal work is placed as a bin-packing scheduler would: new GPUs go to the fullest internal node that
 //! has room, then to the empty internal node that was busy most recently (long-idle nodes stay idle, as
 //! lending wants); finished GPUs leave the emptiest nodes first. Work never lands on a node that is out of
-//! internal use; what does not fit waits (pending).
+//! internal use or not in the cluster; what does not fit waits (pending).
+//!
+//! When a group's capacity changes, its last nodes leave first and join last ([`Cluster::set_capacity`]):
+//! the work on a leaving node goes back to waiting and is placed again as the scheduler would, a joining
+//! node is internal and idle.
 
 use std::ops::Range;
 
@@ -20,6 +24,8 @@ pub struct Cluster {
     pub used: Vec<u32>,
     /// Since when (seconds from the trace start) no internal GPU ran on the node; None while one runs.
     pub idle_since: Vec<Option<i64>>,
+    /// Whether the node is in the cluster now.
+    pub present: Vec<bool>,
     order: Vec<usize>,
 }
 
@@ -43,8 +49,38 @@ impl Cluster {
             gpus,
             used: vec![0; n],
             idle_since: vec![Some(0); n],
+            present: vec![true; n],
             order: Vec::with_capacity(n),
         }
+    }
+
+    /// Makes group `g` hold its first nodes that fit in `gpus`, at `at` seconds. Returns the nodes that left
+    /// (their internal work dropped: the next [`Cluster::place`] puts it back where it fits) and those that
+    /// joined (internal and idle from `at`).
+    pub fn set_capacity(&mut self, g: usize, gpus: u32, at: i64) -> (Vec<usize>, Vec<usize>) {
+        let (mut left, mut joined) = (Vec::new(), Vec::new());
+        let mut sum = 0;
+        for n in self.groups[g].clone() {
+            let stays = sum + self.gpus[n] <= gpus;
+            if stays {
+                sum += self.gpus[n];
+            }
+            match (self.present[n], stays) {
+                (true, false) => {
+                    self.present[n] = false;
+                    self.used[n] = 0;
+                    self.idle_since[n] = None;
+                    left.push(n);
+                }
+                (false, true) => {
+                    self.present[n] = true;
+                    self.idle_since[n] = Some(at);
+                    joined.push(n);
+                }
+                _ => {}
+            }
+        }
+        (left, joined)
     }
 
     pub fn len(&self) -> usize {
@@ -80,7 +116,7 @@ impl Cluster {
             current = target;
         } else if target > current {
             self.order
-                .extend(range.filter(|&n| internal(n) && self.used[n] < self.gpus[n]));
+                .extend(range.filter(|&n| self.present[n] && internal(n) && self.used[n] < self.gpus[n]));
             let (used, idle) = (&self.used, &self.idle_since);
             // Fullest first; among empty ones the most recently busy first.
             self.order.sort_by_key(|&n| {
@@ -131,7 +167,15 @@ pub struct Meter {
     pub episodes: Vec<i64>,
     pub(super) open: Vec<i64>,
     pub notices: u64,
+    /// Lent or leased nodes that left the cluster (their leases ended without notice).
+    pub lost: u64,
+    /// Notices given ahead of a rise (sublet's reclaim ahead).
+    pub ahead_notices: u64,
     pub evictions: u64,
+    /// Σ GPUs the policy kept from lending as its reserve · dt, over the steps with a reading.
+    pub reserve: f64,
+    /// Seconds of those steps.
+    pub reserve_seconds: f64,
     pub(super) out: Vec<u32>,
     pub(super) held: Vec<u32>,
 }
@@ -176,7 +220,7 @@ impl Meter {
                 self.close(g);
                 continue;
             }
-            let cap = trace.groups[g].capacity_gpus;
+            let cap = trace.capacity_at(step, g);
             let want = trace.demand[step * k + g].min(cap);
             let idle = cap - want;
             let delayed = want.saturating_sub(cap - self.out[g].min(cap));
@@ -227,6 +271,7 @@ mod tests {
             }],
             demand: demand.to_vec(),
             known: vec![true; demand.len()],
+            capacity: vec![],
         }
     }
 
@@ -245,6 +290,23 @@ mod tests {
         assert_eq!(c.place(0, 7, 220, |_| true), 7);
         assert_eq!(c.used, vec![0, 0, 7]);
         assert_eq!(c.idle_since[1], Some(220));
+    }
+
+    #[test]
+    fn nodes_leave_last_first_and_their_work_is_placed_again() {
+        let mut c = Cluster::new(&trace(&[]));
+        assert_eq!(c.place(0, 20, 0, |_| true), 20);
+        // Down to 8 GPUs: nodes 1 and 2 leave, their work waits; only node 0's 8 GPUs are placed.
+        let (left, joined) = c.set_capacity(0, 8, 60);
+        assert_eq!((left, joined), (vec![1, 2], vec![]));
+        assert_eq!(c.used.iter().sum::<u32>(), c.used[0]);
+        assert_eq!(c.place(0, 20, 60, |_| true), 8);
+        assert_eq!(c.used, vec![8, 0, 0]);
+        // Back to 24: they join idle and take the waiting work.
+        let (left, joined) = c.set_capacity(0, 24, 120);
+        assert_eq!((left, joined), (vec![], vec![1, 2]));
+        assert_eq!(c.idle_since[1], Some(120));
+        assert_eq!(c.place(0, 20, 120, |_| true), 20);
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod oracle;
 pub mod plot;
 pub mod report;
 pub mod sublet;
+pub mod sweep;
 pub mod tenants;
 pub mod trace;
 
@@ -44,14 +45,17 @@ pub use report::{PolicyReport, Report, TraceSummary};
 pub use tenants::TenantSpec;
 pub use trace::{GroupSpec, Trace, TraceError, load, load_csv, load_helios};
 
-/// The default pool of `sublet simulate`: the defaults of an empty `TenantPool` spec, priced at 2.00 per
-/// GPU-hour so that revenue shows.
+/// The default pool of `sublet simulate`: the defaults of an empty `TenantPool` spec with the learned
+/// reserve on (its defaults: the burst reserve and reclaim ahead), priced at 2.00 per GPU-hour so that
+/// revenue shows.
 pub const DEFAULT_POOL_YAML: &str = "\
 apiVersion: sublet.dev/v1alpha1
 kind: TenantPool
 metadata:
   name: simulate
 spec:
+  reserve:
+    learned: {}
   pricing:
     defaultPerGpuHour: 2.0
 ";

@@ -6,7 +6,7 @@
 //! stretch at least `notice + minimum lease` long: it is leased from the first step of the stretch, gets its
 //! notice `notice` before the stretch ends, and is back in internal hands the step demand needs it. Shorter
 //! stretches are not lent: a lease there would end in a notice that runs past the need. Steps with unknown
-//! demand break stretches and are not lent.
+//! demand break stretches and are not lent. Capacity is the group's at each step, as every policy sees it.
 
 use super::trace::Trace;
 
@@ -42,7 +42,8 @@ pub fn compute(trace: &Trace, notice_seconds: i64, min_lease_seconds: i64) -> Or
             need += size;
             let free = |s: usize| {
                 let i = s * k + g;
-                trace.known[i] && spec.capacity_gpus - trace.demand[i].min(spec.capacity_gpus) >= need
+                let cap = trace.capacity_at(s, g);
+                trace.known[i] && cap - trace.demand[i].min(cap) >= need
             };
             let mut s = 0;
             while s < steps {
@@ -83,6 +84,7 @@ mod tests {
             }],
             demand: demand.to_vec(),
             known: vec![true; demand.len()],
+            capacity: vec![],
         }
     }
 

@@ -43,6 +43,13 @@ pub struct PolicyReport {
     pub notices: u64,
     pub evictions_per_1000_lent_gpu_hours: f64,
     pub revenue: f64,
+    /// GPUs kept from lending as the reserve, on average over time (sublet only; 0 for the others).
+    pub mean_reserve_gpus: f64,
+    /// Notices given ahead of a rise in demand (sublet's reclaim ahead).
+    pub reclaim_ahead_notices: u64,
+    /// Lent or leased nodes that left the cluster: their leases ended without notice (never counted as
+    /// notices or evictions).
+    pub lost_to_capacity_change: u64,
 }
 
 impl PolicyReport {
@@ -70,6 +77,13 @@ impl PolicyReport {
                 0.0
             },
             revenue: leased_hours * price,
+            mean_reserve_gpus: if m.reserve_seconds > 0.0 {
+                m.reserve / m.reserve_seconds
+            } else {
+                0.0
+            },
+            reclaim_ahead_notices: m.ahead_notices,
+            lost_to_capacity_change: m.lost,
         }
     }
 }
@@ -166,6 +180,28 @@ impl Report {
         out.push_str(&line(head.iter().map(|h| h.to_string()).collect()));
         for r in rows {
             out.push_str(&line(r));
+        }
+        let lost: Vec<String> = self
+            .policies
+            .iter()
+            .filter(|p| p.lost_to_capacity_change > 0)
+            .map(|p| format!("{} {}", p.name, p.lost_to_capacity_change))
+            .collect();
+        if !lost.is_empty() {
+            out.push_str(&format!(
+                "\nnodes lost to capacity change while lent or leased (leases ended without notice): {}\n",
+                lost.join(", ")
+            ));
+        }
+        for p in self
+            .policies
+            .iter()
+            .filter(|p| p.mean_reserve_gpus > 0.0 || p.reclaim_ahead_notices > 0)
+        {
+            out.push_str(&format!(
+                "\n{}: reserve {:.1} GPUs kept on average, {} of its notices given ahead of a rise\n",
+                p.name, p.mean_reserve_gpus, p.reclaim_ahead_notices
+            ));
         }
         out
     }

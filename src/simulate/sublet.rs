@@ -3,9 +3,11 @@
 //! One [`Snapshot`] lives for the whole replay and is updated in place:
 //!
 //! ```text
-//!  each step t:  demand(t) ─► place internal work on internal nodes (Cluster) ─► snapshot: one internal pod
+//!  each step t:  capacity(t): nodes leave (a lent or leased one ends its lease without notice: "lost")
+//!                and join (internal, idle)
+//!              ─► demand(t) ─► place internal work on internal nodes (Cluster) ─► snapshot: one internal pod
 //!                per node carrying its used GPUs, the rest as pending demand of the group's class
-//!             ─► settle(t): plan() → model::apply() → evicted pods gone after the grace → plan again
+//!             ─► settle(t): plan() → ideal::apply() → evicted pods gone after the grace → plan again
 //!             ─► place again (nodes that came back take waiting work) ─► meter ─► history (past only)
 //!             ─► deadlines and ends of grace that fall between t and t+1: settle at each
 //! ```
@@ -25,8 +27,8 @@ use super::oracle::Oracle;
 use super::tenants::Arrival;
 use super::trace::Trace;
 use crate::policy::{
-    Action, DemandHistory, LeasePhase, LeaseView, NodeState, NodeView, PodPhase, PodView, PoolPolicy, Selector,
-    Signals, Snapshot, SnapshotBuilder, model, plan,
+    Action, Cause, DemandHistory, LeasePhase, LeaseView, Marks, NodeState, NodeView, PodPhase, PodView, PoolPolicy,
+    Selector, Signals, Snapshot, SnapshotBuilder, ideal, plan,
 };
 
 /// The node label the simulator puts the group name under when the pool names none.
@@ -54,6 +56,8 @@ struct Replay<'a> {
     /// Seconds an evicted pod takes to go, and when each tenant slot's evicted pod is gone.
     grace: i64,
     gone_at: Vec<Option<Timestamp>>,
+    /// The reserve of the last plan, over all classes.
+    reserve_gpus: u32,
 }
 
 /// Adapts a pool's policy to a trace: nodes are told apart by group only, and idleness comes from internal
@@ -88,6 +92,9 @@ pub fn run(
     let mut series = Vec::with_capacity(trace.steps());
     for step in 0..trace.steps() {
         let now = trace.time(step);
+        if trace.capacity_changes() {
+            r.capacity(step, now);
+        }
         r.observe(step, now);
         r.settle(now);
         r.place_waiting(now);
@@ -98,7 +105,11 @@ pub fn run(
                 NodeState::Leased | NodeState::Reclaiming => Use::Leased,
             }
         });
-        series.push(r.totals());
+        if r.trace.known[step * k..(step + 1) * k].iter().all(|&x| x) {
+            r.meter.reserve += f64::from(r.reserve_gpus) * trace.step_seconds as f64;
+            r.meter.reserve_seconds += trace.step_seconds as f64;
+        }
+        series.push(r.totals(step));
         // Deadlines between this step and the next are acted on when they come, as the controller does.
         let next = trace.time(step + 1);
         let mut after = now;
@@ -119,7 +130,10 @@ pub fn run(
 
 impl<'a> Replay<'a> {
     fn new(trace: &'a Trace, policy: PoolPolicy) -> Self {
-        let cluster = Cluster::new(trace);
+        let mut cluster = Cluster::new(trace);
+        for g in 0..trace.groups.len() {
+            cluster.set_capacity(g, trace.capacity_at(0, g), 0);
+        }
         let label = policy.group_label.clone().unwrap_or_default();
         let history = policy
             .reserve
@@ -134,8 +148,8 @@ impl<'a> Replay<'a> {
             b.node(NodeView {
                 name,
                 labels: BTreeMap::from([(label.clone(), group.clone())]),
-                ready: true,
-                gpus: cluster.gpus[n],
+                ready: cluster.present[n],
+                gpus: if cluster.present[n] { cluster.gpus[n] } else { 0 },
                 idle_since: Some(trace.start),
                 ..NodeView::default()
             });
@@ -184,11 +198,44 @@ impl<'a> Replay<'a> {
             patience: i64::MAX,
             grace: 0,
             gone_at: vec![None; total],
+            reserve_gpus: 0,
         }
     }
 
     fn secs(&self, t: Timestamp) -> i64 {
         t.as_second() - self.trace.start.as_second()
+    }
+
+    /// Takes the groups' capacity at `step`: a node that leaves drops out of the pool with whatever it
+    /// held (a tenant's lease on it ends without notice, its internal work waits to be placed again); a node
+    /// that joins is internal and idle.
+    fn capacity(&mut self, step: usize, now: Timestamp) {
+        let at = self.secs(now);
+        let total = self.cluster.len();
+        for g in 0..self.trace.groups.len() {
+            let (left, joined) = self.cluster.set_capacity(g, self.trace.capacity_at(step, g), at);
+            for n in left {
+                let node = &mut self.snap.nodes[n];
+                if node.marks.state != NodeState::Internal {
+                    self.meter.lost += 1;
+                }
+                node.marks = Marks::default();
+                node.gpus = 0;
+                node.ready = false;
+                node.idle_since = None;
+                let tenant = &mut self.snap.pods[total + n];
+                tenant.node = None;
+                tenant.terminating = false;
+                tenant.deadline_annotation = None;
+                self.gone_at[n] = None;
+            }
+            for n in joined {
+                let node = &mut self.snap.nodes[n];
+                node.gpus = self.cluster.gpus[n];
+                node.ready = true;
+                node.idle_since = Some(now);
+            }
+        }
     }
 
     /// Reads the trace at `step` into the cluster and the snapshot.
@@ -206,7 +253,7 @@ impl<'a> Replay<'a> {
             };
         }
         for g in 0..k {
-            self.want[g] = self.trace.demand[step * k + g].min(self.trace.groups[g].capacity_gpus);
+            self.want[g] = self.trace.demand[step * k + g].min(self.trace.capacity_at(step, g));
         }
         self.snap.now = now;
         self.place_all(now);
@@ -253,11 +300,17 @@ impl<'a> Replay<'a> {
             self.tenants_leave(now);
             self.evicted_pods_leave(now);
             let plan = plan(&self.snap);
-            model::apply(&mut self.snap, &plan);
+            ideal::apply(&mut self.snap, &plan);
+            self.reserve_gpus = plan.totals.reserve_gpus;
             let total = self.cluster.len();
             for step in &plan.steps {
                 match &step.action {
-                    Action::Notice { .. } => self.meter.notices += 1,
+                    Action::Notice { .. } => {
+                        self.meter.notices += 1;
+                        if step.cause == Cause::ReclaimAhead {
+                            self.meter.ahead_notices += 1;
+                        }
+                    }
                     Action::Evict { .. } => self.meter.evictions += 1,
                     Action::Bind { nodes, .. } => {
                         for name in nodes {
@@ -412,8 +465,8 @@ impl<'a> Replay<'a> {
         }
     }
 
-    fn totals(&self) -> [u32; 4] {
-        let mut t = [self.trace.capacity_gpus(), self.want.iter().sum(), 0, 0];
+    fn totals(&self, step: usize) -> [u32; 4] {
+        let mut t = [self.trace.capacity_total_at(step), self.want.iter().sum(), 0, 0];
         for (n, node) in self.snap.nodes.iter().enumerate() {
             match node.marks.state {
                 NodeState::Internal => {}

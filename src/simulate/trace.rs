@@ -1,8 +1,9 @@
 //! Traces of internal demand, read at run time: the Helios per-VC minute files or a generic CSV.
 //!
-//! Both become one [`Trace`]: node groups of fixed capacity and, per step and group, the GPUs the group's
-//! internal work wants. A step a group has no reading for (a logging gap, a missing CSV row) holds the
-//! group's last known demand and is marked unknown: the replay goes on through it, the metrics skip it.
+//! Both become one [`Trace`]: node groups and, per step and group, the GPUs the group's internal work wants
+//! and, when it changes, the GPUs the group has (whole nodes: nodes join and leave, the last ones first).
+//! A step a group has no reading for (a logging gap, a missing CSV row) holds the group's last known demand
+//! and capacity and is marked unknown: the replay goes on through it, the metrics skip it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,12 +24,16 @@ pub struct Trace {
     pub demand: Vec<u32>,
     /// `known[step * groups + g]`: whether that demand was read (false: held over a gap).
     pub known: Vec<bool>,
+    /// `capacity[step * groups + g]`: GPUs group `g` has at that step, in whole nodes; empty when every
+    /// group keeps its `capacity_gpus` throughout.
+    pub capacity: Vec<u32>,
 }
 
 /// One node group: a team's quota of identical nodes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupSpec {
     pub name: String,
+    /// The most GPUs the group has at any step.
     pub capacity_gpus: u32,
     pub gpus_per_node: u32,
 }
@@ -44,6 +49,18 @@ impl GroupSpec {
         }
         sizes
     }
+
+    /// The GPUs of the group's first nodes that fit in `gpus`: a capacity in whole nodes.
+    pub fn whole_nodes(&self, gpus: u32) -> u32 {
+        let mut sum = 0;
+        for size in self.node_sizes() {
+            if sum + size > gpus {
+                break;
+            }
+            sum += size;
+        }
+        sum
+    }
 }
 
 impl Trace {
@@ -51,8 +68,47 @@ impl Trace {
         self.demand.len().checked_div(self.groups.len()).unwrap_or(0)
     }
 
+    /// The most GPUs each group has, summed.
     pub fn capacity_gpus(&self) -> u32 {
         self.groups.iter().map(|g| g.capacity_gpus).sum()
+    }
+
+    /// The GPUs group `g` has at `step`.
+    pub fn capacity_at(&self, step: usize, g: usize) -> u32 {
+        if self.capacity.is_empty() {
+            self.groups[g].capacity_gpus
+        } else {
+            self.capacity[step * self.groups.len() + g]
+        }
+    }
+
+    /// The GPUs of all groups at `step`.
+    pub fn capacity_total_at(&self, step: usize) -> u32 {
+        (0..self.groups.len()).map(|g| self.capacity_at(step, g)).sum()
+    }
+
+    /// Whether some group's capacity changes over the trace.
+    pub fn capacity_changes(&self) -> bool {
+        !self.capacity.is_empty()
+    }
+
+    /// Sets the per-step capacities read (`read[step * groups + g]`, raw GPUs): each group's capacity is
+    /// its largest, each step's is rounded down to whole nodes; none is kept when nothing changes.
+    fn set_capacity(&mut self, read: Vec<u32>) {
+        let k = self.groups.len();
+        for (g, spec) in self.groups.iter_mut().enumerate() {
+            spec.capacity_gpus = read.iter().skip(g).step_by(k.max(1)).copied().max().unwrap_or(0);
+        }
+        let rounded: Vec<u32> = read
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| self.groups[i % k].whole_nodes(c))
+            .collect();
+        let fixed = rounded
+            .iter()
+            .enumerate()
+            .all(|(i, &c)| c == self.groups[i % k].capacity_gpus);
+        self.capacity = if fixed { Vec::new() } else { rounded };
     }
 
     pub fn time(&self, step: usize) -> Timestamp {
@@ -134,7 +190,7 @@ pub fn load_helios(dir: &Path) -> Result<Trace, TraceError> {
         return Err(file_err(dir, format!("no *{SUFFIX} files in the folder")));
     }
     let mut groups = Vec::new();
-    let mut columns: Vec<Vec<(u32, bool)>> = Vec::new();
+    let mut columns: Vec<Vec<(u32, u32, bool)>> = Vec::new();
     let mut times: Vec<String> = Vec::new();
     for (i, file) in files.iter().enumerate() {
         let name = file
@@ -142,10 +198,10 @@ pub fn load_helios(dir: &Path) -> Result<Trace, TraceError> {
             .and_then(|n| n.to_str())
             .unwrap_or("")
             .trim_end_matches(SUFFIX);
-        let (capacity, rows) = read_helios_file(file, &mut times, i == 0)?;
+        let rows = read_helios_file(file, &mut times, i == 0)?;
         groups.push(GroupSpec {
             name: name.to_string(),
-            capacity_gpus: capacity,
+            capacity_gpus: 0,
             gpus_per_node: 8,
         });
         columns.push(rows);
@@ -160,27 +216,32 @@ pub fn load_helios(dir: &Path) -> Result<Trace, TraceError> {
     let k = groups.len();
     let mut demand = vec![0u32; steps * k];
     let mut known = vec![true; steps * k];
+    let mut capacity = vec![0u32; steps * k];
     for s in 0..steps {
-        let gap = columns.iter().all(|c| c[s].1);
+        let gap = columns.iter().all(|c| c[s].2);
         for g in 0..k {
             let held = if s > 0 { demand[(s - 1) * k + g] } else { 0 };
             demand[s * k + g] = if gap { held } else { columns[g][s].0 };
+            capacity[s * k + g] = columns[g][s].1;
             known[s * k + g] = !gap;
         }
     }
-    Ok(Trace {
+    let mut trace = Trace {
         name: dir.display().to_string(),
         start: stamps[0],
         step_seconds,
         groups,
         demand,
         known,
-    })
+        capacity: Vec::new(),
+    };
+    trace.set_capacity(capacity);
+    Ok(trace)
 }
 
-/// One VC file: its capacity and, per row, (demand, whether the row reads all zeros). The first file sets
-/// the times; the others must have the same ones.
-fn read_helios_file(path: &Path, times: &mut Vec<String>, first: bool) -> Result<(u32, Vec<(u32, bool)>), TraceError> {
+/// One VC file, per row: (demand, capacity, whether the row reads all zeros). The first file sets the times;
+/// the others must have the same ones.
+fn read_helios_file(path: &Path, times: &mut Vec<String>, first: bool) -> Result<Vec<(u32, u32, bool)>, TraceError> {
     let mut r = csv::Reader::from_path(path).map_err(|e| csv_err(path, e))?;
     let headers = r.headers().map_err(|e| csv_err(path, e))?.clone();
     let col = |name: &str| {
@@ -218,22 +279,13 @@ fn read_helios_file(path: &Path, times: &mut Vec<String>, first: bool) -> Result
             ));
         }
         let total = number(c_total, "total_gpu_num")?;
-        if *capacity.get_or_insert(total) != total {
-            return Err(line_err(
-                path,
-                line,
-                format!(
-                    "total_gpu_num changes from {} to {total}; the simulator needs a fixed capacity per VC",
-                    capacity.unwrap_or(0)
-                ),
-            ));
-        }
         let (run, pend) = (number(c_run, "running_gpu_num")?, number(c_pend, "pending_gpu_num")?);
         let jobs = field(c_jobs);
-        rows.push((
-            run.saturating_add(pend),
-            run == 0 && pend == 0 && (jobs == "0" || jobs == "0.0"),
-        ));
+        let gap = run == 0 && pend == 0 && (jobs == "0" || jobs == "0.0");
+        // A logging gap reads zero GPUs too: the capacity before it holds.
+        let total = if gap { capacity.unwrap_or(total) } else { total };
+        capacity = Some(total);
+        rows.push((run.saturating_add(pend), total, gap));
         i += 1;
     }
     if rows.is_empty() {
@@ -245,7 +297,7 @@ fn read_helios_file(path: &Path, times: &mut Vec<String>, first: bool) -> Result
             format!("{} rows where the other VC files have {}", rows.len(), times.len()),
         ));
     }
-    Ok((capacity.unwrap_or(0), rows))
+    Ok(rows)
 }
 
 /// A count that may be written as `12` or `12.0`.
@@ -319,6 +371,7 @@ pub fn load_csv(path: &Path) -> Result<Trace, TraceError> {
         time: Timestamp,
         group: usize,
         demand: u32,
+        capacity: u32,
     }
     let mut groups: Vec<GroupSpec> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
@@ -355,13 +408,13 @@ pub fn load_csv(path: &Path) -> Result<Trace, TraceError> {
         let g = match index.get(name) {
             Some(&g) => {
                 let spec = &groups[g];
-                if spec.capacity_gpus != capacity || spec.gpus_per_node != per {
+                if spec.gpus_per_node != per {
                     return Err(line_err(
                         path,
                         line,
                         format!(
-                            "group {name} had capacity_gpus {} and gpus_per_node {} before; the simulator needs them fixed",
-                            spec.capacity_gpus, spec.gpus_per_node
+                            "group {name} had gpus_per_node {} before; a group's nodes keep their size",
+                            spec.gpus_per_node
                         ),
                     ));
                 }
@@ -382,6 +435,7 @@ pub fn load_csv(path: &Path) -> Result<Trace, TraceError> {
             time,
             group: g,
             demand,
+            capacity,
         });
     }
     if rows.is_empty() {
@@ -407,7 +461,7 @@ pub fn load_csv(path: &Path) -> Result<Trace, TraceError> {
         ));
     }
     let steps = steps as usize;
-    let mut read: Vec<Option<u32>> = vec![None; steps * k];
+    let mut read: Vec<Option<(u32, u32)>> = vec![None; steps * k];
     for row in &rows {
         let s = ((row.time.as_second() - start.as_second()) / step_seconds) as usize;
         let slot = &mut read[s * k + row.group];
@@ -418,27 +472,38 @@ pub fn load_csv(path: &Path) -> Result<Trace, TraceError> {
                 format!("a second row for group {} at {}", groups[row.group].name, row.time),
             ));
         }
-        *slot = Some(row.demand);
+        *slot = Some((row.demand, row.capacity));
     }
     let mut demand = vec![0u32; steps * k];
     let mut known = vec![false; steps * k];
+    let mut capacity = vec![0u32; steps * k];
     for s in 0..steps {
         for g in 0..k {
             let i = s * k + g;
-            (demand[i], known[i]) = match read[i] {
-                Some(d) => (d, true),
-                None => (if s > 0 { demand[i - k] } else { 0 }, false),
+            (demand[i], capacity[i], known[i]) = match read[i] {
+                Some((d, c)) => (d, c, true),
+                None if s > 0 => (demand[i - k], capacity[i - k], false),
+                // Before a group's first row: its first capacity, no demand.
+                None => (0, first_capacity(&read, g, k), false),
             };
         }
     }
-    Ok(Trace {
+    let mut trace = Trace {
         name: path.display().to_string(),
         start,
         step_seconds,
         groups,
         demand,
         known,
-    })
+        capacity: Vec::new(),
+    };
+    trace.set_capacity(capacity);
+    Ok(trace)
+}
+
+/// The capacity of group `g`'s first row.
+fn first_capacity(read: &[Option<(u32, u32)>], g: usize, k: usize) -> u32 {
+    read.iter().skip(g).step_by(k).flatten().next().map_or(0, |r| r.1)
 }
 
 #[cfg(test)]
@@ -474,6 +539,8 @@ mod tests {
         assert_eq!(g(16, 8).node_sizes(), vec![8, 8]);
         assert_eq!(g(20, 8).node_sizes(), vec![8, 8, 4]);
         assert_eq!(g(0, 8).node_sizes(), Vec::<u32>::new());
+        assert_eq!(g(20, 8).whole_nodes(12), 8);
+        assert_eq!(g(20, 8).whole_nodes(20), 20);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Utilization and PromQL demand through the real Prometheus server (Debian's `prometheus`), scraping the
 //! sandbox's DCGM exporter every second: busy nodes are not lent, idle ones are; Prometheus stopped blocks
-//! lending without reclaiming, and its return clears the condition.
+//! lending without reclaiming, and its return clears the condition. The learned reserve reads its demand
+//! history from a real TSDB, backfilled with `promtool tsdb create-blocks-from openmetrics`.
 //!
 //! Each test starts its own Prometheus on a free loopback port with a temporary TSDB and kills it at the end.
 //! Without a `prometheus` binary the tests are skipped, except in CI (`CI=true`), where they fail.
@@ -56,6 +57,11 @@ impl PromServer {
              scrape_configs:\n  - job_name: dcgm\n    static_configs:\n      - targets: ['{target}']\n"
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        Self::launch(binary, dir)
+    }
+
+    /// Starts the server on a free port with the configuration and storage in `dir`.
+    fn launch(binary: PathBuf, dir: tempfile::TempDir) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -69,6 +75,27 @@ impl PromServer {
         };
         server.resume();
         server
+    }
+
+    /// A server with no scrape target whose TSDB holds `openmetrics` (backfilled with promtool).
+    fn backfilled(binary: PathBuf, openmetrics: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("prometheus.yml"), "global:\n  scrape_interval: 15s\n").unwrap();
+        let input = dir.path().join("history.om");
+        std::fs::write(&input, openmetrics).unwrap();
+        let promtool = binary.with_file_name("promtool");
+        let out = Command::new(&promtool)
+            .args(["tsdb", "create-blocks-from", "openmetrics"])
+            .arg(&input)
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap_or_else(|e| panic!("{} runs: {e}", promtool.display()));
+        assert!(
+            out.status.success(),
+            "promtool: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self::launch(binary, dir)
     }
 
     fn url(&self) -> String {
@@ -364,5 +391,115 @@ async fn promql_demand_takes_a_lent_node_back() {
     run.stop().await;
     drop(prom);
     dcgm.shutdown().await;
+    env.sandbox.shutdown().await;
+}
+
+/// Two days of sublet's demand series for pool `gpu`, one sample a minute up to a minute ago: a sawtooth
+/// climbing 4 GPUs a minute (0, 4, 8, 12, 0, …), so that within a 120 s notice demand rose by up to 8.
+fn sawtooth_history(now: jiff::Timestamp) -> String {
+    let end = now.as_second() / 60 * 60 - 60;
+    let mut out =
+        String::from("# HELP sublet_internal_demand_gpus Internal demand\n# TYPE sublet_internal_demand_gpus gauge\n");
+    for m in (0..2 * 1440).rev() {
+        let t = end - m * 60;
+        let v = 4 * ((t / 60) % 4);
+        out.push_str(&format!(
+            "sublet_internal_demand_gpus{{pool=\"gpu\",class=\"{MODEL}\"}} {v} {t}\n"
+        ));
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+async fn reserve_of(pools: &Api<TenantPool>) -> Option<(i32, String)> {
+    let status = pools.get("gpu").await.ok()?.status?;
+    let r = status.reserve.into_iter().find(|r| r.class == MODEL)?;
+    Some((r.gpus, r.reason))
+}
+
+async fn learned_condition(pools: &Api<TenantPool>) -> Option<(String, String)> {
+    let status = pools.get("gpu").await.ok()?.status?;
+    let c = status.conditions.into_iter().find(|c| c.type_ == "ReserveLearned")?;
+    Some((c.status, c.message))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learned_reserve_reads_its_history_from_prometheus_and_holds_everything_without_it() {
+    let binary = prometheus_binary().expect("prometheus is missing: run scripts/install-test-tools");
+    let now = jiff::Timestamp::now();
+    let mut prom = PromServer::backfilled(binary, &sawtooth_history(now));
+    let env = env(SandboxConfig::default()).await;
+    let c = env.client.clone();
+    for n in ["gpu-1", "gpu-2", "gpu-3"] {
+        gpu_node(&c, n, 8).await;
+    }
+    // The history the controller will read, straight from the server: the series is there.
+    let client = Prometheus::new(&prom.url(), Duration::from_secs(2)).unwrap();
+    eventually(30, "the backfilled series", || async {
+        let q = "count_over_time(sublet_internal_demand_gpus[1d])";
+        client.query(q, None).await.ok().filter(|v| v.len() == 1).map(|_| ())
+    })
+    .await;
+    create_pool(
+        &c,
+        "gpu",
+        json!({
+            "mode": "Enforce",
+            "idle": {"forSeconds": 0},
+            "reclaim": {"noticeSeconds": 120, "cooldownSeconds": 0},
+            "reserve": {"learned": {"prometheusUrl": prom.url(), "historyDays": 3}},
+        }),
+    )
+    .await;
+    let pools: Api<TenantPool> = Api::all(c.clone());
+    let run = controller(&c, "sublet-0", false);
+
+    // The burst reserve is the rise within the notice the history saw: 8 GPUs, one node kept, two lent.
+    let (gpus, why) = eventually(60, "the learned reserve", || async {
+        reserve_of(&pools).await.filter(|r| r.1.contains("burst"))
+    })
+    .await;
+    assert_eq!(gpus, 8, "{why}");
+    assert!(why.contains("burst 8"), "{why}");
+    assert_eq!(learned_condition(&pools).await.unwrap().0, "True");
+    eventually(30, "two nodes lent", || async {
+        (lent(&c).await.len() == 2).then_some(())
+    })
+    .await;
+
+    // A restarted controller reads the same history and keeps the same reserve (the status is cleared
+    // first, so what it shows is the new controller's).
+    run.stop().await;
+    pools
+        .patch_status(
+            "gpu",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"reserve": null, "conditions": null}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reserve_of(&pools).await, None);
+    let run = controller(&c, "sublet-1", false);
+    let again = eventually(60, "the reserve after a restart", || async { reserve_of(&pools).await }).await;
+    assert_eq!(again, (gpus, why.clone()));
+    assert_eq!(lent(&c).await.len(), 2);
+
+    // Prometheus stops: the pool says why, holds every free GPU (a new idle node is not lent) and takes
+    // nothing back.
+    prom.stop();
+    let (status, message) = eventually(120, "ReserveLearned=False", || async {
+        learned_condition(&pools).await.filter(|c| c.0 == "False")
+    })
+    .await;
+    assert_eq!(status, "False");
+    assert!(message.contains("cannot answer"), "{message}");
+    gpu_node(&c, "gpu-4", 8).await;
+    let (held, why) = eventually(30, "gpu-4 held", || async {
+        reserve_of(&pools).await.filter(|r| r.0 == 16)
+    })
+    .await;
+    assert!(why.contains("every free GPU held"), "{held}: {why}");
+    assert_eq!(lent(&c).await.len(), 2, "a missing history takes nothing back");
+    run.stop().await;
     env.sandbox.shutdown().await;
 }

@@ -1,7 +1,8 @@
 //! Property tests of the planner: random clusters and random event sequences, each plan carried out on the
 //! cluster model, checking DESIGN.md rules 1–3 and that planning again on the result changes nothing.
 //!
-//! Each property runs 10,000 random sequences.
+//! Pools may carry a learned reserve (burst, hourly peak, reclaim ahead) with a random demand history of
+//! the last hours, or without the history it needs. Each property runs 10,000 random sequences.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -22,6 +23,61 @@ struct Knobs {
     min_lease: i64,
     cooldown: i64,
     idle_for: i64,
+    learned: Option<Learned>,
+}
+
+/// A learned reserve and the history it is given.
+#[derive(Clone, Debug)]
+struct Learned {
+    burst_quantile: f64,
+    peak_quantile: Option<f64>,
+    reclaim_ahead: bool,
+    /// Seeds the random walk of demand per class over the last `minutes` minutes.
+    seed: u64,
+    /// 0: no history at all.
+    minutes: i64,
+}
+
+fn learned() -> impl Strategy<Value = Option<Learned>> {
+    prop_oneof![
+        2 => Just(None),
+        3 => (
+            prop_oneof![Just(0.5), Just(0.9), Just(0.99), Just(1.0)],
+            prop_oneof![Just(None), Just(Some(0.95))],
+            any::<bool>(),
+            any::<u64>(),
+            prop_oneof![Just(0i64), 1i64..=59, Just(240)],
+        )
+            .prop_map(|(burst_quantile, peak_quantile, reclaim_ahead, seed, minutes)| Some(Learned {
+                burst_quantile,
+                peak_quantile,
+                reclaim_ahead,
+                seed,
+                minutes,
+            })),
+    ]
+}
+
+/// Demand per class over the last `minutes` minutes before `t0()`: random walks between 0 and 24 GPUs.
+fn random_history(l: &Learned) -> Option<DemandHistory> {
+    if l.minutes == 0 {
+        return None;
+    }
+    let mut h = DemandHistory::new(14);
+    let mut x = l.seed | 1;
+    for class in MODELS {
+        let mut v: i64 = 8;
+        for m in 0..l.minutes {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            v = (v + ((x >> 60) as i64 % 9) - 4).clamp(0, 24);
+            h.record(
+                class,
+                t0().checked_sub(SignedDuration::from_mins(l.minutes - m)).unwrap(),
+                v as u32,
+            );
+        }
+    }
+    Some(h)
 }
 
 #[derive(Clone, Debug)]
@@ -54,6 +110,7 @@ fn knobs() -> impl Strategy<Value = Knobs> {
         prop_oneof![Just(0i64), 1i64..=3600],
         prop_oneof![Just(0i64), 1i64..=600],
         prop_oneof![Just(0i64), 1i64..=900],
+        learned(),
     )
         .prop_map(
             |(
@@ -65,6 +122,7 @@ fn knobs() -> impl Strategy<Value = Knobs> {
                 min_lease,
                 cooldown,
                 idle_for,
+                learned,
             )| Knobs {
                 reserve_gpus,
                 reserve_percent,
@@ -74,6 +132,7 @@ fn knobs() -> impl Strategy<Value = Knobs> {
                 min_lease,
                 cooldown,
                 idle_for,
+                learned,
             },
         )
 }
@@ -111,7 +170,17 @@ fn build(k: &Knobs, nodes: &[(u32, usize)]) -> Snapshot {
     policy.min_lease_seconds = k.min_lease;
     policy.cooldown_seconds = k.cooldown;
     policy.idle_for_seconds = k.idle_for;
+    policy.reserve.learned = k.learned.as_ref().map(|l| LearnedPolicy {
+        quantile: l.peak_quantile,
+        burst_quantile: l.burst_quantile,
+        reclaim_ahead: l.reclaim_ahead,
+        history_days: 14,
+    });
+    let history = k.learned.as_ref().and_then(random_history);
     let mut b = SnapshotBuilder::new(Arc::new(policy), t0());
+    if let Some(h) = history {
+        b.history(Arc::new(h));
+    }
     for (i, &(gpus, model)) in nodes.iter().enumerate() {
         b.node(NodeView {
             name: format!("n{i}"),
@@ -233,6 +302,17 @@ fn happen(s: &mut Snapshot, e: &Event, serial: &mut u32) {
 /// Rules 1–3 and the shape of a plan, checked against the snapshot it was made from.
 fn check_rules(s: &Snapshot, p: &Plan) -> Result<(), TestCaseError> {
     let node = |name: &str| s.nodes.iter().position(|n| n.name == name).unwrap();
+    // Without the history a learned reserve needs, every free GPU is held: nothing is lent.
+    if let Some(Err(why)) = &p.reserve_learned {
+        prop_assert!(
+            !p.steps.iter().any(|st| matches!(st.action, Action::Lend { .. })),
+            "lent while the history is missing ({why})"
+        );
+        prop_assert!(
+            !p.steps.iter().any(|st| st.cause == Cause::ReclaimAhead),
+            "reclaimed ahead without a history"
+        );
+    }
     let mut lent_now = HashSet::new();
     let mut bound_now = HashSet::new();
     let mut noticed = std::collections::HashMap::new();
@@ -353,7 +433,7 @@ fn run_sequence(k: &Knobs, nodes: &[(u32, usize)], events: &[Event]) -> Result<(
         let p = plan(&s);
         check_rules(&s, &p)?;
         let before = describe(&s);
-        model::apply(&mut s, &p);
+        ideal::apply(&mut s, &p);
         check_cluster(&s)?;
         if let Some(max) = s.policy.max_concurrent_reclaims {
             // Notices for internal demand never take the nodes under notice past the cap (forced ones,
@@ -361,7 +441,7 @@ fn run_sequence(k: &Knobs, nodes: &[(u32, usize)], events: &[Event]) -> Result<(
             let demand_notices = p
                 .steps
                 .iter()
-                .any(|st| matches!(st.action, Action::Notice { .. }) && st.reason.starts_with("internal demand"));
+                .any(|st| matches!(st.action, Action::Notice { .. }) && st.cause == Cause::InternalDemand);
             let under_notice = s
                 .nodes
                 .iter()
@@ -399,6 +479,7 @@ fn sequences_that_once_failed() {
         min_lease: 0,
         cooldown: 0,
         idle_for: 0,
+        learned: None,
     };
     let nodes = [(4, 1), (4, 1), (8, 0), (8, 0), (8, 1), (4, 1), (4, 0)];
     let lease = |gpus, duration| Event::Lease {
@@ -451,7 +532,7 @@ proptest! {
             prop_assert!(t.lent_gpus + t.leased_gpus + t.reclaiming_gpus + t.internal_free_gpus + t.internal_used_gpus >= t.gpus);
             prop_assert!(t.lendable_gpus <= t.internal_free_gpus);
             let cap = u64::from(t.gpus) * u64::from(s.policy.max_lent_percent) / 100;
-            model::apply(&mut s, &p);
+            ideal::apply(&mut s, &p);
             let out_after: u64 = s.nodes.iter().filter(|n| n.marks.state != NodeState::Internal).map(|n| u64::from(n.gpus)).sum();
             prop_assert!(t.lendable_gpus == 0 || out_after <= cap, "lending past maxLentPercent");
         }

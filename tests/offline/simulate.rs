@@ -20,10 +20,12 @@ fn csv_err(text: &str) -> String {
     err.to_string()
 }
 
-/// A test pool: the defaults, priced, with the given idle window.
+/// A test pool: the defaults of `sublet simulate`'s pool without the learned reserve (whose tests say so),
+/// priced, with the given idle window.
 fn policy(idle_for: i64) -> PoolPolicy {
     let mut p = simulate::pool_policy(simulate::DEFAULT_POOL_YAML).unwrap();
     p.idle_for_seconds = idle_for;
+    p.reserve.learned = None;
     p
 }
 
@@ -102,9 +104,10 @@ fn malformed_csv_names_the_line() {
             "neither RFC 3339",
         ),
         (
-            format!("{head}1767225600,a,16,4\n1767225660,a,24,4\n"),
+            "time,group,capacity_gpus,demand_gpus,gpus_per_node\n1767225600,a,16,4,8\n1767225660,a,24,4,4\n"
+                .to_string(),
             "line 3",
-            "fixed",
+            "keep their size",
         ),
         (
             format!("{head}1767225600,a,16,4\n1767225600,a,16,5\n"),
@@ -419,6 +422,9 @@ fn json_output_has_the_documented_fields() {
         "notices",
         "evictions_per_1000_lent_gpu_hours",
         "revenue",
+        "mean_reserve_gpus",
+        "reclaim_ahead_notices",
+        "lost_to_capacity_change",
     ];
     for p in policies {
         let mut keys: Vec<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
@@ -487,10 +493,124 @@ fn helios_earth_when_present() {
     let k = trace.groups.len();
     trace.demand.truncate(2 * 1440 * k);
     trace.known.truncate(2 * 1440 * k);
+    trace.capacity.truncate(2 * 1440 * k);
     let rows = run(&trace, policy(900));
     let oracle = row(&rows, "oracle");
     for r in &rows {
         assert!(r.harvested_gpu_hours <= oracle.harvested_gpu_hours + 1e-9, "{}", r.name);
     }
     assert!(row(&rows, "sublet").harvested_gpu_hours > 0.0);
+}
+
+/// One group of 8-GPU nodes with no internal work: 24 GPUs for an hour, 8 for half an hour, 24 again for
+/// an hour and a half.
+fn capacity_steps() -> Trace {
+    let mut csv = String::from("time,group,capacity_gpus,demand_gpus\n");
+    for m in 0..180 {
+        let cap = if (60..90).contains(&m) { 8 } else { 24 };
+        writeln!(csv, "{},g,{cap},0", m * 60).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    simulate::load(&write(dir.path(), "t.csv", &csv)).unwrap()
+}
+
+#[test]
+fn capacity_that_steps_down_and_back_is_taken_as_it_comes() {
+    let trace = capacity_steps();
+    assert_eq!(trace.capacity_gpus(), 24);
+    assert_eq!(
+        (
+            trace.capacity_at(59, 0),
+            trace.capacity_at(60, 0),
+            trace.capacity_at(90, 0)
+        ),
+        (24, 8, 24)
+    );
+    let rows = run(&trace, policy(900));
+    // Every policy sees the same capacity: 24 GPUs for 150 minutes and 8 for 30.
+    let hours = (24.0 * 150.0 + 8.0 * 30.0) / 60.0;
+    for r in &rows {
+        assert!(
+            (r.capacity_gpu_hours - hours).abs() < 1e-9,
+            "{}: {}",
+            r.name,
+            r.capacity_gpu_hours
+        );
+        assert!(
+            r.harvested_gpu_hours <= row(&rows, "oracle").harvested_gpu_hours + 1e-9,
+            "{}",
+            r.name
+        );
+        assert_eq!(r.internal_delay_gpu_minutes, 0.0, "{}", r.name);
+    }
+    // sublet leases all three nodes after the idle window; two leave at minute 60 while leased: lost, not
+    // noticed nor evicted. They come back idle and are leased again after another idle window.
+    let s = row(&rows, "sublet");
+    assert_eq!(s.lost_to_capacity_change, 2);
+    assert_eq!(s.notices, 0);
+    assert_eq!(s.evictions_per_1000_lent_gpu_hours, 0.0);
+    // Leased: 24 GPUs from minute 15 to 60, the 8 that stay to 105, then 24 (the others idle since 90).
+    let leased = (24.0 * 45.0 + 8.0 * 45.0 + 24.0 * 75.0) / 60.0;
+    assert!(
+        (s.harvested_gpu_hours - leased).abs() < 1e-9,
+        "{}",
+        s.harvested_gpu_hours
+    );
+    // naive leases at once and loses the same two nodes.
+    assert_eq!(row(&rows, "naive").lost_to_capacity_change, 2);
+    assert_eq!(row(&rows, "no-lending").lost_to_capacity_change, 0);
+}
+
+#[test]
+fn work_on_a_leaving_node_waits_and_is_placed_again() {
+    // 24 GPUs wanted 16 for the first hour; at minute 60 one node leaves (16 GPUs left, all wanted), at
+    // minute 90 two leave (8 left): 8 of the 16 wait, as they would on a real cluster without lending.
+    let mut csv = String::from("time,group,capacity_gpus,demand_gpus\n");
+    for m in 0..120 {
+        let cap = match m {
+            0..60 => 24,
+            60..90 => 16,
+            _ => 8,
+        };
+        writeln!(csv, "{},g,{cap},16", m * 60).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = simulate::load(&write(dir.path(), "t.csv", &csv)).unwrap();
+    let rows = run(&trace, policy(900));
+    // Demand above capacity is the group's own queueing: no policy is charged with it, and the 8 GPUs
+    // free in the first hour are lent by sublet (one node) and back before the capacity falls to 16.
+    let s = row(&rows, "sublet");
+    assert_eq!(row(&rows, "no-lending").internal_delay_gpu_minutes, 0.0);
+    assert_eq!(s.lost_to_capacity_change, 1, "the lent node is the one that leaves");
+    assert_eq!(s.internal_delay_gpu_minutes, 0.0);
+}
+
+#[test]
+fn the_default_pool_learns_an_hour_before_it_lends() {
+    // Two idle 8-GPU nodes for three hours.
+    let mut csv = String::from("time,group,capacity_gpus,demand_gpus\n");
+    for m in 0..180 {
+        writeln!(csv, "{},g,16,0", m * 60).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = simulate::load(&write(dir.path(), "t.csv", &csv)).unwrap();
+    let pool = simulate::pool_policy(simulate::DEFAULT_POOL_YAML).unwrap();
+    assert!(
+        pool.reserve
+            .learned
+            .is_some_and(|l| l.reclaim_ahead && l.quantile.is_none())
+    );
+    let rows = run(&trace, pool);
+    let s = row(&rows, "sublet");
+    // Every free GPU is held until the history holds an hour; then, demand never having risen, nothing is.
+    assert!(
+        (s.harvested_gpu_hours - 16.0 * 120.0 / 60.0).abs() < 1e-9,
+        "{}",
+        s.harvested_gpu_hours
+    );
+    assert!(
+        (s.mean_reserve_gpus - 16.0 * 60.0 / 180.0).abs() < 1e-9,
+        "{}",
+        s.mean_reserve_gpus
+    );
 }

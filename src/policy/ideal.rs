@@ -1,7 +1,8 @@
-//! Carrying a plan out on a snapshot, as a perfect executor would: the cluster model used by the property
-//! tests and the simulator to check that plans do what they say and that planning again changes nothing.
+//! The ideal executor: carries a plan out on a snapshot as a controller whose every write lands at once
+//! would. The property tests and the simulator use it to check that plans do what they say and that
+//! planning again changes nothing.
 
-use super::plan::{Action, Plan};
+use super::output::{Action, Plan};
 use super::snapshot::{Marks, Snapshot};
 use super::state::{LeasePhase, NodeState};
 
@@ -33,7 +34,7 @@ pub fn apply(s: &mut Snapshot, plan: &Plan) {
                 }
             }
             Action::Bind { namespace, name, nodes } => {
-                let key = crate::api::keys::lease_key(namespace, name);
+                let key = super::lease_key(namespace, name);
                 for node in nodes {
                     if let Some(n) = index(s, node) {
                         let m = &mut s.nodes[n].marks;

@@ -1,17 +1,17 @@
-//! The planner's working state: the snapshot joined and indexed once, and the node states as the plan
-//! changes them, so each step sees what the steps before it decided.
+//! The plan in the making: the snapshot joined and indexed once, and the node states as the plan changes
+//! them, so each step sees what the steps before it decided.
 
 use std::collections::HashMap;
 
 use jiff::{SignedDuration, Timestamp};
 
 use super::config::PoolPolicy;
-use super::plan::{Action, LeaseReport, NodeReport, Step, Totals};
-use super::snapshot::{PodPhase, PoolLedger, Snapshot};
+use super::output::{Action, Cause, LeaseReport, NodeReport, Step, Totals};
+use super::snapshot::{PoolLedger, Snapshot};
 use super::state::{LeasePhase, NodeState};
 
 /// Per node, what the plan needs and what it decided.
-pub(super) struct NodeWork {
+pub(super) struct NodeDraft {
     pub member: bool,
     pub class: usize,
     pub gpus: u32,
@@ -20,7 +20,7 @@ pub(super) struct NodeWork {
     pub lease_key: Option<String>,
     pub used_gpus: u32,
     pub internal_gpu_pods: u32,
-    /// First entry in `Work::tenant_pods` and how many.
+    /// First entry in `Draft::tenant_pods` and how many.
     tenant_first: u32,
     tenant_count: u32,
     /// The plan already acted on this node.
@@ -30,13 +30,13 @@ pub(super) struct NodeWork {
     pub reason: String,
 }
 
-pub(super) struct Work<'a> {
+pub(super) struct Draft<'a> {
     pub snap: &'a Snapshot,
     pub policy: &'a PoolPolicy,
     pub now: Timestamp,
-    pub nodes: Vec<NodeWork>,
+    pub nodes: Vec<NodeDraft>,
     tenant_pods: Vec<usize>,
-    class_names: Vec<String>,
+    pub class_names: Vec<String>,
     pub steps: Vec<Step>,
     pub lease_reasons: Vec<String>,
     bound: Vec<Vec<usize>>,
@@ -50,60 +50,13 @@ pub(super) struct Work<'a> {
     pub lent_now: u32,
 }
 
-/// Per class (GPU model or node group): GPUs free, pending, reserved, and coming back.
-pub(super) struct Classes {
-    names: Vec<String>,
-    pub free: Vec<i64>,
-    pub pending: Vec<i64>,
-    pub reserve: Vec<i64>,
-    pub incoming: Vec<i64>,
-    pub pending_any: i64,
-}
-
-impl Classes {
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    pub fn label(&self, c: usize) -> String {
-        if self.names[c].is_empty() {
-            "nodes without a class label".to_string()
-        } else {
-            self.names[c].clone()
-        }
-    }
-
-    /// GPUs class `c` is short of: pending plus reserve, less free and coming back.
-    pub fn deficit(&self, c: usize) -> i64 {
-        self.pending[c] + self.reserve[c] - self.free[c] - self.incoming[c]
-    }
-
-    /// GPUs that demand for any class is short of, after every class has served its own.
-    pub fn any_deficit(&self) -> i64 {
-        let spare: i64 = (0..self.len()).map(|c| (-self.deficit(c)).max(0)).sum();
-        self.pending_any - spare
-    }
-
-    /// GPUs each class could lend now (free beyond its pending demand and reserve), and how many the pool
-    /// as a whole can lend once demand for any class is served from what the classes spare. A node of class
-    /// `c` may be lent when both numbers cover it; lending takes its GPUs from both, so planning again on
-    /// the result gives the same answer.
-    pub fn surplus(&self) -> (Vec<i64>, i64) {
-        let s: Vec<i64> = (0..self.len())
-            .map(|c| self.free[c] - self.pending[c] - self.reserve[c])
-            .collect();
-        let spare = s.iter().map(|&v| v.max(0)).sum::<i64>() - self.pending_any;
-        (s, spare)
-    }
-}
-
-impl<'a> Work<'a> {
+impl<'a> Draft<'a> {
     pub fn new(snap: &'a Snapshot) -> Self {
         let policy = &*snap.policy;
         let mut class_index: HashMap<&str, usize> = HashMap::new();
         let mut class_names = Vec::new();
         let leases: HashMap<String, usize> = snap.leases.iter().enumerate().map(|(i, l)| (l.key(), i)).collect();
-        let mut nodes: Vec<NodeWork> = snap
+        let mut nodes: Vec<NodeDraft> = snap
             .nodes
             .iter()
             .map(|n| {
@@ -126,7 +79,7 @@ impl<'a> Work<'a> {
                 }
                 // A node marked for another pool, or not ours, keeps whatever state it has; we only read ours.
                 let state = if member { n.marks.state } else { NodeState::Internal };
-                NodeWork {
+                NodeDraft {
                     member,
                     class,
                     gpus: n.gpus,
@@ -220,9 +173,10 @@ impl<'a> Work<'a> {
             .map(String::as_str)
     }
 
-    pub fn push(&mut self, action: Action, reason: &str) {
+    pub fn push(&mut self, action: Action, cause: Cause, reason: &str) {
         self.steps.push(Step {
             action,
+            cause,
             reason: reason.to_string(),
         });
     }
@@ -273,20 +227,24 @@ impl<'a> Work<'a> {
         self.nodes[n].acted = true;
         self.nodes[n].reason = "lent: idle beyond internal demand and reserve".into();
         self.lent_now += self.nodes[n].gpus;
-        self.push(Action::Lend { node: name }, "idle beyond internal demand and reserve");
+        self.push(
+            Action::Lend { node: name },
+            Cause::Idle,
+            "idle beyond internal demand and reserve",
+        );
     }
 
-    pub fn unlend(&mut self, n: usize, why: &str) {
+    pub fn unlend(&mut self, n: usize, cause: Cause, why: &str) {
         let name = self.snap.nodes[n].name.clone();
         self.nodes[n].state = NodeState::Internal;
         self.nodes[n].acted = true;
         self.nodes[n].reason = format!("returned: {why}");
-        self.push(Action::Unlend { node: name }, why);
+        self.push(Action::Unlend { node: name }, cause, why);
     }
 
     /// Gives notice on a node. One with no tenant pod on it goes straight back, as there is nothing to wait
     /// for (returns true then); with a deadline already due (a notice of zero seconds), its pods are evicted.
-    pub fn notice(&mut self, n: usize, deadline: Timestamp, why: &str) -> bool {
+    pub fn notice(&mut self, n: usize, deadline: Timestamp, cause: Cause, why: &str) -> bool {
         let name = self.snap.nodes[n].name.clone();
         let lease = self.nodes[n].lease_key.clone();
         self.nodes[n].acted = true;
@@ -295,6 +253,7 @@ impl<'a> Work<'a> {
             self.nodes[n].reason = format!("returned: {why}");
             self.push(
                 Action::Return { node: name, lease },
+                cause,
                 &format!("{why}; no tenant pod to give notice to"),
             );
             return true;
@@ -308,6 +267,7 @@ impl<'a> Work<'a> {
                 lease,
                 deadline,
             },
+            cause,
             why,
         );
         // The tenant's pods learn the deadline with the notice, so a workload can checkpoint.
@@ -319,7 +279,7 @@ impl<'a> Work<'a> {
                     name: pod.name.clone(),
                     deadline,
                 };
-                self.push(action, "the node it runs on is under reclaim notice");
+                self.push(action, cause, "the node it runs on is under reclaim notice");
             }
         }
         if self.now >= deadline {
@@ -332,7 +292,7 @@ impl<'a> Work<'a> {
                         node: name.clone(),
                         deadline,
                     };
-                    self.push(action, "the pool gives no notice period");
+                    self.push(action, cause, "the pool gives no notice period");
                 }
             }
         }
@@ -359,7 +319,7 @@ impl<'a> Work<'a> {
             nodes: names,
         };
         let why = format!("lease asks for {} GPUs and these lent nodes cover it", lease.gpus);
-        self.push(action, &why);
+        self.push(action, Cause::LeaseRequest, &why);
         self.lease_node[l] = nodes.first().copied();
         self.bound[l] = nodes;
     }
@@ -410,81 +370,6 @@ impl<'a> Work<'a> {
             }
         }
         Ok(())
-    }
-
-    /// Per-class numbers in the plan's current state.
-    pub fn classes(&self) -> Classes {
-        let k = self.class_names.len();
-        let mut c = Classes {
-            names: self.class_names.clone(),
-            free: vec![0; k],
-            pending: vec![0; k],
-            reserve: vec![0; k],
-            incoming: vec![0; k],
-            pending_any: 0,
-        };
-        let mut cap = vec![0i64; k];
-        let mut used = vec![0i64; k];
-        for (n, w) in self.nodes.iter().enumerate() {
-            if !w.member {
-                continue;
-            }
-            cap[w.class] += i64::from(w.gpus);
-            match w.state {
-                NodeState::Internal => {
-                    used[w.class] += i64::from(w.used_gpus.min(w.gpus));
-                    let node = &self.snap.nodes[n];
-                    if node.ready && !node.unschedulable {
-                        c.free[w.class] += i64::from(w.gpus.saturating_sub(w.used_gpus));
-                    }
-                }
-                NodeState::Reclaiming => c.incoming[w.class] += i64::from(w.gpus),
-                NodeState::Lent | NodeState::Leased => {}
-            }
-        }
-        let index: HashMap<&str, usize> = self
-            .class_names
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.as_str(), i))
-            .collect();
-        let mut add = |class: Option<&str>, gpus: i64| match class {
-            None => c.pending_any += gpus,
-            // Demand for a class the pool does not hold is not the pool's to meet.
-            Some(name) => {
-                if let Some(&i) = index.get(name) {
-                    c.pending[i] += gpus;
-                }
-            }
-        };
-        if self.policy.pending_pods_demand {
-            for pod in &self.snap.pods {
-                if pod.node.is_none() && !pod.tenant && pod.phase == PodPhase::Pending && !pod.terminating {
-                    add(pod.class.as_deref(), i64::from(pod.gpus));
-                }
-            }
-        }
-        for (class, &gpus) in &self.snap.demand.by_class {
-            add(class.as_deref(), i64::from(gpus));
-        }
-        // Demand above what a class could ever serve is that class's own queueing, not lending's to answer.
-        for i in 0..k {
-            c.pending[i] = c.pending[i].min(cap[i] - used[i]).max(0);
-        }
-        let r = &self.policy.reserve;
-        for i in 0..k {
-            let fixed = i64::from(r.gpus);
-            let share = (cap[i] * i64::from(r.percent) + 99) / 100;
-            let learned = match (&r.learned, &self.snap.history) {
-                (Some(l), Some(h)) => h
-                    .quantile_ahead(&self.class_names[i], self.now, self.policy.notice_seconds, l.quantile)
-                    .map(|q| (i64::from(q) - used[i] - c.pending[i]).max(0))
-                    .unwrap_or(0),
-                _ => 0,
-            };
-            c.reserve[i] = fixed.max(share).max(learned).min(cap[i] - used[i]).max(0);
-        }
-        c
     }
 
     pub fn totals_observed(&self) -> Totals {
