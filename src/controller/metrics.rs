@@ -27,6 +27,9 @@ pub struct Metrics {
     pub api_writes: IntCounterVec,
     /// 1 while this replica holds the leader lease.
     pub leader: IntGauge,
+    /// Nodes whose sublet marks disagreed with sublet's record and were put right, by pool and what differed
+    /// (taints, deadline).
+    pub marks_repaired: IntCounterVec,
 }
 
 impl Metrics {
@@ -92,6 +95,14 @@ impl Metrics {
         )
         .unwrap();
         let leader = IntGauge::new("leader", "1 while this replica holds the leader lease").unwrap();
+        let marks_repaired = IntCounterVec::new(
+            Opts::new(
+                "node_marks_repaired_total",
+                "Nodes whose sublet.dev/ marks disagreed with sublet's record and were put right",
+            ),
+            &["pool", "mark"],
+        )
+        .unwrap();
         for m in [
             Box::new(gpus.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(notices.clone()),
@@ -106,6 +117,7 @@ impl Metrics {
             Box::new(reconcile_duration.clone()),
             Box::new(api_writes.clone()),
             Box::new(leader.clone()),
+            Box::new(marks_repaired.clone()),
         ] {
             registry.register(m).expect("metric names are unique");
         }
@@ -124,6 +136,7 @@ impl Metrics {
             reconcile_duration,
             api_writes,
             leader,
+            marks_repaired,
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! Pure over the stores' contents, so the same function serves every replica and the tests.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
@@ -192,9 +192,39 @@ pub fn observe(
             load[n as usize].gpus += gpus;
         }
     }
+    // sublet's record of the deadlines it gave, in the statuses of this pool's leases (a kubelet cannot
+    // write there): it wins over a node's annotation. A node whose notice is not recorded yet (the status
+    // write of its pass did not happen) keeps its annotation, but never a deadline later than a full notice
+    // from now.
+    let records: HashMap<(String, &str), Timestamp> = leases
+        .iter()
+        .filter(|l| l.spec.pool == name)
+        .filter_map(|l| {
+            Some((
+                crate::api::keys::lease_key(l.metadata.namespace.as_deref()?, &l.name_any()),
+                l.status.as_ref()?,
+            ))
+        })
+        .flat_map(|(key, status)| {
+            status
+                .notices
+                .iter()
+                .map(move |n| ((key.clone(), n.node.as_str()), n.deadline.0))
+        })
+        .collect();
+    let latest = now
+        .checked_add(jiff::SignedDuration::from_secs(pool.spec.reclaim.notice_seconds.max(0)))
+        .unwrap_or(now);
     let mut idle = clocks.lock();
     for (i, &(node, gpus)) in node_list.iter().enumerate() {
         let mut view = node_view(node, gpus, &label_keys);
+        let recorded = view
+            .marks
+            .lease
+            .as_ref()
+            .and_then(|k| records.get(&(k.clone(), view.name.as_str())))
+            .copied();
+        view.marks.deadline = recorded.or(view.marks.deadline.map(|annotated| annotated.min(latest)));
         view.idle_since = idle_since(&mut idle, &view.name, load[i].pods > 0, now);
         view.internal = load[i];
         b.node(view);
