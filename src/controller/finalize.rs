@@ -28,15 +28,23 @@ use crate::policy::{Plan, Snapshot};
 /// How many ended leases a pool status lists; the totals count them all.
 pub const ENDED_LISTED: usize = 100;
 
-/// Adds the finalizer to the pool's leases that lack it, and lets deleted leases go once their nodes are
-/// back and their account is recorded. A failure is logged and tried again on the next pass.
-pub async fn leases(ctx: &Context, pool: &TenantPool, snapshot: &Snapshot, plan: &Plan, leases: &[Arc<GpuLease>]) {
+/// Adds the finalizer to the pool's leases that lack it (when `add`: a pool that acts), and lets deleted
+/// leases go once their nodes are back and their account is recorded (in every mode, so a pool switched to
+/// Observe never holds a lease it no longer serves). A failure is logged and tried again on the next pass.
+pub async fn leases(
+    ctx: &Context,
+    pool: &TenantPool,
+    snapshot: &Snapshot,
+    plan: &Plan,
+    leases: &[Arc<GpuLease>],
+    add: bool,
+) {
     let pool_name = pool.name_any();
     let pool_deleting = pool.metadata.deletion_timestamp.is_some();
     for lease in leases.iter().filter(|l| l.spec.pool == pool_name) {
         let has = lease.finalizers().iter().any(|f| f == LEASE_FINALIZER);
         let deleting = lease.metadata.deletion_timestamp.is_some();
-        let result = if !deleting && !has && !pool_deleting {
+        let result = if add && !deleting && !has && !pool_deleting {
             set_finalizer(ctx, lease, true).await
         } else if deleting && has && !holds_nodes(lease, snapshot, plan) {
             end(ctx, &pool_name, lease, snapshot.now).await

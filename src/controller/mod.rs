@@ -277,9 +277,7 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
     let reported = report::report(&ctx, &pool, &snapshot, &the_plan, &outcomes, &world.leases, !act).await?;
-    if act {
-        finalize::leases(&ctx, &pool, &snapshot, &the_plan, &world.leases).await;
-    }
+    finalize::leases(&ctx, &pool, &snapshot, &the_plan, &world.leases, act).await;
     if deleting {
         let all_home = the_plan.nodes.iter().all(|n| n.state == NodeState::Internal) && the_plan.steps.is_empty();
         if all_home {
