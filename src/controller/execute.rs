@@ -712,4 +712,62 @@ mod tests {
             "each eviction on its own"
         );
     }
+
+    #[test]
+    fn marks_that_disagree_with_the_record_are_put_back_whole() {
+        let d = t();
+        // A leased node whose lease taint someone removed, and a NoSchedule one from before NoExecute.
+        for taints in [
+            json!([{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]),
+            json!([{"key": "nvidia.com/gpu", "effect": "NoSchedule"},
+                   {"key": LEASE_TAINT, "value": "a.b", "effect": "NoSchedule"}]),
+        ] {
+            let n = node(
+                json!({POOL_LABEL: "p", STATE_LABEL: "leased", LEASE_LABEL: "a.b"}),
+                json!({}),
+                taints,
+            );
+            assert_eq!(
+                disagreement(&n, "p", NodeState::Leased, Some("a.b"), None),
+                Some("taints")
+            );
+            let Change::Write(_, taints) = mark(&n, "p", Mark::Reassert(NodeState::Leased, Some("a.b"), None), d)
+            else {
+                panic!()
+            };
+            let keys: Vec<(&str, &str)> = taints.iter().map(|t| (t.key.as_str(), t.effect.as_str())).collect();
+            assert_eq!(keys, [("nvidia.com/gpu", "NoSchedule"), (LEASE_TAINT, "NoExecute")]);
+        }
+        // A reclaiming node whose deadline annotation was moved: the record's goes back.
+        let n = node(
+            json!({POOL_LABEL: "p", STATE_LABEL: "reclaiming", LEASE_LABEL: "a.b"}),
+            json!({DEADLINE_ANNOTATION: "2099-01-01T00:00:00Z"}),
+            json!([{"key": LEASE_TAINT, "value": "a.b", "effect": "NoExecute"},
+                   {"key": RECLAIMING_TAINT, "value": "a.b", "effect": "NoSchedule"}]),
+        );
+        assert_eq!(
+            disagreement(&n, "p", NodeState::Reclaiming, Some("a.b"), Some(d)),
+            Some("deadline")
+        );
+        let Change::Write(set, _) = mark(&n, "p", Mark::Reassert(NodeState::Reclaiming, Some("a.b"), Some(d)), d)
+        else {
+            panic!()
+        };
+        assert_eq!(set[DEADLINE_ANNOTATION].as_deref(), Some("2026-11-25T12:00:00Z"));
+        // In agreement: nothing to write. Changed state since the pass read it: refused.
+        let n = node(
+            json!({POOL_LABEL: "p", STATE_LABEL: "lent"}),
+            json!({}),
+            json!([{"key": LENT_TAINT, "value": "p", "effect": "NoExecute"}]),
+        );
+        assert_eq!(disagreement(&n, "p", NodeState::Lent, None, None), None);
+        assert_eq!(
+            mark(&n, "p", Mark::Reassert(NodeState::Lent, None, None), d),
+            Change::Already
+        );
+        assert!(matches!(
+            mark(&n, "p", Mark::Reassert(NodeState::Leased, Some("a.b"), None), d),
+            Change::Refused(_)
+        ));
+    }
 }
