@@ -13,6 +13,8 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
@@ -41,20 +43,36 @@ pub async fn leases(
 ) {
     let pool_name = pool.name_any();
     let pool_deleting = pool.metadata.deletion_timestamp.is_some();
+    let mut adds = Vec::new();
     for lease in leases.iter().filter(|l| l.spec.pool == pool_name) {
         let has = lease.finalizers().iter().any(|f| f == LEASE_FINALIZER);
         let deleting = lease.metadata.deletion_timestamp.is_some();
         let result = if add && !deleting && !has && !pool_deleting {
-            set_finalizer(ctx, lease, true).await
+            adds.push(lease);
+            Ok(())
         } else if deleting && has && !holds_nodes(lease, snapshot, plan) {
+            // One at a time: each adds to the same pool status.
             end(ctx, &pool_name, lease, snapshot.now).await
         } else {
             Ok(())
         };
-        if let Err(err) = result {
-            tracing::warn!(lease = %format!("{}/{}", lease.namespace().unwrap_or_default(), lease.name_any()), %err,
-                "lease finalizer step failed; the next pass tries again");
-        }
+        warn_failed(lease, result);
+    }
+    // A thousand leases that predate the finalizer get it a few at a time, not one write after another.
+    let adds: Vec<_> = adds
+        .into_iter()
+        .map(|lease| async move { (lease, set_finalizer(ctx, lease, true).await) })
+        .collect();
+    let results: Vec<_> = futures::stream::iter(adds).buffer_unordered(8).collect().await;
+    for (lease, result) in results {
+        warn_failed(lease, result);
+    }
+}
+
+fn warn_failed(lease: &GpuLease, result: Result<(), Error>) {
+    if let Err(err) = result {
+        tracing::warn!(lease = %format!("{}/{}", lease.namespace().unwrap_or_default(), lease.name_any()), %err,
+            "lease finalizer step failed; the next pass tries again");
     }
 }
 
