@@ -79,7 +79,7 @@ fn main() {
             let key = format!("tenant-{}.lease-{lease}", lease % TENANTS);
             let (labels, taints) = if leased {
                 (json!({"nvidia.com/gpu.product": "A100", "sublet.dev/pool": "bench", "sublet.dev/state": "leased", "sublet.dev/lease": key}),
-                 json!([{"key": "sublet.dev/lease", "value": key, "effect": "NoSchedule"}]))
+                 json!([{"key": "sublet.dev/lease", "value": key, "effect": "NoExecute"}]))
             } else {
                 (json!({"nvidia.com/gpu.product": "A100"}), json!([]))
             };

@@ -48,7 +48,7 @@ fn world() -> (TenantPool, World, PodCache) {
         };
         let node: Node = serde_json::from_value(json!({
             "metadata": {"name": name, "labels": labels, "resourceVersion": (i + 1).to_string()},
-            "spec": {"taints": if leased { json!([{"key": "sublet.dev/lease", "value": key, "effect": "NoSchedule"}]) } else { json!([]) }},
+            "spec": {"taints": if leased { json!([{"key": "sublet.dev/lease", "value": key, "effect": "NoExecute"}]) } else { json!([]) }},
             "status": {"allocatable": {"nvidia.com/gpu": "8", "cpu": "96"}, "conditions": [{"type": "Ready", "status": "True"}]}
         }))
         .unwrap();

@@ -23,6 +23,9 @@ pub const LEASE_TAINT: &str = "sublet.dev/lease";
 pub const TENANT_NAMESPACE_LABEL: &str = "sublet.dev/tenant";
 /// Finalizer on a TenantPool: its nodes are returned through the notice path before it goes.
 pub const POOL_FINALIZER: &str = "sublet.dev/return-nodes";
+/// Finalizer on a GpuLease: a deleted lease stays, and is billed, until its last node is back and its final
+/// account is recorded in the pool's status.
+pub const LEASE_FINALIZER: &str = "sublet.dev/bill-until-returned";
 /// Field manager name for every write sublet makes.
 pub const FIELD_MANAGER: &str = "sublet";
 

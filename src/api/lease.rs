@@ -123,6 +123,11 @@ pub struct GpuLeaseStatus {
     /// When nodes under notice are taken back; once given it never moves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notice_deadline: Option<Time>,
+    /// For each node of the lease under notice, the deadline sublet gave. This is the record sublet trusts:
+    /// a node's own `sublet.dev/reclaim-deadline` annotation is only its copy, put right when it differs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["node".into()]))]
+    pub notices: Vec<NodeNotice>,
     /// The price per GPU-hour the lease pays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_per_gpu_hour: Option<f64>,
@@ -139,4 +144,13 @@ pub struct GpuLeaseStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// A notice given on one node of a lease.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeNotice {
+    pub node: String,
+    /// When the node goes back; it never moves.
+    pub deadline: Time,
 }

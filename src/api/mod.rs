@@ -17,12 +17,12 @@ mod policy;
 mod pool;
 
 pub use condition::{Condition, ConditionStatus, set_condition};
-pub use lease::{GpuLease, GpuLeaseSpec, GpuLeaseStatus, LeasePhase};
+pub use lease::{GpuLease, GpuLeaseSpec, GpuLeaseStatus, LeasePhase, NodeNotice};
 pub use policy::selector;
 pub use pool::{
-    ClassReserve, DemandSources, IdleRule, KueueDemand, LearnedReserve, LendingWindow, MemberNode, Mode, NodeState,
-    PendingPodsDemand, PoolTotals, Pricing, PromqlDemand, ReclaimPolicy, Reserve, TenantPool, TenantPoolSpec,
-    TenantPoolStatus, UtilizationSource, Weekday,
+    ClassReserve, DemandSources, EndedLease, EndedTotals, IdleRule, KueueDemand, LearnedReserve, LendingWindow,
+    MemberNode, Mode, NodeState, PendingPodsDemand, PoolTotals, Pricing, PromqlDemand, ReclaimPolicy, Reserve,
+    TenantPool, TenantPoolSpec, TenantPoolStatus, UtilizationSource, Weekday,
 };
 
 /// The API group of every sublet custom resource.

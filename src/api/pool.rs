@@ -254,6 +254,12 @@ pub struct ReclaimPolicy {
     #[serde(default = "default_cooldown_seconds")]
     #[x_kube(validation = Rule::new("self >= 0").message("cooldownSeconds must not be negative"))]
     pub cooldown_seconds: i64,
+    /// The most grace a tenant pod gets when it is evicted at the deadline, whatever its own
+    /// `terminationGracePeriodSeconds` says; a pod still there once the deadline plus this has passed is
+    /// deleted with this grace, PodDisruptionBudgets notwithstanding.
+    #[serde(default = "default_max_grace_seconds")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 600").message("maxGraceSeconds must be between 0 and 600 (ten minutes)"))]
+    pub max_grace_seconds: i64,
 }
 
 impl Default for ReclaimPolicy {
@@ -263,6 +269,7 @@ impl Default for ReclaimPolicy {
             max_concurrent: None,
             min_lease_seconds: 0,
             cooldown_seconds: default_cooldown_seconds(),
+            max_grace_seconds: default_max_grace_seconds(),
         }
     }
 }
@@ -438,6 +445,41 @@ pub struct TenantPoolStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+    /// The final account of the most recent leases that ended by deletion (at most 100, newest last): a
+    /// deleted lease is kept by sublet's finalizer until its last node is back, and its record stays here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub ended_leases: Vec<EndedLease>,
+    /// Totals over every lease that ended by deletion since the pool was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_totals: Option<EndedTotals>,
+}
+
+/// A deleted lease's final account.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndedLease {
+    pub namespace: String,
+    pub name: String,
+    /// The lease object's UID (a lease of the same name created later is another lease).
+    pub uid: String,
+    /// GPU-seconds billed, from binding to the return of its last node.
+    pub gpu_seconds: i64,
+    /// What it cost, in the pool's currency.
+    pub cost: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_at: Option<Time>,
+    /// When sublet let the lease go (its last node back, its ledger final).
+    pub ended_at: Time,
+}
+
+/// Sums over the leases that ended by deletion.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndedTotals {
+    pub leases: i64,
+    pub gpu_seconds: i64,
+    pub cost: f64,
 }
 
 /// The reserve of one class.
@@ -522,6 +564,9 @@ fn default_notice_seconds() -> i64 {
 }
 fn default_cooldown_seconds() -> i64 {
     300
+}
+fn default_max_grace_seconds() -> i64 {
+    30
 }
 fn default_currency() -> String {
     "USD".into()

@@ -1,15 +1,26 @@
 //! Execute: carrying a plan's steps out as API writes.
 //!
+//! ```text
+//!   steps ──lanes (steps sharing a node, in plan order)──▶ up to 32 lanes at once ──▶ outcomes, in plan order
+//!   + tenant pods terminating past their deadline (overdue_terminating)
+//!   then: sublet's marks put right on nodes no step wrote (reassert)
+//! ```
+//!
 //! Node labels, annotations and taints go in one JSON merge patch that carries the node's
 //! `resourceVersion`: the taint list is atomic, so it is read, changed and written whole, and a 409 means
 //! someone else wrote the node first — read it again and redo the change. Every write has a timeout and is
 //! counted by kind and outcome; no write is made unless this replica leads.
+//!
+//! Evictions are evict.rs's: a tenant pod leaves at its deadline with a grace capped by the pool.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
-use kube::api::{DeleteParams, EvictParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
@@ -18,7 +29,7 @@ use crate::api::keys::{
     DEADLINE_ANNOTATION, LEASE_LABEL, LEASE_TAINT, LENT_TAINT, POOL_LABEL, RECLAIMING_TAINT, RETURNED_ANNOTATION,
     SINCE_ANNOTATION, STATE_LABEL,
 };
-use crate::policy::{Action, NodeState, Step};
+use crate::policy::{Action, NodeState, Snapshot, Step};
 
 /// What happened to one step.
 #[derive(Debug)]
@@ -33,82 +44,220 @@ pub enum Done {
     Written,
     /// Nothing to write: the cluster already showed it.
     AlreadySo,
-    /// An eviction the PDB refused (429): tried again on the next pass.
+    /// An eviction a PDB refused (429) or the API did not answer in time: tried again on the next pass.
     Blocked,
-    /// An eviction past the deadline and the pod's grace period, done by deleting the pod.
+    /// An eviction past the deadline and the grace cap, done by deleting the pod.
     Deleted,
 }
 
 const CONFLICT_RETRIES: usize = 5;
+/// Lanes (steps on disjoint sets of nodes) carried out at once.
+const LANES_IN_FLIGHT: usize = 32;
 
-fn is_status(err: &Error, code: u16) -> bool {
+pub(super) fn is_status(err: &Error, code: u16) -> bool {
     matches!(err, Error::Kube(kube::Error::Api(s)) if s.code == code)
 }
 
-/// Carries out `steps` for `pool` in order; a failed step does not stop the others (the next pass sees
-/// what went through and plans again).
-pub async fn execute(ctx: &Context, pool: &str, steps: &[Step], now: Timestamp) -> Vec<Outcome> {
-    let mut out = Vec::with_capacity(steps.len());
-    for step in steps {
-        if !ctx.is_leader() {
-            out.push(Outcome {
-                step: step.clone(),
-                result: Err(Error::NotLeader),
-            });
-            continue;
+/// Where a step acts: the nodes it writes or whose pods it annotates. Steps that share a node keep their plan
+/// order; the rest run side by side, so one node whose writes hang never holds up another. An eviction
+/// writes no node (it comes after the deadline the node already carries) and runs on its own: one pod whose
+/// eviction hangs holds up no other.
+fn step_nodes<'a>(step: &'a Step, pod_nodes: &'a HashMap<(&str, &str), &str>) -> Vec<&'a str> {
+    match &step.action {
+        Action::Evict { .. } => vec![],
+        Action::Lend { node } | Action::Unlend { node } | Action::Return { node, .. } | Action::Notice { node, .. } => {
+            vec![node.as_str()]
         }
-        let result = match &step.action {
-            Action::Lend { node } => match gpu_pod_bound_to(ctx, pool, node).await {
-                Ok(None) => update_node(ctx, node, |n| mark(n, pool, Mark::Lend, now)).await,
-                Ok(Some(pod)) => Err(Error::Refused(format!(
-                    "node {node}: GPU pod {pod} was bound to it after the last pass read the cache"
-                ))),
-                Err(e) => Err(e),
-            },
-            Action::Unlend { node } | Action::Return { node, .. } => {
-                update_node(ctx, node, |n| mark(n, pool, Mark::Return, now)).await
+        Action::Bind { nodes, .. } => nodes.iter().map(String::as_str).collect(),
+        Action::AnnotatePod { namespace, name, .. } => pod_nodes
+            .get(&(namespace.as_str(), name.as_str()))
+            .copied()
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// Splits `steps` into lanes: the indices of steps connected through a shared node, each lane in plan
+/// order; a step that touches no known node is a lane of its own.
+fn lanes(steps: &[Step], pod_nodes: &HashMap<(&str, &str), &str>) -> Vec<Vec<usize>> {
+    let mut parent: Vec<usize> = (0..steps.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    for (i, step) in steps.iter().enumerate() {
+        for node in step_nodes(step, pod_nodes) {
+            match first.get(node) {
+                Some(&j) => {
+                    let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                    parent[a.max(b)] = a.min(b);
+                }
+                None => {
+                    first.insert(node, i);
+                }
             }
-            Action::Bind { namespace, name, nodes } => {
-                let key = crate::api::keys::lease_key(namespace, name);
-                let mut result = Ok(Done::AlreadySo);
-                for node in nodes {
-                    result = update_node(ctx, node, |n| mark(n, pool, Mark::Bind(&key), now)).await;
-                    if result.is_err() {
-                        break;
+        }
+    }
+    let mut by_root: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..steps.len() {
+        let r = root(&mut parent, i);
+        by_root.entry(r).or_default().push(i);
+    }
+    by_root.into_values().collect()
+}
+
+/// How the pool takes nodes back, as the executor needs it.
+#[derive(Clone, Copy, Debug)]
+pub struct Reclaim {
+    /// The most grace a tenant pod gets at eviction (`reclaim.maxGraceSeconds`).
+    pub max_grace_seconds: i64,
+}
+
+/// Carries out `steps` for `pool`: steps on the same node in plan order, steps on different nodes side by
+/// side; a failed step does not stop the others (the next pass sees what went through and plans again).
+/// `snapshot` tells which node each pod runs on. Outcomes come back in plan order.
+pub async fn execute(
+    ctx: &Context,
+    pool: &str,
+    steps: &[Step],
+    snapshot: &Snapshot,
+    reclaim: Reclaim,
+    now: Timestamp,
+) -> Vec<Outcome> {
+    let pod_nodes: HashMap<(&str, &str), &str> = snapshot
+        .pods
+        .iter()
+        .filter_map(|p| {
+            let node = snapshot.nodes.get(p.node?)?;
+            Some(((p.namespace.as_str(), p.name.as_str()), node.name.as_str()))
+        })
+        .collect();
+    let lanes = lanes(steps, &pod_nodes);
+    // Collected first: a stream over a lazy iterator of closures is not Send across the awaits below.
+    let runs: Vec<_> = lanes
+        .into_iter()
+        .map(|lane| async move {
+            let mut out = Vec::with_capacity(lane.len());
+            for i in lane {
+                out.push((i, run_step(ctx, pool, &steps[i], reclaim, now).await));
+            }
+            out
+        })
+        .collect();
+    let mut done: Vec<(usize, Outcome)> = futures::stream::iter(runs)
+        .buffer_unordered(LANES_IN_FLIGHT)
+        .flat_map(futures::stream::iter)
+        .collect()
+        .await;
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, o)| o).collect()
+}
+
+/// Puts sublet's marks right on the pool's nodes that no step of this pass wrote, where they disagree with
+/// what sublet holds true (a taint removed or changed by someone else, a deadline annotation rewritten):
+/// node marks are sublet's output, never its input. Answers the nodes put right and what differed.
+pub async fn reassert(
+    ctx: &Context,
+    pool: &str,
+    snapshot: &Snapshot,
+    steps: &[Step],
+    now: Timestamp,
+) -> Vec<(Arc<Node>, &'static str)> {
+    let no_pods = HashMap::new();
+    let acted: HashSet<&str> = steps.iter().flat_map(|s| step_nodes(s, &no_pods)).collect();
+    let repairs = snapshot
+        .nodes
+        .iter()
+        .filter(|n| n.marks.pool.as_deref() == Some(pool) && n.marks.state != NodeState::Internal)
+        .filter(|n| !acted.contains(n.name.as_str()))
+        .filter_map(|n| {
+            let node = ctx.caches.node_now(&n.name)?;
+            let lease = n.marks.lease.as_deref();
+            let what = disagreement(&node, pool, n.marks.state, lease, n.marks.deadline)?;
+            Some(async move {
+                if !ctx.is_leader() {
+                    return None;
+                }
+                let m = |live: &Node| mark(live, pool, Mark::Reassert(n.marks.state, lease, n.marks.deadline), now);
+                match update_node(ctx, &n.name, m).await {
+                    Ok(Done::Written) => Some((node, what)),
+                    Ok(_) => None,
+                    Err(err) => {
+                        tracing::warn!(pool, node = %n.name, %err, "could not put the node's marks right");
+                        None
                     }
                 }
-                result
-            }
-            Action::Notice { node, lease, deadline } => {
-                let key = lease.clone().unwrap_or_default();
-                let r = update_node(ctx, node, |n| mark(n, pool, Mark::Notice(&key, *deadline), now)).await;
-                if r.is_ok() {
-                    ctx.metrics.notices.with_label_values(&[pool]).inc();
-                }
-                r
-            }
-            Action::AnnotatePod {
-                namespace,
-                name,
-                deadline,
-            } => annotate_pod(ctx, namespace, name, *deadline).await,
-            Action::Evict {
-                namespace,
-                name,
-                deadline,
-                ..
-            } => evict(ctx, pool, namespace, name, *deadline, now).await,
-        };
-        match &result {
-            Ok(done) => tracing::debug!(pool, action = ?step.action, reason = %step.reason, ?done, "step done"),
-            Err(err) => tracing::warn!(pool, action = ?step.action, %err, "step failed"),
-        }
-        out.push(Outcome {
+            })
+        })
+        .collect::<Vec<_>>();
+    futures::stream::iter(repairs)
+        .buffer_unordered(LANES_IN_FLIGHT)
+        .filter_map(std::future::ready)
+        .collect()
+        .await
+}
+
+async fn run_step(ctx: &Context, pool: &str, step: &Step, reclaim: Reclaim, now: Timestamp) -> Outcome {
+    if !ctx.is_leader() {
+        return Outcome {
             step: step.clone(),
-            result,
-        });
+            result: Err(Error::NotLeader),
+        };
     }
-    out
+    let result = match &step.action {
+        Action::Lend { node } => match gpu_pod_bound_to(ctx, pool, node).await {
+            Ok(None) => update_node(ctx, node, |n| mark(n, pool, Mark::Lend, now)).await,
+            Ok(Some(pod)) => Err(Error::Refused(format!(
+                "node {node}: GPU pod {pod} was bound to it after the last pass read the cache"
+            ))),
+            Err(e) => Err(e),
+        },
+        Action::Unlend { node } | Action::Return { node, .. } => {
+            update_node(ctx, node, |n| mark(n, pool, Mark::Return, now)).await
+        }
+        Action::Bind { namespace, name, nodes } => {
+            let key = crate::api::keys::lease_key(namespace, name);
+            let mut result = Ok(Done::AlreadySo);
+            for node in nodes {
+                result = update_node(ctx, node, |n| mark(n, pool, Mark::Bind(&key), now)).await;
+                if result.is_err() {
+                    break;
+                }
+            }
+            result
+        }
+        Action::Notice { node, lease, deadline } => {
+            let key = lease.clone().unwrap_or_default();
+            let r = update_node(ctx, node, |n| mark(n, pool, Mark::Notice(&key, *deadline), now)).await;
+            if r.is_ok() {
+                ctx.metrics.notices.with_label_values(&[pool]).inc();
+            }
+            r
+        }
+        Action::AnnotatePod {
+            namespace,
+            name,
+            deadline,
+        } => annotate_pod(ctx, namespace, name, *deadline).await,
+        Action::Evict {
+            namespace,
+            name,
+            deadline,
+            ..
+        } => super::evict::evict(ctx, pool, namespace, name, *deadline, reclaim, now).await,
+    };
+    match &result {
+        Ok(done) => tracing::debug!(pool, action = ?step.action, reason = %step.reason, ?done, "step done"),
+        Err(err) => tracing::warn!(pool, action = ?step.action, %err, "step failed"),
+    }
+    Outcome {
+        step: step.clone(),
+        result,
+    }
 }
 
 enum Mark<'a> {
@@ -116,15 +265,72 @@ enum Mark<'a> {
     Bind(&'a str),
     Notice(&'a str, Timestamp),
     Return,
+    /// Put the marks of a node in `state` (bound to the lease, with the deadline of the record) back.
+    Reassert(NodeState, Option<&'a str>, Option<Timestamp>),
 }
 
+/// One of sublet's taints. The lent and lease taints are `NoExecute`: only pods that tolerate them stay on a
+/// lent or leased node, even one placed there by name past the scheduler. Under notice no new tenant pod
+/// lands (`NoSchedule`), and those already there stay until the deadline.
 fn taint(key: &str, value: &str) -> Taint {
+    let effect = if key == RECLAIMING_TAINT {
+        "NoSchedule"
+    } else {
+        "NoExecute"
+    };
     Taint {
         key: key.into(),
         value: Some(value.into()),
-        effect: "NoSchedule".into(),
+        effect: effect.into(),
         time_added: None,
     }
+}
+
+/// sublet's taints on a node in `state` of `pool`, bound to `lease` when it is.
+fn our_taints(pool: &str, state: NodeState, lease: Option<&str>) -> Vec<Taint> {
+    let held = match lease {
+        Some(key) => taint(LEASE_TAINT, key),
+        None => taint(LENT_TAINT, pool),
+    };
+    match state {
+        NodeState::Internal => vec![],
+        NodeState::Lent => vec![taint(LENT_TAINT, pool)],
+        NodeState::Leased => vec![held],
+        NodeState::Reclaiming => vec![held, taint(RECLAIMING_TAINT, lease.unwrap_or_default())],
+    }
+}
+
+fn is_ours(t: &Taint) -> bool {
+    t.key == LENT_TAINT || t.key == LEASE_TAINT || t.key == RECLAIMING_TAINT
+}
+
+/// What of sublet's marks on `node` disagrees with what sublet holds true of it (its state and lease, and
+/// the deadline from the lease's record): "taints", "deadline", or nothing.
+fn disagreement(
+    node: &Node,
+    pool: &str,
+    state: NodeState,
+    lease: Option<&str>,
+    deadline: Option<Timestamp>,
+) -> Option<&'static str> {
+    let key = |t: &Taint| (t.key.clone(), t.value.clone().unwrap_or_default(), t.effect.clone());
+    let mut want: Vec<_> = our_taints(pool, state, lease).iter().map(key).collect();
+    let mut have: Vec<_> = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .map(|ts| ts.iter().filter(|t| is_ours(t)).map(key).collect())
+        .unwrap_or_default();
+    want.sort();
+    have.sort();
+    if want != have {
+        return Some("taints");
+    }
+    let annotated = node
+        .annotations()
+        .get(DEADLINE_ANNOTATION)
+        .and_then(|d| d.parse::<Timestamp>().ok());
+    (state == NodeState::Reclaiming && deadline.is_some() && annotated != deadline).then_some("deadline")
 }
 
 /// What to write on a node.
@@ -152,7 +358,7 @@ fn mark(node: &Node, pool: &str, m: Mark, now: Timestamp) -> Change {
     let mut taints: Vec<Taint> = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
     let mut set: BTreeMap<String, Option<String>> = BTreeMap::new();
     let stamp = now.to_string();
-    let ours = |t: &Taint| t.key == LENT_TAINT || t.key == LEASE_TAINT || t.key == RECLAIMING_TAINT;
+    let ours = is_ours;
     match m {
         Mark::Lend => {
             if owner.is_some() {
@@ -190,6 +396,19 @@ fn mark(node: &Node, pool: &str, m: Mark, now: Timestamp) -> Change {
             set.insert(DEADLINE_ANNOTATION.into(), Some(deadline.to_string()));
             if !taints.iter().any(|t| t.key == RECLAIMING_TAINT) {
                 taints.push(taint(RECLAIMING_TAINT, key));
+            }
+        }
+        Mark::Reassert(want, lease, deadline) => {
+            if owner.is_none() || state != want || labels.get(LEASE_LABEL).map(String::as_str) != lease {
+                return Change::Refused("the node's state changed since the pass read it");
+            }
+            if disagreement(node, pool, want, lease, deadline).is_none() {
+                return Change::Already;
+            }
+            taints.retain(|t| !ours(t));
+            taints.extend(our_taints(pool, want, lease));
+            if let (NodeState::Reclaiming, Some(d)) = (want, deadline) {
+                set.insert(DEADLINE_ANNOTATION.into(), Some(d.to_string()));
             }
         }
         Mark::Return => {
@@ -314,60 +533,6 @@ async fn annotate_pod(ctx: &Context, namespace: &str, name: &str, deadline: Time
     }
 }
 
-/// Evicts a tenant pod through the Eviction API. A PDB's 429 is tried again on the next pass; once the
-/// deadline plus the pod's grace period has passed, the pod is deleted.
-async fn evict(
-    ctx: &Context,
-    pool: &str,
-    namespace: &str,
-    name: &str,
-    deadline: Timestamp,
-    now: Timestamp,
-) -> Result<Done, Error> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let count = |outcome: &str| ctx.metrics.evictions.with_label_values(&[pool, outcome]).inc();
-    match timed(api.evict(name, &EvictParams::default())).await {
-        Ok(_) => {
-            ctx.metrics.write("eviction", true);
-            count("evicted");
-            Ok(Done::Written)
-        }
-        Err(err) if is_status(&err, 404) => Ok(Done::AlreadySo),
-        Err(err) if is_status(&err, 429) => {
-            ctx.metrics.write("eviction", false);
-            let grace = match timed(api.get(name)).await {
-                Ok(pod) => pod.spec.and_then(|s| s.termination_grace_period_seconds).unwrap_or(30),
-                Err(_) => 30,
-            };
-            let hard = deadline
-                .checked_add(jiff::SignedDuration::from_secs(grace))
-                .unwrap_or(deadline);
-            if now < hard {
-                count("blocked");
-                return Ok(Done::Blocked);
-            }
-            match timed(api.delete(name, &DeleteParams::default())).await {
-                Ok(_) => {
-                    ctx.metrics.write("pod_delete", true);
-                    count("deleted");
-                    Ok(Done::Deleted)
-                }
-                Err(err) if is_status(&err, 404) => Ok(Done::AlreadySo),
-                Err(err) => {
-                    ctx.metrics.write("pod_delete", false);
-                    count("failed");
-                    Err(err)
-                }
-            }
-        }
-        Err(err) => {
-            ctx.metrics.write("eviction", false);
-            count("failed");
-            Err(err)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,5 +649,116 @@ mod tests {
         assert!(set[RETURNED_ANNOTATION].is_some());
         assert_eq!(taints.len(), 1);
         assert_eq!(taints[0].key, "dedicated");
+    }
+
+    fn step(action: Action) -> Step {
+        Step {
+            action,
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn steps_on_one_node_keep_their_order_and_other_nodes_and_evictions_run_apart() {
+        let d = t();
+        let steps = vec![
+            step(Action::Lend { node: "a".into() }),
+            step(Action::Notice {
+                node: "b".into(),
+                lease: Some("x.y".into()),
+                deadline: d,
+            }),
+            step(Action::AnnotatePod {
+                namespace: "x".into(),
+                name: "p".into(),
+                deadline: d,
+            }),
+            step(Action::Bind {
+                namespace: "x".into(),
+                name: "z".into(),
+                nodes: vec!["a".into(), "c".into()],
+            }),
+            step(Action::Evict {
+                namespace: "x".into(),
+                name: "q".into(),
+                node: "d".into(),
+                deadline: d,
+            }),
+            step(Action::Return {
+                node: "c".into(),
+                lease: None,
+            }),
+            step(Action::Evict {
+                namespace: "x".into(),
+                name: "r".into(),
+                node: "b".into(),
+                deadline: d,
+            }),
+        ];
+        let pods = HashMap::from([(("x", "p"), "b")]);
+        let lanes = lanes(&steps, &pods);
+        assert_eq!(
+            lanes,
+            vec![vec![0, 3, 5], vec![1, 2], vec![4], vec![6]],
+            "each eviction on its own"
+        );
+    }
+
+    #[test]
+    fn marks_that_disagree_with_the_record_are_put_back_whole() {
+        let d = t();
+        // A leased node whose lease taint someone removed, and a NoSchedule one from before NoExecute.
+        for taints in [
+            json!([{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]),
+            json!([{"key": "nvidia.com/gpu", "effect": "NoSchedule"},
+                   {"key": LEASE_TAINT, "value": "a.b", "effect": "NoSchedule"}]),
+        ] {
+            let n = node(
+                json!({POOL_LABEL: "p", STATE_LABEL: "leased", LEASE_LABEL: "a.b"}),
+                json!({}),
+                taints,
+            );
+            assert_eq!(
+                disagreement(&n, "p", NodeState::Leased, Some("a.b"), None),
+                Some("taints")
+            );
+            let Change::Write(_, taints) = mark(&n, "p", Mark::Reassert(NodeState::Leased, Some("a.b"), None), d)
+            else {
+                panic!()
+            };
+            let keys: Vec<(&str, &str)> = taints.iter().map(|t| (t.key.as_str(), t.effect.as_str())).collect();
+            assert_eq!(keys, [("nvidia.com/gpu", "NoSchedule"), (LEASE_TAINT, "NoExecute")]);
+        }
+        // A reclaiming node whose deadline annotation was moved: the record's goes back.
+        let n = node(
+            json!({POOL_LABEL: "p", STATE_LABEL: "reclaiming", LEASE_LABEL: "a.b"}),
+            json!({DEADLINE_ANNOTATION: "2099-01-01T00:00:00Z"}),
+            json!([{"key": LEASE_TAINT, "value": "a.b", "effect": "NoExecute"},
+                   {"key": RECLAIMING_TAINT, "value": "a.b", "effect": "NoSchedule"}]),
+        );
+        assert_eq!(
+            disagreement(&n, "p", NodeState::Reclaiming, Some("a.b"), Some(d)),
+            Some("deadline")
+        );
+        let Change::Write(set, _) = mark(&n, "p", Mark::Reassert(NodeState::Reclaiming, Some("a.b"), Some(d)), d)
+        else {
+            panic!()
+        };
+        assert_eq!(set[DEADLINE_ANNOTATION].as_deref(), Some("2026-11-25T12:00:00Z"));
+        // In agreement: nothing to write. Changed state since the pass read it: refused.
+        let n = node(
+            json!({POOL_LABEL: "p", STATE_LABEL: "lent"}),
+            json!({}),
+            json!([{"key": LENT_TAINT, "value": "p", "effect": "NoExecute"}]),
+        );
+        assert_eq!(disagreement(&n, "p", NodeState::Lent, None, None), None);
+        assert_eq!(
+            mark(&n, "p", Mark::Reassert(NodeState::Lent, None, None), d),
+            Change::Already
+        );
+        assert!(matches!(
+            mark(&n, "p", Mark::Reassert(NodeState::Leased, Some("a.b"), None), d),
+            Change::Refused(_)
+        ));
     }
 }

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub internal_demand: IntGaugeVec,
     /// GPUs of member nodes by pool and class.
     pub capacity: IntGaugeVec,
+    /// Nodes whose sublet marks disagreed with sublet's record and were put right, by pool and what differed
+    /// (taints, deadline).
+    pub marks_repaired: IntCounterVec,
 }
 
 impl Metrics {
@@ -108,6 +111,12 @@ impl Metrics {
         let capacity = IntGaugeVec::new(
             Opts::new("pool_capacity_gpus", "GPUs of a pool's member nodes, by class"),
             &["pool", "class"],
+        let marks_repaired = IntCounterVec::new(
+            Opts::new(
+                "node_marks_repaired_total",
+                "Nodes whose sublet.dev/ marks disagreed with sublet's record and were put right",
+            ),
+            &["pool", "mark"],
         )
         .unwrap();
         for m in [
@@ -126,6 +135,7 @@ impl Metrics {
             Box::new(leader.clone()),
             Box::new(internal_demand.clone()),
             Box::new(capacity.clone()),
+            Box::new(marks_repaired.clone()),
         ] {
             registry.register(m).expect("metric names are unique");
         }
@@ -146,6 +156,7 @@ impl Metrics {
             leader,
             internal_demand,
             capacity,
+            marks_repaired,
         }
     }
 

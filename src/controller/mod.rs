@@ -8,9 +8,12 @@
 //!            + observe.rs            → Snapshot
 //!            crate::signals          + utilization and Kueue/PromQL demand, fetched once per pass (bounded)
 //!   plan     crate::policy::plan     Snapshot → Plan (pure)
-//!   execute  execute.rs              Plan steps → node, pod and eviction writes (Enforce mode only)
+//!   execute  execute.rs + evict.rs   Plan steps → node, pod and eviction writes, node by node side by side
+//!            + podsecurity.rs        (Enforce mode only); tenant namespaces labelled for Pod Security;
+//!                                    sublet's marks put right where a node's disagree with its record
 //!   report   report.rs + status.rs   lease and pool status (the pool's by its own writer task), the ledger,
-//!                                    events, metrics
+//!            + finalize.rs           events, metrics; the lease finalizer (a deleted lease billed until its
+//!                                    nodes are back, its final account kept in the pool status)
 //! ```
 //!
 //! Passes run on any change in the caches that can matter to a plan (the first after a quiet spell at once,
@@ -21,11 +24,14 @@
 
 mod cache;
 mod cached_pod;
+mod evict;
 mod execute;
+mod finalize;
 mod http;
 mod metrics;
 mod observe;
 mod pods;
+mod podsecurity;
 mod report;
 mod reserve;
 mod status;
@@ -218,17 +224,54 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     caches
         .pods
         .watch_namespaces(&name, observed.tenant_namespaces.iter().cloned().collect());
+    let weak = podsecurity::weaker(&world.namespaces, &observed.tenant_namespaces);
     let mut snapshot = observed.snapshot;
+    for lease in snapshot.leases.iter_mut().filter(|l| weak.contains_key(&l.namespace)) {
+        lease.tenant_namespace = false;
+    }
     readings.apply(&mut snapshot);
     let t_observe = started.elapsed();
-    let the_plan = plan(&snapshot);
+    let mut the_plan = plan(&snapshot);
+    for lease in the_plan.leases.iter_mut() {
+        if let (Some(level), crate::api::LeasePhase::Pending) = (weak.get(&lease.namespace), lease.phase) {
+            lease.reason = format!(
+                "namespace {} enforces Pod Security '{level}', weaker than 'restricted': sublet binds no lease there",
+                lease.namespace
+            );
+        }
+    }
     let t_plan = started.elapsed();
     let enforce = pool.spec.mode == Mode::Enforce;
     // In Observe mode nothing is written to nodes or pods; a pool being deleted has nothing lent in Observe
     // mode unless it was switched from Enforce, and then it returns its nodes like any other.
     let act = enforce || deleting;
     let outcomes = if act {
-        execute::execute(&ctx, &name, &the_plan.steps, now).await
+        podsecurity::label(&ctx, &world.namespaces, &observed.tenant_namespaces).await;
+        let mut steps = the_plan.steps.clone();
+        steps.extend(evict::overdue_terminating(&snapshot));
+        let reclaim = execute::Reclaim {
+            max_grace_seconds: pool.spec.reclaim.max_grace_seconds,
+        };
+        let outcomes = execute::execute(&ctx, &name, &steps, &snapshot, reclaim, now).await;
+        for (node, what) in execute::reassert(&ctx, &name, &snapshot, &steps, now).await {
+            ctx.metrics
+                .marks_repaired
+                .with_label_values(&[name.as_str(), what])
+                .inc();
+            let note = format!(
+                "the node's sublet.dev/ {what} disagreed with sublet's record and were put right; sublet believes its record, never the node"
+            );
+            report::publish(
+                &ctx,
+                node.as_ref(),
+                kube::runtime::events::EventType::Warning,
+                "MarksRepaired",
+                "Repair",
+                &note,
+            )
+            .await;
+        }
+        outcomes
     } else {
         Vec::new()
     };
@@ -238,9 +281,11 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
     let reported = report::report(&ctx, &pool, &snapshot, &the_plan, &outcomes, &world.leases, !act).await?;
+    finalize::leases(&ctx, &pool, &snapshot, &the_plan, &world.leases, act).await;
     if deleting {
         let all_home = the_plan.nodes.iter().all(|n| n.state == NodeState::Internal) && the_plan.steps.is_empty();
         if all_home {
+            finalize::release_all(&ctx, &name, &world.leases).await?;
             remove_finalizer(&ctx, &name).await?;
             ctx.caches.pods.unwatch(&name);
             ctx.pool_statuses.forget(&name);
@@ -395,6 +440,10 @@ pub async fn client(connect: &Connect) -> anyhow::Result<Client> {
             .await
             .context("no kubeconfig found and not running in a cluster")?,
     };
+    // No retries inside the client: a PodDisruptionBudget answers an eviction with 429 for as long as it
+    // likes, and retrying there would hold a pass for as long. sublet tries again on its own schedule.
+    let mut config = config;
+    config.default_retry = false;
     Client::try_from(config).context("cannot build a Kubernetes client")
 }
 

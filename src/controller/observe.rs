@@ -2,7 +2,7 @@
 //!
 //! Pure over the stores' contents, so the same function serves every replica and the tests.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
@@ -192,9 +192,39 @@ pub fn observe(
             load[n as usize].gpus += gpus;
         }
     }
+    // sublet's record of the deadlines it gave, in the statuses of this pool's leases (a kubelet cannot
+    // write there): it wins over a node's annotation. A node whose notice is not recorded yet (the status
+    // write of its pass did not happen) keeps its annotation, but never a deadline later than a full notice
+    // from now.
+    let records: HashMap<(String, &str), Timestamp> = leases
+        .iter()
+        .filter(|l| l.spec.pool == name)
+        .filter_map(|l| {
+            Some((
+                crate::api::keys::lease_key(l.metadata.namespace.as_deref()?, &l.name_any()),
+                l.status.as_ref()?,
+            ))
+        })
+        .flat_map(|(key, status)| {
+            status
+                .notices
+                .iter()
+                .map(move |n| ((key.clone(), n.node.as_str()), n.deadline.0))
+        })
+        .collect();
+    let latest = now
+        .checked_add(jiff::SignedDuration::from_secs(pool.spec.reclaim.notice_seconds.max(0)))
+        .unwrap_or(now);
     let mut idle = clocks.lock();
     for (i, &(node, gpus)) in node_list.iter().enumerate() {
         let mut view = node_view(node, gpus, &label_keys);
+        let recorded = view
+            .marks
+            .lease
+            .as_ref()
+            .and_then(|k| records.get(&(k.clone(), view.name.as_str())))
+            .copied();
+        view.marks.deadline = recorded.or(view.marks.deadline.map(|annotated| annotated.min(latest)));
         view.idle_since = idle_since(&mut idle, &view.name, load[i].pods > 0, now);
         view.internal = load[i];
         b.node(view);
@@ -371,5 +401,74 @@ mod tests {
             ]
         );
         assert_eq!(observed.tenant_namespaces, HashSet::from(["acme".to_string()]));
+    }
+
+    #[test]
+    fn a_deadline_comes_from_the_leases_record_never_from_the_node_alone() {
+        let pool: TenantPool = serde_json::from_value(json!({
+            "apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool", "metadata": {"name": "p"},
+            "spec": {"mode": "Enforce", "reclaim": {"noticeSeconds": 120}}
+        }))
+        .unwrap();
+        let now: Timestamp = "2026-11-25T12:00:00Z".parse().unwrap();
+        let given = "2026-11-25T12:01:00Z";
+        let reclaiming = |name: &str, lease: &str, annotation: Option<&str>| {
+            let mut n = (*node(
+                name,
+                8,
+                json!({"sublet.dev/pool": "p", "sublet.dev/state": "reclaiming",
+                "sublet.dev/lease": lease}),
+            ))
+            .clone();
+            if let Some(a) = annotation {
+                n.metadata.annotations = Some([("sublet.dev/reclaim-deadline".to_string(), a.to_string())].into());
+            }
+            Arc::new(n)
+        };
+        let lease: Arc<GpuLease> = Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "sublet.dev/v1alpha1", "kind": "GpuLease",
+                "metadata": {"name": "job", "namespace": "acme"},
+                "spec": {"pool": "p", "gpus": 16},
+                "status": {"phase": "Reclaiming", "notices": [
+                    {"node": "forged", "deadline": given}, {"node": "wiped", "deadline": given}]}
+            }))
+            .unwrap(),
+        );
+        let world = World {
+            nodes: vec![
+                // The kubelet moved the deadline to 2099: the record stands.
+                reclaiming("forged", "acme.job", Some("2099-01-01T00:00:00Z")),
+                // The kubelet removed it: the record stands (no second notice, no new deadline).
+                reclaiming("wiped", "acme.job", None),
+                // No record yet (the status write of its pass did not happen): never later than a full notice.
+                reclaiming("unrecorded", "acme.other", Some("2099-01-01T00:00:00Z")),
+                reclaiming("legit", "acme.other", Some(given)),
+            ],
+            leases: vec![lease],
+            namespaces: vec![],
+        };
+        let observed = observe(
+            &pool,
+            &world,
+            &PodCache::default().read(),
+            &IdleClocks::default(),
+            Signals::default(),
+            now,
+        )
+        .unwrap();
+        let deadline = |name: &str| {
+            observed
+                .snapshot
+                .nodes
+                .iter()
+                .find(|n| n.name == name)
+                .and_then(|n| n.marks.deadline)
+                .map(|d| d.to_string())
+        };
+        assert_eq!(deadline("forged").as_deref(), Some(given));
+        assert_eq!(deadline("wiped").as_deref(), Some(given));
+        assert_eq!(deadline("unrecorded").as_deref(), Some("2026-11-25T12:02:00Z"));
+        assert_eq!(deadline("legit").as_deref(), Some(given));
     }
 }

@@ -21,7 +21,7 @@ use super::execute::{Done, Outcome};
 use super::{Context, Error};
 use crate::api::keys::{FIELD_MANAGER, LEASE_LABEL, LEASE_TAINT, lease_key};
 use crate::api::{
-    ConditionStatus, GpuLease, GpuLeaseStatus, LeasePhase, MemberNode, NodeState, PoolTotals, TenantPool,
+    ConditionStatus, GpuLease, GpuLeaseStatus, LeasePhase, MemberNode, NodeNotice, NodeState, PoolTotals, TenantPool,
     TenantPoolStatus, set_condition,
 };
 use crate::policy::{Action, Plan, Snapshot};
@@ -125,6 +125,22 @@ pub async fn report(
             _ => None,
         })
         .collect();
+    // The deadline of each node under notice: as observed (from sublet's record), or as given in this pass.
+    let mut deadlines: HashMap<&str, Timestamp> = outcomes
+        .iter()
+        .filter(|o| matches!(o.result, Ok(Done::Written)))
+        .filter_map(|o| match &o.step.action {
+            Action::Notice { node, deadline, .. } => Some((node.as_str(), *deadline)),
+            _ => None,
+        })
+        .collect();
+    for n in &snapshot.nodes {
+        if n.marks.state == NodeState::Reclaiming
+            && let Some(d) = n.marks.deadline
+        {
+            deadlines.insert(n.name.as_str(), d);
+        }
+    }
     let no_status = GpuLeaseStatus::default();
     let mut changed: Vec<LeaseWrite> = Vec::new();
     let mut ledger_only: Vec<LeaseWrite> = Vec::new();
@@ -172,6 +188,16 @@ pub async fn report(
             now,
         );
         let mut status = lease_status(old, report, &key, lease.metadata.generation, now);
+        status.notices = report
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                Some(NodeNotice {
+                    node: n.clone(),
+                    deadline: Time(*deadlines.get(n.as_str())?),
+                })
+            })
+            .collect();
         let unchanged = status == *old;
         let ledger_due = prev
             .accounted_until
@@ -297,7 +323,7 @@ fn lease_status(
             key: Some(LEASE_TAINT.into()),
             operator: Some("Equal".into()),
             value: Some(key.to_string()),
-            effect: Some("NoSchedule".into()),
+            effect: Some("NoExecute".into()),
             toleration_seconds: None,
         }];
     }
@@ -504,6 +530,8 @@ fn pool_status(
         accounted_until: old.accounted_until.clone(),
         reserve: old.reserve.clone(),
         conditions: old.conditions.clone(),
+        ended_leases: old.ended_leases.clone(),
+        ended_totals: old.ended_totals.clone(),
     };
     let generation = pool.metadata.generation;
     set_condition(

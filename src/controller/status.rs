@@ -110,7 +110,14 @@ async fn write_loop(
             if !*leader.borrow() {
                 break;
             }
-            let body = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool", "status": &*status});
+            // The ended leases' records are written by the lease finalizer alone (see report.rs), never here:
+            // a status handed over before a record was added must not take it away again.
+            let mut own = serde_json::to_value(&*status).unwrap_or_default();
+            if let Some(fields) = own.as_object_mut() {
+                fields.remove("endedLeases");
+                fields.remove("endedTotals");
+            }
+            let body = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool", "status": own});
             let params = PatchParams::apply(FIELD_MANAGER).force();
             let result = super::timed(api.patch_status(&name, &params, &Patch::Apply(&body))).await;
             metrics.write("pool_status", result.is_ok());

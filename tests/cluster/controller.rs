@@ -36,17 +36,10 @@ async fn lease(client: &Client, name: &str) -> GpuLease {
 }
 
 async fn lease_events(client: &Client, reason: &str) -> Vec<Event> {
-    let events: Api<Event> = Api::all(client.clone());
-    events
-        .list(&ListParams::default())
+    events_about(client, None, "GpuLease")
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .filter(|e| {
-            e.reason.as_deref() == Some(reason)
-                && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("GpuLease")
-        })
+        .filter(|e| e.reason.as_deref() == Some(reason))
         .collect()
 }
 

@@ -266,6 +266,14 @@ fn pool_rules_reject_nonsense_with_clear_messages() {
             "cooldownSeconds must not be negative",
         ),
         (
+            json!({"reclaim": {"maxGraceSeconds": 86400}}),
+            "maxGraceSeconds must be between 0 and 600",
+        ),
+        (
+            json!({"reclaim": {"maxGraceSeconds": -1}}),
+            "maxGraceSeconds must be between 0 and 600",
+        ),
+        (
             json!({"maxLentPercent": 120}),
             "maxLentPercent must be between 0 and 100",
         ),

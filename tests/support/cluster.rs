@@ -183,6 +183,22 @@ where
     }
 }
 
+/// The events.k8s.io events about objects of `kind`, in `ns` or (None) in every namespace.
+pub async fn events_about(client: &Client, ns: Option<&str>, kind: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    events
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("events listed")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some(kind))
+        .collect()
+}
+
 pub fn label<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
     node.metadata
         .labels

@@ -5,10 +5,13 @@
 //!   admission.rs  the tenant-isolation ValidatingAdmissionPolicy against allowed and escaping pods
 //!   rbac.rs       the controller (in process, and the binary with the Deployment's arguments) as the
 //!                 chart's ServiceAccount, through its whole life cycle; unneeded writes refused
+//!   hostile.rs    a hostile tenant's attacks on the controller running as that ServiceAccount: budgets, long
+//!                 grace periods, deleted leases, forged node marks, weak Pod Security
 //! ```
 
 mod admission;
 mod apply;
+mod hostile;
 mod rbac;
 
 use std::path::Path;

@@ -17,7 +17,7 @@ use super::deploy_yaml;
 use crate::support::cluster::{create_lease, create_pool, eventually, gpu_node, gpu_pod, label, taint_keys};
 
 /// `kubectl` with the sandbox's admin kubeconfig, off the async runtime.
-async fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str], stdin: Option<&str>) -> String {
+pub(crate) async fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str], stdin: Option<&str>) -> String {
     use tokio::io::AsyncWriteExt as _;
     let mut child = tokio::process::Command::new(crate::support::tool("kubectl"))
         .args(args)
@@ -43,7 +43,7 @@ async fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str], stdin: Option<&s
 
 /// Installs the rendered chart, then answers a client that authenticates as the chart's ServiceAccount with a
 /// token from TokenRequest, as the kubelet would project it into the pod.
-async fn install(sandbox: &SandboxHandle, dir: &Path) -> Client {
+pub(crate) async fn install(sandbox: &SandboxHandle, dir: &Path) -> Client {
     let kubeconfig = dir.join("admin.kubeconfig");
     sandbox.write_kubeconfig(&kubeconfig).unwrap();
     kubectl(
@@ -73,6 +73,46 @@ async fn install(sandbox: &SandboxHandle, dir: &Path) -> Client {
     .expect("a client for the ServiceAccount")
 }
 
+/// A sandbox that authorizes every request with RBAC, and a folder for kubeconfigs.
+pub(crate) async fn rbac_sandbox() -> (SandboxHandle, tempfile::TempDir) {
+    let sandbox = Sandbox::start(SandboxConfig {
+        rbac: true,
+        ..Default::default()
+    })
+    .await
+    .expect("sandbox starts");
+    (sandbox, tempfile::tempdir().unwrap())
+}
+
+/// The chart installed and namespaces `acme` (a tenant) and `ml`: the admin's client and one as the chart's
+/// ServiceAccount.
+pub(crate) async fn installed(sandbox: &SandboxHandle, dir: &Path) -> (Client, Client) {
+    let sa = install(sandbox, dir).await;
+    let admin = sandbox.client().await.unwrap();
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    for (name, labels) in [("acme", json!({"sublet.dev/tenant": "true"})), ("ml", json!({}))] {
+        let ns = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+        namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    }
+    (admin, sa)
+}
+
+/// A replica as the chart runs it (leader election on the chart's Lease in the release namespace), with the
+/// short tick and ledger interval of the tests.
+pub(crate) fn replica_config(identity: &str) -> sublet::controller::Config {
+    sublet::controller::Config {
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        leader_election: true,
+        lease_namespace: "sublet-system".into(),
+        lease_name: "sublet-leader".into(),
+        identity: identity.into(),
+        lease_duration: 3,
+        tick: Duration::from_millis(200),
+        ledger_interval: Duration::from_secs(1),
+        ..sublet::controller::Config::default()
+    }
+}
+
 fn forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
     match result {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{what}: {status:?}"),
@@ -82,21 +122,8 @@ fn forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
-    let sandbox = Sandbox::start(SandboxConfig {
-        rbac: true,
-        ..Default::default()
-    })
-    .await
-    .expect("sandbox starts");
-    let dir = tempfile::tempdir().unwrap();
-    let sa = install(&sandbox, dir.path()).await;
-    let admin = sandbox.client().await.unwrap();
-
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    for (name, labels) in [("acme", json!({"sublet.dev/tenant": "true"})), ("ml", json!({}))] {
-        let ns = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
-        namespaces.create(&PostParams::default(), &ns).await.unwrap();
-    }
+    let (sandbox, dir) = rbac_sandbox().await;
+    let (admin, sa) = installed(&sandbox, dir.path()).await;
     gpu_node(&admin, "gpu-1", 8).await;
     gpu_node(&admin, "gpu-2", 8).await;
     create_pool(
@@ -110,17 +137,7 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
     // Two replicas as the chart runs them: leader election on the chart's Lease in the release namespace.
     let mut replicas = Vec::new();
     for identity in ["sublet-0", "sublet-1"] {
-        let config = sublet::controller::Config {
-            metrics_addr: "127.0.0.1:0".parse().unwrap(),
-            leader_election: true,
-            lease_namespace: "sublet-system".into(),
-            lease_name: "sublet-leader".into(),
-            identity: identity.into(),
-            lease_duration: 3,
-            tick: Duration::from_millis(200),
-            ledger_interval: Duration::from_secs(1),
-            ..sublet::controller::Config::default()
-        };
+        let config = replica_config(identity);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(sublet::controller::run(sa.clone(), config, async move {
             let _ = stopped.await;
@@ -233,10 +250,10 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
             .patch(
                 "job",
                 &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"gpus": 16}})),
+                &Patch::Merge(json!({"spec": {"maxPricePerGpuHour": 100.0}})),
             )
             .await,
-        "changing a tenant's lease",
+        "changing a tenant's lease (RBAC allows patch for the finalizer; the admission policy refuses the rest)",
     );
     let as_sa_pools: Api<TenantPool> = Api::all(sa.clone());
     forbidden(
@@ -288,13 +305,7 @@ async fn http_status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_runs_with_the_charts_arguments_as_its_service_account() {
-    let sandbox = Sandbox::start(SandboxConfig {
-        rbac: true,
-        ..Default::default()
-    })
-    .await
-    .expect("sandbox starts");
-    let dir = tempfile::tempdir().unwrap();
+    let (sandbox, dir) = rbac_sandbox().await;
     install(&sandbox, dir.path()).await;
     let admin = sandbox.client().await.unwrap();
 

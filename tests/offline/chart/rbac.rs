@@ -17,7 +17,21 @@ fn the_cluster_role_is_least_privilege() {
             "nodes {v}"
         );
         assert!(!["secrets", "configmaps"].contains(&r.as_str()), "{r} is granted");
-        assert!(!(r == "gpuleases" && v == "patch"), "a lease's spec is the tenant's");
+    }
+    // Patching a lease (for sublet's finalizer) and a namespace (for its Pod Security label) are granted, and
+    // the operator-bounds policy holds those writes to exactly that.
+    let policy = find(&objects, "ValidatingAdmissionPolicy")
+        .into_iter()
+        .find(|p| p["metadata"]["name"] == "sublet-operator-bounds")
+        .expect("the policy that bounds sublet's own writes");
+    let validations = serde_json::to_string(&policy["spec"]["validations"]).unwrap();
+    for bound in [
+        "variables.resource != 'gpuleases' || (variables.spec == variables.oldSpec",
+        "sublet may change only the Pod Security labels of a tenant namespace",
+        "sublet may change only the sublet.dev/ annotations of a pod",
+        "sublet may change only the sublet.dev/ labels, annotations and taints of a node",
+    ] {
+        assert!(validations.contains(bound), "{bound}: {validations}");
     }
     let has = |g: &str, r: &str, v: &str| controller.iter().any(|x| x.0 == g && x.1 == r && x.2 == v);
     assert!(has("", "pods/eviction", "create"));

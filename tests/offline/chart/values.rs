@@ -98,8 +98,6 @@ fn default_values_render_a_hardened_two_replica_deployment() {
         "RoleBinding",
         "Service",
         "PodDisruptionBudget",
-        "ValidatingAdmissionPolicy",
-        "ValidatingAdmissionPolicyBinding",
     ] {
         one(&objects, kind);
     }
@@ -113,9 +111,27 @@ fn default_values_render_a_hardened_two_replica_deployment() {
     let role = one(&objects, "Role");
     assert_eq!(role["metadata"]["namespace"], "sublet-system");
     assert_eq!(role["rules"][1]["resourceNames"][0], "sublet-leader");
-    let binding = one(&objects, "ValidatingAdmissionPolicyBinding");
-    assert_eq!(binding["spec"]["validationActions"], serde_json::json!(["Deny"]));
-    assert_eq!(binding["spec"]["policyName"], "sublet-tenant-isolation");
+    // Tenant pods, tenant budgets, sublet's own writes, kubelets' writes of sublet's marks: each a policy and
+    // its binding, all denying.
+    let policies: Vec<&str> = find(&objects, "ValidatingAdmissionPolicy")
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        policies,
+        [
+            "sublet-tenant-isolation",
+            "sublet-tenant-budgets",
+            "sublet-operator-bounds",
+            "sublet-node-marks"
+        ]
+    );
+    let bindings = find(&objects, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(bindings.len(), 4);
+    for (binding, policy) in bindings.iter().zip(&policies) {
+        assert_eq!(binding["spec"]["validationActions"], serde_json::json!(["Deny"]));
+        assert_eq!(binding["spec"]["policyName"], *policy);
+    }
 }
 
 #[test]
@@ -131,7 +147,8 @@ fn other_values_render_monitoring_dashboard_kueue_and_a_pinned_image() {
         "kueue.enabled=true",
         "leaderElection.enabled=false",
         "admission.validationActions={Warn,Audit}",
-        "admission.exemptNamespaces={kube-system,gpu-operator}",
+        "admission.allowedServiceAccounts={kube-system:kube-proxy,gpu-operator:nvidia-driver}",
+        "admission.tenantRuntimeClassName=gvisor",
         "admission.tenantNamespaceLabels.customer=yes",
         &digest_set,
         "logFormat=plain",
@@ -186,14 +203,30 @@ fn other_values_render_monitoring_dashboard_kueue_and_a_pinned_image() {
         .expect("the controller's role");
     let grants = grants(role);
     assert!(grants.contains(&("kueue.x-k8s.io".into(), "workloads".into(), "watch".into())));
-    let binding = one(&objects, "ValidatingAdmissionPolicyBinding");
-    assert_eq!(
-        binding["spec"]["validationActions"],
-        serde_json::json!(["Warn", "Audit"])
+    for binding in find(&objects, "ValidatingAdmissionPolicyBinding") {
+        assert_eq!(
+            binding["spec"]["validationActions"],
+            serde_json::json!(["Warn", "Audit"])
+        );
+    }
+    let policy = find(&objects, "ValidatingAdmissionPolicy")
+        .into_iter()
+        .find(|p| p["metadata"]["name"] == "gpu-lender-tenant-isolation")
+        .expect("the tenant isolation policy");
+    let agents = policy["spec"]["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "agent")
+        .unwrap()["expression"]
+        .as_str()
+        .unwrap();
+    assert!(agents.contains("'gpu-operator:nvidia-driver'"), "{agents}");
+    let validations = serde_json::to_string(&policy["spec"]["validations"]).unwrap();
+    assert!(
+        validations.contains("object.spec.runtimeClassName == 'gvisor'"),
+        "{validations}"
     );
-    let policy = one(&objects, "ValidatingAdmissionPolicy");
-    let exempt = policy["spec"]["matchConditions"][1]["expression"].as_str().unwrap();
-    assert!(exempt.contains("'gpu-operator'"), "{exempt}");
     let tenant = policy["spec"]["variables"][0]["expression"].as_str().unwrap();
     assert!(
         tenant.contains("namespaceObject.metadata.labels['customer'] == 'yes'"),
