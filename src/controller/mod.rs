@@ -25,6 +25,7 @@ mod http;
 mod metrics;
 mod observe;
 mod pods;
+mod process_metrics;
 mod report;
 mod slim;
 mod status;
@@ -77,6 +78,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every value of [`Error::metric_label`].
+    pub const METRIC_LABELS: [&'static str; 7] = [
+        "kube",
+        "timeout",
+        "conflict",
+        "refused",
+        "invalid_spec",
+        "not_leader",
+        "json",
+    ];
+
     /// A fixed label for metrics (never the message).
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -193,6 +205,11 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     }
     let pool = ctx.pool_statuses.overlay(pool, &name);
     let started = std::time::Instant::now();
+    ctx.metrics.pool_seen(&name, &Error::METRIC_LABELS);
+    ctx.metrics
+        .pool_notice
+        .with_label_values(&[name.as_str()])
+        .set(pool.spec.reclaim.notice_seconds);
     ctx.metrics.reconciles.with_label_values(&[name.as_str()]).inc();
     let deleting = pool.metadata.deletion_timestamp.is_some();
     if !deleting && !pool.finalizers().iter().any(|f| f == POOL_FINALIZER) {
@@ -206,6 +223,12 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
         namespaces: caches.namespaces.state(),
     };
     let readings = ctx.signals.fetch(&pool, now).await;
+    for (source, at) in &readings.newest {
+        ctx.metrics
+            .signal_sample_timestamp
+            .with_label_values(&[name.as_str(), source])
+            .set(at.as_millisecond() as f64 / 1000.0);
+    }
     let t_signals = started.elapsed();
     let observed = {
         let pods = caches.pods.read();
@@ -218,6 +241,7 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     readings.apply(&mut snapshot);
     let t_observe = started.elapsed();
     let the_plan = plan(&snapshot);
+    ctx.metrics.internal_pending(&name, &pending_by_class(&snapshot));
     let t_plan = started.elapsed();
     let enforce = pool.spec.mode == Mode::Enforce;
     // In Observe mode nothing is written to nodes or pods; a pool being deleted has nothing lent in Observe
@@ -240,6 +264,7 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
             remove_finalizer(&ctx, &name).await?;
             ctx.caches.pods.unwatch(&name);
             ctx.pool_statuses.forget(&name);
+            ctx.metrics.pool_deleted(&name);
             return Ok(Action::await_change());
         }
     }
@@ -269,6 +294,22 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
     Ok(Action::requeue(ctx.config.tick))
+}
+
+/// Internal GPUs waiting, by class (`any` when any node will do): pending internal pods and the demand the
+/// signals read.
+fn pending_by_class(snapshot: &crate::policy::Snapshot) -> std::collections::BTreeMap<String, u32> {
+    let mut by_class = std::collections::BTreeMap::new();
+    let class_name = |c: &Option<String>| c.clone().unwrap_or_else(|| "any".to_string());
+    for pod in &snapshot.pods {
+        if !pod.tenant && !pod.terminating && pod.node.is_none() && pod.phase == crate::policy::PodPhase::Pending {
+            *by_class.entry(class_name(&pod.class)).or_default() += pod.gpus;
+        }
+    }
+    for (class, gpus) in &snapshot.demand.by_class {
+        *by_class.entry(class_name(class)).or_default() += gpus;
+    }
+    by_class
 }
 
 /// Observes, for each node brought back for internal demand, the time since that demand was first seen.

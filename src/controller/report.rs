@@ -218,17 +218,16 @@ pub async fn report(
         }
         revenue_delta += w.cost_delta;
         if !observe_only {
-            let labels = [pool_name.as_str(), w.namespace, w.name];
+            let (gpu_seconds, cost) = (w.status.gpu_seconds as f64, w.status.cost);
+            let currency = &pool.spec.pricing.currency;
             ctx.metrics
-                .lease_gpu_seconds
-                .with_label_values(&labels)
-                .set(w.status.gpu_seconds as f64);
-            ctx.metrics.lease_cost.with_label_values(&labels).set(w.status.cost);
+                .lease_accounted(&pool_name, w.namespace, w.name, currency, gpu_seconds, cost);
         }
         if let Some((reason, note)) = w.event {
             publish(ctx, w.lease, EventType::Normal, reason, "Release", note).await;
         }
     }
+    lease_metrics(ctx, &pool_name, plan, &by_name, observe_only);
     let t_leases = started.elapsed();
     lease_events(ctx, snapshot, outcomes, &by_name).await;
     let t_events = started.elapsed();
@@ -243,6 +242,33 @@ pub async fn report(
         "reported"
     );
     Ok(Reported { ledgers_left })
+}
+
+/// Leases by phase (as written, or as they stand in Observe mode), and the series of ended leases dropped.
+fn lease_metrics(
+    ctx: &Context,
+    pool: &str,
+    plan: &Plan,
+    by_name: &HashMap<(&str, &str), &GpuLease>,
+    observe_only: bool,
+) {
+    let mut phases = Vec::new();
+    let mut active = std::collections::BTreeSet::new();
+    for report in &plan.leases {
+        let id = (report.namespace.as_str(), report.name.as_str());
+        let Some(lease) = by_name.get(&id) else { continue };
+        let phase = if observe_only {
+            lease.status.as_ref().map(|s| s.phase).unwrap_or_default()
+        } else {
+            report.phase
+        };
+        phases.push(phase);
+        if !phase.is_final() {
+            active.insert(id);
+        }
+    }
+    ctx.metrics.lease_phases(pool, &phases);
+    ctx.metrics.leases_ended(pool, &active);
 }
 
 /// The status writes of this pass: every changed status, then at most [`LEDGER_WRITES_PER_PASS`] of those
@@ -578,18 +604,13 @@ fn pool_status(
     status.harvestable_gpu_hours = plan.ledger.harvestable_gpu_hours;
     status.lent_gpu_hours = plan.ledger.lent_gpu_hours;
     status.accounted_until = plan.ledger.accounted_until.map(Time);
-    ctx.metrics
-        .pool_gpu_hours
-        .with_label_values(&[name.as_str(), "harvestable"])
-        .set(status.harvestable_gpu_hours);
-    ctx.metrics
-        .pool_gpu_hours
-        .with_label_values(&[name.as_str(), "lent"])
-        .set(status.lent_gpu_hours);
-    ctx.metrics
-        .pool_revenue
-        .with_label_values(&[name.as_str()])
-        .set(status.revenue);
+    ctx.metrics.pool_accounted(
+        &name,
+        &pool.spec.pricing.currency,
+        status.harvestable_gpu_hours,
+        status.lent_gpu_hours,
+        status.revenue,
+    );
     ctx.pool_statuses.submit(&name, status);
 }
 
