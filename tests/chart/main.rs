@@ -3,6 +3,8 @@
 //! ```text
 //!   values.rs     lint, the values schema, rendering with default, other and off values, NOTES, kubeVersion
 //!   rbac.rs       the ClusterRoles hold least privilege, each rule commented
+//!   options.rs    Kueue access, extraArgs/extraEnv/commonLabels, ServiceMonitor labels, CRDs as templates,
+//!                 two writers refused
 //!   generated.rs  the chart's crds/ and deploy/ equal their sources; the dashboard, the rules and the
 //!                 Dockerfile agree with the controller and the chart
 //! ```
@@ -11,6 +13,7 @@
 mod support;
 
 mod generated;
+mod options;
 mod rbac;
 mod values;
 

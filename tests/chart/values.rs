@@ -137,13 +137,47 @@ fn other_values_render_monitoring_dashboard_kueue_and_a_pinned_image() {
         "logFormat=plain",
         "fullnameOverride=gpu-lender",
         "prometheusRule.enabled=true",
-        "prometheusRule.reclaimLatencySeconds=300",
+        "prometheusRule.reclaimGraceSeconds=120",
+        "prometheusRule.signalsStaleMinutes=15",
     ]);
     let rule = one(&objects, "PrometheusRule");
     let rules = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
     let exprs: Vec<&str> = rules.iter().map(|r| r["expr"].as_str().unwrap()).collect();
-    assert!(exprs.iter().any(|e| e.ends_with("> 300")), "{exprs:?}");
-    assert!(exported_series_in(&exprs.join("\n")) >= 4);
+    assert!(exprs.iter().any(|e| e.ends_with("+ 120)")), "{exprs:?}");
+    assert!(exprs.iter().any(|e| e.ends_with("> 900")), "{exprs:?}");
+    assert!(exported_series_in(&exprs.join("\n")) >= 6);
+    let alerts: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    for wanted in [
+        "SubletTargetDown",
+        "SubletNoLeader",
+        "SubletSignalsStale",
+        "SubletSlowReclaim",
+        "SubletReconcileFailing",
+    ] {
+        assert!(alerts.contains(&wanted), "{wanted} missing from {alerts:?}");
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for r in rules {
+        let alert = r["alert"].as_str().unwrap();
+        let description = r["annotations"]["description"].as_str().unwrap_or_default();
+        assert!(description.len() > 40, "{alert} has no description");
+        let url = r["annotations"]["runbook_url"].as_str().unwrap_or_default();
+        let anchor = format!("#{}", alert.to_lowercase());
+        assert!(
+            url.starts_with("https://") && url.ends_with(&anchor),
+            "{alert}: runbook_url {url}"
+        );
+        // The anchor is the README's heading of that alert, under "Runbook".
+        assert!(
+            readme.contains(&format!("\n#### {alert}\n")),
+            "the README's Runbook has no {alert}"
+        );
+        // Every query is limited to the release's namespace.
+        assert!(
+            r["expr"].as_str().unwrap().contains("namespace=\"sublet-system\""),
+            "{alert}"
+        );
+    }
     assert!(
         rules.iter().all(|r| r["alert"].as_str().unwrap().starts_with("Sublet")),
         "{rules:?}"

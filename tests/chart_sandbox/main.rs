@@ -5,6 +5,7 @@
 //!   admission.rs  the tenant-isolation ValidatingAdmissionPolicy against allowed and escaping pods
 //!   rbac.rs       the controller (in process, and the binary with the Deployment's arguments) as the
 //!                 chart's ServiceAccount, through its whole life cycle; unneeded writes refused
+//!   release.rs    helm against the sandbox refuses a second release next to a running one
 //! ```
 
 #[path = "../support/mod.rs"]
@@ -13,6 +14,7 @@ mod support;
 mod admission;
 mod apply;
 mod rbac;
+mod release;
 
 use std::path::Path;
 
