@@ -38,8 +38,8 @@ pub fn helm(args: &[&str]) -> std::process::Output {
         .expect("helm runs")
 }
 
-/// `helm template` with `--set` pairs; answers every rendered object.
-pub fn render(sets: &[&str]) -> Vec<Value> {
+/// `helm template` of release `sublet` in `sublet-system` with `--set` pairs.
+pub fn template(sets: &[&str]) -> std::process::Output {
     let chart = chart();
     let mut args = vec![
         "template",
@@ -51,7 +51,22 @@ pub fn render(sets: &[&str]) -> Vec<Value> {
     for s in sets {
         args.extend(["--set", s]);
     }
-    let out = helm(&args);
+    helm(&args)
+}
+
+/// The arguments of the controller container of a rendered Deployment.
+pub fn container_args(deployment: &Value) -> Vec<&str> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
+}
+
+/// `helm template` with `--set` pairs; answers every rendered object.
+pub fn render(sets: &[&str]) -> Vec<Value> {
+    let out = template(sets);
     assert!(
         out.status.success(),
         "helm template failed: {}",

@@ -6,22 +6,11 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{chart, find, grants, helm, one, parse, render};
+use super::{chart, container_args, find, grants, one, parse, render, template};
 
 /// What `helm template` says when it refuses to render.
 fn refused(sets: &[&str]) -> String {
-    let chart = chart();
-    let mut args = vec![
-        "template",
-        "sublet",
-        chart.to_str().unwrap(),
-        "--namespace",
-        "sublet-system",
-    ];
-    for s in sets {
-        args.extend(["--set", s]);
-    }
-    let out = helm(&args);
+    let out = template(sets);
     assert!(!out.status.success(), "helm template accepted {sets:?}");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -78,13 +67,9 @@ fn extra_args_extra_env_and_common_labels() {
             o["kind"], o["metadata"]["name"]
         );
     }
-    let c = &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let deployment = one(&objects, "Deployment");
+    let c = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args = container_args(deployment);
     assert_eq!(args.last(), Some(&"--kubeconfig=/etc/sublet/kubeconfig"), "{args:?}");
     <sublet::cli::Cli as clap::Parser>::try_parse_from(std::iter::once("sublet").chain(args.iter().copied()))
         .expect("the chart's arguments parse");

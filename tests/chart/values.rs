@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{chart, chart_yaml, exported_series_in, find, grants, helm, one, render};
+use super::{chart, chart_yaml, container_args, exported_series_in, find, grants, helm, one, render};
 
 #[test]
 fn lint_strict_passes() {
@@ -65,12 +65,7 @@ fn default_values_render_a_hardened_two_replica_deployment() {
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/livez");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert!(c["resources"]["requests"]["memory"].is_string());
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = container_args(deploy);
     assert_eq!(args[0], "run");
     assert!(args.contains(&"--leader-elect=true"), "{args:?}");
     assert!(args.contains(&"--metrics-addr=0.0.0.0:8080"), "{args:?}");
@@ -190,12 +185,7 @@ fn other_values_render_monitoring_dashboard_kueue_and_a_pinned_image() {
         c["image"].as_str().unwrap(),
         format!("ghcr.io/sublet-dev/sublet@{digest}")
     );
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = container_args(deploy);
     assert!(
         args.contains(&"--leader-elect=false") && args.contains(&"--log-format=plain"),
         "{args:?}"
