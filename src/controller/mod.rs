@@ -418,8 +418,11 @@ pub async fn client(connect: &Connect) -> anyhow::Result<Client> {
     use anyhow::Context as _;
     let config = match &connect.kubeconfig {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            // Read here rather than by kube, whose error names the path quoted twice and repeats its cause.
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            let kc = kube::config::Kubeconfig::from_yaml(&text)
+                .with_context(|| format!("kubeconfig {} is not a valid kubeconfig", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
                 .with_context(|| format!("kubeconfig {} has no usable context", path.display()))?
