@@ -39,6 +39,12 @@ pub use crate::policy::LeasePhase;
         description = "GPUs asked for"
     ),
     printcolumn(
+        name = "Model",
+        type_ = "string",
+        json_path = ".spec.gpuModel",
+        description = "The GPU model asked for (any when empty)"
+    ),
+    printcolumn(
         name = "Phase",
         type_ = "string",
         json_path = ".status.phase",
@@ -61,6 +67,12 @@ pub use crate::policy::LeasePhase;
         type_ = "number",
         json_path = ".status.cost",
         description = "Cost so far, in the pool's currency"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.reason",
+        description = "Why the lease is in its phase"
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

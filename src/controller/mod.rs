@@ -10,7 +10,8 @@
 //!   plan     crate::policy::plan     Snapshot → Plan (pure)
 //!   execute  execute.rs              Plan steps → node, pod and eviction writes (Enforce mode only)
 //!   report   report.rs + status.rs   lease and pool status (the pool's by its own writer task), the ledger,
-//!                                    events, metrics
+//!            + events.rs             events on leases, pools and nodes,
+//!            + metrics.rs            metrics (and process_metrics.rs)
 //! ```
 //!
 //! Passes run on any change in the caches that can matter to a plan (the first after a quiet spell at once,
@@ -20,6 +21,7 @@
 //! moment it loses the lease. The process exits if the leader-election task dies.
 
 mod cache;
+mod events;
 mod execute;
 mod http;
 mod metrics;
@@ -40,7 +42,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -155,6 +157,9 @@ pub struct Context {
     pub pool_statuses: status::PoolStatuses,
     /// Per pool, when unmet internal demand was first seen (for the reclaim latency histogram).
     demand_seen: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
+    /// Per pool, the invalid-spec message last raised as an event: failing passes repeat before the status
+    /// that records it is seen, and the event is said once.
+    invalid_said: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Context {
@@ -180,6 +185,7 @@ impl Context {
             clocks: IdleClocks::default(),
             leader,
             demand_seen: Default::default(),
+            invalid_said: Default::default(),
         }
     }
 
@@ -240,6 +246,8 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     let mut snapshot = observed.snapshot;
     readings.apply(&mut snapshot);
     let t_observe = started.elapsed();
+    // The spec is valid again: a later invalid one is news.
+    ctx.invalid_said.lock().expect("invalid spec lock").remove(&name);
     let the_plan = plan(&snapshot);
     ctx.metrics.internal_pending(&name, &pending_by_class(&snapshot));
     let t_plan = started.elapsed();
@@ -358,7 +366,8 @@ pub fn error_policy(pool: Arc<TenantPool>, err: &Error, ctx: Arc<Context>) -> Ac
 }
 
 async fn mark_invalid(ctx: &Context, pool: &TenantPool, message: &str) {
-    let mut conditions = pool.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let old = pool.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let mut conditions = old.clone();
     crate::api::set_condition(
         &mut conditions,
         "Ready",
@@ -368,13 +377,29 @@ async fn mark_invalid(ctx: &Context, pool: &TenantPool, message: &str) {
         pool.metadata.generation,
         Timestamp::now(),
     );
+    let mut status = crate::api::TenantPoolStatus {
+        conditions,
+        ..Default::default()
+    };
+    status.summarize();
     let api: Api<TenantPool> = Api::all(ctx.client.clone());
-    let body = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool", "status": {"conditions": conditions}});
+    let body = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool", "status": {
+        "conditions": status.conditions, "ready": status.ready, "lending": status.lending,
+    }});
     let params = PatchParams::apply(crate::api::keys::FIELD_MANAGER).force();
     let ok = timed(api.patch_status(&pool.name_any(), &params, &Patch::Apply(&body)))
         .await
         .is_ok();
     ctx.metrics.write("pool_status", ok);
+    let first = {
+        let mut said = ctx.invalid_said.lock().expect("invalid spec lock");
+        said.insert(pool.name_any(), message.to_string()).as_deref() != Some(message)
+    };
+    for (reason, note) in events::pool_warnings(&old, &status.conditions) {
+        if first {
+            report::publish(ctx, pool, EventType::Warning, reason, "Validate", &note).await;
+        }
+    }
 }
 
 async fn add_finalizer(ctx: &Context, name: &str) -> Result<(), Error> {

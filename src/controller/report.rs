@@ -13,11 +13,11 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::execute::{Done, Outcome};
+use super::execute::Outcome;
 use super::{Context, Error};
 use crate::api::keys::{FIELD_MANAGER, LEASE_LABEL, LEASE_TAINT, lease_key};
 use crate::api::{
@@ -229,9 +229,12 @@ pub async fn report(
     }
     lease_metrics(ctx, &pool_name, plan, &by_name, observe_only);
     let t_leases = started.elapsed();
-    lease_events(ctx, snapshot, outcomes, &by_name).await;
+    super::events::lease_events(ctx, snapshot, outcomes, &by_name).await;
+    super::events::node_events(ctx, &pool_name, outcomes).await;
     let t_events = started.elapsed();
-    pool_status(ctx, pool, snapshot, plan, revenue_delta, observe_only);
+    for (reason, note) in pool_status(ctx, pool, snapshot, plan, revenue_delta, observe_only) {
+        publish(ctx, pool, EventType::Warning, reason, "Report", &note).await;
+    }
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     tracing::debug!(
         pool = %pool_name,
@@ -385,78 +388,6 @@ fn interval(ctx: &Context) -> SignedDuration {
     SignedDuration::try_from(ctx.config.ledger_interval).unwrap_or(SignedDuration::from_secs(30))
 }
 
-/// One event per lease per kind of step that went through: bound, notice, evicted.
-async fn lease_events(
-    ctx: &Context,
-    snapshot: &Snapshot,
-    outcomes: &[Outcome],
-    by_name: &HashMap<(&str, &str), &GpuLease>,
-) {
-    let now = snapshot.now;
-    let mut notices: BTreeMap<String, (Vec<String>, Timestamp)> = BTreeMap::new();
-    let mut evicted: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for o in outcomes
-        .iter()
-        .filter(|o| matches!(o.result, Ok(Done::Written) | Ok(Done::Deleted)))
-    {
-        match &o.step.action {
-            Action::Bind { namespace, name, nodes } => {
-                if let Some(lease) = by_name.get(&(namespace.as_str(), name.as_str())) {
-                    let note = format!("bound {} ({})", nodes.join(", "), o.step.reason);
-                    publish(ctx, *lease, EventType::Normal, "Bound", "Bind", &note).await;
-                }
-            }
-            Action::Notice {
-                node,
-                lease: Some(key),
-                deadline,
-            } => {
-                let e = notices.entry(key.clone()).or_insert_with(|| (vec![], *deadline));
-                e.0.push(format!("{node} ({})", o.step.reason));
-            }
-            Action::Evict {
-                namespace, name, node, ..
-            } => {
-                let key = snapshot
-                    .nodes
-                    .iter()
-                    .find(|n| &n.name == node)
-                    .and_then(|n| n.marks.lease.clone());
-                if let Some(key) = key {
-                    evicted
-                        .entry(key)
-                        .or_default()
-                        .push(format!("{namespace}/{name} on {node}"));
-                }
-            }
-            _ => {}
-        }
-    }
-    if notices.is_empty() && evicted.is_empty() {
-        return;
-    }
-    let by_key: HashMap<String, &GpuLease> = by_name
-        .iter()
-        .map(|((namespace, name), lease)| (lease_key(namespace, name), *lease))
-        .collect();
-    for (key, (nodes, deadline)) in notices {
-        if let Some(lease) = by_key.get(&key) {
-            let secs = deadline.duration_since(now).as_secs();
-            let note = format!(
-                "reclaim notice: {} go back at {deadline} (in {secs}s); checkpoint and stop the pods there",
-                nodes.join(", ")
-            );
-            publish(ctx, *lease, EventType::Warning, "ReclaimNotice", "Notice", &note).await;
-        }
-    }
-    for (key, pods) in evicted {
-        if let Some(lease) = by_key.get(&key) {
-            let note = format!("evicted at the reclaim deadline: {}", pods.join(", "));
-            publish(ctx, *lease, EventType::Warning, "Evicted", "Evict", &note).await;
-        }
-    }
-}
-
 /// Publishes an event on `obj`; a failure is counted and logged, never fatal.
 pub async fn publish<K: Resource<DynamicType = ()>>(
     ctx: &Context,
@@ -466,15 +397,7 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
     action: &str,
     note: &str,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: action.into(),
-        secondary: None,
-    };
-    let ok = ctx.recorder.publish(&event, &obj.object_ref(&())).await.is_ok();
-    ctx.metrics.write("event", ok);
+    super::events::publish_to(ctx, &obj.object_ref(&()), None, type_, reason, action, note).await;
 }
 
 /// How many member nodes a pool status lists; the totals count them all.
@@ -500,7 +423,8 @@ fn listed_members(plan: &Plan) -> Vec<MemberNode> {
         .collect()
 }
 
-/// Hands the pool's new status to its writer, when anything in it changed or its ledger is due.
+/// Hands the pool's new status to its writer, when anything in it changed or its ledger is due; answers the
+/// Warning events its conditions call for.
 fn pool_status(
     ctx: &Context,
     pool: &TenantPool,
@@ -508,7 +432,7 @@ fn pool_status(
     plan: &Plan,
     revenue_delta: f64,
     observe_only: bool,
-) {
+) -> Vec<(&'static str, String)> {
     let now = snapshot.now;
     let name = pool.name_any();
     let old = pool.status.clone().unwrap_or_default();
@@ -529,6 +453,7 @@ fn pool_status(
         revenue: old.revenue + revenue_delta,
         accounted_until: old.accounted_until.clone(),
         conditions: old.conditions.clone(),
+        ..TenantPoolStatus::default()
     };
     let generation = pool.metadata.generation;
     set_condition(
@@ -561,10 +486,15 @@ fn pool_status(
             "ObserveMode",
             format!("would lend {} GPUs now; mode is Observe", t.lendable_gpus),
         ),
+        (None, false) if t.lendable_gpus == 0 => (
+            ConditionStatus::True,
+            "Lending",
+            "lending is allowed; no idle GPU beyond internal demand and the reserve to lend now".to_string(),
+        ),
         (None, false) => (
             ConditionStatus::True,
             "Lending",
-            format!("{} GPUs lendable now", t.lendable_gpus),
+            format!("lending {} idle GPUs now", t.lendable_gpus),
         ),
     };
     set_condition(
@@ -576,6 +506,8 @@ fn pool_status(
         generation,
         now,
     );
+    status.summarize();
+    let warnings = super::events::pool_warnings(&old.conditions, &status.conditions);
     let unchanged = TenantPoolStatus {
         harvestable_gpu_hours: old.harvestable_gpu_hours,
         lent_gpu_hours: old.lent_gpu_hours,
@@ -599,7 +531,7 @@ fn pool_status(
             .set(i64::from(gpus));
     }
     if unchanged && !ledger_due && revenue_delta == 0.0 {
-        return;
+        return warnings;
     }
     status.harvestable_gpu_hours = plan.ledger.harvestable_gpu_hours;
     status.lent_gpu_hours = plan.ledger.lent_gpu_hours;
@@ -612,6 +544,7 @@ fn pool_status(
         status.revenue,
     );
     ctx.pool_statuses.submit(&name, status);
+    warnings
 }
 
 #[cfg(test)]
