@@ -68,7 +68,7 @@ fn the_readme_lists_every_metric_the_controller_exports() {
     m.reconcile_failures.with_label_values(&["p", "kube"]).inc();
     let text = m.render();
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let section = &readme[readme.find("### Metrics and alerts").unwrap()..readme.find("### Runbook").unwrap()];
+    let section = &readme[readme.find("## Metrics and alerts\n").unwrap()..readme.find("### Runbook").unwrap()];
     let mut names = 0;
     for line in text.lines() {
         let Some(name) = line.strip_prefix("# TYPE ").and_then(|l| l.split(' ').next()) else {
