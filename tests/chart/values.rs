@@ -141,6 +141,16 @@ fn other_values_render_monitoring_dashboard_kueue_and_a_pinned_image() {
     assert!(exprs.iter().any(|e| e.ends_with("+ 120)")), "{exprs:?}");
     assert!(exprs.iter().any(|e| e.ends_with("> 900")), "{exprs:?}");
     assert!(exported_series_in(&exprs.join("\n")) >= 6);
+    // The job a ServiceMonitor scrapes under is the metrics Service's name.
+    let service = one(&objects, "Service")["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        exprs[0].contains(&format!("job=\"{service}\"")),
+        "{service}: {}",
+        exprs[0]
+    );
     let alerts: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
     for wanted in [
         "SubletTargetDown",
