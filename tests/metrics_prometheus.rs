@@ -251,6 +251,18 @@ async fn a_service_monitor_scrape_keeps_tenants_apart_and_drops_ended_leases() {
         "the pool keeps the revenue: {pool_revenue:?}"
     );
 
+    // Internal work waiting shows as pending internal GPUs (no scheduler runs in the sandbox: it stays pending).
+    gpu_pod(&c, "ml", "train", 8, None, json!({})).await;
+    eventually_seen(30, "pending internal GPUs", || async {
+        let found = query(&prom, r#"sum(sublet_internal_pending_gpus{pool="a100"})"#).await?;
+        if found.first().is_some_and(|s| s.value == 8.0) {
+            Ok(())
+        } else {
+            Err(format!("{found:?}"))
+        }
+    })
+    .await;
+
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
 }

@@ -3,6 +3,7 @@
 //! ```text
 //!   values.rs     lint, the values schema, rendering with default, other and off values, NOTES, kubeVersion
 //!   rbac.rs       the ClusterRoles hold least privilege, each rule commented
+//!   alerts.rs     promtool parses every alert the chart renders
 //!   options.rs    Kueue access, extraArgs/extraEnv/commonLabels, ServiceMonitor labels, CRDs as templates,
 //!                 two writers refused
 //!   generated.rs  the chart's crds/ and deploy/ equal their sources; the dashboard, the rules and the
@@ -12,6 +13,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod alerts;
 mod generated;
 mod options;
 mod rbac;
