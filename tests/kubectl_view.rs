@@ -201,12 +201,17 @@ async fn each_node_under_notice_and_each_evicted_pod_has_its_own_event() {
     let run = controller(&c, "sublet-0", false);
     create_lease(&c, "acme", "job", json!({"pool": "a100", "gpus": 16})).await;
     let (k, home) = (kubeconfig.clone(), dir.path().to_path_buf());
-    eventually_seen(30, "both nodes bound", || {
-        let (k, home) = (k.clone(), home.clone());
+    // Bound, and billed: the cost in cents with its currency, not a float's every digit.
+    let cents = regex::Regex::new(r"^[0-9]+\.[0-9]{2} USD$").unwrap();
+    eventually_seen(30, "both nodes bound and billed", || {
+        let (k, home, cents) = (k.clone(), home.clone(), cents.clone());
         async move {
             let text = kubectl(&k, &home, &["get", "gpuleases", "-n", "acme"]);
             let rows = table(&text);
-            if rows.first().is_some_and(|r| r["PHASE"] == "Bound" && r["NODES"] == "2") {
+            if rows
+                .first()
+                .is_some_and(|r| r["PHASE"] == "Bound" && r["NODES"] == "2" && cents.is_match(&r["COST"]))
+            {
                 Ok(())
             } else {
                 Err(text)

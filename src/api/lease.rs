@@ -64,9 +64,9 @@ pub use crate::policy::LeasePhase;
     ),
     printcolumn(
         name = "Cost",
-        type_ = "number",
-        json_path = ".status.cost",
-        description = "Cost so far, in the pool's currency"
+        type_ = "string",
+        json_path = ".status.costText",
+        description = "Cost so far, rounded to cents, in the pool's currency"
     ),
     printcolumn(
         name = "Reason",
@@ -144,6 +144,9 @@ pub struct GpuLeaseStatus {
     /// Cost up to `accountedUntil`, in the pool's currency.
     #[serde(default)]
     pub cost: f64,
+    /// `cost` rounded to cents, with the currency (`12.34 EUR`), for `kubectl get`; `cost` is the exact figure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_text: Option<String>,
     /// The ledger is complete up to this time; a restarted controller continues from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accounted_until: Option<Time>,
@@ -151,4 +154,20 @@ pub struct GpuLeaseStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// A cost for people: rounded to cents, with its currency (`status.costText`).
+pub fn cost_text(cost: f64, currency: &str) -> String {
+    // `+ 0.0` turns a -0 into 0, which would print "-0.00".
+    format!("{:.2} {currency}", cost.max(0.0) + 0.0)
+}
+
+#[cfg(test)]
+mod cost_tests {
+    #[test]
+    fn a_cost_reads_in_cents() {
+        assert_eq!(super::cost_text(0.022222222222222223, "EUR"), "0.02 EUR");
+        assert_eq!(super::cost_text(12.346, "USD"), "12.35 USD");
+        assert_eq!(super::cost_text(-0.0, "USD"), "0.00 USD");
+    }
 }

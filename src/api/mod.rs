@@ -16,7 +16,7 @@ mod policy;
 mod pool;
 
 pub use condition::{Condition, ConditionStatus, set_condition};
-pub use lease::{GpuLease, GpuLeaseSpec, GpuLeaseStatus, LeasePhase};
+pub use lease::{GpuLease, GpuLeaseSpec, GpuLeaseStatus, LeasePhase, cost_text};
 pub use policy::selector;
 pub use pool::{
     DemandSources, IdleRule, KueueDemand, LearnedReserve, LendingWindow, MemberNode, Mode, NodeState,

@@ -181,6 +181,7 @@ pub async fn report(
         }
         status.gpu_seconds = ledger.gpu_seconds;
         status.cost = ledger.cost;
+        status.cost_text = Some(crate::api::cost_text(ledger.cost, &pool.spec.pricing.currency));
         status.accounted_until = ledger.accounted_until.map(Time);
         let event = (old.phase != report.phase)
             .then_some(match report.phase {
