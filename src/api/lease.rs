@@ -39,6 +39,12 @@ pub use crate::policy::LeasePhase;
         description = "GPUs asked for"
     ),
     printcolumn(
+        name = "Model",
+        type_ = "string",
+        json_path = ".spec.gpuModel",
+        description = "The GPU model asked for (any when empty)"
+    ),
+    printcolumn(
         name = "Phase",
         type_ = "string",
         json_path = ".status.phase",
@@ -58,9 +64,15 @@ pub use crate::policy::LeasePhase;
     ),
     printcolumn(
         name = "Cost",
-        type_ = "number",
-        json_path = ".status.cost",
-        description = "Cost so far, in the pool's currency"
+        type_ = "string",
+        json_path = ".status.costText",
+        description = "Cost so far, rounded to cents, in the pool's currency"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.reason",
+        description = "Why the lease is in its phase"
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -137,6 +149,9 @@ pub struct GpuLeaseStatus {
     /// Cost up to `accountedUntil`, in the pool's currency.
     #[serde(default)]
     pub cost: f64,
+    /// `cost` rounded to cents, with the currency (`12.34 EUR`), for `kubectl get`; `cost` is the exact figure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_text: Option<String>,
     /// The ledger is complete up to this time; a restarted controller continues from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accounted_until: Option<Time>,
@@ -153,4 +168,20 @@ pub struct NodeNotice {
     pub node: String,
     /// When the node goes back; it never moves.
     pub deadline: Time,
+}
+
+/// A cost for people: rounded to cents, with its currency (`status.costText`).
+pub fn cost_text(cost: f64, currency: &str) -> String {
+    // `+ 0.0` turns a -0 into 0, which would print "-0.00".
+    format!("{:.2} {currency}", cost.max(0.0) + 0.0)
+}
+
+#[cfg(test)]
+mod cost_tests {
+    #[test]
+    fn a_cost_reads_in_cents() {
+        assert_eq!(super::cost_text(0.022222222222222223, "EUR"), "0.02 EUR");
+        assert_eq!(super::cost_text(12.346, "USD"), "12.35 USD");
+        assert_eq!(super::cost_text(-0.0, "USD"), "0.00 USD");
+    }
 }

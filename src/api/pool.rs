@@ -31,6 +31,18 @@ pub use crate::policy::NodeState;
         description = "Observe or Enforce"
     ),
     printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.ready",
+        description = "Whether the last pass ran (False with an invalid spec)"
+    ),
+    printcolumn(
+        name = "Lending",
+        type_ = "string",
+        json_path = ".status.lending",
+        description = "Yes, or why not (ObserveMode, Blocked, InvalidSpec)"
+    ),
+    printcolumn(
         name = "Nodes",
         type_ = "integer",
         json_path = ".status.totals.nodes",
@@ -41,6 +53,12 @@ pub use crate::policy::NodeState;
         type_ = "integer",
         json_path = ".status.totals.gpus",
         description = "GPUs on member nodes"
+    ),
+    printcolumn(
+        name = "Lendable",
+        type_ = "integer",
+        json_path = ".status.totals.lendableGpus",
+        description = "Idle GPUs beyond demand and reserve it would lend now (in Observe mode too)"
     ),
     printcolumn(
         name = "Lent",
@@ -453,6 +471,34 @@ pub struct TenantPoolStatus {
     /// Totals over every lease that ended by deletion since the pool was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_totals: Option<EndedTotals>,
+    /// The `Ready` condition's status, for `kubectl get` (`True`, `False`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+    /// `Yes` while the pool lends, else why not: the `Lending` condition's reason (`ObserveMode`, `Blocked`),
+    /// or `InvalidSpec`; for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lending: Option<String>,
+}
+
+impl TenantPoolStatus {
+    /// Sets `ready` and `lending` from the conditions, so that `kubectl get` shows a broken or idle pool as such.
+    pub fn summarize(&mut self) {
+        let find = |t: &str| self.conditions.iter().find(|c| c.type_ == t);
+        let ready = find("Ready");
+        let invalid = ready.is_some_and(|c| c.reason == "InvalidSpec");
+        self.ready = ready.map(|c| c.status.clone());
+        self.lending = if invalid {
+            Some("InvalidSpec".into())
+        } else {
+            find("Lending").map(|c| {
+                if c.status == super::ConditionStatus::True.as_str() {
+                    "Yes".to_string()
+                } else {
+                    c.reason.clone()
+                }
+            })
+        };
+    }
 }
 
 /// A deleted lease's final account.

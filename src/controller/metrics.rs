@@ -1,90 +1,170 @@
 //! The controller's Prometheus metrics, in one registry served on `/metrics`.
+//!
+//! Named by the Prometheus conventions: base units (`_seconds`), `_total` for counters, money with a
+//! `currency` label, a tenant's namespace as `tenant_namespace` (a ServiceMonitor puts the target's own
+//! `namespace` label on every series; without honorLabels a series' own `namespace` would be renamed
+//! `exported_namespace`). Counters with fixed labels are present at zero from the start, a pool's from its
+//! first pass; a lease's series are dropped when the lease ends, so that months of leases do not pile up.
+//!
+//! The running totals of leases and pools mirror their statuses (durable, read back after a restart), so
+//! they only grow, across restarts too.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+use super::process_metrics::ProcessMetrics;
+
+/// Node GPU states of `sublet_gpus`.
+pub const GPU_STATES: [&str; 5] = ["internal", "lendable", "lent", "leased", "reclaiming"];
+/// Outcomes of `sublet_evictions_total`.
+pub const EVICTION_OUTCOMES: [&str; 4] = ["evicted", "blocked", "deleted", "failed"];
+/// Kinds of `sublet_api_writes_total`.
+pub const WRITE_KINDS: [&str; 8] = [
+    "node",
+    "pod",
+    "eviction",
+    "pod_delete",
+    "pool_status",
+    "pool_finalizer",
+    "lease_status",
+    "event",
+];
+/// Signal sources of `sublet_signal_sample_timestamp_seconds`.
+pub const SIGNAL_SOURCES: [&str; 3] = ["utilization", "kueue", "promql"];
+/// Buckets of `sublet_reclaim_latency_seconds`: fine around the usual notices (a few minutes).
+pub const RECLAIM_BUCKETS: [f64; 13] = [
+    1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 150.0, 180.0, 240.0, 300.0, 600.0,
+];
 
 /// Every metric sublet exports.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// GPUs by pool and state (internal, lendable, lent, leased, reclaiming).
+    /// The `process_*` metrics, kept in a registry of their own (no `sublet_` prefix).
+    process_registry: Registry,
+    process: ProcessMetrics,
+    /// GPUs by pool and state ([`GPU_STATES`]).
     pub gpus: IntGaugeVec,
+    /// Leases by pool and phase.
+    pub leases: IntGaugeVec,
+    /// Internal GPUs waiting (pending pods, Kueue, PromQL) by pool and class (`any` when any node will do).
+    pub internal_pending_gpus: IntGaugeVec,
+    /// When the newest sample of each signal source was taken, by pool and source.
+    pub signal_sample_timestamp: GaugeVec,
+    /// Each pool's reclaim notice, for alerts on reclaims slower than the notice.
+    pub pool_notice: IntGaugeVec,
     pub notices: IntCounterVec,
-    /// Evictions by pool and outcome (evicted, blocked, deleted, failed).
+    /// Evictions by pool and outcome ([`EVICTION_OUTCOMES`]).
     pub evictions: IntCounterVec,
     /// Seconds from internal demand seen to a node back in internal use.
     pub reclaim_latency: HistogramVec,
-    pub lease_gpu_seconds: GaugeVec,
-    pub lease_cost: GaugeVec,
-    pub pool_gpu_hours: GaugeVec,
-    pub pool_revenue: GaugeVec,
+    lease_gpu_seconds: CounterVec,
+    lease_cost: CounterVec,
+    pool_gpu_seconds: CounterVec,
+    pool_revenue: CounterVec,
     pub reconciles: IntCounterVec,
     /// Reconcile failures by pool and error kind.
     pub reconcile_failures: IntCounterVec,
     pub reconcile_duration: HistogramVec,
-    /// API writes by kind (node, pod, eviction, status, event) and outcome.
+    /// API writes by kind ([`WRITE_KINDS`]) and outcome.
     pub api_writes: IntCounterVec,
     /// 1 while this replica holds the leader lease.
     pub leader: IntGauge,
     /// Internal demand (GPUs used and waited for) by pool and class: the history the learned reserve reads
     /// back from Prometheus.
-    pub internal_demand: IntGaugeVec,
+    internal_demand: IntGaugeVec,
     /// GPUs of member nodes by pool and class.
-    pub capacity: IntGaugeVec,
+    capacity: IntGaugeVec,
     /// Nodes whose sublet marks disagreed with sublet's record and were put right, by pool and what differed
     /// (taints, deadline).
     pub marks_repaired: IntCounterVec,
+    /// Per pool, the label values of the series that come and go (leases, classes).
+    exported: Arc<Mutex<HashMap<String, Exported>>>,
+}
+
+/// Label values exported for one pool, to drop or zero them later.
+#[derive(Default)]
+struct Exported {
+    /// (tenant namespace, lease name) → currency.
+    leases: HashMap<(String, String), String>,
+    classes: BTreeSet<String>,
+    currency: Option<String>,
 }
 
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("sublet".into()), None).expect("valid prefix");
-        let gpus = IntGaugeVec::new(Opts::new("gpus", "GPUs by pool and state"), &["pool", "state"]).unwrap();
-        let notices =
-            IntCounterVec::new(Opts::new("notices_total", "Reclaim notices given, per node"), &["pool"]).unwrap();
-        let evictions = IntCounterVec::new(
-            Opts::new("evictions_total", "Tenant pod evictions by outcome"),
-            &["pool", "outcome"],
+        let int_gauges = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let int_counters = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            CounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let gpus = int_gauges("gpus", "GPUs by pool and state", &["pool", "state"]);
+        let leases = int_gauges("leases", "Leases by pool and phase", &["pool", "phase"]);
+        let internal_pending_gpus = int_gauges(
+            "internal_pending_gpus",
+            "Internal GPUs waiting (pending pods, Kueue, PromQL) by class; `any` when any node will do",
+            &["pool", "class"],
+        );
+        let signal_sample_timestamp = GaugeVec::new(
+            Opts::new(
+                "signal_sample_timestamp_seconds",
+                "When the newest sample of a signal source was taken (Unix seconds); age = time() - this",
+            ),
+            &["pool", "source"],
         )
-        .unwrap();
+        .expect("valid metric");
+        let pool_notice = int_gauges(
+            "pool_notice_seconds",
+            "The reclaim notice a pool gives tenants",
+            &["pool"],
+        );
+        let notices = int_counters("notices_total", "Reclaim notices given, per node", &["pool"]);
+        let evictions = int_counters(
+            "evictions_total",
+            "Tenant pod evictions by outcome",
+            &["pool", "outcome"],
+        );
         let reclaim_latency = HistogramVec::new(
             HistogramOpts::new(
                 "reclaim_latency_seconds",
                 "From internal demand seen to a node back in internal use",
             )
-            .buckets(vec![1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 1800.0]),
+            .buckets(RECLAIM_BUCKETS.to_vec()),
             &["pool"],
         )
-        .unwrap();
-        let lease_gpu_seconds = GaugeVec::new(
-            Opts::new(
-                "lease_gpu_seconds",
-                "GPU-seconds a lease has used, as accounted in its status",
-            ),
-            &["pool", "namespace", "lease"],
-        )
-        .unwrap();
-        let lease_cost = GaugeVec::new(
-            Opts::new("lease_cost", "What a lease has cost, in the pool's currency"),
-            &["pool", "namespace", "lease"],
-        )
-        .unwrap();
-        let pool_gpu_hours = GaugeVec::new(
-            Opts::new(
-                "pool_gpu_hours",
-                "GPU-hours a pool could have lent (harvestable) and lent",
-            ),
+        .expect("valid metric");
+        let lease_gpu_seconds = counters(
+            "lease_gpu_seconds_total",
+            "GPU-seconds a lease has used, as accounted in its status",
+            &["pool", "tenant_namespace", "lease"],
+        );
+        let lease_cost = counters(
+            "lease_cost_total",
+            "What a lease has cost, as accounted in its status",
+            &["pool", "tenant_namespace", "lease", "currency"],
+        );
+        let pool_gpu_seconds = counters(
+            "pool_gpu_seconds_total",
+            "GPU-seconds a pool could have lent (harvestable) and lent",
             &["pool", "kind"],
-        )
-        .unwrap();
-        let pool_revenue = GaugeVec::new(Opts::new("pool_revenue", "Revenue from a pool's leases"), &["pool"]).unwrap();
-        let reconciles = IntCounterVec::new(Opts::new("reconciles_total", "Pool reconciles"), &["pool"]).unwrap();
-        let reconcile_failures = IntCounterVec::new(
-            Opts::new("reconcile_failures_total", "Failed pool reconciles"),
-            &["pool", "error"],
-        )
-        .unwrap();
+        );
+        let pool_revenue = counters(
+            "pool_revenue_total",
+            "Revenue from a pool's leases",
+            &["pool", "currency"],
+        );
+        let reconciles = int_counters("reconciles_total", "Pool reconciles", &["pool"]);
+        let reconcile_failures = int_counters("reconcile_failures_total", "Failed pool reconciles", &["pool", "error"]);
         let reconcile_duration = HistogramVec::new(
             HistogramOpts::new(
                 "reconcile_duration_seconds",
@@ -93,40 +173,43 @@ impl Metrics {
             .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
             &["pool"],
         )
-        .unwrap();
-        let api_writes = IntCounterVec::new(
-            Opts::new("api_writes_total", "API writes by kind and outcome"),
+        .expect("valid metric");
+        let api_writes = int_counters(
+            "api_writes_total",
+            "API writes by kind and outcome",
             &["kind", "outcome"],
-        )
-        .unwrap();
-        let leader = IntGauge::new("leader", "1 while this replica holds the leader lease").unwrap();
-        let internal_demand = IntGaugeVec::new(
-            Opts::new(
-                "internal_demand_gpus",
-                "Internal demand: GPUs internal work uses and waits for, by pool and class",
-            ),
+        );
+        let leader = IntGauge::new("leader", "1 while this replica holds the leader lease").expect("valid metric");
+        let build_info = int_gauges("build_info", "Always 1; the version of this sublet", &["version"]);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for kind in WRITE_KINDS {
+            for outcome in ["ok", "error"] {
+                api_writes.with_label_values(&[kind, outcome]);
+            }
+        }
+        let internal_demand = int_gauges(
+            "internal_demand_gpus",
+            "Internal demand: GPUs internal work uses and waits for, by pool and class",
             &["pool", "class"],
-        )
-        .unwrap();
-        let capacity = IntGaugeVec::new(
-            Opts::new("pool_capacity_gpus", "GPUs of a pool's member nodes, by class"),
-            &["pool", "class"],
-        let marks_repaired = IntCounterVec::new(
-            Opts::new(
-                "node_marks_repaired_total",
-                "Nodes whose sublet.dev/ marks disagreed with sublet's record and were put right",
-            ),
+        );
+        let capacity = int_gauges("pool_capacity_gpus", "GPUs of a pool's member nodes, by class", &["pool", "class"]);
+        let marks_repaired = int_counters(
+            "node_marks_repaired_total",
+            "Nodes whose sublet.dev/ marks disagreed with sublet's record and were put right",
             &["pool", "mark"],
-        )
-        .unwrap();
+        );
         for m in [
             Box::new(gpus.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(leases.clone()),
+            Box::new(internal_pending_gpus.clone()),
+            Box::new(signal_sample_timestamp.clone()),
+            Box::new(pool_notice.clone()),
             Box::new(notices.clone()),
             Box::new(evictions.clone()),
             Box::new(reclaim_latency.clone()),
             Box::new(lease_gpu_seconds.clone()),
             Box::new(lease_cost.clone()),
-            Box::new(pool_gpu_hours.clone()),
+            Box::new(pool_gpu_seconds.clone()),
             Box::new(pool_revenue.clone()),
             Box::new(reconciles.clone()),
             Box::new(reconcile_failures.clone()),
@@ -136,18 +219,27 @@ impl Metrics {
             Box::new(internal_demand.clone()),
             Box::new(capacity.clone()),
             Box::new(marks_repaired.clone()),
+            Box::new(build_info),
         ] {
             registry.register(m).expect("metric names are unique");
         }
+        let process_registry = Registry::new();
+        let process = ProcessMetrics::register(&process_registry);
         Self {
             registry,
+            process_registry,
+            process,
             gpus,
+            leases,
+            internal_pending_gpus,
+            signal_sample_timestamp,
+            pool_notice,
             notices,
             evictions,
             reclaim_latency,
             lease_gpu_seconds,
             lease_cost,
-            pool_gpu_hours,
+            pool_gpu_seconds,
             pool_revenue,
             reconciles,
             reconcile_failures,
@@ -157,14 +249,18 @@ impl Metrics {
             internal_demand,
             capacity,
             marks_repaired,
+            exported: Arc::default(),
         }
     }
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        self.process.update();
+        let mut families = self.registry.gather();
+        families.extend(self.process_registry.gather());
         let mut buf = Vec::new();
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
+            .encode(&families, &mut buf)
             .expect("text encoding never fails");
         String::from_utf8(buf).expect("the text format is UTF-8")
     }
@@ -174,6 +270,171 @@ impl Metrics {
         self.api_writes
             .with_label_values(&[kind, if ok { "ok" } else { "error" }])
             .inc();
+    }
+
+    /// Puts a pool's counters at zero on its first pass, so that `rate()` and `increase()` see the first
+    /// event; `errors` are the labels of `sublet_reconcile_failures_total`.
+    pub fn pool_seen(&self, pool: &str, errors: &[&str]) {
+        let mut exported = self.exported.lock().expect("metrics lock");
+        if exported.contains_key(pool) {
+            return;
+        }
+        exported.insert(pool.to_string(), Exported::default());
+        self.notices.with_label_values(&[pool]);
+        self.reconciles.with_label_values(&[pool]);
+        for outcome in EVICTION_OUTCOMES {
+            self.evictions.with_label_values(&[pool, outcome]);
+        }
+        for error in errors {
+            self.reconcile_failures.with_label_values(&[pool, error]);
+        }
+        for kind in ["harvestable", "lent"] {
+            self.pool_gpu_seconds.with_label_values(&[pool, kind]);
+        }
+    }
+
+    /// A lease's running totals, as accounted in its status.
+    pub fn lease_accounted(
+        &self,
+        pool: &str,
+        namespace: &str,
+        lease: &str,
+        currency: &str,
+        gpu_seconds: f64,
+        cost: f64,
+    ) {
+        let mut exported = self.exported.lock().expect("metrics lock");
+        let e = exported.entry(pool.to_string()).or_default();
+        let key = (namespace.to_string(), lease.to_string());
+        if let Some(old) = e.leases.get(&key)
+            && old != currency
+        {
+            let _ = self.lease_cost.remove_label_values(&[pool, namespace, lease, old]);
+        }
+        e.leases.insert(key, currency.to_string());
+        advance(
+            &self.lease_gpu_seconds.with_label_values(&[pool, namespace, lease]),
+            gpu_seconds,
+        );
+        advance(
+            &self.lease_cost.with_label_values(&[pool, namespace, lease, currency]),
+            cost,
+        );
+    }
+
+    /// Drops the series of every lease of `pool` not in `active` (ended, or deleted).
+    pub fn leases_ended(&self, pool: &str, active: &BTreeSet<(&str, &str)>) {
+        let mut exported = self.exported.lock().expect("metrics lock");
+        let Some(e) = exported.get_mut(pool) else { return };
+        e.leases.retain(|(ns, name), currency| {
+            let keep = active.contains(&(ns.as_str(), name.as_str()));
+            if !keep {
+                let _ = self.lease_gpu_seconds.remove_label_values(&[pool, ns, name]);
+                let _ = self.lease_cost.remove_label_values(&[pool, ns, name, currency]);
+            }
+            keep
+        });
+    }
+
+    /// A pool's leases by phase (every phase, zero when none).
+    pub fn lease_phases(&self, pool: &str, phases: &[crate::policy::LeasePhase]) {
+        use crate::policy::LeasePhase::*;
+        for phase in [Pending, Bound, Reclaiming, Released, Expired] {
+            let n = phases.iter().filter(|&&p| p == phase).count();
+            self.leases
+                .with_label_values(&[pool, &format!("{phase:?}")])
+                .set(n as i64);
+        }
+    }
+
+    /// Internal GPUs waiting, by class; a class no longer waiting reads 0.
+    pub fn internal_pending(&self, pool: &str, by_class: &std::collections::BTreeMap<String, u32>) {
+        let mut exported = self.exported.lock().expect("metrics lock");
+        let e = exported.entry(pool.to_string()).or_default();
+        e.classes.extend(by_class.keys().cloned());
+        for class in &e.classes {
+            let gpus = by_class.get(class).copied().unwrap_or(0);
+            self.internal_pending_gpus
+                .with_label_values(&[pool, class])
+                .set(i64::from(gpus));
+        }
+    }
+
+    /// Internal demand and capacity of one class, the history the learned reserve reads back.
+    pub fn class_demand(&self, pool: &str, class: &str, demand_gpus: u32, capacity_gpus: u32) {
+        let mut exported = self.exported.lock().expect("metrics lock");
+        exported.entry(pool.to_string()).or_default().classes.insert(class.to_string());
+        self.internal_demand
+            .with_label_values(&[pool, class])
+            .set(i64::from(demand_gpus));
+        self.capacity
+            .with_label_values(&[pool, class])
+            .set(i64::from(capacity_gpus));
+    }
+
+    /// A pool's running totals, as accounted in its status.
+    pub fn pool_accounted(
+        &self,
+        pool: &str,
+        currency: &str,
+        harvestable_gpu_hours: f64,
+        lent_gpu_hours: f64,
+        revenue: f64,
+    ) {
+        advance(
+            &self.pool_gpu_seconds.with_label_values(&[pool, "harvestable"]),
+            harvestable_gpu_hours * 3600.0,
+        );
+        advance(
+            &self.pool_gpu_seconds.with_label_values(&[pool, "lent"]),
+            lent_gpu_hours * 3600.0,
+        );
+        let mut exported = self.exported.lock().expect("metrics lock");
+        let e = exported.entry(pool.to_string()).or_default();
+        if let Some(old) = e.currency.replace(currency.to_string())
+            && old != currency
+        {
+            let _ = self.pool_revenue.remove_label_values(&[pool, &old]);
+        }
+        advance(&self.pool_revenue.with_label_values(&[pool, currency]), revenue);
+    }
+
+    /// Drops every series of a deleted pool.
+    pub fn pool_deleted(&self, pool: &str) {
+        let removed = self.exported.lock().expect("metrics lock").remove(pool);
+        if let Some(e) = removed {
+            for ((ns, name), currency) in &e.leases {
+                let _ = self.lease_gpu_seconds.remove_label_values(&[pool, ns, name]);
+                let _ = self.lease_cost.remove_label_values(&[pool, ns, name, currency]);
+            }
+            for class in &e.classes {
+                let _ = self.internal_pending_gpus.remove_label_values(&[pool, class]);
+                let _ = self.internal_demand.remove_label_values(&[pool, class]);
+                let _ = self.capacity.remove_label_values(&[pool, class]);
+            }
+            if let Some(c) = &e.currency {
+                let _ = self.pool_revenue.remove_label_values(&[pool, c]);
+            }
+        }
+        let _ = self.pool_notice.remove_label_values(&[pool]);
+        for state in GPU_STATES {
+            let _ = self.gpus.remove_label_values(&[pool, state]);
+        }
+        for phase in ["Pending", "Bound", "Reclaiming", "Released", "Expired"] {
+            let _ = self.leases.remove_label_values(&[pool, phase]);
+        }
+        for source in SIGNAL_SOURCES {
+            let _ = self.signal_sample_timestamp.remove_label_values(&[pool, source]);
+        }
+    }
+}
+
+/// Moves a counter up to a running total kept elsewhere; a total never goes down, so a lower one (an older
+/// status read again) leaves the counter where it is.
+fn advance(counter: &Counter, total: f64) {
+    let delta = total - counter.get();
+    if delta > 0.0 {
+        counter.inc_by(delta);
     }
 }
 
@@ -186,14 +447,112 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::LeasePhase;
 
     #[test]
-    fn renders_with_the_sublet_prefix() {
+    fn renders_with_the_sublet_prefix_and_the_process_metrics() {
         let m = Metrics::new();
         m.gpus.with_label_values(&["a100", "lent"]).set(16);
         m.write("node", true);
         let text = m.render();
         assert!(text.contains("sublet_gpus{pool=\"a100\",state=\"lent\"} 16"), "{text}");
         assert!(text.contains("sublet_api_writes_total{kind=\"node\",outcome=\"ok\"} 1"));
+        assert!(text.contains("sublet_build_info{version=\""), "{text}");
+        assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+        assert!(text.contains("\nprocess_cpu_seconds_total "), "{text}");
+    }
+
+    #[test]
+    fn counters_are_present_at_zero_before_anything_happened() {
+        let m = Metrics::new();
+        let text = m.render();
+        assert!(
+            text.contains("sublet_api_writes_total{kind=\"eviction\",outcome=\"error\"} 0"),
+            "{text}"
+        );
+        m.pool_seen("a100", &["kube", "invalid_spec"]);
+        let text = m.render();
+        for series in [
+            "sublet_notices_total{pool=\"a100\"} 0",
+            "sublet_reconciles_total{pool=\"a100\"} 0",
+            "sublet_evictions_total{outcome=\"deleted\",pool=\"a100\"} 0",
+            "sublet_reconcile_failures_total{error=\"invalid_spec\",pool=\"a100\"} 0",
+            "sublet_pool_gpu_seconds_total{kind=\"lent\",pool=\"a100\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_lease_is_labelled_by_tenant_namespace_and_dropped_when_it_ends() {
+        let m = Metrics::new();
+        m.lease_accounted("a100", "acme", "train", "EUR", 7200.0, 4.5);
+        m.lease_accounted("a100", "beta", "infer", "EUR", 60.0, 0.1);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "sublet_lease_cost_total{currency=\"EUR\",lease=\"train\",pool=\"a100\",tenant_namespace=\"acme\"} 4.5"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains(",namespace=") && !text.contains("{namespace="), "{text}");
+        m.leases_ended("a100", &BTreeSet::from([("beta", "infer")]));
+        let text = m.render();
+        assert!(!text.contains("lease=\"train\""), "{text}");
+        assert!(text.contains("lease=\"infer\""), "{text}");
+    }
+
+    #[test]
+    fn running_totals_never_go_down_and_are_in_seconds() {
+        let m = Metrics::new();
+        m.pool_accounted("a100", "USD", 2.0, 1.0, 10.0);
+        m.pool_accounted("a100", "USD", 1.5, 1.0, 9.0);
+        let text = m.render();
+        assert!(
+            text.contains("sublet_pool_gpu_seconds_total{kind=\"harvestable\",pool=\"a100\"} 7200"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sublet_pool_revenue_total{currency=\"USD\",pool=\"a100\"} 10"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn leases_by_phase_and_pending_classes_read_zero_when_gone() {
+        let m = Metrics::new();
+        m.lease_phases("a100", &[LeasePhase::Bound, LeasePhase::Bound, LeasePhase::Pending]);
+        m.internal_pending("a100", &[("H100".to_string(), 8)].into());
+        m.internal_pending("a100", &Default::default());
+        let text = m.render();
+        assert!(
+            text.contains("sublet_leases{phase=\"Bound\",pool=\"a100\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sublet_leases{phase=\"Expired\",pool=\"a100\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sublet_internal_pending_gpus{class=\"H100\",pool=\"a100\"} 0"),
+            "{text}"
+        );
+        m.pool_deleted("a100");
+        assert!(!m.render().contains("pool=\"a100\""));
+    }
+
+    #[test]
+    fn reclaim_buckets_are_fine_around_the_notice() {
+        let m = Metrics::new();
+        m.reclaim_latency.with_label_values(&["a100"]).observe(130.0);
+        let text = m.render();
+        assert!(
+            text.contains("sublet_reclaim_latency_seconds_bucket{pool=\"a100\",le=\"120\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sublet_reclaim_latency_seconds_bucket{pool=\"a100\",le=\"150\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -12,8 +12,9 @@
 //!            + podsecurity.rs        (Enforce mode only); tenant namespaces labelled for Pod Security;
 //!                                    sublet's marks put right where a node's disagree with its record
 //!   report   report.rs + status.rs   lease and pool status (the pool's by its own writer task), the ledger,
-//!            + finalize.rs           events, metrics; the lease finalizer (a deleted lease billed until its
-//!                                    nodes are back, its final account kept in the pool status)
+//!            + events.rs             events on leases, pools and nodes, metrics (and process_metrics.rs);
+//!            + finalize.rs           the lease finalizer (a deleted lease billed until its nodes are back, its
+//!                                    final account kept in the pool status)
 //! ```
 //!
 //! Passes run on any change in the caches that can matter to a plan (the first after a quiet spell at once,
@@ -25,6 +26,7 @@
 mod cache;
 mod cached_pod;
 mod evict;
+mod events;
 mod execute;
 mod finalize;
 mod http;
@@ -32,6 +34,7 @@ mod metrics;
 mod observe;
 mod pods;
 mod podsecurity;
+mod process_metrics;
 mod report;
 mod reserve;
 mod status;
@@ -46,7 +49,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -84,6 +87,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every value of [`Error::metric_label`].
+    pub const METRIC_LABELS: [&'static str; 7] = [
+        "kube",
+        "timeout",
+        "conflict",
+        "refused",
+        "invalid_spec",
+        "not_leader",
+        "json",
+    ];
+
     /// A fixed label for metrics (never the message).
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -150,6 +164,9 @@ pub struct Context {
     pub pool_statuses: status::PoolStatuses,
     /// Per pool, when unmet internal demand was first seen (for the reclaim latency histogram).
     demand_seen: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
+    /// Per pool, the invalid-spec message last raised as an event: failing passes repeat before the status
+    /// that records it is seen, and the event is said once.
+    invalid_said: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Context {
@@ -175,6 +192,7 @@ impl Context {
             clocks: IdleClocks::default(),
             leader,
             demand_seen: Default::default(),
+            invalid_said: Default::default(),
         }
     }
 
@@ -203,6 +221,11 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     }
     let pool = ctx.pool_statuses.overlay(pool, &name);
     let started = std::time::Instant::now();
+    ctx.metrics.pool_seen(&name, &Error::METRIC_LABELS);
+    ctx.metrics
+        .pool_notice
+        .with_label_values(&[name.as_str()])
+        .set(pool.spec.reclaim.notice_seconds);
     ctx.metrics.reconciles.with_label_values(&[name.as_str()]).inc();
     let deleting = pool.metadata.deletion_timestamp.is_some();
     if !deleting && !pool.finalizers().iter().any(|f| f == POOL_FINALIZER) {
@@ -216,6 +239,12 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
         namespaces: caches.namespaces.state(),
     };
     let readings = ctx.signals.fetch(&pool, now).await;
+    for (source, at) in &readings.newest {
+        ctx.metrics
+            .signal_sample_timestamp
+            .with_label_values(&[name.as_str(), source])
+            .set(at.as_millisecond() as f64 / 1000.0);
+    }
     let t_signals = started.elapsed();
     let observed = {
         let pods = caches.pods.read();
@@ -231,6 +260,8 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     }
     readings.apply(&mut snapshot);
     let t_observe = started.elapsed();
+    // The spec is valid again: a later invalid one is news.
+    ctx.invalid_said.lock().expect("invalid spec lock").remove(&name);
     let mut the_plan = plan(&snapshot);
     for lease in the_plan.leases.iter_mut() {
         if let (Some(level), crate::api::LeasePhase::Pending) = (weak.get(&lease.namespace), lease.phase) {
@@ -240,6 +271,7 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
             );
         }
     }
+    ctx.metrics.internal_pending(&name, &pending_by_class(&snapshot));
     let t_plan = started.elapsed();
     let enforce = pool.spec.mode == Mode::Enforce;
     // In Observe mode nothing is written to nodes or pods; a pool being deleted has nothing lent in Observe
@@ -289,6 +321,7 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
             remove_finalizer(&ctx, &name).await?;
             ctx.caches.pods.unwatch(&name);
             ctx.pool_statuses.forget(&name);
+            ctx.metrics.pool_deleted(&name);
             return Ok(Action::await_change());
         }
     }
@@ -318,6 +351,22 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
     Ok(Action::requeue(ctx.config.tick))
+}
+
+/// Internal GPUs waiting, by class (`any` when any node will do): pending internal pods and the demand the
+/// signals read.
+fn pending_by_class(snapshot: &crate::policy::Snapshot) -> std::collections::BTreeMap<String, u32> {
+    let mut by_class = std::collections::BTreeMap::new();
+    let class_name = |c: &Option<String>| c.clone().unwrap_or_else(|| "any".to_string());
+    for pod in &snapshot.pods {
+        if !pod.tenant && !pod.terminating && pod.node.is_none() && pod.phase == crate::policy::PodPhase::Pending {
+            *by_class.entry(class_name(&pod.class)).or_default() += pod.gpus;
+        }
+    }
+    for (class, gpus) in &snapshot.demand.by_class {
+        *by_class.entry(class_name(class)).or_default() += gpus;
+    }
+    by_class
 }
 
 /// Observes, for each node brought back for internal demand, the time since that demand was first seen.
@@ -370,7 +419,8 @@ pub fn error_policy(pool: Arc<TenantPool>, err: &Error, ctx: Arc<Context>) -> Ac
 }
 
 async fn mark_invalid(ctx: &Context, pool: &TenantPool, message: &str) {
-    let mut conditions = pool.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let old = pool.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let mut conditions = old.clone();
     crate::api::set_condition(
         &mut conditions,
         "Ready",
@@ -380,13 +430,29 @@ async fn mark_invalid(ctx: &Context, pool: &TenantPool, message: &str) {
         pool.metadata.generation,
         Timestamp::now(),
     );
+    let mut status = crate::api::TenantPoolStatus {
+        conditions,
+        ..Default::default()
+    };
+    status.summarize();
     let api: Api<TenantPool> = Api::all(ctx.client.clone());
-    let body = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool", "status": {"conditions": conditions}});
+    let body = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool", "status": {
+        "conditions": status.conditions, "ready": status.ready, "lending": status.lending,
+    }});
     let params = PatchParams::apply(crate::api::keys::FIELD_MANAGER).force();
     let ok = timed(api.patch_status(&pool.name_any(), &params, &Patch::Apply(&body)))
         .await
         .is_ok();
     ctx.metrics.write("pool_status", ok);
+    let first = {
+        let mut said = ctx.invalid_said.lock().expect("invalid spec lock");
+        said.insert(pool.name_any(), message.to_string()).as_deref() != Some(message)
+    };
+    for (reason, note) in events::pool_warnings(&old, &status.conditions) {
+        if first {
+            report::publish(ctx, pool, EventType::Warning, reason, "Validate", &note).await;
+        }
+    }
 }
 
 async fn add_finalizer(ctx: &Context, name: &str) -> Result<(), Error> {
@@ -430,8 +496,11 @@ pub async fn client(connect: &Connect) -> anyhow::Result<Client> {
     use anyhow::Context as _;
     let config = match &connect.kubeconfig {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            // Read here rather than by kube, whose error names the path quoted twice and repeats its cause.
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            let kc = kube::config::Kubeconfig::from_yaml(&text)
+                .with_context(|| format!("kubeconfig {} is not a valid kubeconfig", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
                 .with_context(|| format!("kubeconfig {} has no usable context", path.display()))?

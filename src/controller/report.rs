@@ -13,11 +13,11 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::execute::{Done, Outcome};
+use super::execute::Outcome;
 use super::{Context, Error};
 use crate::api::keys::{FIELD_MANAGER, LEASE_LABEL, LEASE_TAINT, lease_key};
 use crate::api::{
@@ -207,6 +207,7 @@ pub async fn report(
         }
         status.gpu_seconds = ledger.gpu_seconds;
         status.cost = ledger.cost;
+        status.cost_text = Some(crate::api::cost_text(ledger.cost, &pool.spec.pricing.currency));
         status.accounted_until = ledger.accounted_until.map(Time);
         let event = (old.phase != report.phase)
             .then_some(match report.phase {
@@ -244,21 +245,23 @@ pub async fn report(
         }
         revenue_delta += w.cost_delta;
         if !observe_only {
-            let labels = [pool_name.as_str(), w.namespace, w.name];
+            let (gpu_seconds, cost) = (w.status.gpu_seconds as f64, w.status.cost);
+            let currency = &pool.spec.pricing.currency;
             ctx.metrics
-                .lease_gpu_seconds
-                .with_label_values(&labels)
-                .set(w.status.gpu_seconds as f64);
-            ctx.metrics.lease_cost.with_label_values(&labels).set(w.status.cost);
+                .lease_accounted(&pool_name, w.namespace, w.name, currency, gpu_seconds, cost);
         }
         if let Some((reason, note)) = w.event {
             publish(ctx, w.lease, EventType::Normal, reason, "Release", note).await;
         }
     }
+    lease_metrics(ctx, &pool_name, plan, &by_name, observe_only);
     let t_leases = started.elapsed();
-    lease_events(ctx, snapshot, outcomes, &by_name).await;
+    super::events::lease_events(ctx, snapshot, outcomes, &by_name).await;
+    super::events::node_events(ctx, &pool_name, outcomes).await;
     let t_events = started.elapsed();
-    pool_status(ctx, pool, snapshot, plan, revenue_delta, observe_only);
+    for (reason, note) in pool_status(ctx, pool, snapshot, plan, revenue_delta, observe_only) {
+        publish(ctx, pool, EventType::Warning, reason, "Report", &note).await;
+    }
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     tracing::debug!(
         pool = %pool_name,
@@ -269,6 +272,33 @@ pub async fn report(
         "reported"
     );
     Ok(Reported { ledgers_left })
+}
+
+/// Leases by phase (as written, or as they stand in Observe mode), and the series of ended leases dropped.
+fn lease_metrics(
+    ctx: &Context,
+    pool: &str,
+    plan: &Plan,
+    by_name: &HashMap<(&str, &str), &GpuLease>,
+    observe_only: bool,
+) {
+    let mut phases = Vec::new();
+    let mut active = std::collections::BTreeSet::new();
+    for report in &plan.leases {
+        let id = (report.namespace.as_str(), report.name.as_str());
+        let Some(lease) = by_name.get(&id) else { continue };
+        let phase = if observe_only {
+            lease.status.as_ref().map(|s| s.phase).unwrap_or_default()
+        } else {
+            report.phase
+        };
+        phases.push(phase);
+        if !phase.is_final() {
+            active.insert(id);
+        }
+    }
+    ctx.metrics.lease_phases(pool, &phases);
+    ctx.metrics.leases_ended(pool, &active);
 }
 
 /// The status writes of this pass: every changed status, then at most [`LEDGER_WRITES_PER_PASS`] of those
@@ -385,78 +415,6 @@ fn interval(ctx: &Context) -> SignedDuration {
     SignedDuration::try_from(ctx.config.ledger_interval).unwrap_or(SignedDuration::from_secs(30))
 }
 
-/// One event per lease per kind of step that went through: bound, notice, evicted.
-async fn lease_events(
-    ctx: &Context,
-    snapshot: &Snapshot,
-    outcomes: &[Outcome],
-    by_name: &HashMap<(&str, &str), &GpuLease>,
-) {
-    let now = snapshot.now;
-    let mut notices: BTreeMap<String, (Vec<String>, Timestamp)> = BTreeMap::new();
-    let mut evicted: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for o in outcomes
-        .iter()
-        .filter(|o| matches!(o.result, Ok(Done::Written) | Ok(Done::Deleted)))
-    {
-        match &o.step.action {
-            Action::Bind { namespace, name, nodes } => {
-                if let Some(lease) = by_name.get(&(namespace.as_str(), name.as_str())) {
-                    let note = format!("bound {} ({})", nodes.join(", "), o.step.reason);
-                    publish(ctx, *lease, EventType::Normal, "Bound", "Bind", &note).await;
-                }
-            }
-            Action::Notice {
-                node,
-                lease: Some(key),
-                deadline,
-            } => {
-                let e = notices.entry(key.clone()).or_insert_with(|| (vec![], *deadline));
-                e.0.push(format!("{node} ({})", o.step.reason));
-            }
-            Action::Evict {
-                namespace, name, node, ..
-            } => {
-                let key = snapshot
-                    .nodes
-                    .iter()
-                    .find(|n| &n.name == node)
-                    .and_then(|n| n.marks.lease.clone());
-                if let Some(key) = key {
-                    evicted
-                        .entry(key)
-                        .or_default()
-                        .push(format!("{namespace}/{name} on {node}"));
-                }
-            }
-            _ => {}
-        }
-    }
-    if notices.is_empty() && evicted.is_empty() {
-        return;
-    }
-    let by_key: HashMap<String, &GpuLease> = by_name
-        .iter()
-        .map(|((namespace, name), lease)| (lease_key(namespace, name), *lease))
-        .collect();
-    for (key, (nodes, deadline)) in notices {
-        if let Some(lease) = by_key.get(&key) {
-            let secs = deadline.duration_since(now).as_secs();
-            let note = format!(
-                "reclaim notice: {} go back at {deadline} (in {secs}s); checkpoint and stop the pods there",
-                nodes.join(", ")
-            );
-            publish(ctx, *lease, EventType::Warning, "ReclaimNotice", "Notice", &note).await;
-        }
-    }
-    for (key, pods) in evicted {
-        if let Some(lease) = by_key.get(&key) {
-            let note = format!("evicted at the reclaim deadline: {}", pods.join(", "));
-            publish(ctx, *lease, EventType::Warning, "Evicted", "Evict", &note).await;
-        }
-    }
-}
-
 /// Publishes an event on `obj`; a failure is counted and logged, never fatal.
 pub async fn publish<K: Resource<DynamicType = ()>>(
     ctx: &Context,
@@ -466,15 +424,7 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
     action: &str,
     note: &str,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: action.into(),
-        secondary: None,
-    };
-    let ok = ctx.recorder.publish(&event, &obj.object_ref(&())).await.is_ok();
-    ctx.metrics.write("event", ok);
+    super::events::publish_to(ctx, &obj.object_ref(&()), None, type_, reason, action, note).await;
 }
 
 /// How many member nodes a pool status lists; the totals count them all.
@@ -500,7 +450,8 @@ fn listed_members(plan: &Plan) -> Vec<MemberNode> {
         .collect()
 }
 
-/// Hands the pool's new status to its writer, when anything in it changed or its ledger is due.
+/// Hands the pool's new status to its writer, when anything in it changed or its ledger is due; answers the
+/// Warning events its conditions call for.
 fn pool_status(
     ctx: &Context,
     pool: &TenantPool,
@@ -508,7 +459,7 @@ fn pool_status(
     plan: &Plan,
     revenue_delta: f64,
     observe_only: bool,
-) {
+) -> Vec<(&'static str, String)> {
     let now = snapshot.now;
     let name = pool.name_any();
     let old = pool.status.clone().unwrap_or_default();
@@ -532,6 +483,7 @@ fn pool_status(
         conditions: old.conditions.clone(),
         ended_leases: old.ended_leases.clone(),
         ended_totals: old.ended_totals.clone(),
+        ..TenantPoolStatus::default()
     };
     let generation = pool.metadata.generation;
     set_condition(
@@ -564,10 +516,15 @@ fn pool_status(
             "ObserveMode",
             format!("would lend {} GPUs now; mode is Observe", t.lendable_gpus),
         ),
+        (None, false) if t.lendable_gpus == 0 => (
+            ConditionStatus::True,
+            "Lending",
+            "lending is allowed; no idle GPU beyond internal demand and the reserve to lend now".to_string(),
+        ),
         (None, false) => (
             ConditionStatus::True,
             "Lending",
-            format!("{} GPUs lendable now", t.lendable_gpus),
+            format!("lending {} idle GPUs now", t.lendable_gpus),
         ),
     };
     set_condition(
@@ -580,6 +537,8 @@ fn pool_status(
         now,
     );
     super::reserve::report(ctx, &name, plan, &mut status, generation, now);
+    status.summarize();
+    let warnings = super::events::pool_warnings(&old.conditions, &status.conditions);
     let unchanged = TenantPoolStatus {
         harvestable_gpu_hours: old.harvestable_gpu_hours,
         lent_gpu_hours: old.lent_gpu_hours,
@@ -603,24 +562,20 @@ fn pool_status(
             .set(i64::from(gpus));
     }
     if unchanged && !ledger_due && revenue_delta == 0.0 {
-        return;
+        return warnings;
     }
     status.harvestable_gpu_hours = plan.ledger.harvestable_gpu_hours;
     status.lent_gpu_hours = plan.ledger.lent_gpu_hours;
     status.accounted_until = plan.ledger.accounted_until.map(Time);
-    ctx.metrics
-        .pool_gpu_hours
-        .with_label_values(&[name.as_str(), "harvestable"])
-        .set(status.harvestable_gpu_hours);
-    ctx.metrics
-        .pool_gpu_hours
-        .with_label_values(&[name.as_str(), "lent"])
-        .set(status.lent_gpu_hours);
-    ctx.metrics
-        .pool_revenue
-        .with_label_values(&[name.as_str()])
-        .set(status.revenue);
+    ctx.metrics.pool_accounted(
+        &name,
+        &pool.spec.pricing.currency,
+        status.harvestable_gpu_hours,
+        status.lent_gpu_hours,
+        status.revenue,
+    );
     ctx.pool_statuses.submit(&name, status);
+    warnings
 }
 
 #[cfg(test)]

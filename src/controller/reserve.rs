@@ -27,14 +27,7 @@ pub(super) fn report(
         })
         .collect();
     for c in &plan.classes {
-        ctx.metrics
-            .internal_demand
-            .with_label_values(&[pool, c.class.as_str()])
-            .set(i64::from(c.demand_gpus));
-        ctx.metrics
-            .capacity
-            .with_label_values(&[pool, c.class.as_str()])
-            .set(i64::from(c.capacity_gpus));
+        ctx.metrics.class_demand(pool, &c.class, c.demand_gpus, c.capacity_gpus);
     }
     match &plan.reserve_learned {
         Some(Ok(())) => {

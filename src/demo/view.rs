@@ -156,7 +156,8 @@ pub async fn run(
         let wall = clock.wall_start.elapsed().as_secs_f64();
         let util = {
             let l = loads.lock().expect("loads");
-            l.values().sum::<f64>() / l.len().max(1) as f64
+            // A mean of non-negative loads; `abs` keeps a rounding -0 from printing as "-0 %".
+            (l.values().sum::<f64>() / l.len().max(1) as f64).abs()
         };
         let s = state.lock().expect("demo state");
         let mut out = std::io::stdout().lock();
@@ -188,7 +189,7 @@ pub fn print_summary(s: &Summary) {
         s.harvested_gpu_hours, s.revenue, s.currency
     );
     println!(
-        "  nodes        {} lent, {} bound to leases, {} returned; {} leases bound",
+        "  decisions    {} lends, {} binds to leases, {} returns (a node may go out and back many times); {} leases bound",
         s.counters.lends, s.counters.binds, s.counters.returns, s.counters.leases_bound
     );
     println!(
@@ -200,7 +201,7 @@ pub fn print_summary(s: &Summary) {
         d.pods, d.delayed_pods, d.total_hours, d.mean_minutes, d.max_minutes
     );
     if s.invariants.ok {
-        println!("  invariants   ok (rules 1-3 of DESIGN.md held at every watch event)");
+        println!("  invariants   ok (rules 1-3 of the README's \"The rules sublet keeps\" held at every watch event)");
         if s.invariants.lend_races_settled > 0 {
             println!(
                 "               {} nodes were lent just as an internal pod was bound to them and taken back at once",

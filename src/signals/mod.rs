@@ -44,6 +44,9 @@ pub struct Readings {
     pub stale_seconds: i64,
     /// For a pool with a learned reserve: its demand history, or why it cannot be read.
     pub history: Option<Result<Arc<DemandHistory>, String>>,
+    /// Per source read without error (`utilization`, `kueue`, `promql`), when its newest sample was taken:
+    /// the newest DCGM sample for utilization, the time of the read for sources that are read live.
+    pub newest: Vec<(&'static str, Timestamp)>,
 }
 
 impl Readings {
@@ -229,17 +232,21 @@ impl Sources {
                 if !r.stale.is_empty() {
                     tracing::debug!(pool = %spec_name(pool), stale = ?r.stale, "nodes without a fresh utilization sample");
                 }
+                if let Some(at) = r.by_node.values().map(|u| u.measured_at).max() {
+                    out.newest.push(("utilization", at));
+                }
                 out.utilization = r.by_node;
             }
             Some(Err(e)) => out.fail("utilization", e),
             None => {}
         }
-        for (source, result) in [
-            ("Kueue demand", kueue.map(|r| r.map_err(|e| e.to_string()))),
-            ("PromQL demand", promql.map(|r| r.map_err(|e| e.to_string()))),
+        for (source, label, result) in [
+            ("Kueue demand", "kueue", kueue.map(|r| r.map_err(|e| e.to_string()))),
+            ("PromQL demand", "promql", promql.map(|r| r.map_err(|e| e.to_string()))),
         ] {
             match result {
                 Some(Ok(d)) => {
+                    out.newest.push((label, now));
                     for (class, gpus) in d {
                         out.demand.add(class, gpus);
                     }

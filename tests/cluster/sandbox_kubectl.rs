@@ -91,7 +91,19 @@ fn crds_examples_and_printer_columns() {
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "MODE", "NODES", "GPUS", "LENT", "LEASED", "RECLAIMING", "AGE"]
+        [
+            "NAME",
+            "MODE",
+            "READY",
+            "LENDING",
+            "NODES",
+            "GPUS",
+            "LENDABLE",
+            "LENT",
+            "LEASED",
+            "RECLAIMING",
+            "AGE"
+        ]
     );
     let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(&row[..2], ["a100", "Observe"]);
@@ -99,7 +111,8 @@ fn crds_examples_and_printer_columns() {
     let leases = cluster.ok(&["get", "gpuleases", "-A"]);
     let mut lines = leases.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    assert_eq!(&header[..4], ["NAMESPACE", "NAME", "POOL", "GPUS"]);
+    assert_eq!(&header[..5], ["NAMESPACE", "NAME", "POOL", "GPUS", "MODEL"]);
+    assert!(header.contains(&"REASON"), "{header:?}");
     let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(&row[..4], ["tenant-acme", "finetune", "a100", "16"]);
 

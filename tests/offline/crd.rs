@@ -155,11 +155,24 @@ fn printer_columns_answer_the_daily_questions() {
     let crds = sublet::crd::all();
     assert_eq!(
         columns(&crds[0]),
-        ["MODE", "NODES", "GPUS", "LENT", "LEASED", "RECLAIMING", "AGE"]
+        [
+            "MODE",
+            "READY",
+            "LENDING",
+            "NODES",
+            "GPUS",
+            "LENDABLE",
+            "LENT",
+            "LEASED",
+            "RECLAIMING",
+            "AGE"
+        ]
     );
     assert_eq!(
         columns(&crds[1]),
-        ["POOL", "GPUS", "PHASE", "NODES", "DEADLINE", "COST", "AGE"]
+        [
+            "POOL", "GPUS", "MODEL", "PHASE", "NODES", "DEADLINE", "COST", "REASON", "AGE"
+        ]
     );
     assert_eq!(crds[0].spec.names.short_names.as_deref(), Some(&["tp".to_string()][..]));
     assert_eq!(crds[1].spec.names.short_names.as_deref(), Some(&["gl".to_string()][..]));

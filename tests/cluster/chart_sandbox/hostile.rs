@@ -14,7 +14,7 @@ use sublet::api::{GpuLease, GpuLeaseStatus, LeasePhase, TenantPool};
 use sublet::sandbox::{FaultAction, FaultConfig, FaultRule, SandboxHandle};
 
 use super::rbac::{installed, kubectl, rbac_sandbox, replica_config};
-use super::support::cluster::{
+use crate::support::cluster::{
     create_lease, create_pool, events_about, eventually_seen, gpu_node, gpu_pod, label, taint_keys,
 };
 
@@ -259,7 +259,7 @@ async fn blocked_and_hanging_evictions_do_not_hold_up_other_nodes() {
         &w.admin,
         "acme",
         "hog",
-        json!({"pool": "a100", "gpus": 24, "gpuModel": super::support::cluster::MODEL}),
+        json!({"pool": "a100", "gpus": 24, "gpuModel": crate::support::cluster::MODEL}),
     )
     .await;
     let status = w.bound("acme", "hog", 3).await;
@@ -277,7 +277,7 @@ async fn blocked_and_hanging_evictions_do_not_hold_up_other_nodes() {
     .unwrap();
     let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> = Api::namespaced(w.admin.clone(), "acme");
     pdbs.create(&PostParams::default(), &pdb).await.unwrap();
-    let selector = json!({"nodeSelector": {"nvidia.com/gpu.product": super::support::cluster::MODEL}});
+    let selector = json!({"nodeSelector": {"nvidia.com/gpu.product": crate::support::cluster::MODEL}});
     gpu_pod(&w.admin, "ml", "train", 24, None, selector).await;
     let leases: Api<GpuLease> = Api::namespaced(w.admin.clone(), "acme");
     let deadline = eventually_seen(30, "the notice", || async {

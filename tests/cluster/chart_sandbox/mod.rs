@@ -7,12 +7,14 @@
 //!                 chart's ServiceAccount, through its whole life cycle; unneeded writes refused
 //!   hostile.rs    a hostile tenant's attacks on the controller running as that ServiceAccount: budgets, long
 //!                 grace periods, deleted leases, forged node marks, weak Pod Security
+//!   release.rs    helm against the sandbox refuses a second release next to a running one
 //! ```
 
 mod admission;
 mod apply;
 mod hostile;
 mod rbac;
+mod release;
 
 use std::path::Path;
 

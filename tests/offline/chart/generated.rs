@@ -23,10 +23,70 @@ fn the_dashboard_shows_what_the_issue_asks_with_metrics_the_controller_exports()
         "Notices and evictions",
         "GPU-hours by tenant",
         "Revenue by tenant",
+        "Internal GPUs waiting",
+        "Signal freshness",
+        "Reconcile duration",
+        "Leader per release",
     ] {
         assert!(titles.contains(&wanted), "{wanted} missing from {titles:?}");
     }
     assert!(exported_series_in(&text) >= 10);
+    // A ServiceMonitor's `namespace` is the operator's: per-tenant panels group by `tenant_namespace`, and money
+    // keeps its currency.
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            if expr.contains("sublet_lease_") {
+                assert!(expr.contains("by (tenant_namespace"), "{expr}");
+            }
+            if expr.contains("revenue") || expr.contains("cost") {
+                assert!(expr.contains("currency)"), "{expr}");
+            }
+            assert!(
+                expr.contains("namespace=~\"$namespace\""),
+                "every query is filtered by release: {expr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_readme_lists_every_metric_the_controller_exports() {
+    let m = sublet::controller::Metrics::new();
+    m.pool_seen("p", &["kube"]);
+    m.lease_accounted("p", "acme", "job", "EUR", 1.0, 1.0);
+    m.lease_phases("p", &[]);
+    m.internal_pending("p", &[("any".to_string(), 1)].into());
+    m.pool_accounted("p", "EUR", 1.0, 1.0, 1.0);
+    m.gpus.with_label_values(&["p", "lent"]).set(1);
+    m.signal_sample_timestamp
+        .with_label_values(&["p", "utilization"])
+        .set(1.0);
+    m.pool_notice.with_label_values(&["p"]).set(1);
+    m.reclaim_latency.with_label_values(&["p"]).observe(1.0);
+    m.reconcile_duration.with_label_values(&["p"]).observe(1.0);
+    m.reconcile_failures.with_label_values(&["p", "kube"]).inc();
+    let text = m.render();
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = &readme[readme.find("## Metrics and alerts\n").unwrap()..readme.find("### Runbook").unwrap()];
+    let mut names = 0;
+    for line in text.lines() {
+        let Some(name) = line.strip_prefix("# TYPE ").and_then(|l| l.split(' ').next()) else {
+            continue;
+        };
+        let listed = if name.starts_with("process_") {
+            "`process_*`".to_string()
+        } else {
+            format!("`{name}`")
+        };
+        assert!(
+            section.contains(&listed),
+            "{name} is exported but not in the README's metrics section"
+        );
+        names += 1;
+    }
+    assert!(names >= 20, "{text}");
+    assert!(exported_series_in(section) >= 18);
 }
 
 #[test]

@@ -3,11 +3,16 @@
 //! ```text
 //!   values.rs     lint, the values schema, rendering with default, other and off values, NOTES, kubeVersion
 //!   rbac.rs       the ClusterRoles hold least privilege, each rule commented
+//!   alerts.rs     promtool parses every alert the chart renders
+//!   options.rs    Kueue access, extraArgs/extraEnv/commonLabels, ServiceMonitor labels, CRDs as templates,
+//!                 two writers refused
 //!   generated.rs  the chart's crds/ and deploy/ equal their sources; the dashboard, the rules and the
 //!                 Dockerfile agree with the controller and the chart
 //! ```
 
+mod alerts;
 mod generated;
+mod options;
 mod rbac;
 mod values;
 
@@ -32,8 +37,8 @@ pub fn helm(args: &[&str]) -> std::process::Output {
         .expect("helm runs")
 }
 
-/// `helm template` with `--set` pairs; answers every rendered object.
-pub fn render(sets: &[&str]) -> Vec<Value> {
+/// `helm template` of release `sublet` in `sublet-system` with `--set` pairs.
+pub fn template(sets: &[&str]) -> std::process::Output {
     let chart = chart();
     let mut args = vec![
         "template",
@@ -45,7 +50,22 @@ pub fn render(sets: &[&str]) -> Vec<Value> {
     for s in sets {
         args.extend(["--set", s]);
     }
-    let out = helm(&args);
+    helm(&args)
+}
+
+/// The arguments of the controller container of a rendered Deployment.
+pub fn container_args(deployment: &Value) -> Vec<&str> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
+}
+
+/// `helm template` with `--set` pairs; answers every rendered object.
+pub fn render(sets: &[&str]) -> Vec<Value> {
+    let out = template(sets);
     assert!(
         out.status.success(),
         "helm template failed: {}",

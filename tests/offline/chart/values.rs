@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{chart, chart_yaml, exported_series_in, find, grants, helm, one, render};
+use super::{chart, chart_yaml, container_args, exported_series_in, find, grants, helm, one, render};
 
 #[test]
 fn lint_strict_passes() {
@@ -65,12 +65,7 @@ fn default_values_render_a_hardened_two_replica_deployment() {
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/livez");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert!(c["resources"]["requests"]["memory"].is_string());
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = container_args(deploy);
     assert_eq!(args[0], "run");
     assert!(args.contains(&"--leader-elect=true"), "{args:?}");
     assert!(args.contains(&"--metrics-addr=0.0.0.0:8080"), "{args:?}");
@@ -154,13 +149,57 @@ fn other_values_render_monitoring_dashboard_kueue_and_a_pinned_image() {
         "logFormat=plain",
         "fullnameOverride=gpu-lender",
         "prometheusRule.enabled=true",
-        "prometheusRule.reclaimLatencySeconds=300",
+        "prometheusRule.reclaimGraceSeconds=120",
+        "prometheusRule.signalsStaleMinutes=15",
     ]);
     let rule = one(&objects, "PrometheusRule");
     let rules = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
     let exprs: Vec<&str> = rules.iter().map(|r| r["expr"].as_str().unwrap()).collect();
-    assert!(exprs.iter().any(|e| e.ends_with("> 300")), "{exprs:?}");
-    assert!(exported_series_in(&exprs.join("\n")) >= 4);
+    assert!(exprs.iter().any(|e| e.ends_with("+ 120)")), "{exprs:?}");
+    assert!(exprs.iter().any(|e| e.ends_with("> 900")), "{exprs:?}");
+    assert!(exported_series_in(&exprs.join("\n")) >= 6);
+    // The job a ServiceMonitor scrapes under is the metrics Service's name.
+    let service = one(&objects, "Service")["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        exprs[0].contains(&format!("job=\"{service}\"")),
+        "{service}: {}",
+        exprs[0]
+    );
+    let alerts: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    for wanted in [
+        "SubletTargetDown",
+        "SubletNoLeader",
+        "SubletSignalsStale",
+        "SubletSlowReclaim",
+        "SubletReconcileFailing",
+    ] {
+        assert!(alerts.contains(&wanted), "{wanted} missing from {alerts:?}");
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for r in rules {
+        let alert = r["alert"].as_str().unwrap();
+        let description = r["annotations"]["description"].as_str().unwrap_or_default();
+        assert!(description.len() > 40, "{alert} has no description");
+        let url = r["annotations"]["runbook_url"].as_str().unwrap_or_default();
+        let anchor = format!("#{}", alert.to_lowercase());
+        assert!(
+            url.starts_with("https://") && url.ends_with(&anchor),
+            "{alert}: runbook_url {url}"
+        );
+        // The anchor is the README's heading of that alert, under "Runbook".
+        assert!(
+            readme.contains(&format!("\n#### {alert}\n")),
+            "the README's Runbook has no {alert}"
+        );
+        // Every query is limited to the release's namespace.
+        assert!(
+            r["expr"].as_str().unwrap().contains("namespace=\"sublet-system\""),
+            "{alert}"
+        );
+    }
     assert!(
         rules.iter().all(|r| r["alert"].as_str().unwrap().starts_with("Sublet")),
         "{rules:?}"
@@ -173,12 +212,7 @@ fn other_values_render_monitoring_dashboard_kueue_and_a_pinned_image() {
         c["image"].as_str().unwrap(),
         format!("ghcr.io/sublet-dev/sublet@{digest}")
     );
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = container_args(deploy);
     assert!(
         args.contains(&"--leader-elect=false") && args.contains(&"--log-format=plain"),
         "{args:?}"
