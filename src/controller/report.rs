@@ -447,8 +447,11 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
         action: action.into(),
         secondary: None,
     };
-    let ok = ctx.recorder.publish(&event, &obj.object_ref(&())).await.is_ok();
-    ctx.metrics.write("event", ok);
+    let result = ctx.recorder.publish(&event, &obj.object_ref(&())).await;
+    if let Err(e) = &result {
+        tracing::warn!(error = %e, reason, "event not recorded");
+    }
+    ctx.metrics.write("event", result.is_ok());
 }
 
 /// How many member nodes a pool status lists; the totals count them all.
