@@ -12,6 +12,7 @@ mod support;
 
 mod admission;
 mod apply;
+mod helm;
 mod rbac;
 
 use std::path::Path;
