@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -15,7 +15,8 @@ use sublet::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
 
 use super::deploy_yaml;
 use super::support;
-use super::support::cluster::{create_lease, create_pool, eventually, gpu_node, gpu_pod, label, taint_keys};
+use super::support::cluster::{TestEnv, create_lease, create_pool, eventually, gpu_node, gpu_pod, label, taint_keys};
+use super::support::real::{Backend, clusters};
 
 /// `kubectl` with the sandbox's admin kubeconfig, off the async runtime.
 async fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str], stdin: Option<&str>) -> String {
@@ -50,7 +51,7 @@ async fn install(sandbox: &SandboxHandle, dir: &Path) -> Client {
     kubectl(
         &kubeconfig,
         dir,
-        &["apply", "--server-side", "-f", "-"],
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
         Some(&deploy_yaml()),
     )
     .await;
@@ -83,28 +84,74 @@ fn forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
-    let sandbox = Sandbox::start(SandboxConfig {
-        rbac: true,
-        ..Default::default()
-    })
-    .await
-    .expect("sandbox starts");
-    let dir = tempfile::tempdir().unwrap();
-    let sa = install(&sandbox, dir.path()).await;
-    let admin = sandbox.client().await.unwrap();
-
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    for (name, labels) in [("acme", json!({"sublet.dev/tenant": "true"})), ("ml", json!({}))] {
-        let ns = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
-        namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    for backend in clusters() {
+        life_cycle_with_the_charts_rbac(backend).await;
     }
-    gpu_node(&admin, "gpu-1", 8).await;
-    gpu_node(&admin, "gpu-2", 8).await;
+}
+
+/// Installs the rendered chart on `env`'s API server and answers a client that authenticates as the chart's
+/// ServiceAccount with a token from TokenRequest.
+async fn install_on(env: &TestEnv, dir: &Path) -> Client {
+    match &env.sandbox {
+        Some(sandbox) => install(sandbox, dir).await,
+        None => {
+            let kubeconfig = support::real::real().kubeconfig.clone();
+            kubectl(
+                &kubeconfig,
+                dir,
+                &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+                Some(&deploy_yaml()),
+            )
+            .await;
+            let token = kubectl(
+                &kubeconfig,
+                dir,
+                &["create", "token", "sublet", "-n", "sublet-system"],
+                None,
+            )
+            .await;
+            // The admin kubeconfig's server and CA, with the token as the only credential.
+            let admin: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&kubeconfig).unwrap()).unwrap();
+            let cluster = &admin["clusters"][0]["cluster"];
+            let sa_kubeconfig = dir.join("sublet.kubeconfig");
+            let text = json!({"apiVersion": "v1", "kind": "Config",
+                "clusters": [{"name": "real", "cluster": cluster}],
+                "users": [{"name": "sublet", "user": {"token": token.trim()}}],
+                "contexts": [{"name": "real", "context": {"cluster": "real", "user": "sublet"}}],
+                "current-context": "real"});
+            std::fs::write(&sa_kubeconfig, serde_yaml_ng::to_string(&text).unwrap()).unwrap();
+            sublet::controller::client(&sublet::controller::Connect {
+                kubeconfig: Some(sa_kubeconfig),
+            })
+            .await
+            .expect("a client for the ServiceAccount")
+        }
+    }
+}
+
+async fn life_cycle_with_the_charts_rbac(backend: Backend) {
+    let env = TestEnv::start(
+        backend,
+        SandboxConfig {
+            rbac: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let sa = install_on(&env, dir.path()).await;
+    let admin = env.client.clone();
+    let (acme, ml) = (env.acme.as_str(), env.ml.as_str());
+    let gpu_1 = env.gpu_node("gpu-1", 8).await;
+    let gpu_2 = env.gpu_node("gpu-2", 8).await;
+    let pool = env.name("a100");
     create_pool(
         &admin,
-        "a100",
-        json!({"mode": "Enforce", "idle": {"forSeconds": 0}, "reclaim": {"noticeSeconds": 3, "cooldownSeconds": 0},
+        &pool,
+        env.pool_spec(
+            json!({"mode": "Enforce", "idle": {"forSeconds": 0}, "reclaim": {"noticeSeconds": 3, "cooldownSeconds": 0},
                "pricing": {"defaultPerGpuHour": 3.6}}),
+        ),
     )
     .await;
 
@@ -130,7 +177,7 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
     }
 
     let nodes: Api<Node> = Api::all(admin.clone());
-    for n in ["gpu-1", "gpu-2"] {
+    for n in [&gpu_1, &gpu_2] {
         eventually(30, "nodes lent", || async {
             let node = nodes.get(n).await.unwrap();
             (label(&node, "sublet.dev/state") == Some("lent")).then_some(())
@@ -142,8 +189,8 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
     assert!(matches!(holder.as_deref(), Some("sublet-0" | "sublet-1")), "{holder:?}");
 
     // A tenant's lease binds; its pod, admitted by the policy, is placed by the scheduler (a binding).
-    create_lease(&admin, "acme", "job", json!({"pool": "a100", "gpus": 8})).await;
-    let gpuleases: Api<GpuLease> = Api::namespaced(admin.clone(), "acme");
+    create_lease(&admin, acme, "job", json!({"pool": pool, "gpus": 8})).await;
+    let gpuleases: Api<GpuLease> = Api::namespaced(admin.clone(), acme);
     let leased = eventually(20, "the lease bound", || async {
         let s = gpuleases.get("job").await.unwrap().status?;
         (s.phase == LeasePhase::Bound && s.nodes.len() == 1).then(|| s.nodes[0].clone())
@@ -152,22 +199,33 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
     let status = gpuleases.get("job").await.unwrap().status.unwrap();
     let carry = json!({"nodeSelector": status.node_selector,
         "tolerations": [status.tolerations[0], {"key": "nvidia.com/gpu", "operator": "Exists"}]});
-    gpu_pod(&admin, "acme", "worker", 8, None, carry).await;
-    sandbox
-        .local()
-        .bind("acme", "worker", &leased)
-        .expect("tenant pod binds");
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), "acme");
-    pods.patch_status(
-        "worker",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"phase": "Running"}})),
-    )
-    .await
-    .unwrap();
+    gpu_pod(&admin, acme, "worker", 8, None, carry).await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), acme);
+    match &env.sandbox {
+        Some(sandbox) => {
+            sandbox.local().bind(acme, "worker", &leased).expect("tenant pod binds");
+            pods.patch_status(
+                "worker",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Running"}})),
+            )
+            .await
+            .unwrap();
+        }
+        // kube-scheduler places it by the lease's selector and toleration; the simulated kubelet starts it.
+        None => {
+            eventually(30, "the tenant pod running on the leased node", || async {
+                let p = pods.get("worker").await.unwrap();
+                let on = p.spec.and_then(|s| s.node_name);
+                let running = p.status.and_then(|s| s.phase).as_deref() == Some("Running");
+                (on.as_deref() == Some(leased.as_str()) && running).then_some(())
+            })
+            .await;
+        }
+    }
 
     // Internal demand: notice on the lease and the pod, eviction at the deadline, the node back clean.
-    gpu_pod(&admin, "ml", "train", 16, None, json!({})).await;
+    gpu_pod(&admin, ml, "train", 16, None, json!({})).await;
     let deadline = eventually(20, "the notice", || async {
         let s = gpuleases.get("job").await.unwrap().status?;
         (s.phase == LeasePhase::Reclaiming).then_some(s.notice_deadline?.0)
@@ -197,7 +255,7 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
         (gpuleases.get("job").await.unwrap().status?.phase == LeasePhase::Released).then_some(())
     })
     .await;
-    let events: Api<Event> = Api::namespaced(admin.clone(), "acme");
+    let events: Api<Event> = Api::namespaced(admin.clone(), acme);
     let reasons: Vec<String> = events
         .list(&ListParams::default())
         .await
@@ -210,16 +268,16 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
         assert!(reasons.iter().any(|r| r == reason), "no {reason} event: {reasons:?}");
     }
     let pools: Api<TenantPool> = Api::all(admin.clone());
-    let pool_status = pools.get("a100").await.unwrap().status.expect("pool status written");
+    let pool_status = pools.get(&pool).await.unwrap().status.expect("pool status written");
     assert_eq!(pool_status.totals.nodes, 2);
 
     // Writes the controller does not need are refused.
     let as_sa_nodes: Api<Node> = Api::all(sa.clone());
     forbidden(
-        as_sa_nodes.delete("gpu-1", &DeleteParams::default()).await,
+        as_sa_nodes.delete(&gpu_1, &DeleteParams::default()).await,
         "deleting a node",
     );
-    let as_sa_pods: Api<Pod> = Api::namespaced(sa.clone(), "ml");
+    let as_sa_pods: Api<Pod> = Api::namespaced(sa.clone(), ml);
     let intruder = serde_json::from_value(
         json!({"metadata": {"name": "x"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}),
     )
@@ -228,7 +286,7 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
         as_sa_pods.create(&PostParams::default(), &intruder).await,
         "creating a pod",
     );
-    let as_sa_leases: Api<GpuLease> = Api::namespaced(sa.clone(), "acme");
+    let as_sa_leases: Api<GpuLease> = Api::namespaced(sa.clone(), acme);
     forbidden(
         as_sa_leases
             .patch(
@@ -241,7 +299,7 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
     );
     let as_sa_pools: Api<TenantPool> = Api::all(sa.clone());
     forbidden(
-        as_sa_pools.delete("a100", &DeleteParams::default()).await,
+        as_sa_pools.delete(&pool, &DeleteParams::default()).await,
         "deleting a pool",
     );
     let secrets: Api<Secret> = Api::namespaced(sa.clone(), "sublet-system");
@@ -259,9 +317,9 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
     );
 
     // Deleting the pool: its finalizer is the controller's to remove, and it does.
-    pools.delete("a100", &DeleteParams::default()).await.unwrap();
+    pools.delete(&pool, &DeleteParams::default()).await.unwrap();
     eventually(20, "the pool gone", || async {
-        pools.get_opt("a100").await.unwrap().is_none().then_some(())
+        pools.get_opt(&pool).await.unwrap().is_none().then_some(())
     })
     .await;
 
@@ -273,7 +331,6 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
             "the controller stopped cleanly: {result:?}"
         );
     }
-    sandbox.shutdown().await;
 }
 
 /// The HTTP status of a GET, or None while nothing listens.

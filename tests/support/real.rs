@@ -182,8 +182,10 @@ async fn sweep(client: &Client) {
     }
     let nodes: Api<Node> = Api::all(client.clone());
     let _ = nodes.delete_collection(&DeleteParams::default(), &owned).await;
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
-    let _ = leases.delete("sublet-leader", &DeleteParams::default()).await;
+    for ns in ["default", "sublet-system"] {
+        let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+        let _ = leases.delete("sublet-leader", &DeleteParams::default()).await;
+    }
     // Pods of the swept namespaces are internal demand until they are gone.
     let all: Api<Pod> = Api::all(client.clone());
     for _ in 0..300 {
