@@ -43,36 +43,41 @@ async fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str], stdin: Option<&s
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Installs the rendered chart, then answers a client that authenticates as the chart's ServiceAccount with a
-/// token from TokenRequest, as the kubelet would project it into the pod.
-async fn install(sandbox: &SandboxHandle, dir: &Path) -> Client {
-    let kubeconfig = dir.join("admin.kubeconfig");
-    sandbox.write_kubeconfig(&kubeconfig).unwrap();
+/// Applies the rendered chart with the admin kubeconfig and answers a token for the chart's ServiceAccount
+/// from TokenRequest, as the kubelet would project it into the pod.
+async fn apply_chart(kubeconfig: &Path, dir: &Path) -> String {
     kubectl(
-        &kubeconfig,
+        kubeconfig,
         dir,
         &["apply", "--server-side", "--force-conflicts", "-f", "-"],
         Some(&deploy_yaml()),
     )
     .await;
     let token = kubectl(
-        &kubeconfig,
+        kubeconfig,
         dir,
         &["create", "token", "sublet", "-n", "sublet-system"],
         None,
     )
     .await;
-    let sa_kubeconfig = dir.join("sublet.kubeconfig");
-    std::fs::write(
-        &sa_kubeconfig,
-        sublet::sandbox::kubeconfig::render(&sandbox.url(), token.trim()),
-    )
-    .unwrap();
-    sublet::controller::client(&sublet::controller::Connect {
-        kubeconfig: Some(sa_kubeconfig),
-    })
-    .await
-    .expect("a client for the ServiceAccount")
+    token.trim().to_string()
+}
+
+/// A client that authenticates with the kubeconfig written to `path`, as `sublet run` would.
+async fn client_from(path: std::path::PathBuf, text: &str) -> Client {
+    std::fs::write(&path, text).unwrap();
+    sublet::controller::client(&sublet::controller::Connect { kubeconfig: Some(path) })
+        .await
+        .expect("a client for the ServiceAccount")
+}
+
+/// Installs the rendered chart, then answers a client that authenticates as the chart's ServiceAccount.
+async fn install(sandbox: &SandboxHandle, dir: &Path) -> Client {
+    let kubeconfig = dir.join("admin.kubeconfig");
+    sandbox.write_kubeconfig(&kubeconfig).unwrap();
+    let token = apply_chart(&kubeconfig, dir).await;
+    let text = sublet::sandbox::kubeconfig::render(&sandbox.url(), &token);
+    client_from(dir.join("sublet.kubeconfig"), &text).await
 }
 
 fn forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
@@ -92,41 +97,19 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
 /// Installs the rendered chart on `env`'s API server and answers a client that authenticates as the chart's
 /// ServiceAccount with a token from TokenRequest.
 async fn install_on(env: &TestEnv, dir: &Path) -> Client {
-    match &env.sandbox {
-        Some(sandbox) => install(sandbox, dir).await,
-        None => {
-            let kubeconfig = support::real::real().kubeconfig.clone();
-            kubectl(
-                &kubeconfig,
-                dir,
-                &["apply", "--server-side", "--force-conflicts", "-f", "-"],
-                Some(&deploy_yaml()),
-            )
-            .await;
-            let token = kubectl(
-                &kubeconfig,
-                dir,
-                &["create", "token", "sublet", "-n", "sublet-system"],
-                None,
-            )
-            .await;
-            // The admin kubeconfig's server and CA, with the token as the only credential.
-            let admin: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&kubeconfig).unwrap()).unwrap();
-            let cluster = &admin["clusters"][0]["cluster"];
-            let sa_kubeconfig = dir.join("sublet.kubeconfig");
-            let text = json!({"apiVersion": "v1", "kind": "Config",
-                "clusters": [{"name": "real", "cluster": cluster}],
-                "users": [{"name": "sublet", "user": {"token": token.trim()}}],
-                "contexts": [{"name": "real", "context": {"cluster": "real", "user": "sublet"}}],
-                "current-context": "real"});
-            std::fs::write(&sa_kubeconfig, serde_yaml_ng::to_string(&text).unwrap()).unwrap();
-            sublet::controller::client(&sublet::controller::Connect {
-                kubeconfig: Some(sa_kubeconfig),
-            })
-            .await
-            .expect("a client for the ServiceAccount")
-        }
-    }
+    let Some(sandbox) = &env.sandbox else {
+        let kubeconfig = support::real::real().kubeconfig.clone();
+        let token = apply_chart(&kubeconfig, dir).await;
+        // The admin kubeconfig's server and CA, with the token as the only credential.
+        let admin: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&kubeconfig).unwrap()).unwrap();
+        let text = json!({"apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "real", "cluster": admin["clusters"][0]["cluster"]}],
+            "users": [{"name": "sublet", "user": {"token": token}}],
+            "contexts": [{"name": "real", "context": {"cluster": "real", "user": "sublet"}}],
+            "current-context": "real"});
+        return client_from(dir.join("sublet.kubeconfig"), &serde_yaml_ng::to_string(&text).unwrap()).await;
+    };
+    install(sandbox, dir).await
 }
 
 async fn life_cycle_with_the_charts_rbac(backend: Backend) {
