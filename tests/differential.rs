@@ -7,7 +7,6 @@ mod support;
 
 use http::{Method, Request};
 use serde_json::{Value, json};
-use sublet::sandbox::SandboxConfig;
 use support::cluster::TestEnv;
 use support::real::Backend;
 
@@ -213,14 +212,7 @@ fn known_difference(v: Value) -> Value {
 
 /// Code, reason and the compared fields of every case's answer, in order.
 async fn answers(backend: Backend) -> Vec<(u16, Value, Vec<Value>)> {
-    let env = TestEnv::start(
-        backend,
-        SandboxConfig {
-            rbac: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    let env = TestEnv::with_rbac(backend).await;
     let ns = env.ml.clone();
     let mut out = Vec::new();
     for c in cases() {

@@ -113,14 +113,7 @@ async fn install_on(env: &TestEnv, dir: &Path) -> Client {
 }
 
 async fn life_cycle_with_the_charts_rbac(backend: Backend) {
-    let env = TestEnv::start(
-        backend,
-        SandboxConfig {
-            rbac: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    let env = TestEnv::with_rbac(backend).await;
     let dir = tempfile::tempdir().unwrap();
     let sa = install_on(&env, dir.path()).await;
     let admin = env.client.clone();

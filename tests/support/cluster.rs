@@ -284,6 +284,18 @@ impl TestEnv {
         }
     }
 
+    /// [`TestEnv::start`] with a sandbox that authorizes every request with RBAC (the real server always does).
+    pub async fn with_rbac(backend: super::real::Backend) -> TestEnv {
+        TestEnv::start(
+            backend,
+            SandboxConfig {
+                rbac: true,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
     /// This test's name for `base` (a node, a pool).
     pub fn name(&self, base: &str) -> String {
         format!("{}{base}", self.prefix)
