@@ -125,8 +125,10 @@ pub struct TenantPoolSpec {
 
     /// Weekly time ranges in which new nodes may be lent. Empty means always. Nodes already leased stay
     /// leased outside the windows; they are only not lent anew.
+    /// At most 64, so that the API server's estimate of the CEL rules' cost stays within its budget.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Atomic)]
+    #[schemars(length(max = 64))]
     pub windows: Vec<LendingWindow>,
 
     /// The IANA time zone the windows are read in, for example `Europe/Berlin`.
@@ -312,12 +314,15 @@ pub struct LendingWindow {
     /// The days the range applies to. Empty means every day.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Set)]
+    #[schemars(length(max = 7))]
     pub days: Vec<Weekday>,
     /// Start, `HH:MM`, inclusive.
     #[x_kube(validation = Rule::new("self.matches('^([01][0-9]|2[0-3]):[0-5][0-9]$')").message("start must be a time of day as HH:MM, 00:00 to 23:59"))]
+    #[schemars(length(max = 5))]
     pub start: String,
     /// End, `HH:MM`, exclusive; `24:00` is the end of the day.
     #[x_kube(validation = Rule::new("self.matches('^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$')").message("end must be a time of day as HH:MM, 00:01 to 24:00"))]
+    #[schemars(length(max = 5))]
     pub end: String,
 }
 
@@ -325,9 +330,11 @@ pub struct LendingWindow {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Pricing {
-    /// Price per GPU-hour by GPU model; models not listed pay `defaultPerGpuHour`.
+    /// Price per GPU-hour by GPU model; models not listed pay `defaultPerGpuHour`. At most 256 models, so that
+    /// the API server's estimate of the CEL rule's cost stays within its budget.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[x_kube(validation = Rule::new("self.all(m, self[m] >= 0.0)").message("prices must not be negative"))]
+    #[schemars(extend("maxProperties" = 256))]
     pub per_gpu_hour: BTreeMap<String, f64>,
     /// Price per GPU-hour for models without a price of their own.
     #[serde(default)]

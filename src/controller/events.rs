@@ -51,8 +51,11 @@ pub async fn publish_to(
         action: action.into(),
         secondary: related,
     };
-    let ok = ctx.recorder.publish(&event, regarding).await.is_ok();
-    ctx.metrics.write("event", ok);
+    let result = ctx.recorder.publish(&event, regarding).await;
+    if let Err(e) = &result {
+        tracing::warn!(error = %e, reason, "event not recorded");
+    }
+    ctx.metrics.write("event", result.is_ok());
 }
 
 /// What a tenant is told for a node under notice.

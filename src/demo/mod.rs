@@ -5,6 +5,7 @@
 //!   workload.rs  demand curve (trace / synthetic day) ──▶ internal pods (ml namespace) ─┐
 //!   tenants.rs   GpuLeases ─▶ wait Bound ─▶ pods with the lease's selector/toleration ─┼─▶ LocalApi ─▶ sandbox
 //!   cluster.rs   scheduler (binds) + kubelet (Running, Succeeded, checkpoint, grace) ─┘        │
+//!   kubelet.rs   node heartbeats over HTTP: kube-node-lease Leases, Ready condition ──────────────┤
 //!   controller   sublet::controller::run over HTTP, as `sublet run` would ◀────────────────────┤
 //!   summary.rs   every watch event ─▶ invariant checks (rules 1–3), counters, GPU-hours ◀──────┘
 //!   view.rs      terminal live view, or a plain line log when stdout is not a terminal
@@ -14,6 +15,7 @@
 //! notice, idle window and cool-down so that a simulated day plays out in well under a minute.
 
 pub mod cluster;
+pub mod kubelet;
 pub mod prom;
 pub mod summary;
 pub mod tenants;
@@ -305,7 +307,7 @@ pub async fn run(
         ..crate::controller::Config::default()
     };
     let mut controller_stop = stop.clone();
-    let controller = tokio::spawn(crate::controller::run(client, controller_config, async move {
+    let controller = tokio::spawn(crate::controller::run(client.clone(), controller_config, async move {
         let _ = controller_stop.wait_for(|s| *s).await;
     }));
 
@@ -322,8 +324,14 @@ pub async fn run(
     let info_signals = signals;
     view::intro(&info);
 
+    let heartbeats = kubelet::KubeletConfig {
+        period: Duration::from_secs(1),
+        start_pods: false,
+        ..kubelet::KubeletConfig::default()
+    };
     let mut tasks = vec![
         publish,
+        tokio::spawn(kubelet::run(client.clone(), heartbeats, stop.clone())),
         tokio::spawn(cluster::run(
             local.as_manager("demo-kubelet"),
             clock,

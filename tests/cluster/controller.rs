@@ -1,5 +1,5 @@
-//! `sublet run` against the sandbox API server, through HTTP only: the whole life cycle, restart safety,
-//! leader election, faults and Observe mode.
+//! `sublet run` against the sandbox API server and the real control plane (`SUBLET_TEST_CLUSTER`), through
+//! HTTP only: the whole life cycle, restart safety, leader election, faults and Observe mode.
 
 use std::time::Duration;
 
@@ -11,6 +11,8 @@ use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client};
 use serde_json::json;
 use sublet::api::{GpuLease, LeasePhase, TenantPool};
+use crate::support::cluster::*;
+use crate::support::real::{Backend, clusters};
 use sublet_sandbox::SandboxConfig;
 
 const POOL: &str = "a100";
@@ -28,25 +30,38 @@ async fn node(client: &Client, name: &str) -> Node {
     Api::<Node>::all(client.clone()).get(name).await.unwrap()
 }
 
-async fn lease(client: &Client, name: &str) -> GpuLease {
-    Api::<GpuLease>::namespaced(client.clone(), "acme")
+async fn lease(env: &TestEnv, name: &str) -> GpuLease {
+    Api::<GpuLease>::namespaced(env.client.clone(), &env.acme)
         .get(name)
         .await
         .unwrap()
 }
 
-async fn lease_events(client: &Client, reason: &str) -> Vec<Event> {
-    events_about(client, None, "GpuLease")
+async fn lease_events(env: &TestEnv, reason: &str) -> Vec<Event> {
+    events_about(&env.client, Some(&env.acme), "GpuLease")
         .await
         .into_iter()
         .filter(|e| e.reason.as_deref() == Some(reason))
         .collect()
 }
 
+/// The lease events of `reason` once at least `n` are there (events are written after the status they tell
+/// of, so a test that has seen the status waits for them), or all there are after 10 s.
+async fn recorded(env: &TestEnv, reason: &str, n: usize) -> Vec<Event> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = lease_events(env, reason).await;
+        if events.len() >= n || tokio::time::Instant::now() >= deadline {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits for the lease to be bound and returns its node; a timeout shows the status last seen.
-async fn bound_node(client: &Client, name: &str) -> String {
+async fn bound_node(env: &TestEnv, name: &str) -> String {
     eventually_seen(20, "the lease to be bound", || async {
-        match lease(client, name).await.status {
+        match lease(env, name).await.status {
             Some(s) if s.phase == LeasePhase::Bound && s.nodes.len() == 1 => Ok(s.nodes[0].clone()),
             status => Err(format!("{status:?}")),
         }
@@ -55,13 +70,14 @@ async fn bound_node(client: &Client, name: &str) -> String {
 }
 
 /// A lease `acme/job` of 8 GPUs, bound, with the tenant's pod running on its node; returns the node.
-async fn leased_worker(c: &Client) -> String {
-    create_lease(c, "acme", "job", json!({"pool": POOL, "gpus": 8})).await;
-    let leased = bound_node(c, "job").await;
-    let s = lease(c, "job").await.status.unwrap();
+async fn leased_worker(env: &TestEnv) -> String {
+    let c = &env.client;
+    create_lease(c, &env.acme, "job", json!({"pool": env.name(POOL), "gpus": 8})).await;
+    let leased = bound_node(env, "job").await;
+    let s = lease(env, "job").await.status.unwrap();
     gpu_pod(
         c,
-        "acme",
+        &env.acme,
         "worker",
         8,
         Some(&leased),
@@ -73,22 +89,30 @@ async fn leased_worker(c: &Client) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn life_cycle_lend_bind_notice_evict_return() {
-    let env = env(SandboxConfig::default()).await;
+    for backend in clusters() {
+        life_cycle(backend).await;
+    }
+}
+
+async fn life_cycle(backend: Backend) {
+    let env = TestEnv::start(backend, SandboxConfig::default()).await;
     let c = env.client.clone();
-    gpu_node(&c, "gpu-1", 8).await;
-    gpu_node(&c, "gpu-2", 8).await;
-    create_pool(&c, POOL, enforce_spec(3)).await;
-    let run = controller(&c, "sublet-0", false);
+    let gpu_1 = env.gpu_node("gpu-1", 8).await;
+    let gpu_2 = env.gpu_node("gpu-2", 8).await;
+    let pool = env.name(POOL);
+    create_pool(&c, &pool, env.pool_spec(enforce_spec(3))).await;
+    let run = env.controller("sublet-0", false);
+    let lease_key = format!("{}.job", env.acme);
 
     // Idle nodes are lent: labels, the lent taint, the GPU taint left alone.
-    for n in ["gpu-1", "gpu-2"] {
+    for n in [&gpu_1, &gpu_2] {
         eventually(20, "nodes lent", || async {
             let node = node(&c, n).await;
             (label(&node, "sublet.dev/state") == Some("lent")).then_some(node)
         })
         .await;
         let node = node(&c, n).await;
-        assert_eq!(label(&node, "sublet.dev/pool"), Some(POOL));
+        assert_eq!(label(&node, "sublet.dev/pool"), Some(pool.as_str()));
         let keys = taint_keys(&node);
         assert!(
             keys.contains(&"sublet.dev/lent".to_string()) && keys.contains(&"nvidia.com/gpu".to_string()),
@@ -97,30 +121,43 @@ async fn life_cycle_lend_bind_notice_evict_return() {
     }
 
     // A lease binds to one node; its status tells the selector and toleration the pods must carry.
-    create_lease(&c, "acme", "job", json!({"pool": POOL, "gpus": 8})).await;
-    let leased = bound_node(&c, "job").await;
-    let status = lease(&c, "job").await.status.unwrap();
-    assert_eq!(
-        status.node_selector.get("sublet.dev/lease").map(String::as_str),
-        Some("acme.job")
-    );
+    create_lease(&c, &env.acme, "job", json!({"pool": pool, "gpus": 8})).await;
+    let leased = bound_node(&env, "job").await;
+    let status = lease(&env, "job").await.status.unwrap();
+    assert_eq!(status.node_selector.get("sublet.dev/lease"), Some(&lease_key));
     assert_eq!(status.tolerations[0].key.as_deref(), Some("sublet.dev/lease"));
-    assert_eq!(status.tolerations[0].value.as_deref(), Some("acme.job"));
+    assert_eq!(status.tolerations[0].value.as_ref(), Some(&lease_key));
     let n = node(&c, &leased).await;
-    assert_eq!(label(&n, "sublet.dev/lease"), Some("acme.job"));
+    assert_eq!(label(&n, "sublet.dev/lease"), Some(lease_key.as_str()));
     assert!(taint_keys(&n).contains(&"sublet.dev/lease".to_string()));
-    assert_eq!(lease_events(&c, "Bound").await.len(), 1);
+    assert_eq!(recorded(&env, "Bound", 1).await.len(), 1);
 
-    // The tenant's pod runs there.
+    // The tenant's pod runs there: placed by the scheduler (kube-scheduler on the real control plane) by the
+    // lease's node selector and toleration.
     let tolerations = json!({"nodeSelector": status.node_selector, "tolerations": [status.tolerations[0], {"key": "nvidia.com/gpu", "operator": "Exists"}]});
-    gpu_pod(&c, "acme", "worker", 8, Some(&leased), tolerations).await;
+    let place = match backend {
+        Backend::Sandbox => Some(leased.as_str()),
+        Backend::Real => None,
+    };
+    gpu_pod(&c, &env.acme, "worker", 8, place, tolerations).await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), &env.acme);
+    eventually_seen(20, "the tenant's pod running on the leased node", || async {
+        let p = pods.get("worker").await.unwrap();
+        let on = p.spec.and_then(|s| s.node_name);
+        let phase = p.status.and_then(|s| s.phase);
+        match (on.as_deref(), phase.as_deref()) {
+            (Some(n), Some("Running")) if n == leased => Ok(()),
+            seen => Err(format!("{seen:?}")),
+        }
+    })
+    .await;
 
     // Internal demand: a pending 16-GPU pod needs both nodes. The free lent node comes back at once; the
     // leased one gets notice, on the lease, the node and the tenant's pod.
     let before_notice = Timestamp::now();
-    gpu_pod(&c, "ml", "train", 16, None, json!({})).await;
+    gpu_pod(&c, &env.ml, "train", 16, None, json!({})).await;
     let deadline = eventually(20, "the notice", || async {
-        let s = lease(&c, "job").await.status?;
+        let s = lease(&env, "job").await.status?;
         (s.phase == LeasePhase::Reclaiming).then_some(s.notice_deadline?.0)
     })
     .await;
@@ -131,7 +168,7 @@ async fn life_cycle_lend_bind_notice_evict_return() {
     );
     let n = node(&c, &leased).await;
     assert_eq!(label(&n, "sublet.dev/state"), Some("reclaiming"));
-    let pod: Pod = Api::namespaced(c.clone(), "acme").get("worker").await.unwrap();
+    let pod: Pod = pods.get("worker").await.unwrap();
     let annotated = pod
         .metadata
         .annotations
@@ -139,7 +176,7 @@ async fn life_cycle_lend_bind_notice_evict_return() {
         .get("sublet.dev/reclaim-deadline")
         .cloned();
     assert_eq!(annotated.map(|a| a.parse::<Timestamp>().unwrap()), Some(deadline));
-    let other = if leased == "gpu-1" { "gpu-2" } else { "gpu-1" };
+    let other = if leased == gpu_1 { &gpu_2 } else { &gpu_1 };
     let o = node(&c, other).await;
     assert_eq!(
         label(&o, "sublet.dev/state"),
@@ -147,12 +184,11 @@ async fn life_cycle_lend_bind_notice_evict_return() {
         "the unleased node came back at once"
     );
     assert!(!taint_keys(&o).iter().any(|k| k.starts_with("sublet.dev/")));
-    let notices = lease_events(&c, "ReclaimNotice").await;
+    let notices = recorded(&env, "ReclaimNotice", 1).await;
     assert_eq!(notices.len(), 1);
     assert!(notices[0].note.as_deref().unwrap_or("").contains(&leased));
 
     // Not before the deadline …
-    let pods: Api<Pod> = Api::namespaced(c.clone(), "acme");
     assert!(Timestamp::now() < deadline);
     assert!(
         pods.get_opt("worker").await.unwrap().is_some(),
@@ -183,19 +219,16 @@ async fn life_cycle_lend_bind_notice_evict_return() {
             .contains_key("sublet.dev/returned-at")
     );
     eventually(20, "the lease released", || async {
-        (lease(&c, "job").await.status?.phase == LeasePhase::Released).then_some(())
+        (lease(&env, "job").await.status?.phase == LeasePhase::Released).then_some(())
     })
     .await;
     // The internal pod can now be scheduled on it: no taint of sublet's is in its way.
-    env.sandbox
-        .local()
-        .bind("ml", "train", &leased)
-        .expect("internal pod binds");
+    env.bind(&env.ml, "train", &leased).await;
     // And the internal pod was never touched.
-    let train: Pod = Api::namespaced(c.clone(), "ml").get("train").await.unwrap();
+    let train: Pod = Api::namespaced(c.clone(), &env.ml).get("train").await.unwrap();
     assert!(train.metadata.deletion_timestamp.is_none());
     // The ledger billed the 8 GPUs from binding to return, to the second.
-    let s = lease(&c, "job").await.status.unwrap();
+    let s = lease(&env, "job").await.status.unwrap();
     let held = s
         .accounted_until
         .unwrap()
@@ -209,26 +242,32 @@ async fn life_cycle_lend_bind_notice_evict_return() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_the_deadline_sends_no_second_notice_and_the_ledger_runs_on() {
-    let env = env(SandboxConfig::default()).await;
+    for backend in clusters() {
+        restart_keeps_the_deadline_sends_no_second_notice_and_the_ledger_runs_on_on(backend).await;
+    }
+}
+
+async fn restart_keeps_the_deadline_sends_no_second_notice_and_the_ledger_runs_on_on(backend: Backend) {
+    let env = TestEnv::start(backend, SandboxConfig::default()).await;
     let c = env.client.clone();
-    gpu_node(&c, "gpu-1", 8).await;
-    create_pool(&c, POOL, enforce_spec(30)).await;
-    let run = controller(&c, "sublet-0", false);
-    let leased = leased_worker(&c).await;
-    gpu_pod(&c, "ml", "train", 8, None, json!({})).await;
+    env.gpu_node("gpu-1", 8).await;
+    create_pool(&c, &env.name(POOL), env.pool_spec(enforce_spec(30))).await;
+    let run = env.controller("sublet-0", false);
+    let leased = leased_worker(&env).await;
+    gpu_pod(&c, &env.ml, "train", 8, None, json!({})).await;
     let deadline = eventually(20, "the notice", || async {
-        let s = lease(&c, "job").await.status?;
+        let s = lease(&env, "job").await.status?;
         (s.phase == LeasePhase::Reclaiming).then_some(s.notice_deadline?.0)
     })
     .await;
     run.stop().await;
-    let before = lease(&c, "job").await.status.unwrap();
+    let before = lease(&env, "job").await.status.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let run = controller(&c, "sublet-1", false);
+    let run = env.controller("sublet-1", false);
     // The restarted controller writes the ledger forward; wait for it to do so.
     let after = eventually(20, "the ledger written again", || async {
-        let s = lease(&c, "job").await.status?;
+        let s = lease(&env, "job").await.status?;
         (s.accounted_until > before.accounted_until).then_some(s)
     })
     .await;
@@ -241,7 +280,7 @@ async fn restart_keeps_the_deadline_sends_no_second_notice_and_the_ledger_runs_o
         node(&c, &leased).await.metadata.annotations.unwrap()["sublet.dev/reclaim-deadline"],
         deadline.to_string()
     );
-    assert_eq!(lease_events(&c, "ReclaimNotice").await.len(), 1, "no second notice");
+    assert_eq!(recorded(&env, "ReclaimNotice", 1).await.len(), 1, "no second notice");
     // Continuous to the second: every second from binding to accountedUntil billed once at 8 GPUs.
     let held = after
         .accounted_until
@@ -255,19 +294,36 @@ async fn restart_keeps_the_deadline_sends_no_second_notice_and_the_ledger_runs_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observe_mode_writes_nothing_to_nodes_or_pods() {
-    let env = env(SandboxConfig::default()).await;
+    for backend in clusters() {
+        observe_mode_writes_nothing_to_nodes_or_pods_on(backend).await;
+    }
+}
+
+async fn observe_mode_writes_nothing_to_nodes_or_pods_on(backend: Backend) {
+    let env = TestEnv::start(backend, SandboxConfig::default()).await;
     let c = env.client.clone();
-    gpu_node(&c, "gpu-1", 8).await;
-    gpu_node(&c, "gpu-2", 8).await;
-    let rv = |n: Node| n.metadata.resource_version.unwrap();
-    let rv1 = rv(node(&c, "gpu-1").await);
-    let rv2 = rv(node(&c, "gpu-2").await);
-    create_pool(&c, POOL, json!({"mode": "Observe", "idle": {"forSeconds": 0}})).await;
-    create_lease(&c, "acme", "job", json!({"pool": POOL, "gpus": 8})).await;
-    let run = controller(&c, "sublet-0", false);
+    let gpu_1 = env.gpu_node("gpu-1", 8).await;
+    let gpu_2 = env.gpu_node("gpu-2", 8).await;
+    // On the sandbox nothing else writes nodes, so their resourceVersion stays; on the real control plane the
+    // kubelet's heartbeats and the node lifecycle controller write them, so what sublet would write is compared:
+    // labels, annotations and taints.
+    let marks = |n: Node| match backend {
+        Backend::Sandbox => json!(n.metadata.resource_version),
+        Backend::Real => json!([n.metadata.labels, n.metadata.annotations, n.spec.and_then(|s| s.taints)]),
+    };
+    let rv1 = marks(node(&c, &gpu_1).await);
+    let rv2 = marks(node(&c, &gpu_2).await);
+    create_pool(
+        &c,
+        &env.name(POOL),
+        env.pool_spec(json!({"mode": "Observe", "idle": {"forSeconds": 0}})),
+    )
+    .await;
+    create_lease(&c, &env.acme, "job", json!({"pool": env.name(POOL), "gpus": 8})).await;
+    let run = env.controller("sublet-0", false);
     let pools: Api<TenantPool> = Api::all(c.clone());
     let status = eventually(20, "the pool status", || async {
-        let s = pools.get(POOL).await.unwrap().status?;
+        let s = pools.get(&env.name(POOL)).await.unwrap().status?;
         (s.totals.nodes == 2).then_some(s)
     })
     .await;
@@ -279,9 +335,9 @@ async fn observe_mode_writes_nothing_to_nodes_or_pods() {
         ("False", "ObserveMode")
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(rv(node(&c, "gpu-1").await), rv1, "gpu-1 untouched");
-    assert_eq!(rv(node(&c, "gpu-2").await), rv2, "gpu-2 untouched");
-    let l = lease(&c, "job").await.status.unwrap();
+    assert_eq!(marks(node(&c, &gpu_1).await), rv1, "gpu-1 untouched");
+    assert_eq!(marks(node(&c, &gpu_2).await), rv2, "gpu-2 untouched");
+    let l = lease(&env, "job").await.status.unwrap();
     assert_eq!(l.phase, LeasePhase::Pending);
     assert!(l.reason.unwrap().contains("Observe"));
     run.stop().await;
@@ -289,17 +345,23 @@ async fn observe_mode_writes_nothing_to_nodes_or_pods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_pool_returns_every_node_and_leaves_no_taint() {
-    let env = env(SandboxConfig::default()).await;
+    for backend in clusters() {
+        deleting_the_pool_returns_every_node_and_leaves_no_taint_on(backend).await;
+    }
+}
+
+async fn deleting_the_pool_returns_every_node_and_leaves_no_taint_on(backend: Backend) {
+    let env = TestEnv::start(backend, SandboxConfig::default()).await;
     let c = env.client.clone();
-    gpu_node(&c, "gpu-1", 8).await;
-    gpu_node(&c, "gpu-2", 8).await;
-    create_pool(&c, POOL, enforce_spec(1)).await;
-    let run = controller(&c, "sublet-0", false);
-    leased_worker(&c).await;
+    env.gpu_node("gpu-1", 8).await;
+    env.gpu_node("gpu-2", 8).await;
+    create_pool(&c, &env.name(POOL), env.pool_spec(enforce_spec(1))).await;
+    let run = env.controller("sublet-0", false);
+    leased_worker(&env).await;
     let pools: Api<TenantPool> = Api::all(c.clone());
     eventually(20, "the finalizer", || async {
         pools
-            .get(POOL)
+            .get(&env.name(POOL))
             .await
             .unwrap()
             .metadata
@@ -307,13 +369,13 @@ async fn deleting_the_pool_returns_every_node_and_leaves_no_taint() {
             .filter(|f| f.contains(&"sublet.dev/return-nodes".to_string()))
     })
     .await;
-    pools.delete(POOL, &DeleteParams::default()).await.unwrap();
+    pools.delete(&env.name(POOL), &DeleteParams::default()).await.unwrap();
     eventually(30, "the pool gone", || async {
-        pools.get_opt(POOL).await.unwrap().is_none().then_some(())
+        pools.get_opt(&env.name(POOL)).await.unwrap().is_none().then_some(())
     })
     .await;
     assert_eq!(
-        lease_events(&c, "ReclaimNotice").await.len(),
+        recorded(&env, "ReclaimNotice", 1).await.len(),
         1,
         "the leased node went through the notice path"
     );
@@ -339,14 +401,20 @@ async fn a_lagging_lease_watch_counts_no_revenue_twice() {
 }
 
 async fn one_binding_and_one_ledger_while_a_watch_lags(resource: &str) {
+    for backend in clusters() {
+        one_binding_and_one_ledger_while_a_watch_lags_on(backend, resource).await;
+    }
+}
+
+async fn one_binding_and_one_ledger_while_a_watch_lags_on(backend: Backend, resource: &str) {
     use sublet_sandbox::{FaultAction, FaultConfig, FaultRule};
-    let env = env(SandboxConfig::default()).await;
+    let env = TestEnv::start(backend, SandboxConfig::default()).await;
     let c = env.client.clone();
-    gpu_node(&c, "gpu-1", 8).await;
-    gpu_node(&c, "gpu-2", 8).await;
+    env.gpu_node("gpu-1", 8).await;
+    env.gpu_node("gpu-2", 8).await;
     // Every watch of `resource`, the controller's included, delivers its events 1.5 s late; the others are
     // prompt.
-    env.sandbox.set_faults(FaultConfig {
+    env.set_faults(FaultConfig {
         seed: 1,
         rules: vec![FaultRule {
             verbs: vec!["watch".into()],
@@ -356,15 +424,15 @@ async fn one_binding_and_one_ledger_while_a_watch_lags(resource: &str) {
             action: FaultAction::LagWatch { ms: 1500 },
         }],
     });
-    create_pool(&c, POOL, enforce_spec(1)).await;
-    let run = controller(&c, "sublet-0", false);
-    create_lease(&c, "acme", "job", json!({"pool": POOL, "gpus": 8})).await;
-    let leased = bound_node(&c, "job").await;
+    create_pool(&c, &env.name(POOL), env.pool_spec(enforce_spec(1))).await;
+    let run = env.controller("sublet-0", false);
+    create_lease(&c, &env.acme, "job", json!({"pool": env.name(POOL), "gpus": 8})).await;
+    let leased = bound_node(&env, "job").await;
     // Passes run every 200 ms; for the next 3 s (the watch catching up twice over) the lease stays
     // bound to the same node, and that node is the only one bound.
     let until = tokio::time::Instant::now() + Duration::from_secs(3);
     while tokio::time::Instant::now() < until {
-        let s = lease(&c, "job").await.status.unwrap();
+        let s = lease(&env, "job").await.status.unwrap();
         assert_eq!(s.phase, LeasePhase::Bound, "{s:?}");
         assert_eq!(s.nodes, vec![leased.clone()]);
         let bound: Vec<String> = Api::<Node>::all(c.clone())
@@ -373,20 +441,25 @@ async fn one_binding_and_one_ledger_while_a_watch_lags(resource: &str) {
             .unwrap()
             .items
             .iter()
-            .filter(|n| label(n, "sublet.dev/lease") == Some("acme.job"))
+            .filter(|n| label(n, "sublet.dev/lease") == Some(format!("{}.job", env.acme).as_str()))
             .map(|n| n.metadata.name.clone().unwrap())
             .collect();
         assert_eq!(bound, vec![leased.clone()]);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(lease_events(&c, "Bound").await.len(), 1, "one Bound event");
-    assert!(lease_events(&c, "Released").await.is_empty());
-    assert!(env.sandbox.faults_fired()[0] >= 1, "the watch lagged");
+    assert_eq!(lease_events(&env, "Bound").await.len(), 1, "one Bound event");
+    assert!(lease_events(&env, "Released").await.is_empty());
+    assert!(env.faults_fired()[0] >= 1, "the watch lagged");
     // The pool's revenue is the sum of what its leases were charged: no span of the ledger counted twice.
     let pools: Api<TenantPool> = Api::all(c.clone());
     eventually_seen(10, "pool revenue to match the lease's cost", || async {
-        let revenue = pools.get(POOL).await.ok().and_then(|p| p.status).map(|s| s.revenue);
-        let cost = lease(&c, "job").await.status.map(|s| s.cost);
+        let revenue = pools
+            .get(&env.name(POOL))
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .map(|s| s.revenue);
+        let cost = lease(&env, "job").await.status.map(|s| s.cost);
         match (revenue, cost) {
             (Some(r), Some(c)) if c > 0.0 && (r - c).abs() < 1e-9 => Ok(()),
             seen => Err(format!("(revenue, cost) {seen:?}")),
@@ -403,22 +476,28 @@ async fn holder(client: &Client) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_only_the_leader_writes_and_the_other_takes_over() {
-    let env = env(SandboxConfig::default()).await;
+    for backend in clusters() {
+        two_replicas_only_the_leader_writes_and_the_other_takes_over_on(backend).await;
+    }
+}
+
+async fn two_replicas_only_the_leader_writes_and_the_other_takes_over_on(backend: Backend) {
+    let env = TestEnv::start(backend, SandboxConfig::default()).await;
     let c = env.client.clone();
-    gpu_node(&c, "gpu-1", 8).await;
-    create_pool(&c, POOL, enforce_spec(1)).await;
+    let gpu_1 = env.gpu_node("gpu-1", 8).await;
+    create_pool(&c, &env.name(POOL), env.pool_spec(enforce_spec(1))).await;
     let mut replicas = vec![
-        ("a", Some(controller(&c, "a", true))),
-        ("b", Some(controller(&c, "b", true))),
+        ("a", Some(env.controller("a", true))),
+        ("b", Some(env.controller("b", true))),
     ];
     let leader = eventually(20, "a leader", || async { holder(&c).await }).await;
     eventually(20, "gpu-1 lent", || async {
-        (label(&node(&c, "gpu-1").await, "sublet.dev/state") == Some("lent")).then_some(())
+        (label(&node(&c, &gpu_1).await, "sublet.dev/state") == Some("lent")).then_some(())
     })
     .await;
-    create_lease(&c, "acme", "first", json!({"pool": POOL, "gpus": 8})).await;
-    bound_node(&c, "first").await;
-    let bound = lease_events(&c, "Bound").await;
+    create_lease(&c, &env.acme, "first", json!({"pool": env.name(POOL), "gpus": 8})).await;
+    bound_node(&env, "first").await;
+    let bound = recorded(&env, "Bound", 1).await;
     assert_eq!(bound.len(), 1);
     assert_eq!(
         bound[0].reporting_instance.as_deref(),
@@ -434,10 +513,10 @@ async fn two_replicas_only_the_leader_writes_and_the_other_takes_over() {
         (holder(&c).await.as_deref() == Some(other)).then_some(())
     })
     .await;
-    gpu_node(&c, "gpu-2", 8).await;
-    create_lease(&c, "acme", "second", json!({"pool": POOL, "gpus": 8})).await;
-    bound_node(&c, "second").await;
-    let bound = lease_events(&c, "Bound").await;
+    env.gpu_node("gpu-2", 8).await;
+    create_lease(&c, &env.acme, "second", json!({"pool": env.name(POOL), "gpus": 8})).await;
+    bound_node(&env, "second").await;
+    let bound = recorded(&env, "Bound", 2).await;
     let second = bound
         .iter()
         .find(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("second"))
@@ -452,6 +531,12 @@ async fn two_replicas_only_the_leader_writes_and_the_other_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn converges_through_conflicts_throttling_errors_and_cut_watches() {
+    for backend in clusters() {
+        converges_on(backend).await;
+    }
+}
+
+async fn converges_on(backend: Backend) {
     use sublet_sandbox::{FaultAction, FaultConfig, FaultRule};
     let rule = |verbs: &[&str], resources: &[&str], share: f64, action: FaultAction| FaultRule {
         verbs: verbs.iter().map(|s| s.to_string()).collect(),
@@ -474,21 +559,35 @@ async fn converges_through_conflicts_throttling_errors_and_cut_watches() {
             rule(&["watch"], &[], 0.3, FaultAction::CutWatch),
         ],
     };
-    let env = env(SandboxConfig::default()).await;
+    let env = TestEnv::start(backend, SandboxConfig::default()).await;
     let c = env.client.clone();
     for i in 1..=3 {
-        gpu_node(&c, &format!("gpu-{i}"), 8).await;
+        env.gpu_node(&format!("gpu-{i}"), 8).await;
     }
-    create_pool(&c, POOL, enforce_spec(1)).await;
-    let run = controller(&c, "sublet-0", false);
-    leased_worker(&c).await;
+    create_pool(&c, &env.name(POOL), env.pool_spec(enforce_spec(1))).await;
+    let run = env.controller("sublet-0", false);
+    leased_worker(&env).await;
     // From here on the controller's writes and watches meet faults (the test itself only reads).
-    env.sandbox.set_faults(faults);
+    env.set_faults(faults);
     // Demand for all three nodes: two come back at once, the leased one after its notice and eviction.
-    env.sandbox
-        .local()
-        .create("v1", "pods", Some("ml"), json!({"metadata": {"name": "train"}, "spec": {"containers": [{"name": "c", "image": "x", "resources": {"requests": {"nvidia.com/gpu": "24"}}}]}}))
-        .expect("internal pod created");
+    // (On the sandbox the test writes in-process, past the faults; on the real server it does not go through
+    // the proxy.)
+    let train = json!({"metadata": {"name": "train"}, "spec": {"containers": [{"name": "c", "image": "x", "resources": {"requests": {"nvidia.com/gpu": "24"}, "limits": {"nvidia.com/gpu": "24"}}}]}});
+    match &env.sandbox {
+        Some(sandbox) => {
+            sandbox
+                .local()
+                .create("v1", "pods", Some(&env.ml), train)
+                .expect("internal pod created");
+        }
+        None => {
+            let pods: Api<Pod> = Api::namespaced(c.clone(), &env.ml);
+            let pod = serde_json::from_value(train).unwrap();
+            pods.create(&Default::default(), &pod)
+                .await
+                .expect("internal pod created");
+        }
+    }
     eventually(60, "every node back", || async {
         let nodes = Api::<Node>::all(c.clone()).list(&ListParams::default()).await.ok()?;
         nodes
@@ -501,11 +600,11 @@ async fn converges_through_conflicts_throttling_errors_and_cut_watches() {
     })
     .await;
     eventually(30, "the lease released", || async {
-        (lease(&c, "job").await.status?.phase == LeasePhase::Released).then_some(())
+        (lease(&env, "job").await.status?.phase == LeasePhase::Released).then_some(())
     })
     .await;
     // Events are best effort (an injected 500 may drop one), but a notice is never sent twice.
-    let notices = lease_events(&c, "ReclaimNotice").await.len();
+    let notices = lease_events(&env, "ReclaimNotice").await.len();
     assert!(notices <= 1, "{notices} notice events despite one notice");
     run.stop().await;
 }

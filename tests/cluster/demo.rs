@@ -100,6 +100,27 @@ fn a_short_demo_lends_binds_reclaims_with_notice_and_keeps_the_rules() {
         |o| o.contains("leased") || o.contains("lent"),
     );
     assert!(nodes.contains("h100-000") && nodes.contains("STATE"), "{nodes}");
+    // The simulated kubelet's heartbeats: a Lease per node in kube-node-lease, held by the node.
+    let heartbeats = kubectl_until(
+        &kubeconfig,
+        home,
+        &[
+            "get",
+            "leases",
+            "-n",
+            "kube-node-lease",
+            "-o",
+            "custom-columns=NAME:.metadata.name,HOLDER:.spec.holderIdentity",
+        ],
+        Duration::from_secs(20),
+        |o| o.contains("h100-000") && o.contains("a100-000"),
+    );
+    assert!(
+        heartbeats
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["h100-000", "h100-000"]),
+        "{heartbeats}"
+    );
 
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

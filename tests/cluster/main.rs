@@ -6,9 +6,14 @@
 mod support;
 
 mod chart_sandbox;
+mod control_plane;
 mod controller;
+mod crd;
 mod demo;
 mod demo_checker;
+mod differential;
+mod kubectl_view;
+mod metrics_prometheus;
 mod sandbox_kube;
 mod sandbox_kubectl;
 mod sandbox_local;

@@ -595,7 +595,18 @@ async fn streaming_list_watcher_and_crd_lifecycle() {
     })
     .await
     .expect("the CRD goes");
-    let err = api_error(pools.list(&ListParams::default()).await.unwrap_err());
+    // kube-apiserver stops serving a deleted CRD's resource asynchronously; the sandbox before the CRD goes.
+    // Either way the resource is gone soon after.
+    let err = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match pools.list(&ListParams::default()).await {
+                Err(e) => return api_error(e),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+    .expect("the resource stops being served");
     assert_eq!(err.code, 404);
     handle.shutdown().await;
 }

@@ -7,7 +7,7 @@ mod support;
 
 mod admission_kubectl;
 mod chart;
-mod crd;
+mod cli_output;
 mod patch_kubectl;
 mod policy_props;
 mod simulate;

@@ -52,9 +52,18 @@ pub async fn env(config: SandboxConfig) -> Env {
 
 /// A Ready GPU node.
 pub async fn gpu_node(client: &Client, name: &str, gpus: u32) {
+    gpu_node_with(client, name, gpus, json!({})).await;
+}
+
+/// A Ready GPU node with `labels` besides the model and host name.
+pub async fn gpu_node_with(client: &Client, name: &str, gpus: u32, labels: Value) {
     let nodes: Api<Node> = Api::all(client.clone());
+    let mut all = json!({"nvidia.com/gpu.product": MODEL, "kubernetes.io/hostname": name});
+    if let (Value::Object(all), Value::Object(extra)) = (&mut all, labels) {
+        all.extend(extra);
+    }
     let obj = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"nvidia.com/gpu.product": MODEL, "kubernetes.io/hostname": name}},
+        "metadata": {"name": name, "labels": all},
         "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
     }))
     .unwrap();
@@ -213,4 +222,170 @@ pub fn taint_keys(node: &Node) -> Vec<String> {
         .and_then(|s| s.taints.as_ref())
         .map(|t| t.iter().map(|t| t.key.clone()).collect())
         .unwrap_or_default()
+}
+
+/// A test's cluster, the sandbox or the real control plane (`super::real`), with the names the test uses.
+///
+/// On the sandbox every test has a server of its own and the plain names (`ml`, `acme`, `gpu-1`). On the real
+/// control plane the tests share one server and take turns; each gets a prefix for its namespaces, nodes and
+/// pools, and its pools select only its own nodes. The controller reaches the real server through a
+/// fault-injecting proxy, so `set_faults` works on both.
+pub struct TestEnv {
+    pub backend: super::real::Backend,
+    /// The admin client the test reads and writes with (never through faults).
+    pub client: Client,
+    /// The internal and the tenant namespace.
+    pub ml: String,
+    pub acme: String,
+    prefix: String,
+    pub sandbox: Option<SandboxHandle>,
+    proxy: Option<super::fault_proxy::FaultProxy>,
+    _turn: Option<tokio::sync::MutexGuard<'static, ()>>,
+}
+
+/// The node label a real-cluster test's pools select its nodes by.
+pub const ENV_LABEL: &str = "sublet.test/env";
+
+impl TestEnv {
+    pub async fn start(backend: super::real::Backend, config: SandboxConfig) -> TestEnv {
+        use super::real::{Backend, OWNED};
+        eprintln!("-- on the {backend:?} cluster");
+        match backend {
+            Backend::Sandbox => {
+                let e = env(config).await;
+                TestEnv {
+                    backend,
+                    client: e.client,
+                    ml: "ml".into(),
+                    acme: "acme".into(),
+                    prefix: String::new(),
+                    sandbox: Some(e.sandbox),
+                    proxy: None,
+                    _turn: None,
+                }
+            }
+            Backend::Real => {
+                if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("SUBLET_LOG") {
+                    let _ = tracing_subscriber::fmt()
+                        .with_env_filter(filter)
+                        .with_test_writer()
+                        .try_init();
+                }
+                let (turn, client) = super::real::turn().await;
+                let prefix = format!("{}-", super::real::unique("t"));
+                let (ml, acme) = (format!("{prefix}ml"), format!("{prefix}acme"));
+                let ns: Api<Namespace> = Api::all(client.clone());
+                for (name, tenant) in [(&ml, false), (&acme, true)] {
+                    let mut labels = json!({OWNED: "true"});
+                    if tenant {
+                        labels["sublet.dev/tenant"] = json!("true");
+                    }
+                    let obj = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+                    ns.create(&PostParams::default(), &obj)
+                        .await
+                        .expect("namespace created");
+                }
+                let proxy = super::fault_proxy::FaultProxy::start(client.clone(), Default::default()).await;
+                TestEnv {
+                    backend,
+                    client,
+                    ml,
+                    acme,
+                    prefix,
+                    sandbox: None,
+                    proxy: Some(proxy),
+                    _turn: Some(turn),
+                }
+            }
+        }
+    }
+
+    /// [`TestEnv::start`] with a sandbox that authorizes every request with RBAC (the real server always does).
+    pub async fn with_rbac(backend: super::real::Backend) -> TestEnv {
+        TestEnv::start(
+            backend,
+            SandboxConfig {
+                rbac: true,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// This test's name for `base` (a node, a pool).
+    pub fn name(&self, base: &str) -> String {
+        format!("{}{base}", self.prefix)
+    }
+
+    /// A Ready GPU node named `name(base)`; returns its name.
+    pub async fn gpu_node(&self, base: &str, gpus: u32) -> String {
+        let name = self.name(base);
+        let id = self.prefix.trim_end_matches('-');
+        let labels = match self.backend {
+            super::real::Backend::Sandbox => json!({}),
+            super::real::Backend::Real => json!({ENV_LABEL: id, super::real::OWNED: "true"}),
+        };
+        gpu_node_with(&self.client, &name, gpus, labels).await;
+        if self.backend == super::real::Backend::Real {
+            // A new node carries `node.kubernetes.io/not-ready` until the node lifecycle controller sees it Ready
+            // (the simulated kubelet's heartbeat); a test starts from a node that has joined.
+            let nodes: Api<Node> = Api::all(self.client.clone());
+            eventually_seen(30, "the node to join", || async {
+                let keys = taint_keys(&nodes.get(&name).await.map_err(|e| e.to_string())?);
+                match keys.iter().any(|k| k.starts_with("node.kubernetes.io/")) {
+                    false => Ok(()),
+                    true => Err(format!("taints {keys:?}")),
+                }
+            })
+            .await;
+        }
+        name
+    }
+
+    /// `spec` with a node selector for this test's nodes (on the real control plane).
+    pub fn pool_spec(&self, mut spec: Value) -> Value {
+        if self.backend == super::real::Backend::Real {
+            spec["nodeSelector"] = json!({"matchLabels": {ENV_LABEL: self.prefix.trim_end_matches('-')}});
+        }
+        spec
+    }
+
+    /// The client the controller runs with: through the fault proxy on the real control plane.
+    pub fn controller_client(&self) -> Client {
+        match &self.proxy {
+            Some(p) => p.client(),
+            None => self.client.clone(),
+        }
+    }
+
+    pub fn controller(&self, identity: &str, leader_election: bool) -> Running {
+        controller(&self.controller_client(), identity, leader_election)
+    }
+
+    pub fn set_faults(&self, faults: sublet::sandbox::FaultConfig) {
+        match (&self.sandbox, &self.proxy) {
+            (Some(s), _) => s.set_faults(faults),
+            (None, Some(p)) => p.faults.set(faults),
+            (None, None) => unreachable!("a test env has a sandbox or a proxy"),
+        }
+    }
+
+    pub fn faults_fired(&self) -> Vec<u64> {
+        match (&self.sandbox, &self.proxy) {
+            (Some(s), _) => s.faults_fired(),
+            (None, Some(p)) => p.faults.fired(),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// Binds a pod to a node through the binding subresource, as a scheduler does.
+    pub async fn bind(&self, ns: &str, pod: &str, node: &str) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let binding: k8s_openapi::api::core::v1::Binding = serde_json::from_value(json!({
+            "metadata": {"name": pod}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}}))
+        .unwrap();
+        pods.create_subresource::<_, serde_json::Value>("binding", pod, &PostParams::default(), &binding)
+            .await
+            .expect("pod bound");
+    }
 }

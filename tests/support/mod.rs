@@ -24,3 +24,7 @@ pub fn tool(name: &str) -> PathBuf {
 pub mod sandbox;
 
 pub mod cluster;
+
+pub mod fault_proxy;
+
+pub mod real;

@@ -13,6 +13,9 @@ pub struct TestCluster {
     pub runtime: tokio::runtime::Runtime,
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
+    /// Put before the names the test creates (empty on the sandbox, which is the test's own).
+    pub prefix: String,
+    _turn: Option<tokio::sync::MutexGuard<'static, ()>>,
 }
 
 impl TestCluster {
@@ -35,7 +38,45 @@ impl TestCluster {
             runtime,
             dir,
             kubeconfig,
+            prefix: String::new(),
+            _turn: None,
         }
+    }
+
+    /// The sandbox (with `config`) or this test's turn on the real control plane, where the test names what it
+    /// creates with [`TestCluster::name`] and labels its namespaces with [`TestCluster::namespace`].
+    pub fn on(backend: super::real::Backend, config: SandboxConfig) -> TestCluster {
+        eprintln!("-- on the {backend:?} cluster");
+        if backend == super::real::Backend::Sandbox {
+            return TestCluster::with(config);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (turn, _client) = runtime.block_on(super::real::turn());
+        TestCluster {
+            handle: None,
+            runtime,
+            dir: tempfile::tempdir().unwrap(),
+            kubeconfig: super::real::real().kubeconfig.clone(),
+            prefix: format!("{}-", super::real::unique("k")),
+            _turn: Some(turn),
+        }
+    }
+
+    /// This test's name for `base`.
+    pub fn name(&self, base: &str) -> String {
+        format!("{}{base}", self.prefix)
+    }
+
+    /// Creates the namespace `name(base)` (swept after the test on the real control plane) and answers its name.
+    pub fn namespace(&self, base: &str) -> String {
+        let ns = self.name(base);
+        self.ok(&["create", "namespace", &ns]);
+        self.ok(&["label", "namespace", &ns, &format!("{}=true", super::real::OWNED)]);
+        ns
     }
 
     pub fn handle(&self) -> &SandboxHandle {

@@ -11,7 +11,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use sublet::api::{GpuLease, GpuLeaseStatus, LeasePhase, TenantPool};
-use sublet::sandbox::{FaultAction, FaultConfig, FaultRule, SandboxHandle};
+use sublet_sandbox::{FaultAction, FaultConfig, FaultRule, SandboxHandle};
 
 use super::rbac::{installed, kubectl, rbac_sandbox, replica_config};
 use crate::support::cluster::{

@@ -12,6 +12,7 @@
 
 mod admission;
 mod apply;
+mod helm;
 mod hostile;
 mod rbac;
 mod release;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -14,7 +14,9 @@ use sublet::api::{GpuLease, LeasePhase, TenantPool};
 use sublet_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
 
 use super::deploy_yaml;
-use crate::support::cluster::{create_lease, create_pool, eventually, gpu_node, gpu_pod, label, taint_keys};
+use crate::support;
+use crate::support::cluster::{TestEnv, create_lease, create_pool, eventually, gpu_node, gpu_pod, label, taint_keys};
+use crate::support::real::{Backend, clusters};
 
 /// `kubectl` with the sandbox's admin kubeconfig, off the async runtime.
 pub(crate) async fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str], stdin: Option<&str>) -> String {
@@ -41,36 +43,41 @@ pub(crate) async fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str], stdin
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Installs the rendered chart, then answers a client that authenticates as the chart's ServiceAccount with a
-/// token from TokenRequest, as the kubelet would project it into the pod.
-pub(crate) async fn install(sandbox: &SandboxHandle, dir: &Path) -> Client {
-    let kubeconfig = dir.join("admin.kubeconfig");
-    sandbox.write_kubeconfig(&kubeconfig).unwrap();
+/// Applies the rendered chart with the admin kubeconfig and answers a token for the chart's ServiceAccount
+/// from TokenRequest, as the kubelet would project it into the pod.
+async fn apply_chart(kubeconfig: &Path, dir: &Path) -> String {
     kubectl(
-        &kubeconfig,
+        kubeconfig,
         dir,
-        &["apply", "--server-side", "-f", "-"],
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
         Some(&deploy_yaml()),
     )
     .await;
     let token = kubectl(
-        &kubeconfig,
+        kubeconfig,
         dir,
         &["create", "token", "sublet", "-n", "sublet-system"],
         None,
     )
     .await;
-    let sa_kubeconfig = dir.join("sublet.kubeconfig");
-    std::fs::write(
-        &sa_kubeconfig,
-        sublet_sandbox::kubeconfig::render(&sandbox.url(), token.trim()),
-    )
-    .unwrap();
-    sublet::controller::client(&sublet::controller::Connect {
-        kubeconfig: Some(sa_kubeconfig),
-    })
-    .await
-    .expect("a client for the ServiceAccount")
+    token.trim().to_string()
+}
+
+/// A client that authenticates with the kubeconfig written to `path`, as `sublet run` would.
+async fn client_from(path: std::path::PathBuf, text: &str) -> Client {
+    std::fs::write(&path, text).unwrap();
+    sublet::controller::client(&sublet::controller::Connect { kubeconfig: Some(path) })
+        .await
+        .expect("a client for the ServiceAccount")
+}
+
+/// Installs the rendered chart, then answers a client that authenticates as the chart's ServiceAccount.
+pub(crate) async fn install(sandbox: &SandboxHandle, dir: &Path) -> Client {
+    let kubeconfig = dir.join("admin.kubeconfig");
+    sandbox.write_kubeconfig(&kubeconfig).unwrap();
+    let token = apply_chart(&kubeconfig, dir).await;
+    let text = sublet_sandbox::kubeconfig::render(&sandbox.url(), &token);
+    client_from(dir.join("sublet.kubeconfig"), &text).await
 }
 
 /// A sandbox that authorizes every request with RBAC, and a folder for kubeconfigs.
@@ -122,15 +129,45 @@ fn forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
-    let (sandbox, dir) = rbac_sandbox().await;
-    let (admin, sa) = installed(&sandbox, dir.path()).await;
-    gpu_node(&admin, "gpu-1", 8).await;
-    gpu_node(&admin, "gpu-2", 8).await;
+    for backend in clusters() {
+        life_cycle_with_the_charts_rbac(backend).await;
+    }
+}
+
+/// Installs the rendered chart on `env`'s API server and answers a client that authenticates as the chart's
+/// ServiceAccount with a token from TokenRequest.
+async fn install_on(env: &TestEnv, dir: &Path) -> Client {
+    let Some(sandbox) = &env.sandbox else {
+        let kubeconfig = crate::support::real::real().kubeconfig.clone();
+        let token = apply_chart(&kubeconfig, dir).await;
+        // The admin kubeconfig's server and CA, with the token as the only credential.
+        let admin: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&kubeconfig).unwrap()).unwrap();
+        let text = json!({"apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "real", "cluster": admin["clusters"][0]["cluster"]}],
+            "users": [{"name": "sublet", "user": {"token": token}}],
+            "contexts": [{"name": "real", "context": {"cluster": "real", "user": "sublet"}}],
+            "current-context": "real"});
+        return client_from(dir.join("sublet.kubeconfig"), &serde_yaml_ng::to_string(&text).unwrap()).await;
+    };
+    install(sandbox, dir).await
+}
+
+async fn life_cycle_with_the_charts_rbac(backend: Backend) {
+    let env = TestEnv::with_rbac(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sa = install_on(&env, dir.path()).await;
+    let admin = env.client.clone();
+    let (acme, ml) = (env.acme.as_str(), env.ml.as_str());
+    let gpu_1 = env.gpu_node("gpu-1", 8).await;
+    let gpu_2 = env.gpu_node("gpu-2", 8).await;
+    let pool = env.name("a100");
     create_pool(
         &admin,
-        "a100",
-        json!({"mode": "Enforce", "idle": {"forSeconds": 0}, "reclaim": {"noticeSeconds": 3, "cooldownSeconds": 0},
+        &pool,
+        env.pool_spec(
+            json!({"mode": "Enforce", "idle": {"forSeconds": 0}, "reclaim": {"noticeSeconds": 3, "cooldownSeconds": 0},
                "pricing": {"defaultPerGpuHour": 3.6}}),
+        ),
     )
     .await;
 
@@ -146,7 +183,7 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
     }
 
     let nodes: Api<Node> = Api::all(admin.clone());
-    for n in ["gpu-1", "gpu-2"] {
+    for n in [&gpu_1, &gpu_2] {
         eventually(30, "nodes lent", || async {
             let node = nodes.get(n).await.unwrap();
             (label(&node, "sublet.dev/state") == Some("lent")).then_some(())
@@ -158,8 +195,8 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
     assert!(matches!(holder.as_deref(), Some("sublet-0" | "sublet-1")), "{holder:?}");
 
     // A tenant's lease binds; its pod, admitted by the policy, is placed by the scheduler (a binding).
-    create_lease(&admin, "acme", "job", json!({"pool": "a100", "gpus": 8})).await;
-    let gpuleases: Api<GpuLease> = Api::namespaced(admin.clone(), "acme");
+    create_lease(&admin, acme, "job", json!({"pool": pool, "gpus": 8})).await;
+    let gpuleases: Api<GpuLease> = Api::namespaced(admin.clone(), acme);
     let leased = eventually(20, "the lease bound", || async {
         let s = gpuleases.get("job").await.unwrap().status?;
         (s.phase == LeasePhase::Bound && s.nodes.len() == 1).then(|| s.nodes[0].clone())
@@ -168,22 +205,33 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
     let status = gpuleases.get("job").await.unwrap().status.unwrap();
     let carry = json!({"nodeSelector": status.node_selector,
         "tolerations": [status.tolerations[0], {"key": "nvidia.com/gpu", "operator": "Exists"}]});
-    gpu_pod(&admin, "acme", "worker", 8, None, carry).await;
-    sandbox
-        .local()
-        .bind("acme", "worker", &leased)
-        .expect("tenant pod binds");
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), "acme");
-    pods.patch_status(
-        "worker",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"phase": "Running"}})),
-    )
-    .await
-    .unwrap();
+    gpu_pod(&admin, acme, "worker", 8, None, carry).await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), acme);
+    match &env.sandbox {
+        Some(sandbox) => {
+            sandbox.local().bind(acme, "worker", &leased).expect("tenant pod binds");
+            pods.patch_status(
+                "worker",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Running"}})),
+            )
+            .await
+            .unwrap();
+        }
+        // kube-scheduler places it by the lease's selector and toleration; the simulated kubelet starts it.
+        None => {
+            eventually(30, "the tenant pod running on the leased node", || async {
+                let p = pods.get("worker").await.unwrap();
+                let on = p.spec.and_then(|s| s.node_name);
+                let running = p.status.and_then(|s| s.phase).as_deref() == Some("Running");
+                (on.as_deref() == Some(leased.as_str()) && running).then_some(())
+            })
+            .await;
+        }
+    }
 
     // Internal demand: notice on the lease and the pod, eviction at the deadline, the node back clean.
-    gpu_pod(&admin, "ml", "train", 16, None, json!({})).await;
+    gpu_pod(&admin, ml, "train", 16, None, json!({})).await;
     let deadline = eventually(20, "the notice", || async {
         let s = gpuleases.get("job").await.unwrap().status?;
         (s.phase == LeasePhase::Reclaiming).then_some(s.notice_deadline?.0)
@@ -213,7 +261,7 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
         (gpuleases.get("job").await.unwrap().status?.phase == LeasePhase::Released).then_some(())
     })
     .await;
-    let events: Api<Event> = Api::namespaced(admin.clone(), "acme");
+    let events: Api<Event> = Api::namespaced(admin.clone(), acme);
     let reasons: Vec<String> = events
         .list(&ListParams::default())
         .await
@@ -226,16 +274,16 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
         assert!(reasons.iter().any(|r| r == reason), "no {reason} event: {reasons:?}");
     }
     let pools: Api<TenantPool> = Api::all(admin.clone());
-    let pool_status = pools.get("a100").await.unwrap().status.expect("pool status written");
+    let pool_status = pools.get(&pool).await.unwrap().status.expect("pool status written");
     assert_eq!(pool_status.totals.nodes, 2);
 
     // Writes the controller does not need are refused.
     let as_sa_nodes: Api<Node> = Api::all(sa.clone());
     forbidden(
-        as_sa_nodes.delete("gpu-1", &DeleteParams::default()).await,
+        as_sa_nodes.delete(&gpu_1, &DeleteParams::default()).await,
         "deleting a node",
     );
-    let as_sa_pods: Api<Pod> = Api::namespaced(sa.clone(), "ml");
+    let as_sa_pods: Api<Pod> = Api::namespaced(sa.clone(), ml);
     let intruder = serde_json::from_value(
         json!({"metadata": {"name": "x"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}),
     )
@@ -244,7 +292,7 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
         as_sa_pods.create(&PostParams::default(), &intruder).await,
         "creating a pod",
     );
-    let as_sa_leases: Api<GpuLease> = Api::namespaced(sa.clone(), "acme");
+    let as_sa_leases: Api<GpuLease> = Api::namespaced(sa.clone(), acme);
     forbidden(
         as_sa_leases
             .patch(
@@ -257,7 +305,7 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
     );
     let as_sa_pools: Api<TenantPool> = Api::all(sa.clone());
     forbidden(
-        as_sa_pools.delete("a100", &DeleteParams::default()).await,
+        as_sa_pools.delete(&pool, &DeleteParams::default()).await,
         "deleting a pool",
     );
     let secrets: Api<Secret> = Api::namespaced(sa.clone(), "sublet-system");
@@ -275,9 +323,9 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
     );
 
     // Deleting the pool: its finalizer is the controller's to remove, and it does.
-    pools.delete("a100", &DeleteParams::default()).await.unwrap();
+    pools.delete(&pool, &DeleteParams::default()).await.unwrap();
     eventually(20, "the pool gone", || async {
-        pools.get_opt("a100").await.unwrap().is_none().then_some(())
+        pools.get_opt(&pool).await.unwrap().is_none().then_some(())
     })
     .await;
 
@@ -289,7 +337,6 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
             "the controller stopped cleanly: {result:?}"
         );
     }
-    sandbox.shutdown().await;
 }
 
 /// The HTTP status of a GET, or None while nothing listens.

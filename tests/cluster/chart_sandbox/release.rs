@@ -11,7 +11,7 @@ use crate::support::sandbox::TestCluster;
 fn helm_against(cluster: &TestCluster, release: &str, namespace: &str, sets: &[&str]) -> std::process::Output {
     let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/sublet");
     let home = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(support::tool("helm"));
+    let mut cmd = Command::new(crate::support::tool("helm"));
     cmd.args(["template", release, chart.to_str().unwrap(), "--namespace", namespace])
         .arg("--dry-run=server")
         .env("KUBECONFIG", &cluster.kubeconfig)

@@ -149,6 +149,14 @@ impl Cluster {
         name: &str,
         expect_rv: Option<u64>,
     ) -> Result<Value, ApiError> {
+        // A CRD's resource stops being served before the CRD itself goes, so that nobody finds the CRD gone
+        // while its resource still answers (kube-apiserver, too, stops serving it first).
+        let crd = (rt.key() == "apiextensions.k8s.io/customresourcedefinitions")
+            .then(|| self.get(rt, ns, name).ok())
+            .flatten();
+        if let Some(obj) = &crd {
+            builtin::crd::uninstall(self, obj);
+        }
         match self.store.write(
             &rt.key(),
             ns,
@@ -160,11 +168,20 @@ impl Cluster {
         ) {
             Ok(stored) => {
                 let value = stored.value();
-                builtin::after_remove(self, rt, &value);
+                if crd.is_none() {
+                    builtin::after_remove(self, rt, &value);
+                }
                 Ok(value)
             }
-            Err(StoreError::Conflict) => Err(ApiError::stale(&rt.gr(), name)),
-            Err(_) => Err(ApiError::not_found(&rt.gr(), name)),
+            Err(e) => {
+                if let Some(obj) = &crd {
+                    builtin::crd::install(self, obj);
+                }
+                match e {
+                    StoreError::Conflict => Err(ApiError::stale(&rt.gr(), name)),
+                    _ => Err(ApiError::not_found(&rt.gr(), name)),
+                }
+            }
         }
     }
 }

@@ -209,9 +209,9 @@ fn defaults_fill_an_empty_pool() {
     assert_eq!(pool_errors(json!({})), Vec::<String>::new());
 }
 
-#[test]
-fn a_full_valid_pool_passes_every_rule() {
-    let errors = pool_errors(json!({
+/// A pool that sets every field, validly.
+fn full_valid_pool() -> Value {
+    json!({
         "nodeSelector": {"matchLabels": {"gpu": "a100"}},
         "gpuModels": ["NVIDIA-A100-SXM4-80GB"],
         "idle": {"maxUtilizationPercent": 10, "forSeconds": 600},
@@ -226,13 +226,17 @@ fn a_full_valid_pool_passes_every_rule() {
                    "promql": {"query": "sum(queue_pending_gpus)"}},
         "utilization": {"prometheusUrl": "http://prometheus:9090", "staleSeconds": 60},
         "mode": "Enforce"
-    }));
-    assert_eq!(errors, Vec::<String>::new());
+    })
 }
 
 #[test]
-fn pool_rules_reject_nonsense_with_clear_messages() {
-    let cases = [
+fn a_full_valid_pool_passes_every_rule() {
+    assert_eq!(pool_errors(full_valid_pool()), Vec::<String>::new());
+}
+
+/// Pools every one of which breaks a rule, with the rule's message.
+fn pool_rejections() -> Vec<(Value, &'static str)> {
+    vec![
         (
             json!({"idle": {"maxUtilizationPercent": 101}}),
             "maxUtilizationPercent must be between 0 and 100",
@@ -341,23 +345,32 @@ fn pool_rules_reject_nonsense_with_clear_messages() {
             json!({"utilization": {"prometheusUrl": "http://p", "staleSeconds": 0}}),
             "staleSeconds must be at least 1",
         ),
-    ];
-    for (spec, message) in cases {
+    ]
+}
+
+#[test]
+fn pool_rules_reject_nonsense_with_clear_messages() {
+    for (spec, message) in pool_rejections() {
         let errors = pool_errors(spec.clone());
         assert_rejects(errors, message);
     }
 }
 
-#[test]
-fn pool_boundaries_are_accepted() {
-    for spec in [
+/// Pools at the edges of what the rules allow.
+fn pool_boundaries() -> Vec<Value> {
+    vec![
         json!({"idle": {"maxUtilizationPercent": 0, "forSeconds": 0}}),
         json!({"idle": {"maxUtilizationPercent": 100, "forSeconds": 604800}}),
         json!({"reserve": {"percent": 100, "learned": {"quantile": 1.0, "historyDays": 90}}}),
         json!({"reclaim": {"noticeSeconds": 0, "maxConcurrent": 1}}),
         json!({"maxLentPercent": 0}),
         json!({"windows": [{"start": "00:00", "end": "00:01"}, {"start": "23:59", "end": "24:00"}]}),
-    ] {
+    ]
+}
+
+#[test]
+fn pool_boundaries_are_accepted() {
+    for spec in pool_boundaries() {
         assert_eq!(pool_errors(spec.clone()), Vec::<String>::new(), "{spec}");
     }
 }
@@ -376,13 +389,14 @@ fn unknown_enum_values_do_not_deserialize() {
     );
 }
 
-#[test]
-fn lease_rules_on_create() {
-    let ok = lease(
-        json!({"pool": "a100", "gpus": 8, "gpuModel": "A100", "durationSeconds": 3600, "maxPricePerGpuHour": 2.0}),
-    );
-    assert!(ok.validate_cel().is_ok());
-    let cases = [
+/// A lease that sets every field, validly.
+fn full_valid_lease() -> Value {
+    json!({"pool": "a100", "gpus": 8, "gpuModel": "A100", "durationSeconds": 3600, "maxPricePerGpuHour": 2.0})
+}
+
+/// Leases every one of which breaks a rule on create, with the rule's message.
+fn lease_rejections() -> Vec<(Value, &'static str)> {
+    vec![
         (json!({"pool": "a100", "gpus": 0}), "gpus must be between 1 and 100000"),
         (json!({"pool": "a100", "gpus": -8}), "gpus must be between 1 and 100000"),
         (json!({"pool": "", "gpus": 8}), "pool must not be empty"),
@@ -394,8 +408,13 @@ fn lease_rules_on_create() {
             json!({"pool": "a100", "gpus": 8, "maxPricePerGpuHour": -1.0}),
             "maxPricePerGpuHour must not be negative",
         ),
-    ];
-    for (spec, message) in cases {
+    ]
+}
+
+#[test]
+fn lease_rules_on_create() {
+    assert!(lease(full_valid_lease()).validate_cel().is_ok());
+    for (spec, message) in lease_rejections() {
         let errors = lease(spec)
             .validate_cel()
             .map(|_| vec![])
@@ -404,15 +423,11 @@ fn lease_rules_on_create() {
     }
 }
 
-#[test]
-fn lease_pool_gpus_and_model_are_immutable() {
-    let old = lease(json!({"pool": "a100", "gpus": 8, "gpuModel": "A100"}));
-    let same = lease(json!({"pool": "a100", "gpus": 8, "gpuModel": "A100", "durationSeconds": 600}));
-    assert!(
-        same.validate_cel_update(&old).is_ok(),
-        "changing durationSeconds is allowed"
-    );
-    let cases = [
+/// A lease, an allowed change of it, and changes that break a rule with the rule's message.
+fn lease_changes() -> (Value, Value, Vec<(Value, &'static str)>) {
+    let old = json!({"pool": "a100", "gpus": 8, "gpuModel": "A100"});
+    let allowed = json!({"pool": "a100", "gpus": 8, "gpuModel": "A100", "durationSeconds": 600});
+    let refused = vec![
         (
             json!({"pool": "h100", "gpus": 8, "gpuModel": "A100"}),
             "pool is immutable",
@@ -427,7 +442,18 @@ fn lease_pool_gpus_and_model_are_immutable() {
         ),
         (json!({"pool": "a100", "gpus": 8}), "gpuModel is immutable"),
     ];
-    for (spec, message) in cases {
+    (old, allowed, refused)
+}
+
+#[test]
+fn lease_pool_gpus_and_model_are_immutable() {
+    let (old, allowed, refused) = lease_changes();
+    let old = lease(old);
+    assert!(
+        lease(allowed).validate_cel_update(&old).is_ok(),
+        "changing durationSeconds is allowed"
+    );
+    for (spec, message) in refused {
         let errors = lease(spec)
             .validate_cel_update(&old)
             .map(|_| vec![])
@@ -466,4 +492,135 @@ fn examples_parse_and_pass_validation() {
         }
     }
     assert!(seen >= 2, "examples/ holds at least a pool and a lease");
+}
+
+/// The real kubectl against an API server serving sublet's CRDs: the sandbox (a server of its own) or the
+/// real control plane (this test's turn on it).
+struct Server {
+    kubeconfig: std::path::PathBuf,
+    home: tempfile::TempDir,
+    namespace: String,
+    _sandbox: Option<crate::support::sandbox::TestCluster>,
+    _turn: Option<tokio::sync::MutexGuard<'static, ()>>,
+}
+
+impl Server {
+    fn start(backend: crate::support::real::Backend) -> Server {
+        use crate::support::real::{Backend, OWNED};
+        let home = tempfile::tempdir().unwrap();
+        let (kubeconfig, sandbox, turn, namespace) = match backend {
+            Backend::Sandbox => {
+                let cluster = crate::support::sandbox::TestCluster::start();
+                (cluster.kubeconfig.clone(), Some(cluster), None, "tenant-a".to_string())
+            }
+            Backend::Real => {
+                let runtime = tokio::runtime::Runtime::new().unwrap();
+                let (turn, _client) = runtime.block_on(crate::support::real::turn());
+                let ns = format!("{}-tenant", crate::support::real::unique("crd"));
+                let server = crate::support::real::real();
+                let s = Server {
+                    kubeconfig: server.kubeconfig.clone(),
+                    home,
+                    namespace: ns.clone(),
+                    _sandbox: None,
+                    _turn: Some(turn),
+                };
+                let out = s.kubectl(&["create", "namespace", &ns], "");
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                s.kubectl(&["label", "namespace", &ns, &format!("{OWNED}=true")], "");
+                return s;
+            }
+        };
+        let s = Server {
+            kubeconfig,
+            home,
+            namespace,
+            _sandbox: sandbox,
+            _turn: turn,
+        };
+        let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        let out = s.kubectl(&["apply", "--server-side", "-f", crds.to_str().unwrap()], "");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        s.kubectl(&["create", "namespace", &s.namespace], "");
+        s
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(crate::support::tool("kubectl"))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.home.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// `kubectl VERB -f -` with `obj`: whether the server took it, and what kubectl printed on stderr.
+    fn send(&self, verb: &[&str], obj: &Value) -> (bool, String) {
+        let mut args = verb.to_vec();
+        args.extend(["-f", "-"]);
+        let out = self.kubectl(&args, &obj.to_string());
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    fn pool(&self, spec: Value) -> Value {
+        json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool",
+            "metadata": {"name": format!("{}-pool", self.namespace)}, "spec": spec})
+    }
+
+    fn lease(&self, spec: Value) -> Value {
+        json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "GpuLease",
+            "metadata": {"name": "train", "namespace": self.namespace}, "spec": spec})
+    }
+}
+
+/// Every rule's valid and invalid cases above, through the real kubectl, judged by the API server itself:
+/// the sandbox and the real kube-apiserver (`SUBLET_TEST_CLUSTER`) refuse with the rule's message.
+#[test]
+fn cel_rules_through_kubectl_on_the_api_server() {
+    let dry = ["create", "--dry-run=server"];
+    for backend in crate::support::real::clusters() {
+        eprintln!("-- on the {backend:?} cluster");
+        let server = Server::start(backend);
+        let mut valid = vec![json!({}), full_valid_pool()];
+        valid.extend(pool_boundaries());
+        for spec in valid {
+            let (ok, err) = server.send(&dry, &server.pool(spec.clone()));
+            assert!(ok, "{backend:?} refused a valid pool {spec}: {err}");
+        }
+        for (spec, message) in pool_rejections() {
+            let (ok, err) = server.send(&dry, &server.pool(spec.clone()));
+            assert!(
+                !ok && err.contains(message),
+                "{backend:?}: {spec} should be refused with {message:?}, got {err}"
+            );
+        }
+        let (ok, err) = server.send(&dry, &server.lease(full_valid_lease()));
+        assert!(ok, "{backend:?} refused a valid lease: {err}");
+        for (spec, message) in lease_rejections() {
+            let (ok, err) = server.send(&dry, &server.lease(spec.clone()));
+            assert!(
+                !ok && err.contains(message),
+                "{backend:?}: {spec} should be refused with {message:?}, got {err}"
+            );
+        }
+        let (old, allowed, refused) = lease_changes();
+        let (ok, err) = server.send(&["create"], &server.lease(old));
+        assert!(ok, "{backend:?}: {err}");
+        let replace = ["replace", "--dry-run=server"];
+        let (ok, err) = server.send(&replace, &server.lease(allowed));
+        assert!(ok, "{backend:?} refused an allowed change: {err}");
+        for (spec, message) in refused {
+            let (ok, err) = server.send(&replace, &server.lease(spec.clone()));
+            assert!(
+                !ok && err.contains(message),
+                "{backend:?}: {spec} should be refused with {message:?}, got {err}"
+            );
+        }
+    }
 }

@@ -3,8 +3,6 @@
 //! without honorLabels. A lease's series keep their tenant's namespace, the dashboard's per-tenant panels
 //! answer one series per tenant, counters are there at zero, and a lease's series go when it ends.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -13,9 +11,9 @@ use kube::Api;
 use kube::api::DeleteParams;
 use serde_json::{Value, json};
 use sublet::api::GpuLease;
-use sublet::sandbox::SandboxConfig;
+use sublet_sandbox::SandboxConfig;
 use sublet::signals::prometheus::{Prometheus, Sample};
-use support::cluster::*;
+use crate::support::cluster::*;
 
 /// Debian's prometheus: `SUBLET_PROMETHEUS`, then /usr/bin/prometheus; a missing one fails the test.
 fn prometheus_binary() -> PathBuf {

@@ -2,17 +2,15 @@
 //! `kubectl get tenantpools` and `gpuleases` answer "is it healthy and what would it lend", a pool with a
 //! broken spec does not print like a healthy one, and the events name every node and pod they are about.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::json;
-use sublet::sandbox::SandboxConfig;
-use support::cluster::*;
+use sublet_sandbox::SandboxConfig;
+use crate::support::cluster::*;
 
 fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str]) -> String {
-    let out = Command::new(support::tool("kubectl"))
+    let out = Command::new(crate::support::tool("kubectl"))
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .env("HOME", home)
