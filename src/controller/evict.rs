@@ -42,6 +42,7 @@ pub fn overdue_terminating(snapshot: &Snapshot) -> Vec<Step> {
                     node: node.name.clone(),
                     deadline,
                 },
+                cause: crate::policy::Cause::NoticeServed,
                 reason: format!("reclaim deadline {deadline} has passed and the pod is still terminating"),
             })
         })

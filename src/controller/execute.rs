@@ -654,6 +654,7 @@ mod tests {
     fn step(action: Action) -> Step {
         Step {
             action,
+            cause: crate::policy::Cause::NoticeServed,
             reason: String::new(),
         }
     }

@@ -192,7 +192,11 @@ impl Metrics {
             "Internal demand: GPUs internal work uses and waits for, by pool and class",
             &["pool", "class"],
         );
-        let capacity = int_gauges("pool_capacity_gpus", "GPUs of a pool's member nodes, by class", &["pool", "class"]);
+        let capacity = int_gauges(
+            "pool_capacity_gpus",
+            "GPUs of a pool's member nodes, by class",
+            &["pool", "class"],
+        );
         let marks_repaired = int_counters(
             "node_marks_repaired_total",
             "Nodes whose sublet.dev/ marks disagreed with sublet's record and were put right",
@@ -363,7 +367,11 @@ impl Metrics {
     /// Internal demand and capacity of one class, the history the learned reserve reads back.
     pub fn class_demand(&self, pool: &str, class: &str, demand_gpus: u32, capacity_gpus: u32) {
         let mut exported = self.exported.lock().expect("metrics lock");
-        exported.entry(pool.to_string()).or_default().classes.insert(class.to_string());
+        exported
+            .entry(pool.to_string())
+            .or_default()
+            .classes
+            .insert(class.to_string());
         self.internal_demand
             .with_label_values(&[pool, class])
             .set(i64::from(demand_gpus));

@@ -25,8 +25,8 @@
 
 mod cache;
 mod cached_pod;
-mod evict;
 mod events;
+mod evict;
 mod execute;
 mod finalize;
 mod http;

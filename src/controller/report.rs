@@ -17,7 +17,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::execute::Outcome;
+use super::execute::{Done, Outcome};
 use super::{Context, Error};
 use crate::api::keys::{FIELD_MANAGER, LEASE_LABEL, LEASE_TAINT, lease_key};
 use crate::api::{

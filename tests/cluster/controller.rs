@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::support::cluster::*;
+use crate::support::real::{Backend, clusters};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
@@ -11,8 +12,6 @@ use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client};
 use serde_json::json;
 use sublet::api::{GpuLease, LeasePhase, TenantPool};
-use crate::support::cluster::*;
-use crate::support::real::{Backend, clusters};
 use sublet_sandbox::SandboxConfig;
 
 const POOL: &str = "a100";

@@ -3,10 +3,10 @@
 //!
 //! It always runs on both servers, whatever `SUBLET_TEST_CLUSTER` says: the comparison needs both.
 
-use http::{Method, Request};
-use serde_json::{Value, json};
 use crate::support::cluster::TestEnv;
 use crate::support::real::Backend;
+use http::{Method, Request};
+use serde_json::{Value, json};
 
 /// One request: method, path (`{ns}` is the test's namespace), content type, body, and what to compare
 /// besides the code and reason.

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::support::cluster::*;
 use serde_json::json;
 use sublet_sandbox::SandboxConfig;
-use crate::support::cluster::*;
 
 fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str]) -> String {
     let out = Command::new(crate::support::tool("kubectl"))

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::cluster::*;
 use kube::Api;
 use kube::api::DeleteParams;
 use serde_json::{Value, json};
 use sublet::api::GpuLease;
-use sublet_sandbox::SandboxConfig;
 use sublet::signals::prometheus::{Prometheus, Sample};
-use crate::support::cluster::*;
+use sublet_sandbox::SandboxConfig;
 
 /// Debian's prometheus: `SUBLET_PROMETHEUS`, then /usr/bin/prometheus; a missing one fails the test.
 fn prometheus_binary() -> PathBuf {

@@ -3,6 +3,7 @@
 //! ClusterQueues take lent nodes back, admitted ones do not.
 
 use crate::support::cluster::*;
+use crate::support::real::{Backend, clusters};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
@@ -10,7 +11,6 @@ use kube::{Api, Client};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sublet::api::{GpuLease, LeasePhase, TenantPool};
-use crate::support::real::{Backend, clusters};
 use sublet_sandbox::SandboxConfig;
 
 fn kueue(client: &Client, kind: &str, plural: &str, ns: &str) -> Api<DynamicObject> {

@@ -362,7 +362,7 @@ impl TestEnv {
         controller(&self.controller_client(), identity, leader_election)
     }
 
-    pub fn set_faults(&self, faults: sublet::sandbox::FaultConfig) {
+    pub fn set_faults(&self, faults: sublet_sandbox::FaultConfig) {
         match (&self.sandbox, &self.proxy) {
             (Some(s), _) => s.set_faults(faults),
             (None, Some(p)) => p.faults.set(faults),

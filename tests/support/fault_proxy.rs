@@ -20,7 +20,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::json;
-use sublet::sandbox::faults::{FaultAction, FaultConfig, Faults};
+use sublet_sandbox::{FaultAction, FaultConfig, Faults};
 use tokio::net::TcpListener;
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;

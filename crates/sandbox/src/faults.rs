@@ -72,12 +72,12 @@ struct State {
     fired: Vec<u64>,
 }
 
-pub(crate) struct Faults {
+pub struct Faults {
     state: Mutex<State>,
 }
 
 impl Faults {
-    pub(crate) fn new(config: FaultConfig) -> Faults {
+    pub fn new(config: FaultConfig) -> Faults {
         let fired = vec![0; config.rules.len()];
         Faults {
             state: Mutex::new(State {
@@ -88,11 +88,11 @@ impl Faults {
         }
     }
 
-    pub(crate) fn config(&self) -> FaultConfig {
+    pub fn config(&self) -> FaultConfig {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).config.clone()
     }
 
-    pub(crate) fn set(&self, config: FaultConfig) {
+    pub fn set(&self, config: FaultConfig) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.fired = vec![0; config.rules.len()];
         state.rng = config.seed;
@@ -100,12 +100,12 @@ impl Faults {
     }
 
     /// How many times each rule has fired since the rules were set.
-    pub(crate) fn fired(&self) -> Vec<u64> {
+    pub fn fired(&self) -> Vec<u64> {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).fired.clone()
     }
 
     /// The fault for a request, if one fires. `resource` is the plural name, `group` its API group.
-    pub(crate) fn decide(&self, verb: &str, group: &str, resource: &str) -> Option<FaultAction> {
+    pub fn decide(&self, verb: &str, group: &str, resource: &str) -> Option<FaultAction> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.config.rules.is_empty() {
             return None;

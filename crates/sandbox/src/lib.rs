@@ -58,7 +58,7 @@ use tokio::sync::watch as watch_channel;
 
 pub use cluster::{Caller, DeleteOpts, PatchKind};
 pub use error::ApiError;
-pub use faults::{FaultAction, FaultConfig, FaultRule};
+pub use faults::{FaultAction, FaultConfig, FaultRule, Faults};
 pub use local::LocalApi;
 
 /// How a sandbox runs.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -14,7 +14,6 @@ use sublet::api::{GpuLease, LeasePhase, TenantPool};
 use sublet_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
 
 use super::deploy_yaml;
-use crate::support;
 use crate::support::cluster::{TestEnv, create_lease, create_pool, eventually, gpu_node, gpu_pod, label, taint_keys};
 use crate::support::real::{Backend, clusters};
 

@@ -4,7 +4,6 @@
 use std::process::Command;
 
 use super::deploy_yaml;
-use crate::support;
 use crate::support::sandbox::TestCluster;
 
 /// `helm template --dry-run=server` against the sandbox: helm's `lookup` sees the cluster, as on install.
