@@ -155,7 +155,8 @@ fn answer(method: &str, path: &str, accept: &str, body: &[u8]) -> (u16, Value) {
         ("GET", "/apis/sublet.dev/v1alpha1/tenantpools") if table => {
             let pool = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool",
                 "metadata": {"name": "a100", "creationTimestamp": ago(3 * 60)},
-                "spec": {"mode": "Enforce"}, "status": {"totals": {"nodes": 4, "gpus": 32, "lentGpus": 8, "leasedGpus": 16}}});
+                "spec": {"mode": "Enforce"}, "status": {"ready": "True", "lending": "Yes",
+                    "totals": {"nodes": 4, "gpus": 32, "lendableGpus": 0, "lentGpus": 8, "leasedGpus": 16}}});
             let crd = tenant_pool_crd();
             let columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
                 .as_array()
@@ -336,8 +337,8 @@ fn kubectl_prints_custom_resource_tables() {
     assert_eq!(
         squeeze(&out),
         [
-            "NAME MODE NODES GPUS LENT LEASED RECLAIMING AGE",
-            "a100 Enforce 4 32 8 16 3h"
+            "NAME MODE READY LENDING NODES GPUS LENDABLE LENT LEASED RECLAIMING AGE",
+            "a100 Enforce True Yes 4 32 0 8 16 3h"
         ]
     );
 }

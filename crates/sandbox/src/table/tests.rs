@@ -505,19 +505,23 @@ fn crd_table_from_sublet_printer_columns() {
         .cloned()
         .expect("printer columns");
     let pool = json!({"metadata": {"name": "a100", "creationTimestamp": "2026-11-22T09:00:00Z"},
-        "spec": {"mode": "Enforce"}, "status": {"totals": {"nodes": 4, "gpus": 32.0, "lentGpus": 8, "leasedGpus": 16}}});
+        "spec": {"mode": "Enforce"}, "status": {"ready": "True", "lending": "Yes",
+            "totals": {"nodes": 4, "gpus": 32.0, "lentGpus": 8, "leasedGpus": 16}}});
     let table = crd_table(&columns, &[&pool], now(), IncludeObject::Metadata);
     assert_eq!(
         names(&table),
-        ["Name", "Mode", "Nodes", "GPUs", "Lent", "Leased", "Reclaiming", "Age"]
+        ["Name", "Mode", "Ready", "Lending", "Nodes", "GPUs", "Lendable", "Lent", "Leased", "Reclaiming", "Age"]
     );
     assert_eq!(
         cells(&table)[0],
         vec![
             json!("a100"),
             json!("Enforce"),
+            json!("True"),
+            json!("Yes"),
             json!(4),
             json!(32),
+            Value::Null,
             json!(8),
             json!(16),
             Value::Null,
