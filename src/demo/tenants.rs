@@ -162,7 +162,10 @@ fn tenant_pod(name: &str, lease: &str, status: &Value, gpus: u64, run_seconds: f
             "nodeSelector": status["nodeSelector"].clone(),
             "tolerations": tolerations,
             "terminationGracePeriodSeconds": 1,
+            // The `restricted` Pod Security level sublet has tenant namespaces enforce.
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [{"name": "job", "image": "tenant/finetune:1",
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
                 "resources": {"requests": {GPU_RESOURCE: n}, "limits": {GPU_RESOURCE: n}}}],
         },
     })

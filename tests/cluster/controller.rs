@@ -74,15 +74,7 @@ async fn leased_worker(env: &TestEnv) -> String {
     create_lease(c, &env.acme, "job", json!({"pool": env.name(POOL), "gpus": 8})).await;
     let leased = bound_node(env, "job").await;
     let s = lease(env, "job").await.status.unwrap();
-    gpu_pod(
-        c,
-        &env.acme,
-        "worker",
-        8,
-        Some(&leased),
-        json!({"tolerations": s.tolerations}),
-    )
-    .await;
+    env.tenant_pod("worker", 8, &s, &leased).await;
     leased
 }
 

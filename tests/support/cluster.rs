@@ -97,12 +97,16 @@ pub async fn create_lease(client: &Client, ns: &str, name: &str, spec: Value) ->
     api.create(&PostParams::default(), &obj).await.expect("lease created")
 }
 
-/// A pod asking for `gpus` GPUs; on `node` and Running when given, else Pending.
+/// A pod asking for `gpus` GPUs; on `node` and Running when given, else Pending. It meets the `restricted`
+/// Pod Security level, which sublet has tenant namespaces enforce (kube-apiserver's admission checks it).
 pub async fn gpu_pod(client: &Client, ns: &str, name: &str, gpus: u32, node: Option<&str>, extra_spec: Value) -> Pod {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let mut spec = json!({
         "terminationGracePeriodSeconds": 0,
-        "containers": [{"name": "main", "image": "trainer:1", "resources": {"requests": {"nvidia.com/gpu": gpus.to_string()}, "limits": {"nvidia.com/gpu": gpus.to_string()}}}],
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "main", "image": "trainer:1",
+            "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+            "resources": {"requests": {"nvidia.com/gpu": gpus.to_string()}, "limits": {"nvidia.com/gpu": gpus.to_string()}}}],
     });
     if let (Value::Object(s), Value::Object(extra)) = (&mut spec, extra_spec) {
         s.extend(extra);
@@ -376,6 +380,37 @@ impl TestEnv {
             (None, Some(p)) => p.faults.fired(),
             (None, None) => Vec::new(),
         }
+    }
+
+    /// A tenant pod of `gpus` GPUs with the lease's node selector and tolerations (as the admission policy wants
+    /// them: no spec.nodeName), Running on `node`: kube-scheduler and the simulated kubelet put it there on the
+    /// real control plane; on the sandbox the test binds it and marks it Running.
+    pub async fn tenant_pod(&self, name: &str, gpus: u32, lease: &sublet::api::GpuLeaseStatus, node: &str) -> Pod {
+        let mut tolerations = serde_json::to_value(&lease.tolerations).unwrap();
+        tolerations
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"key": "nvidia.com/gpu", "operator": "Exists"}));
+        let extra = json!({"nodeSelector": lease.node_selector, "tolerations": tolerations});
+        gpu_pod(&self.client, &self.acme, name, gpus, None, extra).await;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.acme);
+        if self.sandbox.is_some() {
+            self.bind(&self.acme, name, node).await;
+            let status = json!({"status": {"phase": "Running"}});
+            pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .expect("pod running");
+        }
+        eventually_seen(30, "the tenant pod running on its leased node", || async {
+            let p = pods.get(name).await.map_err(|e| e.to_string())?;
+            let on = p.spec.as_ref().and_then(|s| s.node_name.clone());
+            let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+            match (on.as_deref(), phase.as_deref()) {
+                (Some(n), Some("Running")) if n == node => Ok(p),
+                seen => Err(format!("{seen:?}")),
+            }
+        })
+        .await
     }
 
     /// Binds a pod to a node through the binding subresource, as a scheduler does.

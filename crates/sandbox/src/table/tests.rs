@@ -510,7 +510,19 @@ fn crd_table_from_sublet_printer_columns() {
     let table = crd_table(&columns, &[&pool], now(), IncludeObject::Metadata);
     assert_eq!(
         names(&table),
-        ["Name", "Mode", "Ready", "Lending", "Nodes", "GPUs", "Lendable", "Lent", "Leased", "Reclaiming", "Age"]
+        [
+            "Name",
+            "Mode",
+            "Ready",
+            "Lending",
+            "Nodes",
+            "GPUs",
+            "Lendable",
+            "Lent",
+            "Leased",
+            "Reclaiming",
+            "Age"
+        ]
     );
     assert_eq!(
         cells(&table)[0],
