@@ -68,6 +68,7 @@ fn snapshot_with(pending_gpus_per_pod: u32, learned: Option<LearnedPolicy>) -> S
                 pool: Some("bench".into()),
                 state,
                 lease: lease.map(|l| format!("tenant-{}.lease-{l}", l % 50)),
+                lease_uid: None,
                 since: Some(long_ago),
                 returned_at: None,
                 deadline: (state == NodeState::Reclaiming)
@@ -90,6 +91,7 @@ fn snapshot_with(pending_gpus_per_pod: u32, learned: Option<LearnedPolicy>) -> S
         b.lease(LeaseView {
             namespace: format!("tenant-{}", l % 50),
             name: format!("lease-{l}"),
+            uid: None,
             gpus: GPUS,
             model: None,
             duration_seconds: None,

@@ -9,6 +9,9 @@ pub const POOL_LABEL: &str = "sublet.dev/pool";
 pub const STATE_LABEL: &str = "sublet.dev/state";
 /// Node label: the lease (`NAMESPACE.NAME`) a node is bound to.
 pub const LEASE_LABEL: &str = "sublet.dev/lease";
+/// Node annotation: the UID of the lease a node is bound to. A lease deleted and created again under the
+/// same name is another lease: it never takes over the nodes of the one before.
+pub const LEASE_UID_ANNOTATION: &str = "sublet.dev/lease-uid";
 /// Node annotation: when the node entered its current sublet state (RFC 3339).
 pub const SINCE_ANNOTATION: &str = "sublet.dev/since";
 /// Node annotation: when the node was last returned to internal use (RFC 3339); starts the cool-down.

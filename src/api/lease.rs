@@ -140,6 +140,12 @@ pub struct GpuLeaseStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["node".into()]))]
     pub notices: Vec<NodeNotice>,
+    /// sublet's record of every node the lease has held: when it was bound and when it went back. The ledger
+    /// is accrued from these spans, never from what the lease holds at the moment of a write, so a status
+    /// write that fails, or a controller that dies, bills the past as it was once a later pass writes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["node".into()]))]
+    pub holds: Vec<NodeHold>,
     /// The price per GPU-hour the lease pays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_per_gpu_hour: Option<f64>,
@@ -168,6 +174,20 @@ pub struct NodeNotice {
     pub node: String,
     /// When the node goes back; it never moves.
     pub deadline: Time,
+}
+
+/// One node a lease held, from its binding to its return (whole seconds).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeHold {
+    pub node: String,
+    /// GPUs on the node while the lease held it.
+    pub gpus: i32,
+    /// When sublet bound the node to the lease.
+    pub bound_at: Time,
+    /// When the node went back; unset while the lease holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returned_at: Option<Time>,
 }
 
 /// A cost for people: rounded to cents, with its currency (`status.costText`).

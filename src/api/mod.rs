@@ -17,7 +17,7 @@ mod policy;
 mod pool;
 
 pub use condition::{Condition, ConditionStatus, set_condition};
-pub use lease::{GpuLease, GpuLeaseSpec, GpuLeaseStatus, LeasePhase, NodeNotice, cost_text};
+pub use lease::{GpuLease, GpuLeaseSpec, GpuLeaseStatus, LeasePhase, NodeHold, NodeNotice, cost_text};
 pub use policy::selector;
 pub use pool::{
     ClassReserve, DemandSources, EndedLease, EndedTotals, IdleRule, KueueDemand, LearnedReserve, LendingWindow,

@@ -26,8 +26,8 @@ use serde_json::{Value, json};
 
 use super::{Context, Error, timed};
 use crate::api::keys::{
-    DEADLINE_ANNOTATION, LEASE_LABEL, LEASE_TAINT, LENT_TAINT, POOL_LABEL, RECLAIMING_TAINT, RETURNED_ANNOTATION,
-    SINCE_ANNOTATION, STATE_LABEL,
+    DEADLINE_ANNOTATION, LEASE_LABEL, LEASE_TAINT, LEASE_UID_ANNOTATION, LENT_TAINT, POOL_LABEL, RECLAIMING_TAINT,
+    RETURNED_ANNOTATION, SINCE_ANNOTATION, STATE_LABEL,
 };
 use crate::policy::{Action, NodeState, Snapshot, Step};
 
@@ -221,9 +221,10 @@ async fn run_step(ctx: &Context, pool: &str, step: &Step, reclaim: Reclaim, now:
         }
         Action::Bind { namespace, name, nodes } => {
             let key = crate::api::keys::lease_key(namespace, name);
+            let uid = lease_uid(ctx, namespace, name);
             let mut result = Ok(Done::AlreadySo);
             for node in nodes {
-                result = update_node(ctx, node, |n| mark(n, pool, Mark::Bind(&key), now)).await;
+                result = update_node(ctx, node, |n| mark(n, pool, Mark::Bind(&key, uid.as_deref()), now)).await;
                 if result.is_err() {
                     break;
                 }
@@ -260,9 +261,19 @@ async fn run_step(ctx: &Context, pool: &str, step: &Step, reclaim: Reclaim, now:
     }
 }
 
+/// The UID of a lease, as cached.
+fn lease_uid(ctx: &Context, namespace: &str, name: &str) -> Option<String> {
+    ctx.caches
+        .leases_now()
+        .iter()
+        .find(|l| l.metadata.namespace.as_deref() == Some(namespace) && l.metadata.name.as_deref() == Some(name))
+        .and_then(|l| l.metadata.uid.clone())
+}
+
 enum Mark<'a> {
     Lend,
-    Bind(&'a str),
+    /// Bind to the lease of this key and UID.
+    Bind(&'a str, Option<&'a str>),
     Notice(&'a str, Timestamp),
     Return,
     /// Put the marks of a node in `state` (bound to the lease, with the deadline of the record) back.
@@ -370,15 +381,19 @@ fn mark(node: &Node, pool: &str, m: Mark, now: Timestamp) -> Change {
             taints.retain(|t| !ours(t));
             taints.push(taint(LENT_TAINT, pool));
         }
-        Mark::Bind(key) => {
+        Mark::Bind(key, uid) => {
+            let uid_on_node = node.annotations().get(LEASE_UID_ANNOTATION).map(String::as_str);
             match labels.get(LEASE_LABEL) {
-                Some(k) if k == key => return Change::Already,
+                Some(k) if k == key && (uid_on_node.is_none() || uid.is_none() || uid_on_node == uid) => {
+                    return Change::Already;
+                }
                 Some(_) => return Change::Refused("the node is bound to another lease"),
                 None if state != NodeState::Lent => return Change::Refused("the node is no longer lent"),
                 None => {}
             }
             set.insert(STATE_LABEL.into(), Some("leased".into()));
             set.insert(LEASE_LABEL.into(), Some(key.into()));
+            set.insert(LEASE_UID_ANNOTATION.into(), uid.map(str::to_string));
             set.insert(SINCE_ANNOTATION.into(), Some(stamp));
             taints.retain(|t| !ours(t));
             taints.push(taint(LEASE_TAINT, key));
@@ -419,6 +434,7 @@ fn mark(node: &Node, pool: &str, m: Mark, now: Timestamp) -> Change {
                 POOL_LABEL,
                 STATE_LABEL,
                 LEASE_LABEL,
+                LEASE_UID_ANNOTATION,
                 SINCE_ANNOTATION,
                 DEADLINE_ANNOTATION,
             ] {
@@ -570,7 +586,12 @@ mod tests {
     #[test]
     fn another_pools_node_is_left_alone() {
         let n = node(json!({POOL_LABEL: "other", STATE_LABEL: "lent"}), json!({}), json!([]));
-        for m in [Mark::Lend, Mark::Bind("a.b"), Mark::Notice("a.b", t()), Mark::Return] {
+        for m in [
+            Mark::Lend,
+            Mark::Bind("a.b", None),
+            Mark::Notice("a.b", t()),
+            Mark::Return,
+        ] {
             assert!(matches!(mark(&n, "p", m, t()), Change::Refused(_)));
         }
     }
@@ -582,10 +603,15 @@ mod tests {
             json!({}),
             json!([{"key": LENT_TAINT, "value": "p", "effect": "NoSchedule"}]),
         );
-        let Change::Write(set, taints) = mark(&n, "p", Mark::Bind("acme.job"), t()) else {
+        let Change::Write(set, taints) = mark(&n, "p", Mark::Bind("acme.job", Some("u-1")), t()) else {
             panic!()
         };
         assert_eq!(set[LEASE_LABEL].as_deref(), Some("acme.job"));
+        assert_eq!(
+            set[LEASE_UID_ANNOTATION].as_deref(),
+            Some("u-1"),
+            "the node names the lease's UID"
+        );
         assert_eq!(taints.len(), 1);
         assert_eq!(
             (taints[0].key.as_str(), taints[0].value.as_deref()),
@@ -598,10 +624,24 @@ mod tests {
             json!([]),
         );
         assert!(matches!(
-            mark(&bound, "p", Mark::Bind("acme.job"), t()),
+            mark(&bound, "p", Mark::Bind("acme.job", Some("u-1")), t()),
             Change::Refused(_)
         ));
-        assert_eq!(mark(&bound, "p", Mark::Bind("x.y"), t()), Change::Already);
+        assert_eq!(mark(&bound, "p", Mark::Bind("x.y", None), t()), Change::Already);
+        // The same name with another UID is another lease: refused, never taken over.
+        let earlier = node(
+            json!({POOL_LABEL: "p", STATE_LABEL: "leased", LEASE_LABEL: "x.y"}),
+            json!({LEASE_UID_ANNOTATION: "u-old"}),
+            json!([]),
+        );
+        assert!(matches!(
+            mark(&earlier, "p", Mark::Bind("x.y", Some("u-new")), t()),
+            Change::Refused(_)
+        ));
+        assert_eq!(
+            mark(&earlier, "p", Mark::Bind("x.y", Some("u-old")), t()),
+            Change::Already
+        );
     }
 
     #[test]

@@ -90,10 +90,12 @@ pub async fn release_all(ctx: &Context, pool: &str, leases: &[Arc<GpuLease>]) ->
 fn holds_nodes(lease: &GpuLease, snapshot: &Snapshot, plan: &Plan) -> bool {
     let (namespace, name) = (lease.namespace().unwrap_or_default(), lease.name_any());
     let key = lease_key(&namespace, &name);
-    let observed = snapshot
-        .nodes
-        .iter()
-        .any(|n| n.marks.state != NodeState::Internal && n.marks.lease.as_deref() == Some(key.as_str()));
+    let uid = lease.metadata.uid.as_deref();
+    let observed = snapshot.nodes.iter().any(|n| {
+        n.marks.state != NodeState::Internal
+            && n.marks.lease.as_deref() == Some(key.as_str())
+            && (n.marks.lease_uid.is_none() || uid.is_none() || n.marks.lease_uid.as_deref() == uid)
+    });
     let planned = plan
         .leases
         .iter()
@@ -104,7 +106,7 @@ fn holds_nodes(lease: &GpuLease, snapshot: &Snapshot, plan: &Plan) -> bool {
 /// Records a deleted lease's final account and lets it go, once its final status is written.
 async fn end(ctx: &Context, pool: &str, lease: &GpuLease, now: Timestamp) -> Result<(), Error> {
     let status = lease.status.clone().unwrap_or_default();
-    if matches!(status.phase, LeasePhase::Bound | LeasePhase::Reclaiming) {
+    if matches!(status.phase, LeasePhase::Bound | LeasePhase::Reclaiming) || !ledger_final(&status) {
         // The pass that returned the last node writes the final ledger; wait for it.
         return Ok(());
     }
@@ -130,6 +132,16 @@ async fn end(ctx: &Context, pool: &str, lease: &GpuLease, now: Timestamp) -> Res
         }
     }
     set_finalizer(ctx, lease, false).await
+}
+
+/// Whether the lease's ledger is final: every hold closed and accounted up to its return.
+fn ledger_final(status: &crate::api::GpuLeaseStatus) -> bool {
+    let until = status.accounted_until.as_ref().map(|t| t.0);
+    status.holds.iter().all(|h| {
+        h.returned_at
+            .as_ref()
+            .is_some_and(|r| until.is_some_and(|u| u >= r.0) || r.0 <= h.bound_at.0)
+    })
 }
 
 /// Adds `record` to the pool's ended leases (once per UID); answers whether it was added now.
@@ -160,7 +172,10 @@ async fn record_ended(ctx: &Context, pool: &str, record: &EndedLease) -> Result<
             ..PatchParams::default()
         };
         match timed(api.patch_status(pool, &params, &Patch::Merge(&patch))).await {
-            Ok(_) => {
+            Ok(written) => {
+                if let Some(status) = &written.status {
+                    ctx.pool_statuses.recorded(pool, status);
+                }
                 ctx.metrics.write("pool_record", true);
                 return Ok(true);
             }

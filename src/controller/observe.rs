@@ -12,8 +12,8 @@ use kube::ResourceExt;
 use super::cache::{node_gpus, node_ready};
 use super::pods::{HotPod, PodTable};
 use crate::api::keys::{
-    DEADLINE_ANNOTATION, LEASE_LABEL, POOL_LABEL, RETURNED_ANNOTATION, SINCE_ANNOTATION, STATE_LABEL,
-    TENANT_NAMESPACE_LABEL,
+    DEADLINE_ANNOTATION, LEASE_LABEL, LEASE_UID_ANNOTATION, POOL_LABEL, RETURNED_ANNOTATION, SINCE_ANNOTATION,
+    STATE_LABEL, TENANT_NAMESPACE_LABEL,
 };
 use crate::api::{GpuLease, TenantPool, selector};
 use crate::policy::{
@@ -70,6 +70,7 @@ fn node_view(node: &Node, gpus: u32, label_keys: &[String]) -> NodeView {
                 .and_then(|s| NodeState::from_label(s))
                 .unwrap_or(NodeState::Lent),
             lease: all.get(LEASE_LABEL).cloned(),
+            lease_uid: ann.get(LEASE_UID_ANNOTATION).cloned(),
             since: time(ann.get(SINCE_ANNOTATION)),
             returned_at: time(ann.get(RETURNED_ANNOTATION)),
             deadline: time(ann.get(DEADLINE_ANNOTATION)),
@@ -262,6 +263,7 @@ pub fn observe(
             tenant_namespace: tenant_namespaces.contains(&namespace),
             namespace,
             name: lease.name_any(),
+            uid: lease.uid(),
             gpus: lease.spec.gpus.max(0) as u32,
             model: lease.spec.gpu_model.clone(),
             duration_seconds: lease.spec.duration_seconds,

@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use futures::StreamExt;
 
 use jiff::{SignedDuration, Timestamp};
+
+use super::ledger::{Held, Ledger, accrue, whole};
 use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
@@ -26,35 +28,6 @@ use crate::api::{
 };
 use crate::policy::{Action, Plan, Snapshot};
 
-/// A lease's account.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Ledger {
-    pub gpu_seconds: i64,
-    pub cost: f64,
-    pub accounted_until: Option<Timestamp>,
-}
-
-/// Carries a ledger forward to `now` (whole seconds) at `gpus` GPUs and `price` per GPU-hour, starting at
-/// `start` (the binding) when it has never been accounted.
-pub fn accrue(prev: Ledger, gpus: u32, price: f64, start: Option<Timestamp>, now: Timestamp) -> Ledger {
-    let Some(from) = prev.accounted_until.or(start) else {
-        return prev;
-    };
-    let secs = now.duration_since(from).as_secs();
-    if secs <= 0 {
-        return Ledger {
-            accounted_until: Some(from),
-            ..prev
-        };
-    }
-    let gpu_seconds = i64::from(gpus) * secs;
-    Ledger {
-        gpu_seconds: prev.gpu_seconds + gpu_seconds,
-        cost: prev.cost + gpu_seconds as f64 / 3600.0 * price,
-        accounted_until: Some(from.checked_add(SignedDuration::from_secs(secs)).unwrap_or(now)),
-    }
-}
-
 /// At most this many lease statuses are written in one pass only because their ledger is due; the rest
 /// follow in the next passes (most overdue first), so a thousand leases that fell due together do not hold
 /// up a notice. A status whose phase, nodes or conditions changed is always written in its pass.
@@ -69,8 +42,6 @@ struct LeaseWrite<'a> {
     namespace: &'a str,
     name: &'a str,
     status: GpuLeaseStatus,
-    /// Cost added since the last write.
-    cost_delta: f64,
     /// The event to publish once written (Released or Expired).
     event: Option<(&'static str, &'a str)>,
     /// When the ledger was last written (for the most-overdue-first order).
@@ -107,14 +78,41 @@ pub async fn report(
             ))
         })
         .collect();
-    // GPUs each lease held as observed (before this pass's steps), for the ledger.
-    let mut held: HashMap<&str, u32> = HashMap::new();
+    // The nodes each lease holds as observed (before this pass's steps), by lease key, with the UID on the
+    // node; and when each node of the pool says it went back.
+    let mut held: HashMap<&str, Vec<(&crate::policy::NodeView, Option<&str>)>> = HashMap::new();
     for n in &snapshot.nodes {
         if matches!(n.marks.state, NodeState::Leased | NodeState::Reclaiming)
             && n.marks.pool.as_deref() == Some(&pool_name)
             && let Some(k) = n.marks.lease.as_deref()
         {
-            *held.entry(k).or_default() += n.gpus;
+            held.entry(k).or_default().push((n, n.marks.lease_uid.as_deref()));
+        }
+    }
+    let node_returned: HashMap<&str, Option<Timestamp>> = snapshot
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.marks.returned_at))
+        .collect();
+    // Nodes this pass gave back (written now) or found back already, and nodes it bound, per lease.
+    let mut returned_now: HashSet<&str> = HashSet::new();
+    let mut returned_ok: HashSet<&str> = HashSet::new();
+    let mut bound_now: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
+    for o in outcomes {
+        match (&o.step.action, &o.result) {
+            (Action::Return { node, .. } | Action::Unlend { node }, Ok(done)) => {
+                returned_ok.insert(node.as_str());
+                if *done == Done::Written {
+                    returned_now.insert(node.as_str());
+                }
+            }
+            (Action::Bind { namespace, name, nodes }, Ok(_)) => {
+                bound_now
+                    .entry((namespace.as_str(), name.as_str()))
+                    .or_default()
+                    .extend(nodes.iter().map(String::as_str));
+            }
+            _ => {}
         }
     }
     let failed_binds: HashSet<(&str, &str)> = outcomes
@@ -168,7 +166,6 @@ pub async fn report(
                 namespace: id.0,
                 name: id.1,
                 status,
-                cost_delta: 0.0,
                 event: None,
                 accounted_until,
             });
@@ -180,14 +177,45 @@ pub async fn report(
             cost: old.cost,
             accounted_until: old.accounted_until.as_ref().map(|t| t.0),
         };
-        let ledger = accrue(
-            prev,
-            held.get(key.as_str()).copied().unwrap_or(0),
-            report.price_per_gpu_hour,
-            old.bound_at.as_ref().map(|t| t.0),
+        let uid = lease.metadata.uid.as_deref();
+        let created = lease.metadata.creation_timestamp.as_ref().map(|t| whole(t.0));
+        let since_binding = |since: Option<Timestamp>| {
+            let at = old.bound_at.as_ref().map(|t| t.0).or(since).unwrap_or(now);
+            created.map_or(at, |c| at.max(c))
+        };
+        let mut held_after: Vec<Held> = held
+            .get(key.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|(_, on_node)| on_node.is_none() || uid.is_none() || *on_node == uid)
+            .filter(|(n, _)| !returned_ok.contains(n.name.as_str()))
+            .map(|(n, _)| Held {
+                node: n.name.clone(),
+                gpus: n.gpus,
+                bound_at: since_binding(n.marks.since),
+            })
+            .collect();
+        for node in bound_now.get(&id).into_iter().flatten() {
+            if !held_after.iter().any(|h| h.node == *node) {
+                let gpus = snapshot.nodes.iter().find(|n| n.name == *node).map_or(0, |n| n.gpus);
+                held_after.push(Held {
+                    node: node.to_string(),
+                    gpus,
+                    bound_at: now,
+                });
+            }
+        }
+        let holds = super::ledger::holds(
+            &old.holds,
+            &held_after,
+            &returned_now,
+            |n| node_returned.get(n).copied().flatten(),
+            prev.accounted_until,
             now,
         );
+        let ledger = accrue(prev, &holds, report.price_per_gpu_hour, now);
         let mut status = lease_status(old, report, &key, lease.metadata.generation, now);
+        status.holds = holds;
         status.notices = report
             .nodes
             .iter()
@@ -221,7 +249,6 @@ pub async fn report(
             namespace: id.0,
             name: id.1,
             status,
-            cost_delta: ledger.cost - prev.cost,
             event,
             accounted_until: prev.accounted_until,
         };
@@ -238,12 +265,44 @@ pub async fn report(
         .buffer_unordered(WRITES_IN_FLIGHT)
         .collect()
         .await;
-    let mut revenue_delta = 0.0;
+    // The pool's revenue and lent GPU-hours are the sums of its leases' ledgers as written (the ended
+    // leases' from their final totals), never a running count of this process: a status write that failed,
+    // or a restart, changes nothing in them.
+    let mut ledgers: HashMap<(&str, &str), (i64, f64)> = by_name
+        .iter()
+        .map(|(id, l)| {
+            let s = l.status.as_ref().unwrap_or(&no_status);
+            (*id, (s.gpu_seconds, s.cost))
+        })
+        .collect();
+    for (w, ok) in &results {
+        if *ok {
+            ledgers.insert((w.namespace, w.name), (w.status.gpu_seconds, w.status.cost));
+        }
+    }
+    let ended = pool.status.as_ref().map(|s| &s.ended_leases[..]).unwrap_or_default();
+    let ended_totals = pool
+        .status
+        .as_ref()
+        .and_then(|s| s.ended_totals.clone())
+        .unwrap_or_default();
+    let (mut gpu_seconds, mut revenue) = (ended_totals.gpu_seconds, ended_totals.cost);
+    for (id, (g, c)) in &ledgers {
+        let uid = by_name.get(id).and_then(|l| l.metadata.uid.as_deref());
+        if uid.is_some_and(|u| ended.iter().any(|e| e.uid == u)) {
+            continue;
+        }
+        gpu_seconds += g;
+        revenue += c;
+    }
+    let accounted = Accounted {
+        revenue,
+        lent_gpu_hours: gpu_seconds as f64 / 3600.0,
+    };
     for (w, ok) in results {
         if !ok {
             continue;
         }
-        revenue_delta += w.cost_delta;
         if !observe_only {
             let (gpu_seconds, cost) = (w.status.gpu_seconds as f64, w.status.cost);
             let currency = &pool.spec.pricing.currency;
@@ -259,7 +318,7 @@ pub async fn report(
     super::events::lease_events(ctx, snapshot, outcomes, &by_name).await;
     super::events::node_events(ctx, &pool_name, outcomes).await;
     let t_events = started.elapsed();
-    for (reason, note) in pool_status(ctx, pool, snapshot, plan, revenue_delta, observe_only) {
+    for (reason, note) in pool_status(ctx, pool, snapshot, plan, accounted, observe_only) {
         publish(ctx, pool, EventType::Warning, reason, "Report", &note).await;
     }
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
@@ -357,7 +416,7 @@ fn lease_status(
             toleration_seconds: None,
         }];
     }
-    status.bound_at = status.bound_at.or(report.bound_at.map(Time));
+    status.bound_at = status.bound_at.or(report.bound_at.map(|b| Time(whole(b))));
     status.notice_deadline = match (&old.notice_deadline, report.deadline) {
         (Some(d), _) if report.phase == LeasePhase::Reclaiming => Some(d.clone()),
         (_, Some(d)) => Some(Time(d)),
@@ -452,12 +511,19 @@ fn listed_members(plan: &Plan) -> Vec<MemberNode> {
 
 /// Hands the pool's new status to its writer, when anything in it changed or its ledger is due; answers the
 /// Warning events its conditions call for.
+/// The pool's totals derived from its leases' ledgers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Accounted {
+    revenue: f64,
+    lent_gpu_hours: f64,
+}
+
 fn pool_status(
     ctx: &Context,
     pool: &TenantPool,
     snapshot: &Snapshot,
     plan: &Plan,
-    revenue_delta: f64,
+    accounted: Accounted,
     observe_only: bool,
 ) -> Vec<(&'static str, String)> {
     let now = snapshot.now;
@@ -476,8 +542,8 @@ fn pool_status(
             reclaiming_gpus: t.reclaiming_gpus as i32,
         },
         harvestable_gpu_hours: old.harvestable_gpu_hours,
-        lent_gpu_hours: old.lent_gpu_hours,
-        revenue: old.revenue + revenue_delta,
+        lent_gpu_hours: accounted.lent_gpu_hours,
+        revenue: accounted.revenue,
         accounted_until: old.accounted_until.clone(),
         reserve: old.reserve.clone(),
         conditions: old.conditions.clone(),
@@ -541,7 +607,6 @@ fn pool_status(
     let warnings = super::events::pool_warnings(&old.conditions, &status.conditions);
     let unchanged = TenantPoolStatus {
         harvestable_gpu_hours: old.harvestable_gpu_hours,
-        lent_gpu_hours: old.lent_gpu_hours,
         accounted_until: old.accounted_until.clone(),
         ..status.clone()
     } == old;
@@ -561,11 +626,10 @@ fn pool_status(
             .with_label_values(&[name.as_str(), state])
             .set(i64::from(gpus));
     }
-    if unchanged && !ledger_due && revenue_delta == 0.0 {
+    if unchanged && !ledger_due {
         return warnings;
     }
     status.harvestable_gpu_hours = plan.ledger.harvestable_gpu_hours;
-    status.lent_gpu_hours = plan.ledger.lent_gpu_hours;
     status.accounted_until = plan.ledger.accounted_until.map(Time);
     ctx.metrics.pool_accounted(
         &name,
@@ -587,31 +651,6 @@ mod tests {
     }
 
     #[test]
-    fn ledger_starts_at_binding_and_counts_whole_seconds() {
-        let l = accrue(Ledger::default(), 8, 3.6, Some(t(0)), t(10));
-        assert_eq!(l.gpu_seconds, 80);
-        assert!((l.cost - 0.08).abs() < 1e-9);
-        assert_eq!(l.accounted_until, Some(t(10)));
-    }
-
-    #[test]
-    fn ledger_continues_from_accounted_until_without_gap_or_overlap() {
-        let first = accrue(Ledger::default(), 8, 1.0, Some(t(0)), t(100));
-        // A restart between t(100) and t(160): the next pass picks up at t(100).
-        let second = accrue(first, 8, 1.0, Some(t(0)), t(160));
-        let straight = accrue(Ledger::default(), 8, 1.0, Some(t(0)), t(160));
-        assert_eq!(second.gpu_seconds, straight.gpu_seconds);
-        assert_eq!(second.accounted_until, Some(t(160)));
-        // Accruing again at the same instant adds nothing.
-        assert_eq!(accrue(second, 8, 1.0, Some(t(0)), t(160)), second);
-    }
-
-    #[test]
-    fn unbound_lease_accrues_nothing() {
-        assert_eq!(accrue(Ledger::default(), 8, 1.0, None, t(100)), Ledger::default());
-    }
-
-    #[test]
     fn a_pass_writes_every_changed_status_and_a_slice_of_due_ledgers_most_overdue_first() {
         let changed = vec![(100, Some(t(50)))];
         let n = LEDGER_WRITES_PER_PASS as i64 + 20;
@@ -624,14 +663,5 @@ mod tests {
         assert_eq!(writes[2].0, n - 1, "then the one accounted longest ago");
         let (writes, left) = this_pass(vec![1, 2, 3], vec![], |_| None);
         assert_eq!((writes, left), (vec![1, 2, 3], 0));
-    }
-
-    #[test]
-    fn sub_second_remainders_carry_to_the_next_pass() {
-        let start = t(0);
-        let now = start.checked_add(SignedDuration::from_millis(2500)).unwrap();
-        let l = accrue(Ledger::default(), 1, 3600.0, Some(start), now);
-        assert_eq!(l.gpu_seconds, 2);
-        assert_eq!(l.accounted_until, Some(t(2)));
     }
 }

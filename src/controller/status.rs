@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use super::metrics::Metrics;
 use crate::api::keys::FIELD_MANAGER;
-use crate::api::{TenantPool, TenantPoolStatus};
+use crate::api::{EndedLease, EndedTotals, TenantPool, TenantPoolStatus};
 
 /// How long a failed write waits before the newest status is tried again.
 const RETRY: Duration = Duration::from_secs(1);
@@ -33,6 +33,15 @@ pub struct PoolStatuses {
     metrics: Metrics,
     leader: watch::Receiver<bool>,
     slots: Mutex<HashMap<String, Slot>>,
+    /// Per pool, the ended leases' records as this replica last wrote them (finalize.rs), until the cache
+    /// shows as many: the pool's revenue counts an ended lease by its record once the lease is gone.
+    ended: Mutex<HashMap<String, Ended>>,
+}
+
+type Ended = (Vec<EndedLease>, Option<EndedTotals>);
+
+fn ended_count(e: &Option<EndedTotals>) -> i64 {
+    e.as_ref().map_or(0, |t| t.leases)
 }
 
 impl PoolStatuses {
@@ -42,6 +51,21 @@ impl PoolStatuses {
             metrics,
             leader,
             slots: Mutex::default(),
+            ended: Mutex::default(),
+        }
+    }
+
+    /// Remembers the ended leases' records a write of this replica produced.
+    pub fn recorded(&self, name: &str, status: &TenantPoolStatus) {
+        let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        let newer = ended
+            .get(name)
+            .is_none_or(|(_, t)| ended_count(&status.ended_totals) >= ended_count(t));
+        if newer {
+            ended.insert(
+                name.to_string(),
+                (status.ended_leases.clone(), status.ended_totals.clone()),
+            );
         }
     }
 
@@ -50,16 +74,32 @@ impl PoolStatuses {
     }
 
     /// `pool` with the newest status this replica handed over for it, when that is newer than the cache's.
+    /// The ended leases' records are the newest of the cache's, the handed-over status's and those this
+    /// replica wrote (their count only grows).
     pub fn overlay(&self, pool: Arc<TenantPool>, name: &str) -> Arc<TenantPool> {
-        let latest = match self.slots().get(name) {
-            Some(slot) => slot.latest.clone(),
-            None => return pool,
+        let latest = self.slots().get(name).map(|slot| slot.latest.clone());
+        let recorded = self.ended.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
+        if latest.is_none() && recorded.is_none() {
+            return pool;
+        }
+        let cached = pool.status.clone().unwrap_or_default();
+        let mut status = match &latest {
+            Some(latest) => (**latest).clone(),
+            None => cached.clone(),
         };
-        if pool.status.as_ref() == Some(&*latest) {
+        let mut best: Ended = (cached.ended_leases, cached.ended_totals);
+        let handed = latest.map(|l| (l.ended_leases.clone(), l.ended_totals.clone()));
+        for other in [handed, recorded].into_iter().flatten() {
+            if ended_count(&other.1) > ended_count(&best.1) {
+                best = other;
+            }
+        }
+        (status.ended_leases, status.ended_totals) = best;
+        if pool.status.as_ref() == Some(&status) {
             return pool;
         }
         let mut pool = (*pool).clone();
-        pool.status = Some((*latest).clone());
+        pool.status = Some(status);
         Arc::new(pool)
     }
 
@@ -93,6 +133,7 @@ impl PoolStatuses {
     /// Forgets one pool (it is gone).
     pub fn forget(&self, name: &str) {
         self.slots().remove(name);
+        self.ended.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
     }
 }
 

@@ -84,7 +84,17 @@ impl<'a> Draft<'a> {
                     class,
                     gpus: n.gpus,
                     state,
-                    lease: n.marks.lease.as_ref().and_then(|k| leases.get(k).copied()),
+                    // A node names its lease by key and UID: a lease created again under the same name is
+                    // another lease and never takes over what the earlier one held.
+                    lease: n
+                        .marks
+                        .lease
+                        .as_ref()
+                        .and_then(|k| leases.get(k).copied())
+                        .filter(|&l| match (&n.marks.lease_uid, &snap.leases[l].uid) {
+                            (Some(on_node), Some(uid)) => on_node == uid,
+                            _ => true,
+                        }),
                     lease_key: n.marks.lease.clone(),
                     used_gpus: n.internal.gpus,
                     internal_gpu_pods: n.internal.pods,

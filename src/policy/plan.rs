@@ -416,8 +416,24 @@ fn binding(w: &mut Draft) {
             node.member && node.state == NodeState::Lent && node.lease.is_none() && !w.has_tenant_pods(n)
         })
         .collect();
+    // Nodes still out under a lease key that names no lease here (an earlier lease of the same name): a new
+    // lease of that name waits until they are back, so its pods cannot select them.
+    let snap = w.snap;
+    let mut earlier: std::collections::BTreeMap<String, &str> = Default::default();
+    for (n, node) in w.nodes.iter().enumerate() {
+        if let (true, None, Some(key)) = (node.member && node.state.is_out(), node.lease, &node.lease_key) {
+            earlier.entry(key.clone()).or_insert(snap.nodes[n].name.as_str());
+        }
+    }
     for l in pending {
         let lease = &w.snap.leases[l];
+        if let Some(node) = earlier.get(lease.key().as_str()) {
+            w.lease_reasons[l] = format!(
+                "an earlier lease named {} still holds node {node}; waiting until it is back",
+                lease.key()
+            );
+            continue;
+        }
         if !lease.tenant_namespace {
             w.lease_reasons[l] = format!("namespace {} is not a tenant namespace of this pool", lease.namespace);
             continue;

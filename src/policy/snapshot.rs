@@ -67,6 +67,8 @@ pub struct Marks {
     pub state: NodeState,
     /// The lease key (`NAMESPACE.NAME`).
     pub lease: Option<String>,
+    /// The UID of the lease the node was bound to (nodes bound before sublet wrote it have none).
+    pub lease_uid: Option<String>,
     pub since: Option<Timestamp>,
     pub returned_at: Option<Timestamp>,
     pub deadline: Option<Timestamp>,
@@ -111,6 +113,8 @@ pub struct PodView {
 pub struct LeaseView {
     pub namespace: String,
     pub name: String,
+    /// The lease object's UID: a lease of the same name created later is another lease.
+    pub uid: Option<String>,
     pub gpus: u32,
     pub model: Option<String>,
     pub duration_seconds: Option<i64>,

@@ -108,6 +108,7 @@ impl Fx {
         self.leases.push(LeaseView {
             namespace: ns.into(),
             name: name.into(),
+            uid: None,
             gpus,
             model: None,
             duration_seconds: None,
@@ -777,6 +778,50 @@ fn deleting_a_lease_or_losing_it_gives_notice() {
         .tenant_pod("acme", "w2", "n2")
         .plan();
     assert_eq!(kinds(&p), ["notice n1", "annotate w", "notice n2", "annotate w2"]);
+}
+
+#[test]
+fn a_lease_created_again_under_the_same_name_is_another_lease() {
+    // n1 is under notice for the earlier acme/job (UID u-old); the lease now named acme/job is u-new.
+    let p = fx()
+        .node("n1", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .with_node(|n| n.marks.lease_uid = Some("u-old".into()))
+        .tenant_pod("acme", "w", "n1")
+        .lease("acme", "job", 8, LeasePhase::Pending, None)
+        .with_lease(|l| l.uid = Some("u-new".into()))
+        .node("n2", 8)
+        .marked(NodeState::Lent, None)
+        .plan();
+    assert_eq!(
+        kinds(&p),
+        ["notice n1", "annotate w"],
+        "the earlier lease's node is reclaimed"
+    );
+    let job = &p.leases[0];
+    assert_eq!(
+        job.phase,
+        LeasePhase::Pending,
+        "never born holding the earlier lease's node"
+    );
+    assert_eq!(job.bound_at, None);
+    assert!(job.nodes.is_empty());
+    assert!(
+        job.reason
+            .contains("an earlier lease named acme.job still holds node n1"),
+        "{}",
+        job.reason
+    );
+    // The same UID on the node and the lease: its own node.
+    let p = fx()
+        .node("n1", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .with_node(|n| n.marks.lease_uid = Some("u-1".into()))
+        .lease("acme", "job", 8, LeasePhase::Bound, Some(-600))
+        .with_lease(|l| l.uid = Some("u-1".into()))
+        .plan();
+    assert_eq!(p.leases[0].phase, LeasePhase::Bound);
+    assert_eq!(p.leases[0].nodes, ["n1"]);
 }
 
 #[test]

@@ -366,6 +366,7 @@ impl<'a> Replay<'a> {
                 self.snap.leases.push(LeaseView {
                     namespace: "tenant".into(),
                     name: format!("lease-{}", self.leases_made),
+                    uid: None,
                     gpus: a.gpus,
                     model: None,
                     duration_seconds: a.duration_seconds,
@@ -406,6 +407,7 @@ impl<'a> Replay<'a> {
             self.snap.leases.push(LeaseView {
                 namespace: "tenant".into(),
                 name: format!("lease-{}", self.leases_made),
+                uid: None,
                 gpus: 1,
                 model: None,
                 duration_seconds: None,

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod billing;
 mod chart_sandbox;
 mod control_plane;
 mod controller;

@@ -235,6 +235,7 @@ fn happen(s: &mut Snapshot, e: &Event, serial: &mut u32) {
         Event::Lease { gpus, model, duration } => s.leases.push(LeaseView {
             namespace: "acme".into(),
             name: format!("lease-{serial}"),
+            uid: None,
             gpus: *gpus,
             model: model.map(|m| MODELS[m].to_string()),
             duration_seconds: *duration,
