@@ -105,6 +105,7 @@ impl TenantPoolSpec {
             utilization_configured: self.utilization.is_some(),
             pending_pods_demand: self.demand.pending_pods.enabled,
             deleting,
+            invalid: None,
         })
     }
 }

@@ -485,6 +485,20 @@ pub struct TenantPoolStatus {
     /// or `InvalidSpec`; for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lending: Option<String>,
+    /// The last spec sublet could use. While the spec as written is invalid (a `timeZone` the schema cannot
+    /// check), sublet lends and binds nothing new and carries out everything else under this one: notices,
+    /// deadlines, returns, the pool's deletion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "opaque_object")]
+    pub last_valid_spec: Option<Box<TenantPoolSpec>>,
+}
+
+/// An object the API server keeps as it is (sublet's own copy of a spec, validated when it was the spec).
+fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 impl TenantPoolStatus {

@@ -15,6 +15,8 @@
 //!            + events.rs             events on leases, pools and nodes, metrics (and process_metrics.rs);
 //!            + finalize.rs           the lease finalizer (a deleted lease billed until its nodes are back, its
 //!                                    final account kept in the pool status)
+//!            + ledger.rs             the lease ledger, from the record of when each node was bound and returned
+//!   beside   orphans.rs              leases naming a pool that does not exist are told so (PoolNotFound)
 //! ```
 //!
 //! Passes run on any change in the caches that can matter to a plan (the first after a quiet spell at once,
@@ -33,6 +35,7 @@ mod http;
 mod ledger;
 mod metrics;
 mod observe;
+mod orphans;
 mod pods;
 mod podsecurity;
 mod process_metrics;
@@ -221,6 +224,7 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
     let pool = ctx.pool_statuses.overlay(pool, &name);
+    let (pool, invalid) = usable(pool);
     let started = std::time::Instant::now();
     ctx.metrics.pool_seen(&name, &Error::METRIC_LABELS);
     ctx.metrics
@@ -247,10 +251,19 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
             .set(at.as_millisecond() as f64 / 1000.0);
     }
     let t_signals = started.elapsed();
-    let observed = {
+    let mut observed = {
         let pods = caches.pods.read();
         observe(&pool, &world, &pods, &ctx.clocks, readings.signals.clone(), now)?
     };
+    if let Some(why) = &invalid {
+        let mut policy = (*observed.snapshot.policy).clone();
+        policy.invalid = Some(why.clone());
+        observed.snapshot.policy = Arc::new(policy);
+        ctx.metrics
+            .reconcile_failures
+            .with_label_values(&[name.as_str(), "invalid_spec"])
+            .inc();
+    }
     caches
         .pods
         .watch_namespaces(&name, observed.tenant_namespaces.iter().cloned().collect());
@@ -261,8 +274,10 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     }
     readings.apply(&mut snapshot);
     let t_observe = started.elapsed();
-    // The spec is valid again: a later invalid one is news.
-    ctx.invalid_said.lock().expect("invalid spec lock").remove(&name);
+    if invalid.is_none() {
+        // The spec is valid again: a later invalid one is news.
+        ctx.invalid_said.lock().expect("invalid spec lock").remove(&name);
+    }
     let mut the_plan = plan(&snapshot);
     for lease in the_plan.leases.iter_mut() {
         if let (Some(level), crate::api::LeasePhase::Pending) = (weak.get(&lease.namespace), lease.phase) {
@@ -354,6 +369,32 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     Ok(Action::requeue(ctx.config.tick))
 }
 
+/// The pool as sublet can act on it, and why its spec as written cannot be used, when it cannot. An invalid
+/// spec (one the schema cannot check: an unknown `timeZone`) stops new lending only: the pass runs under the
+/// last valid spec sublet recorded (`status.lastValidSpec`), or, for a pool never valid, under the spec with
+/// its time zone read as UTC (the zone only decides when new nodes may be lent, and nothing new is lent).
+fn usable(pool: Arc<TenantPool>) -> (Arc<TenantPool>, Option<String>) {
+    let name = pool.name_any();
+    let deleting = pool.metadata.deletion_timestamp.is_some();
+    let err = match pool.spec.to_policy(&name, deleting) {
+        Ok(_) => return (pool, None),
+        Err(err) => err,
+    };
+    let last = pool
+        .status
+        .as_ref()
+        .and_then(|s| s.last_valid_spec.as_deref())
+        .filter(|s| s.to_policy(&name, deleting).is_ok())
+        .cloned();
+    let spec = last.unwrap_or_else(|| crate::api::TenantPoolSpec {
+        time_zone: "UTC".into(),
+        ..pool.spec.clone()
+    });
+    let mut usable = (*pool).clone();
+    usable.spec = spec;
+    (Arc::new(usable), Some(format!("invalid pool spec: {err}")))
+}
+
 /// Internal GPUs waiting, by class (`any` when any node will do): pending internal pods and the demand the
 /// signals read.
 fn pending_by_class(snapshot: &crate::policy::Snapshot) -> std::collections::BTreeMap<String, u32> {
@@ -437,11 +478,11 @@ async fn mark_invalid(ctx: &Context, pool: &TenantPool, message: &str) {
     };
     status.summarize();
     let api: Api<TenantPool> = Api::all(ctx.client.clone());
-    let body = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool", "status": {
+    // A merge patch of these fields alone: every other figure of the status (nodes, totals, revenue) stays.
+    let body = json!({"status": {
         "conditions": status.conditions, "ready": status.ready, "lending": status.lending,
     }});
-    let params = PatchParams::apply(crate::api::keys::FIELD_MANAGER).force();
-    let ok = timed(api.patch_status(&pool.name_any(), &params, &Patch::Apply(&body)))
+    let ok = timed(api.patch_status(&pool.name_any(), &PatchParams::default(), &Patch::Merge(&body)))
         .await
         .is_ok();
     ctx.metrics.write("pool_status", ok);
@@ -537,6 +578,9 @@ pub async fn run(
     ));
     caches.wait_synced().await;
     tracing::info!(objects = caches.len(), "caches synced");
+    // Leases naming no pool are served by no pass; a sweep of its own tells them why.
+    let orphans = tokio::spawn(orphans::run(ctx.clone()));
+    let _stop_orphans = AbortOnDrop(orphans);
     // Any change in the caches, and any change of leadership, triggers a pass over every pool. Changes are
     // throttled rather than debounced: a trailing debounce would put passes off for as long as pods keep
     // changing, which in a large cluster is always.
@@ -579,6 +623,15 @@ pub async fn run(
     tokio::select! {
         _ = controller => Ok(()),
         res = &mut lease_task => Err(anyhow::anyhow!("leader election stopped: {res:?}")),
+    }
+}
+
+/// Ends a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

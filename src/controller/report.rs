@@ -44,6 +44,8 @@ struct LeaseWrite<'a> {
     status: GpuLeaseStatus,
     /// The event to publish once written (Released or Expired).
     event: Option<(&'static str, &'a str)>,
+    /// The Warning to publish once written: the lease just turned unschedulable, and why.
+    unschedulable: Option<&'a str>,
     /// When the ledger was last written (for the most-overdue-first order).
     accounted_until: Option<Timestamp>,
 }
@@ -167,6 +169,7 @@ pub async fn report(
                 name: id.1,
                 status,
                 event: None,
+                unschedulable: None,
                 accounted_until,
             });
             continue;
@@ -248,6 +251,8 @@ pub async fn report(
             lease,
             namespace: id.0,
             name: id.1,
+            unschedulable: (is_true(&status.conditions, UNSCHEDULABLE) && !is_true(&old.conditions, UNSCHEDULABLE))
+                .then_some(report.reason.as_str()),
             status,
             event,
             accounted_until: prev.accounted_until,
@@ -311,6 +316,9 @@ pub async fn report(
         }
         if let Some((reason, note)) = w.event {
             publish(ctx, w.lease, EventType::Normal, reason, "Release", note).await;
+        }
+        if let Some(note) = w.unschedulable {
+            publish(ctx, w.lease, EventType::Warning, UNSCHEDULABLE, "Bind", note).await;
         }
     }
     lease_metrics(ctx, &pool_name, plan, &by_name, observe_only);
@@ -391,6 +399,18 @@ async fn write_lease_status<'a>(ctx: &Context, w: LeaseWrite<'a>) -> (LeaseWrite
     }
 }
 
+/// Lease condition: the lease asks for more GPUs than its pool has in all.
+pub const UNSCHEDULABLE: &str = "Unschedulable";
+/// Lease condition: the pool the lease names does not exist.
+pub const POOL_NOT_FOUND: &str = "PoolNotFound";
+
+/// Whether condition `type_` is `True` in `conditions`.
+fn is_true(conditions: &[crate::api::Condition], type_: &str) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == ConditionStatus::True.as_str())
+}
+
 /// A lease's status after `report`, its ledger as it was (the caller accounts it).
 fn lease_status(
     old: &GpuLeaseStatus,
@@ -444,6 +464,34 @@ fn lease_status(
         generation,
         now,
     );
+    if report.unschedulable || status.conditions.iter().any(|c| c.type_ == UNSCHEDULABLE) {
+        let (flag, reason, message) = if report.unschedulable {
+            (ConditionStatus::True, "MoreThanThePool", report.reason.as_str())
+        } else {
+            (ConditionStatus::False, "FitsThePool", "")
+        };
+        set_condition(
+            &mut status.conditions,
+            UNSCHEDULABLE,
+            flag,
+            reason,
+            message,
+            generation,
+            now,
+        );
+    }
+    if status.conditions.iter().any(|c| c.type_ == POOL_NOT_FOUND) {
+        // This is the pool's own pass: it exists.
+        set_condition(
+            &mut status.conditions,
+            POOL_NOT_FOUND,
+            ConditionStatus::False,
+            "PoolFound",
+            "",
+            generation,
+            now,
+        );
+    }
     let reclaiming = report.phase == LeasePhase::Reclaiming;
     let deadline_text = status
         .notice_deadline
@@ -552,15 +600,33 @@ fn pool_status(
         ..TenantPoolStatus::default()
     };
     let generation = pool.metadata.generation;
-    set_condition(
-        &mut status.conditions,
-        "Ready",
-        ConditionStatus::True,
-        "Reconciled",
-        "the pool was observed, planned and acted on",
-        generation,
-        now,
-    );
+    let invalid = snapshot.policy.invalid.as_deref();
+    status.last_valid_spec = match invalid {
+        None => Some(Box::new(pool.spec.clone())),
+        Some(_) => old.last_valid_spec.clone(),
+    };
+    match invalid {
+        None => set_condition(
+            &mut status.conditions,
+            "Ready",
+            ConditionStatus::True,
+            "Reconciled",
+            "the pool was observed, planned and acted on",
+            generation,
+            now,
+        ),
+        Some(why) => set_condition(
+            &mut status.conditions,
+            "Ready",
+            ConditionStatus::False,
+            "InvalidSpec",
+            &format!(
+                "{why}; nothing new is lent or bound until it is fixed, and what is out is reclaimed under the last valid spec"
+            ),
+            generation,
+            now,
+        ),
+    };
     let fresh = snapshot.signals.fresh;
     set_condition(
         &mut status.conditions,
@@ -576,6 +642,7 @@ fn pool_status(
         now,
     );
     let (lending, reason, message) = match (&plan.lending_blocked, observe_only) {
+        (Some(why), _) if invalid.is_some() => (ConditionStatus::False, "InvalidSpec", why.clone()),
         (Some(why), _) => (ConditionStatus::False, "Blocked", why.clone()),
         (None, true) => (
             ConditionStatus::False,

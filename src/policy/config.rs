@@ -39,6 +39,9 @@ pub struct PoolPolicy {
     pub pending_pods_demand: bool,
     /// The pool is being deleted: lend nothing, return everything through the notice path.
     pub deleting: bool,
+    /// Why the pool's spec as written cannot be used, when it cannot: the plan then runs under the last
+    /// valid spec (this policy), lends and binds nothing new, and carries out everything else.
+    pub invalid: Option<String>,
 }
 
 /// GPUs kept back for internal bursts, per node class.
@@ -199,6 +202,7 @@ impl PoolPolicy {
             utilization_configured: false,
             pending_pods_demand: true,
             deleting: false,
+            invalid: None,
         }
     }
 

@@ -39,6 +39,8 @@ pub(super) struct Draft<'a> {
     pub class_names: Vec<String>,
     pub steps: Vec<Step>,
     pub lease_reasons: Vec<String>,
+    /// Leases that ask for more than the pool has in all.
+    pub unschedulable: Vec<bool>,
     bound: Vec<Vec<usize>>,
     /// One node each lease holds, if any, for its model.
     lease_node: Vec<Option<usize>>,
@@ -160,6 +162,7 @@ impl<'a> Draft<'a> {
             class_names,
             steps: Vec::new(),
             lease_reasons: vec![String::new(); snap.leases.len()],
+            unschedulable: vec![false; snap.leases.len()],
             bound: vec![Vec::new(); snap.leases.len()],
             lease_node,
             bound_at,
@@ -507,6 +510,7 @@ impl<'a> Draft<'a> {
                     deadline,
                     price_per_gpu_hour: self.lease_price(l),
                     bound_at,
+                    unschedulable: phase == LeasePhase::Pending && self.unschedulable[l],
                 }
             })
             .collect()

@@ -119,6 +119,8 @@ pub struct LeaseReport {
     pub price_per_gpu_hour: f64,
     /// When the lease's nodes were first bound (set by a Bind in this plan when it had none).
     pub bound_at: Option<Timestamp>,
+    /// It asks for more GPUs than the pool has in all (its reason says how many).
+    pub unschedulable: bool,
 }
 
 /// The whole plan.

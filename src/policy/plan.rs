@@ -327,6 +327,8 @@ fn lease_candidates(w: &Draft, c: Option<usize>) -> Vec<LeaseCandidate> {
 fn lending(w: &mut Draft, classes: &mut Classes) -> Option<String> {
     let blocked = if w.policy.deleting {
         Some("the pool is being deleted".to_string())
+    } else if let Some(why) = &w.policy.invalid {
+        Some(format!("{why}; nothing new is lent until it is fixed"))
     } else if !w.snap.signals.fresh {
         Some(format!(
             "signals are not fresh: {}",
@@ -425,8 +427,39 @@ fn binding(w: &mut Draft) {
             earlier.entry(key.clone()).or_insert(snap.nodes[n].name.as_str());
         }
     }
+    // What the pool has in all, per model asked for, whatever state its nodes are in: a lease asking more
+    // can never be bound as the pool stands.
+    let mut by_model: std::collections::BTreeMap<&str, u32> = Default::default();
+    let mut total = 0u32;
+    for n in (0..w.nodes.len()).filter(|&n| w.nodes[n].member) {
+        total += w.nodes[n].gpus;
+        if let Some(m) = snap.nodes[n].labels.get(&w.policy.model_label) {
+            *by_model.entry(m.as_str()).or_default() += w.nodes[n].gpus;
+        }
+    }
     for l in pending {
         let lease = &w.snap.leases[l];
+        let has = match lease.model.as_deref() {
+            Some(m) => by_model.get(m).copied().unwrap_or(0),
+            None => total,
+        };
+        if lease.gpus > has {
+            let model = lease
+                .model
+                .as_deref()
+                .map(|m| format!(" of model {m}"))
+                .unwrap_or_default();
+            w.lease_reasons[l] = format!(
+                "asks for {} GPUs{model} and the pool has {has} in all: it cannot be bound until the pool grows",
+                lease.gpus
+            );
+            w.unschedulable[l] = true;
+            continue;
+        }
+        if let Some(why) = &w.policy.invalid {
+            w.lease_reasons[l] = format!("{why}; nothing new is bound until it is fixed");
+            continue;
+        }
         if let Some(node) = earlier.get(lease.key().as_str()) {
             w.lease_reasons[l] = format!(
                 "an earlier lease named {} still holds node {node}; waiting until it is back",

@@ -538,8 +538,23 @@ fn lease_of_other_model_or_too_large_waits() {
     assert!(kinds(&p).is_empty());
     for l in &p.leases {
         assert_eq!(l.phase, LeasePhase::Pending);
-        assert!(l.reason.contains("waiting for"), "{}", l.reason);
+        assert!(l.unschedulable, "more than the pool has in all");
+        assert!(l.reason.contains("and the pool has"), "{}", l.reason);
     }
+    // Within what the pool has, but more than is lent and free now: it waits.
+    let p = fx()
+        .node("n1", 8)
+        .marked(NodeState::Lent, None)
+        .node("busy", 8)
+        .internal_pod("train", Some("busy"), 8)
+        .lease("acme", "big", 16, LeasePhase::Pending, None)
+        .plan();
+    assert!(!p.leases[0].unschedulable);
+    assert!(
+        p.leases[0].reason.contains("waiting for 16 GPUs; 8 lent and free now"),
+        "{}",
+        p.leases[0].reason
+    );
 }
 
 #[test]
@@ -603,6 +618,82 @@ fn internal_demand_gives_notice_on_leased_nodes() {
     assert_eq!(p.leases[0].phase, LeasePhase::Reclaiming);
     assert_eq!(p.leases[0].deadline, Some(at(120)));
     assert!(p.steps[0].reason.contains("internal demand"));
+}
+
+#[test]
+fn an_invalid_spec_stops_new_lending_only() {
+    let invalid = |p: &mut PoolPolicy| p.invalid = Some("invalid pool spec: unknown time zone".into());
+    // Idle nodes are not lent, lent ones not bound; a lent node stays lent.
+    let p = fx()
+        .policy(invalid)
+        .node("idle", 8)
+        .node("lent", 8)
+        .marked(NodeState::Lent, None)
+        .lease("acme", "new", 8, LeasePhase::Pending, None)
+        .plan();
+    assert!(kinds(&p).is_empty(), "{:?}", kinds(&p));
+    assert!(p.lending_blocked.as_deref().unwrap().contains("unknown time zone"));
+    assert!(
+        p.leases[0].reason.contains("nothing new is bound"),
+        "{}",
+        p.leases[0].reason
+    );
+    // Internal demand still takes nodes back through notice, a passed deadline still evicts, and an empty
+    // reclaiming node still goes back.
+    let p = fx()
+        .policy(invalid)
+        .node("leased", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .lease("acme", "job", 8, LeasePhase::Bound, Some(-600))
+        .tenant_pod("acme", "worker", "leased")
+        .internal_pod("queued", None, 24)
+        .node("due", 8)
+        .marked(NodeState::Reclaiming, Some("acme.old"))
+        .with_node(|n| n.marks.deadline = Some(at(-1)))
+        .tenant_pod("acme", "stays", "due")
+        .node("empty", 8)
+        .marked(NodeState::Reclaiming, Some("acme.old"))
+        .with_node(|n| n.marks.deadline = Some(at(30)))
+        .plan();
+    assert_eq!(
+        kinds(&p),
+        ["evict stays", "return empty", "notice leased", "annotate worker"]
+    );
+}
+
+#[test]
+fn a_lease_larger_than_the_pool_says_so() {
+    let p = fx()
+        .node("n1", 8)
+        .marked(NodeState::Lent, None)
+        .node("n2", 8)
+        .lease("acme", "huge", 64, LeasePhase::Pending, None)
+        .lease("acme", "fits", 16, LeasePhase::Pending, None)
+        .plan();
+    let huge = p.leases.iter().find(|l| l.name == "huge").unwrap();
+    assert!(huge.unschedulable);
+    assert!(
+        huge.reason.contains("asks for 64 GPUs and the pool has 16 in all"),
+        "{}",
+        huge.reason
+    );
+    let fits = p.leases.iter().find(|l| l.name == "fits").unwrap();
+    assert!(
+        !fits.unschedulable,
+        "16 GPUs fit once both nodes are lent: {}",
+        fits.reason
+    );
+    let p = fx()
+        .node("n1", 8)
+        .lease("acme", "t4", 8, LeasePhase::Pending, None)
+        .with_lease(|l| l.model = Some("T4".into()))
+        .plan();
+    assert!(p.leases[0].unschedulable);
+    assert!(
+        p.leases[0].reason.contains("8 GPUs of model T4 and the pool has 0"),
+        "{}",
+        p.leases[0].reason
+    );
 }
 
 #[test]

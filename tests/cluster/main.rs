@@ -7,6 +7,7 @@ mod support;
 
 mod billing;
 mod chart_sandbox;
+mod cluster_life;
 mod control_plane;
 mod controller;
 mod crd;
