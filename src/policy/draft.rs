@@ -13,6 +13,9 @@ use super::state::{LeasePhase, NodeState};
 /// Per node, what the plan needs and what it decided.
 pub(super) struct NodeDraft {
     pub member: bool,
+    /// The pool's node selector and GPU models select the node now (a member no longer selected leaves the
+    /// pool once it is back).
+    pub selected: bool,
     pub class: usize,
     pub gpus: u32,
     pub state: NodeState,
@@ -62,16 +65,16 @@ impl<'a> Draft<'a> {
             .nodes
             .iter()
             .map(|n| {
+                let selected = n.gpus > 0
+                    && policy.node_selector.matches(&n.labels)
+                    && (policy.gpu_models.is_empty()
+                        || n.labels
+                            .get(&policy.model_label)
+                            .is_some_and(|m| policy.gpu_models.contains(m)));
+                // A node sublet marked for this pool stays a member until it is back, selected or not.
                 let member = match n.marks.pool.as_deref() {
                     Some(pool) => pool == policy.name,
-                    None => {
-                        n.gpus > 0
-                            && policy.node_selector.matches(&n.labels)
-                            && (policy.gpu_models.is_empty()
-                                || n.labels
-                                    .get(&policy.model_label)
-                                    .is_some_and(|m| policy.gpu_models.contains(m)))
-                    }
+                    None => selected,
                 };
                 let class_name = policy.node_class(&n.labels);
                 let next = class_names.len();
@@ -83,6 +86,7 @@ impl<'a> Draft<'a> {
                 let state = if member { n.marks.state } else { NodeState::Internal };
                 NodeDraft {
                     member,
+                    selected,
                     class,
                     gpus: n.gpus,
                     state,

@@ -131,6 +131,11 @@ fn forced_notices(w: &mut Draft) {
                 Cause::Misuse,
                 "tenant pods run on a node that no lease holds".to_string(),
             ))
+        } else if node.state == NodeState::Lent && !node.selected {
+            Some((
+                Cause::PoolRules,
+                "no longer selected by the pool's nodeSelector or gpuModels".to_string(),
+            ))
         } else if node.state == NodeState::Leased {
             lease_end_reason(w, n).map(|why| (Cause::LeaseOver, why))
         } else if node.internal_gpu_pods > 0 {
@@ -138,7 +143,17 @@ fn forced_notices(w: &mut Draft) {
         } else {
             None
         };
-        let Some((cause, why)) = why else { continue };
+        let Some((cause, why)) = why else {
+            if node.state == NodeState::Leased && !node.selected {
+                // A lease is a promise: a node leased before it left the pool's selection stays with its lease
+                // to the lease's end (or until internal demand takes it through notice), then leaves the pool.
+                w.nodes[n].reason = format!(
+                    "leased to {}; no longer selected by the pool: it leaves the pool once its lease gives it back",
+                    w.nodes[n].lease_key.as_deref().unwrap_or("?")
+                );
+            }
+            continue;
+        };
         if node.state == NodeState::Lent && !has_tenant_pods {
             w.unlend(n, cause, &why);
         } else {
@@ -415,7 +430,11 @@ fn binding(w: &mut Draft) {
     let mut free: Vec<usize> = (0..w.nodes.len())
         .filter(|&n| {
             let node = &w.nodes[n];
-            node.member && node.state == NodeState::Lent && node.lease.is_none() && !w.has_tenant_pods(n)
+            node.member
+                && node.selected
+                && node.state == NodeState::Lent
+                && node.lease.is_none()
+                && !w.has_tenant_pods(n)
         })
         .collect();
     // Nodes still out under a lease key that names no lease here (an earlier lease of the same name): a new

@@ -697,6 +697,39 @@ fn a_lease_larger_than_the_pool_says_so() {
 }
 
 #[test]
+fn a_member_no_longer_selected_leaves_once_back_and_a_lease_keeps_its_node() {
+    // The pool selects `pool=a`; none of these nodes carries it any more.
+    let p = fx()
+        .policy(|p| p.node_selector = Selector::from_labels([("pool", "a")]))
+        .node("lent", 8)
+        .marked(NodeState::Lent, None)
+        .node("leased", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .tenant_pod("acme", "worker", "leased")
+        .lease("acme", "job", 8, LeasePhase::Bound, Some(-600))
+        .node("internal", 8)
+        .lease("acme", "waits", 8, LeasePhase::Pending, None)
+        .plan();
+    assert_eq!(
+        kinds(&p),
+        ["unlend lent"],
+        "the lent node goes back at once, and nothing is bound to it"
+    );
+    assert!(reason_of(&p, "lent").contains("no longer selected"));
+    assert!(
+        reason_of(&p, "leased").contains("once its lease gives it back"),
+        "{}",
+        reason_of(&p, "leased")
+    );
+    let job = p.leases.iter().find(|l| l.name == "job").unwrap();
+    assert_eq!(job.phase, LeasePhase::Bound, "a lease keeps its node to its end");
+    assert!(
+        p.nodes.iter().all(|n| n.name != "internal"),
+        "an unselected internal node is no member"
+    );
+}
+
+#[test]
 fn notices_respect_the_concurrency_cap_and_count_nodes_in_notice() {
     let mut f = fx().policy(|p| p.reclaim_cap(2));
     for i in 0..4 {

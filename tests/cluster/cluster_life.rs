@@ -290,3 +290,98 @@ async fn leases_that_cannot_be_served(backend: Backend) {
     .await;
     run.stop().await;
 }
+
+/// Nodes that leave the pool's selection while out: a lent one goes back at once; a leased one stays with its
+/// lease to the lease's end, then leaves the pool; neither is lent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_no_longer_selected_goes_back_when_its_lease_lets_it() {
+    for backend in clusters() {
+        unselected(backend).await;
+    }
+}
+
+async fn unselected(backend: Backend) {
+    let env = TestEnv::start(backend, SandboxConfig::default()).await;
+    let c = env.client.clone();
+    let nodes: Api<Node> = Api::all(c.clone());
+    let mark = |value: serde_json::Value| json!({"metadata": {"labels": {"sublet.test/pool": value}}});
+    let mut names = Vec::new();
+    for base in ["gpu-1", "gpu-2"] {
+        let name = env.gpu_node(base, 8).await;
+        nodes
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&mark(json!("a"))))
+            .await
+            .unwrap();
+        names.push(name);
+    }
+    let pool = env.name(POOL);
+    let mut pool_spec = env.pool_spec(spec(4));
+    match pool_spec.get_mut("nodeSelector") {
+        Some(sel) => sel["matchLabels"]["sublet.test/pool"] = json!("a"),
+        None => pool_spec["nodeSelector"] = json!({"matchLabels": {"sublet.test/pool": "a"}}),
+    }
+    create_pool(&c, &pool, pool_spec).await;
+    let run = env.controller("sublet-0", false);
+    create_lease(&c, &env.acme, "job", json!({"pool": pool, "gpus": 8})).await;
+    let s = eventually_seen(30, "the lease bound", || async {
+        match lease_status(&env, "job").await {
+            Some(s) if s.phase == LeasePhase::Bound => Ok(s),
+            seen => Err(format!("{seen:?}")),
+        }
+    })
+    .await;
+    let leased = s.nodes[0].clone();
+    env.tenant_pod("worker", 8, &s, &leased).await;
+    eventually_seen(20, "both nodes out", || async {
+        match sublet_nodes(&env).await {
+            out if out.len() == 2 => Ok(()),
+            out => Err(format!("{out:?}")),
+        }
+    })
+    .await;
+
+    for name in &names {
+        nodes
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&mark(serde_json::Value::Null)),
+            )
+            .await
+            .unwrap();
+    }
+    // The lent node goes back at once; the leased one stays with its lease.
+    eventually_seen(20, "the lent node back", || async {
+        match sublet_nodes(&env).await {
+            out if out == [leased.clone()] => Ok(()),
+            out => Err(format!("{out:?}")),
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sublet_nodes(&env).await, vec![leased.clone()]);
+    let s = lease_status(&env, "job").await.unwrap();
+    assert_eq!((s.phase, s.nodes.clone()), (LeasePhase::Bound, vec![leased.clone()]));
+
+    // The lease ends: its node goes back through notice and leaves the pool; nothing is lent again.
+    Api::<GpuLease>::namespaced(c.clone(), &env.acme)
+        .delete("job", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually_seen(30, "the leased node back", || async {
+        match sublet_nodes(&env).await {
+            out if out.is_empty() => Ok(()),
+            out => Err(format!("{out:?}")),
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sublet_nodes(&env).await,
+        Vec::<String>::new(),
+        "no longer selected: never lent again"
+    );
+    let members = pool_status(&env).await.totals.nodes;
+    assert_eq!(members, 0, "both left the pool");
+    run.stop().await;
+}
