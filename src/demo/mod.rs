@@ -4,7 +4,7 @@
 //! ```text
 //!   workload.rs  demand curve (trace / synthetic day) ──▶ internal pods (ml namespace) ─┐
 //!   tenants.rs   GpuLeases ─▶ wait Bound ─▶ pods with the lease's selector/toleration ─┼─▶ LocalApi ─▶ sandbox
-//!   cluster.rs   scheduler (binds) + kubelet (Running, Succeeded, checkpoint, grace) ─┘        │
+//!   nodes.rs     scheduler (binds) + kubelet (Running, Succeeded, checkpoint, grace) ─┘        │
 //!   kubelet.rs   node heartbeats over HTTP: kube-node-lease Leases, Ready condition ──────────────┤
 //!   controller   sublet::controller::run over HTTP, as `sublet run` would ◀────────────────────┤
 //!   summary.rs   every watch event ─▶ invariant checks (rules 1–3), counters, GPU-hours ◀──────┘
@@ -14,8 +14,8 @@
 //! times faster (pod durations, arrivals, trace minutes, checkpoint times); the demo pool gets short real-time
 //! notice, idle window and cool-down so that a simulated day plays out in well under a minute.
 
-pub mod cluster;
 pub mod kubelet;
+pub mod nodes;
 pub mod prom;
 pub mod summary;
 pub mod tenants;
@@ -31,7 +31,7 @@ use jiff::Timestamp;
 use serde_json::json;
 use tokio::sync::watch;
 
-pub use cluster::{NodeGroup, NodeSpec};
+pub use nodes::{NodeGroup, NodeSpec};
 use sublet_sandbox::{LocalApi, Sandbox, SandboxConfig};
 pub use summary::Summary;
 
@@ -97,7 +97,7 @@ pub struct DemoConfig {
 impl Default for DemoConfig {
     fn default() -> Self {
         Self {
-            nodes: cluster::default_groups(64, 8),
+            nodes: nodes::default_groups(64, 8),
             trace: None,
             speed: 2160.0,
             duration: Duration::from_secs(40),
@@ -332,7 +332,7 @@ pub async fn run(
     let mut tasks = vec![
         publish,
         tokio::spawn(kubelet::run(client.clone(), heartbeats, stop.clone())),
-        tokio::spawn(cluster::run(
+        tokio::spawn(nodes::run(
             local.as_manager("demo-kubelet"),
             clock,
             loads.clone(),
@@ -411,7 +411,7 @@ fn setup(local: &LocalApi, config: &DemoConfig, groups: &[NodeGroup], prom_url: 
             json!({"metadata": {"name": name, "labels": {crate::api::keys::TENANT_NAMESPACE_LABEL: "true"}}}),
         )?;
     }
-    cluster::create_nodes(local, groups)?;
+    nodes::create_nodes(local, groups)?;
     let pool = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool",
         "metadata": {"name": POOL}, "spec": pool_spec(config, prom_url)});
     // A freshly created CRD serves at once in the sandbox, but retry briefly in case it does not.
