@@ -6,11 +6,11 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use super::cluster::{Cluster, DeleteOpts, ListOpts, PatchKind, WriteCtx};
 use super::error::ApiError;
 use super::registry::ResourceType;
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::Event;
+use super::verbs::{Cluster, DeleteOpts, ListOpts, PatchKind, WriteCtx};
 
 #[derive(Clone)]
 pub struct LocalApi {

@@ -9,7 +9,6 @@ use http::{Method, Response, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::authorization;
-use super::cluster::{Cluster, DeleteOpts, ListOpts, PatchKind, WriteCtx};
 use super::convert;
 use super::error::ApiError;
 use super::faults::FaultAction;
@@ -19,6 +18,7 @@ use super::reviews;
 use super::selector::{FieldSelector, LabelSelector};
 use super::server::{Body, Request, Server, bytes_response, json as json_response, stream_response};
 use super::table::IncludeObject;
+use super::verbs::{Cluster, DeleteOpts, ListOpts, PatchKind, WriteCtx};
 use super::watch::{self, WatchParams};
 
 /// The resource, namespace, name and subresource a path names.

@@ -11,9 +11,9 @@ pub(crate) mod pods;
 
 use serde_json::{Value, json};
 
-use super::cluster::Cluster;
 use super::error::ApiError;
 use super::registry::ResourceType;
+use super::verbs::Cluster;
 
 pub(crate) fn prepare_create(cluster: &Cluster, rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
     match rt.key().as_str() {

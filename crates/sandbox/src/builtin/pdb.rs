@@ -6,10 +6,10 @@
 
 use serde_json::{Value, json};
 
-use crate::cluster::{Cluster, DeleteOpts, WriteCtx};
 use crate::error::{ApiError, status_body};
 use crate::meta;
 use crate::selector::LabelSelector;
+use crate::verbs::{Cluster, DeleteOpts, WriteCtx};
 
 /// A `metav1.LabelSelector` object as a selector; None when it selects nothing (null selector).
 pub(crate) fn selector_of(sel: &Value) -> Option<LabelSelector> {

@@ -1,4 +1,5 @@
-//! The API semantics over the store: what create, update, patch, delete, get and list mean for any kind.
+//! The API verbs over the store: what create, update, patch, delete, get and list mean for any kind, on the
+//! [`Cluster`] that holds the store, the registry and the controllers' queue.
 //!
 //! ```text
 //!  HTTP handler / in-process API
