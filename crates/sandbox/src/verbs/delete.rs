@@ -107,23 +107,9 @@ impl Cluster {
             if opts.dry_run {
                 return Ok(new);
             }
-            if seconds == 0 && fins.is_empty() && !builtin::deletes_slowly(rt) {
-                match self.remove(rt, ns, name, Some(live.rv)) {
-                    Err(ApiError::Conflict { .. }) => continue,
-                    other => return other,
-                }
-            }
-            match self.store.write(
-                &key,
-                ns,
-                name,
-                Write::Update {
-                    value: new,
-                    expect_rv: Some(live.rv),
-                },
-            ) {
-                Ok(stored) => {
-                    let value = stored.value();
+            let remove = seconds == 0 && fins.is_empty() && !builtin::deletes_slowly(rt);
+            match self.update_or_remove(rt, ns, name, new, live.rv, remove) {
+                Some(Ok(value)) => {
                     if let Some(seconds) = grace.filter(|s| *s > 0) {
                         self.kick(Kick::PodGrace {
                             ns: ns.into(),
@@ -134,9 +120,8 @@ impl Cluster {
                     }
                     return Ok(value);
                 }
-                Err(StoreError::Conflict) => continue,
-                Err(StoreError::NotFound) => return Err(ApiError::not_found(&rt.gr(), name)),
-                Err(e) => return Err(ApiError::Internal(format!("{e:?}"))),
+                Some(Err(e)) => return Err(e),
+                None => continue,
             }
         }
     }

@@ -297,30 +297,44 @@ impl Cluster {
             if ctx.dry_run {
                 return Ok(new);
             }
-            if meta::is_deleting(&new) && meta::finalizers(&new).is_empty() && builtin::may_remove_now(rt, &new) {
-                match self.remove(rt, ns, name, Some(live.rv)) {
-                    Err(ApiError::Conflict { .. }) => continue,
-                    other => return other,
-                }
+            let remove = builtin::removable(rt, &new);
+            match self.update_or_remove(rt, ns, name, new, live.rv, remove) {
+                Some(result) => return result,
+                None => continue,
             }
-            match self.store.write(
-                &key,
-                ns,
-                name,
-                Write::Update {
-                    value: new,
-                    expect_rv: Some(live.rv),
-                },
-            ) {
-                Ok(stored) => {
-                    let value = stored.value();
-                    builtin::after_write(self, rt, &value);
-                    return Ok(value);
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(StoreError::NotFound) => return Err(ApiError::not_found(&rt.gr(), name)),
-                Err(e) => return Err(ApiError::Internal(format!("{e:?}"))),
+        }
+    }
+
+    /// Stores `new` over the object at revision `rv`, or takes the object out of the store when `remove`.
+    /// None when the object changed since `rv`: the caller reads it again and retries.
+    fn update_or_remove(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        new: Value,
+        rv: u64,
+        remove: bool,
+    ) -> Option<Result<Value, ApiError>> {
+        if remove {
+            return match self.remove(rt, ns, name, Some(rv)) {
+                Err(ApiError::Conflict { .. }) => None,
+                other => Some(other),
+            };
+        }
+        let write = Write::Update {
+            value: new,
+            expect_rv: Some(rv),
+        };
+        match self.store.write(&rt.key(), ns, name, write) {
+            Ok(stored) => {
+                let value = stored.value();
+                builtin::after_write(self, rt, &value);
+                Some(Ok(value))
             }
+            Err(StoreError::Conflict) => None,
+            Err(StoreError::NotFound) => Some(Err(ApiError::not_found(&rt.gr(), name))),
+            Err(e) => Some(Err(ApiError::Internal(format!("{e:?}")))),
         }
     }
 

@@ -25,33 +25,15 @@ impl Cluster {
             let live = self.store.get(key, ns, name)?;
             let old = live.value();
             let mut new = change(&old)?;
-            if meta::is_deleting(&new) && meta::finalizers(&new).is_empty() && builtin::may_remove_now(&rt, &new) {
-                match self.remove(&rt, ns, name, Some(live.rv)) {
-                    Err(ApiError::Conflict { .. }) => continue,
-                    other => return other.ok(),
-                }
-            }
+            let remove = builtin::removable(&rt, &new);
             if meta::finalizers(&new).is_empty()
                 && let Some(m) = new["metadata"].as_object_mut()
             {
                 m.remove("finalizers");
             }
-            match self.store.write(
-                key,
-                ns,
-                name,
-                Write::Update {
-                    value: new,
-                    expect_rv: Some(live.rv),
-                },
-            ) {
-                Ok(stored) => {
-                    let value = stored.value();
-                    builtin::after_write(self, &rt, &value);
-                    return Some(value);
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(_) => return None,
+            match self.update_or_remove(&rt, ns, name, new, live.rv, remove) {
+                Some(result) => return result.ok(),
+                None => continue,
             }
         }
     }
