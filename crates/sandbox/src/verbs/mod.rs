@@ -357,32 +357,7 @@ impl Cluster {
         self.place(rt, url_ns, new)?;
         meta::metadata(new).insert("name".into(), json!(name));
         if rt.has_status() {
-            match sub {
-                None => match old.get("status") {
-                    Some(status) => new["status"] = status.clone(),
-                    None => {
-                        if let Some(o) = new.as_object_mut() {
-                            o.remove("status");
-                        }
-                    }
-                },
-                Some("status") => {
-                    let mut merged = old.clone();
-                    match new.get("status") {
-                        Some(status) => merged["status"] = status.clone(),
-                        None => {
-                            if let Some(o) = merged.as_object_mut() {
-                                o.remove("status");
-                            }
-                        }
-                    }
-                    if let Some(mf) = new["metadata"].get("managedFields") {
-                        merged["metadata"]["managedFields"] = mf.clone();
-                    }
-                    *new = merged;
-                }
-                Some(_) => {}
-            }
+            split_status(sub, old, new);
         }
         let old_meta = &old["metadata"];
         let m = meta::metadata(new);
@@ -399,24 +374,7 @@ impl Cluster {
         }
         m.remove("resourceVersion");
         if meta::is_deleting(old) {
-            let before = meta::finalizers(old);
-            let added: Vec<String> = meta::finalizers(new)
-                .into_iter()
-                .filter(|f| !before.contains(f))
-                .collect();
-            if !added.is_empty() {
-                let list = added.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ");
-                return Err(ApiError::invalid(
-                    &rt.kind,
-                    &rt.group,
-                    name,
-                    "metadata.finalizers",
-                    "FieldValueForbidden",
-                    &format!(
-                        "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{list}}}"
-                    ),
-                ));
-            }
+            no_new_finalizers(rt, name, old, new)?;
         }
         if tracks_generation(rt) {
             let generation = old_meta["generation"].as_i64().unwrap_or(1);
@@ -589,6 +547,54 @@ fn name_mismatch(obj: &Value, url_name: &str) -> ApiError {
     let body_name = meta::str_at(obj, &["metadata", "name"]).unwrap_or("");
     ApiError::BadRequest(format!(
         "the name of the object ({body_name}) does not match the name on the URL ({url_name})"
+    ))
+}
+
+/// The status subresource split: a write of the object keeps the stored status, a write of `status` changes
+/// nothing else (but managedFields).
+fn split_status(sub: Option<&str>, old: &Value, new: &mut Value) {
+    let take_status = |to: &mut Value, from: &Value| match from.get("status") {
+        Some(status) => to["status"] = status.clone(),
+        None => {
+            if let Some(o) = to.as_object_mut() {
+                o.remove("status");
+            }
+        }
+    };
+    match sub {
+        None => take_status(new, old),
+        Some("status") => {
+            let mut merged = old.clone();
+            take_status(&mut merged, new);
+            if let Some(mf) = new["metadata"].get("managedFields") {
+                merged["metadata"]["managedFields"] = mf.clone();
+            }
+            *new = merged;
+        }
+        Some(_) => {}
+    }
+}
+
+/// An object being deleted takes no new finalizers.
+fn no_new_finalizers(rt: &ResourceType, name: &str, old: &Value, new: &Value) -> Result<(), ApiError> {
+    let before = meta::finalizers(old);
+    let added: Vec<String> = meta::finalizers(new)
+        .into_iter()
+        .filter(|f| !before.contains(f))
+        .collect();
+    if added.is_empty() {
+        return Ok(());
+    }
+    let list = added.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ");
+    Err(ApiError::invalid(
+        &rt.kind,
+        &rt.group,
+        name,
+        "metadata.finalizers",
+        "FieldValueForbidden",
+        &format!(
+            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{list}}}"
+        ),
     ))
 }
 
