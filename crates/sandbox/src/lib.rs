@@ -224,7 +224,7 @@ impl SandboxHandle {
         &self.server.auth.admin_token
     }
 
-    pub fn kubeconfig_yaml(&self) -> String {
+    pub(crate) fn kubeconfig_yaml(&self) -> String {
         kubeconfig::render(&self.url(), &self.server.auth.admin_token)
     }
 

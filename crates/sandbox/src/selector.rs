@@ -15,10 +15,10 @@ use super::error::ApiError;
 /// Its requirements are kube's [`Expression`]s; it matches through a lookup rather than kube's
 /// `Selector::matches`, because stored objects keep their labels beside their serialized form, not in a map.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct LabelSelector(Vec<Expression>);
+pub(crate) struct LabelSelector(Vec<Expression>);
 
 impl LabelSelector {
-    pub fn parse(text: &str) -> Result<LabelSelector, ApiError> {
+    pub(crate) fn parse(text: &str) -> Result<LabelSelector, ApiError> {
         let mut reqs = Vec::new();
         for part in split_top(text) {
             let part = part.trim();
@@ -57,12 +57,8 @@ impl LabelSelector {
         Some(LabelSelector(reqs))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Whether labels (sorted or not) satisfy every requirement.
-    pub fn matches<'a>(&self, labels: impl Fn(&str) -> Option<&'a str>) -> bool {
+    pub(crate) fn matches<'a>(&self, labels: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.0.iter().all(|req| match req {
             Expression::Equal(k, v) => labels(k) == Some(v.as_str()),
             Expression::NotEqual(k, v) => labels(k) != Some(v.as_str()),
@@ -147,11 +143,11 @@ fn parse_requirement(part: &str) -> Result<Expression, String> {
 
 /// A parsed field selector: equality and inequality on the fields a resource makes selectable.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct FieldSelector(Vec<(String, bool, String)>);
+pub(crate) struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
     /// Parses and checks every field against `supported` (metadata.name and metadata.namespace always are).
-    pub fn parse(text: &str, supported: &[&str]) -> Result<FieldSelector, ApiError> {
+    pub(crate) fn parse(text: &str, supported: &[&str]) -> Result<FieldSelector, ApiError> {
         let mut reqs = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (field, eq, value) = if let Some((f, v)) = part.split_once("!=") {
@@ -174,22 +170,9 @@ impl FieldSelector {
         Ok(FieldSelector(reqs))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Whether the object's fields satisfy every requirement; an absent field reads as "".
-    pub fn matches<'a>(&self, fields: impl Fn(&str) -> Option<&'a str>) -> bool {
+    pub(crate) fn matches<'a>(&self, fields: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.0.iter().all(|(f, eq, v)| (fields(f).unwrap_or("") == v) == *eq)
-    }
-
-    /// The single `metadata.name=X` a field selector names, as `kubectl get X -w` and kube-rs' `Api::watch` on
-    /// one object send.
-    pub fn name(&self) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(f, eq, _)| f == "metadata.name" && *eq)
-            .map(|(_, _, v)| v.as_str())
     }
 }
 

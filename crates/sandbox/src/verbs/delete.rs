@@ -72,7 +72,7 @@ fn mark_deleting(rt: &ResourceType, m: &mut serde_json::Map<String, Value>, seco
 impl Cluster {
     /// Deletes an object: at once, or by setting deletionTimestamp when finalizers, a pod's grace period or a
     /// propagation policy keep it for a while. Answers the object as it is after the call.
-    pub fn delete(
+    pub(crate) fn delete(
         &self,
         rt: &ResourceType,
         ns: &str,
@@ -85,12 +85,8 @@ impl Cluster {
                 .delete(&core, ns, name, opts, ctx)
                 .map(|v| convert::from_stored(rt, v));
         }
-        let key = rt.key();
         loop {
-            let live = self
-                .store
-                .get(&key, ns, name)
-                .ok_or_else(|| ApiError::not_found(&rt.gr(), name))?;
+            let live = self.live(rt, ns, name)?;
             let old = live.value();
             preconditions(rt, name, opts, live.uid.as_ref(), live.rv)?;
             admission::admit_policies(self, rt, "DELETE", ns, name, None, Some(&old), &ctx.caller)?;

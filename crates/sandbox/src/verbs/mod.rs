@@ -28,7 +28,7 @@ use super::meta::{self, Ids};
 use super::pipeline;
 use super::registry::{Registry, ResourceType};
 use super::selector::selectable_fields;
-use super::store::{Store, StoreError, Write};
+use super::store::{Store, StoreError, Stored, Write};
 
 mod delete;
 mod list;
@@ -38,7 +38,7 @@ mod types;
 pub use types::{Caller, DeleteOpts, PatchKind};
 pub(crate) use types::{Kick, ListOpts, ListResult, Settings, WriteCtx};
 
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub store: Store,
     pub registry: Registry,
     pub ids: Ids,
@@ -62,7 +62,7 @@ impl Cluster {
             .collect()
     }
 
-    pub fn new(settings: Settings, history: usize) -> (Arc<Cluster>, mpsc::UnboundedReceiver<Kick>) {
+    pub(crate) fn new(settings: Settings, history: usize) -> (Arc<Cluster>, mpsc::UnboundedReceiver<Kick>) {
         let (kicks, rx) = mpsc::unbounded_channel();
         let cluster = Cluster {
             store: Store::new(history),
@@ -80,15 +80,25 @@ impl Cluster {
         let _ = self.kicks.send(kick);
     }
 
-    pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
+    pub(crate) fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
+        self.live(rt, ns, name).map(|s| convert::from_stored(rt, s.value()))
+    }
+
+    /// The stored object as it is now; 404 when there is none.
+    fn live(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Arc<Stored>, ApiError> {
         self.store
             .get(&rt.key(), ns, name)
-            .map(|s| convert::from_stored(rt, s.value()))
             .ok_or_else(|| ApiError::not_found(&rt.gr(), name))
     }
 
     /// Creates an object (`ns` for namespaced kinds).
-    pub fn create(&self, rt: &ResourceType, ns: Option<&str>, obj: Value, ctx: &WriteCtx) -> Result<Value, ApiError> {
+    pub(crate) fn create(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        obj: Value,
+        ctx: &WriteCtx,
+    ) -> Result<Value, ApiError> {
         if let Some(core) = self.storage_of(rt) {
             let created = self.create_with(&core, ns, convert::to_stored(rt, obj), ctx, false)?;
             return Ok(convert::from_stored(rt, created));
@@ -177,7 +187,7 @@ impl Cluster {
     }
 
     /// Replaces an object (or its status with `sub = Some("status")`).
-    pub fn update(
+    pub(crate) fn update(
         &self,
         rt: &ResourceType,
         ns: &str,
@@ -215,7 +225,7 @@ impl Cluster {
 
     /// Patches an object; server-side apply creates it when absent.
     #[allow(clippy::too_many_arguments)]
-    pub fn patch(
+    pub(crate) fn patch(
         &self,
         rt: &ResourceType,
         ns: &str,
@@ -277,12 +287,8 @@ impl Cluster {
         ctx: &WriteCtx,
         make: impl Fn(&Value) -> Result<(Value, bool), ApiError>,
     ) -> Result<Value, ApiError> {
-        let key = rt.key();
         loop {
-            let live = self
-                .store
-                .get(&key, ns, name)
-                .ok_or_else(|| ApiError::not_found(&rt.gr(), name))?;
+            let live = self.live(rt, ns, name)?;
             let old = live.value();
             let (mut new, managed_done) = make(&old)?;
             if let Some(rv) = meta::str_at(&new, &["metadata", "resourceVersion"]).filter(|rv| !rv.is_empty())
@@ -495,7 +501,7 @@ impl Cluster {
     }
 
     /// The selectable fields of a resource, for parsing field selectors.
-    pub fn field_labels(rt: &ResourceType) -> &'static [&'static str] {
+    pub(crate) fn field_labels(rt: &ResourceType) -> &'static [&'static str] {
         selectable_fields(&rt.key())
     }
 }

@@ -39,13 +39,10 @@ impl Cluster {
     }
 
     /// `POST pods/NAME/binding`: sets the pod's node, once.
-    pub fn bind(&self, ns: &str, name: &str, binding: &Value) -> Result<Value, ApiError> {
+    pub(crate) fn bind(&self, ns: &str, name: &str, binding: &Value) -> Result<Value, ApiError> {
         let rt = self.registry.by_key("pods").ok_or(ApiError::NoRoute)?;
         loop {
-            let live = self
-                .store
-                .get("pods", ns, name)
-                .ok_or_else(|| ApiError::not_found(&rt.gr(), name))?;
+            let live = self.live(&rt, ns, name)?;
             let new = builtin::pods::bind(&live.value(), binding)?;
             match self.store.write(
                 "pods",
@@ -64,7 +61,7 @@ impl Cluster {
     }
 
     /// `PUT namespaces/NAME/finalize`: replaces the namespace's spec.finalizers.
-    pub fn finalize_namespace(&self, name: &str, body: &Value) -> Result<Value, ApiError> {
+    pub(crate) fn finalize_namespace(&self, name: &str, body: &Value) -> Result<Value, ApiError> {
         let finalizers = body["spec"]["finalizers"].clone();
         let result = self.system_update("namespaces", "", name, |ns| {
             let mut ns = ns.clone();
