@@ -158,11 +158,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal as _;
     use sublet::demo;
     let nodes = match &args.nodes_file {
-        Some(path) => demo::cluster::load_groups(path)?,
+        Some(path) => demo::nodes::load_groups(path)?,
         None => {
             let weights: &[u32] = if args.models.len() == 2 { &[3, 1] } else { &[] };
-            let groups = demo::cluster::groups_for(args.nodes, args.gpus_per_node, &args.models, weights);
-            demo::cluster::validate_groups(&groups).map_err(|e| anyhow::anyhow!("invalid --models: {e}"))?;
+            let groups = demo::nodes::groups_for(args.nodes, args.gpus_per_node, &args.models, weights);
+            demo::nodes::validate_groups(&groups).map_err(|e| anyhow::anyhow!("invalid --models: {e}"))?;
             groups
         }
     };

@@ -40,6 +40,7 @@ mod reserve;
 mod status;
 mod written;
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -246,31 +247,15 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
             .set(at.as_millisecond() as f64 / 1000.0);
     }
     let t_signals = started.elapsed();
-    let observed = {
-        let pods = caches.pods.read();
-        observe(&pool, &world, &pods, &ctx.clocks, readings.signals.clone(), now)?
-    };
-    caches
-        .pods
-        .watch_namespaces(&name, observed.tenant_namespaces.iter().cloned().collect());
-    let weak = podsecurity::weaker(&world.namespaces, &observed.tenant_namespaces);
-    let mut snapshot = observed.snapshot;
-    for lease in snapshot.leases.iter_mut().filter(|l| weak.contains_key(&l.namespace)) {
-        lease.tenant_namespace = false;
-    }
-    readings.apply(&mut snapshot);
+    let Seen {
+        snapshot,
+        tenant_namespaces,
+        weak,
+    } = snapshot_of(&ctx, &pool, &world, readings, now)?;
     let t_observe = started.elapsed();
     // The spec is valid again: a later invalid one is news.
     ctx.invalid_said.lock().expect("invalid spec lock").remove(&name);
-    let mut the_plan = plan(&snapshot);
-    for lease in the_plan.leases.iter_mut() {
-        if let (Some(level), crate::api::LeasePhase::Pending) = (weak.get(&lease.namespace), lease.phase) {
-            lease.reason = format!(
-                "namespace {} enforces Pod Security '{level}', weaker than 'restricted': sublet binds no lease there",
-                lease.namespace
-            );
-        }
-    }
+    let the_plan = plan_with_pod_security(&snapshot, &weak);
     ctx.metrics.internal_pending(&name, &pending_by_class(&snapshot));
     let t_plan = started.elapsed();
     let enforce = pool.spec.mode == Mode::Enforce;
@@ -278,32 +263,7 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     // mode unless it was switched from Enforce, and then it returns its nodes like any other.
     let act = enforce || deleting;
     let outcomes = if act {
-        podsecurity::label(&ctx, &world.namespaces, &observed.tenant_namespaces).await;
-        let mut steps = the_plan.steps.clone();
-        steps.extend(evict::overdue_terminating(&snapshot));
-        let reclaim = execute::Reclaim {
-            max_grace_seconds: pool.spec.reclaim.max_grace_seconds,
-        };
-        let outcomes = execute::execute(&ctx, &name, &steps, &snapshot, reclaim, now).await;
-        for (node, what) in execute::reassert(&ctx, &name, &snapshot, &steps, now).await {
-            ctx.metrics
-                .marks_repaired
-                .with_label_values(&[name.as_str(), what])
-                .inc();
-            let note = format!(
-                "the node's sublet.dev/ {what} disagreed with sublet's record and were put right; sublet believes its record, never the node"
-            );
-            report::publish(
-                &ctx,
-                node.as_ref(),
-                kube::runtime::events::EventType::Warning,
-                "MarksRepaired",
-                "Repair",
-                &note,
-            )
-            .await;
-        }
-        outcomes
+        execute_plan(&ctx, &pool, &world, &tenant_namespaces, &snapshot, &the_plan, now).await
     } else {
         Vec::new()
     };
@@ -314,16 +274,9 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     }
     let reported = report::report(&ctx, &pool, &snapshot, &the_plan, &outcomes, &world.leases, !act).await?;
     finalize::leases(&ctx, &pool, &snapshot, &the_plan, &world.leases, act).await;
-    if deleting {
-        let all_home = the_plan.nodes.iter().all(|n| n.state == NodeState::Internal) && the_plan.steps.is_empty();
-        if all_home {
-            finalize::release_all(&ctx, &name, &world.leases).await?;
-            remove_finalizer(&ctx, &name).await?;
-            ctx.caches.pods.unwatch(&name);
-            ctx.pool_statuses.forget(&name);
-            ctx.metrics.pool_deleted(&name);
-            return Ok(Action::await_change());
-        }
+    if deleting && the_plan.nodes.iter().all(|n| n.state == NodeState::Internal) && the_plan.steps.is_empty() {
+        forget_pool(&ctx, &name, &world.leases).await?;
+        return Ok(Action::await_change());
     }
     let total = started.elapsed();
     ctx.metrics
@@ -351,6 +304,109 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
     Ok(Action::requeue(ctx.config.tick))
+}
+
+/// The pool's snapshot from the caches and the signals' readings, with its tenant namespaces and those of
+/// them whose Pod Security is weaker than restricted (their leases are not bound: not a tenant namespace to
+/// the planner). The pod cache follows the tenant namespaces from here on.
+fn snapshot_of(
+    ctx: &Context,
+    pool: &TenantPool,
+    world: &World,
+    readings: crate::signals::Readings,
+    now: Timestamp,
+) -> Result<Seen, Error> {
+    let observed = {
+        let pods = ctx.caches.pods.read();
+        observe(pool, world, &pods, &ctx.clocks, readings.signals.clone(), now)?
+    };
+    ctx.caches
+        .pods
+        .watch_namespaces(&pool.name_any(), observed.tenant_namespaces.iter().cloned().collect());
+    let weak = podsecurity::weaker(&world.namespaces, &observed.tenant_namespaces);
+    let mut snapshot = observed.snapshot;
+    for lease in snapshot.leases.iter_mut().filter(|l| weak.contains_key(&l.namespace)) {
+        lease.tenant_namespace = false;
+    }
+    readings.apply(&mut snapshot);
+    Ok(Seen {
+        snapshot,
+        tenant_namespaces: observed.tenant_namespaces,
+        weak,
+    })
+}
+
+/// What a pass sees of its pool.
+struct Seen {
+    snapshot: crate::policy::Snapshot,
+    tenant_namespaces: HashSet<String>,
+    /// Tenant namespaces whose Pod Security is weaker than restricted, with their level.
+    weak: HashMap<String, String>,
+}
+
+/// The plan, with the reason why a pending lease in a namespace of weaker Pod Security is not bound.
+fn plan_with_pod_security(snapshot: &crate::policy::Snapshot, weak: &HashMap<String, String>) -> crate::policy::Plan {
+    let mut the_plan = plan(snapshot);
+    for lease in the_plan.leases.iter_mut() {
+        if let (Some(level), crate::api::LeasePhase::Pending) = (weak.get(&lease.namespace), lease.phase) {
+            lease.reason = format!(
+                "namespace {} enforces Pod Security '{level}', weaker than 'restricted': sublet binds no lease there",
+                lease.namespace
+            );
+        }
+    }
+    the_plan
+}
+
+/// Carries out the plan's steps (and the overdue evictions of terminating pods), then puts right any node
+/// marks that disagree with sublet's record.
+async fn execute_plan(
+    ctx: &Context,
+    pool: &TenantPool,
+    world: &World,
+    tenant_namespaces: &HashSet<String>,
+    snapshot: &crate::policy::Snapshot,
+    the_plan: &crate::policy::Plan,
+    now: Timestamp,
+) -> Vec<execute::Outcome> {
+    let name = pool.name_any();
+    podsecurity::label(ctx, &world.namespaces, tenant_namespaces).await;
+    let mut steps = the_plan.steps.clone();
+    steps.extend(evict::overdue_terminating(snapshot));
+    let reclaim = execute::Reclaim {
+        max_grace_seconds: pool.spec.reclaim.max_grace_seconds,
+    };
+    let outcomes = execute::execute(ctx, &name, &steps, snapshot, reclaim, now).await;
+    for (node, what) in execute::reassert(ctx, &name, snapshot, &steps, now).await {
+        ctx.metrics
+            .marks_repaired
+            .with_label_values(&[name.as_str(), what])
+            .inc();
+        let note = format!(
+            "the node's sublet.dev/ {what} disagreed with sublet's record and were put right; sublet believes its record, never the node"
+        );
+        report::publish(
+            ctx,
+            node.as_ref(),
+            kube::runtime::events::EventType::Warning,
+            "MarksRepaired",
+            "Repair",
+            &note,
+        )
+        .await;
+    }
+    outcomes
+}
+
+/// A deleted pool whose nodes are all home: its leases released, its finalizer removed, and everything this
+/// process kept for it dropped.
+async fn forget_pool(ctx: &Context, name: &str, leases: &[Arc<crate::api::GpuLease>]) -> Result<(), Error> {
+    finalize::release_all(ctx, name, leases).await?;
+    remove_finalizer(ctx, name).await?;
+    ctx.caches.pods.unwatch(name);
+    ctx.pool_statuses.forget(name);
+    ctx.metrics.pool_deleted(name);
+    Ok(())
 }
 
 /// Internal GPUs waiting, by class (`any` when any node will do): pending internal pods and the demand the

@@ -95,37 +95,61 @@ pub async fn report(
     observe_only: bool,
 ) -> Result<Reported, Error> {
     let started = std::time::Instant::now();
-    let now = snapshot.now;
     let pool_name = pool.name_any();
-    let by_name: HashMap<(&str, &str), &GpuLease> = leases
+    let by_name = leases_by_name(leases, &pool_name);
+    let (writes, ledgers_left) = lease_writes(pool, snapshot, plan, outcomes, &by_name, observe_only, interval(ctx));
+    let written = writes.len();
+    let revenue_delta = send_lease_writes(ctx, pool, writes, observe_only).await;
+    lease_metrics(ctx, &pool_name, plan, &by_name, observe_only);
+    let t_leases = started.elapsed();
+    super::events::lease_events(ctx, snapshot, outcomes, &by_name).await;
+    super::events::node_events(ctx, &pool_name, outcomes).await;
+    let t_events = started.elapsed();
+    for (reason, note) in pool_status(ctx, pool, snapshot, plan, revenue_delta, observe_only) {
+        publish(ctx, pool, EventType::Warning, reason, "Report", &note).await;
+    }
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    tracing::debug!(
+        pool = %pool_name,
+        lease_statuses = written,
+        leases_ms = ms(t_leases),
+        events_ms = ms(t_events - t_leases),
+        pool_status_ms = ms(started.elapsed() - t_events),
+        "reported"
+    );
+    Ok(Reported { ledgers_left })
+}
+
+/// The pool's leases by (namespace, name).
+fn leases_by_name<'a>(leases: &'a [std::sync::Arc<GpuLease>], pool: &str) -> HashMap<(&'a str, &'a str), &'a GpuLease> {
+    leases
         .iter()
-        .filter(|l| l.spec.pool == pool_name)
+        .filter(|l| l.spec.pool == pool)
         .filter_map(|l| {
             Some((
                 (l.metadata.namespace.as_deref()?, l.metadata.name.as_deref()?),
                 l.as_ref(),
             ))
         })
-        .collect();
-    // GPUs each lease held as observed (before this pass's steps), for the ledger.
+        .collect()
+}
+
+/// GPUs each lease held as observed (before this pass's steps), for the ledger.
+fn held_gpus<'a>(snapshot: &'a Snapshot, pool: &str) -> HashMap<&'a str, u32> {
     let mut held: HashMap<&str, u32> = HashMap::new();
     for n in &snapshot.nodes {
         if matches!(n.marks.state, NodeState::Leased | NodeState::Reclaiming)
-            && n.marks.pool.as_deref() == Some(&pool_name)
+            && n.marks.pool.as_deref() == Some(pool)
             && let Some(k) = n.marks.lease.as_deref()
         {
             *held.entry(k).or_default() += n.gpus;
         }
     }
-    let failed_binds: HashSet<(&str, &str)> = outcomes
-        .iter()
-        .filter(|o| o.result.is_err())
-        .filter_map(|o| match &o.step.action {
-            Action::Bind { namespace, name, .. } => Some((namespace.as_str(), name.as_str())),
-            _ => None,
-        })
-        .collect();
-    // The deadline of each node under notice: as observed (from sublet's record), or as given in this pass.
+    held
+}
+
+/// The deadline of each node under notice: as observed (from sublet's record), or as given in this pass.
+fn notice_deadlines<'a>(snapshot: &'a Snapshot, outcomes: &'a [Outcome]) -> HashMap<&'a str, Timestamp> {
     let mut deadlines: HashMap<&str, Timestamp> = outcomes
         .iter()
         .filter(|o| matches!(o.result, Ok(Done::Written)))
@@ -141,6 +165,31 @@ pub async fn report(
             deadlines.insert(n.name.as_str(), d);
         }
     }
+    deadlines
+}
+
+/// The lease status writes of this pass (see [`this_pass`]) and how many due ledgers are left for later: pure,
+/// from the plan's lease reports, the observed statuses and what this pass did.
+fn lease_writes<'a>(
+    pool: &TenantPool,
+    snapshot: &'a Snapshot,
+    plan: &'a Plan,
+    outcomes: &'a [Outcome],
+    by_name: &HashMap<(&'a str, &'a str), &'a GpuLease>,
+    observe_only: bool,
+    ledger_interval: SignedDuration,
+) -> (Vec<LeaseWrite<'a>>, usize) {
+    let now = snapshot.now;
+    let held = held_gpus(snapshot, &pool.name_any());
+    let failed_binds: HashSet<(&str, &str)> = outcomes
+        .iter()
+        .filter(|o| o.result.is_err())
+        .filter_map(|o| match &o.step.action {
+            Action::Bind { namespace, name, .. } => Some((namespace.as_str(), name.as_str())),
+            _ => None,
+        })
+        .collect();
+    let deadlines = notice_deadlines(snapshot, outcomes);
     let no_status = GpuLeaseStatus::default();
     let mut changed: Vec<LeaseWrite> = Vec::new();
     let mut ledger_only: Vec<LeaseWrite> = Vec::new();
@@ -154,85 +203,115 @@ pub async fn report(
         };
         let old = lease.status.as_ref().unwrap_or(&no_status);
         if observe_only {
-            // Nothing is bound in Observe mode: only say so.
-            let reason = Some("the pool is in Observe mode and binds no lease".to_string());
-            if old.bound_at.is_some() || old.reason == reason {
-                continue;
-            }
-            let accounted_until = old.accounted_until.as_ref().map(|t| t.0);
-            let mut status = old.clone();
-            status.observed_generation = lease.metadata.generation;
-            status.reason = reason;
-            changed.push(LeaseWrite {
-                lease,
-                namespace: id.0,
-                name: id.1,
-                status,
-                cost_delta: 0.0,
-                event: None,
-                accounted_until,
-            });
+            changed.extend(observe_write(lease, id, old));
             continue;
         }
-        let key = lease_key(&report.namespace, &report.name);
-        let prev = Ledger {
-            gpu_seconds: old.gpu_seconds,
-            cost: old.cost,
-            accounted_until: old.accounted_until.as_ref().map(|t| t.0),
-        };
-        let ledger = accrue(
-            prev,
-            held.get(key.as_str()).copied().unwrap_or(0),
-            report.price_per_gpu_hour,
-            old.bound_at.as_ref().map(|t| t.0),
-            now,
-        );
-        let mut status = lease_status(old, report, &key, lease.metadata.generation, now);
-        status.notices = report
-            .nodes
-            .iter()
-            .filter_map(|n| {
-                Some(NodeNotice {
-                    node: n.clone(),
-                    deadline: Time(*deadlines.get(n.as_str())?),
-                })
-            })
-            .collect();
-        let unchanged = status == *old;
-        let ledger_due = prev
-            .accounted_until
-            .is_none_or(|a| now.duration_since(a) >= interval(ctx));
-        if unchanged && !(ledger_due && ledger != prev) {
-            continue;
-        }
-        status.gpu_seconds = ledger.gpu_seconds;
-        status.cost = ledger.cost;
-        status.cost_text = Some(crate::api::cost_text(ledger.cost, &pool.spec.pricing.currency));
-        status.accounted_until = ledger.accounted_until.map(Time);
-        let event = (old.phase != report.phase)
-            .then_some(match report.phase {
-                LeasePhase::Expired => Some(("Expired", report.reason.as_str())),
-                LeasePhase::Released => Some(("Released", report.reason.as_str())),
-                _ => None,
-            })
-            .flatten();
-        let write = LeaseWrite {
-            lease,
-            namespace: id.0,
-            name: id.1,
-            status,
-            cost_delta: ledger.cost - prev.cost,
-            event,
-            accounted_until: prev.accounted_until,
-        };
-        if unchanged {
-            ledger_only.push(write);
-        } else {
-            changed.push(write);
+        let held = held
+            .get(lease_key(&report.namespace, &report.name).as_str())
+            .copied()
+            .unwrap_or(0);
+        match lease_write(pool, lease, report, old, held, &deadlines, now, ledger_interval) {
+            Some((write, true)) => ledger_only.push(write),
+            Some((write, false)) => changed.push(write),
+            None => {}
         }
     }
-    let (writes, ledgers_left) = this_pass(changed, ledger_only, |w| w.accounted_until);
-    let written = writes.len();
+    this_pass(changed, ledger_only, |w| w.accounted_until)
+}
+
+/// A lease's status write after its report: its new status, its ledger carried forward at the GPUs it `held`,
+/// and whether only the ledger changed. None when nothing changed, or only a ledger not due yet (one is due
+/// `ledger_interval` after it was last written).
+#[allow(clippy::too_many_arguments)]
+fn lease_write<'a>(
+    pool: &TenantPool,
+    lease: &'a GpuLease,
+    report: &'a crate::policy::LeaseReport,
+    old: &GpuLeaseStatus,
+    held: u32,
+    deadlines: &HashMap<&str, Timestamp>,
+    now: Timestamp,
+    ledger_interval: SignedDuration,
+) -> Option<(LeaseWrite<'a>, bool)> {
+    let key = lease_key(&report.namespace, &report.name);
+    let prev = Ledger {
+        gpu_seconds: old.gpu_seconds,
+        cost: old.cost,
+        accounted_until: old.accounted_until.as_ref().map(|t| t.0),
+    };
+    let ledger = accrue(
+        prev,
+        held,
+        report.price_per_gpu_hour,
+        old.bound_at.as_ref().map(|t| t.0),
+        now,
+    );
+    let mut status = lease_status(old, report, &key, lease.metadata.generation, now);
+    status.notices = report
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            Some(NodeNotice {
+                node: n.clone(),
+                deadline: Time(*deadlines.get(n.as_str())?),
+            })
+        })
+        .collect();
+    let unchanged = status == *old;
+    let ledger_due = prev
+        .accounted_until
+        .is_none_or(|a| now.duration_since(a) >= ledger_interval);
+    if unchanged && !(ledger_due && ledger != prev) {
+        return None;
+    }
+    status.gpu_seconds = ledger.gpu_seconds;
+    status.cost = ledger.cost;
+    status.cost_text = Some(crate::api::cost_text(ledger.cost, &pool.spec.pricing.currency));
+    status.accounted_until = ledger.accounted_until.map(Time);
+    let event = (old.phase != report.phase)
+        .then_some(match report.phase {
+            LeasePhase::Expired => Some(("Expired", report.reason.as_str())),
+            LeasePhase::Released => Some(("Released", report.reason.as_str())),
+            _ => None,
+        })
+        .flatten();
+    let write = LeaseWrite {
+        lease,
+        namespace: &report.namespace,
+        name: &report.name,
+        status,
+        cost_delta: ledger.cost - prev.cost,
+        event,
+        accounted_until: prev.accounted_until,
+    };
+    Some((write, unchanged))
+}
+
+/// In Observe mode nothing is bound: a lease's status only says so, once.
+fn observe_write<'a>(lease: &'a GpuLease, id: (&'a str, &'a str), old: &GpuLeaseStatus) -> Option<LeaseWrite<'a>> {
+    let reason = Some("the pool is in Observe mode and binds no lease".to_string());
+    if old.bound_at.is_some() || old.reason == reason {
+        return None;
+    }
+    let accounted_until = old.accounted_until.as_ref().map(|t| t.0);
+    let mut status = old.clone();
+    status.observed_generation = lease.metadata.generation;
+    status.reason = reason;
+    Some(LeaseWrite {
+        lease,
+        namespace: id.0,
+        name: id.1,
+        status,
+        cost_delta: 0.0,
+        event: None,
+        accounted_until,
+    })
+}
+
+/// Sends the lease status writes, a few at a time; accounts and publishes what was written. Answers the
+/// revenue the written ledgers added.
+async fn send_lease_writes(ctx: &Context, pool: &TenantPool, writes: Vec<LeaseWrite<'_>>, observe_only: bool) -> f64 {
+    let pool_name = pool.name_any();
     let writes: Vec<_> = writes.into_iter().map(|w| write_lease_status(ctx, w)).collect();
     let results: Vec<(LeaseWrite, bool)> = futures::stream::iter(writes)
         .buffer_unordered(WRITES_IN_FLIGHT)
@@ -254,24 +333,7 @@ pub async fn report(
             publish(ctx, w.lease, EventType::Normal, reason, "Release", note).await;
         }
     }
-    lease_metrics(ctx, &pool_name, plan, &by_name, observe_only);
-    let t_leases = started.elapsed();
-    super::events::lease_events(ctx, snapshot, outcomes, &by_name).await;
-    super::events::node_events(ctx, &pool_name, outcomes).await;
-    let t_events = started.elapsed();
-    for (reason, note) in pool_status(ctx, pool, snapshot, plan, revenue_delta, observe_only) {
-        publish(ctx, pool, EventType::Warning, reason, "Report", &note).await;
-    }
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-    tracing::debug!(
-        pool = %pool_name,
-        lease_statuses = written,
-        leases_ms = ms(t_leases),
-        events_ms = ms(t_events - t_leases),
-        pool_status_ms = ms(started.elapsed() - t_events),
-        "reported"
-    );
-    Ok(Reported { ledgers_left })
+    revenue_delta
 }
 
 /// Leases by phase (as written, or as they stand in Observe mode), and the series of ended leases dropped.
@@ -486,6 +548,47 @@ fn pool_status(
         ..TenantPoolStatus::default()
     };
     let generation = pool.metadata.generation;
+    set_pool_conditions(&mut status, snapshot, plan, observe_only, generation);
+    super::reserve::report(ctx, &name, plan, &mut status, generation, now);
+    status.summarize();
+    let warnings = super::events::pool_warnings(&old.conditions, &status.conditions);
+    let unchanged = TenantPoolStatus {
+        harvestable_gpu_hours: old.harvestable_gpu_hours,
+        lent_gpu_hours: old.lent_gpu_hours,
+        accounted_until: old.accounted_until.clone(),
+        ..status.clone()
+    } == old;
+    let ledger_due = old
+        .accounted_until
+        .as_ref()
+        .is_none_or(|a| now.duration_since(a.0) >= interval(ctx));
+    gpu_gauges(ctx, &name, &t);
+    if unchanged && !ledger_due && revenue_delta == 0.0 {
+        return warnings;
+    }
+    status.harvestable_gpu_hours = plan.ledger.harvestable_gpu_hours;
+    status.lent_gpu_hours = plan.ledger.lent_gpu_hours;
+    status.accounted_until = plan.ledger.accounted_until.map(Time);
+    ctx.metrics.pool_accounted(
+        &name,
+        &pool.spec.pricing.currency,
+        status.harvestable_gpu_hours,
+        status.lent_gpu_hours,
+        status.revenue,
+    );
+    ctx.pool_statuses.submit(&name, status);
+    warnings
+}
+
+/// The pool's Ready, SignalsFresh and Lending conditions after this pass.
+fn set_pool_conditions(
+    status: &mut TenantPoolStatus,
+    snapshot: &Snapshot,
+    plan: &Plan,
+    observe_only: bool,
+    generation: Option<i64>,
+) {
+    let (now, t) = (snapshot.now, plan.totals);
     set_condition(
         &mut status.conditions,
         "Ready",
@@ -536,19 +639,10 @@ fn pool_status(
         generation,
         now,
     );
-    super::reserve::report(ctx, &name, plan, &mut status, generation, now);
-    status.summarize();
-    let warnings = super::events::pool_warnings(&old.conditions, &status.conditions);
-    let unchanged = TenantPoolStatus {
-        harvestable_gpu_hours: old.harvestable_gpu_hours,
-        lent_gpu_hours: old.lent_gpu_hours,
-        accounted_until: old.accounted_until.clone(),
-        ..status.clone()
-    } == old;
-    let ledger_due = old
-        .accounted_until
-        .as_ref()
-        .is_none_or(|a| now.duration_since(a.0) >= interval(ctx));
+}
+
+/// The pool's GPUs by state, as gauges.
+fn gpu_gauges(ctx: &Context, pool: &str, t: &crate::policy::Totals) {
     for (state, gpus) in [
         ("internal", t.internal_free_gpus + t.internal_used_gpus),
         ("lendable", t.lendable_gpus),
@@ -556,26 +650,8 @@ fn pool_status(
         ("leased", t.leased_gpus),
         ("reclaiming", t.reclaiming_gpus),
     ] {
-        ctx.metrics
-            .gpus
-            .with_label_values(&[name.as_str(), state])
-            .set(i64::from(gpus));
+        ctx.metrics.gpus.with_label_values(&[pool, state]).set(i64::from(gpus));
     }
-    if unchanged && !ledger_due && revenue_delta == 0.0 {
-        return warnings;
-    }
-    status.harvestable_gpu_hours = plan.ledger.harvestable_gpu_hours;
-    status.lent_gpu_hours = plan.ledger.lent_gpu_hours;
-    status.accounted_until = plan.ledger.accounted_until.map(Time);
-    ctx.metrics.pool_accounted(
-        &name,
-        &pool.spec.pricing.currency,
-        status.harvestable_gpu_hours,
-        status.lent_gpu_hours,
-        status.revenue,
-    );
-    ctx.pool_statuses.submit(&name, status);
-    warnings
 }
 
 #[cfg(test)]

@@ -5,12 +5,12 @@
 use serde_json::Value;
 
 use super::authorization::user_info;
-use super::cluster::{Caller, Cluster, WriteCtx};
 use super::error::ApiError;
 use super::meta;
 use super::registry::ResourceType;
 use super::schema::{self, CrdSchema};
 use super::vap;
+use super::verbs::{Caller, Cluster, WriteCtx};
 
 /// Checks a CRD version's schema compiles (structural, CEL rules valid).
 pub(crate) fn check_schema(schema: &Value) -> Result<(), String> {

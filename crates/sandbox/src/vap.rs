@@ -15,7 +15,7 @@
 //! supported), `namespaceObject` and `variables`; `authorizer` is not bound. Evaluation errors follow the
 //! policy's failurePolicy (Fail by default).
 
-pub(crate) mod matching;
+mod matching;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
