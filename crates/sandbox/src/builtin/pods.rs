@@ -18,8 +18,25 @@ pub(crate) fn prepare_create(obj: &mut Value) -> Result<(), ApiError> {
             "Required value",
         ));
     }
+    if obj["spec"]["ephemeralContainers"]
+        .as_array()
+        .is_some_and(|e| !e.is_empty())
+    {
+        return Err(ApiError::invalid(
+            "Pod",
+            "",
+            &name,
+            "spec.ephemeralContainers",
+            "FieldValueForbidden",
+            "Forbidden: cannot be set on create",
+        ));
+    }
     if !obj["spec"]["terminationGracePeriodSeconds"].is_i64() {
         obj["spec"]["terminationGracePeriodSeconds"] = json!(30);
+    }
+    // Defaulted as kube-apiserver does (kubectl debug reads it without a check).
+    if !obj["spec"]["securityContext"].is_object() {
+        obj["spec"]["securityContext"] = json!({});
     }
     // A new pod's status is the server's: Pending until a kubelet reports.
     obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});

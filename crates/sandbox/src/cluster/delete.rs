@@ -47,7 +47,7 @@ impl Cluster {
             {
                 return Err(precondition(rt, name, "ResourceVersion", rv, &live.rv.to_string()));
             }
-            admission::admit_policies(self, rt, "DELETE", ns, name, None, Some(&old), &ctx.caller)?;
+            admission::admit_policies(self, rt, "DELETE", ns, name, None, None, Some(&old), &ctx.caller)?;
             let mut fins = meta::finalizers(&old);
             match opts.propagation.as_deref() {
                 Some("Foreground") if !fins.iter().any(|f| f == "foregroundDeletion") => {
