@@ -76,6 +76,26 @@ pub(crate) fn validate_update(old: &Value, new: &mut Value) -> Result<(), ApiErr
             "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
         ));
     }
+    // Tolerations may be added to a pod, never taken away or changed (but for their tolerationSeconds).
+    let tolerations = |pod: &Value| pod["spec"]["tolerations"].as_array().cloned().unwrap_or_default();
+    let without_seconds = |t: &Value| {
+        let mut t = t.clone();
+        if let Some(o) = t.as_object_mut() {
+            o.remove("tolerationSeconds");
+        }
+        t
+    };
+    let kept: Vec<Value> = tolerations(new).iter().map(without_seconds).collect();
+    if tolerations(old).iter().any(|t| !kept.contains(&without_seconds(t))) {
+        return Err(ApiError::invalid(
+            "Pod",
+            "",
+            name,
+            "spec.tolerations",
+            "FieldValueForbidden",
+            "Forbidden: existing toleration can not be modified except its tolerationSeconds",
+        ));
+    }
     if old_node.is_empty() && !new_node.is_empty() && old["spec"]["nodeName"] != new["spec"]["nodeName"] {
         // Binding through an update is what the binding subresource exists for; the real server forbids it too.
         return Err(ApiError::invalid(
