@@ -254,13 +254,21 @@ impl World {
         .await
     }
 
-    /// The reasons of the events in the tenant namespace about GpuLeases.
-    async fn lease_event_reasons(&self) -> Vec<String> {
-        events_about(&self.admin, Some(&self.acme), "GpuLease")
-            .await
-            .into_iter()
-            .filter_map(|e| e.reason)
-            .collect()
+    /// Waits for an event with `reason` in the tenant namespace about a GpuLease (a kube-apiserver writes an
+    /// event a moment after what it tells of).
+    async fn lease_event(&self, reason: &str) {
+        eventually_seen(10, &format!("a {reason} event about a lease"), || async {
+            let reasons: Vec<String> = events_about(&self.admin, Some(&self.acme), "GpuLease")
+                .await
+                .into_iter()
+                .filter_map(|e| e.reason)
+                .collect();
+            match reasons.iter().any(|r| r == reason) {
+                true => Ok(()),
+                false => Err(format!("{reasons:?}")),
+            }
+        })
+        .await
     }
 
     /// Waits until the tenant pod is gone; fails if it went before `deadline` (the notice is honoured).
@@ -330,8 +338,7 @@ async fn budget_long_grace_or_self_deletion(backend: Backend) {
     for node in &nodes {
         w.back(node, 20).await;
     }
-    let reasons = w.lease_event_reasons().await;
-    assert!(reasons.iter().any(|r| r == "Evicted"), "{reasons:?}");
+    w.lease_event("Evicted").await;
     w.stop().await;
 }
 
@@ -522,8 +529,7 @@ async fn deleted_lease_billed_until_back(backend: Backend) {
     assert!((record.cost - record.gpu_seconds as f64 / 3600.0 * 3.6).abs() < 1e-6);
     let totals = pool_status.ended_totals.unwrap();
     assert_eq!((totals.leases, totals.gpu_seconds), (1, record.gpu_seconds));
-    let reasons = w.lease_event_reasons().await;
-    assert!(reasons.iter().any(|r| r == "Ended"), "{reasons:?}");
+    w.lease_event("Ended").await;
     w.stop().await;
 }
 
@@ -597,14 +603,21 @@ async fn forged_node_marks(backend: Backend) {
         })
         .await;
     }
-    // (Events about nodes are in `default`, which other tests on the real control plane share: ours only.)
-    let repaired: Vec<String> = events_about(&w.admin, Some("default"), "Node")
-        .await
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("MarksRepaired"))
-        .filter_map(|e| e.regarding.and_then(|r| r.name))
-        .collect();
-    assert!(repaired.iter().any(|n| w.nodes.contains(n)), "{repaired:?}");
+    // (Events about nodes are in `default`, which other tests on the real control plane share: ours only. A
+    // kube-apiserver writes an event a moment after what it tells of.)
+    eventually_seen(10, "a MarksRepaired event about our nodes", || async {
+        let repaired: Vec<String> = events_about(&w.admin, Some("default"), "Node")
+            .await
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("MarksRepaired"))
+            .filter_map(|e| e.regarding.and_then(|r| r.name))
+            .collect();
+        match repaired.iter().any(|n| w.nodes.contains(n)) {
+            true => Ok(()),
+            false => Err(format!("{repaired:?}")),
+        }
+    })
+    .await;
 
     // Attack 5: the deadline rewritten on the node does not move it.
     w.tenant_pod("worker", &leased, &status, json!({}), json!({})).await;
