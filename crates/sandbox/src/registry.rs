@@ -143,7 +143,7 @@ const BUILTINS: &[Builtin] = &[
         true,
         &["po"],
         &["all"],
-        &["status", "binding", "eviction"],
+        &["status", "binding", "eviction", "ephemeralcontainers"],
     ),
     ("", "v1", "events", "Event", true, &["ev"], &[], &[]),
     (

@@ -1,12 +1,13 @@
-//! The rendered chart (`deploy/sublet.yaml`) against the sandbox in RBAC mode, with the real kubectl:
+//! The rendered chart (`deploy/sublet.yaml`) against the sandbox in RBAC mode and, where the test loops over
+//! `clusters()`, the real kube-apiserver with its admission chain, with the real kubectl:
 //!
 //! ```text
 //!   apply.rs      kubectl apply --server-side (default and every option), can-i for sublet and tenants
-//!   admission.rs  the tenant-isolation ValidatingAdmissionPolicy against allowed and escaping pods
+//!   admission.rs  the chart's ValidatingAdmissionPolicies against allowed and escaping requests (both clusters)
 //!   rbac.rs       the controller (in process, and the binary with the Deployment's arguments) as the
 //!                 chart's ServiceAccount, through its whole life cycle; unneeded writes refused
 //!   hostile.rs    a hostile tenant's attacks on the controller running as that ServiceAccount: budgets, long
-//!                 grace periods, deleted leases, forged node marks, weak Pod Security
+//!                 grace periods, deleted leases, forged node marks, weak Pod Security (both clusters)
 //!   release.rs    helm against the sandbox refuses a second release next to a running one
 //! ```
 

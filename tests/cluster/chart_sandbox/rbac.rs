@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -80,7 +80,7 @@ pub(crate) async fn install(sandbox: &SandboxHandle, dir: &Path) -> Client {
 }
 
 /// A sandbox that authorizes every request with RBAC, and a folder for kubeconfigs.
-pub(crate) async fn rbac_sandbox() -> (SandboxHandle, tempfile::TempDir) {
+async fn rbac_sandbox() -> (SandboxHandle, tempfile::TempDir) {
     let sandbox = Sandbox::start(SandboxConfig {
         rbac: true,
         ..Default::default()
@@ -88,19 +88,6 @@ pub(crate) async fn rbac_sandbox() -> (SandboxHandle, tempfile::TempDir) {
     .await
     .expect("sandbox starts");
     (sandbox, tempfile::tempdir().unwrap())
-}
-
-/// The chart installed and namespaces `acme` (a tenant) and `ml`: the admin's client and one as the chart's
-/// ServiceAccount.
-pub(crate) async fn installed(sandbox: &SandboxHandle, dir: &Path) -> (Client, Client) {
-    let sa = install(sandbox, dir).await;
-    let admin = sandbox.client().await.unwrap();
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    for (name, labels) in [("acme", json!({"sublet.dev/tenant": "true"})), ("ml", json!({}))] {
-        let ns = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
-        namespaces.create(&PostParams::default(), &ns).await.unwrap();
-    }
-    (admin, sa)
 }
 
 /// A replica as the chart runs it (leader election on the chart's Lease in the release namespace), with the
@@ -135,7 +122,7 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
 
 /// Installs the rendered chart on `env`'s API server and answers a client that authenticates as the chart's
 /// ServiceAccount with a token from TokenRequest.
-async fn install_on(env: &TestEnv, dir: &Path) -> Client {
+pub(crate) async fn install_on(env: &TestEnv, dir: &Path) -> Client {
     let Some(sandbox) = &env.sandbox else {
         let kubeconfig = crate::support::real::real().kubeconfig.clone();
         let token = apply_chart(&kubeconfig, dir).await;

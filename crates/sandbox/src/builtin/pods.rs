@@ -18,8 +18,25 @@ pub(crate) fn prepare_create(obj: &mut Value) -> Result<(), ApiError> {
             "Required value",
         ));
     }
+    if obj["spec"]["ephemeralContainers"]
+        .as_array()
+        .is_some_and(|e| !e.is_empty())
+    {
+        return Err(ApiError::invalid(
+            "Pod",
+            "",
+            &name,
+            "spec.ephemeralContainers",
+            "FieldValueForbidden",
+            "Forbidden: cannot be set on create",
+        ));
+    }
     if !obj["spec"]["terminationGracePeriodSeconds"].is_i64() {
         obj["spec"]["terminationGracePeriodSeconds"] = json!(30);
+    }
+    // Defaulted as kube-apiserver does (kubectl debug reads it without a check).
+    if !obj["spec"]["securityContext"].is_object() {
+        obj["spec"]["securityContext"] = json!({});
     }
     // A new pod's status is the server's: Pending until a kubelet reports.
     obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
@@ -57,6 +74,26 @@ pub(crate) fn validate_update(old: &Value, new: &mut Value) -> Result<(), ApiErr
             "spec",
             "FieldValueForbidden",
             "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+        ));
+    }
+    // Tolerations may be added to a pod, never taken away or changed (but for their tolerationSeconds).
+    let tolerations = |pod: &Value| pod["spec"]["tolerations"].as_array().cloned().unwrap_or_default();
+    let without_seconds = |t: &Value| {
+        let mut t = t.clone();
+        if let Some(o) = t.as_object_mut() {
+            o.remove("tolerationSeconds");
+        }
+        t
+    };
+    let kept: Vec<Value> = tolerations(new).iter().map(without_seconds).collect();
+    if tolerations(old).iter().any(|t| !kept.contains(&without_seconds(t))) {
+        return Err(ApiError::invalid(
+            "Pod",
+            "",
+            name,
+            "spec.tolerations",
+            "FieldValueForbidden",
+            "Forbidden: existing toleration can not be modified except its tolerationSeconds",
         ));
     }
     if old_node.is_empty() && !new_node.is_empty() && old["spec"]["nodeName"] != new["spec"]["nodeName"] {

@@ -89,7 +89,7 @@ impl Cluster {
             let live = self.live(rt, ns, name)?;
             let old = live.value();
             preconditions(rt, name, opts, live.uid.as_ref(), live.rv)?;
-            admission::admit_policies(self, rt, "DELETE", ns, name, None, Some(&old), &ctx.caller)?;
+            admission::admit_policies(self, rt, "DELETE", ns, name, None, None, Some(&old), &ctx.caller)?;
             let mut fins = meta::finalizers(&old);
             add_propagation_finalizer(&mut fins, opts.propagation.as_deref())?;
             let grace = builtin::grace_period(rt, &old, opts.grace_period);

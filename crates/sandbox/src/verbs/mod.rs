@@ -167,7 +167,7 @@ impl Cluster {
         if !managed_done {
             obj = pipeline::record_update(rt, None, &obj, &ctx.manager, None);
         }
-        admission::admit_policies(self, rt, "CREATE", &ns, &name, Some(&obj), None, &ctx.caller)?;
+        admission::admit_policies(self, rt, "CREATE", &ns, &name, None, Some(&obj), None, &ctx.caller)?;
         if ctx.dry_run {
             return Ok(obj);
         }
@@ -397,7 +397,8 @@ impl Cluster {
         if !managed_done {
             *new = pipeline::record_update(rt, Some(old), new, &ctx.manager, sub);
         }
-        admission::admit_policies(self, rt, "UPDATE", ns, name, Some(new), Some(old), &ctx.caller)
+        admission::node_restriction(rt, name, old, new, &ctx.caller)?;
+        admission::admit_policies(self, rt, "UPDATE", ns, name, sub, Some(new), Some(old), &ctx.caller)
     }
 
     /// Sets apiVersion, kind and namespace; answers the namespace ("" for cluster-scoped kinds).
@@ -569,6 +570,22 @@ fn split_status(sub: Option<&str>, old: &Value, new: &mut Value) {
     };
     match sub {
         None => take_status(new, old),
+        // A pod's ephemeral containers are written through a subresource of their own.
+        Some("ephemeralcontainers") => {
+            let mut merged = old.clone();
+            match new["spec"].get("ephemeralContainers") {
+                Some(added) => merged["spec"]["ephemeralContainers"] = added.clone(),
+                None => {
+                    if let Some(o) = merged["spec"].as_object_mut() {
+                        o.remove("ephemeralContainers");
+                    }
+                }
+            }
+            if let Some(mf) = new["metadata"].get("managedFields") {
+                merged["metadata"]["managedFields"] = mf.clone();
+            }
+            *new = merged;
+        }
         Some("status") => {
             let mut merged = old.clone();
             take_status(&mut merged, new);
