@@ -64,7 +64,7 @@ pub use pods::{PodCache, PodTable, PodWriter};
 pub use report::{Ledger, accrue};
 
 use crate::api::keys::POOL_FINALIZER;
-use crate::api::{Mode, NodeState, TenantPool};
+use crate::api::{GpuLease, Mode, NodeState, TenantPool};
 use crate::policy::plan;
 
 /// Why a pass failed.
@@ -213,6 +213,28 @@ pub(crate) async fn timed<T>(fut: impl Future<Output = Result<T, kube::Error>>) 
     }
 }
 
+/// The leases of every pool that sublet binds no node to, with why (a namespace too long for a lease key,
+/// a key an older lease already has): keys are cluster-wide, so all leases count, but not the ended ones.
+fn refused_leases(leases: &[Arc<GpuLease>]) -> std::collections::HashMap<(String, String), String> {
+    let live: Vec<crate::policy::KeyedLease> = leases
+        .iter()
+        .filter(|l| !l.status.as_ref().is_some_and(|s| s.phase.is_final()))
+        .filter_map(|l| {
+            Some(crate::policy::KeyedLease {
+                namespace: l.metadata.namespace.as_deref()?,
+                name: l.metadata.name.as_deref()?,
+                holding: l.status.as_ref().is_some_and(|s| !s.nodes.is_empty()),
+                created: l
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or(i64::MAX, |t| t.0.as_second()),
+            })
+        })
+        .collect();
+    crate::policy::refusals(&live)
+}
+
 /// One pass over one pool: observe → plan → execute → report.
 pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = pool.name_any();
@@ -254,8 +276,13 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
         .pods
         .watch_namespaces(&name, observed.tenant_namespaces.iter().cloned().collect());
     let weak = podsecurity::weaker(&world.namespaces, &observed.tenant_namespaces);
+    let refused = refused_leases(&world.leases);
     let mut snapshot = observed.snapshot;
-    for lease in snapshot.leases.iter_mut().filter(|l| weak.contains_key(&l.namespace)) {
+    for lease in snapshot
+        .leases
+        .iter_mut()
+        .filter(|l| weak.contains_key(&l.namespace) || refused.contains_key(&(l.namespace.clone(), l.name.clone())))
+    {
         lease.tenant_namespace = false;
     }
     readings.apply(&mut snapshot);
@@ -264,6 +291,12 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     ctx.invalid_said.lock().expect("invalid spec lock").remove(&name);
     let mut the_plan = plan(&snapshot);
     for lease in the_plan.leases.iter_mut() {
+        if let (Some(why), crate::api::LeasePhase::Pending) =
+            (refused.get(&(lease.namespace.clone(), lease.name.clone())), lease.phase)
+        {
+            lease.reason = why.clone();
+            continue;
+        }
         if let (Some(level), crate::api::LeasePhase::Pending) = (weak.get(&lease.namespace), lease.phase) {
             lease.reason = format!(
                 "namespace {} enforces Pod Security '{level}', weaker than 'restricted': sublet binds no lease there",

@@ -254,3 +254,216 @@ fn strip_nulls(v: &mut Value) {
         _ => {}
     }
 }
+
+#[test]
+fn gpu_leases_need_a_namespace_of_at_most_52_characters() {
+    for backend in crate::support::real::clusters() {
+        let chart = Chart::on(backend);
+        let pad = |len: usize| "t".repeat(len - chart.cluster.prefix.len());
+        let lease = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "GpuLease", "metadata": {"name": "job"},
+            "spec": {"pool": "a100", "gpus": 8}})
+        .to_string();
+        let long = chart.cluster.namespace(&pad(53));
+        chart.denied(
+            &long,
+            &lease,
+            "sublet-lease-limits",
+            &format!("namespace {long} has 53 characters: sublet serves GpuLeases only in namespaces of at most 52"),
+        );
+        let longest = chart.cluster.namespace(&pad(52));
+        chart.admitted(&longest, &lease);
+    }
+}
+
+/// The lease key of sublet before it refused collisions: a 32-bit FNV-1a hash in hex after a dash, which a
+/// second lease could take by name.
+fn old_lease_key(namespace: &str, name: &str) -> String {
+    let full = format!("{namespace}.{name}");
+    let hash = full
+        .bytes()
+        .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let head = full[..54].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    format!("{head}-{hash:08x}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_keys_are_not_shared_long_namespaces_wait_and_tenants_read_their_notices() {
+    for backend in crate::support::real::clusters() {
+        keys_namespaces_and_notices(backend).await;
+    }
+}
+
+async fn keys_namespaces_and_notices(backend: Backend) {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::Api;
+    use kube::api::PostParams;
+    use sublet::api::{GpuLease, LeasePhase};
+
+    use super::rbac::kubectl;
+    use crate::support::cluster::{TestEnv, create_lease, create_pool, eventually_seen, gpu_pod};
+
+    let env = TestEnv::with_rbac(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = match &env.sandbox {
+        Some(sandbox) => {
+            let path = dir.path().join("admin.kubeconfig");
+            sandbox.write_kubeconfig(&path).unwrap();
+            path
+        }
+        None => crate::support::real::real().kubeconfig.clone(),
+    };
+    let run = |args: Vec<String>, stdin: Option<String>| {
+        let (kubeconfig, home) = (kubeconfig.clone(), dir.path().to_path_buf());
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            kubectl(&kubeconfig, &home, &args, stdin.as_deref()).await
+        }
+    };
+    let apply = ["apply", "--server-side", "--force-conflicts", "-f", "-"]
+        .map(String::from)
+        .to_vec();
+    run(apply, Some(deploy_yaml())).await;
+    // A lease from before the policy "-lease-limits" (or with it in Warn): the controller holds alone.
+    let unbind = [
+        "delete",
+        "validatingadmissionpolicybinding",
+        "sublet-lease-limits",
+        "--ignore-not-found",
+    ];
+    run(unbind.map(String::from).to_vec(), None).await;
+
+    let admin = env.client.clone();
+    let (acme, ml) = (env.acme.clone(), env.ml.clone());
+    let long = env.name(&"l".repeat(53 - env.name("").len()));
+    assert_eq!(long.len(), 53);
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let labels = json!({"sublet.dev/tenant": "true", crate::support::real::OWNED: "true"});
+    let ns = serde_json::from_value(json!({"metadata": {"name": long, "labels": labels}})).unwrap();
+    namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    for base in ["gpu-1", "gpu-2", "gpu-3"] {
+        env.gpu_node(base, 8).await;
+    }
+    let pool = env.name("a100");
+    create_pool(
+        &admin,
+        &pool,
+        env.pool_spec(json!({"mode": "Enforce", "idle": {"forSeconds": 0},
+            "reclaim": {"noticeSeconds": 30, "cooldownSeconds": 0}, "pricing": {"defaultPerGpuHour": 3.6}})),
+    )
+    .await;
+    let controller = env.controller("sublet-0", false);
+
+    // Attack 12: a lease named after another's shortened key took that key (and its nodes, and its bill).
+    let first = format!("train-{}", "x".repeat(70));
+    let taker = old_lease_key(&acme, &first)
+        .strip_prefix(&format!("{acme}."))
+        .unwrap()
+        .to_string();
+    create_lease(&admin, &acme, &first, json!({"pool": pool, "gpus": 8})).await;
+    create_lease(&admin, &acme, &taker, json!({"pool": pool, "gpus": 8})).await;
+    create_lease(&admin, &long, "job", json!({"pool": pool, "gpus": 8})).await;
+    let leases: Api<GpuLease> = Api::namespaced(admin.clone(), &acme);
+    let bound = |name: String| {
+        let leases = leases.clone();
+        async move {
+            eventually_seen(30, &format!("lease {name} bound"), || async {
+                let status = leases
+                    .get(&name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .status
+                    .ok_or("no status")?;
+                match (status.phase, status.nodes.len()) {
+                    (LeasePhase::Bound, 1) => Ok(status),
+                    seen => Err(format!("{seen:?}: {:?}", status.reason)),
+                }
+            })
+            .await
+        }
+    };
+    let (a, b) = (bound(first.clone()).await, bound(taker.clone()).await);
+    assert_ne!(a.nodes, b.nodes, "the two leases share a node");
+    let (ka, kb) = (
+        &a.node_selector["sublet.dev/lease"],
+        &b.node_selector["sublet.dev/lease"],
+    );
+    assert_ne!(ka, kb);
+    assert!(
+        ka.starts_with(&format!("{acme}.")) && ka.len() == 63 && ka.contains('_'),
+        "{ka}"
+    );
+    assert_eq!(kb, &format!("{acme}.{taker}"));
+
+    // A namespace of 53 characters: the lease waits and says why (its key would lose the namespace).
+    let in_long: Api<GpuLease> = Api::namespaced(admin.clone(), &long);
+    eventually_seen(30, "the long namespace's lease refused", || async {
+        let status = in_long
+            .get("job")
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .ok_or("no status")?;
+        let reason = status.reason.clone().unwrap_or_default();
+        match (
+            status.phase,
+            reason.contains("has 53 characters: sublet serves leases only in namespaces of at most 52"),
+        ) {
+            (LeasePhase::Pending, true) => Ok(()),
+            seen => Err(format!("{seen:?}: {reason}")),
+        }
+    })
+    .await;
+
+    // Attack 11 and 12: internal demand takes a leased node back; the tenant, with the chart's tenant role only,
+    // reads the notice with the README's command (core/v1 events), and it names the node, not the demand.
+    run(
+        [
+            "create",
+            "rolebinding",
+            "gpu-leases",
+            "-n",
+            &acme,
+            "--clusterrole=sublet-tenant",
+            "--user=tenant-acme",
+        ]
+        .map(String::from)
+        .to_vec(),
+        None,
+    )
+    .await;
+    env.tenant_pod("worker-a", 8, &a, &a.nodes[0]).await;
+    env.tenant_pod("worker-b", 8, &b, &b.nodes[0]).await;
+    gpu_pod(&admin, &ml, "train", 16, None, json!({})).await;
+    let notices = eventually_seen(30, "the tenant to read a ReclaimNotice", || async {
+        let args = [
+            "get",
+            "events",
+            "-n",
+            &acme,
+            "--field-selector",
+            "reason=ReclaimNotice",
+            "--as=tenant-acme",
+            "-o",
+            "jsonpath={range .items[*]}{.note}{.message}{\"\\n\"}{end}",
+        ];
+        let out = run(args.map(String::from).to_vec(), None).await;
+        if out.contains("is needed back for internal work") {
+            Ok(out)
+        } else {
+            Err(out)
+        }
+    })
+    .await;
+    assert!(!notices.contains("pending") && !notices.contains("GPUs"), "{notices}");
+    let denied = {
+        let out = std::process::Command::new(crate::support::tool("kubectl"))
+            .args(["get", "events", "-n", &ml, "--as=tenant-acme"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("HOME", dir.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    assert!(denied.contains("forbidden"), "{denied}");
+    controller.stop().await;
+}
