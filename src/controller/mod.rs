@@ -31,6 +31,7 @@ mod execute;
 mod finalize;
 mod http;
 mod metrics;
+mod netpol;
 mod observe;
 mod pods;
 mod podsecurity;
@@ -66,6 +67,7 @@ pub use report::{Ledger, accrue};
 use crate::api::keys::POOL_FINALIZER;
 use crate::api::{GpuLease, Mode, NodeState, TenantPool};
 use crate::policy::plan;
+pub use netpol::{METADATA, NAME as NETWORK_POLICY, TenantNetwork};
 
 /// Why a pass failed.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +133,8 @@ pub struct Config {
     pub pass_interval: Duration,
     /// How often a status is written when only its ledger moved.
     pub ledger_interval: Duration,
+    /// Keep a NetworkPolicy in every tenant namespace (see `netpol`); None keeps none.
+    pub tenant_network: Option<TenantNetwork>,
 }
 
 impl Default for Config {
@@ -145,6 +149,7 @@ impl Default for Config {
             tick: Duration::from_secs(5),
             pass_interval: Duration::from_millis(20),
             ledger_interval: Duration::from_secs(30),
+            tenant_network: None,
         }
     }
 }
@@ -312,6 +317,9 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     let act = enforce || deleting;
     let outcomes = if act {
         podsecurity::label(&ctx, &world.namespaces, &observed.tenant_namespaces).await;
+        if let Some(network) = &ctx.config.tenant_network {
+            netpol::keep(&ctx, network, &observed.tenant_namespaces).await;
+        }
         let mut steps = the_plan.steps.clone();
         steps.extend(evict::overdue_terminating(&snapshot));
         let reclaim = execute::Reclaim {

@@ -17,8 +17,25 @@ use super::deploy_yaml;
 use crate::support::cluster::{TestEnv, create_lease, create_pool, eventually, gpu_node, gpu_pod, label, taint_keys};
 use crate::support::real::{Backend, clusters};
 
-/// `kubectl` with the sandbox's admin kubeconfig, off the async runtime.
+/// `kubectl` with the sandbox's admin kubeconfig, off the async runtime; fails the test when kubectl fails.
 pub(crate) async fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let out = kubectl_output(kubeconfig, home, args, stdin).await;
+    assert!(
+        out.status.success(),
+        "kubectl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `kubectl` with `kubeconfig`, off the async runtime: its exit status and output.
+pub(crate) async fn kubectl_output(
+    kubeconfig: &Path,
+    home: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
     use tokio::io::AsyncWriteExt as _;
     let mut child = tokio::process::Command::new(crate::support::tool("kubectl"))
         .args(args)
@@ -32,14 +49,7 @@ pub(crate) async fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str], stdin
     let mut input = child.stdin.take().unwrap();
     input.write_all(stdin.unwrap_or_default().as_bytes()).await.unwrap();
     drop(input);
-    let out = child.wait_with_output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    child.wait_with_output().await.unwrap()
 }
 
 /// Applies the rendered chart with the admin kubeconfig and answers a token for the chart's ServiceAccount
@@ -135,7 +145,7 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
 
 /// Installs the rendered chart on `env`'s API server and answers a client that authenticates as the chart's
 /// ServiceAccount with a token from TokenRequest.
-async fn install_on(env: &TestEnv, dir: &Path) -> Client {
+pub(crate) async fn install_on(env: &TestEnv, dir: &Path) -> Client {
     let Some(sandbox) = &env.sandbox else {
         let kubeconfig = crate::support::real::real().kubeconfig.clone();
         let token = apply_chart(&kubeconfig, dir).await;

@@ -299,30 +299,15 @@ async fn keys_namespaces_and_notices(backend: Backend) {
     use kube::api::PostParams;
     use sublet::api::{GpuLease, LeasePhase};
 
-    use super::rbac::kubectl;
     use crate::support::cluster::{TestEnv, create_lease, create_pool, eventually_seen, gpu_pod};
 
     let env = TestEnv::with_rbac(backend).await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = match &env.sandbox {
-        Some(sandbox) => {
-            let path = dir.path().join("admin.kubeconfig");
-            sandbox.write_kubeconfig(&path).unwrap();
-            path
-        }
-        None => crate::support::real::real().kubeconfig.clone(),
-    };
-    let run = |args: Vec<String>, stdin: Option<String>| {
-        let (kubeconfig, home) = (kubeconfig.clone(), dir.path().to_path_buf());
-        async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            kubectl(&kubeconfig, &home, &args, stdin.as_deref()).await
-        }
-    };
+    let admin_kubectl = AdminKubectl::of(&env, dir.path());
     let apply = ["apply", "--server-side", "--force-conflicts", "-f", "-"]
         .map(String::from)
         .to_vec();
-    run(apply, Some(deploy_yaml())).await;
+    admin_kubectl.run(apply, Some(deploy_yaml())).await;
     // A lease from before the policy "-lease-limits" (or with it in Warn): the controller holds alone.
     let unbind = [
         "delete",
@@ -330,7 +315,7 @@ async fn keys_namespaces_and_notices(backend: Backend) {
         "sublet-lease-limits",
         "--ignore-not-found",
     ];
-    run(unbind.map(String::from).to_vec(), None).await;
+    admin_kubectl.run(unbind.map(String::from).to_vec(), None).await;
 
     let admin = env.client.clone();
     let (acme, ml) = (env.acme.clone(), env.ml.clone());
@@ -361,7 +346,19 @@ async fn keys_namespaces_and_notices(backend: Backend) {
         .to_string();
     create_lease(&admin, &acme, &first, json!({"pool": pool, "gpus": 8})).await;
     create_lease(&admin, &acme, &taker, json!({"pool": pool, "gpus": 8})).await;
-    create_lease(&admin, &long, "job", json!({"pool": pool, "gpus": 8})).await;
+    // kube-apiserver drops the unbound policy a moment later.
+    let in_long: Api<GpuLease> = Api::namespaced(admin.clone(), &long);
+    let job: GpuLease = serde_json::from_value(json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "GpuLease",
+        "metadata": {"name": "job"}, "spec": {"pool": pool, "gpus": 8}}))
+    .unwrap();
+    eventually_seen(30, "the lease in the long namespace created", || async {
+        in_long
+            .create(&PostParams::default(), &job)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
     let leases: Api<GpuLease> = Api::namespaced(admin.clone(), &acme);
     let bound = |name: String| {
         let leases = leases.clone();
@@ -395,7 +392,6 @@ async fn keys_namespaces_and_notices(backend: Backend) {
     assert_eq!(kb, &format!("{acme}.{taker}"));
 
     // A namespace of 53 characters: the lease waits and says why (its key would lose the namespace).
-    let in_long: Api<GpuLease> = Api::namespaced(admin.clone(), &long);
     eventually_seen(30, "the long namespace's lease refused", || async {
         let status = in_long
             .get("job")
@@ -416,21 +412,22 @@ async fn keys_namespaces_and_notices(backend: Backend) {
 
     // Attack 11 and 12: internal demand takes a leased node back; the tenant, with the chart's tenant role only,
     // reads the notice with the README's command (core/v1 events), and it names the node, not the demand.
-    run(
-        [
-            "create",
-            "rolebinding",
-            "gpu-leases",
-            "-n",
-            &acme,
-            "--clusterrole=sublet-tenant",
-            "--user=tenant-acme",
-        ]
-        .map(String::from)
-        .to_vec(),
-        None,
-    )
-    .await;
+    admin_kubectl
+        .run(
+            [
+                "create",
+                "rolebinding",
+                "gpu-leases",
+                "-n",
+                &acme,
+                "--clusterrole=sublet-tenant",
+                "--user=tenant-acme",
+            ]
+            .map(String::from)
+            .to_vec(),
+            None,
+        )
+        .await;
     env.tenant_pod("worker-a", 8, &a, &a.nodes[0]).await;
     env.tenant_pod("worker-b", 8, &b, &b.nodes[0]).await;
     gpu_pod(&admin, &ml, "train", 16, None, json!({})).await;
@@ -446,7 +443,7 @@ async fn keys_namespaces_and_notices(backend: Backend) {
             "-o",
             "jsonpath={range .items[*]}{.note}{.message}{\"\\n\"}{end}",
         ];
-        let out = run(args.map(String::from).to_vec(), None).await;
+        let out = admin_kubectl.run(args.map(String::from).to_vec(), None).await;
         if out.contains("is needed back for internal work") {
             Ok(out)
         } else {
@@ -455,15 +452,264 @@ async fn keys_namespaces_and_notices(backend: Backend) {
     })
     .await;
     assert!(!notices.contains("pending") && !notices.contains("GPUs"), "{notices}");
-    let denied = {
-        let out = std::process::Command::new(crate::support::tool("kubectl"))
-            .args(["get", "events", "-n", &ml, "--as=tenant-acme"])
-            .env("KUBECONFIG", &kubeconfig)
-            .env("HOME", dir.path())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stderr).to_string()
-    };
+    let (_, denied) = admin_kubectl
+        .try_run(args(&["get", "events", "-n", &ml, "--as=tenant-acme"]), String::new())
+        .await;
     assert!(denied.contains("forbidden"), "{denied}");
     controller.stop().await;
+}
+
+/// The value of `--NAME=` among the chart's container arguments.
+fn chart_arg(name: &str) -> Option<String> {
+    let objects: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&deploy_yaml())
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .collect();
+    let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap();
+    let prefix = format!("--{name}=");
+    args.iter()
+        .find_map(|a| a.as_str()?.strip_prefix(&prefix).map(str::to_string))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_namespaces_keep_sublets_network_policy_and_tenants_cannot_open_it() {
+    for backend in crate::support::real::clusters() {
+        network_policy(backend).await;
+    }
+}
+
+async fn network_policy(backend: Backend) {
+    use super::rbac::{install_on, replica_config};
+    use crate::support::cluster::{TestEnv, create_pool, eventually_seen};
+
+    let env = TestEnv::with_rbac(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sa = install_on(&env, dir.path()).await;
+    let admin_kubectl = AdminKubectl::of(&env, dir.path());
+    let (acme, ml) = (env.acme.clone(), env.ml.clone());
+
+    // The controller as the chart's ServiceAccount, with the chart's network arguments.
+    let denied: Vec<String> = chart_arg("tenant-denied-cidrs")
+        .unwrap()
+        .split(',')
+        .map(String::from)
+        .collect();
+    let labels: Vec<String> = chart_arg("tenant-dns-labels")
+        .unwrap()
+        .split(',')
+        .map(String::from)
+        .collect();
+    assert_eq!(chart_arg("tenant-network-policy").as_deref(), Some("true"));
+    let network =
+        sublet::controller::TenantNetwork::new(&denied, chart_arg("tenant-dns-namespace").as_deref(), &labels).unwrap();
+    let config = sublet::controller::Config {
+        tenant_network: Some(network),
+        ..replica_config("sublet-0")
+    };
+    create_pool(
+        &env.client,
+        &env.name("a100"),
+        env.pool_spec(json!({"mode": "Enforce", "idle": {"forSeconds": 0}})),
+    )
+    .await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(sublet::controller::run(sa, config, async move {
+        let _ = stopped.await;
+    }));
+
+    // The tenant namespace holds it (the real server validated it), the internal one does not.
+    let get = args(&[
+        "get",
+        "networkpolicy",
+        "sublet-tenant-network",
+        "-n",
+        &acme,
+        "-o",
+        "json",
+        "--ignore-not-found",
+    ]);
+    let policy: Value = eventually_seen(30, "sublet's NetworkPolicy in the tenant namespace", || async {
+        let out = admin_kubectl.run(get.clone(), None).await;
+        serde_json::from_str(&out).map_err(|_| format!("`{out}`"))
+    })
+    .await;
+    let spec = &policy["spec"];
+    assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]), "{spec}");
+    assert_eq!(spec["podSelector"], json!({}), "{spec}");
+    assert_eq!(
+        spec["ingress"],
+        json!([{"from": [{"podSelector": {}}]}]),
+        "ingress from own pods only: {spec}"
+    );
+    let egress = spec["egress"].as_array().unwrap();
+    let internet = &egress.last().unwrap()["to"];
+    let v4 = &internet[0]["ipBlock"];
+    assert_eq!(v4["cidr"], "0.0.0.0/0", "{spec}");
+    for cidr in [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "169.254.169.254/32",
+    ] {
+        assert!(
+            v4["except"].as_array().unwrap().contains(&json!(cidr)),
+            "{cidr}: {spec}"
+        );
+    }
+    assert_eq!(internet[1]["ipBlock"]["cidr"], "::/0", "{spec}");
+    assert!(
+        internet[1]["ipBlock"]["except"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("fd00:ec2::254/128"))
+    );
+    assert_eq!(egress[1]["ports"][0], json!({"protocol": "UDP", "port": 53}), "{spec}");
+    let none = admin_kubectl
+        .run(args(&["get", "networkpolicy", "-n", &ml, "-o", "name"]), None)
+        .await;
+    assert!(none.trim().is_empty(), "{none}");
+
+    // A tenant with an edit-like role over NetworkPolicies can neither remove it nor add one that opens more.
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "edit-network", "namespace": acme},
+        "rules": [{"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["*"]}]});
+    admin_kubectl
+        .run(args(&["apply", "-f", "-"]), Some(role.to_string()))
+        .await;
+    admin_kubectl
+        .run(
+            args(&[
+                "create",
+                "rolebinding",
+                "edit-network",
+                "-n",
+                &acme,
+                "--role=edit-network",
+                "--user=tenant-acme",
+            ]),
+            None,
+        )
+        .await;
+    let open = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "allow-all", "namespace": acme},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}})
+    .to_string();
+    let tenant_message = "NetworkPolicies in tenant namespaces are sublet's";
+    let attempts = [
+        args(&[
+            "delete",
+            "networkpolicy",
+            "sublet-tenant-network",
+            "-n",
+            &acme,
+            "--as=tenant-acme",
+        ]),
+        args(&["create", "-f", "-", "--as=tenant-acme"]),
+        args(&[
+            "patch",
+            "networkpolicy",
+            "sublet-tenant-network",
+            "-n",
+            &acme,
+            "--as=tenant-acme",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"egress":[{}]}}"#,
+        ]),
+    ];
+    for attempt in attempts {
+        let (ok, err) = admin_kubectl.try_run(attempt.clone(), open.clone()).await;
+        assert!(
+            !ok && err.contains("ValidatingAdmissionPolicy 'sublet-tenant-network'") && err.contains(tenant_message),
+            "{attempt:?}: {err}"
+        );
+    }
+    // sublet's own token writes that one policy in tenant namespaces only.
+    let as_sublet = "--as=system:serviceaccount:sublet-system:sublet";
+    let elsewhere = open.replace(&format!("\"namespace\":\"{acme}\""), &format!("\"namespace\":\"{ml}\""));
+    let (ok, err) = admin_kubectl
+        .try_run(args(&["create", "-f", "-", as_sublet]), elsewhere)
+        .await;
+    assert!(
+        !ok && err.contains("sublet may write only the NetworkPolicy sublet-tenant-network"),
+        "{err}"
+    );
+    let (ok, err) = admin_kubectl
+        .try_run(args(&["create", "-f", "-", as_sublet]), open.clone())
+        .await;
+    assert!(
+        !ok && err.contains("sublet may write only the NetworkPolicy sublet-tenant-network"),
+        "{err}"
+    );
+
+    // Removed anyway (the policy unbound), it is put back.
+    admin_kubectl
+        .run(
+            args(&["delete", "validatingadmissionpolicybinding", "sublet-tenant-network"]),
+            None,
+        )
+        .await;
+    eventually_seen(30, "the guard unbound", || async {
+        let (ok, err) = admin_kubectl
+            .try_run(
+                args(&["delete", "networkpolicy", "sublet-tenant-network", "-n", &acme]),
+                String::new(),
+            )
+            .await;
+        if ok { Ok(()) } else { Err(err) }
+    })
+    .await;
+    eventually_seen(30, "sublet's NetworkPolicy back", || async {
+        let out = admin_kubectl.run(get.clone(), None).await;
+        serde_json::from_str::<Value>(&out)
+            .map(|_| ())
+            .map_err(|_| format!("`{out}`"))
+    })
+    .await;
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
+
+/// `kubectl` with `args` as owned strings.
+fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// The real kubectl with the admin's kubeconfig of a test's cluster, off the async runtime.
+struct AdminKubectl {
+    kubeconfig: std::path::PathBuf,
+    home: std::path::PathBuf,
+}
+
+impl AdminKubectl {
+    fn of(env: &crate::support::cluster::TestEnv, dir: &std::path::Path) -> AdminKubectl {
+        let kubeconfig = match &env.sandbox {
+            Some(sandbox) => {
+                let path = dir.join("admin.kubeconfig");
+                sandbox.write_kubeconfig(&path).unwrap();
+                path
+            }
+            None => crate::support::real::real().kubeconfig.clone(),
+        };
+        AdminKubectl {
+            kubeconfig,
+            home: dir.to_path_buf(),
+        }
+    }
+
+    /// Runs kubectl; fails the test when it fails.
+    async fn run(&self, args: Vec<String>, stdin: Option<String>) -> String {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        super::rbac::kubectl(&self.kubeconfig, &self.home, &args, stdin.as_deref()).await
+    }
+
+    /// Runs kubectl: whether it succeeded, and its standard error.
+    async fn try_run(&self, args: Vec<String>, stdin: String) -> (bool, String) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = super::rbac::kubectl_output(&self.kubeconfig, &self.home, &args, Some(&stdin)).await;
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+    }
 }
