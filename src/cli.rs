@@ -82,6 +82,10 @@ pub struct RunArgs {
     /// Seconds between periodic passes (the time-based rules: deadlines, windows, cool-downs).
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     pub tick: f64,
+    /// Serve /metrics only to callers the API server authenticates (TokenReview) and allows `get` on the
+    /// non-resource URL /metrics (SubjectAccessReview); /livez and /readyz stay open.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub metrics_auth: bool,
     /// Keep the NetworkPolicy `sublet-tenant-network` in every tenant namespace: ingress from the namespace's
     /// own pods only; egress to its own pods, the cluster DNS and the internet but --tenant-denied-cidrs and
     /// the cloud metadata address.

@@ -152,6 +152,7 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let config = sublet::controller::Config {
         metrics_addr: args.metrics_addr,
+        metrics_auth: args.metrics_auth,
         tenant_network,
         leader_election: args.leader_elect,
         lease_namespace: namespace.unwrap_or_else(|| "default".into()),

@@ -135,6 +135,8 @@ pub struct Config {
     pub ledger_interval: Duration,
     /// Keep a NetworkPolicy in every tenant namespace (see `netpol`); None keeps none.
     pub tenant_network: Option<TenantNetwork>,
+    /// `/metrics` only for callers the API server authenticates and authorizes (see `http`).
+    pub metrics_auth: bool,
 }
 
 impl Default for Config {
@@ -150,6 +152,7 @@ impl Default for Config {
             pass_interval: Duration::from_millis(20),
             ledger_interval: Duration::from_secs(30),
             tenant_network: None,
+            metrics_auth: false,
         }
     }
 }
@@ -565,7 +568,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let caches = Caches::start(&client);
-    let addr = http::serve(config.metrics_addr, metrics.clone(), caches.clone()).await?;
+    let guard = config.metrics_auth.then(|| http::Guard::new(client.clone()));
+    let addr = http::serve(config.metrics_addr, metrics.clone(), caches.clone(), guard).await?;
     tracing::info!(%addr, "serving /metrics, /livez and /readyz");
     let (leader_rx, mut lease_task) = leader(&client, &config).await?;
     let ctx = Arc::new(Context::new(

@@ -713,3 +713,69 @@ impl AdminKubectl {
         (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_answer_only_callers_the_api_server_vouches_for() {
+    for backend in crate::support::real::clusters() {
+        metrics_auth(backend).await;
+    }
+}
+
+async fn metrics_auth(backend: Backend) {
+    use super::rbac::{http_status_as, install_on, replica_config};
+    use crate::support::cluster::{TestEnv, eventually};
+
+    let env = TestEnv::with_rbac(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sa = install_on(&env, dir.path()).await;
+    let admin_kubectl = AdminKubectl::of(&env, dir.path());
+    assert_eq!(chart_arg("metrics-auth").as_deref(), Some("true"));
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let config = sublet::controller::Config {
+        metrics_addr: addr,
+        metrics_auth: true,
+        ..replica_config("sublet-0")
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(sublet::controller::run(sa, config, async move {
+        let _ = stopped.await;
+    }));
+    eventually(30, "the probes open to all", || async {
+        (http_status_as(addr, "/livez", None).await == Some(200)).then_some(())
+    })
+    .await;
+    assert_eq!(http_status_as(addr, "/metrics", None).await, Some(401));
+    assert_eq!(http_status_as(addr, "/metrics", Some("forged")).await, Some(401));
+    // A tenant's own ServiceAccount token is a valid credential, but not a reader's; Prometheus' is.
+    let ns = env.acme.clone();
+    let mut tokens = Vec::new();
+    for sa in ["curious", "prometheus"] {
+        admin_kubectl
+            .run(args(&["create", "serviceaccount", sa, "-n", &ns]), None)
+            .await;
+        let token = admin_kubectl.run(args(&["create", "token", sa, "-n", &ns]), None).await;
+        tokens.push(token.trim().to_string());
+    }
+    let binding = env.name("prometheus-reads-sublet");
+    admin_kubectl
+        .run(
+            args(&[
+                "create",
+                "clusterrolebinding",
+                &binding,
+                "--clusterrole=sublet-metrics-reader",
+                &format!("--serviceaccount={ns}:prometheus"),
+            ]),
+            None,
+        )
+        .await;
+    assert_eq!(http_status_as(addr, "/metrics", Some(&tokens[0])).await, Some(403));
+    assert_eq!(http_status_as(addr, "/metrics", Some(&tokens[1])).await, Some(200));
+    admin_kubectl
+        .run(args(&["delete", "clusterrolebinding", &binding]), None)
+        .await;
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}

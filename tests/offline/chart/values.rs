@@ -83,8 +83,8 @@ fn default_values_render_a_hardened_two_replica_deployment() {
 
     assert_eq!(
         find(&objects, "ClusterRole").len(),
-        2,
-        "the controller's and the tenants'"
+        3,
+        "the controller's, the tenants' and the metrics readers'"
     );
     for kind in [
         "ServiceAccount",
@@ -327,6 +327,7 @@ fn optional_objects_can_be_turned_off_and_an_existing_service_account_used() {
     let objects = render(&[
         "admission.enabled=false",
         "tenantRole.enabled=false",
+        "metricsAuth.enabled=false",
         "podDisruptionBudget.enabled=false",
         "serviceAccount.create=false",
         "serviceAccount.name=platform-sublet",
