@@ -730,6 +730,28 @@ async fn metrics_auth(backend: Backend) {
     let sa = install_on(&env, dir.path()).await;
     let admin_kubectl = AdminKubectl::of(&env, dir.path());
     assert_eq!(chart_arg("metrics-auth").as_deref(), Some("true"));
+    // The controller's own NetworkPolicy (the real server validated it): the metrics port, from no tenant
+    // namespace.
+    let policy = admin_kubectl
+        .run(
+            args(&["get", "networkpolicy", "sublet", "-n", "sublet-system", "-o", "json"]),
+            None,
+        )
+        .await;
+    let policy: Value = serde_json::from_str(&policy).unwrap();
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]), "{policy}");
+    let ingress = &policy["spec"]["ingress"][0];
+    assert_eq!(
+        ingress["ports"],
+        json!([{"port": "metrics", "protocol": "TCP"}]),
+        "{policy}"
+    );
+    assert_eq!(
+        ingress["from"],
+        json!([{"namespaceSelector": {"matchExpressions": [
+            {"key": "sublet.dev/tenant", "operator": "NotIn", "values": ["true"]}]}}]),
+        "{policy}"
+    );
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = free.local_addr().unwrap();
     drop(free);
