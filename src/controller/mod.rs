@@ -31,6 +31,7 @@ mod execute;
 mod finalize;
 mod http;
 mod metrics;
+mod netpol;
 mod observe;
 mod pods;
 mod podsecurity;
@@ -65,8 +66,9 @@ pub use pods::{PodCache, PodTable, PodWriter};
 pub use report::{Ledger, accrue};
 
 use crate::api::keys::POOL_FINALIZER;
-use crate::api::{Mode, NodeState, TenantPool};
+use crate::api::{GpuLease, Mode, NodeState, TenantPool};
 use crate::policy::plan;
+pub use netpol::{METADATA, NAME as NETWORK_POLICY, TenantNetwork};
 
 /// Why a pass failed.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +134,10 @@ pub struct Config {
     pub pass_interval: Duration,
     /// How often a status is written when only its ledger moved.
     pub ledger_interval: Duration,
+    /// Keep a NetworkPolicy in every tenant namespace (see `netpol`); None keeps none.
+    pub tenant_network: Option<TenantNetwork>,
+    /// `/metrics` only for callers the API server authenticates and authorizes (see `http`).
+    pub metrics_auth: bool,
 }
 
 impl Default for Config {
@@ -146,6 +152,8 @@ impl Default for Config {
             tick: Duration::from_secs(5),
             pass_interval: Duration::from_millis(20),
             ledger_interval: Duration::from_secs(30),
+            tenant_network: None,
+            metrics_auth: false,
         }
     }
 }
@@ -214,6 +222,28 @@ pub(crate) async fn timed<T>(fut: impl Future<Output = Result<T, kube::Error>>) 
     }
 }
 
+/// The leases of every pool that sublet binds no node to, with why (a namespace too long for a lease key,
+/// a key an older lease already has): keys are cluster-wide, so all leases count, but not the ended ones.
+fn refused_leases(leases: &[Arc<GpuLease>]) -> HashMap<(String, String), String> {
+    let live: Vec<crate::policy::KeyedLease> = leases
+        .iter()
+        .filter(|l| !l.status.as_ref().is_some_and(|s| s.phase.is_final()))
+        .filter_map(|l| {
+            Some(crate::policy::KeyedLease {
+                namespace: l.metadata.namespace.as_deref()?,
+                name: l.metadata.name.as_deref()?,
+                holding: l.status.as_ref().is_some_and(|s| !s.nodes.is_empty()),
+                created: l
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or(i64::MAX, |t| t.0.as_second()),
+            })
+        })
+        .collect();
+    crate::policy::refusals(&live)
+}
+
 /// One pass over one pool: observe → plan → execute → report.
 pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = pool.name_any();
@@ -251,11 +281,12 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
         snapshot,
         tenant_namespaces,
         weak,
+        refused,
     } = snapshot_of(&ctx, &pool, &world, readings, now)?;
     let t_observe = started.elapsed();
     // The spec is valid again: a later invalid one is news.
     ctx.invalid_said.lock().expect("invalid spec lock").remove(&name);
-    let the_plan = plan_with_pod_security(&snapshot, &weak);
+    let the_plan = plan_with_refusals(&snapshot, &weak, &refused);
     ctx.metrics.internal_pending(&name, &pending_by_class(&snapshot));
     let t_plan = started.elapsed();
     let enforce = pool.spec.mode == Mode::Enforce;
@@ -324,8 +355,13 @@ fn snapshot_of(
         .pods
         .watch_namespaces(&pool.name_any(), observed.tenant_namespaces.iter().cloned().collect());
     let weak = podsecurity::weaker(&world.namespaces, &observed.tenant_namespaces);
+    let refused = refused_leases(&world.leases);
     let mut snapshot = observed.snapshot;
-    for lease in snapshot.leases.iter_mut().filter(|l| weak.contains_key(&l.namespace)) {
+    for lease in snapshot
+        .leases
+        .iter_mut()
+        .filter(|l| weak.contains_key(&l.namespace) || refused.contains_key(&(l.namespace.clone(), l.name.clone())))
+    {
         lease.tenant_namespace = false;
     }
     readings.apply(&mut snapshot);
@@ -333,6 +369,7 @@ fn snapshot_of(
         snapshot,
         tenant_namespaces: observed.tenant_namespaces,
         weak,
+        refused,
     })
 }
 
@@ -342,12 +379,25 @@ struct Seen {
     tenant_namespaces: HashSet<String>,
     /// Tenant namespaces whose Pod Security is weaker than restricted, with their level.
     weak: HashMap<String, String>,
+    /// Leases sublet will not bind (their key is another's, or their namespace name is too long), with why.
+    refused: HashMap<(String, String), String>,
 }
 
-/// The plan, with the reason why a pending lease in a namespace of weaker Pod Security is not bound.
-fn plan_with_pod_security(snapshot: &crate::policy::Snapshot, weak: &HashMap<String, String>) -> crate::policy::Plan {
+/// The plan, with the reason why a pending lease that sublet refuses, or one in a namespace of weaker Pod
+/// Security, is not bound.
+fn plan_with_refusals(
+    snapshot: &crate::policy::Snapshot,
+    weak: &HashMap<String, String>,
+    refused: &HashMap<(String, String), String>,
+) -> crate::policy::Plan {
     let mut the_plan = plan(snapshot);
     for lease in the_plan.leases.iter_mut() {
+        if let (Some(why), crate::api::LeasePhase::Pending) =
+            (refused.get(&(lease.namespace.clone(), lease.name.clone())), lease.phase)
+        {
+            lease.reason = why.clone();
+            continue;
+        }
         if let (Some(level), crate::api::LeasePhase::Pending) = (weak.get(&lease.namespace), lease.phase) {
             lease.reason = format!(
                 "namespace {} enforces Pod Security '{level}', weaker than 'restricted': sublet binds no lease there",
@@ -371,6 +421,9 @@ async fn execute_plan(
 ) -> Vec<execute::Outcome> {
     let name = pool.name_any();
     podsecurity::label(ctx, &world.namespaces, tenant_namespaces).await;
+    if let Some(network) = &ctx.config.tenant_network {
+        netpol::keep(ctx, network, tenant_namespaces).await;
+    }
     let mut steps = the_plan.steps.clone();
     steps.extend(evict::overdue_terminating(snapshot));
     let reclaim = execute::Reclaim {
@@ -580,7 +633,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let caches = Caches::start(&client);
-    let addr = http::serve(config.metrics_addr, metrics.clone(), caches.clone()).await?;
+    let guard = config.metrics_auth.then(|| http::Guard::new(client.clone()));
+    let addr = http::serve(config.metrics_addr, metrics.clone(), caches.clone(), guard).await?;
     tracing::info!(%addr, "serving /metrics, /livez and /readyz");
     let (leader_rx, mut lease_task) = leader(&client, &config).await?;
     let ctx = Arc::new(Context::new(

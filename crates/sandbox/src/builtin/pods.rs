@@ -31,6 +31,7 @@ pub(crate) fn prepare_create(obj: &mut Value) -> Result<(), ApiError> {
             "Forbidden: cannot be set on create",
         ));
     }
+    default_pull_policies(obj);
     if !obj["spec"]["terminationGracePeriodSeconds"].is_i64() {
         obj["spec"]["terminationGracePeriodSeconds"] = json!(30);
     }
@@ -41,6 +42,38 @@ pub(crate) fn prepare_create(obj: &mut Value) -> Result<(), ApiError> {
     // A new pod's status is the server's: Pending until a kubelet reports.
     obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
     Ok(())
+}
+
+/// Sets each container's imagePullPolicy where the request left it out, as the server's defaulting does
+/// (before admission, on create and update).
+fn default_pull_policies(obj: &mut Value) {
+    for list in ["containers", "initContainers"] {
+        let containers = obj
+            .get_mut("spec")
+            .and_then(|s| s.get_mut(list))
+            .and_then(Value::as_array_mut);
+        for c in containers.into_iter().flatten() {
+            if c.get("imagePullPolicy")
+                .is_none_or(|p| p.as_str().is_none_or(str::is_empty))
+            {
+                let policy = pull_policy(c["image"].as_str().unwrap_or(""));
+                c["imagePullPolicy"] = json!(policy);
+            }
+        }
+    }
+}
+
+/// The server's default pull policy: `Always` for the tag `latest` (also when the image names neither a tag nor
+/// a digest), else `IfNotPresent`.
+fn pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, tag)) if tag != "latest" => "IfNotPresent",
+        _ => "Always",
+    }
 }
 
 fn qos_class(pod: &Value) -> &'static str {
@@ -63,6 +96,7 @@ fn qos_class(pod: &Value) -> &'static str {
 }
 
 pub(crate) fn validate_update(old: &Value, new: &mut Value) -> Result<(), ApiError> {
+    default_pull_policies(new);
     let name = meta::str_at(old, &["metadata", "name"]).unwrap_or("");
     let old_node = old["spec"]["nodeName"].as_str().unwrap_or("");
     let new_node = new["spec"]["nodeName"].as_str().unwrap_or("");
