@@ -82,6 +82,24 @@ pub struct RunArgs {
     /// Seconds between periodic passes (the time-based rules: deadlines, windows, cool-downs).
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     pub tick: f64,
+    /// Serve /metrics only to callers the API server authenticates (TokenReview) and allows `get` on the
+    /// non-resource URL /metrics (SubjectAccessReview); /livez and /readyz stay open.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub metrics_auth: bool,
+    /// Keep the NetworkPolicy `sublet-tenant-network` in every tenant namespace: ingress from the namespace's
+    /// own pods only; egress to its own pods, the cluster DNS and the internet but --tenant-denied-cidrs and
+    /// the cloud metadata address.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub tenant_network_policy: bool,
+    /// CIDRs tenant pods may not reach: the cluster's pod, service and node CIDRs and the API server.
+    #[arg(long, value_name = "CIDR,...", value_delimiter = ',')]
+    pub tenant_denied_cidrs: Vec<String>,
+    /// The namespace of the cluster DNS pods tenant pods may query on port 53; none when empty.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub tenant_dns_namespace: Option<String>,
+    /// The labels of the cluster DNS pods.
+    #[arg(long, value_name = "KEY=VALUE,...", value_delimiter = ',')]
+    pub tenant_dns_labels: Vec<String>,
 }
 
 /// What `sublet demo` and `sublet sandbox` answer in a build without the `demo` feature (the operator image).

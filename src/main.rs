@@ -139,8 +139,21 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<ExitCode> {
     let identity = args
         .identity
         .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| format!("sublet-{}", std::process::id())));
+    let tenant_network = match args.tenant_network_policy {
+        false => None,
+        true => Some(
+            sublet::controller::TenantNetwork::new(
+                &args.tenant_denied_cidrs,
+                args.tenant_dns_namespace.as_deref(),
+                &args.tenant_dns_labels,
+            )
+            .map_err(|e| anyhow::anyhow!("--tenant-denied-cidrs or --tenant-dns-labels: {e}"))?,
+        ),
+    };
     let config = sublet::controller::Config {
         metrics_addr: args.metrics_addr,
+        metrics_auth: args.metrics_auth,
+        tenant_network,
         leader_election: args.leader_elect,
         lease_namespace: namespace.unwrap_or_else(|| "default".into()),
         lease_name: args.leader_elect_name,
@@ -158,11 +171,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal as _;
     use sublet::demo;
     let nodes = match &args.nodes_file {
-        Some(path) => demo::cluster::load_groups(path)?,
+        Some(path) => demo::nodes::load_groups(path)?,
         None => {
             let weights: &[u32] = if args.models.len() == 2 { &[3, 1] } else { &[] };
-            let groups = demo::cluster::groups_for(args.nodes, args.gpus_per_node, &args.models, weights);
-            demo::cluster::validate_groups(&groups).map_err(|e| anyhow::anyhow!("invalid --models: {e}"))?;
+            let groups = demo::nodes::groups_for(args.nodes, args.gpus_per_node, &args.models, weights);
+            demo::nodes::validate_groups(&groups).map_err(|e| anyhow::anyhow!("invalid --models: {e}"))?;
             groups
         }
     };

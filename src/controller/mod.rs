@@ -34,6 +34,7 @@ mod finalize;
 mod http;
 mod ledger;
 mod metrics;
+mod netpol;
 mod observe;
 mod orphans;
 mod pods;
@@ -44,6 +45,7 @@ mod reserve;
 mod status;
 mod written;
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,8 +70,9 @@ pub use observe::{IdleClocks, Observed, World, observe};
 pub use pods::{PodCache, PodTable, PodWriter};
 
 use crate::api::keys::POOL_FINALIZER;
-use crate::api::{Mode, NodeState, TenantPool};
+use crate::api::{GpuLease, Mode, NodeState, TenantPool};
 use crate::policy::plan;
+pub use netpol::{METADATA, NAME as NETWORK_POLICY, TenantNetwork};
 
 /// Why a pass failed.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +138,10 @@ pub struct Config {
     pub pass_interval: Duration,
     /// How often a status is written when only its ledger moved.
     pub ledger_interval: Duration,
+    /// Keep a NetworkPolicy in every tenant namespace (see `netpol`); None keeps none.
+    pub tenant_network: Option<TenantNetwork>,
+    /// `/metrics` only for callers the API server authenticates and authorizes (see `http`).
+    pub metrics_auth: bool,
 }
 
 impl Default for Config {
@@ -149,6 +156,8 @@ impl Default for Config {
             tick: Duration::from_secs(5),
             pass_interval: Duration::from_millis(20),
             ledger_interval: Duration::from_secs(30),
+            tenant_network: None,
+            metrics_auth: false,
         }
     }
 }
@@ -217,6 +226,28 @@ pub(crate) async fn timed<T>(fut: impl Future<Output = Result<T, kube::Error>>) 
     }
 }
 
+/// The leases of every pool that sublet binds no node to, with why (a namespace too long for a lease key,
+/// a key an older lease already has): keys are cluster-wide, so all leases count, but not the ended ones.
+fn refused_leases(leases: &[Arc<GpuLease>]) -> HashMap<(String, String), String> {
+    let live: Vec<crate::policy::KeyedLease> = leases
+        .iter()
+        .filter(|l| !l.status.as_ref().is_some_and(|s| s.phase.is_final()))
+        .filter_map(|l| {
+            Some(crate::policy::KeyedLease {
+                namespace: l.metadata.namespace.as_deref()?,
+                name: l.metadata.name.as_deref()?,
+                holding: l.status.as_ref().is_some_and(|s| !s.nodes.is_empty()),
+                created: l
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or(i64::MAX, |t| t.0.as_second()),
+            })
+        })
+        .collect();
+    crate::policy::refusals(&live)
+}
+
 /// One pass over one pool: observe → plan → execute → report.
 pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = pool.name_any();
@@ -251,42 +282,14 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
             .set(at.as_millisecond() as f64 / 1000.0);
     }
     let t_signals = started.elapsed();
-    let mut observed = {
-        let pods = caches.pods.read();
-        observe(&pool, &world, &pods, &ctx.clocks, readings.signals.clone(), now)?
-    };
-    if let Some(why) = &invalid {
-        let mut policy = (*observed.snapshot.policy).clone();
-        policy.invalid = Some(why.clone());
-        observed.snapshot.policy = Arc::new(policy);
-        ctx.metrics
-            .reconcile_failures
-            .with_label_values(&[name.as_str(), "invalid_spec"])
-            .inc();
-    }
-    caches
-        .pods
-        .watch_namespaces(&name, observed.tenant_namespaces.iter().cloned().collect());
-    let weak = podsecurity::weaker(&world.namespaces, &observed.tenant_namespaces);
-    let mut snapshot = observed.snapshot;
-    for lease in snapshot.leases.iter_mut().filter(|l| weak.contains_key(&l.namespace)) {
-        lease.tenant_namespace = false;
-    }
-    readings.apply(&mut snapshot);
+    let Seen {
+        snapshot,
+        tenant_namespaces,
+        weak,
+        refused,
+    } = snapshot_of(&ctx, &pool, &world, readings, invalid.as_deref(), now)?;
     let t_observe = started.elapsed();
-    if invalid.is_none() {
-        // The spec is valid again: a later invalid one is news.
-        ctx.invalid_said.lock().expect("invalid spec lock").remove(&name);
-    }
-    let mut the_plan = plan(&snapshot);
-    for lease in the_plan.leases.iter_mut() {
-        if let (Some(level), crate::api::LeasePhase::Pending) = (weak.get(&lease.namespace), lease.phase) {
-            lease.reason = format!(
-                "namespace {} enforces Pod Security '{level}', weaker than 'restricted': sublet binds no lease there",
-                lease.namespace
-            );
-        }
-    }
+    let the_plan = plan_with_refusals(&snapshot, &weak, &refused);
     ctx.metrics.internal_pending(&name, &pending_by_class(&snapshot));
     let t_plan = started.elapsed();
     let enforce = pool.spec.mode == Mode::Enforce;
@@ -294,32 +297,7 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     // mode unless it was switched from Enforce, and then it returns its nodes like any other.
     let act = enforce || deleting;
     let outcomes = if act {
-        podsecurity::label(&ctx, &world.namespaces, &observed.tenant_namespaces).await;
-        let mut steps = the_plan.steps.clone();
-        steps.extend(evict::overdue_terminating(&snapshot));
-        let reclaim = execute::Reclaim {
-            max_grace_seconds: pool.spec.reclaim.max_grace_seconds,
-        };
-        let outcomes = execute::execute(&ctx, &name, &steps, &snapshot, reclaim, now).await;
-        for (node, what) in execute::reassert(&ctx, &name, &snapshot, &steps, now).await {
-            ctx.metrics
-                .marks_repaired
-                .with_label_values(&[name.as_str(), what])
-                .inc();
-            let note = format!(
-                "the node's sublet.dev/ {what} disagreed with sublet's record and were put right; sublet believes its record, never the node"
-            );
-            report::publish(
-                &ctx,
-                node.as_ref(),
-                kube::runtime::events::EventType::Warning,
-                "MarksRepaired",
-                "Repair",
-                &note,
-            )
-            .await;
-        }
-        outcomes
+        execute_plan(&ctx, &pool, &world, &tenant_namespaces, &snapshot, &the_plan, now).await
     } else {
         Vec::new()
     };
@@ -330,16 +308,9 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     }
     let reported = report::report(&ctx, &pool, &snapshot, &the_plan, &outcomes, &world.leases, !act).await?;
     finalize::leases(&ctx, &pool, &snapshot, &the_plan, &world.leases, act).await;
-    if deleting {
-        let all_home = the_plan.nodes.iter().all(|n| n.state == NodeState::Internal) && the_plan.steps.is_empty();
-        if all_home {
-            finalize::release_all(&ctx, &name, &world.leases).await?;
-            remove_finalizer(&ctx, &name).await?;
-            ctx.caches.pods.unwatch(&name);
-            ctx.pool_statuses.forget(&name);
-            ctx.metrics.pool_deleted(&name);
-            return Ok(Action::await_change());
-        }
+    if deleting && the_plan.nodes.iter().all(|n| n.state == NodeState::Internal) && the_plan.steps.is_empty() {
+        forget_pool(&ctx, &name, &world.leases).await?;
+        return Ok(Action::await_change());
     }
     let total = started.elapsed();
     ctx.metrics
@@ -393,6 +364,149 @@ fn usable(pool: Arc<TenantPool>) -> (Arc<TenantPool>, Option<String>) {
     let mut usable = (*pool).clone();
     usable.spec = spec;
     (Arc::new(usable), Some(format!("invalid pool spec: {err}")))
+}
+
+/// The pool's snapshot from the caches and the signals' readings, with its tenant namespaces and those of
+/// them whose Pod Security is weaker than restricted (their leases are not bound: not a tenant namespace to
+/// the planner). The pod cache follows the tenant namespaces from here on. `invalid` says why the spec as
+/// written cannot be used (see `usable`): the planner then lends nothing new, and the pass counts an
+/// `invalid_spec` failure; a valid spec makes the next invalid one news again.
+fn snapshot_of(
+    ctx: &Context,
+    pool: &TenantPool,
+    world: &World,
+    readings: crate::signals::Readings,
+    invalid: Option<&str>,
+    now: Timestamp,
+) -> Result<Seen, Error> {
+    let mut observed = {
+        let pods = ctx.caches.pods.read();
+        observe(pool, world, &pods, &ctx.clocks, readings.signals.clone(), now)?
+    };
+    if let Some(why) = invalid {
+        let mut policy = (*observed.snapshot.policy).clone();
+        policy.invalid = Some(why.to_string());
+        observed.snapshot.policy = Arc::new(policy);
+        ctx.metrics
+            .reconcile_failures
+            .with_label_values(&[pool.name_any().as_str(), "invalid_spec"])
+            .inc();
+    } else {
+        // The spec is valid again: a later invalid one is news.
+        ctx.invalid_said
+            .lock()
+            .expect("invalid spec lock")
+            .remove(&pool.name_any());
+    }
+    ctx.caches
+        .pods
+        .watch_namespaces(&pool.name_any(), observed.tenant_namespaces.iter().cloned().collect());
+    let weak = podsecurity::weaker(&world.namespaces, &observed.tenant_namespaces);
+    let refused = refused_leases(&world.leases);
+    let mut snapshot = observed.snapshot;
+    for lease in snapshot
+        .leases
+        .iter_mut()
+        .filter(|l| weak.contains_key(&l.namespace) || refused.contains_key(&(l.namespace.clone(), l.name.clone())))
+    {
+        lease.tenant_namespace = false;
+    }
+    readings.apply(&mut snapshot);
+    Ok(Seen {
+        snapshot,
+        tenant_namespaces: observed.tenant_namespaces,
+        weak,
+        refused,
+    })
+}
+
+/// What a pass sees of its pool.
+struct Seen {
+    snapshot: crate::policy::Snapshot,
+    tenant_namespaces: HashSet<String>,
+    /// Tenant namespaces whose Pod Security is weaker than restricted, with their level.
+    weak: HashMap<String, String>,
+    /// Leases sublet will not bind (their key is another's, or their namespace name is too long), with why.
+    refused: HashMap<(String, String), String>,
+}
+
+/// The plan, with the reason why a pending lease that sublet refuses, or one in a namespace of weaker Pod
+/// Security, is not bound.
+fn plan_with_refusals(
+    snapshot: &crate::policy::Snapshot,
+    weak: &HashMap<String, String>,
+    refused: &HashMap<(String, String), String>,
+) -> crate::policy::Plan {
+    let mut the_plan = plan(snapshot);
+    for lease in the_plan.leases.iter_mut() {
+        if let (Some(why), crate::api::LeasePhase::Pending) =
+            (refused.get(&(lease.namespace.clone(), lease.name.clone())), lease.phase)
+        {
+            lease.reason = why.clone();
+            continue;
+        }
+        if let (Some(level), crate::api::LeasePhase::Pending) = (weak.get(&lease.namespace), lease.phase) {
+            lease.reason = format!(
+                "namespace {} enforces Pod Security '{level}', weaker than 'restricted': sublet binds no lease there",
+                lease.namespace
+            );
+        }
+    }
+    the_plan
+}
+
+/// Carries out the plan's steps (and the overdue evictions of terminating pods), then puts right any node
+/// marks that disagree with sublet's record.
+async fn execute_plan(
+    ctx: &Context,
+    pool: &TenantPool,
+    world: &World,
+    tenant_namespaces: &HashSet<String>,
+    snapshot: &crate::policy::Snapshot,
+    the_plan: &crate::policy::Plan,
+    now: Timestamp,
+) -> Vec<execute::Outcome> {
+    let name = pool.name_any();
+    podsecurity::label(ctx, &world.namespaces, tenant_namespaces).await;
+    if let Some(network) = &ctx.config.tenant_network {
+        netpol::keep(ctx, network, tenant_namespaces).await;
+    }
+    let mut steps = the_plan.steps.clone();
+    steps.extend(evict::overdue_terminating(snapshot));
+    let reclaim = execute::Reclaim {
+        max_grace_seconds: pool.spec.reclaim.max_grace_seconds,
+    };
+    let outcomes = execute::execute(ctx, &name, &steps, snapshot, reclaim, now).await;
+    for (node, what) in execute::reassert(ctx, &name, snapshot, &steps, now).await {
+        ctx.metrics
+            .marks_repaired
+            .with_label_values(&[name.as_str(), what])
+            .inc();
+        let note = format!(
+            "the node's sublet.dev/ {what} disagreed with sublet's record and were put right; sublet believes its record, never the node"
+        );
+        report::publish(
+            ctx,
+            node.as_ref(),
+            kube::runtime::events::EventType::Warning,
+            "MarksRepaired",
+            "Repair",
+            &note,
+        )
+        .await;
+    }
+    outcomes
+}
+
+/// A deleted pool whose nodes are all home: its leases released, its finalizer removed, and everything this
+/// process kept for it dropped.
+async fn forget_pool(ctx: &Context, name: &str, leases: &[Arc<crate::api::GpuLease>]) -> Result<(), Error> {
+    finalize::release_all(ctx, name, leases).await?;
+    remove_finalizer(ctx, name).await?;
+    ctx.caches.pods.unwatch(name);
+    ctx.pool_statuses.forget(name);
+    ctx.metrics.pool_deleted(name);
+    Ok(())
 }
 
 /// Internal GPUs waiting, by class (`any` when any node will do): pending internal pods and the demand the
@@ -566,7 +680,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let caches = Caches::start(&client);
-    let addr = http::serve(config.metrics_addr, metrics.clone(), caches.clone()).await?;
+    let guard = config.metrics_auth.then(|| http::Guard::new(client.clone()));
+    let addr = http::serve(config.metrics_addr, metrics.clone(), caches.clone(), guard).await?;
     tracing::info!(%addr, "serving /metrics, /livez and /readyz");
     let (leader_rx, mut lease_task) = leader(&client, &config).await?;
     let ctx = Arc::new(Context::new(

@@ -147,72 +147,9 @@ pub fn observe(
         .collect();
     let mut b = SnapshotBuilder::new(Arc::new(policy), now);
 
-    // Nodes: those with GPUs of the pool's resource, and any that carry this pool's marks. `at` maps the pod
-    // cache's node ids to their place in the snapshot.
-    const NOWHERE: u32 = u32::MAX;
-    let mut at = vec![NOWHERE; pods.nodes.len()];
-    let mut node_list: Vec<(&Node, u32)> = Vec::new();
-    for node in nodes {
-        let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
-        let gpus = node_gpus(node, resource);
-        if gpus == 0 && labels.get(POOL_LABEL) != Some(&name) {
-            continue;
-        }
-        if let Some(id) = node.metadata.name.as_deref().and_then(|n| pods.nodes.id(n)) {
-            at[id as usize] = node_list.len() as u32;
-        }
-        node_list.push((node, gpus));
-    }
-    // Pods: internal GPU pods on the snapshot's nodes are counted per node; tenant pods on them and
-    // unscheduled internal GPU pods (the demand) are listed.
-    let gpu = pods.resources.id(resource);
-    let tenant_ns: Vec<bool> = (0..pods.namespaces.len() as u32)
-        .map(|id| tenant_namespaces.contains(pods.namespaces.name(id)))
-        .collect();
-    let mut load = vec![InternalLoad::default(); node_list.len()];
-    // (pod position, GPUs, snapshot node, tenant)
-    let mut chosen: Vec<(usize, u32, Option<usize>, bool)> = Vec::new();
-    for (i, pod) in pods.hot().iter().enumerate() {
-        let tenant = tenant_ns[pod.namespace as usize];
-        if pod.node == HotPod::UNSCHEDULED {
-            let gpus = pods.count(i, gpu);
-            if !tenant && gpus > 0 {
-                chosen.push((i, gpus, None, false));
-            }
-            continue;
-        }
-        let n = at[pod.node as usize];
-        if n == NOWHERE {
-            continue;
-        }
-        let gpus = pods.count(i, gpu);
-        if tenant {
-            chosen.push((i, gpus, Some(n as usize), true));
-        } else if gpus > 0 {
-            load[n as usize].pods += 1;
-            load[n as usize].gpus += gpus;
-        }
-    }
-    // sublet's record of the deadlines it gave, in the statuses of this pool's leases (a kubelet cannot
-    // write there): it wins over a node's annotation. A node whose notice is not recorded yet (the status
-    // write of its pass did not happen) keeps its annotation, but never a deadline later than a full notice
-    // from now.
-    let records: HashMap<(String, &str), Timestamp> = leases
-        .iter()
-        .filter(|l| l.spec.pool == name)
-        .filter_map(|l| {
-            Some((
-                crate::api::keys::lease_key(l.metadata.namespace.as_deref()?, &l.name_any()),
-                l.status.as_ref()?,
-            ))
-        })
-        .flat_map(|(key, status)| {
-            status
-                .notices
-                .iter()
-                .map(move |n| ((key.clone(), n.node.as_str()), n.deadline.0))
-        })
-        .collect();
+    let (node_list, at) = pool_nodes(nodes, pods, resource, &name);
+    let (load, chosen) = pool_pods(pods, &at, node_list.len(), resource, &tenant_namespaces);
+    let records = recorded_deadlines(leases, &name);
     let latest = now
         .checked_add(jiff::SignedDuration::from_secs(pool.spec.reclaim.notice_seconds.max(0)))
         .unwrap_or(now);
@@ -235,44 +172,11 @@ pub fn observe(
         pool.spec.node_group_label.as_deref(),
         Some(pool.spec.gpu_model_label.as_str()),
     ];
-    for (i, gpus, node, tenant) in chosen {
-        let (hot, cold) = (&pods.hot()[i], pods.cold(i));
-        b.placed_pod(PodView {
-            namespace: pods.namespaces.name(hot.namespace).to_string(),
-            name: cold.name.to_string(),
-            node,
-            gpus,
-            tenant,
-            phase: if hot.running {
-                PodPhase::Running
-            } else {
-                PodPhase::Pending
-            },
-            terminating: hot.terminating,
-            deadline_annotation: cold.deadline,
-            class: class_keys
-                .iter()
-                .flatten()
-                .find_map(|k| cold.selects(k).map(str::to_string)),
-        });
+    for chosen in chosen {
+        b.placed_pod(pod_view(pods, chosen, &class_keys));
     }
     for lease in leases.iter().filter(|l| l.spec.pool == name) {
-        let status = lease.status.as_ref();
-        let namespace = lease.namespace().unwrap_or_default();
-        b.lease(LeaseView {
-            tenant_namespace: tenant_namespaces.contains(&namespace),
-            namespace,
-            name: lease.name_any(),
-            uid: lease.uid(),
-            gpus: lease.spec.gpus.max(0) as u32,
-            model: lease.spec.gpu_model.clone(),
-            duration_seconds: lease.spec.duration_seconds,
-            max_price: lease.spec.max_price_per_gpu_hour,
-            phase: status.map(|s| s.phase).unwrap_or_default(),
-            bound_at: status.and_then(|s| s.bound_at.as_ref()).map(|t| t.0),
-            created: lease.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now),
-            deleting: lease.metadata.deletion_timestamp.is_some(),
-        });
+        b.lease(lease_view(lease, &tenant_namespaces, now));
     }
     b.signals(signals);
     if let Some(status) = &pool.status {
@@ -286,6 +190,160 @@ pub fn observe(
         snapshot: b.build(),
         tenant_namespaces,
     })
+}
+
+/// A pod-cache node id that is not in the snapshot.
+const NOWHERE: u32 = u32::MAX;
+
+/// The pool's nodes: those with GPUs of the pool's resource, and any that carry this pool's marks; with,
+/// per pod-cache node id, its place in that list (or [`NOWHERE`]).
+fn pool_nodes<'a>(
+    nodes: &'a [Arc<Node>],
+    pods: &PodTable,
+    resource: &str,
+    pool: &str,
+) -> (Vec<(&'a Node, u32)>, Vec<u32>) {
+    let empty = BTreeMap::new();
+    let mut at = vec![NOWHERE; pods.nodes.len()];
+    let mut node_list: Vec<(&Node, u32)> = Vec::new();
+    for node in nodes {
+        let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
+        let gpus = node_gpus(node, resource);
+        if gpus == 0 && labels.get(POOL_LABEL).map(String::as_str) != Some(pool) {
+            continue;
+        }
+        if let Some(id) = node.metadata.name.as_deref().and_then(|n| pods.nodes.id(n)) {
+            at[id as usize] = node_list.len() as u32;
+        }
+        node_list.push((node, gpus));
+    }
+    (node_list, at)
+}
+
+/// A pod the snapshot lists: its place in the pod table, GPUs, snapshot node (None when unscheduled), and
+/// whether it is a tenant's.
+#[derive(Clone, Copy)]
+struct Chosen {
+    pod: usize,
+    gpus: u32,
+    node: Option<usize>,
+    tenant: bool,
+}
+
+/// Internal GPU pods on the snapshot's nodes are counted per node; tenant pods on them and unscheduled
+/// internal GPU pods (the demand) are listed.
+fn pool_pods(
+    pods: &PodTable,
+    at: &[u32],
+    node_count: usize,
+    resource: &str,
+    tenant_namespaces: &HashSet<String>,
+) -> (Vec<InternalLoad>, Vec<Chosen>) {
+    let gpu = pods.resources.id(resource);
+    let tenant_ns: Vec<bool> = (0..pods.namespaces.len() as u32)
+        .map(|id| tenant_namespaces.contains(pods.namespaces.name(id)))
+        .collect();
+    let mut load = vec![InternalLoad::default(); node_count];
+    let mut chosen: Vec<Chosen> = Vec::new();
+    for (i, pod) in pods.hot().iter().enumerate() {
+        let tenant = tenant_ns[pod.namespace as usize];
+        if pod.node == HotPod::UNSCHEDULED {
+            let gpus = pods.count(i, gpu);
+            if !tenant && gpus > 0 {
+                chosen.push(Chosen {
+                    pod: i,
+                    gpus,
+                    node: None,
+                    tenant: false,
+                });
+            }
+            continue;
+        }
+        let n = at[pod.node as usize];
+        if n == NOWHERE {
+            continue;
+        }
+        let gpus = pods.count(i, gpu);
+        if tenant {
+            chosen.push(Chosen {
+                pod: i,
+                gpus,
+                node: Some(n as usize),
+                tenant: true,
+            });
+        } else if gpus > 0 {
+            load[n as usize].pods += 1;
+            load[n as usize].gpus += gpus;
+        }
+    }
+    (load, chosen)
+}
+
+/// sublet's record of the deadlines it gave, in the statuses of this pool's leases (a kubelet cannot write
+/// there), by (lease key, node): it wins over a node's annotation. A node whose notice is not recorded yet
+/// (the status write of its pass did not happen) keeps its annotation, but never a deadline later than a full
+/// notice from now.
+fn recorded_deadlines<'a>(leases: &'a [Arc<GpuLease>], pool: &str) -> HashMap<(String, &'a str), Timestamp> {
+    leases
+        .iter()
+        .filter(|l| l.spec.pool == pool)
+        .filter_map(|l| {
+            Some((
+                crate::api::keys::lease_key(l.metadata.namespace.as_deref()?, &l.name_any()),
+                l.status.as_ref()?,
+            ))
+        })
+        .flat_map(|(key, status)| {
+            status
+                .notices
+                .iter()
+                .map(move |n| ((key.clone(), n.node.as_str()), n.deadline.0))
+        })
+        .collect()
+}
+
+/// A listed pod as the planner sees it; its class is the value of the first of `class_keys` its node
+/// selector sets.
+fn pod_view(pods: &PodTable, c: Chosen, class_keys: &[Option<&str>]) -> PodView {
+    let (hot, cold) = (&pods.hot()[c.pod], pods.cold(c.pod));
+    PodView {
+        namespace: pods.namespaces.name(hot.namespace).to_string(),
+        name: cold.name.to_string(),
+        node: c.node,
+        gpus: c.gpus,
+        tenant: c.tenant,
+        phase: if hot.running {
+            PodPhase::Running
+        } else {
+            PodPhase::Pending
+        },
+        terminating: hot.terminating,
+        deadline_annotation: cold.deadline,
+        class: class_keys
+            .iter()
+            .flatten()
+            .find_map(|k| cold.selects(k).map(str::to_string)),
+    }
+}
+
+/// A lease of the pool as the planner sees it.
+fn lease_view(lease: &GpuLease, tenant_namespaces: &HashSet<String>, now: Timestamp) -> LeaseView {
+    let status = lease.status.as_ref();
+    let namespace = lease.namespace().unwrap_or_default();
+    LeaseView {
+        tenant_namespace: tenant_namespaces.contains(&namespace),
+        namespace,
+        name: lease.name_any(),
+        uid: lease.uid(),
+        gpus: lease.spec.gpus.max(0) as u32,
+        model: lease.spec.gpu_model.clone(),
+        duration_seconds: lease.spec.duration_seconds,
+        max_price: lease.spec.max_price_per_gpu_hour,
+        phase: status.map(|s| s.phase).unwrap_or_default(),
+        bound_at: status.and_then(|s| s.bound_at.as_ref()).map(|t| t.0),
+        created: lease.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now),
+        deleting: lease.metadata.deletion_timestamp.is_some(),
+    }
 }
 
 #[cfg(test)]

@@ -68,259 +68,12 @@ pub async fn report(
     observe_only: bool,
 ) -> Result<Reported, Error> {
     let started = std::time::Instant::now();
-    let now = snapshot.now;
     let pool_name = pool.name_any();
-    let by_name: HashMap<(&str, &str), &GpuLease> = leases
-        .iter()
-        .filter(|l| l.spec.pool == pool_name)
-        .filter_map(|l| {
-            Some((
-                (l.metadata.namespace.as_deref()?, l.metadata.name.as_deref()?),
-                l.as_ref(),
-            ))
-        })
-        .collect();
-    // The nodes each lease holds as observed (before this pass's steps), by lease key, with the UID on the
-    // node; and when each node of the pool says it went back.
-    let mut held: HashMap<&str, Vec<(&crate::policy::NodeView, Option<&str>)>> = HashMap::new();
-    for n in &snapshot.nodes {
-        if matches!(n.marks.state, NodeState::Leased | NodeState::Reclaiming)
-            && n.marks.pool.as_deref() == Some(&pool_name)
-            && let Some(k) = n.marks.lease.as_deref()
-        {
-            held.entry(k).or_default().push((n, n.marks.lease_uid.as_deref()));
-        }
-    }
-    let node_returned: HashMap<&str, Option<Timestamp>> = snapshot
-        .nodes
-        .iter()
-        .map(|n| (n.name.as_str(), n.marks.returned_at))
-        .collect();
-    // Nodes this pass gave back (written now) or found back already, and nodes it bound, per lease.
-    let mut returned_now: HashSet<&str> = HashSet::new();
-    let mut returned_ok: HashSet<&str> = HashSet::new();
-    let mut bound_now: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
-    for o in outcomes {
-        match (&o.step.action, &o.result) {
-            (Action::Return { node, .. } | Action::Unlend { node }, Ok(done)) => {
-                returned_ok.insert(node.as_str());
-                if *done == Done::Written {
-                    returned_now.insert(node.as_str());
-                }
-            }
-            (Action::Bind { namespace, name, nodes }, Ok(_)) => {
-                bound_now
-                    .entry((namespace.as_str(), name.as_str()))
-                    .or_default()
-                    .extend(nodes.iter().map(String::as_str));
-            }
-            _ => {}
-        }
-    }
-    let failed_binds: HashSet<(&str, &str)> = outcomes
-        .iter()
-        .filter(|o| o.result.is_err())
-        .filter_map(|o| match &o.step.action {
-            Action::Bind { namespace, name, .. } => Some((namespace.as_str(), name.as_str())),
-            _ => None,
-        })
-        .collect();
-    // The deadline of each node under notice: as observed (from sublet's record), or as given in this pass.
-    let mut deadlines: HashMap<&str, Timestamp> = outcomes
-        .iter()
-        .filter(|o| matches!(o.result, Ok(Done::Written)))
-        .filter_map(|o| match &o.step.action {
-            Action::Notice { node, deadline, .. } => Some((node.as_str(), *deadline)),
-            _ => None,
-        })
-        .collect();
-    for n in &snapshot.nodes {
-        if n.marks.state == NodeState::Reclaiming
-            && let Some(d) = n.marks.deadline
-        {
-            deadlines.insert(n.name.as_str(), d);
-        }
-    }
-    let no_status = GpuLeaseStatus::default();
-    let mut changed: Vec<LeaseWrite> = Vec::new();
-    let mut ledger_only: Vec<LeaseWrite> = Vec::new();
-    for report in &plan.leases {
-        let id = (report.namespace.as_str(), report.name.as_str());
-        if failed_binds.contains(&id) {
-            continue;
-        }
-        let Some(&lease) = by_name.get(&id) else {
-            continue;
-        };
-        let old = lease.status.as_ref().unwrap_or(&no_status);
-        if observe_only {
-            // Nothing is bound in Observe mode: only say so.
-            let reason = Some("the pool is in Observe mode and binds no lease".to_string());
-            if old.bound_at.is_some() || old.reason == reason {
-                continue;
-            }
-            let accounted_until = old.accounted_until.as_ref().map(|t| t.0);
-            let mut status = old.clone();
-            status.observed_generation = lease.metadata.generation;
-            status.reason = reason;
-            changed.push(LeaseWrite {
-                lease,
-                namespace: id.0,
-                name: id.1,
-                status,
-                event: None,
-                unschedulable: None,
-                accounted_until,
-            });
-            continue;
-        }
-        let key = lease_key(&report.namespace, &report.name);
-        let prev = Ledger {
-            gpu_seconds: old.gpu_seconds,
-            cost: old.cost,
-            accounted_until: old.accounted_until.as_ref().map(|t| t.0),
-        };
-        let uid = lease.metadata.uid.as_deref();
-        let created = lease.metadata.creation_timestamp.as_ref().map(|t| whole(t.0));
-        let since_binding = |since: Option<Timestamp>| {
-            let at = old.bound_at.as_ref().map(|t| t.0).or(since).unwrap_or(now);
-            created.map_or(at, |c| at.max(c))
-        };
-        let mut held_after: Vec<Held> = held
-            .get(key.as_str())
-            .into_iter()
-            .flatten()
-            .filter(|(_, on_node)| on_node.is_none() || uid.is_none() || *on_node == uid)
-            .filter(|(n, _)| !returned_ok.contains(n.name.as_str()))
-            .map(|(n, _)| Held {
-                node: n.name.clone(),
-                gpus: n.gpus,
-                bound_at: since_binding(n.marks.since),
-            })
-            .collect();
-        for node in bound_now.get(&id).into_iter().flatten() {
-            if !held_after.iter().any(|h| h.node == *node) {
-                let gpus = snapshot.nodes.iter().find(|n| n.name == *node).map_or(0, |n| n.gpus);
-                held_after.push(Held {
-                    node: node.to_string(),
-                    gpus,
-                    bound_at: now,
-                });
-            }
-        }
-        let holds = super::ledger::holds(
-            &old.holds,
-            &held_after,
-            &returned_now,
-            |n| node_returned.get(n).copied().flatten(),
-            prev.accounted_until,
-            now,
-        );
-        let ledger = accrue(prev, &holds, report.price_per_gpu_hour, now);
-        let mut status = lease_status(old, report, &key, lease.metadata.generation, now);
-        status.holds = holds;
-        status.notices = report
-            .nodes
-            .iter()
-            .filter_map(|n| {
-                Some(NodeNotice {
-                    node: n.clone(),
-                    deadline: Time(*deadlines.get(n.as_str())?),
-                })
-            })
-            .collect();
-        let unchanged = status == *old;
-        let ledger_due = prev
-            .accounted_until
-            .is_none_or(|a| now.duration_since(a) >= interval(ctx));
-        if unchanged && !(ledger_due && ledger != prev) {
-            continue;
-        }
-        status.gpu_seconds = ledger.gpu_seconds;
-        status.cost = ledger.cost;
-        status.cost_text = Some(crate::api::cost_text(ledger.cost, &pool.spec.pricing.currency));
-        status.accounted_until = ledger.accounted_until.map(Time);
-        let event = (old.phase != report.phase)
-            .then_some(match report.phase {
-                LeasePhase::Expired => Some(("Expired", report.reason.as_str())),
-                LeasePhase::Released => Some(("Released", report.reason.as_str())),
-                _ => None,
-            })
-            .flatten();
-        let write = LeaseWrite {
-            lease,
-            namespace: id.0,
-            name: id.1,
-            unschedulable: (is_true(&status.conditions, UNSCHEDULABLE) && !is_true(&old.conditions, UNSCHEDULABLE))
-                .then_some(report.reason.as_str()),
-            status,
-            event,
-            accounted_until: prev.accounted_until,
-        };
-        if unchanged {
-            ledger_only.push(write);
-        } else {
-            changed.push(write);
-        }
-    }
-    let (writes, ledgers_left) = this_pass(changed, ledger_only, |w| w.accounted_until);
+    let by_name = leases_by_name(leases, &pool_name);
+    let (writes, ledgers_left) = lease_writes(pool, snapshot, plan, outcomes, &by_name, observe_only, interval(ctx));
     let written = writes.len();
-    let writes: Vec<_> = writes.into_iter().map(|w| write_lease_status(ctx, w)).collect();
-    let results: Vec<(LeaseWrite, bool)> = futures::stream::iter(writes)
-        .buffer_unordered(WRITES_IN_FLIGHT)
-        .collect()
-        .await;
-    // The pool's revenue and lent GPU-hours are the sums of its leases' ledgers as written (the ended
-    // leases' from their final totals), never a running count of this process: a status write that failed,
-    // or a restart, changes nothing in them.
-    let mut ledgers: HashMap<(&str, &str), (i64, f64)> = by_name
-        .iter()
-        .map(|(id, l)| {
-            let s = l.status.as_ref().unwrap_or(&no_status);
-            (*id, (s.gpu_seconds, s.cost))
-        })
-        .collect();
-    for (w, ok) in &results {
-        if *ok {
-            ledgers.insert((w.namespace, w.name), (w.status.gpu_seconds, w.status.cost));
-        }
-    }
-    let ended = pool.status.as_ref().map(|s| &s.ended_leases[..]).unwrap_or_default();
-    let ended_totals = pool
-        .status
-        .as_ref()
-        .and_then(|s| s.ended_totals.clone())
-        .unwrap_or_default();
-    let (mut gpu_seconds, mut revenue) = (ended_totals.gpu_seconds, ended_totals.cost);
-    for (id, (g, c)) in &ledgers {
-        let uid = by_name.get(id).and_then(|l| l.metadata.uid.as_deref());
-        if uid.is_some_and(|u| ended.iter().any(|e| e.uid == u)) {
-            continue;
-        }
-        gpu_seconds += g;
-        revenue += c;
-    }
-    let accounted = Accounted {
-        revenue,
-        lent_gpu_hours: gpu_seconds as f64 / 3600.0,
-    };
-    for (w, ok) in results {
-        if !ok {
-            continue;
-        }
-        if !observe_only {
-            let (gpu_seconds, cost) = (w.status.gpu_seconds as f64, w.status.cost);
-            let currency = &pool.spec.pricing.currency;
-            ctx.metrics
-                .lease_accounted(&pool_name, w.namespace, w.name, currency, gpu_seconds, cost);
-        }
-        if let Some((reason, note)) = w.event {
-            publish(ctx, w.lease, EventType::Normal, reason, "Release", note).await;
-        }
-        if let Some(note) = w.unschedulable {
-            publish(ctx, w.lease, EventType::Warning, UNSCHEDULABLE, "Bind", note).await;
-        }
-    }
+    let written_ledgers = send_lease_writes(ctx, pool, writes, observe_only).await;
+    let accounted = accounted(pool, &by_name, &written_ledgers);
     lease_metrics(ctx, &pool_name, plan, &by_name, observe_only);
     let t_leases = started.elapsed();
     super::events::lease_events(ctx, snapshot, outcomes, &by_name).await;
@@ -339,6 +92,366 @@ pub async fn report(
         "reported"
     );
     Ok(Reported { ledgers_left })
+}
+
+/// The pool's leases by (namespace, name).
+fn leases_by_name<'a>(leases: &'a [std::sync::Arc<GpuLease>], pool: &str) -> HashMap<(&'a str, &'a str), &'a GpuLease> {
+    leases
+        .iter()
+        .filter(|l| l.spec.pool == pool)
+        .filter_map(|l| {
+            Some((
+                (l.metadata.namespace.as_deref()?, l.metadata.name.as_deref()?),
+                l.as_ref(),
+            ))
+        })
+        .collect()
+}
+
+/// A node a lease holds as observed (before this pass's steps), with the lease UID the node names.
+type HeldNode<'a> = (&'a crate::policy::NodeView, Option<&'a str>);
+
+/// The nodes each lease holds as observed (before this pass's steps), by lease key.
+fn held_nodes<'a>(snapshot: &'a Snapshot, pool: &str) -> HashMap<&'a str, Vec<HeldNode<'a>>> {
+    let mut held: HashMap<&str, Vec<HeldNode>> = HashMap::new();
+    for n in &snapshot.nodes {
+        if matches!(n.marks.state, NodeState::Leased | NodeState::Reclaiming)
+            && n.marks.pool.as_deref() == Some(pool)
+            && let Some(k) = n.marks.lease.as_deref()
+        {
+            held.entry(k).or_default().push((n, n.marks.lease_uid.as_deref()));
+        }
+    }
+    held
+}
+
+/// What this pass did to nodes, as the holds need it.
+#[derive(Default)]
+struct Moves<'a> {
+    /// Nodes this pass gave back (written now).
+    returned_now: HashSet<&'a str>,
+    /// Nodes this pass gave back or found back already.
+    returned_ok: HashSet<&'a str>,
+    /// Nodes this pass bound, per lease.
+    bound_now: HashMap<(&'a str, &'a str), Vec<&'a str>>,
+    /// When each node of the pool says it went back.
+    node_returned: HashMap<&'a str, Option<Timestamp>>,
+}
+
+fn moves<'a>(snapshot: &'a Snapshot, outcomes: &'a [Outcome]) -> Moves<'a> {
+    let mut m = Moves {
+        node_returned: snapshot
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.marks.returned_at))
+            .collect(),
+        ..Moves::default()
+    };
+    for o in outcomes {
+        match (&o.step.action, &o.result) {
+            (Action::Return { node, .. } | Action::Unlend { node }, Ok(done)) => {
+                m.returned_ok.insert(node.as_str());
+                if *done == Done::Written {
+                    m.returned_now.insert(node.as_str());
+                }
+            }
+            (Action::Bind { namespace, name, nodes }, Ok(_)) => {
+                m.bound_now
+                    .entry((namespace.as_str(), name.as_str()))
+                    .or_default()
+                    .extend(nodes.iter().map(String::as_str));
+            }
+            _ => {}
+        }
+    }
+    m
+}
+
+/// The lease's holds after this pass: the nodes that name it (or name no UID) and were not given back, and
+/// those this pass bound to it, over its recorded holds.
+fn lease_holds(
+    snapshot: &Snapshot,
+    lease: &GpuLease,
+    old: &GpuLeaseStatus,
+    held: &[HeldNode],
+    moves: &Moves,
+) -> Vec<crate::api::NodeHold> {
+    let now = snapshot.now;
+    let id = (
+        lease.metadata.namespace.as_deref().unwrap_or_default(),
+        lease.metadata.name.as_deref().unwrap_or_default(),
+    );
+    let uid = lease.metadata.uid.as_deref();
+    let created = lease.metadata.creation_timestamp.as_ref().map(|t| whole(t.0));
+    let since_binding = |since: Option<Timestamp>| {
+        let at = old.bound_at.as_ref().map(|t| t.0).or(since).unwrap_or(now);
+        created.map_or(at, |c| at.max(c))
+    };
+    let mut held_after: Vec<Held> = held
+        .iter()
+        .filter(|(_, on_node)| on_node.is_none() || uid.is_none() || *on_node == uid)
+        .filter(|(n, _)| !moves.returned_ok.contains(n.name.as_str()))
+        .map(|(n, _)| Held {
+            node: n.name.clone(),
+            gpus: n.gpus,
+            bound_at: since_binding(n.marks.since),
+        })
+        .collect();
+    for node in moves.bound_now.get(&id).into_iter().flatten() {
+        if !held_after.iter().any(|h| h.node == *node) {
+            let gpus = snapshot.nodes.iter().find(|n| n.name == *node).map_or(0, |n| n.gpus);
+            held_after.push(Held {
+                node: node.to_string(),
+                gpus,
+                bound_at: now,
+            });
+        }
+    }
+    super::ledger::holds(
+        &old.holds,
+        &held_after,
+        &moves.returned_now,
+        |n| moves.node_returned.get(n).copied().flatten(),
+        old.accounted_until.as_ref().map(|t| t.0),
+        now,
+    )
+}
+
+/// The deadline of each node under notice: as observed (from sublet's record), or as given in this pass.
+fn notice_deadlines<'a>(snapshot: &'a Snapshot, outcomes: &'a [Outcome]) -> HashMap<&'a str, Timestamp> {
+    let mut deadlines: HashMap<&str, Timestamp> = outcomes
+        .iter()
+        .filter(|o| matches!(o.result, Ok(Done::Written)))
+        .filter_map(|o| match &o.step.action {
+            Action::Notice { node, deadline, .. } => Some((node.as_str(), *deadline)),
+            _ => None,
+        })
+        .collect();
+    for n in &snapshot.nodes {
+        if n.marks.state == NodeState::Reclaiming
+            && let Some(d) = n.marks.deadline
+        {
+            deadlines.insert(n.name.as_str(), d);
+        }
+    }
+    deadlines
+}
+
+/// The lease status writes of this pass (see [`this_pass`]) and how many due ledgers are left for later: pure,
+/// from the plan's lease reports, the observed statuses and what this pass did.
+fn lease_writes<'a>(
+    pool: &TenantPool,
+    snapshot: &'a Snapshot,
+    plan: &'a Plan,
+    outcomes: &'a [Outcome],
+    by_name: &HashMap<(&'a str, &'a str), &'a GpuLease>,
+    observe_only: bool,
+    ledger_interval: SignedDuration,
+) -> (Vec<LeaseWrite<'a>>, usize) {
+    let now = snapshot.now;
+    let held = held_nodes(snapshot, &pool.name_any());
+    let moves = moves(snapshot, outcomes);
+    let failed_binds: HashSet<(&str, &str)> = outcomes
+        .iter()
+        .filter(|o| o.result.is_err())
+        .filter_map(|o| match &o.step.action {
+            Action::Bind { namespace, name, .. } => Some((namespace.as_str(), name.as_str())),
+            _ => None,
+        })
+        .collect();
+    let deadlines = notice_deadlines(snapshot, outcomes);
+    let no_status = GpuLeaseStatus::default();
+    let mut changed: Vec<LeaseWrite> = Vec::new();
+    let mut ledger_only: Vec<LeaseWrite> = Vec::new();
+    for report in &plan.leases {
+        let id = (report.namespace.as_str(), report.name.as_str());
+        if failed_binds.contains(&id) {
+            continue;
+        }
+        let Some(&lease) = by_name.get(&id) else {
+            continue;
+        };
+        let old = lease.status.as_ref().unwrap_or(&no_status);
+        if observe_only {
+            changed.extend(observe_write(lease, id, old));
+            continue;
+        }
+        let held = held
+            .get(lease_key(&report.namespace, &report.name).as_str())
+            .map_or(&[][..], Vec::as_slice);
+        let holds = lease_holds(snapshot, lease, old, held, &moves);
+        match lease_write(pool, lease, report, old, holds, &deadlines, now, ledger_interval) {
+            Some((write, true)) => ledger_only.push(write),
+            Some((write, false)) => changed.push(write),
+            None => {}
+        }
+    }
+    this_pass(changed, ledger_only, |w| w.accounted_until)
+}
+
+/// A lease's status write after its report: its new status, its `holds` after this pass and its ledger
+/// carried forward over them, and whether only the ledger changed. None when nothing changed, or only a ledger not due yet (one is due
+/// `ledger_interval` after it was last written).
+#[allow(clippy::too_many_arguments)]
+fn lease_write<'a>(
+    pool: &TenantPool,
+    lease: &'a GpuLease,
+    report: &'a crate::policy::LeaseReport,
+    old: &GpuLeaseStatus,
+    holds: Vec<crate::api::NodeHold>,
+    deadlines: &HashMap<&str, Timestamp>,
+    now: Timestamp,
+    ledger_interval: SignedDuration,
+) -> Option<(LeaseWrite<'a>, bool)> {
+    let key = lease_key(&report.namespace, &report.name);
+    let prev = Ledger {
+        gpu_seconds: old.gpu_seconds,
+        cost: old.cost,
+        accounted_until: old.accounted_until.as_ref().map(|t| t.0),
+    };
+    let ledger = accrue(prev, &holds, report.price_per_gpu_hour, now);
+    let mut status = lease_status(old, report, &key, lease.metadata.generation, now);
+    status.holds = holds;
+    status.notices = report
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            Some(NodeNotice {
+                node: n.clone(),
+                deadline: Time(*deadlines.get(n.as_str())?),
+            })
+        })
+        .collect();
+    let unchanged = status == *old;
+    let ledger_due = prev
+        .accounted_until
+        .is_none_or(|a| now.duration_since(a) >= ledger_interval);
+    if unchanged && !(ledger_due && ledger != prev) {
+        return None;
+    }
+    status.gpu_seconds = ledger.gpu_seconds;
+    status.cost = ledger.cost;
+    status.cost_text = Some(crate::api::cost_text(ledger.cost, &pool.spec.pricing.currency));
+    status.accounted_until = ledger.accounted_until.map(Time);
+    let event = (old.phase != report.phase)
+        .then_some(match report.phase {
+            LeasePhase::Expired => Some(("Expired", report.reason.as_str())),
+            LeasePhase::Released => Some(("Released", report.reason.as_str())),
+            _ => None,
+        })
+        .flatten();
+    let write = LeaseWrite {
+        lease,
+        namespace: &report.namespace,
+        name: &report.name,
+        unschedulable: (is_true(&status.conditions, UNSCHEDULABLE) && !is_true(&old.conditions, UNSCHEDULABLE))
+            .then_some(report.reason.as_str()),
+        status,
+        event,
+        accounted_until: prev.accounted_until,
+    };
+    Some((write, unchanged))
+}
+
+/// In Observe mode nothing is bound: a lease's status only says so, once.
+fn observe_write<'a>(lease: &'a GpuLease, id: (&'a str, &'a str), old: &GpuLeaseStatus) -> Option<LeaseWrite<'a>> {
+    let reason = Some("the pool is in Observe mode and binds no lease".to_string());
+    if old.bound_at.is_some() || old.reason == reason {
+        return None;
+    }
+    let accounted_until = old.accounted_until.as_ref().map(|t| t.0);
+    let mut status = old.clone();
+    status.observed_generation = lease.metadata.generation;
+    status.reason = reason;
+    Some(LeaseWrite {
+        lease,
+        namespace: id.0,
+        name: id.1,
+        status,
+        event: None,
+        unschedulable: None,
+        accounted_until,
+    })
+}
+
+/// Sends the lease status writes, a few at a time; accounts and publishes what was written. Answers the
+/// ledgers written (GPU-seconds and cost), by lease.
+async fn send_lease_writes<'a>(
+    ctx: &Context,
+    pool: &TenantPool,
+    writes: Vec<LeaseWrite<'a>>,
+    observe_only: bool,
+) -> HashMap<(&'a str, &'a str), (i64, f64)> {
+    let pool_name = pool.name_any();
+    let writes: Vec<_> = writes.into_iter().map(|w| write_lease_status(ctx, w)).collect();
+    let results: Vec<(LeaseWrite, bool)> = futures::stream::iter(writes)
+        .buffer_unordered(WRITES_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut written = HashMap::new();
+    for (w, ok) in results {
+        if !ok {
+            continue;
+        }
+        written.insert((w.namespace, w.name), (w.status.gpu_seconds, w.status.cost));
+        if !observe_only {
+            let (gpu_seconds, cost) = (w.status.gpu_seconds as f64, w.status.cost);
+            let currency = &pool.spec.pricing.currency;
+            ctx.metrics
+                .lease_accounted(&pool_name, w.namespace, w.name, currency, gpu_seconds, cost);
+        }
+        if let Some((reason, note)) = w.event {
+            publish(ctx, w.lease, EventType::Normal, reason, "Release", note).await;
+        }
+        if let Some(note) = w.unschedulable {
+            publish(ctx, w.lease, EventType::Warning, UNSCHEDULABLE, "Bind", note).await;
+        }
+    }
+    written
+}
+
+/// The pool's totals derived from its leases' ledgers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Accounted {
+    revenue: f64,
+    lent_gpu_hours: f64,
+}
+
+/// The pool's revenue and lent GPU-hours: the sums of its leases' ledgers as written (`written` this pass,
+/// else as observed; the ended leases' from their final totals), never a running count of this process, so
+/// a status write that failed, or a restart, changes nothing in them.
+fn accounted(
+    pool: &TenantPool,
+    by_name: &HashMap<(&str, &str), &GpuLease>,
+    written: &HashMap<(&str, &str), (i64, f64)>,
+) -> Accounted {
+    let ended = pool.status.as_ref().map(|s| &s.ended_leases[..]).unwrap_or_default();
+    let ended_totals = pool
+        .status
+        .as_ref()
+        .and_then(|s| s.ended_totals.clone())
+        .unwrap_or_default();
+    let (mut gpu_seconds, mut revenue) = (ended_totals.gpu_seconds, ended_totals.cost);
+    for (id, lease) in by_name {
+        if lease
+            .metadata
+            .uid
+            .as_deref()
+            .is_some_and(|u| ended.iter().any(|e| e.uid == u))
+        {
+            continue;
+        }
+        let (g, c) = written.get(id).copied().unwrap_or_else(|| {
+            let s = lease.status.as_ref();
+            (s.map_or(0, |s| s.gpu_seconds), s.map_or(0.0, |s| s.cost))
+        });
+        gpu_seconds += g;
+        revenue += c;
+    }
+    Accounted {
+        revenue,
+        lent_gpu_hours: gpu_seconds as f64 / 3600.0,
+    }
 }
 
 /// Leases by phase (as written, or as they stand in Observe mode), and the series of ended leases dropped.
@@ -411,6 +524,43 @@ fn is_true(conditions: &[crate::api::Condition], type_: &str) -> bool {
         .any(|c| c.type_ == type_ && c.status == ConditionStatus::True.as_str())
 }
 
+/// A lease's Unschedulable condition (once it was ever set), and PoolNotFound turned False: this is the
+/// pool's own pass, so the pool exists.
+fn fit_conditions(
+    status: &mut GpuLeaseStatus,
+    report: &crate::policy::LeaseReport,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    if report.unschedulable || status.conditions.iter().any(|c| c.type_ == UNSCHEDULABLE) {
+        let (flag, reason, message) = if report.unschedulable {
+            (ConditionStatus::True, "MoreThanThePool", report.reason.as_str())
+        } else {
+            (ConditionStatus::False, "FitsThePool", "")
+        };
+        set_condition(
+            &mut status.conditions,
+            UNSCHEDULABLE,
+            flag,
+            reason,
+            message,
+            generation,
+            now,
+        );
+    }
+    if status.conditions.iter().any(|c| c.type_ == POOL_NOT_FOUND) {
+        set_condition(
+            &mut status.conditions,
+            POOL_NOT_FOUND,
+            ConditionStatus::False,
+            "PoolFound",
+            "",
+            generation,
+            now,
+        );
+    }
+}
+
 /// A lease's status after `report`, its ledger as it was (the caller accounts it).
 fn lease_status(
     old: &GpuLeaseStatus,
@@ -464,34 +614,7 @@ fn lease_status(
         generation,
         now,
     );
-    if report.unschedulable || status.conditions.iter().any(|c| c.type_ == UNSCHEDULABLE) {
-        let (flag, reason, message) = if report.unschedulable {
-            (ConditionStatus::True, "MoreThanThePool", report.reason.as_str())
-        } else {
-            (ConditionStatus::False, "FitsThePool", "")
-        };
-        set_condition(
-            &mut status.conditions,
-            UNSCHEDULABLE,
-            flag,
-            reason,
-            message,
-            generation,
-            now,
-        );
-    }
-    if status.conditions.iter().any(|c| c.type_ == POOL_NOT_FOUND) {
-        // This is the pool's own pass: it exists.
-        set_condition(
-            &mut status.conditions,
-            POOL_NOT_FOUND,
-            ConditionStatus::False,
-            "PoolFound",
-            "",
-            generation,
-            now,
-        );
-    }
+    fit_conditions(&mut status, report, generation, now);
     let reclaiming = report.phase == LeasePhase::Reclaiming;
     let deadline_text = status
         .notice_deadline
@@ -559,13 +682,6 @@ fn listed_members(plan: &Plan) -> Vec<MemberNode> {
 
 /// Hands the pool's new status to its writer, when anything in it changed or its ledger is due; answers the
 /// Warning events its conditions call for.
-/// The pool's totals derived from its leases' ledgers.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Accounted {
-    revenue: f64,
-    lent_gpu_hours: f64,
-}
-
 fn pool_status(
     ctx: &Context,
     pool: &TenantPool,
@@ -600,11 +716,50 @@ fn pool_status(
         ..TenantPoolStatus::default()
     };
     let generation = pool.metadata.generation;
-    let invalid = snapshot.policy.invalid.as_deref();
-    status.last_valid_spec = match invalid {
+    status.last_valid_spec = match snapshot.policy.invalid {
         None => Some(Box::new(pool.spec.clone())),
         Some(_) => old.last_valid_spec.clone(),
     };
+    set_pool_conditions(&mut status, snapshot, plan, observe_only, generation);
+    super::reserve::report(ctx, &name, plan, &mut status, generation, now);
+    status.summarize();
+    let warnings = super::events::pool_warnings(&old.conditions, &status.conditions);
+    let unchanged = TenantPoolStatus {
+        harvestable_gpu_hours: old.harvestable_gpu_hours,
+        accounted_until: old.accounted_until.clone(),
+        ..status.clone()
+    } == old;
+    let ledger_due = old
+        .accounted_until
+        .as_ref()
+        .is_none_or(|a| now.duration_since(a.0) >= interval(ctx));
+    gpu_gauges(ctx, &name, &t);
+    if unchanged && !ledger_due {
+        return warnings;
+    }
+    status.harvestable_gpu_hours = plan.ledger.harvestable_gpu_hours;
+    status.accounted_until = plan.ledger.accounted_until.map(Time);
+    ctx.metrics.pool_accounted(
+        &name,
+        &pool.spec.pricing.currency,
+        status.harvestable_gpu_hours,
+        status.lent_gpu_hours,
+        status.revenue,
+    );
+    ctx.pool_statuses.submit(&name, status);
+    warnings
+}
+
+/// The pool's Ready, SignalsFresh and Lending conditions after this pass.
+fn set_pool_conditions(
+    status: &mut TenantPoolStatus,
+    snapshot: &Snapshot,
+    plan: &Plan,
+    observe_only: bool,
+    generation: Option<i64>,
+) {
+    let (now, t) = (snapshot.now, plan.totals);
+    let invalid = snapshot.policy.invalid.as_deref();
     match invalid {
         None => set_condition(
             &mut status.conditions,
@@ -669,18 +824,10 @@ fn pool_status(
         generation,
         now,
     );
-    super::reserve::report(ctx, &name, plan, &mut status, generation, now);
-    status.summarize();
-    let warnings = super::events::pool_warnings(&old.conditions, &status.conditions);
-    let unchanged = TenantPoolStatus {
-        harvestable_gpu_hours: old.harvestable_gpu_hours,
-        accounted_until: old.accounted_until.clone(),
-        ..status.clone()
-    } == old;
-    let ledger_due = old
-        .accounted_until
-        .as_ref()
-        .is_none_or(|a| now.duration_since(a.0) >= interval(ctx));
+}
+
+/// The pool's GPUs by state, as gauges.
+fn gpu_gauges(ctx: &Context, pool: &str, t: &crate::policy::Totals) {
     for (state, gpus) in [
         ("internal", t.internal_free_gpus + t.internal_used_gpus),
         ("lendable", t.lendable_gpus),
@@ -688,25 +835,8 @@ fn pool_status(
         ("leased", t.leased_gpus),
         ("reclaiming", t.reclaiming_gpus),
     ] {
-        ctx.metrics
-            .gpus
-            .with_label_values(&[name.as_str(), state])
-            .set(i64::from(gpus));
+        ctx.metrics.gpus.with_label_values(&[pool, state]).set(i64::from(gpus));
     }
-    if unchanged && !ledger_due {
-        return warnings;
-    }
-    status.harvestable_gpu_hours = plan.ledger.harvestable_gpu_hours;
-    status.accounted_until = plan.ledger.accounted_until.map(Time);
-    ctx.metrics.pool_accounted(
-        &name,
-        &pool.spec.pricing.currency,
-        status.harvestable_gpu_hours,
-        status.lent_gpu_hours,
-        status.revenue,
-    );
-    ctx.pool_statuses.submit(&name, status);
-    warnings
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! ```text
 //!   workload.rs  demand curve (trace / synthetic day) ──▶ internal pods (ml namespace) ─┐
 //!   tenants.rs   GpuLeases ─▶ wait Bound ─▶ pods with the lease's selector/toleration ─┼─▶ LocalApi ─▶ sandbox
-//!   cluster.rs   scheduler (binds) + kubelet (Running, Succeeded, checkpoint, grace) ─┘        │
+//!   nodes.rs     scheduler (binds) + kubelet (Running, Succeeded, checkpoint, grace) ─┘        │
 //!   kubelet.rs   node heartbeats over HTTP: kube-node-lease Leases, Ready condition ──────────────┤
 //!   controller   sublet::controller::run over HTTP, as `sublet run` would ◀────────────────────┤
 //!   summary.rs   every watch event ─▶ invariant checks (rules 1–3), counters, GPU-hours ◀──────┘
@@ -14,8 +14,8 @@
 //! times faster (pod durations, arrivals, trace minutes, checkpoint times); the demo pool gets short real-time
 //! notice, idle window and cool-down so that a simulated day plays out in well under a minute.
 
-pub mod cluster;
 pub mod kubelet;
+pub mod nodes;
 pub mod prom;
 pub mod summary;
 pub mod tenants;
@@ -31,7 +31,7 @@ use jiff::Timestamp;
 use serde_json::json;
 use tokio::sync::watch;
 
-pub use cluster::{NodeGroup, NodeSpec};
+pub use nodes::{NodeGroup, NodeSpec};
 use sublet_sandbox::{LocalApi, Sandbox, SandboxConfig};
 pub use summary::Summary;
 
@@ -97,7 +97,7 @@ pub struct DemoConfig {
 impl Default for DemoConfig {
     fn default() -> Self {
         Self {
-            nodes: cluster::default_groups(64, 8),
+            nodes: nodes::default_groups(64, 8),
             trace: None,
             speed: 2160.0,
             duration: Duration::from_secs(40),
@@ -210,25 +210,7 @@ pub async fn run(
     config: DemoConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Summary, DemoError> {
-    if !(config.speed.is_finite() && config.speed >= 1.0) {
-        return Err(DemoError::Setup(format!(
-            "--speed must be at least 1, got {}",
-            config.speed
-        )));
-    }
-    let demand = match &config.trace {
-        Some(path) => workload::DemandCurve::from_trace(path, config.speed * config.duration.as_secs_f64())?,
-        None => workload::DemandCurve::synthetic_day(&config.nodes),
-    };
-    // A trace brings its own node groups unless the command line named nodes.
-    let groups = if config.trace.is_some() {
-        demand.groups.clone()
-    } else {
-        config.nodes.clone()
-    };
-    if groups.is_empty() || groups.iter().all(|g| g.count == 0) {
-        return Err(DemoError::Setup("the demo cluster has no nodes".into()));
-    }
+    let (demand, groups) = demand_and_groups(&config)?;
     let sandbox = Sandbox::start(SandboxConfig {
         listen: config.listen,
         external_kubelet: true,
@@ -242,62 +224,155 @@ pub async fn run(
 
     // The checker subscribes before anything is written, so it sees every change.
     let checker = summary::Checker::start(&local, clock, config.price_per_gpu_hour);
-
-    // Signals: the DCGM exporter publishes the utilization the kubelet computes from the pods' load;
-    // Prometheus scrapes it when installed, otherwise the exporter's values are answered directly.
     let loads = prom::Loads::default();
-    let exporter = Arc::new(
-        sandbox
-            .start_dcgm_exporter(sublet_sandbox::dcgm::DcgmConfig::default())
-            .await?,
-    );
-    let publish = {
-        let (exporter, loads, mut stop) = (exporter.clone(), loads.clone(), stop.clone());
-        tokio::spawn(async move {
-            loop {
-                let values: Vec<(String, f64)> = loads.lock().expect("loads").clone().into_iter().collect();
-                for (node, util) in values {
-                    exporter.set_node_utilization(&node, util);
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-            }
-        })
+    let signals = UtilizationPath::start(&sandbox, &loads, config.prometheus, stop.clone()).await?;
+    setup(&local, &config, &groups, &signals.url)?;
+
+    let client = sandbox.client().await?;
+    let controller = start_controller(client.clone(), stop.clone());
+    view::intro(&view::Intro {
+        url: sandbox.url(),
+        kubeconfig: config.kubeconfig.clone(),
+        nodes: groups.iter().map(|g| g.count).sum(),
+        gpus: groups.iter().map(|g| g.count * g.gpus_per_node).sum(),
+        source: demand.name.clone(),
+        speed: config.speed,
+        duration: config.duration,
+        signals: signals.description.clone(),
+    });
+    let mut tasks = vec![signals.publish];
+    tasks.extend(start_actors(&config, &local, client, demand, clock, &loads, &stop));
+    tasks.push(tokio::spawn(view::run(
+        checker.state(),
+        loads,
+        clock,
+        config.live_view,
+        stop.clone(),
+    )));
+
+    let started = Instant::now();
+    tokio::select! {
+        _ = tokio::time::sleep(config.duration) => {}
+        _ = shutdown => {}
+    }
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    let mut summary = checker.finish(&local, started.elapsed(), &demand_name(&config)).await;
+    summary.signals = signals.description;
+    if let Some(task) = signals.direct {
+        task.abort();
+    }
+    drop(signals.prometheus);
+    sandbox.shutdown().await;
+    Ok(summary)
+}
+
+/// The demand curve to replay and the node groups it runs on: a trace brings its own groups unless the
+/// command line named nodes.
+fn demand_and_groups(config: &DemoConfig) -> Result<(workload::DemandCurve, Vec<NodeGroup>), DemoError> {
+    if !(config.speed.is_finite() && config.speed >= 1.0) {
+        return Err(DemoError::Setup(format!(
+            "--speed must be at least 1, got {}",
+            config.speed
+        )));
+    }
+    let demand = match &config.trace {
+        Some(path) => workload::DemandCurve::from_trace(path, config.speed * config.duration.as_secs_f64())?,
+        None => workload::DemandCurve::synthetic_day(&config.nodes),
     };
-    let prometheus = match (config.prometheus, prom::find_prometheus()) {
-        (true, Some(binary)) => prom::start_prometheus(binary, exporter.address()).await,
-        _ => None,
+    let groups = if config.trace.is_some() {
+        demand.groups.clone()
+    } else {
+        config.nodes.clone()
     };
-    let (prom_url, signals, direct) = match &prometheus {
-        Some(p) => (
-            p.url.clone(),
-            format!(
+    if groups.is_empty() || groups.iter().all(|g| g.count == 0) {
+        return Err(DemoError::Setup("the demo cluster has no nodes".into()));
+    }
+    Ok((demand, groups))
+}
+
+/// Where the controller reads GPU utilization: the DCGM exporter publishes what the kubelet computes from the
+/// pods' load; Prometheus scrapes it when installed, otherwise the exporter's values are answered directly.
+struct UtilizationPath {
+    /// The Prometheus URL the pool names.
+    url: String,
+    /// The path in words, for the intro and the summary.
+    description: String,
+    /// Copies the loads into the exporter until the demo stops.
+    publish: tokio::task::JoinHandle<()>,
+    prometheus: Option<prom::Prometheus>,
+    /// The direct query path, when no Prometheus runs.
+    direct: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl UtilizationPath {
+    async fn start(
+        sandbox: &sublet_sandbox::SandboxHandle,
+        loads: &prom::Loads,
+        use_prometheus: bool,
+        stop: watch::Receiver<bool>,
+    ) -> Result<UtilizationPath, DemoError> {
+        let exporter = Arc::new(
+            sandbox
+                .start_dcgm_exporter(sublet_sandbox::dcgm::DcgmConfig::default())
+                .await?,
+        );
+        let publish = {
+            let (exporter, loads, mut stop) = (exporter.clone(), loads.clone(), stop);
+            tokio::spawn(async move {
+                loop {
+                    let values: Vec<(String, f64)> = loads.lock().expect("loads").clone().into_iter().collect();
+                    for (node, util) in values {
+                        exporter.set_node_utilization(&node, util);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            })
+        };
+        let prometheus = match (use_prometheus, prom::find_prometheus()) {
+            (true, Some(binary)) => prom::start_prometheus(binary, exporter.address()).await,
+            _ => None,
+        };
+        if let Some(p) = &prometheus {
+            let description = format!(
                 "GPU utilization from Prometheus ({}) scraping the demo's DCGM exporter ({}) every second",
                 p.binary.display(),
                 exporter.metrics_url()
-            ),
-            None,
-        ),
-        None => {
-            let (addr, task) = prom::serve("127.0.0.1:0".parse().expect("valid address"), loads.clone())
-                .await
-                .map_err(|e| DemoError::Setup(format!("cannot serve the query path: {e}")))?;
-            (
-                format!("http://{addr}"),
-                format!(
-                    "GPU utilization from the demo's DCGM exporter ({}) read directly through a Prometheus-compatible \
-                     query path (no Prometheus installed, or --no-prometheus)",
-                    exporter.metrics_url()
-                ),
-                Some(task),
-            )
+            );
+            let url = p.url.clone();
+            return Ok(UtilizationPath {
+                url,
+                description,
+                publish,
+                prometheus,
+                direct: None,
+            });
         }
-    };
-    setup(&local, &config, &groups, &prom_url)?;
+        let (addr, task) = prom::serve("127.0.0.1:0".parse().expect("valid address"), loads.clone())
+            .await
+            .map_err(|e| DemoError::Setup(format!("cannot serve the query path: {e}")))?;
+        Ok(UtilizationPath {
+            url: format!("http://{addr}"),
+            description: format!(
+                "GPU utilization from the demo's DCGM exporter ({}) read directly through a Prometheus-compatible \
+                 query path (no Prometheus installed, or --no-prometheus)",
+                exporter.metrics_url()
+            ),
+            publish,
+            prometheus: None,
+            direct: Some(task),
+        })
+    }
+}
 
-    let client = sandbox.client().await?;
+/// sublet's controller over HTTP, as `sublet run` would run it, with the demo's short tick and ledger interval.
+fn start_controller(client: kube::Client, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let controller_config = crate::controller::Config {
         metrics_addr: "127.0.0.1:0".parse().expect("valid address"),
         leader_election: false,
@@ -306,33 +381,31 @@ pub async fn run(
         ledger_interval: Duration::from_secs(1),
         ..crate::controller::Config::default()
     };
-    let mut controller_stop = stop.clone();
-    let controller = tokio::spawn(crate::controller::run(client.clone(), controller_config, async move {
+    let mut controller_stop = stop;
+    tokio::spawn(crate::controller::run(client, controller_config, async move {
         let _ = controller_stop.wait_for(|s| *s).await;
-    }));
+    }))
+}
 
-    let info = view::Intro {
-        url: sandbox.url(),
-        kubeconfig: config.kubeconfig.clone(),
-        nodes: groups.iter().map(|g| g.count).sum(),
-        gpus: groups.iter().map(|g| g.count * g.gpus_per_node).sum(),
-        source: demand.name.clone(),
-        speed: config.speed,
-        duration: config.duration,
-        signals: signals.clone(),
-    };
-    let info_signals = signals;
-    view::intro(&info);
-
+/// The simulated actors: node heartbeats, the nodes' scheduler and kubelet, the internal workload and the
+/// tenants.
+fn start_actors(
+    config: &DemoConfig,
+    local: &LocalApi,
+    client: kube::Client,
+    demand: workload::DemandCurve,
+    clock: SimClock,
+    loads: &prom::Loads,
+    stop: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let heartbeats = kubelet::KubeletConfig {
         period: Duration::from_secs(1),
         start_pods: false,
         ..kubelet::KubeletConfig::default()
     };
     let mut tasks = vec![
-        publish,
-        tokio::spawn(kubelet::run(client.clone(), heartbeats, stop.clone())),
-        tokio::spawn(cluster::run(
+        tokio::spawn(kubelet::run(client, heartbeats, stop.clone())),
+        tokio::spawn(nodes::run(
             local.as_manager("demo-kubelet"),
             clock,
             loads.clone(),
@@ -355,32 +428,7 @@ pub async fn run(
             stop.clone(),
         )));
     }
-    tasks.push(tokio::spawn(view::run(
-        checker.state(),
-        loads,
-        clock,
-        config.live_view,
-        stop.clone(),
-    )));
-
-    let started = Instant::now();
-    tokio::select! {
-        _ = tokio::time::sleep(config.duration) => {}
-        _ = shutdown => {}
-    }
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
-    let mut summary = checker.finish(&local, started.elapsed(), &demand_name(&config)).await;
-    summary.signals = info_signals;
-    if let Some(task) = direct {
-        task.abort();
-    }
-    drop(prometheus);
-    sandbox.shutdown().await;
-    Ok(summary)
+    tasks
 }
 
 fn demand_name(config: &DemoConfig) -> String {
@@ -411,7 +459,7 @@ fn setup(local: &LocalApi, config: &DemoConfig, groups: &[NodeGroup], prom_url: 
             json!({"metadata": {"name": name, "labels": {crate::api::keys::TENANT_NAMESPACE_LABEL: "true"}}}),
         )?;
     }
-    cluster::create_nodes(local, groups)?;
+    nodes::create_nodes(local, groups)?;
     let pool = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool",
         "metadata": {"name": POOL}, "spec": pool_spec(config, prom_url)});
     // A freshly created CRD serves at once in the sandbox, but retry briefly in case it does not.

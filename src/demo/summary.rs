@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{broadcast, oneshot};
 
-use super::{GROUP_LABEL, MODEL_LABEL, SimClock, cluster};
+use super::{GROUP_LABEL, MODEL_LABEL, SimClock, nodes};
 use crate::api::keys::{DEADLINE_ANNOTATION, LEASE_LABEL, LEASE_TAINT, STATE_LABEL, TENANT_NAMESPACE_LABEL};
 use sublet_sandbox::LocalApi;
 use sublet_sandbox::store::{Event, EventType};
@@ -421,7 +421,7 @@ fn on_pod(s: &mut State, ev: &Event, obj: &Value) {
         .as_str()
         .filter(|n| !n.is_empty())
         .map(str::to_string);
-    let phase = cluster::phase(obj).to_string();
+    let phase = nodes::phase(obj).to_string();
     let deadline = time(&obj["metadata"]["annotations"][DEADLINE_ANNOTATION]);
     let info = PodInfo {
         tenant,
@@ -429,7 +429,7 @@ fn on_pod(s: &mut State, ev: &Event, obj: &Value) {
         phase: phase.clone(),
         deadline: deadline.or(before.as_ref().and_then(|b| b.deadline)),
         deleting,
-        gpus: cluster::pod_gpus(obj),
+        gpus: nodes::pod_gpus(obj),
         group: label(obj, GROUP_LABEL),
         pending: before.as_ref().map_or(0.0, |b| b.pending),
         delayed: before.as_ref().map_or(0.0, |b| b.delayed),

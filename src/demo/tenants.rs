@@ -111,7 +111,7 @@ fn step(local: &LocalApi, t: &mut Tenant, state: State, now: f64, count: &mut u3
                 .unwrap_or_default();
             let alive: Vec<&Value> = pods
                 .iter()
-                .filter(|p| !super::cluster::finished(p) && !p["metadata"]["deletionTimestamp"].is_string())
+                .filter(|p| !super::nodes::finished(p) && !p["metadata"]["deletionTimestamp"].is_string())
                 .collect();
             let phase = status["phase"].as_str().unwrap_or("");
             if matches!(phase, "Released" | "Expired") || (now >= job_end && alive.is_empty()) {

@@ -8,7 +8,7 @@ use std::path::Path;
 use jiff::Timestamp;
 
 use super::DemoError;
-use super::cluster::{DEFAULT_MODELS, NodeGroup};
+use super::nodes::{DEFAULT_MODELS, NodeGroup};
 use super::workload::DemandCurve;
 
 /// One group as a trace describes it.

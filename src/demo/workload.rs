@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::cluster::{NodeGroup, finished, pod_gpus};
+use super::nodes::{NodeGroup, finished, pod_gpus};
 use super::{DemoError, GPU_RESOURCE, GROUP_LABEL, INTERNAL_NAMESPACE, RUN_ANNOTATION, Rng, SimClock};
 use sublet_sandbox::LocalApi;
 
@@ -153,7 +153,7 @@ mod tests {
         assert!(day_share(3.0) < 0.25, "{}", day_share(3.0));
         assert!(day_share(10.0) > 0.85, "{}", day_share(10.0));
         assert!(day_share(23.0) < 0.3);
-        let groups = super::super::cluster::default_groups(64, 8);
+        let groups = super::super::nodes::default_groups(64, 8);
         let curve = DemandCurve::synthetic_day(&groups);
         assert_eq!(curve.demand.len(), 144);
         let night = curve.at(3.0 * 3600.0)[0];

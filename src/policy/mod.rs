@@ -26,7 +26,7 @@ mod state;
 
 pub use config::{LearnedPolicy, PolicyError, PoolPolicy, Prices, ReservePolicy, WindowRange, Windows, weekday_index};
 pub use history::{BURST_MINUTES_NEEDED, DemandHistory};
-pub use lease_key::lease_key;
+pub use lease_key::{KeyedLease, MAX_NAMESPACE_LEN, lease_key, refusals};
 pub use output::{Action, Cause, ClassReport, LeaseReport, NodeReport, Plan, Step, Totals};
 pub use plan::plan;
 pub use selector::{Requirement, Selector};

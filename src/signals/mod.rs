@@ -139,34 +139,6 @@ impl Sources {
             .into_iter()
             .chain([spec.gpu_model_label.as_str()])
             .collect();
-        let util = async {
-            let Some(src) = &spec.utilization else {
-                return None;
-            };
-            let p = match self.prometheus(&src.prometheus_url) {
-                Ok(p) => p,
-                Err(e) => return Some(Err(e)),
-            };
-            let (query, is_default) = match &src.query {
-                Some(q) => (q.clone(), false),
-                None => (utilization::default_query(&src.node_label, spec.idle.for_seconds), true),
-            };
-            let fresh_q = utilization::freshness_query(&src.node_label);
-            let (values, fresh) = tokio::join!(p.query(&query, None), p.query(&fresh_q, None));
-            let (values, fresh) = match (values, fresh) {
-                (Ok(v), Ok(f)) => (v, f),
-                (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
-            };
-            // A pool's own query over other metrics has no DCGM series to date it by.
-            let freshness = (is_default || !fresh.is_empty()).then_some(fresh.as_slice());
-            Some(Ok(utilization::readings(
-                &values,
-                freshness,
-                &src.node_label,
-                now,
-                src.stale_seconds,
-            )))
-        };
         let kueue = async {
             let k = spec.demand.kueue.as_ref()?;
             Some(
@@ -180,47 +152,12 @@ impl Sources {
                 .await,
             )
         };
-        let promql = async {
-            let q = spec.demand.promql.as_ref()?;
-            let url = q
-                .prometheus_url
-                .as_deref()
-                .or(spec.utilization.as_ref().map(|u| u.prometheus_url.as_str()));
-            let Some(url) = url else {
-                return Some(Err(PromError::Url {
-                    url: String::new(),
-                    reason: "demand.promql names no prometheusUrl and the pool has no utilization source".into(),
-                }));
-            };
-            let p = match self.prometheus(url) {
-                Ok(p) => p,
-                Err(e) => return Some(Err(e)),
-            };
-            Some(
-                p.query(&q.query, None)
-                    .await
-                    .map(|s| promql::demand(&s, q.class_label.as_deref())),
-            )
-        };
-        let history = async {
-            let learned = spec.reserve.learned.as_ref().filter(|l| l.enabled)?;
-            let url = learned
-                .prometheus_url
-                .as_deref()
-                .or(spec.utilization.as_ref().map(|u| u.prometheus_url.as_str()));
-            let Some(url) = url else {
-                return Some(Err(
-                    "reserve.learned names no prometheusUrl and the pool has no utilization source".to_string(),
-                ));
-            };
-            let p = match self.prometheus(url) {
-                Ok(p) => p,
-                Err(e) => return Some(Err(e.to_string())),
-            };
-            let days = learned.history_days.clamp(1, 90) as u32;
-            Some(self.histories.read(spec_name(pool), &p, days, now).await)
-        };
-        let (util, kueue, promql, history) = tokio::join!(util, kueue, promql, history);
+        let (util, kueue, promql, history) = tokio::join!(
+            self.utilization(spec, now),
+            kueue,
+            self.promql_demand(spec),
+            self.history(pool, now)
+        );
         let mut out = Readings {
             utilization_configured: spec.utilization.is_some(),
             stale_seconds: spec.utilization.as_ref().map(|u| u.stale_seconds).unwrap_or(0),
@@ -257,6 +194,86 @@ impl Sources {
         }
         self.log(spec_name(pool), out.signals.reason.as_deref());
         out
+    }
+
+    /// GPU utilization per node, from the pool's Prometheus; None when the pool names no source.
+    async fn utilization(
+        &self,
+        spec: &crate::api::TenantPoolSpec,
+        now: Timestamp,
+    ) -> Option<Result<utilization::Readings, PromError>> {
+        let src = spec.utilization.as_ref()?;
+        let p = match self.prometheus(&src.prometheus_url) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
+        };
+        let (query, is_default) = match &src.query {
+            Some(q) => (q.clone(), false),
+            None => (utilization::default_query(&src.node_label, spec.idle.for_seconds), true),
+        };
+        let fresh_q = utilization::freshness_query(&src.node_label);
+        let (values, fresh) = tokio::join!(p.query(&query, None), p.query(&fresh_q, None));
+        let (values, fresh) = match (values, fresh) {
+            (Ok(v), Ok(f)) => (v, f),
+            (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
+        };
+        // A pool's own query over other metrics has no DCGM series to date it by.
+        let freshness = (is_default || !fresh.is_empty()).then_some(fresh.as_slice());
+        Some(Ok(utilization::readings(
+            &values,
+            freshness,
+            &src.node_label,
+            now,
+            src.stale_seconds,
+        )))
+    }
+
+    /// Internal demand by class from the pool's PromQL query; None when it names none.
+    async fn promql_demand(
+        &self,
+        spec: &crate::api::TenantPoolSpec,
+    ) -> Option<Result<std::collections::BTreeMap<Option<String>, u32>, PromError>> {
+        let q = spec.demand.promql.as_ref()?;
+        let url = q
+            .prometheus_url
+            .as_deref()
+            .or(spec.utilization.as_ref().map(|u| u.prometheus_url.as_str()));
+        let Some(url) = url else {
+            return Some(Err(PromError::Url {
+                url: String::new(),
+                reason: "demand.promql names no prometheusUrl and the pool has no utilization source".into(),
+            }));
+        };
+        let p = match self.prometheus(url) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(
+            p.query(&q.query, None)
+                .await
+                .map(|s| promql::demand(&s, q.class_label.as_deref())),
+        )
+    }
+
+    /// The demand history a learned reserve reads; None when the pool learns none.
+    async fn history(&self, pool: &TenantPool, now: Timestamp) -> Option<Result<Arc<DemandHistory>, String>> {
+        let spec = &pool.spec;
+        let learned = spec.reserve.learned.as_ref().filter(|l| l.enabled)?;
+        let url = learned
+            .prometheus_url
+            .as_deref()
+            .or(spec.utilization.as_ref().map(|u| u.prometheus_url.as_str()));
+        let Some(url) = url else {
+            return Some(Err(
+                "reserve.learned names no prometheusUrl and the pool has no utilization source".to_string(),
+            ));
+        };
+        let p = match self.prometheus(url) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        let days = learned.history_days.clamp(1, 90) as u32;
+        Some(self.histories.read(spec_name(pool), &p, days, now).await)
     }
 
     fn log(&self, pool: &str, reason: Option<&str>) {

@@ -15,7 +15,7 @@
 //! under the pool's price is dropped); a tenant leaves its nodes, lent again, when its lease runs out, and
 //! naive takes lent nodes without a tenant back before it gives notice.
 
-use super::cluster::{Cluster, Meter, Use};
+use super::fleet::{Fleet, Meter, Use};
 use super::oracle::Oracle;
 use super::tenants::Arrival;
 use super::trace::Trace;
@@ -70,7 +70,7 @@ impl Market<'_> {
     }
 
     /// Tenants whose lease ran out leave; requests that arrived bind to free lent nodes.
-    fn step(&mut self, now: i64, state: &mut [State], cluster: &Cluster) {
+    fn step(&mut self, now: i64, state: &mut [State], fleet: &Fleet) {
         let Some(arrivals) = self.arrivals else { return };
         for (s, end) in state.iter_mut().zip(&mut self.ends) {
             if end.is_some_and(|end| end <= now) {
@@ -92,17 +92,17 @@ impl Market<'_> {
             self.next += 1;
         }
         let mut free: Vec<usize> = (0..state.len()).filter(|&n| state[n] == State::Lent).collect();
-        free.sort_by_key(|&n| (std::cmp::Reverse(cluster.gpus[n]), n));
+        free.sort_by_key(|&n| (std::cmp::Reverse(fleet.gpus[n]), n));
         while let Some(&l) = self.queue.front() {
             let a = &arrivals[l];
             let mut got = 0;
             let take = free.iter().take_while(|&&n| {
                 let more = got < a.gpus;
-                got += cluster.gpus[n];
+                got += fleet.gpus[n];
                 more
             });
             let take: Vec<usize> = take.copied().collect();
-            if take.iter().map(|&n| cluster.gpus[n]).sum::<u32>() < a.gpus {
+            if take.iter().map(|&n| fleet.gpus[n]).sum::<u32>() < a.gpus {
                 break;
             }
             self.queue.pop_front();
@@ -127,23 +127,23 @@ pub fn run(
 ) -> Meter {
     let grace = eviction_grace_seconds.max(0);
     let k = trace.groups.len();
-    let mut cluster = Cluster::new(trace);
-    let mut state = vec![State::Internal; cluster.len()];
+    let mut fleet = Fleet::new(trace);
+    let mut state = vec![State::Internal; fleet.len()];
     let mut meter = Meter::new(k);
     let mut market = Market {
         arrivals: tenants.map(|t| t.0),
         patience: tenants.map_or(i64::MAX, |t| t.1),
         next: 0,
         queue: Default::default(),
-        ends: vec![None; cluster.len()],
+        ends: vec![None; fleet.len()],
         price,
     };
     for g in 0..k {
-        cluster.set_capacity(g, trace.capacity_at(0, g), 0);
+        fleet.set_capacity(g, trace.capacity_at(0, g), 0);
     }
     if let Baseline::Static(percent) = baseline {
-        for range in &cluster.groups {
-            let present: Vec<usize> = range.clone().filter(|&n| cluster.present[n]).collect();
+        for range in &fleet.groups {
+            let present: Vec<usize> = range.clone().filter(|&n| fleet.present[n]).collect();
             let lend = present.len() * percent.min(100) as usize / 100;
             for &n in &present[present.len() - lend..] {
                 state[n] = market.lend();
@@ -163,7 +163,7 @@ pub fn run(
             }
         }
         for g in 0..k {
-            let (left, _) = cluster.set_capacity(g, trace.capacity_at(step, g), now);
+            let (left, _) = fleet.set_capacity(g, trace.capacity_at(step, g), now);
             for n in left {
                 if state[n] != State::Internal {
                     meter.lost += 1;
@@ -172,18 +172,18 @@ pub fn run(
                 market.ends[n] = None;
             }
         }
-        market.step(now, &mut state, &cluster);
+        market.step(now, &mut state, &fleet);
         for g in 0..k {
             let want = trace.demand[step * k + g].min(trace.capacity_at(step, g));
-            let placed = cluster.place(g, want, now, |n| state[n] == State::Internal);
+            let placed = fleet.place(g, want, now, |n| state[n] == State::Internal);
             if baseline != Baseline::Naive {
                 continue;
             }
-            let range = cluster.groups[g].clone();
+            let range = fleet.groups[g].clone();
             let incoming: u32 = range
                 .clone()
                 .filter(|&n| matches!(state[n], State::Reclaiming(_)))
-                .map(|n| cluster.gpus[n])
+                .map(|n| fleet.gpus[n])
                 .sum();
             let mut short = i64::from(want - placed) - i64::from(incoming);
             // Lent nodes without a tenant come back at once; leased ones after the notice.
@@ -191,12 +191,12 @@ pub fn run(
                 .clone()
                 .filter(|&n| matches!(state[n], State::Lent | State::Leased))
                 .collect();
-            out.sort_by_key(|&n| (state[n] == State::Leased, std::cmp::Reverse(cluster.gpus[n]), n));
+            out.sort_by_key(|&n| (state[n] == State::Leased, std::cmp::Reverse(fleet.gpus[n]), n));
             for n in out {
                 if short <= 0 {
                     break;
                 }
-                short -= i64::from(cluster.gpus[n]);
+                short -= i64::from(fleet.gpus[n]);
                 if state[n] == State::Lent {
                     state[n] = State::Internal;
                     continue;
@@ -212,17 +212,17 @@ pub fn run(
             }
             if want > placed {
                 // Nodes that came back at once (no notice) take the waiting work now.
-                cluster.place(g, want, now, |n| state[n] == State::Internal);
+                fleet.place(g, want, now, |n| state[n] == State::Internal);
             }
             for n in range {
-                if cluster.present[n] && state[n] == State::Internal && cluster.used[n] == 0 && want <= placed {
+                if fleet.present[n] && state[n] == State::Internal && fleet.used[n] == 0 && want <= placed {
                     state[n] = market.lend();
                 }
             }
         }
         // Nodes naive lent this step meet the requests still waiting.
-        market.step(now, &mut state, &cluster);
-        meter.record(trace, &cluster, step, oracle.at(step, k), |n| match state[n] {
+        market.step(now, &mut state, &fleet);
+        meter.record(trace, &fleet, step, oracle.at(step, k), |n| match state[n] {
             State::Internal => Use::Internal,
             State::Lent => Use::Lent,
             State::Leased | State::Reclaiming(_) => Use::Leased,

@@ -28,7 +28,7 @@
 //!   price (nodes of a trace carry no GPU model, so the default price, never under the floor).
 
 pub mod baseline;
-pub mod cluster;
+pub mod fleet;
 pub mod oracle;
 pub mod plot;
 pub mod report;
@@ -153,9 +153,9 @@ pub fn run(trace: &Trace, opts: &Options, progress: &mut dyn FnMut(usize, usize)
 
 /// The oracle as a row: it holds exactly what it lends, delays nothing, and each stretch that ends before
 /// the trace does ends in a notice and an eviction (tenants always run pods).
-fn oracle_row(no_lending: &cluster::Meter, oracle: &oracle::Oracle, trace: &Trace, price: f64) -> PolicyReport {
+fn oracle_row(no_lending: &fleet::Meter, oracle: &oracle::Oracle, trace: &Trace, price: f64) -> PolicyReport {
     let lent: f64 = oracle.lent.iter().map(|&g| f64::from(g)).sum::<f64>() * trace.step_seconds as f64;
-    let m = cluster::Meter {
+    let m = fleet::Meter {
         oracle: lent,
         harvested: lent,
         leased: lent,

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::cluster::Meter;
+use super::fleet::Meter;
 
 /// The whole report.
 #[derive(Clone, Debug, Serialize)]

@@ -5,7 +5,7 @@
 //! ```text
 //!  each step t:  capacity(t): nodes leave (a lent or leased one ends its lease without notice: "lost")
 //!                and join (internal, idle)
-//!              ─► demand(t) ─► place internal work on internal nodes (Cluster) ─► snapshot: one internal pod
+//!              ─► demand(t) ─► place internal work on internal nodes (Fleet) ─► snapshot: one internal pod
 //!                per node carrying its used GPUs, the rest as pending demand of the group's class
 //!             ─► settle(t): plan() → ideal::apply() → evicted pods gone after the grace → plan again
 //!             ─► place again (nodes that came back take waiting work) ─► meter ─► history (past only)
@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use super::cluster::{Cluster, Meter, Use};
+use super::fleet::{Fleet, Meter, Use};
 use super::oracle::Oracle;
 use super::tenants::Arrival;
 use super::trace::Trace;
@@ -40,7 +40,7 @@ pub type Series = Vec<[u32; 4]>;
 struct Replay<'a> {
     trace: &'a Trace,
     snap: Snapshot,
-    cluster: Cluster,
+    fleet: Fleet,
     meter: Meter,
     index: HashMap<String, usize>,
     /// Groups in the order of `snap.demand.by_class` (sorted by name).
@@ -98,7 +98,7 @@ pub fn run(
         r.observe(step, now);
         r.settle(now);
         r.place_waiting(now);
-        r.meter.record(trace, &r.cluster, step, oracle.at(step, k), |n| {
+        r.meter.record(trace, &r.fleet, step, oracle.at(step, k), |n| {
             match r.snap.nodes[n].marks.state {
                 NodeState::Internal => Use::Internal,
                 NodeState::Lent => Use::Lent,
@@ -130,9 +130,9 @@ pub fn run(
 
 impl<'a> Replay<'a> {
     fn new(trace: &'a Trace, policy: PoolPolicy) -> Self {
-        let mut cluster = Cluster::new(trace);
+        let mut fleet = Fleet::new(trace);
         for g in 0..trace.groups.len() {
-            cluster.set_capacity(g, trace.capacity_at(0, g), 0);
+            fleet.set_capacity(g, trace.capacity_at(0, g), 0);
         }
         let label = policy.group_label.clone().unwrap_or_default();
         let history = policy
@@ -141,15 +141,15 @@ impl<'a> Replay<'a> {
             .map(|l| Arc::new(DemandHistory::new(l.history_days)));
         let mut b = SnapshotBuilder::new(Arc::new(policy), trace.start);
         let mut index = HashMap::new();
-        for n in 0..cluster.len() {
-            let group = &trace.groups[cluster.group_of[n]].name;
-            let name = format!("{group}-{:03}", n - cluster.groups[cluster.group_of[n]].start);
+        for n in 0..fleet.len() {
+            let group = &trace.groups[fleet.group_of[n]].name;
+            let name = format!("{group}-{:03}", n - fleet.groups[fleet.group_of[n]].start);
             index.insert(name.clone(), n);
             b.node(NodeView {
                 name,
                 labels: BTreeMap::from([(label.clone(), group.clone())]),
-                ready: cluster.present[n],
-                gpus: if cluster.present[n] { cluster.gpus[n] } else { 0 },
+                ready: fleet.present[n],
+                gpus: if fleet.present[n] { fleet.gpus[n] } else { 0 },
                 idle_since: Some(trace.start),
                 ..NodeView::default()
             });
@@ -162,7 +162,7 @@ impl<'a> Replay<'a> {
         }
         let mut snap = b.build();
         // Slot n: the internal work on node n; slot N + n: the tenant pod of node n while it is leased.
-        let total = cluster.len();
+        let total = fleet.len();
         snap.pods = (0..total)
             .map(|n| PodView {
                 namespace: "internal".into(),
@@ -174,7 +174,7 @@ impl<'a> Replay<'a> {
             .chain((0..total).map(|n| PodView {
                 namespace: "tenant".into(),
                 name: format!("pod-{n}"),
-                gpus: cluster.gpus[n],
+                gpus: fleet.gpus[n],
                 tenant: true,
                 phase: PodPhase::Running,
                 ..PodView::default()
@@ -187,7 +187,7 @@ impl<'a> Replay<'a> {
             trace,
             snap,
             meter: Meter::new(k),
-            cluster,
+            fleet,
             index,
             class_order,
             pending: vec![0; k],
@@ -211,9 +211,9 @@ impl<'a> Replay<'a> {
     /// that joins is internal and idle.
     fn capacity(&mut self, step: usize, now: Timestamp) {
         let at = self.secs(now);
-        let total = self.cluster.len();
+        let total = self.fleet.len();
         for g in 0..self.trace.groups.len() {
-            let (left, joined) = self.cluster.set_capacity(g, self.trace.capacity_at(step, g), at);
+            let (left, joined) = self.fleet.set_capacity(g, self.trace.capacity_at(step, g), at);
             for n in left {
                 let node = &mut self.snap.nodes[n];
                 if node.marks.state != NodeState::Internal {
@@ -231,14 +231,14 @@ impl<'a> Replay<'a> {
             }
             for n in joined {
                 let node = &mut self.snap.nodes[n];
-                node.gpus = self.cluster.gpus[n];
+                node.gpus = self.fleet.gpus[n];
                 node.ready = true;
                 node.idle_since = Some(now);
             }
         }
     }
 
-    /// Reads the trace at `step` into the cluster and the snapshot.
+    /// Reads the trace at `step` into the fleet and the snapshot.
     fn observe(&mut self, step: usize, now: Timestamp) {
         let k = self.trace.groups.len();
         let known = self.trace.known[step * k..(step + 1) * k].iter().all(|&x| x);
@@ -264,7 +264,7 @@ impl<'a> Replay<'a> {
         for g in 0..self.trace.groups.len() {
             let nodes = &self.snap.nodes;
             let placed = self
-                .cluster
+                .fleet
                 .place(g, self.want[g], at, |n| nodes[n].marks.state == NodeState::Internal);
             self.pending[g] = self.want[g] - placed;
         }
@@ -278,13 +278,13 @@ impl<'a> Replay<'a> {
         }
     }
 
-    /// Copies the cluster's placement into the snapshot.
+    /// Copies the fleet's placement into the snapshot.
     fn sync(&mut self) {
         let start = self.trace.start.as_second();
-        for n in 0..self.cluster.len() {
-            self.snap.pods[n].gpus = self.cluster.used[n];
+        for n in 0..self.fleet.len() {
+            self.snap.pods[n].gpus = self.fleet.used[n];
             self.snap.nodes[n].idle_since =
-                self.cluster.idle_since[n].and_then(|s| Timestamp::from_second(start + s).ok());
+                self.fleet.idle_since[n].and_then(|s| Timestamp::from_second(start + s).ok());
         }
         for (v, &g) in self.snap.demand.by_class.values_mut().zip(&self.class_order) {
             *v = self.pending[g];
@@ -302,7 +302,7 @@ impl<'a> Replay<'a> {
             let plan = plan(&self.snap);
             ideal::apply(&mut self.snap, &plan);
             self.reserve_gpus = plan.totals.reserve_gpus;
-            let total = self.cluster.len();
+            let total = self.fleet.len();
             for step in &plan.steps {
                 match &step.action {
                     Action::Notice { .. } => {
@@ -337,7 +337,7 @@ impl<'a> Replay<'a> {
 
     /// Evicted tenant pods whose grace has run out are gone.
     fn evicted_pods_leave(&mut self, now: Timestamp) {
-        let total = self.cluster.len();
+        let total = self.fleet.len();
         for (pod, at) in self.snap.pods[total..].iter_mut().zip(&mut self.gone_at) {
             if at.is_some_and(|g| g <= now) {
                 *at = None;
@@ -383,7 +383,7 @@ impl<'a> Replay<'a> {
         let window = self.snap.policy.idle_for_seconds;
         let cool = self.snap.policy.cooldown_seconds.max(1);
         let at = self.secs(now);
-        let could: usize = (0..self.cluster.len())
+        let could: usize = (0..self.fleet.len())
             .filter(|&n| match self.snap.nodes[n].marks.state {
                 NodeState::Lent => self.snap.nodes[n].marks.lease.is_none(),
                 NodeState::Internal => {
@@ -391,7 +391,7 @@ impl<'a> Replay<'a> {
                         .marks
                         .returned_at
                         .is_none_or(|r| now.as_second() - r.as_second() >= cool);
-                    cooled && self.cluster.idle_since[n].is_some_and(|s| at - s >= window)
+                    cooled && self.fleet.idle_since[n].is_some_and(|s| at - s >= window)
                 }
                 _ => false,
             })
@@ -426,7 +426,7 @@ impl<'a> Replay<'a> {
         if self.arrivals.is_none() {
             return;
         }
-        let total = self.cluster.len();
+        let total = self.fleet.len();
         for n in 0..total {
             if self.snap.pods[total + n].node.is_none() {
                 continue;
@@ -472,10 +472,10 @@ impl<'a> Replay<'a> {
         for (n, node) in self.snap.nodes.iter().enumerate() {
             match node.marks.state {
                 NodeState::Internal => {}
-                NodeState::Lent => t[2] += self.cluster.gpus[n],
+                NodeState::Lent => t[2] += self.fleet.gpus[n],
                 NodeState::Leased | NodeState::Reclaiming => {
-                    t[2] += self.cluster.gpus[n];
-                    t[3] += self.cluster.gpus[n];
+                    t[2] += self.fleet.gpus[n];
+                    t[3] += self.fleet.gpus[n];
                 }
             }
         }

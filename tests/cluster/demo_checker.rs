@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sublet::demo::{NodeGroup, SimClock, cluster, summary::Checker};
+use sublet::demo::{NodeGroup, SimClock, nodes, summary::Checker};
 use sublet_sandbox::{DeleteOpts, LocalApi, PatchKind, Sandbox, SandboxConfig};
 
 fn pod(name: &str, annotations: Value) -> Value {
@@ -57,7 +57,7 @@ async fn each_broken_rule_is_reported_and_allowed_cases_pass() {
         gpus_per_node: 8,
         model: "NVIDIA-H100-80GB-HBM3".into(),
     };
-    cluster::create_nodes(&local, &[group]).unwrap();
+    nodes::create_nodes(&local, &[group]).unwrap();
 
     // Rule 1: an internal pod deleted while it runs.
     running_pod(&local, "ml", "train-1", "h100-000", json!({}));

@@ -18,6 +18,8 @@ struct Case {
     body: Value,
     /// JSON pointers into the answer whose values must agree.
     fields: &'static [&'static str],
+    /// Extra request headers (`{ns}` replaced too), such as impersonation.
+    headers: &'static [(&'static str, &'static str)],
 }
 
 fn case(name: &'static str, method: Method, path: &'static str, body: Value) -> Case {
@@ -28,8 +30,16 @@ fn case(name: &'static str, method: Method, path: &'static str, body: Value) -> 
         content_type: "application/json",
         body,
         fields: &[],
+        headers: &[],
     }
 }
+
+/// The kubelet of node `{ns}-n1` (in `system:masters` too, so that only admission can refuse it).
+const KUBELET: &[(&str, &str)] = &[
+    ("impersonate-user", "system:node:{ns}-n1"),
+    ("impersonate-group", "system:nodes"),
+    ("impersonate-group", "system:masters"),
+];
 
 fn cases() -> Vec<Case> {
     let cm = |name: &str, data: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data});
@@ -135,6 +145,94 @@ fn cases() -> Vec<Case> {
             "/api/v1/namespaces/{ns}/pods/p/eviction",
             json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p"}}),
         ),
+        Case {
+            fields: &["/details/causes/0/field"],
+            ..case(
+                "a pod created with an ephemeral container",
+                Method::POST,
+                "/api/v1/namespaces/{ns}/pods",
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "debug"},
+                       "spec": {"containers": [{"name": "c", "image": "x"}], "ephemeralContainers": [{"name": "d", "image": "x"}]}}),
+            )
+        },
+        case(
+            "a pod with a toleration",
+            Method::POST,
+            "/api/v1/namespaces/{ns}/pods",
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "t"},
+                   "spec": {"containers": [{"name": "c", "image": "x"}], "tolerations": [{"key": "a", "operator": "Exists"}]}}),
+        ),
+        Case {
+            content_type: "application/merge-patch+json",
+            fields: &["/details/causes/0/field"],
+            ..case(
+                "an update that changes a toleration",
+                Method::PATCH,
+                "/api/v1/namespaces/{ns}/pods/t",
+                json!({"spec": {"tolerations": [{"key": "b", "operator": "Exists"}]}}),
+            )
+        },
+        Case {
+            content_type: "application/json-patch+json",
+            ..case(
+                "an update that adds a toleration",
+                Method::PATCH,
+                "/api/v1/namespaces/{ns}/pods/t",
+                json!([{"op": "add", "path": "/spec/tolerations/-", "value": {"key": "b", "operator": "Exists"}}]),
+            )
+        },
+        Case {
+            content_type: "application/strategic-merge-patch+json",
+            fields: &["/spec/ephemeralContainers/0/name", "/spec/containers/0/name"],
+            ..case(
+                "an ephemeral container added through its subresource",
+                Method::PATCH,
+                "/api/v1/namespaces/{ns}/pods/t/ephemeralcontainers",
+                json!({"spec": {"ephemeralContainers": [{"name": "d", "image": "x"}]}}),
+            )
+        },
+        case(
+            "a node",
+            Method::POST,
+            "/api/v1/nodes",
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "{ns}-n1", "labels": {"sublet.test/owned": "true"}}}),
+        ),
+        Case {
+            content_type: "application/merge-patch+json",
+            headers: KUBELET,
+            ..case(
+                "a kubelet changing its node's taints",
+                Method::PATCH,
+                "/api/v1/nodes/{ns}-n1",
+                json!({"spec": {"taints": [{"key": "x", "effect": "NoSchedule"}]}}),
+            )
+        },
+        Case {
+            content_type: "application/merge-patch+json",
+            headers: KUBELET,
+            fields: &["/metadata/labels/rack"],
+            ..case(
+                "a kubelet labelling its node",
+                Method::PATCH,
+                "/api/v1/nodes/{ns}-n1",
+                json!({"metadata": {"labels": {"rack": "r1"}}}),
+            )
+        },
+        Case {
+            content_type: "application/merge-patch+json",
+            headers: &[
+                ("impersonate-user", "system:node:{ns}-n2"),
+                ("impersonate-group", "system:nodes"),
+                ("impersonate-group", "system:masters"),
+            ],
+            ..case(
+                "a kubelet labelling another node",
+                Method::PATCH,
+                "/api/v1/nodes/{ns}-n1",
+                json!({"metadata": {"labels": {"rack": "r2"}}}),
+            )
+        },
+        case("a node deleted", Method::DELETE, "/api/v1/nodes/{ns}-n1", Value::Null),
         case(
             "a bad label selector",
             Method::GET,
@@ -219,13 +317,15 @@ async fn answers(backend: Backend) -> Vec<(u16, Value, Vec<Value>)> {
             Value::Null => Vec::new(),
             b => b.to_string().replace("{ns}", &ns).into_bytes(),
         };
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(c.method.clone())
             .uri(&path)
             .header("content-type", c.content_type)
-            .header("accept", "application/json")
-            .body(kube::client::Body::from(body))
-            .unwrap();
+            .header("accept", "application/json");
+        for (name, value) in c.headers {
+            request = request.header(*name, value.replace("{ns}", &ns));
+        }
+        let request = request.body(kube::client::Body::from(body)).unwrap();
         let response = env.client.send(request).await.expect("an answer");
         let code = response.status().as_u16();
         let bytes = response.into_body().collect_bytes().await.unwrap_or_default();

@@ -98,13 +98,15 @@ pub async fn create_lease(client: &Client, ns: &str, name: &str, spec: Value) ->
 }
 
 /// A pod asking for `gpus` GPUs; on `node` and Running when given, else Pending. It meets the `restricted`
-/// Pod Security level, which sublet has tenant namespaces enforce (kube-apiserver's admission checks it).
+/// Pod Security level, which sublet has tenant namespaces enforce (kube-apiserver's admission checks it), and
+/// what the chart's policy asks of tenant pods besides: it pulls its image and mounts no token.
 pub async fn gpu_pod(client: &Client, ns: &str, name: &str, gpus: u32, node: Option<&str>, extra_spec: Value) -> Pod {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let mut spec = json!({
         "terminationGracePeriodSeconds": 0,
+        "automountServiceAccountToken": false,
         "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{"name": "main", "image": "trainer:1",
+        "containers": [{"name": "main", "image": "trainer:1", "imagePullPolicy": "Always",
             "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
             "resources": {"requests": {"nvidia.com/gpu": gpus.to_string()}, "limits": {"nvidia.com/gpu": gpus.to_string()}}}],
     });

@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -144,7 +145,8 @@ pub async fn turn() -> (tokio::sync::MutexGuard<'static, ()>, Client) {
 }
 
 /// Removes what earlier tests left: pools and leases (finalizers dropped: their controllers are gone), the
-/// owned namespaces with their pods, the owned nodes, and the leader-election Lease.
+/// owned namespaces with their pods, the owned nodes, the leader-election Lease, and the Deployment of a chart
+/// applied by an earlier test (nothing runs it here, but `helm install` would take it for a second release).
 async fn sweep(client: &Client) {
     let unfinalize = json!({"metadata": {"finalizers": null}});
     let pp = PatchParams::default();
@@ -185,6 +187,12 @@ async fn sweep(client: &Client) {
     for ns in ["default", "sublet-system"] {
         let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
         let _ = leases.delete("sublet-leader", &DeleteParams::default()).await;
+    }
+    let deployments: Api<Deployment> = Api::all(client.clone());
+    let charts = ListParams::default().labels("app.kubernetes.io/part-of=sublet");
+    for d in deployments.list(&charts).await.expect("deployments listed") {
+        let api: Api<Deployment> = Api::namespaced(client.clone(), &d.namespace().unwrap_or_default());
+        let _ = api.delete(&d.name_any(), &DeleteParams::default()).await;
     }
     // Pods of the swept namespaces are internal demand until they are gone.
     let all: Api<Pod> = Api::all(client.clone());

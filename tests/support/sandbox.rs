@@ -73,10 +73,59 @@ impl TestCluster {
 
     /// Creates the namespace `name(base)` (swept after the test on the real control plane) and answers its name.
     pub fn namespace(&self, base: &str) -> String {
+        self.namespace_with(base, &[])
+    }
+
+    /// As [`TestCluster::namespace`], with `labels` from the start: kube-apiserver's admission reads a
+    /// namespace's labels from its informer, so a label added later holds only once that has caught up.
+    pub fn namespace_with(&self, base: &str, labels: &[(&str, &str)]) -> String {
         let ns = self.name(base);
-        self.ok(&["create", "namespace", &ns]);
-        self.ok(&["label", "namespace", &ns, &format!("{}=true", super::real::OWNED)]);
+        let mut all = serde_json::Map::new();
+        all.insert(super::real::OWNED.into(), "true".into());
+        for (k, v) in labels {
+            all.insert((*k).into(), (*v).into());
+        }
+        let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": all}});
+        self.ok_stdin(&["create", "-f", "-"], &obj.to_string());
         ns
+    }
+
+    /// A kube-rs configuration with the admin identity of this cluster (the sandbox's or the real one's).
+    pub fn client_config(&self) -> kube::Config {
+        match &self.handle {
+            Some(handle) => self
+                .runtime
+                .block_on(handle.client_config())
+                .expect("sandbox client config"),
+            None => self.runtime.block_on(async {
+                let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig readable");
+                kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                    .await
+                    .expect("kubeconfig valid")
+            }),
+        }
+    }
+
+    /// Runs kubectl with `args` and `--dry-run=server` until it fails with `message` (30 s at most). The real
+    /// kube-apiserver enforces a ValidatingAdmissionPolicy, and sees a namespace's new labels, only once its
+    /// informers have them; a test waits for that before it asserts what the policy denies.
+    pub fn denied_eventually(&self, args: &[&str], stdin: &str, message: &str) {
+        let mut all = args.to_vec();
+        all.push("--dry-run=server");
+        let start = Instant::now();
+        loop {
+            let out = self.run_with_input(&all, stdin);
+            let last = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() && last.contains(message) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "kubectl {} was not denied with `{message}`; last: {last}",
+                all.join(" ")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn handle(&self) -> &SandboxHandle {

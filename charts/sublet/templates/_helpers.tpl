@@ -52,3 +52,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/* CEL that is true when the admission request's namespace carries every admission.tenantNamespaceLabels. */}}
+{{- define "sublet.tenantNamespaceCEL" -}}
+{{- $tenant := list "namespaceObject != null" "has(namespaceObject.metadata.labels)" }}
+{{- range $key, $value := .Values.admission.tenantNamespaceLabels }}
+{{- $tenant = append $tenant (printf "'%s' in namespaceObject.metadata.labels && namespaceObject.metadata.labels['%s'] == '%s'" $key $key $value) }}
+{{- end }}
+{{- join " && " $tenant }}
+{{- end }}

@@ -5,12 +5,12 @@
 use serde_json::Value;
 
 use super::authorization::user_info;
-use super::cluster::{Caller, Cluster, WriteCtx};
 use super::error::ApiError;
 use super::meta;
 use super::registry::ResourceType;
 use super::schema::{self, CrdSchema};
 use super::vap;
+use super::verbs::{Caller, Cluster, WriteCtx};
 
 /// Checks a CRD version's schema compiles (structural, CEL rules valid).
 pub(crate) fn check_schema(schema: &Value) -> Result<(), String> {
@@ -64,7 +64,36 @@ pub(crate) fn admit_custom(
     )))
 }
 
-/// ValidatingAdmissionPolicies, when any exist.
+/// kube-apiserver's NodeRestriction admission, the part about Node updates: a kubelet (user
+/// `system:node:NAME` in group `system:nodes`) may change only its own Node, and never its taints.
+pub(crate) fn node_restriction(
+    rt: &ResourceType,
+    name: &str,
+    old: &Value,
+    new: &Value,
+    caller: &Caller,
+) -> Result<(), ApiError> {
+    if !rt.group.is_empty() || rt.resource != "nodes" || !caller.groups.iter().any(|g| g == "system:nodes") {
+        return Ok(());
+    }
+    let Some(node) = caller.name.strip_prefix("system:node:") else {
+        return Ok(());
+    };
+    let forbidden = |why: String| ApiError::Forbidden(format!("nodes \"{name}\" is forbidden: {why}"));
+    if node != name {
+        return Err(forbidden(format!(
+            "node \"{node}\" is not allowed to modify node \"{name}\""
+        )));
+    }
+    let taints = |o: &Value| o["spec"]["taints"].as_array().cloned().unwrap_or_default();
+    if taints(old) != taints(new) {
+        return Err(forbidden(format!("node \"{node}\" is not allowed to modify taints")));
+    }
+    Ok(())
+}
+
+/// ValidatingAdmissionPolicies, when any exist; `sub` is the subresource written (a policy's rule for
+/// `pods` does not see `pods/status`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn admit_policies(
     cluster: &Cluster,
@@ -72,6 +101,7 @@ pub(crate) fn admit_policies(
     op: &str,
     ns: &str,
     name: &str,
+    sub: Option<&str>,
     obj: Option<&Value>,
     old: Option<&Value>,
     caller: &Caller,
@@ -87,7 +117,7 @@ pub(crate) fn admit_policies(
         group: rt.group.clone(),
         version: rt.version.clone(),
         resource: rt.resource.clone(),
-        subresource: String::new(),
+        subresource: sub.unwrap_or_default().to_string(),
         kind: rt.kind.clone(),
         namespace: (!ns.is_empty()).then(|| ns.to_string()),
         name: name.into(),

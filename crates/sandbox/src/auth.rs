@@ -6,9 +6,9 @@ use std::sync::RwLock;
 
 use serde_json::json;
 
-use super::cluster::Caller;
 use super::error::{ApiError, status_body};
 use super::meta::Ids;
+use super::verbs::Caller;
 
 pub(crate) struct Auth {
     pub rbac: bool,

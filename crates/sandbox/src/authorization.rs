@@ -3,12 +3,12 @@
 
 use serde_json::Value;
 
-use super::cluster::{Caller, Cluster};
 use super::error::ApiError;
 use super::meta;
 use super::rbac::{self, Attributes, Decision, RbacObjects, UserInfo};
 use super::registry::ResourceType;
 use super::server::Server;
+use super::verbs::{Caller, Cluster};
 
 /// The identity RBAC and admission policies see for a caller.
 pub(crate) fn user_info(caller: &Caller) -> UserInfo {

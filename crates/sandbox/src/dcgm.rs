@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -53,7 +52,7 @@ impl Default for DcgmConfig {
 
 /// One GPU as the exporter reports it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Gpu {
+pub(crate) struct Gpu {
     pub node: String,
     pub index: u32,
     pub model: String,
@@ -71,7 +70,6 @@ pub(crate) struct Gauge {
 
 #[derive(Default)]
 struct Values {
-    per_gpu: BTreeMap<(String, u32), f64>,
     per_node: BTreeMap<String, f64>,
     gauges: BTreeMap<(String, Vec<(String, String)>), f64>,
 }
@@ -79,7 +77,6 @@ struct Values {
 struct State {
     config: DcgmConfig,
     local: LocalApi,
-    lowercase: AtomicBool,
     values: Mutex<Values>,
 }
 
@@ -103,7 +100,6 @@ impl DcgmExporter {
     pub async fn start(local: LocalApi, config: DcgmConfig) -> Result<Self, SandboxError> {
         let (listener, address) = listen(config.listen).await?;
         let state = Arc::new(State {
-            lowercase: AtomicBool::new(config.lowercase_hostname),
             config,
             local,
             values: Mutex::new(Values::default()),
@@ -149,22 +145,10 @@ impl DcgmExporter {
         format!("http://{}/metrics", self.address)
     }
 
-    /// Sets one GPU's utilization (percent, clamped to 0–100).
-    pub fn set_gpu_utilization(&self, node: &str, gpu: u32, percent: f64) {
-        let mut v = self.state.values.lock().expect("dcgm values lock");
-        v.per_gpu.insert((node.to_string(), gpu), clamp(percent));
-    }
-
-    /// Sets every GPU of a node to `percent`, replacing per-GPU values.
+    /// Sets every GPU of a node to `percent` (clamped to 0–100).
     pub fn set_node_utilization(&self, node: &str, percent: f64) {
         let mut v = self.state.values.lock().expect("dcgm values lock");
-        v.per_gpu.retain(|(n, _), _| n != node);
         v.per_node.insert(node.to_string(), clamp(percent));
-    }
-
-    /// Labels series with `hostname` (true) or `Hostname` (false) from the next scrape on.
-    pub fn set_lowercase_hostname(&self, lowercase: bool) {
-        self.state.lowercase.store(lowercase, Ordering::Relaxed);
     }
 
     /// Serves `name{labels} value` as a gauge alongside the DCGM series; replaces the same name and labels.
@@ -173,11 +157,6 @@ impl DcgmExporter {
         labels.sort();
         let mut v = self.state.values.lock().expect("dcgm values lock");
         v.gauges.insert((name.to_string(), labels), value);
-    }
-
-    /// The GPUs the next scrape reports.
-    pub fn gpus(&self) -> Vec<Gpu> {
-        self.state.gpus()
     }
 
     /// The exposition text the next scrape answers.
@@ -224,12 +203,7 @@ impl State {
                 .and_then(|m| m.as_str())
                 .unwrap_or("NVIDIA GPU");
             for index in 0..count {
-                let utilization = values
-                    .per_gpu
-                    .get(&(name.to_string(), index))
-                    .or_else(|| values.per_node.get(name))
-                    .copied()
-                    .unwrap_or(0.0);
+                let utilization = values.per_node.get(name).copied().unwrap_or(0.0);
                 out.push(Gpu {
                     node: name.to_string(),
                     index,
@@ -253,7 +227,7 @@ impl State {
                 })
                 .collect()
         };
-        let label = if self.lowercase.load(Ordering::Relaxed) {
+        let label = if self.config.lowercase_hostname {
             "hostname"
         } else {
             "Hostname"
@@ -436,13 +410,19 @@ mod tests {
         local.create("v1", "nodes", None, node).unwrap();
         let exporter = sandbox.start_dcgm_exporter(DcgmConfig::default()).await.unwrap();
         exporter.set_node_utilization("gpu-1", 50.0);
-        exporter.set_gpu_utilization("gpu-1", 1, 150.0);
-        let gpus = exporter.gpus();
+        let gpus = exporter.state.gpus();
         assert_eq!(gpus.len(), 2);
-        assert_eq!(gpus[0].utilization, 50.0);
-        assert_eq!(gpus[1].utilization, 100.0, "clamped");
+        assert_eq!(gpus[1].utilization, 50.0);
         assert_eq!(gpus[0].model, "NVIDIA-H100");
-        exporter.set_lowercase_hostname(true);
+        exporter.set_node_utilization("gpu-1", 150.0);
+        assert_eq!(exporter.state.gpus()[0].utilization, 100.0, "clamped");
+        assert!(exporter.render().contains("Hostname=\"gpu-1\""));
+        exporter.shutdown().await;
+        let lowercase = DcgmConfig {
+            lowercase_hostname: true,
+            ..DcgmConfig::default()
+        };
+        let exporter = sandbox.start_dcgm_exporter(lowercase).await.unwrap();
         assert!(exporter.render().contains("hostname=\"gpu-1\""));
         exporter.shutdown().await;
         sandbox.shutdown().await;

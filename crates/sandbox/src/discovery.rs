@@ -74,7 +74,7 @@ fn subresources(rt: &ResourceType) -> Vec<(&'static str, String, String, String,
         .iter()
         .map(|&sub| {
             let (kind, group, version, verbs) = match sub {
-                "status" => own(vec!["get", "patch", "update"]),
+                "status" | "ephemeralcontainers" => own(vec!["get", "patch", "update"]),
                 "finalize" => own(vec!["update"]),
                 "eviction" => ("Eviction".into(), "policy".into(), "v1".into(), vec!["create"]),
                 "binding" => ("Binding".into(), String::new(), "v1".into(), vec!["create"]),

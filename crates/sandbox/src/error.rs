@@ -79,7 +79,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn not_found(gr: &GroupResource, name: &str) -> ApiError {
+    pub(crate) fn not_found(gr: &GroupResource, name: &str) -> ApiError {
         ApiError::NotFound {
             gr: gr.clone(),
             name: name.to_string(),
@@ -149,7 +149,7 @@ impl ApiError {
     }
 
     /// Seconds a client should wait before retrying, for the Retry-After header.
-    pub fn retry_after(&self) -> Option<u64> {
+    pub(crate) fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
             ApiError::Status(v) => v["details"]["retryAfterSeconds"].as_u64(),

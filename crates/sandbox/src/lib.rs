@@ -2,7 +2,7 @@
 //! kube-rs cannot tell from a real one wherever they rely on a behaviour.
 //!
 //! ```text
-//!   kubectl / kube-rs ──HTTP──▶ server ─▶ resources ─▶ cluster ─▶ store ─▶ watch fan-out
+//!   kubectl / kube-rs ──HTTP──▶ server ─▶ resources ─▶ verbs ─▶ store ─▶ watch fan-out
 //!   simulated actors ──────────▶ LocalApi ─────────────┘   │
 //!                                        builtin/ (pods, namespaces, CRDs, PDBs, controllers)
 //!                     admission, authorization, pipeline ─▶ patch, schema, rbac, table, vap (pure modules)
@@ -20,7 +20,6 @@ mod admission;
 mod auth;
 mod authorization;
 mod builtin;
-mod cluster;
 mod convert;
 pub mod dcgm;
 mod discovery;
@@ -45,6 +44,7 @@ mod server;
 pub mod store;
 pub mod table;
 pub mod vap;
+mod verbs;
 mod watch;
 
 use std::collections::HashMap;
@@ -56,10 +56,10 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::watch as watch_channel;
 
-pub use cluster::{Caller, DeleteOpts, PatchKind};
 pub use error::ApiError;
 pub use faults::{FaultAction, FaultConfig, FaultRule, Faults};
 pub use local::LocalApi;
+pub use verbs::{Caller, DeleteOpts, PatchKind};
 
 /// How a sandbox runs.
 #[derive(Clone, Debug)]
@@ -117,11 +117,11 @@ impl Sandbox {
     /// Starts a sandbox on the current tokio runtime.
     pub async fn start(config: SandboxConfig) -> Result<SandboxHandle, SandboxError> {
         let (listener, address) = listen(config.listen).await?;
-        let settings = cluster::Settings {
+        let settings = verbs::Settings {
             external_kubelet: config.external_kubelet,
             rbac: config.rbac,
         };
-        let (cluster, kicks) = cluster::Cluster::new(settings, config.watch_history);
+        let (cluster, kicks) = verbs::Cluster::new(settings, config.watch_history);
         let auth = auth::Auth::new(config.rbac, &cluster.ids, config.tokens.clone());
         let server = Arc::new(server::Server {
             cluster: cluster.clone(),
@@ -224,7 +224,7 @@ impl SandboxHandle {
         &self.server.auth.admin_token
     }
 
-    pub fn kubeconfig_yaml(&self) -> String {
+    pub(crate) fn kubeconfig_yaml(&self) -> String {
         kubeconfig::render(&self.url(), &self.server.auth.admin_token)
     }
 

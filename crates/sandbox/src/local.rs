@@ -6,11 +6,11 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use super::cluster::{Cluster, DeleteOpts, ListOpts, PatchKind, WriteCtx};
 use super::error::ApiError;
 use super::registry::ResourceType;
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::Event;
+use super::verbs::{Cluster, DeleteOpts, ListOpts, PatchKind, WriteCtx};
 
 #[derive(Clone)]
 pub struct LocalApi {
@@ -19,7 +19,7 @@ pub struct LocalApi {
 }
 
 impl LocalApi {
-    pub fn new(cluster: Arc<Cluster>, manager: &str) -> LocalApi {
+    pub(crate) fn new(cluster: Arc<Cluster>, manager: &str) -> LocalApi {
         LocalApi {
             cluster,
             ctx: WriteCtx::new(manager),
@@ -35,7 +35,7 @@ impl LocalApi {
     }
 
     /// The resource at `api_version` (`v1`, `policy/v1`) named `resource` (plural).
-    pub fn resource(&self, api_version: &str, resource: &str) -> Result<Arc<ResourceType>, ApiError> {
+    pub(crate) fn resource(&self, api_version: &str, resource: &str) -> Result<Arc<ResourceType>, ApiError> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         self.cluster
             .registry

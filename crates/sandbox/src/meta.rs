@@ -19,7 +19,7 @@ pub(crate) fn parse_time(text: &str) -> Option<jiff::Timestamp> {
 }
 
 /// A source of uids and generated-name suffixes: unique within the process, random-looking across runs.
-pub struct Ids {
+pub(crate) struct Ids {
     state: AtomicU64,
 }
 
@@ -44,7 +44,7 @@ impl Ids {
         z ^ (z >> 31)
     }
 
-    pub fn uid(&self) -> String {
+    pub(crate) fn uid(&self) -> String {
         let (a, b) = (self.next(), self.next());
         format!(
             "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
@@ -57,7 +57,7 @@ impl Ids {
     }
 
     /// Five characters as the server appends to `generateName`.
-    pub fn suffix(&self) -> String {
+    pub(crate) fn suffix(&self) -> String {
         const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
         let mut n = self.next();
         (0..5)

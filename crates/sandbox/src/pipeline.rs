@@ -4,13 +4,13 @@
 
 use serde_json::{Value, json};
 
-use super::cluster::PatchKind;
 use super::error::{ApiError, status_body};
 use super::meta;
 use super::patch::managed::{self, ApplyError};
 use super::patch::{self, MergeSchema, PatchError};
 use super::registry::ResourceType;
 use super::table::{self, IncludeObject};
+use super::verbs::PatchKind;
 
 fn merge_schema(rt: &ResourceType) -> MergeSchema {
     match &rt.custom {

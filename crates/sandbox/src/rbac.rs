@@ -19,7 +19,7 @@ pub(crate) use escalation::{check_binding_write, check_role_write};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject};
 use serde_json::{Map, Value, json};
 
-use super::vap::matching::selector_matches;
+use super::selector::LabelSelector;
 
 /// The authenticated user.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,28 +171,37 @@ fn cluster_role_allows<'a>(
     {
         return true;
     }
-    let selectors: Vec<Value> = role
+    aggregated(objects, role).into_iter().any(|other| {
+        let other_name = other.metadata.name.as_deref().unwrap_or_default();
+        cluster_role_allows(objects, other_name, attrs, seen)
+    })
+}
+
+/// The other ClusterRoles an aggregated ClusterRole's selectors pick, in store order.
+fn aggregated<'a>(objects: &'a RbacObjects, role: &ClusterRole) -> Vec<&'a ClusterRole> {
+    let name = role.metadata.name.as_deref().unwrap_or_default();
+    let selectors: Vec<LabelSelector> = role
         .aggregation_rule
         .as_ref()
         .and_then(|a| a.cluster_role_selectors.as_ref())
-        .map(|s| s.iter().filter_map(|sel| serde_json::to_value(sel).ok()).collect())
-        .unwrap_or_default();
+        .into_iter()
+        .flatten()
+        .filter_map(|sel| LabelSelector::from_object(&serde_json::to_value(sel).ok()?))
+        .collect();
     if selectors.is_empty() {
-        return false;
+        return Vec::new();
     }
-    objects.cluster_roles.iter().any(|other| {
-        let labels: Map<String, Value> = other
-            .metadata
-            .labels
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        let other_name = other.metadata.name.as_deref().unwrap_or_default();
-        other_name != name
-            && selectors.iter().any(|sel| selector_matches(sel, &labels))
-            && cluster_role_allows(objects, other_name, attrs, seen)
-    })
+    objects
+        .cluster_roles
+        .iter()
+        .filter(|other| {
+            let labels = other.metadata.labels.as_ref();
+            other.metadata.name.as_deref().unwrap_or_default() != name
+                && selectors
+                    .iter()
+                    .any(|sel| sel.matches(|k| labels.and_then(|l| l.get(k)).map(String::as_str)))
+        })
+        .collect()
 }
 
 /// Whether a binding's subjects include the user; `binding_namespace` defaults a service account subject's

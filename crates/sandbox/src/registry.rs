@@ -14,7 +14,7 @@ use super::schema::CrdSchema;
 
 /// What a CRD adds to a resource: per served version its schema and printer columns.
 #[derive(Clone, Default)]
-pub struct CustomInfo {
+pub(crate) struct CustomInfo {
     /// The CRD's name (`tenantpools.sublet.dev`).
     pub crd_name: String,
     /// openAPIV3Schema per served version.
@@ -37,7 +37,7 @@ impl std::fmt::Debug for CustomInfo {
 
 /// One resource the server serves.
 #[derive(Clone, Debug)]
-pub struct ResourceType {
+pub(crate) struct ResourceType {
     pub group: String,
     /// The storage version (and the preferred version in discovery).
     pub version: String,
@@ -58,7 +58,7 @@ pub struct ResourceType {
 
 impl ResourceType {
     /// The store key: `pods`, `apps/deployments`; events.k8s.io/v1 events share core events' storage.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         if self.group == "events.k8s.io" && self.resource == "events" {
             return "events".into();
         }
@@ -66,7 +66,7 @@ impl ResourceType {
     }
 
     /// The registry key: group and resource.
-    pub fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         if self.group.is_empty() {
             self.resource.clone()
         } else {
@@ -74,19 +74,19 @@ impl ResourceType {
         }
     }
 
-    pub fn api_version(&self) -> String {
+    pub(crate) fn api_version(&self) -> String {
         api_version(&self.group, &self.version)
     }
 
-    pub fn gr(&self) -> GroupResource {
+    pub(crate) fn gr(&self) -> GroupResource {
         GroupResource::new(&self.group, &self.resource)
     }
 
-    pub fn has_status(&self) -> bool {
+    pub(crate) fn has_status(&self) -> bool {
         self.subresources.contains(&"status")
     }
 
-    pub fn verbs(&self) -> Vec<&'static str> {
+    pub(crate) fn verbs(&self) -> Vec<&'static str> {
         if self.create_only {
             return vec!["create"];
         }
@@ -143,7 +143,7 @@ const BUILTINS: &[Builtin] = &[
         true,
         &["po"],
         &["all"],
-        &["status", "binding", "eviction"],
+        &["status", "binding", "eviction", "ephemeralcontainers"],
     ),
     ("", "v1", "events", "Event", true, &["ev"], &[], &[]),
     (
@@ -362,7 +362,7 @@ const VIRTUAL: &[(&str, &str, &str, &str, bool)] = &[
 
 /// The resources served now; CRDs come and go at run time.
 #[derive(Debug)]
-pub struct Registry {
+pub(crate) struct Registry {
     types: RwLock<BTreeMap<String, Arc<ResourceType>>>,
 }
 
@@ -373,7 +373,7 @@ impl Default for Registry {
 }
 
 impl Registry {
-    pub fn new() -> Registry {
+    pub(crate) fn new() -> Registry {
         let mut types = BTreeMap::new();
         for &(group, version, resource, kind, namespaced, short, cats, subs) in BUILTINS {
             let rt = ResourceType {
@@ -414,7 +414,7 @@ impl Registry {
         }
     }
 
-    pub fn all(&self) -> Vec<Arc<ResourceType>> {
+    pub(crate) fn all(&self) -> Vec<Arc<ResourceType>> {
         self.types
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -424,7 +424,7 @@ impl Registry {
     }
 
     /// The resource at `/apis/GROUP/VERSION/RESOURCE` (or `/api/v1/RESOURCE`), if that version is served.
-    pub fn resolve(&self, group: &str, version: &str, resource: &str) -> Option<Arc<ResourceType>> {
+    pub(crate) fn resolve(&self, group: &str, version: &str, resource: &str) -> Option<Arc<ResourceType>> {
         let key = if group.is_empty() {
             resource.to_string()
         } else {
@@ -437,12 +437,12 @@ impl Registry {
             .cloned()
     }
 
-    pub fn by_key(&self, key: &str) -> Option<Arc<ResourceType>> {
+    pub(crate) fn by_key(&self, key: &str) -> Option<Arc<ResourceType>> {
         self.types.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
     }
 
     /// The resource of a kind in a group (for owner references and the in-process API).
-    pub fn by_kind(&self, group: &str, kind: &str) -> Option<Arc<ResourceType>> {
+    pub(crate) fn by_kind(&self, group: &str, kind: &str) -> Option<Arc<ResourceType>> {
         let types = self.types.read().unwrap_or_else(|e| e.into_inner());
         // events exist in two groups with the same kind; prefer the one in the asked group.
         types
@@ -452,17 +452,17 @@ impl Registry {
     }
 
     /// Serves (or re-serves with new schemas) the resource a CRD defines.
-    pub fn install(&self, rt: ResourceType) {
+    pub(crate) fn install(&self, rt: ResourceType) {
         let mut types = self.types.write().unwrap_or_else(|e| e.into_inner());
         types.insert(rt.id(), Arc::new(rt));
     }
 
-    pub fn remove(&self, key: &str) {
+    pub(crate) fn remove(&self, key: &str) {
         self.types.write().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
 
     /// Groups and their versions, core group first, in the order discovery lists them.
-    pub fn groups(&self) -> Vec<(String, Vec<String>)> {
+    pub(crate) fn groups(&self) -> Vec<(String, Vec<String>)> {
         let mut groups: Vec<(String, Vec<String>)> = Vec::new();
         for rt in self.all() {
             match groups.iter_mut().find(|(g, _)| *g == rt.group) {
@@ -481,7 +481,7 @@ impl Registry {
     }
 
     /// Resources served in one group version.
-    pub fn in_group_version(&self, group: &str, version: &str) -> Vec<Arc<ResourceType>> {
+    pub(crate) fn in_group_version(&self, group: &str, version: &str) -> Vec<Arc<ResourceType>> {
         self.all()
             .into_iter()
             .filter(|rt| rt.group == group && rt.versions.iter().any(|v| v == version))

@@ -9,7 +9,6 @@ use http::{Method, Response, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::authorization;
-use super::cluster::{Cluster, DeleteOpts, ListOpts, PatchKind, WriteCtx};
 use super::convert;
 use super::error::ApiError;
 use super::faults::FaultAction;
@@ -19,6 +18,7 @@ use super::reviews;
 use super::selector::{FieldSelector, LabelSelector};
 use super::server::{Body, Request, Server, bytes_response, json as json_response, stream_response};
 use super::table::IncludeObject;
+use super::verbs::{Cluster, DeleteOpts, ListOpts, PatchKind, WriteCtx};
 use super::watch::{self, WatchParams};
 
 /// The resource, namespace, name and subresource a path names.
@@ -65,14 +65,15 @@ fn verb_of(req: &Request, t: &Target) -> Result<&'static str, ApiError> {
         (&Method::GET, Some(_), _) => "get",
         (&Method::POST, None, _) => "create",
         (&Method::POST, Some(_), Some("eviction" | "binding" | "token")) => "create",
-        (&Method::PUT, Some(_), Some("status" | "finalize" | "scale") | None) => "update",
-        (&Method::PATCH, Some(_), Some("status" | "scale") | None) => "patch",
+        (&Method::PUT, Some(_), Some("status" | "finalize" | "scale" | "ephemeralcontainers") | None) => "update",
+        (&Method::PATCH, Some(_), Some("status" | "scale" | "ephemeralcontainers") | None) => "patch",
         (&Method::DELETE, Some(_), None) => "delete",
         (&Method::DELETE, None, None) => "deletecollection",
         _ => return Err(ApiError::MethodNotAllowed),
     })
 }
 
+/// Routes a request for a resource (`/api/v1/...`, `/apis/GROUP/VERSION/...`) to its verb.
 pub(crate) async fn handle(
     server: &Arc<Server>,
     req: &Request,
@@ -83,31 +84,11 @@ pub(crate) async fn handle(
     let cluster = &server.cluster;
     let t = parse_target(cluster, group, version, rest)?;
     if t.rt.create_only {
-        if req.method != Method::POST || t.name.is_some() {
-            return Err(ApiError::MethodNotAllowed);
-        }
-        authorization::authorize(server, &req.caller, "create", &t.rt, "", t.ns, None)?;
-        let body = parse_body(req)?;
-        let answer = reviews::handle(server, &t.rt, &req.caller, body)?;
-        return Ok(json_response(StatusCode::CREATED, &answer));
+        return review(server, req, &t);
     }
     let verb = verb_of(req, &t)?;
     authorization::authorize(server, &req.caller, verb, &t.rt, t.sub.unwrap_or(""), t.ns, t.name)?;
-    let (mut cut_watch, mut watch_lag) = (false, None);
-    match server.faults.decide(verb, &t.rt.group, &t.rt.resource) {
-        None => {}
-        Some(FaultAction::Conflict) => return Err(ApiError::stale(&t.rt.gr(), t.name.unwrap_or(""))),
-        Some(FaultAction::TooManyRequests { retry_after_seconds }) => {
-            return Err(ApiError::TooManyRequests {
-                message: "Too many requests, please try again later.".into(),
-                retry_after: retry_after_seconds,
-            });
-        }
-        Some(FaultAction::InternalError) => return Err(ApiError::Internal("injected fault".into())),
-        Some(FaultAction::Delay { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
-        Some(FaultAction::CutWatch) => cut_watch = true,
-        Some(FaultAction::LagWatch { ms }) => watch_lag = Some(Duration::from_millis(ms)),
-    }
+    let watch_fault = injected_fault(server, verb, &t).await?;
     let ns = t.ns.unwrap_or("");
     let rt = &t.rt;
     if t.sub == Some("scale") {
@@ -115,43 +96,9 @@ pub(crate) async fn handle(
     }
     match verb {
         "list" => list(cluster, req, &t),
-        "watch" => start_watch(server, req, &t, cut_watch, watch_lag),
-        "get" => {
-            let obj = cluster.get(rt, ns, t.name.unwrap_or(""))?;
-            match table_mode(req)? {
-                Some(include) => {
-                    let mut table = pipeline::table(rt, &[&obj], include);
-                    table["metadata"] = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
-                    Ok(json_response(StatusCode::OK, &table))
-                }
-                None => Ok(json_response(StatusCode::OK, &obj)),
-            }
-        }
-        "create" => {
-            let body = parse_body(req)?;
-            let ctx = write_ctx(req)?;
-            match (t.name, t.sub) {
-                (None, _) => Ok(json_response(
-                    StatusCode::CREATED,
-                    &cluster.create(rt, t.ns, body, &ctx)?,
-                )),
-                (Some(name), Some("eviction")) => {
-                    let status = super::builtin::pdb::evict(cluster, ns, name, &body, &ctx)?;
-                    Ok(json_response(StatusCode::CREATED, &status))
-                }
-                (Some(name), Some("binding")) => {
-                    cluster.bind(ns, name, &body)?;
-                    let ok =
-                        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
-                    Ok(json_response(StatusCode::CREATED, &ok))
-                }
-                (Some(name), Some("token")) => Ok(json_response(
-                    StatusCode::CREATED,
-                    &reviews::token_request(server, ns, name, &body)?,
-                )),
-                _ => Err(ApiError::MethodNotAllowed),
-            }
-        }
+        "watch" => start_watch(server, req, &t, watch_fault.cut, watch_fault.lag),
+        "get" => get(cluster, req, &t),
+        "create" => create(server, req, &t),
         "update" => {
             let body = parse_body(req)?;
             let ctx = write_ctx(req)?;
@@ -164,52 +111,7 @@ pub(crate) async fn handle(
                 &cluster.update(rt, ns, name, body, t.sub, &ctx)?,
             ))
         }
-        "patch" => {
-            let name = t.name.unwrap_or("");
-            let ctx = write_ctx(req)?;
-            let content_type = req
-                .header(header::CONTENT_TYPE)
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string();
-            let kind = match content_type.as_str() {
-                "application/json-patch+json" => PatchKind::Json,
-                "application/merge-patch+json" => PatchKind::Merge,
-                "application/strategic-merge-patch+json" => PatchKind::Strategic,
-                "application/apply-patch+yaml" => PatchKind::Apply {
-                    force: req.param("force") == Some("true"),
-                },
-                _ => {
-                    return Err(ApiError::UnsupportedMediaType(format!(
-                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml{}",
-                        if rt.custom.is_none() {
-                            ", application/strategic-merge-patch+json"
-                        } else {
-                            ""
-                        },
-                    )));
-                }
-            };
-            if let PatchKind::Apply { .. } = kind
-                && req.param("fieldManager").is_none_or(str::is_empty)
-            {
-                return Err(ApiError::invalid(
-                    "PatchOptions",
-                    "meta.k8s.io",
-                    "",
-                    "fieldManager",
-                    "FieldValueRequired",
-                    "Required value: is required for apply patch",
-                ));
-            }
-            let patch = parse_body(req)?;
-            let existed = cluster.store.get(&rt.key(), ns, name).is_some();
-            let obj = cluster.patch(rt, ns, name, kind, &patch, t.sub, &ctx)?;
-            let code = if existed { StatusCode::OK } else { StatusCode::CREATED };
-            Ok(json_response(code, &obj))
-        }
+        "patch" => patch(cluster, req, &t),
         "delete" => {
             let opts = delete_opts(req)?;
             let ctx = write_ctx(req)?;
@@ -219,23 +121,149 @@ pub(crate) async fn handle(
                 &cluster.delete(rt, ns, name, &opts, &ctx)?,
             ))
         }
-        "deletecollection" => {
-            let opts = delete_opts(req)?;
-            let ctx = write_ctx(req)?;
-            let listed = cluster.list(rt, t.ns, &list_opts(req, rt)?)?;
-            let mut deleted = Vec::new();
-            for s in listed.items {
-                match cluster.delete(rt, &s.namespace, &s.name, &opts, &ctx) {
-                    Ok(v) => deleted.push(v),
-                    Err(ApiError::NotFound { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            let list = json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {}, "items": deleted});
-            Ok(json_response(StatusCode::OK, &list))
-        }
+        "deletecollection" => delete_collection(cluster, req, &t),
         _ => Err(ApiError::MethodNotAllowed),
     }
+}
+
+/// A create-only review resource (TokenReview, SubjectAccessReview and the like): answered, never stored.
+fn review(server: &Arc<Server>, req: &Request, t: &Target) -> Result<Response<Body>, ApiError> {
+    if req.method != Method::POST || t.name.is_some() {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    authorization::authorize(server, &req.caller, "create", &t.rt, "", t.ns, None)?;
+    let body = parse_body(req)?;
+    let answer = reviews::handle(server, &t.rt, &req.caller, body)?;
+    Ok(json_response(StatusCode::CREATED, &answer))
+}
+
+/// What an injected fault does to a watch.
+#[derive(Default)]
+struct WatchFault {
+    cut: bool,
+    lag: Option<Duration>,
+}
+
+/// Applies the fault rule that matches the request, if any: an error to answer, a delay, or a watch fault.
+async fn injected_fault(server: &Server, verb: &str, t: &Target<'_>) -> Result<WatchFault, ApiError> {
+    let mut fault = WatchFault::default();
+    match server.faults.decide(verb, &t.rt.group, &t.rt.resource) {
+        None => {}
+        Some(FaultAction::Conflict) => return Err(ApiError::stale(&t.rt.gr(), t.name.unwrap_or(""))),
+        Some(FaultAction::TooManyRequests { retry_after_seconds }) => {
+            return Err(ApiError::TooManyRequests {
+                message: "Too many requests, please try again later.".into(),
+                retry_after: retry_after_seconds,
+            });
+        }
+        Some(FaultAction::InternalError) => return Err(ApiError::Internal("injected fault".into())),
+        Some(FaultAction::Delay { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        Some(FaultAction::CutWatch) => fault.cut = true,
+        Some(FaultAction::LagWatch { ms }) => fault.lag = Some(Duration::from_millis(ms)),
+    }
+    Ok(fault)
+}
+
+fn get(cluster: &Cluster, req: &Request, t: &Target) -> Result<Response<Body>, ApiError> {
+    let obj = cluster.get(&t.rt, t.ns.unwrap_or(""), t.name.unwrap_or(""))?;
+    match table_mode(req)? {
+        Some(include) => {
+            let mut table = pipeline::table(&t.rt, &[&obj], include);
+            table["metadata"] = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
+            Ok(json_response(StatusCode::OK, &table))
+        }
+        None => Ok(json_response(StatusCode::OK, &obj)),
+    }
+}
+
+/// `POST` of an object, or of a pod's eviction, binding or a service account's token.
+fn create(server: &Arc<Server>, req: &Request, t: &Target) -> Result<Response<Body>, ApiError> {
+    let cluster = &server.cluster;
+    let ns = t.ns.unwrap_or("");
+    let body = parse_body(req)?;
+    let ctx = write_ctx(req)?;
+    match (t.name, t.sub) {
+        (None, _) => Ok(json_response(
+            StatusCode::CREATED,
+            &cluster.create(&t.rt, t.ns, body, &ctx)?,
+        )),
+        (Some(name), Some("eviction")) => {
+            let status = super::builtin::pdb::evict(cluster, ns, name, &body, &ctx)?;
+            Ok(json_response(StatusCode::CREATED, &status))
+        }
+        (Some(name), Some("binding")) => {
+            cluster.bind(ns, name, &body)?;
+            let ok = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+            Ok(json_response(StatusCode::CREATED, &ok))
+        }
+        (Some(name), Some("token")) => Ok(json_response(
+            StatusCode::CREATED,
+            &reviews::token_request(server, ns, name, &body)?,
+        )),
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+/// The patch kind a request's Content-Type names.
+fn patch_kind(req: &Request, rt: &ResourceType) -> Result<PatchKind, ApiError> {
+    let content_type = req.header(header::CONTENT_TYPE).split(';').next().unwrap_or("").trim();
+    match content_type {
+        "application/json-patch+json" => Ok(PatchKind::Json),
+        "application/merge-patch+json" => Ok(PatchKind::Merge),
+        "application/strategic-merge-patch+json" => Ok(PatchKind::Strategic),
+        "application/apply-patch+yaml" => Ok(PatchKind::Apply {
+            force: req.param("force") == Some("true"),
+        }),
+        _ => Err(ApiError::UnsupportedMediaType(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml{}",
+            if rt.custom.is_none() {
+                ", application/strategic-merge-patch+json"
+            } else {
+                ""
+            },
+        ))),
+    }
+}
+
+fn patch(cluster: &Cluster, req: &Request, t: &Target) -> Result<Response<Body>, ApiError> {
+    let (rt, ns, name) = (&t.rt, t.ns.unwrap_or(""), t.name.unwrap_or(""));
+    let ctx = write_ctx(req)?;
+    let kind = patch_kind(req, rt)?;
+    if let PatchKind::Apply { .. } = kind
+        && req.param("fieldManager").is_none_or(str::is_empty)
+    {
+        return Err(ApiError::invalid(
+            "PatchOptions",
+            "meta.k8s.io",
+            "",
+            "fieldManager",
+            "FieldValueRequired",
+            "Required value: is required for apply patch",
+        ));
+    }
+    let patch = parse_body(req)?;
+    let existed = cluster.store.get(&rt.key(), ns, name).is_some();
+    let obj = cluster.patch(rt, ns, name, kind, &patch, t.sub, &ctx)?;
+    let code = if existed { StatusCode::OK } else { StatusCode::CREATED };
+    Ok(json_response(code, &obj))
+}
+
+fn delete_collection(cluster: &Cluster, req: &Request, t: &Target) -> Result<Response<Body>, ApiError> {
+    let rt = &t.rt;
+    let opts = delete_opts(req)?;
+    let ctx = write_ctx(req)?;
+    let listed = cluster.list(rt, t.ns, &list_opts(req, rt)?)?;
+    let mut deleted = Vec::new();
+    for s in listed.items {
+        match cluster.delete(rt, &s.namespace, &s.name, &opts, &ctx) {
+            Ok(v) => deleted.push(v),
+            Err(ApiError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let list =
+        json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {}, "items": deleted});
+    Ok(json_response(StatusCode::OK, &list))
 }
 
 fn parse_body(req: &Request) -> Result<Value, ApiError> {

@@ -5,12 +5,12 @@ use serde_json::{Value, json};
 
 use super::auth::user_info;
 use super::authorization;
-use super::cluster::Caller;
 use super::error::{ApiError, GroupResource};
 use super::meta;
 use super::rbac::Attributes;
 use super::registry::ResourceType;
 use super::server::Server;
+use super::verbs::Caller;
 
 pub(crate) fn handle(server: &Server, rt: &ResourceType, caller: &Caller, body: Value) -> Result<Value, ApiError> {
     let mut answer = body.clone();

@@ -49,7 +49,7 @@ impl FieldCause {
     }
 
     /// `field: message`, as one entry of the server's aggregated error.
-    pub fn to_line(&self) -> String {
+    pub(crate) fn to_line(&self) -> String {
         format!("{}: {}", self.field, self.message)
     }
 }
@@ -79,7 +79,7 @@ impl CrdSchema {
     /// The fields `default_and_prune` would drop, as the server names them for `fieldValidation=Strict`
     /// (400 `strict decoding error: unknown field "spec.bogus"`) and `Warn` (a warning per field); sorted.
     /// Call it before `default_and_prune`.
-    pub fn unknown_fields(&self, obj: &Value) -> Vec<String> {
+    pub(crate) fn unknown_fields(&self, obj: &Value) -> Vec<String> {
         let mut found = Vec::new();
         prune::unknown_fields(&self.root, obj, "", true, &mut found);
         found.sort();

@@ -3,24 +3,22 @@
 //! Parsed once per request, matched against the labels and selectable fields each stored object keeps
 //! beside its serialized form, so that a watch filters events without decoding objects.
 
+use kube::core::Expression;
+use serde_json::Value;
+
 use super::error::ApiError;
 
-#[derive(Clone, Debug, PartialEq)]
-enum Op {
-    Eq(String),
-    NotEq(String),
-    In(Vec<String>),
-    NotIn(Vec<String>),
-    Exists,
-    NotExists,
-}
-
-/// A parsed label selector; empty matches everything.
+/// A label selector, the one matcher for every selector the sandbox meets: `labelSelector=` queries and the
+/// `metav1.LabelSelector` objects in PDBs, admission policies and aggregated ClusterRoles. Empty matches
+/// everything.
+///
+/// Its requirements are kube's [`Expression`]s; it matches through a lookup rather than kube's
+/// `Selector::matches`, because stored objects keep their labels beside their serialized form, not in a map.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct LabelSelector(Vec<(String, Op)>);
+pub(crate) struct LabelSelector(Vec<Expression>);
 
 impl LabelSelector {
-    pub fn parse(text: &str) -> Result<LabelSelector, ApiError> {
+    pub(crate) fn parse(text: &str) -> Result<LabelSelector, ApiError> {
         let mut reqs = Vec::new();
         for part in split_top(text) {
             let part = part.trim();
@@ -35,22 +33,39 @@ impl LabelSelector {
         Ok(LabelSelector(reqs))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// A `metav1.LabelSelector` object (absent fields select everything); None when an expression has an
+    /// operator the API does not know, which selects nothing. In and NotIn without values take the empty set.
+    pub(crate) fn from_object(sel: &Value) -> Option<LabelSelector> {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let mut reqs: Vec<Expression> = sel["matchLabels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| Expression::Equal(k.clone(), text(v)))
+            .collect();
+        for e in sel["matchExpressions"].as_array().into_iter().flatten() {
+            let key = text(&e["key"]);
+            let values = || e["values"].as_array().into_iter().flatten().map(text).collect();
+            reqs.push(match e["operator"].as_str().unwrap_or_default() {
+                "In" => Expression::In(key, values()),
+                "NotIn" => Expression::NotIn(key, values()),
+                "Exists" => Expression::Exists(key),
+                "DoesNotExist" => Expression::DoesNotExist(key),
+                _ => return None,
+            });
+        }
+        Some(LabelSelector(reqs))
     }
 
     /// Whether labels (sorted or not) satisfy every requirement.
-    pub fn matches<'a>(&self, labels: impl Fn(&str) -> Option<&'a str>) -> bool {
-        self.0.iter().all(|(key, op)| {
-            let value = labels(key);
-            match op {
-                Op::Eq(v) => value == Some(v.as_str()),
-                Op::NotEq(v) => value != Some(v.as_str()),
-                Op::In(vs) => value.is_some_and(|x| vs.iter().any(|v| v == x)),
-                Op::NotIn(vs) => !value.is_some_and(|x| vs.iter().any(|v| v == x)),
-                Op::Exists => value.is_some(),
-                Op::NotExists => value.is_none(),
-            }
+    pub(crate) fn matches<'a>(&self, labels: impl Fn(&str) -> Option<&'a str>) -> bool {
+        self.0.iter().all(|req| match req {
+            Expression::Equal(k, v) => labels(k) == Some(v.as_str()),
+            Expression::NotEqual(k, v) => labels(k) != Some(v.as_str()),
+            Expression::In(k, vs) => labels(k).is_some_and(|x| vs.contains(x)),
+            Expression::NotIn(k, vs) => !labels(k).is_some_and(|x| vs.contains(x)),
+            Expression::Exists(k) => labels(k).is_some(),
+            Expression::DoesNotExist(k) => labels(k).is_none(),
         })
     }
 }
@@ -87,9 +102,9 @@ fn valid_key(key: &str) -> Result<String, String> {
     }
 }
 
-fn parse_requirement(part: &str) -> Result<(String, Op), String> {
+fn parse_requirement(part: &str) -> Result<Expression, String> {
     if let Some(key) = part.strip_prefix('!') {
-        return Ok((valid_key(key.trim())?, Op::NotExists));
+        return Ok(Expression::DoesNotExist(valid_key(key.trim())?));
     }
     for (sep, set_op) in [(" notin ", false), (" in ", true)] {
         if let Some(idx) = part.find(sep) {
@@ -104,31 +119,35 @@ fn parse_requirement(part: &str) -> Result<(String, Op), String> {
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
                 .collect();
-            return Ok((key, if set_op { Op::In(values) } else { Op::NotIn(values) }));
+            return Ok(if set_op {
+                Expression::In(key, values)
+            } else {
+                Expression::NotIn(key, values)
+            });
         }
     }
     if let Some((k, v)) = part.split_once("!=") {
-        return Ok((valid_key(k.trim())?, Op::NotEq(v.trim().to_string())));
+        return Ok(Expression::NotEqual(valid_key(k.trim())?, v.trim().to_string()));
     }
     if let Some((k, v)) = part.split_once("==") {
-        return Ok((valid_key(k.trim())?, Op::Eq(v.trim().to_string())));
+        return Ok(Expression::Equal(valid_key(k.trim())?, v.trim().to_string()));
     }
     if let Some((k, v)) = part.split_once('=') {
-        return Ok((valid_key(k.trim())?, Op::Eq(v.trim().to_string())));
+        return Ok(Expression::Equal(valid_key(k.trim())?, v.trim().to_string()));
     }
     if part.contains(['<', '>', '(', ')', ' ']) {
         return Err(format!("unsupported requirement '{part}'"));
     }
-    Ok((valid_key(part)?, Op::Exists))
+    Ok(Expression::Exists(valid_key(part)?))
 }
 
 /// A parsed field selector: equality and inequality on the fields a resource makes selectable.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct FieldSelector(Vec<(String, bool, String)>);
+pub(crate) struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
     /// Parses and checks every field against `supported` (metadata.name and metadata.namespace always are).
-    pub fn parse(text: &str, supported: &[&str]) -> Result<FieldSelector, ApiError> {
+    pub(crate) fn parse(text: &str, supported: &[&str]) -> Result<FieldSelector, ApiError> {
         let mut reqs = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (field, eq, value) = if let Some((f, v)) = part.split_once("!=") {
@@ -151,22 +170,9 @@ impl FieldSelector {
         Ok(FieldSelector(reqs))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Whether the object's fields satisfy every requirement; an absent field reads as "".
-    pub fn matches<'a>(&self, fields: impl Fn(&str) -> Option<&'a str>) -> bool {
+    pub(crate) fn matches<'a>(&self, fields: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.0.iter().all(|(f, eq, v)| (fields(f).unwrap_or("") == v) == *eq)
-    }
-
-    /// The single `metadata.name=X` a field selector names, as `kubectl get X -w` and kube-rs' `Api::watch` on
-    /// one object send.
-    pub fn name(&self) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(f, eq, _)| f == "metadata.name" && *eq)
-            .map(|(_, _, v)| v.as_str())
     }
 }
 
@@ -239,6 +245,21 @@ mod tests {
             assert_eq!(sel.matches(lookup(&labels)), want, "{text}");
         }
         assert!(LabelSelector::parse("app in web").is_err());
+    }
+
+    #[test]
+    fn objects_and_queries_select_alike() {
+        let obj = serde_json::json!({
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["front", "back"]},
+                {"key": "gone", "operator": "DoesNotExist"},
+            ],
+        });
+        let parsed = LabelSelector::parse("app=web,tier in (back,front),!gone").unwrap();
+        assert_eq!(LabelSelector::from_object(&obj), Some(parsed));
+        let bogus = serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Bogus"}]});
+        assert_eq!(LabelSelector::from_object(&bogus), None);
     }
 
     #[test]

@@ -23,12 +23,12 @@ use tokio::sync::watch;
 
 use super::auth::Auth;
 use super::authorization;
-use super::cluster::{Caller, Cluster};
 use super::discovery;
 use super::error::ApiError;
 use super::faults::{FaultConfig, Faults};
 use super::openapi;
 use super::resources;
+use super::verbs::{Caller, Cluster};
 
 pub(crate) type Body = BoxBody<Bytes, Infallible>;
 

@@ -80,7 +80,7 @@ pub struct Event {
 }
 
 /// A write to one object.
-pub enum Write {
+pub(crate) enum Write {
     Create(Value),
     /// Replace; fails with `Conflict` unless the live resourceVersion is `expect_rv` (when given).
     Update {
@@ -94,7 +94,7 @@ pub enum Write {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     NotFound,
     Exists,
     Conflict,
@@ -121,21 +121,21 @@ struct Inner {
 }
 
 /// A page of a list.
-pub struct Page {
+pub(crate) struct Page {
     pub items: Vec<Arc<Stored>>,
     pub rv: u64,
     /// The last item's (namespace, name) when more items follow.
     pub more_after: Option<(String, String)>,
 }
 
-pub struct Store {
+pub(crate) struct Store {
     inner: Mutex<Inner>,
     tx: broadcast::Sender<Arc<Event>>,
 }
 
 impl Store {
     /// A store keeping the last `history_cap` events for watches that resume from a resourceVersion.
-    pub fn new(history_cap: usize) -> Store {
+    pub(crate) fn new(history_cap: usize) -> Store {
         let (tx, _) = broadcast::channel(1 << 16);
         Store {
             inner: Mutex::new(Inner {
@@ -156,16 +156,16 @@ impl Store {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn current_rv(&self) -> u64 {
+    pub(crate) fn current_rv(&self) -> u64 {
         self.lock().rv
     }
 
     /// The oldest resourceVersion a watch may still start from.
-    pub fn compacted_rv(&self) -> u64 {
+    pub(crate) fn compacted_rv(&self) -> u64 {
         self.lock().compacted
     }
 
-    pub fn get(&self, res: &str, ns: &str, name: &str) -> Option<Arc<Stored>> {
+    pub(crate) fn get(&self, res: &str, ns: &str, name: &str) -> Option<Arc<Stored>> {
         let inner = self.lock();
         inner
             .resources
@@ -174,12 +174,12 @@ impl Store {
             .cloned()
     }
 
-    pub fn uid_exists(&self, uid: &str) -> bool {
+    pub(crate) fn uid_exists(&self, uid: &str) -> bool {
         self.lock().uids.contains(uid)
     }
 
     /// Objects whose ownerReferences name `uid`.
-    pub fn dependents(&self, uid: &str) -> Vec<ObjRef> {
+    pub(crate) fn dependents(&self, uid: &str) -> Vec<ObjRef> {
         self.lock()
             .dependents
             .get(uid)
@@ -188,7 +188,7 @@ impl Store {
     }
 
     /// Every object in a namespace, of every namespaced resource.
-    pub fn in_namespace(&self, ns: &str) -> Vec<ObjRef> {
+    pub(crate) fn in_namespace(&self, ns: &str) -> Vec<ObjRef> {
         let inner = self.lock();
         let mut out = Vec::new();
         for (res, objects) in &inner.resources {
@@ -204,7 +204,7 @@ impl Store {
     }
 
     /// Objects of a resource (in one namespace if given) after `after`, those `keep` accepts, up to `limit`.
-    pub fn list(
+    pub(crate) fn list(
         &self,
         res: &str,
         ns: Option<&str>,
@@ -246,7 +246,7 @@ impl Store {
     }
 
     /// Applies one write atomically, assigning the next resourceVersion.
-    pub fn write(&self, res: &str, ns: &str, name: &str, write: Write) -> Result<Arc<Stored>, StoreError> {
+    pub(crate) fn write(&self, res: &str, ns: &str, name: &str, write: Write) -> Result<Arc<Stored>, StoreError> {
         let mut inner = self.lock();
         let res: Arc<str> = match inner.res_names.get_key_value(res) {
             Some((k, _)) => k.clone(),
@@ -332,7 +332,7 @@ impl Store {
 
     /// Events after `from` (when given) and a receiver for the ones to come, taken under one lock so none is
     /// lost or doubled. Err(compacted rv) when `from` is older than the history.
-    pub fn subscribe(&self, from: Option<u64>) -> Result<Subscription, u64> {
+    pub(crate) fn subscribe(&self, from: Option<u64>) -> Result<Subscription, u64> {
         let inner = self.lock();
         let rx = self.tx.subscribe();
         let Some(from) = from else { return Ok((vec![], rx)) };
@@ -345,7 +345,7 @@ impl Store {
 
     /// The objects of a resource now (those `keep` accepts), the resourceVersion they are at, and a receiver
     /// for every later event, taken under one lock.
-    pub fn snapshot_and_subscribe(
+    pub(crate) fn snapshot_and_subscribe(
         &self,
         res: &str,
         ns: Option<&str>,
@@ -368,7 +368,7 @@ impl Store {
     }
 
     /// Drops history so that watches from before the current resourceVersion get 410 Gone (for tests).
-    pub fn compact(&self) {
+    pub(crate) fn compact(&self) {
         let mut inner = self.lock();
         inner.history.clear();
         inner.compacted = inner.rv;

@@ -15,7 +15,7 @@
 //! supported), `namespaceObject` and `variables`; `authorizer` is not bound. Evaluation errors follow the
 //! policy's failurePolicy (Fail by default).
 
-pub(crate) mod matching;
+mod matching;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -256,24 +256,34 @@ fn run(ctx: &Context<'_>, expression: &str) -> Result<Cel, String> {
     })
 }
 
-/// The `request` variable.
+/// The `request` variable. As kube-apiserver builds it from an AdmissionRequest, empty strings are left out
+/// (`omitempty`): an expression must guard `request.subResource`, `request.name` and `request.namespace`
+/// with `has()` where they can be empty, or it fails to evaluate.
 fn request_value(req: &AdmissionRequest) -> Value {
     let gvk = json!({"group": req.group, "version": req.version, "kind": req.kind});
     let gvr = json!({"group": req.group, "version": req.version, "resource": req.resource});
-    json!({
+    let mut r = json!({
         "uid": "",
         "kind": gvk,
         "resource": gvr,
-        "subResource": req.subresource,
         "requestKind": gvk,
         "requestResource": gvr,
-        "requestSubResource": req.subresource,
-        "name": req.name,
-        "namespace": req.namespace.as_deref().unwrap_or(""),
         "operation": req.operation,
         "userInfo": {"username": req.user.name, "groups": req.user.groups},
         "dryRun": false,
-    })
+    });
+    let namespace = req.namespace.as_deref().unwrap_or("");
+    for (key, value) in [
+        ("subResource", req.subresource.as_str()),
+        ("requestSubResource", req.subresource.as_str()),
+        ("name", req.name.as_str()),
+        ("namespace", namespace),
+    ] {
+        if !value.is_empty() {
+            r[key] = json!(value);
+        }
+    }
+    r
 }
 
 /// JSON to CEL with raw keys: built-in objects have no field names that need escaping, and their maps

@@ -15,11 +15,11 @@ use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
-use super::cluster::Cluster;
 use super::error::status_body;
 use super::registry::ResourceType;
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::{Event, EventType, Stored};
+use super::verbs::Cluster;
 
 /// Encodes one object for a watch frame: as is, or as a Table row.
 pub(crate) type Encoder = Arc<dyn Fn(&Stored, bool) -> Bytes + Send + Sync>;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -17,8 +17,25 @@ use super::deploy_yaml;
 use crate::support::cluster::{TestEnv, create_lease, create_pool, eventually, gpu_node, gpu_pod, label, taint_keys};
 use crate::support::real::{Backend, clusters};
 
-/// `kubectl` with the sandbox's admin kubeconfig, off the async runtime.
+/// `kubectl` with the sandbox's admin kubeconfig, off the async runtime; fails the test when kubectl fails.
 pub(crate) async fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let out = kubectl_output(kubeconfig, home, args, stdin).await;
+    assert!(
+        out.status.success(),
+        "kubectl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `kubectl` with `kubeconfig`, off the async runtime: its exit status and output.
+pub(crate) async fn kubectl_output(
+    kubeconfig: &Path,
+    home: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
     use tokio::io::AsyncWriteExt as _;
     let mut child = tokio::process::Command::new(crate::support::tool("kubectl"))
         .args(args)
@@ -32,14 +49,7 @@ pub(crate) async fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str], stdin
     let mut input = child.stdin.take().unwrap();
     input.write_all(stdin.unwrap_or_default().as_bytes()).await.unwrap();
     drop(input);
-    let out = child.wait_with_output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    child.wait_with_output().await.unwrap()
 }
 
 /// Applies the rendered chart with the admin kubeconfig and answers a token for the chart's ServiceAccount
@@ -80,7 +90,7 @@ pub(crate) async fn install(sandbox: &SandboxHandle, dir: &Path) -> Client {
 }
 
 /// A sandbox that authorizes every request with RBAC, and a folder for kubeconfigs.
-pub(crate) async fn rbac_sandbox() -> (SandboxHandle, tempfile::TempDir) {
+async fn rbac_sandbox() -> (SandboxHandle, tempfile::TempDir) {
     let sandbox = Sandbox::start(SandboxConfig {
         rbac: true,
         ..Default::default()
@@ -88,19 +98,6 @@ pub(crate) async fn rbac_sandbox() -> (SandboxHandle, tempfile::TempDir) {
     .await
     .expect("sandbox starts");
     (sandbox, tempfile::tempdir().unwrap())
-}
-
-/// The chart installed and namespaces `acme` (a tenant) and `ml`: the admin's client and one as the chart's
-/// ServiceAccount.
-pub(crate) async fn installed(sandbox: &SandboxHandle, dir: &Path) -> (Client, Client) {
-    let sa = install(sandbox, dir).await;
-    let admin = sandbox.client().await.unwrap();
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    for (name, labels) in [("acme", json!({"sublet.dev/tenant": "true"})), ("ml", json!({}))] {
-        let ns = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
-        namespaces.create(&PostParams::default(), &ns).await.unwrap();
-    }
-    (admin, sa)
 }
 
 /// A replica as the chart runs it (leader election on the chart's Lease in the release namespace), with the
@@ -135,7 +132,7 @@ async fn the_controller_runs_its_life_cycle_with_exactly_the_charts_rbac() {
 
 /// Installs the rendered chart on `env`'s API server and answers a client that authenticates as the chart's
 /// ServiceAccount with a token from TokenRequest.
-async fn install_on(env: &TestEnv, dir: &Path) -> Client {
+pub(crate) async fn install_on(env: &TestEnv, dir: &Path) -> Client {
     let Some(sandbox) = &env.sandbox else {
         let kubeconfig = crate::support::real::real().kubeconfig.clone();
         let token = apply_chart(&kubeconfig, dir).await;
@@ -340,9 +337,17 @@ async fn life_cycle_with_the_charts_rbac(backend: Backend) {
 
 /// The HTTP status of a GET, or None while nothing listens.
 async fn http_status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    http_status_as(addr, path, None).await
+}
+
+/// The HTTP status of a GET with `token` as its bearer token, or None while nothing listens.
+pub(crate) async fn http_status_as(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> Option<u16> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
@@ -421,8 +426,47 @@ async fn the_binary_runs_with_the_charts_arguments_as_its_service_account() {
         (observing && pool.metadata.finalizers.is_some_and(|f| !f.is_empty())).then_some(())
     })
     .await;
-    let metrics = http_status(addr, "/metrics").await;
-    assert_eq!(metrics, Some(200));
+    // /metrics names every tenant's leases and costs: only for a caller the API server vouches for and allows
+    // get on /metrics (the chart's sublet-metrics-reader), checked by the controller with its own RBAC.
+    assert_eq!(http_status(addr, "/metrics").await, Some(401), "no token");
+    assert_eq!(http_status_as(addr, "/metrics", Some("forged")).await, Some(401));
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    let token_of = |sa: &'static str| {
+        let (kubeconfig, home) = (kubeconfig.clone(), dir.path().to_path_buf());
+        async move {
+            kubectl(
+                &kubeconfig,
+                &home,
+                &["create", "serviceaccount", sa, "-n", "sublet-system"],
+                None,
+            )
+            .await;
+            let token = kubectl(
+                &kubeconfig,
+                &home,
+                &["create", "token", sa, "-n", "sublet-system"],
+                None,
+            )
+            .await;
+            token.trim().to_string()
+        }
+    };
+    let (tenant, prometheus) = (token_of("curious").await, token_of("prometheus").await);
+    kubectl(
+        &kubeconfig,
+        dir.path(),
+        &[
+            "create",
+            "clusterrolebinding",
+            "prometheus-reads-sublet",
+            "--clusterrole=sublet-metrics-reader",
+            "--serviceaccount=sublet-system:prometheus",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(http_status_as(addr, "/metrics", Some(&tenant)).await, Some(403));
+    assert_eq!(http_status_as(addr, "/metrics", Some(&prometheus)).await, Some(200));
     assert!(child.try_wait().unwrap().is_none(), "sublet is still running");
     child.kill().await.unwrap();
     sandbox.shutdown().await;

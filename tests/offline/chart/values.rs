@@ -83,8 +83,8 @@ fn default_values_render_a_hardened_two_replica_deployment() {
 
     assert_eq!(
         find(&objects, "ClusterRole").len(),
-        2,
-        "the controller's and the tenants'"
+        3,
+        "the controller's, the tenants' and the metrics readers'"
     );
     for kind in [
         "ServiceAccount",
@@ -106,8 +106,8 @@ fn default_values_render_a_hardened_two_replica_deployment() {
     let role = one(&objects, "Role");
     assert_eq!(role["metadata"]["namespace"], "sublet-system");
     assert_eq!(role["rules"][1]["resourceNames"][0], "sublet-leader");
-    // Tenant pods, tenant budgets, sublet's own writes, kubelets' writes of sublet's marks: each a policy and
-    // its binding, all denying.
+    // Tenant pods, tenant budgets, sublet's own writes, kubelets' writes of sublet's marks, tenant Services,
+    // lease namespaces, tenant NetworkPolicies: each a policy and its binding, all denying.
     let policies: Vec<&str> = find(&objects, "ValidatingAdmissionPolicy")
         .iter()
         .map(|p| p["metadata"]["name"].as_str().unwrap())
@@ -118,11 +118,14 @@ fn default_values_render_a_hardened_two_replica_deployment() {
             "sublet-tenant-isolation",
             "sublet-tenant-budgets",
             "sublet-operator-bounds",
-            "sublet-node-marks"
+            "sublet-node-marks",
+            "sublet-tenant-services",
+            "sublet-lease-limits",
+            "sublet-tenant-network"
         ]
     );
     let bindings = find(&objects, "ValidatingAdmissionPolicyBinding");
-    assert_eq!(bindings.len(), 4);
+    assert_eq!(bindings.len(), 7);
     for (binding, policy) in bindings.iter().zip(&policies) {
         assert_eq!(binding["spec"]["validationActions"], serde_json::json!(["Deny"]));
         assert_eq!(binding["spec"]["policyName"], *policy);
@@ -324,6 +327,7 @@ fn optional_objects_can_be_turned_off_and_an_existing_service_account_used() {
     let objects = render(&[
         "admission.enabled=false",
         "tenantRole.enabled=false",
+        "metricsAuth.enabled=false",
         "podDisruptionBudget.enabled=false",
         "serviceAccount.create=false",
         "serviceAccount.name=platform-sublet",

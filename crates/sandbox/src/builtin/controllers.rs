@@ -16,9 +16,9 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use super::crd::CLEANUP_FINALIZER;
-use crate::cluster::{Cluster, DeleteOpts, Kick, WriteCtx};
 use crate::meta;
 use crate::store::{Event, EventType};
+use crate::verbs::{Cluster, DeleteOpts, Kick, WriteCtx};
 
 fn gc_ctx() -> WriteCtx {
     WriteCtx::new("generic-garbage-collector")

@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::meta;
 use crate::patch::MergeSchema;
 use crate::registry::{CustomInfo, ResourceType};
 use crate::schema::CrdSchema;
+use crate::verbs::Cluster;
 
 pub(crate) const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 

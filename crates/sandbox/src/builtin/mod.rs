@@ -11,9 +11,9 @@ pub(crate) mod pods;
 
 use serde_json::{Value, json};
 
-use super::cluster::Cluster;
 use super::error::ApiError;
 use super::registry::ResourceType;
+use super::verbs::Cluster;
 
 pub(crate) fn prepare_create(cluster: &Cluster, rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
     match rt.key().as_str() {
@@ -84,11 +84,14 @@ pub(crate) fn on_delete_requested(rt: &ResourceType, obj: &mut Value) {
     }
 }
 
-/// Whether an object being deleted whose finalizers are gone leaves the store at once.
-pub(crate) fn may_remove_now(rt: &ResourceType, obj: &Value) -> bool {
-    match rt.key().as_str() {
+/// Whether a write of `obj` takes it out of the store instead: it is being deleted, no finalizer holds it,
+/// and its kind lets it go at once (a pod once its grace period is over; never a namespace, whose controller
+/// removes it).
+pub(crate) fn removable(rt: &ResourceType, obj: &Value) -> bool {
+    let may_go_now = match rt.key().as_str() {
         "pods" => pods::grace_over(obj),
         "namespaces" => false,
         _ => true,
-    }
+    };
+    super::meta::is_deleting(obj) && super::meta::finalizers(obj).is_empty() && may_go_now
 }

@@ -6,39 +6,17 @@
 
 use serde_json::{Value, json};
 
-use crate::cluster::{Cluster, DeleteOpts, WriteCtx};
 use crate::error::{ApiError, status_body};
 use crate::meta;
 use crate::selector::LabelSelector;
+use crate::verbs::{Cluster, DeleteOpts, WriteCtx};
 
-/// A `metav1.LabelSelector` object as a selector; None when it selects nothing (null selector).
-pub(crate) fn selector_of(sel: &Value) -> Option<LabelSelector> {
+/// A PDB's selector; None when it selects nothing (a null selector).
+fn selector_of(sel: &Value) -> Option<LabelSelector> {
     if sel.is_null() {
         return None;
     }
-    let mut parts = Vec::new();
-    if let Some(m) = sel["matchLabels"].as_object() {
-        for (k, v) in m {
-            parts.push(format!("{k}={}", v.as_str().unwrap_or("")));
-        }
-    }
-    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
-        let key = e["key"].as_str().unwrap_or("");
-        let values: Vec<&str> = e["values"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        match e["operator"].as_str().unwrap_or("") {
-            "In" => parts.push(format!("{key} in ({})", values.join(","))),
-            "NotIn" => parts.push(format!("{key} notin ({})", values.join(","))),
-            "Exists" => parts.push(key.to_string()),
-            "DoesNotExist" => parts.push(format!("!{key}")),
-            _ => return None,
-        }
-    }
-    LabelSelector::parse(&parts.join(",")).ok()
+    LabelSelector::from_object(sel)
 }
 
 fn is_ready(pod: &Value) -> bool {

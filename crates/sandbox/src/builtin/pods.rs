@@ -18,12 +18,62 @@ pub(crate) fn prepare_create(obj: &mut Value) -> Result<(), ApiError> {
             "Required value",
         ));
     }
+    if obj["spec"]["ephemeralContainers"]
+        .as_array()
+        .is_some_and(|e| !e.is_empty())
+    {
+        return Err(ApiError::invalid(
+            "Pod",
+            "",
+            &name,
+            "spec.ephemeralContainers",
+            "FieldValueForbidden",
+            "Forbidden: cannot be set on create",
+        ));
+    }
+    default_pull_policies(obj);
     if !obj["spec"]["terminationGracePeriodSeconds"].is_i64() {
         obj["spec"]["terminationGracePeriodSeconds"] = json!(30);
+    }
+    // Defaulted as kube-apiserver does (kubectl debug reads it without a check).
+    if !obj["spec"]["securityContext"].is_object() {
+        obj["spec"]["securityContext"] = json!({});
     }
     // A new pod's status is the server's: Pending until a kubelet reports.
     obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
     Ok(())
+}
+
+/// Sets each container's imagePullPolicy where the request left it out, as the server's defaulting does
+/// (before admission, on create and update).
+fn default_pull_policies(obj: &mut Value) {
+    for list in ["containers", "initContainers"] {
+        let containers = obj
+            .get_mut("spec")
+            .and_then(|s| s.get_mut(list))
+            .and_then(Value::as_array_mut);
+        for c in containers.into_iter().flatten() {
+            if c.get("imagePullPolicy")
+                .is_none_or(|p| p.as_str().is_none_or(str::is_empty))
+            {
+                let policy = pull_policy(c["image"].as_str().unwrap_or(""));
+                c["imagePullPolicy"] = json!(policy);
+            }
+        }
+    }
+}
+
+/// The server's default pull policy: `Always` for the tag `latest` (also when the image names neither a tag nor
+/// a digest), else `IfNotPresent`.
+fn pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, tag)) if tag != "latest" => "IfNotPresent",
+        _ => "Always",
+    }
 }
 
 fn qos_class(pod: &Value) -> &'static str {
@@ -46,6 +96,7 @@ fn qos_class(pod: &Value) -> &'static str {
 }
 
 pub(crate) fn validate_update(old: &Value, new: &mut Value) -> Result<(), ApiError> {
+    default_pull_policies(new);
     let name = meta::str_at(old, &["metadata", "name"]).unwrap_or("");
     let old_node = old["spec"]["nodeName"].as_str().unwrap_or("");
     let new_node = new["spec"]["nodeName"].as_str().unwrap_or("");
@@ -57,6 +108,26 @@ pub(crate) fn validate_update(old: &Value, new: &mut Value) -> Result<(), ApiErr
             "spec",
             "FieldValueForbidden",
             "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+        ));
+    }
+    // Tolerations may be added to a pod, never taken away or changed (but for their tolerationSeconds).
+    let tolerations = |pod: &Value| pod["spec"]["tolerations"].as_array().cloned().unwrap_or_default();
+    let without_seconds = |t: &Value| {
+        let mut t = t.clone();
+        if let Some(o) = t.as_object_mut() {
+            o.remove("tolerationSeconds");
+        }
+        t
+    };
+    let kept: Vec<Value> = tolerations(new).iter().map(without_seconds).collect();
+    if tolerations(old).iter().any(|t| !kept.contains(&without_seconds(t))) {
+        return Err(ApiError::invalid(
+            "Pod",
+            "",
+            name,
+            "spec.tolerations",
+            "FieldValueForbidden",
+            "Forbidden: existing toleration can not be modified except its tolerationSeconds",
         ));
     }
     if old_node.is_empty() && !new_node.is_empty() && old["spec"]["nodeName"] != new["spec"]["nodeName"] {

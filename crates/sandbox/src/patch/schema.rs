@@ -17,7 +17,7 @@ use serde_json::Value;
 
 /// How a list or map merges, from strategic-merge metadata (built-in kinds) or x-kubernetes-* extensions (CRDs).
 #[derive(Clone, Debug, PartialEq)]
-pub enum ListType {
+pub(crate) enum ListType {
     /// Replaced whole; owned whole by one manager.
     Atomic,
     /// Scalar items, unique, merged by value.
@@ -102,13 +102,13 @@ impl MergeSchema {
     }
 
     /// Declares how the list at `path` merges (`*` stands for every field of a map).
-    pub fn set_list(&mut self, path: &str, list: ListType) -> &mut Self {
+    pub(crate) fn set_list(&mut self, path: &str, list: ListType) -> &mut Self {
         self.root.at_path(path).list = Some(list);
         self
     }
 
     /// Declares the map or struct at `path` atomic: replaced and owned whole.
-    pub fn set_atomic_map(&mut self, path: &str) -> &mut Self {
+    pub(crate) fn set_atomic_map(&mut self, path: &str) -> &mut Self {
         self.root.at_path(path).atomic = true;
         self
     }
@@ -218,7 +218,7 @@ impl MergeSchema {
 
     /// The merge metadata of a custom resource, read from its CRD's openAPIV3Schema (x-kubernetes-list-type,
     /// x-kubernetes-list-map-keys, x-kubernetes-map-type); metadata as for built-ins.
-    pub fn from_openapi(schema: &Value) -> MergeSchema {
+    pub(crate) fn from_openapi(schema: &Value) -> MergeSchema {
         let mut root = node_from_openapi(schema, 0);
         // The server ignores what a CRD says about metadata and uses ObjectMeta's own metadata.
         root.fields.remove("metadata");

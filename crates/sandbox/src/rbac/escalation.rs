@@ -13,8 +13,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
 use serde_json::{Map, Value};
 
-use super::{Attributes, Decision, RbacObjects, UserInfo, applies_to, authorize};
-use crate::vap::matching::selector_matches;
+use super::{Attributes, Decision, RbacObjects, UserInfo, aggregated, applies_to, authorize};
 
 const GROUP: &str = "rbac.authorization.k8s.io";
 
@@ -205,24 +204,9 @@ fn cluster_role_rules<'a>(objects: &'a RbacObjects, name: &'a str, seen: &mut Ve
         return Vec::new();
     };
     let mut rules = role.rules.clone().unwrap_or_default();
-    let selectors: Vec<Value> = role
-        .aggregation_rule
-        .as_ref()
-        .and_then(|a| a.cluster_role_selectors.as_ref())
-        .map(|s| s.iter().filter_map(|sel| serde_json::to_value(sel).ok()).collect())
-        .unwrap_or_default();
-    for other in &objects.cluster_roles {
+    for other in aggregated(objects, role) {
         let other_name = other.metadata.name.as_deref().unwrap_or_default();
-        let labels: Map<String, Value> = other
-            .metadata
-            .labels
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-            .collect();
-        if other_name != name && selectors.iter().any(|sel| selector_matches(sel, &labels)) {
-            rules.extend(cluster_role_rules(objects, other_name, seen));
-        }
+        rules.extend(cluster_role_rules(objects, other_name, seen));
     }
     rules
 }

@@ -5,11 +5,12 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use super::others::{
-    binding_columns, binding_row, event_columns, event_row, pdb_columns, pdb_row, service_columns, service_row,
+    binding_columns, binding_row, event_columns, event_row, pdb_columns, pdb_row, policy_binding_columns,
+    policy_binding_row, policy_columns, policy_row, service_columns, service_row,
 };
 use super::workloads::{
     daemon_set_columns, daemon_set_row, deployment_columns, deployment_row, job_columns, job_row, replica_set_columns,
-    replica_set_row, template_containers,
+    replica_set_row, stateful_set_columns, stateful_set_row,
 };
 use super::{Column, IncludeObject, Row, age, table};
 
@@ -80,172 +81,98 @@ pub fn builtin_table(
     now: jiff::Timestamp,
     include_object: IncludeObject,
 ) -> Value {
-    let (columns, printer): (Vec<Column>, Printer) = match (group, kind) {
+    let (columns, printer) = printer(group, kind);
+    let rows = objects.iter().map(|obj| (printer(obj, now), *obj)).collect();
+    table(&columns, rows, include_object)
+}
+
+/// The columns and the row printer of a kind.
+fn printer(group: &str, kind: &str) -> (Vec<Column>, Printer) {
+    match (group, kind) {
         ("", "Node") => (node_columns(), node_row),
         ("", "Pod") => (super::pod::columns(), super::pod::row),
-        ("", "Namespace") => (
-            vec![
-                name_col(),
-                col("Status", "string", "The status of the namespace", 0),
-                age_col(),
-            ],
-            |v, now| vec![name(v), json!(str_at(v, "/status/phase")), created(v, now)].into(),
-        ),
+        ("", "Namespace") => (namespace_columns(), namespace_row),
         ("", "Event") | ("events.k8s.io", "Event") => (event_columns(), event_row),
-        ("coordination.k8s.io", "Lease") => (
-            vec![
-                name_col(),
-                col("Holder", "string", "The holder of the lease", 0),
-                age_col(),
-            ],
-            |v, now| vec![name(v), json!(str_at(v, "/spec/holderIdentity")), created(v, now)].into(),
-        ),
+        ("coordination.k8s.io", "Lease") => (lease_columns(), lease_row),
         ("policy", "PodDisruptionBudget") => (pdb_columns(), pdb_row),
         ("apps", "Deployment") => (deployment_columns(), deployment_row),
         ("apps", "ReplicaSet") => (replica_set_columns(), replica_set_row),
         ("apps", "DaemonSet") => (daemon_set_columns(), daemon_set_row),
         ("batch", "Job") => (job_columns(), job_row),
-        ("apps", "StatefulSet") => (
-            vec![
-                name_col(),
-                col("Ready", "string", "Number of the pod with ready state", 0),
-                age_col(),
-                col("Containers", "string", "Names of each container in the template.", 1),
-                col(
-                    "Images",
-                    "string",
-                    "Images referenced by each container in the template.",
-                    1,
-                ),
-            ],
-            |v, now| {
-                let (containers, images) = template_containers(v);
-                let desired = v.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-                vec![
-                    name(v),
-                    json!(format!("{}/{desired}", int_at(v, "/status/readyReplicas"))),
-                    created(v, now),
-                    json!(containers),
-                    json!(images),
-                ]
-                .into()
-            },
-        ),
+        ("apps", "StatefulSet") => (stateful_set_columns(), stateful_set_row),
         ("", "Service") => (service_columns(), service_row),
-        ("", "ConfigMap") => (
-            vec![
-                name_col(),
-                col("Data", "string", "Number of data entries", 0),
-                age_col(),
-            ],
-            |v, now| {
-                vec![
-                    name(v),
-                    json!(entries(v, "/data") + entries(v, "/binaryData")),
-                    created(v, now),
-                ]
-                .into()
-            },
-        ),
-        ("", "Secret") => (
-            vec![
-                name_col(),
-                col("Type", "string", "The type of the secret", 0),
-                col("Data", "string", "Number of data entries", 0),
-                age_col(),
-            ],
-            |v, now| {
-                let ty = v.get("type").and_then(Value::as_str).unwrap_or("Opaque");
-                vec![name(v), json!(ty), json!(entries(v, "/data")), created(v, now)].into()
-            },
-        ),
-        ("rbac.authorization.k8s.io", "Role") | ("rbac.authorization.k8s.io", "ClusterRole") => {
+        ("", "ConfigMap") => (config_map_columns(), config_map_row),
+        ("", "Secret") => (secret_columns(), secret_row),
+        ("rbac.authorization.k8s.io", "Role" | "ClusterRole")
+        | ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             (vec![name_col(), col("Created At", "date", AGE_DOC, 0)], |v, _| {
                 vec![name(v), created_at(v)].into()
             })
         }
-        ("rbac.authorization.k8s.io", "RoleBinding") | ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
-            (binding_columns(), binding_row)
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => (binding_columns(), binding_row),
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => (policy_columns(), policy_row),
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding") => {
+            (policy_binding_columns(), policy_binding_row)
         }
-        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
-            (vec![name_col(), col("Created At", "date", AGE_DOC, 0)], |v, _| {
-                vec![name(v), created_at(v)].into()
-            })
-        }
-        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => (
-            vec![
-                name_col(),
-                col(
-                    "Validations",
-                    "integer",
-                    "Validations indicates the number of validation rules defined in this configuration",
-                    0,
-                ),
-                col(
-                    "ParamKind",
-                    "string",
-                    "ParamKind specifies the kind of resources used to parameterize this policy",
-                    0,
-                ),
-                age_col(),
-            ],
-            |v, now| {
-                let param = match (
-                    str_at(v, "/spec/paramKind/apiVersion"),
-                    str_at(v, "/spec/paramKind/kind"),
-                ) {
-                    ("", "") => "<unset>".to_owned(),
-                    (av, k) => format!("{av}/{k}"),
-                };
-                vec![
-                    name(v),
-                    json!(list_at(v, "/spec/validations").len()),
-                    json!(param),
-                    created(v, now),
-                ]
-                .into()
-            },
-        ),
-        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding") => (
-            vec![
-                name_col(),
-                col(
-                    "PolicyName",
-                    "string",
-                    "PolicyName references a ValidatingAdmissionPolicy name which the ValidatingAdmissionPolicyBinding binds to",
-                    0,
-                ),
-                col(
-                    "ParamRef",
-                    "string",
-                    "ParamRef specifies the parameter resource used to configure the admission control policy",
-                    0,
-                ),
-                age_col(),
-            ],
-            |v, now| {
-                let param = match v.pointer("/spec/paramRef") {
-                    Some(p) if p.is_object() => match (str_at(p, "/namespace"), str_at(p, "/name")) {
-                        ("", n) => format!("*/{}", if n.is_empty() { "*" } else { n }),
-                        (ns, n) => format!("{ns}/{}", if n.is_empty() { "*" } else { n }),
-                    },
-                    _ => "<unset>".to_owned(),
-                };
-                vec![
-                    name(v),
-                    json!(str_at(v, "/spec/policyName")),
-                    json!(param),
-                    created(v, now),
-                ]
-                .into()
-            },
-        ),
         _ => (vec![name_col(), age_col()], |v, now| {
             vec![name(v), created(v, now)].into()
         }),
-    };
-    let rows = objects.iter().map(|obj| (printer(obj, now), *obj)).collect();
-    table(&columns, rows, include_object)
+    }
+}
+
+fn namespace_columns() -> Vec<Column> {
+    vec![
+        name_col(),
+        col("Status", "string", "The status of the namespace", 0),
+        age_col(),
+    ]
+}
+
+fn namespace_row(v: &Value, now: jiff::Timestamp) -> Row {
+    vec![name(v), json!(str_at(v, "/status/phase")), created(v, now)].into()
+}
+
+fn lease_columns() -> Vec<Column> {
+    vec![
+        name_col(),
+        col("Holder", "string", "The holder of the lease", 0),
+        age_col(),
+    ]
+}
+
+fn lease_row(v: &Value, now: jiff::Timestamp) -> Row {
+    vec![name(v), json!(str_at(v, "/spec/holderIdentity")), created(v, now)].into()
+}
+
+fn config_map_columns() -> Vec<Column> {
+    vec![
+        name_col(),
+        col("Data", "string", "Number of data entries", 0),
+        age_col(),
+    ]
+}
+
+fn config_map_row(v: &Value, now: jiff::Timestamp) -> Row {
+    vec![
+        name(v),
+        json!(entries(v, "/data") + entries(v, "/binaryData")),
+        created(v, now),
+    ]
+    .into()
+}
+
+fn secret_columns() -> Vec<Column> {
+    vec![
+        name_col(),
+        col("Type", "string", "The type of the secret", 0),
+        col("Data", "string", "Number of data entries", 0),
+        age_col(),
+    ]
+}
+
+fn secret_row(v: &Value, now: jiff::Timestamp) -> Row {
+    let ty = v.get("type").and_then(Value::as_str).unwrap_or("Opaque");
+    vec![name(v), json!(ty), json!(entries(v, "/data")), created(v, now)].into()
 }
 
 fn entries(v: &Value, ptr: &str) -> usize {

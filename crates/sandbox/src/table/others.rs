@@ -1,4 +1,4 @@
-//! Printers for events, disruption budgets, services and role bindings.
+//! Printers for events, disruption budgets, services, role bindings and admission policies.
 
 use serde_json::{Value, json};
 
@@ -281,6 +281,78 @@ pub(super) fn binding_row(v: &Value, now: jiff::Timestamp) -> Row {
         json!(users.join(", ")),
         json!(groups.join(", ")),
         json!(sas.join(", ")),
+    ]
+    .into()
+}
+
+pub(super) fn policy_columns() -> Vec<Column> {
+    vec![
+        name_col(),
+        col(
+            "Validations",
+            "integer",
+            "Validations indicates the number of validation rules defined in this configuration",
+            0,
+        ),
+        col(
+            "ParamKind",
+            "string",
+            "ParamKind specifies the kind of resources used to parameterize this policy",
+            0,
+        ),
+        age_col(),
+    ]
+}
+
+pub(super) fn policy_row(v: &Value, now: jiff::Timestamp) -> Row {
+    let param = match (
+        str_at(v, "/spec/paramKind/apiVersion"),
+        str_at(v, "/spec/paramKind/kind"),
+    ) {
+        ("", "") => "<unset>".to_owned(),
+        (av, k) => format!("{av}/{k}"),
+    };
+    vec![
+        name(v),
+        json!(list_at(v, "/spec/validations").len()),
+        json!(param),
+        created(v, now),
+    ]
+    .into()
+}
+
+pub(super) fn policy_binding_columns() -> Vec<Column> {
+    vec![
+        name_col(),
+        col(
+            "PolicyName",
+            "string",
+            "PolicyName references a ValidatingAdmissionPolicy name which the ValidatingAdmissionPolicyBinding binds to",
+            0,
+        ),
+        col(
+            "ParamRef",
+            "string",
+            "ParamRef specifies the parameter resource used to configure the admission control policy",
+            0,
+        ),
+        age_col(),
+    ]
+}
+
+pub(super) fn policy_binding_row(v: &Value, now: jiff::Timestamp) -> Row {
+    let param = match v.pointer("/spec/paramRef") {
+        Some(p) if p.is_object() => match (str_at(p, "/namespace"), str_at(p, "/name")) {
+            ("", n) => format!("*/{}", if n.is_empty() { "*" } else { n }),
+            (ns, n) => format!("{ns}/{}", if n.is_empty() { "*" } else { n }),
+        },
+        _ => "<unset>".to_owned(),
+    };
+    vec![
+        name(v),
+        json!(str_at(v, "/spec/policyName")),
+        json!(param),
+        created(v, now),
     ]
     .into()
 }

@@ -61,90 +61,36 @@ fn condition_true(pod: &Value, ty: &str) -> bool {
 }
 
 pub(super) fn row(pod: &Value, now: jiff::Timestamp) -> Row {
-    let init_specs = list_at(pod, "/spec/initContainers");
     let total = list_at(pod, "/spec/containers").len()
-        + init_specs
+        + list_at(pod, "/spec/initContainers")
             .iter()
             .filter(|c| str_at(c, "/restartPolicy") == "Always")
             .count();
-    let mut ready = 0;
-    let mut restarts = 0;
-    let mut sidecar_restarts = 0;
-    let mut last_restart: Option<jiff::Timestamp> = None;
-    let mut last_sidecar_restart: Option<jiff::Timestamp> = None;
     let phase = str_at(pod, "/status/phase");
-    let mut reason = match str_at(pod, "/status/reason") {
-        "" => phase.to_owned(),
-        r => r.to_owned(),
+    let mut tally = Tally {
+        reason: match str_at(pod, "/status/reason") {
+            "" => phase.to_owned(),
+            r => r.to_owned(),
+        },
+        ..Tally::default()
     };
     if list_at(pod, "/status/conditions")
         .iter()
         .any(|c| str_at(c, "/type") == "PodScheduled" && str_at(c, "/reason") == "SchedulingGated")
     {
-        reason = "SchedulingGated".into();
+        tally.reason = "SchedulingGated".into();
     }
-
-    let mut initializing = false;
-    for (i, c) in list_at(pod, "/status/initContainerStatuses").iter().enumerate() {
-        let count = int_at(c, "/restartCount");
-        restarts += count;
-        let finished = timestamp(c.pointer("/lastState/terminated/finishedAt"));
-        last_restart = last_restart.max(finished);
-        let sidecar = restartable(pod, str_at(c, "/name"));
-        if sidecar {
-            sidecar_restarts += count;
-            last_sidecar_restart = last_sidecar_restart.max(finished);
-        }
-        let terminated = c.pointer("/state/terminated").filter(|t| t.is_object());
-        let waiting_reason = str_at(c, "/state/waiting/reason");
-        if terminated.is_some_and(|t| int_at(t, "/exitCode") == 0) {
-            continue;
-        }
-        if sidecar && c.get("started").and_then(Value::as_bool) == Some(true) {
-            if c.get("ready").and_then(Value::as_bool) == Some(true) {
-                ready += 1;
-            }
-            continue;
-        }
-        reason = if let Some(t) = terminated {
-            terminated_reason(t, "Init:")
-        } else if !waiting_reason.is_empty() && waiting_reason != "PodInitializing" {
-            format!("Init:{waiting_reason}")
-        } else {
-            format!("Init:{i}/{}", init_specs.len())
-        };
-        initializing = true;
-        break;
-    }
-
+    let initializing = tally.init_containers(pod);
     if !initializing || condition_true(pod, "Initialized") {
-        restarts = sidecar_restarts;
-        last_restart = last_sidecar_restart;
-        let mut has_running = false;
-        for c in list_at(pod, "/status/containerStatuses").iter().rev() {
-            restarts += int_at(c, "/restartCount");
-            last_restart = last_restart.max(timestamp(c.pointer("/lastState/terminated/finishedAt")));
-            let terminated = c.pointer("/state/terminated").filter(|t| t.is_object());
-            let waiting_reason = str_at(c, "/state/waiting/reason");
-            if !waiting_reason.is_empty() {
-                reason = waiting_reason.to_owned();
-            } else if let Some(t) = terminated {
-                reason = terminated_reason(t, "");
-            } else if c.get("ready").and_then(Value::as_bool) == Some(true)
-                && c.pointer("/state/running").is_some_and(Value::is_object)
-            {
-                has_running = true;
-                ready += 1;
-            }
-        }
-        if reason == "Completed" && has_running {
-            reason = if condition_true(pod, "Ready") {
-                "Running".into()
-            } else {
-                "NotReady".into()
-            };
-        }
+        tally.containers(pod);
     }
+    let Tally {
+        ready,
+        restarts,
+        last_restart,
+        mut reason,
+        ..
+    } = tally;
 
     let deleting = pod.pointer("/metadata/deletionTimestamp").is_some_and(|d| !d.is_null());
     if deleting && str_at(pod, "/status/reason") == "NodeLost" {
@@ -171,16 +117,6 @@ pub(super) fn row(pod: &Value, now: jiff::Timestamp) -> Row {
         .first()
         .map(|p| str_at(p, "/ip"))
         .unwrap_or_else(|| str_at(pod, "/status/podIP"));
-    let gates = list_at(pod, "/spec/readinessGates");
-    let readiness = if gates.is_empty() {
-        "<none>".to_owned()
-    } else {
-        let ok = gates
-            .iter()
-            .filter(|g| condition_true(pod, str_at(g, "/conditionType")))
-            .count();
-        format!("{ok}/{}", gates.len())
-    };
     let conditions = match phase {
         "Succeeded" => Some(json!([{"type": "Completed", "status": "True", "reason": "Succeeded",
             "message": "The pod has completed successfully."}])),
@@ -199,8 +135,103 @@ pub(super) fn row(pod: &Value, now: jiff::Timestamp) -> Row {
             json!(or_none(ip)),
             json!(or_none(str_at(pod, "/spec/nodeName"))),
             json!(or_none(str_at(pod, "/status/nominatedNodeName"))),
-            json!(readiness),
+            json!(readiness_gates(pod)),
         ],
         conditions,
+    }
+}
+
+/// READINESS GATES: how many of the pod's gates hold, `<none>` without gates.
+fn readiness_gates(pod: &Value) -> String {
+    let gates = list_at(pod, "/spec/readinessGates");
+    if gates.is_empty() {
+        return "<none>".to_owned();
+    }
+    let ok = gates
+        .iter()
+        .filter(|g| condition_true(pod, str_at(g, "/conditionType")))
+        .count();
+    format!("{ok}/{}", gates.len())
+}
+
+/// What a pod's container statuses add up to, in the order kubectl's printer reads them: READY, RESTARTS (and
+/// when the last one was) and the STATUS reason.
+#[derive(Default)]
+struct Tally {
+    ready: usize,
+    restarts: i64,
+    sidecar_restarts: i64,
+    last_restart: Option<jiff::Timestamp>,
+    last_sidecar_restart: Option<jiff::Timestamp>,
+    reason: String,
+}
+
+impl Tally {
+    /// Init containers, up to the first that has not finished; answers whether the pod is still initializing.
+    fn init_containers(&mut self, pod: &Value) -> bool {
+        let specs = list_at(pod, "/spec/initContainers").len();
+        for (i, c) in list_at(pod, "/status/initContainerStatuses").iter().enumerate() {
+            let count = int_at(c, "/restartCount");
+            self.restarts += count;
+            let finished = timestamp(c.pointer("/lastState/terminated/finishedAt"));
+            self.last_restart = self.last_restart.max(finished);
+            let sidecar = restartable(pod, str_at(c, "/name"));
+            if sidecar {
+                self.sidecar_restarts += count;
+                self.last_sidecar_restart = self.last_sidecar_restart.max(finished);
+            }
+            let terminated = c.pointer("/state/terminated").filter(|t| t.is_object());
+            let waiting_reason = str_at(c, "/state/waiting/reason");
+            if terminated.is_some_and(|t| int_at(t, "/exitCode") == 0) {
+                continue;
+            }
+            if sidecar && c.get("started").and_then(Value::as_bool) == Some(true) {
+                if c.get("ready").and_then(Value::as_bool) == Some(true) {
+                    self.ready += 1;
+                }
+                continue;
+            }
+            self.reason = if let Some(t) = terminated {
+                terminated_reason(t, "Init:")
+            } else if !waiting_reason.is_empty() && waiting_reason != "PodInitializing" {
+                format!("Init:{waiting_reason}")
+            } else {
+                format!("Init:{i}/{specs}")
+            };
+            return true;
+        }
+        false
+    }
+
+    /// The regular containers, last first; restarts count from the sidecars' on.
+    fn containers(&mut self, pod: &Value) {
+        self.restarts = self.sidecar_restarts;
+        self.last_restart = self.last_sidecar_restart;
+        let mut has_running = false;
+        for c in list_at(pod, "/status/containerStatuses").iter().rev() {
+            self.restarts += int_at(c, "/restartCount");
+            self.last_restart = self
+                .last_restart
+                .max(timestamp(c.pointer("/lastState/terminated/finishedAt")));
+            let terminated = c.pointer("/state/terminated").filter(|t| t.is_object());
+            let waiting_reason = str_at(c, "/state/waiting/reason");
+            if !waiting_reason.is_empty() {
+                self.reason = waiting_reason.to_owned();
+            } else if let Some(t) = terminated {
+                self.reason = terminated_reason(t, "");
+            } else if c.get("ready").and_then(Value::as_bool) == Some(true)
+                && c.pointer("/state/running").is_some_and(Value::is_object)
+            {
+                has_running = true;
+                self.ready += 1;
+            }
+        }
+        if self.reason == "Completed" && has_running {
+            self.reason = if condition_true(pod, "Ready") {
+                "Running".into()
+            } else {
+                "NotReady".into()
+            };
+        }
     }
 }

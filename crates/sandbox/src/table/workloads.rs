@@ -1,11 +1,11 @@
-//! Printers for workload controllers: deployments, replica sets, daemon sets and jobs.
+//! Printers for workload controllers: deployments, replica sets, daemon sets, stateful sets and jobs.
 
 use serde_json::{Value, json};
 
 use super::builtin::{age_col, col, created, int_at, list_at, name, name_col, or_none, str_at};
 use super::{Column, Row, human_duration};
 
-pub(super) fn template_containers(v: &Value) -> (String, String) {
+fn template_containers(v: &Value) -> (String, String) {
     let containers = list_at(v, "/spec/template/spec/containers");
     let names: Vec<&str> = containers.iter().map(|c| str_at(c, "/name")).collect();
     let images: Vec<&str> = containers.iter().map(|c| str_at(c, "/image")).collect();
@@ -43,6 +43,34 @@ pub(crate) fn format_selector(sel: Option<&Value>) -> String {
         });
     }
     or_none(&parts.join(","))
+}
+
+pub(super) fn stateful_set_columns() -> Vec<Column> {
+    vec![
+        name_col(),
+        col("Ready", "string", "Number of the pod with ready state", 0),
+        age_col(),
+        col("Containers", "string", "Names of each container in the template.", 1),
+        col(
+            "Images",
+            "string",
+            "Images referenced by each container in the template.",
+            1,
+        ),
+    ]
+}
+
+pub(super) fn stateful_set_row(v: &Value, now: jiff::Timestamp) -> Row {
+    let (containers, images) = template_containers(v);
+    let desired = v.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+    vec![
+        name(v),
+        json!(format!("{}/{desired}", int_at(v, "/status/readyReplicas"))),
+        created(v, now),
+        json!(containers),
+        json!(images),
+    ]
+    .into()
 }
 
 pub(super) fn deployment_columns() -> Vec<Column> {

@@ -3,6 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::AdmissionRequest;
+use crate::selector::LabelSelector;
 
 /// Whether `m` (a MatchResources) selects the request. A policy's matchConstraints without resourceRules
 /// select nothing; a binding's matchResources without them do not constrain resources (`for_binding`).
@@ -84,22 +85,6 @@ fn object_matches(sel: &Value, req: &AdmissionRequest) -> bool {
 }
 
 /// A metav1.LabelSelector; absent or empty selects everything.
-pub(crate) fn selector_matches(sel: &Value, labels: &Map<String, Value>) -> bool {
-    let match_labels_ok = sel["matchLabels"]
-        .as_object()
-        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
-    let exprs = sel["matchExpressions"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    match_labels_ok
-        && exprs.iter().all(|e| {
-            let key = e["key"].as_str().unwrap_or_default();
-            let value = labels.get(key);
-            let in_values = || value.is_some_and(|v| e["values"].as_array().is_some_and(|vals| vals.contains(v)));
-            match e["operator"].as_str().unwrap_or_default() {
-                "In" => in_values(),
-                "NotIn" => !in_values(),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                _ => false,
-            }
-        })
+pub(super) fn selector_matches(sel: &Value, labels: &Map<String, Value>) -> bool {
+    LabelSelector::from_object(sel).is_some_and(|s| s.matches(|k| labels.get(k).and_then(Value::as_str)))
 }

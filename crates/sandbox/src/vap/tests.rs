@@ -349,3 +349,43 @@ mod odd_input {
         }
     }
 }
+
+#[test]
+fn empty_request_fields_are_absent_as_on_kube_apiserver() {
+    let policy = |expression: &str| {
+        json!({"metadata": {"name": "p"}, "spec": {
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["*"], "apiVersions": ["*"], "operations": ["*"], "resources": ["*"]}]},
+            "validations": [{"expression": expression}]}})
+    };
+    let bindings = [binding("b", "p", &["Deny"], None)];
+    let req = pod_request("ml-team", json!({"containers": []}));
+    // No subresource: reading it unguarded is an evaluation error (kube-apiserver: "no such key"), as the
+    // chart's operator-bounds policy once did; guarded with has() it reads as absent.
+    let err = admit(&[policy("request.subResource == ''")], &bindings, &namespaces(), &req).unwrap_err();
+    assert!(err.contains("resulted in error"), "{err}");
+    let guarded = "!has(request.subResource) && !has(request.requestSubResource)";
+    assert_eq!(admit(&[policy(guarded)], &bindings, &namespaces(), &req), Ok(()));
+    let mut binding_req = req.clone();
+    binding_req.subresource = "binding".into();
+    assert_eq!(
+        admit(
+            &[policy("request.subResource == 'binding'")],
+            &bindings,
+            &namespaces(),
+            &binding_req
+        ),
+        Ok(())
+    );
+    // A cluster-scoped request has no namespace.
+    let mut node_req = req.clone();
+    node_req.namespace = None;
+    assert_eq!(
+        admit(
+            &[policy("!has(request.namespace)")],
+            &bindings,
+            &namespaces(),
+            &node_req
+        ),
+        Ok(())
+    );
+}

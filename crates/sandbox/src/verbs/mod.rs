@@ -1,4 +1,5 @@
-//! The API semantics over the store: what create, update, patch, delete, get and list mean for any kind.
+//! The API verbs over the store: what create, update, patch, delete, get and list mean for any kind, on the
+//! [`Cluster`] that holds the store, the registry and the controllers' queue.
 //!
 //! ```text
 //!  HTTP handler / in-process API
@@ -27,7 +28,7 @@ use super::meta::{self, Ids};
 use super::pipeline;
 use super::registry::{Registry, ResourceType};
 use super::selector::selectable_fields;
-use super::store::{Store, StoreError, Write};
+use super::store::{Store, StoreError, Stored, Write};
 
 mod delete;
 mod list;
@@ -37,7 +38,7 @@ mod types;
 pub use types::{Caller, DeleteOpts, PatchKind};
 pub(crate) use types::{Kick, ListOpts, ListResult, Settings, WriteCtx};
 
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub store: Store,
     pub registry: Registry,
     pub ids: Ids,
@@ -61,7 +62,7 @@ impl Cluster {
             .collect()
     }
 
-    pub fn new(settings: Settings, history: usize) -> (Arc<Cluster>, mpsc::UnboundedReceiver<Kick>) {
+    pub(crate) fn new(settings: Settings, history: usize) -> (Arc<Cluster>, mpsc::UnboundedReceiver<Kick>) {
         let (kicks, rx) = mpsc::unbounded_channel();
         let cluster = Cluster {
             store: Store::new(history),
@@ -79,15 +80,25 @@ impl Cluster {
         let _ = self.kicks.send(kick);
     }
 
-    pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
+    pub(crate) fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
+        self.live(rt, ns, name).map(|s| convert::from_stored(rt, s.value()))
+    }
+
+    /// The stored object as it is now; 404 when there is none.
+    fn live(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Arc<Stored>, ApiError> {
         self.store
             .get(&rt.key(), ns, name)
-            .map(|s| convert::from_stored(rt, s.value()))
             .ok_or_else(|| ApiError::not_found(&rt.gr(), name))
     }
 
     /// Creates an object (`ns` for namespaced kinds).
-    pub fn create(&self, rt: &ResourceType, ns: Option<&str>, obj: Value, ctx: &WriteCtx) -> Result<Value, ApiError> {
+    pub(crate) fn create(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        obj: Value,
+        ctx: &WriteCtx,
+    ) -> Result<Value, ApiError> {
         if let Some(core) = self.storage_of(rt) {
             let created = self.create_with(&core, ns, convert::to_stored(rt, obj), ctx, false)?;
             return Ok(convert::from_stored(rt, created));
@@ -156,7 +167,7 @@ impl Cluster {
         if !managed_done {
             obj = pipeline::record_update(rt, None, &obj, &ctx.manager, None);
         }
-        admission::admit_policies(self, rt, "CREATE", &ns, &name, Some(&obj), None, &ctx.caller)?;
+        admission::admit_policies(self, rt, "CREATE", &ns, &name, None, Some(&obj), None, &ctx.caller)?;
         if ctx.dry_run {
             return Ok(obj);
         }
@@ -176,7 +187,7 @@ impl Cluster {
     }
 
     /// Replaces an object (or its status with `sub = Some("status")`).
-    pub fn update(
+    pub(crate) fn update(
         &self,
         rt: &ResourceType,
         ns: &str,
@@ -214,7 +225,7 @@ impl Cluster {
 
     /// Patches an object; server-side apply creates it when absent.
     #[allow(clippy::too_many_arguments)]
-    pub fn patch(
+    pub(crate) fn patch(
         &self,
         rt: &ResourceType,
         ns: &str,
@@ -276,12 +287,8 @@ impl Cluster {
         ctx: &WriteCtx,
         make: impl Fn(&Value) -> Result<(Value, bool), ApiError>,
     ) -> Result<Value, ApiError> {
-        let key = rt.key();
         loop {
-            let live = self
-                .store
-                .get(&key, ns, name)
-                .ok_or_else(|| ApiError::not_found(&rt.gr(), name))?;
+            let live = self.live(rt, ns, name)?;
             let old = live.value();
             let (mut new, managed_done) = make(&old)?;
             if let Some(rv) = meta::str_at(&new, &["metadata", "resourceVersion"]).filter(|rv| !rv.is_empty())
@@ -296,30 +303,44 @@ impl Cluster {
             if ctx.dry_run {
                 return Ok(new);
             }
-            if meta::is_deleting(&new) && meta::finalizers(&new).is_empty() && builtin::may_remove_now(rt, &new) {
-                match self.remove(rt, ns, name, Some(live.rv)) {
-                    Err(ApiError::Conflict { .. }) => continue,
-                    other => return other,
-                }
+            let remove = builtin::removable(rt, &new);
+            match self.update_or_remove(rt, ns, name, new, live.rv, remove) {
+                Some(result) => return result,
+                None => continue,
             }
-            match self.store.write(
-                &key,
-                ns,
-                name,
-                Write::Update {
-                    value: new,
-                    expect_rv: Some(live.rv),
-                },
-            ) {
-                Ok(stored) => {
-                    let value = stored.value();
-                    builtin::after_write(self, rt, &value);
-                    return Ok(value);
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(StoreError::NotFound) => return Err(ApiError::not_found(&rt.gr(), name)),
-                Err(e) => return Err(ApiError::Internal(format!("{e:?}"))),
+        }
+    }
+
+    /// Stores `new` over the object at revision `rv`, or takes the object out of the store when `remove`.
+    /// None when the object changed since `rv`: the caller reads it again and retries.
+    fn update_or_remove(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        new: Value,
+        rv: u64,
+        remove: bool,
+    ) -> Option<Result<Value, ApiError>> {
+        if remove {
+            return match self.remove(rt, ns, name, Some(rv)) {
+                Err(ApiError::Conflict { .. }) => None,
+                other => Some(other),
+            };
+        }
+        let write = Write::Update {
+            value: new,
+            expect_rv: Some(rv),
+        };
+        match self.store.write(&rt.key(), ns, name, write) {
+            Ok(stored) => {
+                let value = stored.value();
+                builtin::after_write(self, rt, &value);
+                Some(Ok(value))
             }
+            Err(StoreError::Conflict) => None,
+            Err(StoreError::NotFound) => Some(Err(ApiError::not_found(&rt.gr(), name))),
+            Err(e) => Some(Err(ApiError::Internal(format!("{e:?}")))),
         }
     }
 
@@ -342,32 +363,7 @@ impl Cluster {
         self.place(rt, url_ns, new)?;
         meta::metadata(new).insert("name".into(), json!(name));
         if rt.has_status() {
-            match sub {
-                None => match old.get("status") {
-                    Some(status) => new["status"] = status.clone(),
-                    None => {
-                        if let Some(o) = new.as_object_mut() {
-                            o.remove("status");
-                        }
-                    }
-                },
-                Some("status") => {
-                    let mut merged = old.clone();
-                    match new.get("status") {
-                        Some(status) => merged["status"] = status.clone(),
-                        None => {
-                            if let Some(o) = merged.as_object_mut() {
-                                o.remove("status");
-                            }
-                        }
-                    }
-                    if let Some(mf) = new["metadata"].get("managedFields") {
-                        merged["metadata"]["managedFields"] = mf.clone();
-                    }
-                    *new = merged;
-                }
-                Some(_) => {}
-            }
+            split_status(sub, old, new);
         }
         let old_meta = &old["metadata"];
         let m = meta::metadata(new);
@@ -384,24 +380,7 @@ impl Cluster {
         }
         m.remove("resourceVersion");
         if meta::is_deleting(old) {
-            let before = meta::finalizers(old);
-            let added: Vec<String> = meta::finalizers(new)
-                .into_iter()
-                .filter(|f| !before.contains(f))
-                .collect();
-            if !added.is_empty() {
-                let list = added.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ");
-                return Err(ApiError::invalid(
-                    &rt.kind,
-                    &rt.group,
-                    name,
-                    "metadata.finalizers",
-                    "FieldValueForbidden",
-                    &format!(
-                        "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{list}}}"
-                    ),
-                ));
-            }
+            no_new_finalizers(rt, name, old, new)?;
         }
         if tracks_generation(rt) {
             let generation = old_meta["generation"].as_i64().unwrap_or(1);
@@ -418,7 +397,8 @@ impl Cluster {
         if !managed_done {
             *new = pipeline::record_update(rt, Some(old), new, &ctx.manager, sub);
         }
-        admission::admit_policies(self, rt, "UPDATE", ns, name, Some(new), Some(old), &ctx.caller)
+        admission::node_restriction(rt, name, old, new, &ctx.caller)?;
+        admission::admit_policies(self, rt, "UPDATE", ns, name, sub, Some(new), Some(old), &ctx.caller)
     }
 
     /// Sets apiVersion, kind and namespace; answers the namespace ("" for cluster-scoped kinds).
@@ -522,7 +502,7 @@ impl Cluster {
     }
 
     /// The selectable fields of a resource, for parsing field selectors.
-    pub fn field_labels(rt: &ResourceType) -> &'static [&'static str] {
+    pub(crate) fn field_labels(rt: &ResourceType) -> &'static [&'static str] {
         selectable_fields(&rt.key())
     }
 }
@@ -574,6 +554,70 @@ fn name_mismatch(obj: &Value, url_name: &str) -> ApiError {
     let body_name = meta::str_at(obj, &["metadata", "name"]).unwrap_or("");
     ApiError::BadRequest(format!(
         "the name of the object ({body_name}) does not match the name on the URL ({url_name})"
+    ))
+}
+
+/// The status subresource split: a write of the object keeps the stored status, a write of `status` changes
+/// nothing else (but managedFields).
+fn split_status(sub: Option<&str>, old: &Value, new: &mut Value) {
+    let take_status = |to: &mut Value, from: &Value| match from.get("status") {
+        Some(status) => to["status"] = status.clone(),
+        None => {
+            if let Some(o) = to.as_object_mut() {
+                o.remove("status");
+            }
+        }
+    };
+    match sub {
+        None => take_status(new, old),
+        // A pod's ephemeral containers are written through a subresource of their own.
+        Some("ephemeralcontainers") => {
+            let mut merged = old.clone();
+            match new["spec"].get("ephemeralContainers") {
+                Some(added) => merged["spec"]["ephemeralContainers"] = added.clone(),
+                None => {
+                    if let Some(o) = merged["spec"].as_object_mut() {
+                        o.remove("ephemeralContainers");
+                    }
+                }
+            }
+            if let Some(mf) = new["metadata"].get("managedFields") {
+                merged["metadata"]["managedFields"] = mf.clone();
+            }
+            *new = merged;
+        }
+        Some("status") => {
+            let mut merged = old.clone();
+            take_status(&mut merged, new);
+            if let Some(mf) = new["metadata"].get("managedFields") {
+                merged["metadata"]["managedFields"] = mf.clone();
+            }
+            *new = merged;
+        }
+        Some(_) => {}
+    }
+}
+
+/// An object being deleted takes no new finalizers.
+fn no_new_finalizers(rt: &ResourceType, name: &str, old: &Value, new: &Value) -> Result<(), ApiError> {
+    let before = meta::finalizers(old);
+    let added: Vec<String> = meta::finalizers(new)
+        .into_iter()
+        .filter(|f| !before.contains(f))
+        .collect();
+    if added.is_empty() {
+        return Ok(());
+    }
+    let list = added.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ");
+    Err(ApiError::invalid(
+        &rt.kind,
+        &rt.group,
+        name,
+        "metadata.finalizers",
+        "FieldValueForbidden",
+        &format!(
+            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{list}}}"
+        ),
     ))
 }
 

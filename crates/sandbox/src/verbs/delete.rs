@@ -14,10 +14,65 @@ use super::{DeleteOpts, WriteCtx, precondition};
 use crate::admission;
 use crate::convert;
 
+/// The delete's preconditions on the live object's UID and resourceVersion.
+fn preconditions(rt: &ResourceType, name: &str, opts: &DeleteOpts, uid: &str, rv: u64) -> Result<(), ApiError> {
+    if let Some(want) = &opts.uid
+        && want != uid
+    {
+        return Err(precondition(rt, name, "UID", want, uid));
+    }
+    if let Some(want) = &opts.resource_version
+        && want.parse::<u64>().ok() != Some(rv)
+    {
+        return Err(precondition(rt, name, "ResourceVersion", want, &rv.to_string()));
+    }
+    Ok(())
+}
+
+/// Adds the finalizer a propagation policy holds the object with (Foreground, Orphan); refuses an unknown one.
+fn add_propagation_finalizer(fins: &mut Vec<String>, propagation: Option<&str>) -> Result<(), ApiError> {
+    match propagation {
+        Some("Foreground") if !fins.iter().any(|f| f == "foregroundDeletion") => fins.push("foregroundDeletion".into()),
+        Some("Orphan") if !fins.iter().any(|f| f == "orphan") => fins.push("orphan".into()),
+        Some("Foreground" | "Orphan" | "Background") | None => {}
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "DeleteOptions",
+                "",
+                "",
+                "propagationPolicy",
+                "FieldValueNotSupported",
+                &format!(
+                    "Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sets deletionTimestamp `seconds` from now on the first delete, or on a later one that shortens the grace
+/// period; a kind that tracks its generation moves it on.
+fn mark_deleting(rt: &ResourceType, m: &mut serde_json::Map<String, Value>, seconds: i64, already: bool) {
+    let shorter = already
+        && m.get("deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .is_some_and(|g| seconds < g);
+    if !already || shorter {
+        let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(seconds);
+        m.insert("deletionTimestamp".into(), json!(meta::format_time(at)));
+        m.insert("deletionGracePeriodSeconds".into(), json!(seconds));
+        if tracks_generation(rt) {
+            let generation = m.get("generation").and_then(Value::as_i64).unwrap_or(1);
+            m.insert("generation".into(), json!(generation + 1));
+        }
+    }
+}
+
 impl Cluster {
     /// Deletes an object: at once, or by setting deletionTimestamp when finalizers, a pod's grace period or a
     /// propagation policy keep it for a while. Answers the object as it is after the call.
-    pub fn delete(
+    pub(crate) fn delete(
         &self,
         rt: &ResourceType,
         ns: &str,
@@ -30,44 +85,13 @@ impl Cluster {
                 .delete(&core, ns, name, opts, ctx)
                 .map(|v| convert::from_stored(rt, v));
         }
-        let key = rt.key();
         loop {
-            let live = self
-                .store
-                .get(&key, ns, name)
-                .ok_or_else(|| ApiError::not_found(&rt.gr(), name))?;
+            let live = self.live(rt, ns, name)?;
             let old = live.value();
-            if let Some(uid) = &opts.uid
-                && *uid != *live.uid
-            {
-                return Err(precondition(rt, name, "UID", uid, &live.uid));
-            }
-            if let Some(rv) = &opts.resource_version
-                && rv.parse::<u64>().ok() != Some(live.rv)
-            {
-                return Err(precondition(rt, name, "ResourceVersion", rv, &live.rv.to_string()));
-            }
-            admission::admit_policies(self, rt, "DELETE", ns, name, None, Some(&old), &ctx.caller)?;
+            preconditions(rt, name, opts, live.uid.as_ref(), live.rv)?;
+            admission::admit_policies(self, rt, "DELETE", ns, name, None, None, Some(&old), &ctx.caller)?;
             let mut fins = meta::finalizers(&old);
-            match opts.propagation.as_deref() {
-                Some("Foreground") if !fins.iter().any(|f| f == "foregroundDeletion") => {
-                    fins.push("foregroundDeletion".into())
-                }
-                Some("Orphan") if !fins.iter().any(|f| f == "orphan") => fins.push("orphan".into()),
-                Some("Foreground" | "Orphan" | "Background") | None => {}
-                Some(other) => {
-                    return Err(ApiError::invalid(
-                        "DeleteOptions",
-                        "",
-                        "",
-                        "propagationPolicy",
-                        "FieldValueNotSupported",
-                        &format!(
-                            "Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
-                        ),
-                    ));
-                }
-            }
+            add_propagation_finalizer(&mut fins, opts.propagation.as_deref())?;
             let grace = builtin::grace_period(rt, &old, opts.grace_period);
             let already = meta::is_deleting(&old);
             if fins.is_empty() && grace.is_none() && !builtin::deletes_slowly(rt) {
@@ -85,21 +109,8 @@ impl Cluster {
             if fins.is_empty() {
                 m.remove("finalizers");
             }
-            let now = jiff::Timestamp::now();
             let seconds = grace.unwrap_or(0);
-            let shorter = already
-                && m.get("deletionGracePeriodSeconds")
-                    .and_then(Value::as_i64)
-                    .is_some_and(|g| seconds < g);
-            if !already || shorter {
-                let at = now + jiff::SignedDuration::from_secs(seconds);
-                m.insert("deletionTimestamp".into(), json!(meta::format_time(at)));
-                m.insert("deletionGracePeriodSeconds".into(), json!(seconds));
-                if tracks_generation(rt) {
-                    let generation = m.get("generation").and_then(Value::as_i64).unwrap_or(1);
-                    m.insert("generation".into(), json!(generation + 1));
-                }
-            }
+            mark_deleting(rt, m, seconds, already);
             builtin::on_delete_requested(rt, &mut new);
             if new == old {
                 return Ok(old);
@@ -107,23 +118,9 @@ impl Cluster {
             if opts.dry_run {
                 return Ok(new);
             }
-            if seconds == 0 && fins.is_empty() && !builtin::deletes_slowly(rt) {
-                match self.remove(rt, ns, name, Some(live.rv)) {
-                    Err(ApiError::Conflict { .. }) => continue,
-                    other => return other,
-                }
-            }
-            match self.store.write(
-                &key,
-                ns,
-                name,
-                Write::Update {
-                    value: new,
-                    expect_rv: Some(live.rv),
-                },
-            ) {
-                Ok(stored) => {
-                    let value = stored.value();
+            let remove = seconds == 0 && fins.is_empty() && !builtin::deletes_slowly(rt);
+            match self.update_or_remove(rt, ns, name, new, live.rv, remove) {
+                Some(Ok(value)) => {
                     if let Some(seconds) = grace.filter(|s| *s > 0) {
                         self.kick(Kick::PodGrace {
                             ns: ns.into(),
@@ -134,9 +131,8 @@ impl Cluster {
                     }
                     return Ok(value);
                 }
-                Err(StoreError::Conflict) => continue,
-                Err(StoreError::NotFound) => return Err(ApiError::not_found(&rt.gr(), name)),
-                Err(e) => return Err(ApiError::Internal(format!("{e:?}"))),
+                Some(Err(e)) => return Err(e),
+                None => continue,
             }
         }
     }

@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use crate::registry::ResourceType;
 
 impl Cluster {
-    pub fn list(&self, rt: &ResourceType, ns: Option<&str>, opts: &ListOpts) -> Result<ListResult, ApiError> {
+    pub(crate) fn list(&self, rt: &ResourceType, ns: Option<&str>, opts: &ListOpts) -> Result<ListResult, ApiError> {
         let current = self.store.current_rv();
         if let Some(rv) = opts
             .resource_version
@@ -51,7 +51,6 @@ impl Cluster {
             items: page.items,
             rv: page.rv,
             continue_token,
-            remaining: None,
         })
     }
 }

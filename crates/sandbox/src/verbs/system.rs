@@ -25,45 +25,24 @@ impl Cluster {
             let live = self.store.get(key, ns, name)?;
             let old = live.value();
             let mut new = change(&old)?;
-            if meta::is_deleting(&new) && meta::finalizers(&new).is_empty() && builtin::may_remove_now(&rt, &new) {
-                match self.remove(&rt, ns, name, Some(live.rv)) {
-                    Err(ApiError::Conflict { .. }) => continue,
-                    other => return other.ok(),
-                }
-            }
+            let remove = builtin::removable(&rt, &new);
             if meta::finalizers(&new).is_empty()
                 && let Some(m) = new["metadata"].as_object_mut()
             {
                 m.remove("finalizers");
             }
-            match self.store.write(
-                key,
-                ns,
-                name,
-                Write::Update {
-                    value: new,
-                    expect_rv: Some(live.rv),
-                },
-            ) {
-                Ok(stored) => {
-                    let value = stored.value();
-                    builtin::after_write(self, &rt, &value);
-                    return Some(value);
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(_) => return None,
+            match self.update_or_remove(&rt, ns, name, new, live.rv, remove) {
+                Some(result) => return result.ok(),
+                None => continue,
             }
         }
     }
 
     /// `POST pods/NAME/binding`: sets the pod's node, once.
-    pub fn bind(&self, ns: &str, name: &str, binding: &Value) -> Result<Value, ApiError> {
+    pub(crate) fn bind(&self, ns: &str, name: &str, binding: &Value) -> Result<Value, ApiError> {
         let rt = self.registry.by_key("pods").ok_or(ApiError::NoRoute)?;
         loop {
-            let live = self
-                .store
-                .get("pods", ns, name)
-                .ok_or_else(|| ApiError::not_found(&rt.gr(), name))?;
+            let live = self.live(&rt, ns, name)?;
             let new = builtin::pods::bind(&live.value(), binding)?;
             match self.store.write(
                 "pods",
@@ -82,7 +61,7 @@ impl Cluster {
     }
 
     /// `PUT namespaces/NAME/finalize`: replaces the namespace's spec.finalizers.
-    pub fn finalize_namespace(&self, name: &str, body: &Value) -> Result<Value, ApiError> {
+    pub(crate) fn finalize_namespace(&self, name: &str, body: &Value) -> Result<Value, ApiError> {
         let finalizers = body["spec"]["finalizers"].clone();
         let result = self.system_update("namespaces", "", name, |ns| {
             let mut ns = ns.clone();

@@ -21,13 +21,6 @@ impl Caller {
         }
     }
 
-    pub fn anonymous() -> Caller {
-        Caller {
-            name: "system:anonymous".into(),
-            groups: vec!["system:unauthenticated".into()],
-        }
-    }
-
     pub fn service_account(ns: &str, name: &str) -> Caller {
         Caller {
             name: format!("system:serviceaccount:{ns}:{name}"),
@@ -42,7 +35,7 @@ impl Caller {
 
 /// The parts of a write request beyond the object.
 #[derive(Clone, Debug)]
-pub struct WriteCtx {
+pub(crate) struct WriteCtx {
     pub caller: Caller,
     /// The field manager recorded in managedFields.
     pub manager: String,
@@ -56,17 +49,13 @@ pub struct WriteCtx {
 }
 
 impl WriteCtx {
-    pub fn warn(&self, message: String) {
+    pub(crate) fn warn(&self, message: String) {
         self.warnings.lock().unwrap_or_else(|e| e.into_inner()).push(message);
-    }
-
-    pub fn take_warnings(&self) -> Vec<String> {
-        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
 impl WriteCtx {
-    pub fn new(manager: &str) -> WriteCtx {
+    pub(crate) fn new(manager: &str) -> WriteCtx {
         WriteCtx {
             caller: Caller::admin(),
             manager: manager.to_string(),
@@ -97,7 +86,7 @@ pub struct DeleteOpts {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct ListOpts {
+pub(crate) struct ListOpts {
     pub labels: LabelSelector,
     pub fields: FieldSelector,
     pub limit: Option<usize>,
@@ -106,16 +95,15 @@ pub struct ListOpts {
     pub resource_version_match: Option<String>,
 }
 
-pub struct ListResult {
+pub(crate) struct ListResult {
     pub items: Vec<Arc<Stored>>,
     pub rv: u64,
     pub continue_token: Option<String>,
-    pub remaining: Option<u64>,
 }
 
 /// Work for the controllers that the write path hands over instead of waiting for it.
 #[derive(Debug)]
-pub enum Kick {
+pub(crate) enum Kick {
     /// A bound pod got a deletionTimestamp: remove it when its grace period ends.
     PodGrace {
         ns: String,
@@ -126,7 +114,7 @@ pub enum Kick {
 }
 
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Leave the removal of gracefully deleted pods to an external kubelet simulation.
     pub external_kubelet: bool,
     /// RBAC is on: writes of roles and bindings are checked for privilege escalation.

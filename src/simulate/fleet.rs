@@ -1,12 +1,12 @@
-//! The simulated cluster every policy shares: nodes per group, internal work placed on them, and the meter
-//! that turns each step's node states into the report's numbers.
+//! The fleet every policy shares: the simulated cluster's nodes per group, internal work placed on them, and
+//! the meter that turns each step's node states into the report's numbers.
 //!
 //! Internal work is placed as a bin-packing scheduler would: new GPUs go to the fullest internal node that
 //! has room, then to the empty internal node that was busy most recently (long-idle nodes stay idle, as
 //! lending wants); finished GPUs leave the emptiest nodes first. Work never lands on a node that is out of
 //! internal use or not in the cluster; what does not fit waits (pending).
 //!
-//! When a group's capacity changes, its last nodes leave first and join last ([`Cluster::set_capacity`]):
+//! When a group's capacity changes, its last nodes leave first and join last ([`Fleet::set_capacity`]):
 //! the work on a leaving node goes back to waiting and is placed again as the scheduler would, a joining
 //! node is internal and idle.
 
@@ -16,7 +16,7 @@ use super::trace::Trace;
 
 /// The nodes of all groups, in group order.
 #[derive(Clone, Debug)]
-pub struct Cluster {
+pub struct Fleet {
     pub groups: Vec<Range<usize>>,
     pub group_of: Vec<usize>,
     pub gpus: Vec<u32>,
@@ -29,7 +29,7 @@ pub struct Cluster {
     order: Vec<usize>,
 }
 
-impl Cluster {
+impl Fleet {
     pub fn new(trace: &Trace) -> Self {
         let mut groups = Vec::new();
         let mut group_of = Vec::new();
@@ -55,7 +55,7 @@ impl Cluster {
     }
 
     /// Makes group `g` hold its first nodes that fit in `gpus`, at `at` seconds. Returns the nodes that left
-    /// (their internal work dropped: the next [`Cluster::place`] puts it back where it fits) and those that
+    /// (their internal work dropped: the next [`Fleet::place`] puts it back where it fits) and those that
     /// joined (internal and idle from `at`).
     pub fn set_capacity(&mut self, g: usize, gpus: u32, at: i64) -> (Vec<usize>, Vec<usize>) {
         let (mut left, mut joined) = (Vec::new(), Vec::new());
@@ -192,26 +192,19 @@ impl Meter {
 
     /// Counts one step: `use_of(n)` says where node `n` stands after the policy acted; `oracle[g]` is what
     /// the oracle lends in group `g` at this step.
-    pub fn record(
-        &mut self,
-        trace: &Trace,
-        cluster: &Cluster,
-        step: usize,
-        oracle: &[u32],
-        use_of: impl Fn(usize) -> Use,
-    ) {
+    pub fn record(&mut self, trace: &Trace, fleet: &Fleet, step: usize, oracle: &[u32], use_of: impl Fn(usize) -> Use) {
         let k = trace.groups.len();
         let dt = trace.step_seconds as f64;
         self.out.iter_mut().for_each(|v| *v = 0);
         self.held.iter_mut().for_each(|v| *v = 0);
-        for n in 0..cluster.len() {
-            let g = cluster.group_of[n];
+        for n in 0..fleet.len() {
+            let g = fleet.group_of[n];
             match use_of(n) {
                 Use::Internal => {}
-                Use::Lent => self.out[g] += cluster.gpus[n],
+                Use::Lent => self.out[g] += fleet.gpus[n],
                 Use::Leased => {
-                    self.out[g] += cluster.gpus[n];
-                    self.held[g] += cluster.gpus[n];
+                    self.out[g] += fleet.gpus[n];
+                    self.held[g] += fleet.gpus[n];
                 }
             }
         }
@@ -277,7 +270,7 @@ mod tests {
 
     #[test]
     fn packs_work_and_keeps_long_idle_nodes_idle() {
-        let mut c = Cluster::new(&trace(&[]));
+        let mut c = Fleet::new(&trace(&[]));
         // Node 2 was busy most recently, so it takes the work and nodes 0 and 1 stay idle.
         c.idle_since = vec![Some(0), Some(10), Some(50)];
         assert_eq!(c.place(0, 5, 100, |_| true), 5);
@@ -294,7 +287,7 @@ mod tests {
 
     #[test]
     fn nodes_leave_last_first_and_their_work_is_placed_again() {
-        let mut c = Cluster::new(&trace(&[]));
+        let mut c = Fleet::new(&trace(&[]));
         assert_eq!(c.place(0, 20, 0, |_| true), 20);
         // Down to 8 GPUs: nodes 1 and 2 leave, their work waits; only node 0's 8 GPUs are placed.
         let (left, joined) = c.set_capacity(0, 8, 60);
@@ -311,7 +304,7 @@ mod tests {
 
     #[test]
     fn work_stays_off_nodes_out_of_internal_use() {
-        let mut c = Cluster::new(&trace(&[]));
+        let mut c = Fleet::new(&trace(&[]));
         assert_eq!(c.place(0, 20, 0, |n| n != 1), 16);
         assert_eq!(c.used[1], 0);
     }
@@ -320,7 +313,7 @@ mod tests {
     fn meter_counts_delay_episodes_and_caps_harvest() {
         // Demand 24 (all), 8, 30 (above capacity: counts as 24), 8, 8.
         let t = trace(&[24, 8, 30, 8, 8]);
-        let c = Cluster::new(&t);
+        let c = Fleet::new(&t);
         let mut m = Meter::new(1);
         let oracle = [0u32, 16, 0, 16, 16];
         // Node 0 is leased throughout; node 1 lent (no tenant) at step 3 only.

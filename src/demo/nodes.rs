@@ -1,4 +1,4 @@
-//! The simulated cluster: GPU nodes, a small scheduler and a kubelet, acting through `LocalApi`.
+//! The simulated GPU nodes: their groups, a small scheduler and a kubelet, acting through `LocalApi`.
 //!
 //! ```text
 //!   every 50 ms:  list nodes + pods ─▶ kubelet: finish graceful deletions at their deadline, start bound pods,
