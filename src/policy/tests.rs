@@ -198,7 +198,7 @@ fn each_lendability_rule_holds_a_node_back() {
         (fx().node("n1", 8).with_node(|n| n.unschedulable = true), "cordoned"),
         (
             fx().node("n1", 8).internal_pod("train", Some("n1"), 1),
-            "internal GPU pods",
+            "runs an internal GPU pod",
         ),
         (
             fx().node("n1", 8).with_node(|n| n.idle_since = Some(at(-60))),
