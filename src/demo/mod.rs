@@ -298,8 +298,12 @@ pub async fn run(
     setup(&local, &config, &groups, &prom_url)?;
 
     let client = sandbox.client().await?;
+    // A free loopback port for the controller's /metrics, picked here so that the intro can name it.
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| DemoError::Setup(format!("no free port for the controller's metrics: {e}")))?;
     let controller_config = crate::controller::Config {
-        metrics_addr: "127.0.0.1:0".parse().expect("valid address"),
+        metrics_addr,
         leader_election: false,
         identity: "sublet-demo".into(),
         tick: Duration::from_millis(200),
@@ -320,6 +324,7 @@ pub async fn run(
         speed: config.speed,
         duration: config.duration,
         signals: signals.clone(),
+        metrics: format!("http://{metrics_addr}/metrics"),
     };
     let info_signals = signals;
     view::intro(&info);

@@ -26,6 +26,8 @@ pub struct Intro {
     pub speed: f64,
     pub duration: Duration,
     pub signals: String,
+    /// The controller's /metrics URL.
+    pub metrics: String,
 }
 
 pub fn intro(i: &Intro) {
@@ -39,6 +41,10 @@ pub fn intro(i: &Intro) {
         i.duration.as_secs_f64()
     );
     println!("Signals: {}.", i.signals);
+    println!(
+        "Controller metrics at {} (Prometheus text format; /livez and /readyz beside it).",
+        i.metrics
+    );
     println!("API server at {}; while it runs, try:", i.url);
     println!("  export KUBECONFIG={kc}");
     println!("  kubectl get tenantpools");
