@@ -360,6 +360,7 @@ pub async fn run(
             stop.clone(),
         )));
     }
+    let loads_at_end = loads.clone();
     tasks.push(tokio::spawn(view::run(
         checker.state(),
         loads,
@@ -378,7 +379,21 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
-    let mut summary = checker.finish(&local, started.elapsed(), &demand_name(&config)).await;
+    let view_state = checker.state();
+    let wall = started.elapsed();
+    let mut summary = checker.finish(&local, wall, &demand_name(&config)).await;
+    // The last frame, from the state the summary was made of.
+    {
+        let mut s = view_state.lock().expect("demo state");
+        let text = view::frame(
+            &mut s,
+            view::mean_load(&loads_at_end),
+            &clock,
+            wall.as_secs_f64(),
+            config.live_view,
+        );
+        print!("{text}");
+    }
     summary.signals = info_signals;
     if let Some(task) = direct {
         task.abort();

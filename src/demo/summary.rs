@@ -94,6 +94,8 @@ pub struct State {
     /// The controller's events, newest last: `reason object: note`.
     pub decisions: VecDeque<String>,
     pub decisions_total: u64,
+    /// Decisions the plain view has printed so far.
+    pub decisions_printed: u64,
     pub counters: Counters,
     pub violations: Vec<Violation>,
     /// Simulated GPU-seconds on nodes bound to leases (leased or under notice), and their price.

@@ -153,33 +153,46 @@ pub async fn run(
         Duration::from_secs(2)
     };
     let mut tick = tokio::time::interval(period);
-    let mut printed = 0u64;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         let wall = clock.wall_start.elapsed().as_secs_f64();
-        let util = {
-            let l = loads.lock().expect("loads");
-            // A mean of non-negative loads; `abs` keeps a rounding -0 from printing as "-0 %".
-            (l.values().sum::<f64>() / l.len().max(1) as f64).abs()
-        };
-        let s = state.lock().expect("demo state");
+        let mut s = state.lock().expect("demo state");
+        let text = frame(&mut s, mean_load(&loads), &clock, wall, live);
         let mut out = std::io::stdout().lock();
-        if live {
-            let _ = write!(out, "\x1b[H\x1b[2J{}", render(&s, &clock, wall));
-            let _ = writeln!(out, "\nmean GPU utilization {util:.0} %");
-        } else {
-            let skip = s.decisions.len().saturating_sub((s.decisions_total - printed) as usize);
-            for d in s.decisions.iter().skip(skip) {
-                let _ = writeln!(out, "decision: {d}");
-            }
-            printed = s.decisions_total;
-            let _ = writeln!(out, "{} gpu_util={util:.0}%", line(&s, &clock, wall));
-        }
+        let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
     }
+}
+
+/// The mean GPU load, in percent.
+pub fn mean_load(loads: &super::prom::Loads) -> f64 {
+    let l = loads.lock().expect("loads");
+    // A mean of non-negative loads; `abs` keeps a rounding -0 from printing as "-0 %".
+    (l.values().sum::<f64>() / l.len().max(1) as f64).abs()
+}
+
+/// One redraw: the live view on a terminal; otherwise the decisions not printed yet and one log line.
+/// Drawn once more from the final state after the demo stops, so the last frame agrees with the summary.
+pub fn frame(s: &mut State, util: f64, clock: &SimClock, wall: f64, live: bool) -> String {
+    let mut out = String::new();
+    if live {
+        let _ = write!(out, "\x1b[H\x1b[2J{}", render(s, clock, wall));
+        let _ = writeln!(out, "\nmean GPU utilization {util:.0} %");
+    } else {
+        let skip = s
+            .decisions
+            .len()
+            .saturating_sub((s.decisions_total - s.decisions_printed) as usize);
+        for d in s.decisions.iter().skip(skip) {
+            let _ = writeln!(out, "decision: {d}");
+        }
+        s.decisions_printed = s.decisions_total;
+        let _ = writeln!(out, "{} gpu_util={util:.0}%", line(s, clock, wall));
+    }
+    out
 }
 
 /// The summary for people.

@@ -215,6 +215,27 @@ fn a_short_demo_lends_binds_reclaims_with_notice_and_keeps_the_rules() {
     );
     assert!(s["internal_delay"]["definition"].as_str().unwrap().contains("Pending"));
     assert_eq!(s["clocks"]["wall_clock"][0], "wall_seconds", "{s}");
+    // The last log line before the summary is drawn from the state the summary was made of.
+    let last = stdout
+        .lines()
+        .take_while(|l| !l.contains("sublet demo summary"))
+        .filter(|l| l.starts_with("t="))
+        .last()
+        .expect("log lines");
+    let field = |name: &str| {
+        last.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} not in {last}"))
+            .to_string()
+    };
+    for key in ["notices", "evictions", "checkpoints", "leases_bound"] {
+        assert_eq!(field(key).parse::<f64>().unwrap(), n(key), "{key}: {last} against {s}");
+    }
+    assert_eq!(
+        field("harvested"),
+        format!("{:.1}GPU-h", n("harvested_gpu_hours")),
+        "{last} against {s}"
+    );
     let inv = &s["invariants"];
     assert_eq!(inv["violations"], serde_json::json!([]), "{s}");
     assert_eq!(inv["missed_events"], 0);
