@@ -280,4 +280,20 @@ mod tests {
         assert!(v.contains("acme/job-1") && v.contains("1 nodes"), "{v}");
         assert!(v.contains("Bound job-1: bound c"), "{v}");
     }
+
+    #[test]
+    fn idle_gpus_read_0_percent_not_minus_0_and_each_decision_is_printed_once() {
+        let loads: super::super::prom::Loads = Arc::new(Mutex::new([("a".to_string(), -0.0)].into()));
+        assert_eq!(format!("{:.0} %", mean_load(&loads)), "0 %");
+        let clock = SimClock::new(2160.0, jiff::Timestamp::UNIX_EPOCH);
+        let mut s = state();
+        s.decisions_total = 1;
+        let first = frame(&mut s, 0.0, &clock, 1.0, false);
+        assert!(
+            first.contains("decision: Bound job-1") && first.contains("gpu_util=0%"),
+            "{first}"
+        );
+        let again = frame(&mut s, 0.0, &clock, 2.0, false);
+        assert!(!again.contains("decision:"), "{again}");
+    }
 }
