@@ -167,7 +167,9 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
-    /// Draws capacity, internal demand, lent and leased GPUs of the `sublet` policy into an SVG file.
+    /// Draws the report as SVG: harvest against internal delay for every policy (the tuning frontier), and
+    /// one small panel per node group with capacity, internal demand, lent and leased GPUs of the `sublet`
+    /// policy (steps without a reading left as gaps). With `--sweep`, the frontier of the sweep's points.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
 

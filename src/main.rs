@@ -230,6 +230,10 @@ fn crd(args: CrdArgs) -> anyhow::Result<ExitCode> {
 fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal as _;
     use sublet::simulate;
+    if let Some(path) = &args.plot {
+        // Refused before the replay, which can take minutes: the plot is SVG and nothing else.
+        simulate::plot::check_path(path)?;
+    }
     let yaml = match &args.pool {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
         None => simulate::DEFAULT_POOL_YAML.to_string(),
@@ -283,7 +287,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.plot {
         let title = format!("sublet on {}", trace.name);
-        let svg = simulate::plot::svg(&outcome.series, trace.step_seconds, &title)
+        let svg = simulate::plot::report_svg(&title, &trace, &outcome.report.policies, &outcome.by_group)
             .map_err(|e| anyhow::anyhow!("cannot draw the plot: {e}"))?;
         std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
     }
@@ -326,6 +330,12 @@ fn sweep(
             print!("{}", sweep::table(&trace.name, &points));
         }
         None => print!("{}", sweep::table(&trace.name, &points)),
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("sublet's tuning frontier on {}", trace.name);
+        let svg = sublet::simulate::plot::sweep_svg(&title, &points)
+            .map_err(|e| anyhow::anyhow!("cannot draw the plot: {e}"))?;
+        std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }

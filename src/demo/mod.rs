@@ -229,7 +229,11 @@ pub async fn run(
     setup(&local, &config, &groups, &signals.url)?;
 
     let client = sandbox.client().await?;
-    let controller = start_controller(client.clone(), stop.clone());
+    // A free loopback port for the controller's /metrics, picked here so that the intro can name it.
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| DemoError::Setup(format!("no free port for the controller's metrics: {e}")))?;
+    let controller = start_controller(client.clone(), metrics_addr, stop.clone());
     view::intro(&view::Intro {
         url: sandbox.url(),
         kubeconfig: config.kubeconfig.clone(),
@@ -239,9 +243,11 @@ pub async fn run(
         speed: config.speed,
         duration: config.duration,
         signals: signals.description.clone(),
+        metrics: format!("http://{metrics_addr}/metrics"),
     });
     let mut tasks = vec![signals.publish];
     tasks.extend(start_actors(&config, &local, client, demand, clock, &loads, &stop));
+    let loads_at_end = loads.clone();
     tasks.push(tokio::spawn(view::run(
         checker.state(),
         loads,
@@ -260,7 +266,21 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
-    let mut summary = checker.finish(&local, started.elapsed(), &demand_name(&config)).await;
+    let view_state = checker.state();
+    let wall = started.elapsed();
+    let mut summary = checker.finish(&local, wall, &demand_name(&config)).await;
+    // The last frame, from the state the summary was made of.
+    {
+        let mut s = view_state.lock().expect("demo state");
+        let text = view::frame(
+            &mut s,
+            view::mean_load(&loads_at_end),
+            &clock,
+            wall.as_secs_f64(),
+            config.live_view,
+        );
+        print!("{text}");
+    }
     summary.signals = signals.description;
     if let Some(task) = signals.direct {
         task.abort();
@@ -372,9 +392,13 @@ impl UtilizationPath {
 }
 
 /// sublet's controller over HTTP, as `sublet run` would run it, with the demo's short tick and ledger interval.
-fn start_controller(client: kube::Client, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+fn start_controller(
+    client: kube::Client,
+    metrics_addr: std::net::SocketAddr,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let controller_config = crate::controller::Config {
-        metrics_addr: "127.0.0.1:0".parse().expect("valid address"),
+        metrics_addr,
         leader_election: false,
         identity: "sublet-demo".into(),
         tick: Duration::from_millis(200),

@@ -94,6 +94,8 @@ pub struct State {
     /// The controller's events, newest last: `reason object: note`.
     pub decisions: VecDeque<String>,
     pub decisions_total: u64,
+    /// Decisions the plain view has printed so far.
+    pub decisions_printed: u64,
     pub counters: Counters,
     pub violations: Vec<Violation>,
     /// Simulated GPU-seconds on nodes bound to leases (leased or under notice), and their price.
@@ -520,10 +522,37 @@ pub struct Summary {
     /// What the controller itself accounted in the pool status, on the real clock.
     pub controller_lent_gpu_hours: f64,
     pub controller_revenue: f64,
+    /// Which figures are simulated time and which the wall clock.
+    pub clocks: Clocks,
     pub internal_delay: InternalDelay,
     pub last_decisions: Vec<String>,
     pub invariants: Invariants,
 }
+
+/// The demo's two clocks: the simulated day runs `speed` times faster than the wall clock, while the
+/// controller keeps its ledger on the wall clock.
+#[derive(Clone, Debug, Serialize)]
+pub struct Clocks {
+    pub note: &'static str,
+    /// Fields in simulated time.
+    pub simulated: &'static [&'static str],
+    /// Fields on the wall clock.
+    pub wall_clock: &'static [&'static str],
+}
+
+pub const CLOCKS: Clocks = Clocks {
+    note: "the demo's workload and tenants run on a simulated clock, `speed` simulated seconds per wall-clock \
+           second; the controller accounts on the wall clock, so its own figures are about `speed` times smaller",
+    simulated: &[
+        "simulated_hours",
+        "harvested_gpu_hours",
+        "revenue",
+        "internal_delay.total_hours",
+        "internal_delay.mean_minutes",
+        "internal_delay.max_minutes",
+    ],
+    wall_clock: &["wall_seconds", "controller_lent_gpu_hours", "controller_revenue"],
+};
 
 /// Delay lending added to internal work.
 #[derive(Clone, Debug, Serialize)]
@@ -589,6 +618,7 @@ fn summarize(s: &State, pool: &Value, wall: Duration, speed: f64, workload: &str
         currency: "USD".into(),
         controller_lent_gpu_hours: pool["lentGpuHours"].as_f64().unwrap_or(0.0),
         controller_revenue: pool["revenue"].as_f64().unwrap_or(0.0),
+        clocks: CLOCKS,
         internal_delay: InternalDelay {
             definition: DELAY_DEFINITION,
             pods: delays.len(),
@@ -610,5 +640,45 @@ fn summarize(s: &State, pool: &Value, wall: Duration, speed: f64, workload: &str
             missed_events: s.missed_events,
             ok: s.violations.is_empty() && s.missed_events == 0,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every figure of time, GPU-hours or money in the JSON is named under one clock, and each name is a field.
+    #[test]
+    fn the_json_says_which_clock_each_figure_is_on() {
+        let summary = summarize(
+            &State::default(),
+            &serde_json::json!({}),
+            Duration::from_secs(20),
+            2160.0,
+            "synthetic day",
+        );
+        let json = serde_json::to_value(&summary).unwrap();
+        let named: Vec<&str> = CLOCKS.simulated.iter().chain(CLOCKS.wall_clock).copied().collect();
+        for name in &named {
+            let value = name.split('.').fold(&json, |v, k| &v[k]);
+            assert!(value.is_f64(), "{name} is not a figure of the summary");
+        }
+        let mut figures = Vec::new();
+        for (key, value) in json.as_object().unwrap() {
+            let inner = value.as_object().filter(|_| key == "internal_delay");
+            for (k, v) in inner.into_iter().flatten().map(|(k, v)| (format!("{key}.{k}"), v)) {
+                figures.push((k, v.clone()));
+            }
+            figures.push((key.clone(), value.clone()));
+        }
+        for (key, value) in figures {
+            let timed = ["hours", "seconds", "minutes", "revenue"]
+                .iter()
+                .any(|w| key.contains(w));
+            if value.is_f64() && timed {
+                assert!(named.contains(&key.as_str()), "{key} is on no clock");
+            }
+        }
+        assert_eq!(json["clocks"]["wall_clock"][0], "wall_seconds");
     }
 }

@@ -44,12 +44,36 @@ fn kubectl_until(
     );
 }
 
+/// A plain HTTP GET of `url` (`http://HOST:PORT/PATH`): the status line, headers and body.
+fn http_get(url: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_once('/').unwrap();
+    // The controller may still be binding when the intro is printed.
+    let start = Instant::now();
+    let mut stream = loop {
+        match std::net::TcpStream::connect(host) {
+            Ok(stream) => break stream,
+            Err(e) if start.elapsed() > Duration::from_secs(10) => panic!("{url} does not answer: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
 #[test]
 fn a_short_demo_lends_binds_reclaims_with_notice_and_keeps_the_rules() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("demo.kubeconfig");
     let json = dir.path().join("summary.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_sublet"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sublet"))
         .args([
             "demo",
             "--duration",
@@ -68,6 +92,32 @@ fn a_short_demo_lends_binds_reclaims_with_notice_and_keeps_the_rules() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("sublet demo starts");
+
+    // The intro names the controller's metrics URL; stdout is read as it comes and kept for the end.
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let stdout_reader = {
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+                let _ = lines_tx.send(line.clone());
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        })
+    };
+    let metrics_url = loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the intro names the controller's metrics");
+        if let Some(rest) = line.strip_prefix("Controller metrics at ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let metrics = http_get(&metrics_url);
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("sublet_build_info"), "{metrics}");
 
     // While it runs, kubectl sees the pool, the leases and the nodes' sublet states.
     let start = Instant::now();
@@ -122,8 +172,15 @@ fn a_short_demo_lends_binds_reclaims_with_notice_and_keeps_the_rules() {
         "{heartbeats}"
     );
 
+    // kubectl explain reads the pool's schema from the demo's API server.
+    let explain = kubectl(&kubeconfig, home, &["explain", "tenantpool.spec.reclaim"]).expect("kubectl explain works");
+    assert!(
+        explain.contains("KIND:       TenantPool") && explain.contains("noticeSeconds"),
+        "{explain}"
+    );
+
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = stdout_reader.join().unwrap();
     assert!(
         out.status.success(),
         "demo failed: {stdout}\n{}",
@@ -157,6 +214,28 @@ fn a_short_demo_lends_binds_reclaims_with_notice_and_keeps_the_rules() {
         "the summary says where utilization came from: {signals}"
     );
     assert!(s["internal_delay"]["definition"].as_str().unwrap().contains("Pending"));
+    assert_eq!(s["clocks"]["wall_clock"][0], "wall_seconds", "{s}");
+    // The last log line before the summary is drawn from the state the summary was made of.
+    let last = stdout
+        .lines()
+        .take_while(|l| !l.contains("sublet demo summary"))
+        .filter(|l| l.starts_with("t="))
+        .last()
+        .expect("log lines");
+    let field = |name: &str| {
+        last.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} not in {last}"))
+            .to_string()
+    };
+    for key in ["notices", "evictions", "checkpoints", "leases_bound"] {
+        assert_eq!(field(key).parse::<f64>().unwrap(), n(key), "{key}: {last} against {s}");
+    }
+    assert_eq!(
+        field("harvested"),
+        format!("{:.1}GPU-h", n("harvested_gpu_hours")),
+        "{last} against {s}"
+    );
     let inv = &s["invariants"];
     assert_eq!(inv["violations"], serde_json::json!([]), "{s}");
     assert_eq!(inv["missed_events"], 0);
