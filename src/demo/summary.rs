@@ -2,7 +2,8 @@
 //! revenue, internal delay, the controller's last decisions, and the invariant checks of DESIGN.md rules 1–3.
 //!
 //! ```text
-//!   LocalApi::events() ─▶ on_event: nodes, pods, leases, pools, namespaces, events ─▶ State ─▶ view.rs
+//!   feed.rs (the sandbox's events, or a real server's watches in order) ─▶ on_event: nodes, pods, leases,
+//!                                                   pools, namespaces, events ─▶ State ─▶ view.rs
 //!   every 100 ms ───────▶ sample: leased GPUs × dt (GPU-hours, revenue), pending internal pods (delay)
 //!   finish() ───────────▶ Summary (JSON)
 //! ```
@@ -22,12 +23,13 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 
+use super::api::DemoApi;
+use super::feed::{Change, Feed, Item};
 use super::{GROUP_LABEL, MODEL_LABEL, SimClock, cluster};
 use crate::api::keys::{DEADLINE_ANNOTATION, LEASE_LABEL, LEASE_TAINT, STATE_LABEL, TENANT_NAMESPACE_LABEL};
-use sublet_sandbox::LocalApi;
-use sublet_sandbox::store::{Event, EventType};
+use sublet_sandbox::store::EventType;
 
 #[derive(Clone, Debug, Default)]
 pub struct NodeInfo {
@@ -149,32 +151,31 @@ fn time(v: &Value) -> Option<Timestamp> {
 }
 
 impl Checker {
-    pub fn start(local: &LocalApi, clock: SimClock, price: f64) -> Checker {
+    /// Checks the changes `feed` delivers (see [`super::feed`]).
+    pub fn start(mut feed: Feed, clock: SimClock, price: f64) -> Checker {
         let state = Arc::new(Mutex::new(State::default()));
-        let mut events = local.events();
-        let (stop, mut stopped) = oneshot::channel();
+        let (stop, mut stopped) = oneshot::channel::<()>();
         let shared = state.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             let mut last = Instant::now();
+            let mut closing = false;
             loop {
                 tokio::select! {
-                    ev = events.recv() => match ev {
-                        Ok(ev) => on_event(&mut shared.lock().expect("demo state"), &ev, price),
-                        Err(broadcast::error::RecvError::Lagged(n)) => shared.lock().expect("demo state").missed_events += n,
-                        Err(broadcast::error::RecvError::Closed) => return,
+                    item = feed.rx.recv() => match item {
+                        Some(Item::Change(c)) => on_event(&mut shared.lock().expect("demo state"), &c, price),
+                        Some(Item::Missed(n)) => shared.lock().expect("demo state").missed_events += n,
+                        // Closed: everything up to the stop has been delivered.
+                        None => return,
                     },
                     _ = tick.tick() => {
                         let dt = last.elapsed().as_secs_f64();
                         last = Instant::now();
                         sample(&mut shared.lock().expect("demo state"), dt, clock.speed);
                     }
-                    _ = &mut stopped => {
-                        let mut s = shared.lock().expect("demo state");
-                        while let Ok(ev) = events.try_recv() {
-                            on_event(&mut s, &ev, price);
-                        }
-                        return;
+                    _ = &mut stopped, if !closing => {
+                        closing = true;
+                        feed.close();
                     }
                 }
             }
@@ -192,13 +193,14 @@ impl Checker {
     }
 
     /// Stops checking and answers the summary.
-    pub async fn finish(mut self, local: &LocalApi, wall: Duration, workload: &str) -> Summary {
+    pub async fn finish(mut self, api: &DemoApi, wall: Duration, workload: &str) -> Summary {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         let _ = (&mut self.task).await;
-        let pool = local
+        let pool = api
             .get("sublet.dev/v1alpha1", "tenantpools", None, super::POOL)
+            .await
             .map(|p| p["status"].clone())
             .unwrap_or(Value::Null);
         let mut s = self.state.lock().expect("demo state");
@@ -255,18 +257,16 @@ fn label(obj: &Value, key: &str) -> Option<String> {
     obj["metadata"]["labels"][key].as_str().map(str::to_string)
 }
 
-fn on_event(s: &mut State, ev: &Event, price: f64) {
-    let obj = ev.obj.value();
-    // Store keys are `resource` for the core group and `group/resource` otherwise.
-    let resource = ev.res.rsplit('/').next().unwrap_or("");
-    match resource {
-        "namespaces" if label(&obj, TENANT_NAMESPACE_LABEL).as_deref() == Some("true") => {
-            s.tenant_namespaces.insert(ev.obj.name.to_string());
+fn on_event(s: &mut State, ev: &Change, price: f64) {
+    let obj = &ev.obj;
+    match ev.resource.as_str() {
+        "namespaces" if label(obj, TENANT_NAMESPACE_LABEL).as_deref() == Some("true") => {
+            s.tenant_namespaces.insert(ev.name.clone());
         }
-        "nodes" => on_node(s, ev, &obj, price),
-        "pods" => on_pod(s, ev, &obj),
+        "nodes" => on_node(s, ev, obj, price),
+        "pods" => on_pod(s, ev, obj),
         "gpuleases" => {
-            let key = (ev.obj.namespace.to_string(), ev.obj.name.to_string());
+            let key = (ev.namespace.clone(), ev.name.clone());
             if matches!(ev.kind, EventType::Deleted) {
                 s.leases.remove(&key);
                 return;
@@ -300,8 +300,8 @@ fn on_event(s: &mut State, ev: &Event, price: f64) {
     }
 }
 
-fn on_node(s: &mut State, ev: &Event, obj: &Value, price: f64) {
-    let name = ev.obj.name.to_string();
+fn on_node(s: &mut State, ev: &Change, obj: &Value, price: f64) {
+    let name = ev.name.clone();
     if matches!(ev.kind, EventType::Deleted) {
         s.nodes.remove(&name);
         return;
@@ -410,9 +410,9 @@ fn check_tenant_pods_on(s: &mut State, node: &str) {
     }
 }
 
-fn on_pod(s: &mut State, ev: &Event, obj: &Value) {
-    let ns = ev.obj.namespace.to_string();
-    let key = (ns.clone(), ev.obj.name.to_string());
+fn on_pod(s: &mut State, ev: &Change, obj: &Value) {
+    let ns = ev.namespace.clone();
+    let key = (ns.clone(), ev.name.clone());
     let tenant = s.tenant_namespaces.contains(&ns);
     let deleting = obj["metadata"]["deletionTimestamp"].is_string();
     let gone = matches!(ev.kind, EventType::Deleted);
