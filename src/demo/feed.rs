@@ -152,7 +152,7 @@ pub async fn remote(client: Client) -> Result<Feed, DemoError> {
         }
     }
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(merge(raw_rx, tx, stopped));
+    tokio::spawn(merge(raw_rx, tx));
     Ok(Feed { rx, stop })
 }
 
@@ -184,10 +184,16 @@ async fn watch_one(
             obj: value,
         })
     };
+    // After the stop, changes made just before it are still on their way: watch `HOLD` longer.
+    let mut until: Option<tokio::time::Instant> = None;
     loop {
         let event = tokio::select! {
             e = stream.next() => e,
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s), if until.is_none() => {
+                until = Some(tokio::time::Instant::now() + HOLD);
+                continue;
+            }
+            _ = tokio::time::sleep_until(until.unwrap_or_else(tokio::time::Instant::now)), if until.is_some() => return,
         };
         let Some(event) = event else { return };
         let sent = match event {
@@ -233,43 +239,32 @@ async fn watch_one(
     }
 }
 
-/// Holds each change [`HOLD`] and releases them in resourceVersion order; on stop, waits one more `HOLD` for
-/// changes still on their way, then releases everything.
-async fn merge(
-    mut raw: mpsc::UnboundedReceiver<(u64, Item)>,
-    tx: mpsc::UnboundedSender<Item>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Holds each change [`HOLD`] and releases them in resourceVersion order; once every watch has ended, releases
+/// what it still holds.
+async fn merge(mut raw: mpsc::UnboundedReceiver<(u64, Item)>, tx: mpsc::UnboundedSender<Item>) {
     use tokio::time::Instant;
     let mut held: BTreeMap<(u64, u64), (Instant, Item)> = BTreeMap::new();
     let mut seq = 0u64;
-    let mut stopping: Option<Instant> = None;
     loop {
         // Only the lowest resourceVersion can be released: the others wait behind it.
-        let next_due = held.first_key_value().map(|(_, (at, _))| *at + HOLD);
-        let wake = match (stopping, next_due) {
-            (Some(s), _) => s + HOLD,
-            (None, Some(d)) => d,
-            (None, None) => Instant::now() + HOLD,
-        };
+        let wake = held
+            .first_key_value()
+            .map_or(Instant::now() + HOLD, |(_, (at, _))| *at + HOLD);
         tokio::select! {
             item = raw.recv() => match item {
                 Some((rv, item)) => {
                     seq += 1;
                     held.insert((rv, seq), (Instant::now(), item));
                 }
-                None => stopping = stopping.or(Some(Instant::now() - HOLD)),
+                None => {
+                    for (_, (_, item)) in std::mem::take(&mut held) {
+                        let _ = tx.send(item);
+                    }
+                    return;
+                }
             },
             _ = tokio::time::sleep_until(wake) => {}
-            _ = stop.wait_for(|s| *s), if stopping.is_none() => stopping = Some(Instant::now()),
         }
-        if stopping.is_some_and(|s| s.elapsed() >= HOLD) {
-            for (_, (_, item)) in std::mem::take(&mut held) {
-                let _ = tx.send(item);
-            }
-            return;
-        }
-        // The lowest resourceVersion goes first once it has waited its time; later ones wait behind it.
         while let Some(entry) = held.first_entry() {
             if entry.get().0.elapsed() < HOLD {
                 break;
@@ -304,19 +299,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_merge_releases_changes_by_resource_version_and_flushes_on_stop() {
+    async fn the_merge_releases_changes_by_resource_version_and_flushes_at_the_end() {
         let (raw_tx, raw_rx) = mpsc::unbounded_channel();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let (stop, stopped) = watch::channel(false);
         // A later change arrives first (another resource's watch was quicker); both are queued before the
         // merge first runs (a single-threaded runtime), so it holds both.
         raw_tx.send((12, change("b"))).unwrap();
         raw_tx.send((10, change("a"))).unwrap();
-        tokio::spawn(merge(raw_rx, tx, stopped));
+        tokio::spawn(merge(raw_rx, tx));
         assert_eq!(name(rx.recv().await.unwrap()), "a");
         assert_eq!(name(rx.recv().await.unwrap()), "b");
         raw_tx.send((20, change("c"))).unwrap();
-        stop.send(true).unwrap();
+        // Every watch has ended: what is held goes out at once.
+        drop(raw_tx);
         assert_eq!(name(rx.recv().await.unwrap()), "c");
         assert!(rx.recv().await.is_none(), "the feed ends after its flush");
     }

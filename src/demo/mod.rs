@@ -252,7 +252,12 @@ pub async fn run(
     let (stop_tx, stop) = watch::channel(false);
 
     // The checker subscribes before anything is written, so it sees every change.
-    let checker = summary::Checker::start(target.feed().await?, clock, config.price_per_gpu_hour);
+    let race_limit = if target.api.is_remote() {
+        summary::REAL_RACE_LIMIT
+    } else {
+        summary::RACE_LIMIT
+    };
+    let checker = summary::Checker::start(target.feed().await?, clock, config.price_per_gpu_hour, race_limit);
 
     // Signals: the DCGM exporter publishes the utilization the kubelet computes from the pods' load;
     // Prometheus scrapes it when installed, otherwise the exporter's values are answered directly.

@@ -45,7 +45,7 @@ async fn each_broken_rule_is_reported_and_allowed_cases_pass() {
     .unwrap();
     let local = sandbox.local();
     let clock = SimClock::new(1000.0, jiff::Timestamp::UNIX_EPOCH);
-    let checker = Checker::start(feed::local(&local), clock, 2.0);
+    let checker = Checker::start(feed::local(&local), clock, 2.0, sublet::demo::summary::RACE_LIMIT);
     local
         .create("v1", "namespaces", None, json!({"metadata": {"name": "ml"}}))
         .unwrap();
