@@ -378,8 +378,21 @@ async fn pass(
         }
         match phase(pod) {
             "Pending" => {
-                memory.started.insert(id, Instant::now());
-                set_phase(api, pod, "Running", "Started").await;
+                // A kubelet's admission: a pod whose node selector the node no longer matches (it was bound from
+                // a scheduler's view the node has since left) fails instead of starting.
+                let node_labels = nodes
+                    .iter()
+                    .find(|n| n["metadata"]["name"] == node)
+                    .map(|n| &n["metadata"]["labels"]);
+                let selected = pod["spec"]["nodeSelector"]
+                    .as_object()
+                    .is_none_or(|sel| sel.iter().all(|(k, v)| node_labels.is_some_and(|l| l[k] == *v)));
+                if selected {
+                    memory.started.insert(id, Instant::now());
+                    set_phase(api, pod, "Running", "Started").await;
+                } else {
+                    set_phase(api, pod, "Failed", "NodeAffinity").await;
+                }
             }
             "Running" => {
                 *busy.entry(node.to_string()).or_default() += pod_gpus(pod);

@@ -12,7 +12,8 @@
 //!    removes finished pods and pods already being deleted), and a node is never lent while an internal,
 //!    unfinished pod is bound to it;
 //! 2. a node carries at most one lease taint, and a tenant pod runs only on a node whose lease is of the pod's
-//!    namespace (checked when the pod is bound and whenever its node changes);
+//!    namespace (checked when the pod starts running and whenever its node changes; a pod bound to a node
+//!    that no longer matches its selector is refused by the kubelet, as a real kubelet's admission does);
 //! 3. every eviction (deletion) of an unfinished tenant pod comes after the pod carried
 //!    `sublet.dev/reclaim-deadline`, at or after that deadline.
 
@@ -390,7 +391,7 @@ fn on_node(s: &mut State, ev: &Change, obj: &Value, price: f64) {
     check_tenant_pods_on(s, &name);
 }
 
-/// Rule 2: every live tenant pod on `node` belongs to the namespace of the node's lease.
+/// Rule 2: every running tenant pod on `node` belongs to the namespace of the node's lease.
 fn check_tenant_pods_on(s: &mut State, node: &str) {
     let lease = s.nodes.get(node).and_then(|n| n.lease.clone());
     let owner = lease
@@ -404,7 +405,7 @@ fn check_tenant_pods_on(s: &mut State, node: &str) {
             p.tenant
                 && p.node.as_deref() == Some(node)
                 && !p.deleting
-                && !matches!(p.phase.as_str(), "Succeeded" | "Failed")
+                && p.phase == "Running"
                 && owner.as_deref() != Some(k.0.as_str())
         })
         .map(|(k, _)| format!("{}/{}", k.0, k.1))
