@@ -287,4 +287,10 @@ fn bad_arguments_fail_with_a_clear_message() {
     let out = run(&["--trace", "/nonexistent/trace.csv", "--duration", "1s"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/trace.csv"));
+    let out = run(&["--cluster", "/nonexistent/kubeconfig", "--duration", "1s"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/kubeconfig"));
+    let out = run(&["--cluster", "/nonexistent/kubeconfig", "--kubeconfig", "k"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
 }
