@@ -241,6 +241,11 @@ pub struct DemoArgs {
     /// Where to write the kubeconfig for kubectl.
     #[arg(long, value_name = "FILE", default_value = "sublet-demo.kubeconfig")]
     pub kubeconfig: PathBuf,
+    /// Runs on the existing cluster of this kubeconfig (a test control plane such as `scripts/control-plane`'s)
+    /// instead of a sandbox of its own, so that its kube-scheduler places the pods. The demo creates its nodes,
+    /// namespaces and pool there, refuses to start if they exist, and deletes them at the end.
+    #[arg(long, value_name = "KUBECONFIG", conflicts_with_all = ["kubeconfig", "listen"])]
+    pub cluster: Option<PathBuf>,
     /// Where the API server listens; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub listen: std::net::SocketAddr,

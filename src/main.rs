@@ -187,6 +187,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         tenants: args.tenants as usize,
         seed: args.seed,
         kubeconfig: args.kubeconfig,
+        cluster: args.cluster,
         listen: args.listen,
         notice_seconds: args.notice,
         live_view: !args.plain && std::io::stdout().is_terminal(),

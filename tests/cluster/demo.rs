@@ -1,5 +1,6 @@
 //! `sublet demo` end to end: the real binary for a short run, the real kubectl against the kubeconfig it
-//! writes while it runs, and the JSON summary it leaves.
+//! writes while it runs, and the JSON summary it leaves; then the same on the real control plane
+//! (`sublet demo --cluster`), where kube-scheduler places the internal and the tenant pods.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -68,12 +69,9 @@ fn http_get(url: &str) -> String {
     answer
 }
 
-#[test]
-fn a_short_demo_lends_binds_reclaims_with_notice_and_keeps_the_rules() {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("demo.kubeconfig");
-    let json = dir.path().join("summary.json");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sublet"))
+/// `sublet demo` for 30 s on 24 nodes, its summary as JSON to `json`, with `flag` naming `kubeconfig`.
+fn short_demo(json: &Path, flag: &str, kubeconfig: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_sublet"))
         .args([
             "demo",
             "--duration",
@@ -85,13 +83,21 @@ fn a_short_demo_lends_binds_reclaims_with_notice_and_keeps_the_rules() {
             "--plain",
             "--json",
         ])
-        .arg(&json)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
+        .arg(json)
+        .arg(flag)
+        .arg(kubeconfig)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("sublet demo starts");
+        .expect("sublet demo starts")
+}
+
+#[test]
+fn a_short_demo_lends_binds_reclaims_with_notice_and_keeps_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("demo.kubeconfig");
+    let json = dir.path().join("summary.json");
+    let mut child = short_demo(&json, "--kubeconfig", &kubeconfig);
 
     // The intro names the controller's metrics URL; stdout is read as it comes and kept for the end.
     let (lines_tx, lines_rx) = std::sync::mpsc::channel();
@@ -191,8 +197,13 @@ fn a_short_demo_lends_binds_reclaims_with_notice_and_keeps_the_rules() {
         "the intro says how to use kubectl"
     );
     assert!(stdout.contains("sublet demo summary"), "{stdout}");
+    check_summary(&json, &stdout);
+}
 
-    let s: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+/// What a short demo of 24 nodes must show in its JSON summary: lending, binding, a reclaim with notice,
+/// nodes back, and rules 1–3 kept at every change with none missed.
+fn check_summary(json: &Path, stdout: &str) {
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     let n = |k: &str| s[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {s}"));
     assert_eq!(n("nodes"), 24.0);
     assert!(n("lends") > 0.0, "lending: {s}");
@@ -243,6 +254,98 @@ fn a_short_demo_lends_binds_reclaims_with_notice_and_keeps_the_rules() {
     assert_eq!(inv["checked"].as_array().unwrap().len(), 3);
 }
 
+/// `sublet demo --cluster` on the real control plane (`SUBLET_TEST_CLUSTER=real` or `both`): the real
+/// kube-scheduler places internal and tenant pods by the taints, tolerations and node selectors sublet and the
+/// leases give them, kube-apiserver's admission (Pod Security `restricted` in tenant namespaces) admits them,
+/// the node lifecycle and taint eviction controllers run, and the demo's checker holds rules 1–3 on the real
+/// server's watches. At the end the demo removes its nodes, namespaces and pool.
+#[test]
+fn a_short_demo_on_the_real_control_plane_keeps_the_rules_with_kube_scheduler_placing_pods() {
+    use crate::support::real::{Backend, clusters, turn};
+    if !clusters().contains(&Backend::Real) {
+        eprintln!("SUBLET_TEST_CLUSTER leaves out the real control plane: nothing to do");
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // This test's turn on the shared control plane, with what earlier tests left swept away.
+    let (turn, _client) = runtime.block_on(turn());
+    let kubeconfig = crate::support::real::real().kubeconfig.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("summary.json");
+    let home = dir.path();
+    let child = short_demo(&json, "--cluster", &kubeconfig);
+
+    // kube-scheduler, not the demo, binds the pods: its Scheduled events name tenant and internal pods.
+    let scheduled = |ns: &'static str| {
+        move |o: &str| {
+            o.lines()
+                .any(|l| l.contains(&format!("Successfully assigned {ns}/")) && l.contains("default-scheduler"))
+        }
+    };
+    let events = [
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        "reason=Scheduled",
+        "-o",
+        "custom-columns=MESSAGE:.message,FROM:.reportingComponent",
+    ];
+    let internal = kubectl_until(&kubeconfig, home, &events, Duration::from_secs(60), scheduled("ml"));
+    assert!(
+        internal.contains("to h100-") || internal.contains("to a100-"),
+        "{internal}"
+    );
+    kubectl_until(&kubeconfig, home, &events, Duration::from_secs(60), |o| {
+        ["acme", "globex", "initech"].iter().any(|ns| scheduled(ns)(o))
+    });
+    // A tenant pod runs on a node bound to its own namespace's lease, placed there by the lease's selector
+    // and toleration of the NoExecute lease taint.
+    let placed = kubectl_until(
+        &kubeconfig,
+        home,
+        &[
+            "get",
+            "pods",
+            "-A",
+            "-l",
+            "demo.sublet.dev/lease",
+            "--field-selector",
+            "status.phase=Running",
+            "-o",
+            "custom-columns=NS:.metadata.namespace,NODE:.spec.nodeName,SELECTOR:.spec.nodeSelector",
+        ],
+        Duration::from_secs(60),
+        |o| o.lines().count() > 1,
+    );
+    assert!(placed.contains("sublet.dev/lease"), "{placed}");
+    // The simulated kubelet keeps the demo's nodes Ready on the real node lifecycle controller.
+    let nodes = kubectl(&kubeconfig, home, &["get", "nodes", "-l", "demo.sublet.dev/group"]).unwrap_or_default();
+    assert!(nodes.contains("h100-000") && !nodes.contains("NotReady"), "{nodes}");
+
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("sublet demo summary"), "{stdout}");
+    check_summary(&json, &stdout);
+    // What the demo created is gone; sublet's CRDs stay.
+    let left = kubectl(
+        &kubeconfig,
+        home,
+        &["get", "nodes", "-l", "demo.sublet.dev/group", "-o", "name"],
+    );
+    assert_eq!(left.as_deref(), Some(""), "the demo's nodes are gone");
+    let namespaces = kubectl(&kubeconfig, home, &["get", "namespaces", "-o", "name"]).unwrap();
+    assert!(!namespaces.contains("namespace/ml\n"), "{namespaces}");
+    let pools = kubectl(&kubeconfig, home, &["get", "tenantpools", "-o", "name"]).unwrap();
+    assert_eq!(pools, "", "the demo's pool is gone");
+    drop(turn);
+}
+
 #[test]
 fn bad_arguments_fail_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -263,4 +366,10 @@ fn bad_arguments_fail_with_a_clear_message() {
     let out = run(&["--trace", "/nonexistent/trace.csv", "--duration", "1s"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/trace.csv"));
+    let out = run(&["--cluster", "/nonexistent/kubeconfig", "--duration", "1s"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/kubeconfig"));
+    let out = run(&["--cluster", "/nonexistent/kubeconfig", "--kubeconfig", "k"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
 }
