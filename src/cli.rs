@@ -167,7 +167,9 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
-    /// Draws capacity, internal demand, lent and leased GPUs of the `sublet` policy into an SVG file.
+    /// Draws the report as SVG: harvest against internal delay for every policy (the tuning frontier), and
+    /// one small panel per node group with capacity, internal demand, lent and leased GPUs of the `sublet`
+    /// policy (steps without a reading left as gaps). With `--sweep`, the frontier of the sweep's points.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
 
@@ -239,6 +241,11 @@ pub struct DemoArgs {
     /// Where to write the kubeconfig for kubectl.
     #[arg(long, value_name = "FILE", default_value = "sublet-demo.kubeconfig")]
     pub kubeconfig: PathBuf,
+    /// Runs on the existing cluster of this kubeconfig (a test control plane such as `scripts/control-plane`'s)
+    /// instead of a sandbox of its own, so that its kube-scheduler places the pods. The demo creates its nodes,
+    /// namespaces and pool there, refuses to start if they exist, and deletes them at the end.
+    #[arg(long, value_name = "KUBECONFIG", conflicts_with_all = ["kubeconfig", "listen"])]
+    pub cluster: Option<PathBuf>,
     /// Where the API server listens; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub listen: std::net::SocketAddr,

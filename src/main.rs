@@ -187,6 +187,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         tenants: args.tenants as usize,
         seed: args.seed,
         kubeconfig: args.kubeconfig,
+        cluster: args.cluster,
         listen: args.listen,
         notice_seconds: args.notice,
         live_view: !args.plain && std::io::stdout().is_terminal(),
@@ -230,6 +231,10 @@ fn crd(args: CrdArgs) -> anyhow::Result<ExitCode> {
 fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal as _;
     use sublet::simulate;
+    if let Some(path) = &args.plot {
+        // Refused before the replay, which can take minutes: the plot is SVG and nothing else.
+        simulate::plot::check_path(path)?;
+    }
     let yaml = match &args.pool {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
         None => simulate::DEFAULT_POOL_YAML.to_string(),
@@ -283,7 +288,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.plot {
         let title = format!("sublet on {}", trace.name);
-        let svg = simulate::plot::svg(&outcome.series, trace.step_seconds, &title)
+        let svg = simulate::plot::report_svg(&title, &trace, &outcome.report.policies, &outcome.by_group)
             .map_err(|e| anyhow::anyhow!("cannot draw the plot: {e}"))?;
         std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
     }
@@ -326,6 +331,12 @@ fn sweep(
             print!("{}", sweep::table(&trace.name, &points));
         }
         None => print!("{}", sweep::table(&trace.name, &points)),
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("sublet's tuning frontier on {}", trace.name);
+        let svg = sublet::simulate::plot::sweep_svg(&title, &points)
+            .map_err(|e| anyhow::anyhow!("cannot draw the plot: {e}"))?;
+        std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -15,6 +15,7 @@ mod lease;
 pub mod pod_gpus;
 mod policy;
 mod pool;
+mod validate;
 
 pub use condition::{Condition, ConditionStatus, set_condition};
 pub use lease::{GpuLease, GpuLeaseSpec, GpuLeaseStatus, LeasePhase, NodeHold, NodeNotice, cost_text};
@@ -24,6 +25,7 @@ pub use pool::{
     MemberNode, Mode, NodeState, PendingPodsDemand, PoolTotals, Pricing, PromqlDemand, ReclaimPolicy, Reserve,
     TenantPool, TenantPoolSpec, TenantPoolStatus, UtilizationSource, Weekday,
 };
+pub use validate::tenant_pool_errors;
 
 /// The API group of every sublet custom resource.
 pub const GROUP: &str = "sublet.dev";

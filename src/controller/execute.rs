@@ -224,7 +224,23 @@ async fn run_step(ctx: &Context, pool: &str, step: &Step, reclaim: Reclaim, now:
             let uid = lease_uid(ctx, namespace, name);
             let mut result = Ok(Done::AlreadySo);
             for node in nodes {
-                result = update_node(ctx, node, |n| mark(n, pool, Mark::Bind(&key, uid.as_deref()), now)).await;
+                // As for a lend: the scheduler may have bound an internal pod to the node in the moment it was
+                // lent, and the lease taint is NoExecute, so binding now would have that pod evicted.
+                let bound_already = ctx.caches.node_now(node).is_some_and(|n| {
+                    n.labels().get(crate::api::keys::LEASE_LABEL).map(String::as_str) == Some(key.as_str())
+                });
+                let check = if bound_already {
+                    Ok(None)
+                } else {
+                    gpu_pod_bound_to(ctx, pool, node).await
+                };
+                result = match check {
+                    Ok(None) => update_node(ctx, node, |n| mark(n, pool, Mark::Bind(&key, uid.as_deref()), now)).await,
+                    Ok(Some(pod)) => Err(Error::Refused(format!(
+                        "node {node}: GPU pod {pod} was bound to it after the last pass read the cache"
+                    ))),
+                    Err(e) => Err(e),
+                };
                 if result.is_err() {
                     break;
                 }
@@ -280,15 +296,14 @@ enum Mark<'a> {
     Reassert(NodeState, Option<&'a str>, Option<Timestamp>),
 }
 
-/// One of sublet's taints. The lent and lease taints are `NoExecute`: only pods that tolerate them stay on a
-/// lent or leased node, even one placed there by name past the scheduler. Under notice no new tenant pod
-/// lands (`NoSchedule`), and those already there stay until the deadline.
+/// One of sublet's taints. The lease taint is `NoExecute`: only the lease's pods stay on a leased node, even
+/// ones placed there by name past the scheduler. The lent taint is `NoSchedule`: the scheduler may bind an
+/// internal pod to a node in the moment sublet lends it (neither has seen the other's write yet), and with
+/// `NoExecute` Kubernetes' taint manager would evict that pod at once; with `NoSchedule` it runs, and sublet
+/// takes the node back as soon as it sees the pod. Under notice no new tenant pod lands (`NoSchedule`), and
+/// those already there stay until the deadline.
 fn taint(key: &str, value: &str) -> Taint {
-    let effect = if key == RECLAIMING_TAINT {
-        "NoSchedule"
-    } else {
-        "NoExecute"
-    };
+    let effect = if key == LEASE_TAINT { "NoExecute" } else { "NoSchedule" };
     Taint {
         key: key.into(),
         value: Some(value.into()),
@@ -581,6 +596,8 @@ mod tests {
         assert_eq!(taints[0].key, "nvidia.com/gpu");
         assert_eq!(taints[1].key, LENT_TAINT);
         assert_eq!(taints[1].value.as_deref(), Some("p"));
+        // Not NoExecute: an internal pod the scheduler binds in the same moment is not evicted for it.
+        assert_eq!(taints[1].effect, "NoSchedule");
     }
 
     #[test]
@@ -790,7 +807,7 @@ mod tests {
         let n = node(
             json!({POOL_LABEL: "p", STATE_LABEL: "lent"}),
             json!({}),
-            json!([{"key": LENT_TAINT, "value": "p", "effect": "NoExecute"}]),
+            json!([{"key": LENT_TAINT, "value": "p", "effect": "NoSchedule"}]),
         );
         assert_eq!(disagreement(&n, "p", NodeState::Lent, None, None), None);
         assert_eq!(

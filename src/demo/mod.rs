@@ -1,19 +1,25 @@
 //! `sublet demo`: the real controller against the sandbox API, with a simulated GPU cluster, internal work
-//! replayed from a trace (or a synthetic day) and tenants that lease nodes, all in one process.
+//! replayed from a trace (or a synthetic day) and tenants that lease nodes, all in one process. With
+//! `--cluster KUBECONFIG` the same parts run against an existing API server instead (a real control plane
+//! such as `scripts/control-plane`'s), where its kube-scheduler places the pods.
 //!
 //! ```text
 //!   workload.rs  demand curve (trace / synthetic day) ──▶ internal pods (ml namespace) ─┐
-//!   tenants.rs   GpuLeases ─▶ wait Bound ─▶ pods with the lease's selector/toleration ─┼─▶ LocalApi ─▶ sandbox
-//!   nodes.rs     scheduler (binds) + kubelet (Running, Succeeded, checkpoint, grace) ─┘        │
-//!   kubelet.rs   node heartbeats over HTTP: kube-node-lease Leases, Ready condition ──────────────┤
-//!   controller   sublet::controller::run over HTTP, as `sublet run` would ◀────────────────────┤
-//!   summary.rs   every watch event ─▶ invariant checks (rules 1–3), counters, GPU-hours ◀──────┘
+//!   tenants.rs   GpuLeases ─▶ wait Bound ─▶ pods with the lease's selector/toleration ─┼─▶ api.rs ─▶ sandbox
+//!   cluster.rs   scheduler (sandbox only) + kubelet (Running, Succeeded, checkpoint) ──┘   (or HTTP)  │
+//!   kubelet.rs   node heartbeats over HTTP: kube-node-lease Leases, Ready condition ──────────────────┤
+//!   controller   sublet::controller::run over HTTP, as `sublet run` would ◀────────────────────────┤
+//!   summary.rs   every change (feed.rs) ─▶ invariant checks (rules 1–3), counters, GPU-hours ◀─────┘
 //!   view.rs      terminal live view, or a plain line log when stdout is not a terminal
 //! ```
+//! On an existing cluster the demo creates its nodes (labelled `demo.sublet.dev/group`), its namespaces and
+//! its pool, refuses to start if any of them exist, and deletes them when it ends (sublet's CRDs stay).
 //! Time: the controller runs on the real clock. The workload runs on a simulated clock that moves `speed`
 //! times faster (pod durations, arrivals, trace minutes, checkpoint times); the demo pool gets short real-time
 //! notice, idle window and cool-down so that a simulated day plays out in well under a minute.
 
+pub mod api;
+pub mod feed;
 pub mod kubelet;
 pub mod nodes;
 pub mod prom;
@@ -28,11 +34,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::watch;
 
+pub use api::DemoApi;
 pub use nodes::{NodeGroup, NodeSpec};
-use sublet_sandbox::{LocalApi, Sandbox, SandboxConfig};
+use sublet_sandbox::{DeleteOpts, PatchKind, Sandbox, SandboxConfig, SandboxHandle};
 pub use summary::Summary;
 
 /// The namespace internal work runs in.
@@ -68,6 +75,12 @@ impl From<sublet_sandbox::ApiError> for DemoError {
     }
 }
 
+impl From<api::CallError> for DemoError {
+    fn from(e: api::CallError) -> Self {
+        DemoError::Api(e.to_string())
+    }
+}
+
 /// How the demo runs.
 #[derive(Clone, Debug)]
 pub struct DemoConfig {
@@ -80,8 +93,10 @@ pub struct DemoConfig {
     pub duration: Duration,
     pub tenants: usize,
     pub seed: u64,
-    /// Where the kubeconfig for kubectl is written.
+    /// Where the kubeconfig for kubectl is written (with a sandbox of the demo's own).
     pub kubeconfig: PathBuf,
+    /// Runs against the API server of this kubeconfig instead of a sandbox of the demo's own.
+    pub cluster: Option<PathBuf>,
     pub listen: std::net::SocketAddr,
     /// Pool timing, in real seconds.
     pub notice_seconds: i64,
@@ -104,6 +119,7 @@ impl Default for DemoConfig {
             tenants: 3,
             seed: 1,
             kubeconfig: PathBuf::from("sublet-demo.kubeconfig"),
+            cluster: None,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             notice_seconds: 3,
             idle_seconds: 2,
@@ -187,6 +203,7 @@ pub fn pool_spec(config: &DemoConfig, prometheus_url: &str) -> serde_json::Value
     }
     json!({
         "mode": "Enforce",
+        "nodeSelector": {"matchExpressions": [{"key": GROUP_LABEL, "operator": "Exists"}]},
         "nodeGroupLabel": GROUP_LABEL,
         "idle": {"forSeconds": config.idle_seconds},
         "reserve": {"percent": 10},
@@ -211,37 +228,45 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Summary, DemoError> {
     let (demand, groups) = demand_and_groups(&config)?;
-    let sandbox = Sandbox::start(SandboxConfig {
-        listen: config.listen,
-        external_kubelet: true,
-        ..SandboxConfig::default()
-    })
-    .await?;
-    sandbox.write_kubeconfig(&config.kubeconfig)?;
-    let local = sandbox.local().as_manager("sublet-demo");
+    let target = Target::start(&config).await?;
+    let api = target.api.clone();
     let clock = SimClock::new(config.speed, demand.start);
     let (stop_tx, stop) = watch::channel(false);
 
     // The checker subscribes before anything is written, so it sees every change.
-    let checker = summary::Checker::start(&local, clock, config.price_per_gpu_hour);
+    let race_limit = if target.api.is_remote() {
+        summary::REAL_RACE_LIMIT
+    } else {
+        summary::RACE_LIMIT
+    };
+    let checker = summary::Checker::start(target.feed().await?, clock, config.price_per_gpu_hour, race_limit);
     let loads = prom::Loads::default();
-    let signals = UtilizationPath::start(&sandbox, &loads, config.prometheus, stop.clone()).await?;
-    setup(&local, &config, &groups, &signals.url)?;
+    let signals = UtilizationPath::start(&target.inventory, &loads, config.prometheus, stop.clone()).await?;
+    if let Err(e) = setup(&target, &config, &groups, &signals.url).await {
+        target.teardown(&config).await;
+        return Err(e);
+    }
 
-    let client = sandbox.client().await?;
-    let controller = start_controller(client.clone(), stop.clone());
+    let client = target.client.clone();
+    // A free loopback port for the controller's /metrics, picked here so that the intro can name it.
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| DemoError::Setup(format!("no free port for the controller's metrics: {e}")))?;
+    let controller = start_controller(client.clone(), metrics_addr, stop.clone());
     view::intro(&view::Intro {
-        url: sandbox.url(),
-        kubeconfig: config.kubeconfig.clone(),
+        url: target.url.clone(),
+        kubeconfig: target.kubeconfig.clone(),
         nodes: groups.iter().map(|g| g.count).sum(),
         gpus: groups.iter().map(|g| g.count * g.gpus_per_node).sum(),
         source: demand.name.clone(),
         speed: config.speed,
         duration: config.duration,
         signals: signals.description.clone(),
+        metrics: format!("http://{metrics_addr}/metrics"),
     });
     let mut tasks = vec![signals.publish];
-    tasks.extend(start_actors(&config, &local, client, demand, clock, &loads, &stop));
+    tasks.extend(start_actors(&config, &api, client, demand, clock, &loads, &stop));
+    let loads_at_end = loads.clone();
     tasks.push(tokio::spawn(view::run(
         checker.state(),
         loads,
@@ -260,13 +285,27 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
-    let mut summary = checker.finish(&local, started.elapsed(), &demand_name(&config)).await;
+    let view_state = checker.state();
+    let wall = started.elapsed();
+    let mut summary = checker.finish(&api, wall, &demand_name(&config)).await;
+    // The last frame, from the state the summary was made of.
+    {
+        let mut s = view_state.lock().expect("demo state");
+        let text = view::frame(
+            &mut s,
+            view::mean_load(&loads_at_end),
+            &clock,
+            wall.as_secs_f64(),
+            config.live_view,
+        );
+        print!("{text}");
+    }
     summary.signals = signals.description;
     if let Some(task) = signals.direct {
         task.abort();
     }
     drop(signals.prometheus);
-    sandbox.shutdown().await;
+    target.teardown(&config).await;
     Ok(summary)
 }
 
@@ -372,9 +411,13 @@ impl UtilizationPath {
 }
 
 /// sublet's controller over HTTP, as `sublet run` would run it, with the demo's short tick and ledger interval.
-fn start_controller(client: kube::Client, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+fn start_controller(
+    client: kube::Client,
+    metrics_addr: std::net::SocketAddr,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let controller_config = crate::controller::Config {
-        metrics_addr: "127.0.0.1:0".parse().expect("valid address"),
+        metrics_addr,
         leader_election: false,
         identity: "sublet-demo".into(),
         tick: Duration::from_millis(200),
@@ -391,14 +434,16 @@ fn start_controller(client: kube::Client, stop: watch::Receiver<bool>) -> tokio:
 /// tenants.
 fn start_actors(
     config: &DemoConfig,
-    local: &LocalApi,
+    api: &DemoApi,
     client: kube::Client,
     demand: workload::DemandCurve,
     clock: SimClock,
     loads: &prom::Loads,
     stop: &watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    // The demo's nodes only: on an existing cluster other nodes have kubelets of their own.
     let heartbeats = kubelet::KubeletConfig {
+        node_selector: GROUP_LABEL.into(),
         period: Duration::from_secs(1),
         start_pods: false,
         ..kubelet::KubeletConfig::default()
@@ -406,13 +451,13 @@ fn start_actors(
     let mut tasks = vec![
         tokio::spawn(kubelet::run(client, heartbeats, stop.clone())),
         tokio::spawn(nodes::run(
-            local.as_manager("demo-kubelet"),
+            api.as_manager("demo-kubelet"),
             clock,
             loads.clone(),
             stop.clone(),
         )),
         tokio::spawn(workload::run(
-            local.as_manager("demo-workload"),
+            api.as_manager("demo-workload"),
             demand,
             clock,
             config.seed,
@@ -422,7 +467,7 @@ fn start_actors(
     for i in 0..config.tenants {
         let tenant = tenants::Tenant::new(i, config.seed);
         tasks.push(tokio::spawn(tenants::run(
-            local.as_manager("demo-tenant"),
+            api.as_manager("demo-tenant"),
             tenant,
             clock,
             stop.clone(),
@@ -438,42 +483,254 @@ fn demand_name(config: &DemoConfig) -> String {
     }
 }
 
-/// CRDs, namespaces, nodes and the pool.
-fn setup(local: &LocalApi, config: &DemoConfig, groups: &[NodeGroup], prom_url: &str) -> Result<(), DemoError> {
+/// Where the demo runs: a sandbox of its own, or an existing cluster.
+struct Target {
+    api: DemoApi,
+    client: kube::Client,
+    url: String,
+    /// The kubeconfig kubectl reaches the demo's API server with.
+    kubeconfig: PathBuf,
+    /// The demo's sandbox; with `--cluster`, a private one that only holds copies of the demo's nodes, the
+    /// DCGM exporter's inventory.
+    inventory: SandboxHandle,
+}
+
+impl Target {
+    async fn start(config: &DemoConfig) -> Result<Target, DemoError> {
+        let Some(path) = &config.cluster else {
+            let sandbox = Sandbox::start(SandboxConfig {
+                listen: config.listen,
+                external_kubelet: true,
+                ..SandboxConfig::default()
+            })
+            .await?;
+            sandbox.write_kubeconfig(&config.kubeconfig)?;
+            return Ok(Target {
+                api: DemoApi::Local(sandbox.local().as_manager("sublet-demo")),
+                client: sandbox.client().await?,
+                url: sandbox.url(),
+                kubeconfig: config.kubeconfig.clone(),
+                inventory: sandbox,
+            });
+        };
+        let input = |message: String| DemoError::Input {
+            path: path.display().to_string(),
+            message,
+        };
+        let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| input(e.to_string()))?;
+        let kube_config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| input(e.to_string()))?;
+        let url = kube_config.cluster_url.to_string();
+        let client = kube::Client::try_from(kube_config).map_err(|e| input(e.to_string()))?;
+        let api = DemoApi::Remote {
+            client: client.clone(),
+            manager: "sublet-demo".into(),
+        };
+        api.get("v1", "namespaces", None, "default")
+            .await
+            .map_err(|e| DemoError::Setup(format!("cannot reach the cluster at {url}: {e}")))?;
+        for ns in namespaces(config) {
+            if api.get("v1", "namespaces", None, &ns).await.is_ok() {
+                return Err(DemoError::Setup(format!(
+                    "namespace {ns} already exists on {url}: the demo creates its own namespaces, nodes and pool \
+                     there and deletes them at the end; remove it or use a fresh cluster"
+                )));
+            }
+        }
+        let demo_nodes = api.list("v1", "nodes", None, GROUP_LABEL, "").await?;
+        if let Some(n) = demo_nodes.first() {
+            return Err(DemoError::Setup(format!(
+                "node {} with the demo's label {GROUP_LABEL} already exists on {url} (an earlier demo that did not \
+                 end?); remove the demo's nodes first",
+                n["metadata"]["name"].as_str().unwrap_or("?")
+            )));
+        }
+        apply_crds(&api).await?;
+        let inventory = Sandbox::start(SandboxConfig::default()).await?;
+        Ok(Target {
+            api,
+            client,
+            url,
+            kubeconfig: path.clone(),
+            inventory,
+        })
+    }
+
+    /// The changes the checker reads: subscribed before the demo writes anything.
+    async fn feed(&self) -> Result<feed::Feed, DemoError> {
+        match &self.api {
+            DemoApi::Local(local) => Ok(feed::local(local)),
+            DemoApi::Remote { client, .. } => feed::remote(client.clone()).await,
+        }
+    }
+
+    /// Stops the sandbox; on an existing cluster, deletes what the demo created there.
+    async fn teardown(self, config: &DemoConfig) {
+        if let DemoApi::Remote { .. } = &self.api
+            && let Err(e) = remove_demo_objects(&self.api, config).await
+        {
+            eprintln!(
+                "sublet demo: could not remove everything it created on {}: {e}",
+                self.url
+            );
+        }
+        self.inventory.shutdown().await;
+    }
+}
+
+/// The internal namespace and the tenants'.
+fn namespaces(config: &DemoConfig) -> Vec<String> {
+    std::iter::once(INTERNAL_NAMESPACE.to_string())
+        .chain((0..config.tenants).map(tenants::namespace))
+        .collect()
+}
+
+/// Applies sublet's CRDs (server-side) and waits until the API server serves them.
+async fn apply_crds(api: &DemoApi) -> Result<(), DemoError> {
+    const CRDS: &str = "apiextensions.k8s.io/v1";
     for crd in crate::crd::all() {
         let value = serde_json::to_value(&crd).map_err(|e| DemoError::Api(e.to_string()))?;
-        local.create("apiextensions.k8s.io/v1", "customresourcedefinitions", None, value)?;
+        let name = value["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        api.patch(
+            CRDS,
+            "customresourcedefinitions",
+            None,
+            &name,
+            PatchKind::Apply { force: true },
+            &value,
+            None,
+        )
+        .await?;
+        let mut established = false;
+        for _ in 0..300 {
+            let got = api.get(CRDS, "customresourcedefinitions", None, &name).await?;
+            let conditions = got["status"]["conditions"].as_array().cloned().unwrap_or_default();
+            if conditions
+                .iter()
+                .any(|c| c["type"] == "Established" && c["status"] == "True")
+            {
+                established = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !established {
+            return Err(DemoError::Setup(format!(
+                "the CRD {name} was not established within 30 s"
+            )));
+        }
     }
-    local.create(
+    Ok(())
+}
+
+/// CRDs (on the sandbox), namespaces, nodes and the pool.
+async fn setup(target: &Target, config: &DemoConfig, groups: &[NodeGroup], prom_url: &str) -> Result<(), DemoError> {
+    let api = &target.api;
+    if let DemoApi::Local(local) = api {
+        for crd in crate::crd::all() {
+            let value = serde_json::to_value(&crd).map_err(|e| DemoError::Api(e.to_string()))?;
+            local.create("apiextensions.k8s.io/v1", "customresourcedefinitions", None, value)?;
+        }
+    } else {
+        // The exporter's inventory: the same nodes.
+        nodes::create_nodes(&target.inventory.local().into(), groups).await?;
+    }
+    api.create(
         "v1",
         "namespaces",
         None,
         json!({"metadata": {"name": INTERNAL_NAMESPACE}}),
-    )?;
+    )
+    .await?;
     for i in 0..config.tenants {
         let name = tenants::namespace(i);
-        local.create(
+        api.create(
             "v1",
             "namespaces",
             None,
             json!({"metadata": {"name": name, "labels": {crate::api::keys::TENANT_NAMESPACE_LABEL: "true"}}}),
-        )?;
+        )
+        .await?;
     }
-    nodes::create_nodes(local, groups)?;
+    nodes::create_nodes(api, groups).await?;
     let pool = json!({"apiVersion": "sublet.dev/v1alpha1", "kind": "TenantPool",
         "metadata": {"name": POOL}, "spec": pool_spec(config, prom_url)});
     // A freshly created CRD serves at once in the sandbox, but retry briefly in case it does not.
     let mut last = None;
     for _ in 0..50 {
-        match local.create("sublet.dev/v1alpha1", "tenantpools", None, pool.clone()) {
+        match api
+            .create("sublet.dev/v1alpha1", "tenantpools", None, pool.clone())
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(e) => last = Some(e),
         }
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Err(last
         .map(DemoError::from)
         .unwrap_or_else(|| DemoError::Setup("pool".into())))
+}
+
+/// Deletes the demo's pool, leases, namespaces (their pods at once: nobody runs them any more) and nodes,
+/// and waits until the namespaces are gone, so that the next demo can start.
+async fn remove_demo_objects(api: &DemoApi, config: &DemoConfig) -> Result<(), DemoError> {
+    const SUBLET: &str = "sublet.dev/v1alpha1";
+    // The controller has stopped: nobody else removes sublet's finalizers.
+    let unfinalize = json!({"metadata": {"finalizers": null}});
+    let now = DeleteOpts {
+        grace_period: Some(0),
+        ..DeleteOpts::default()
+    };
+    let ignore_gone = |r: Result<Value, api::CallError>| match r {
+        Err(e) if e.code != 404 => Err(DemoError::from(e)),
+        _ => Ok(()),
+    };
+    ignore_gone(
+        api.patch(SUBLET, "tenantpools", None, POOL, PatchKind::Merge, &unfinalize, None)
+            .await,
+    )?;
+    ignore_gone(api.delete(SUBLET, "tenantpools", None, POOL, &now).await)?;
+    let names = namespaces(config);
+    for ns in &names {
+        for lease in api
+            .list(SUBLET, "gpuleases", Some(ns), "", "")
+            .await
+            .unwrap_or_default()
+        {
+            let name = lease["metadata"]["name"].as_str().unwrap_or_default();
+            ignore_gone(
+                api.patch(SUBLET, "gpuleases", Some(ns), name, PatchKind::Merge, &unfinalize, None)
+                    .await,
+            )?;
+            ignore_gone(api.delete(SUBLET, "gpuleases", Some(ns), name, &now).await)?;
+        }
+        for pod in api.list("v1", "pods", Some(ns), "", "").await? {
+            let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+            ignore_gone(api.delete("v1", "pods", Some(ns), name, &now).await)?;
+        }
+        ignore_gone(api.delete("v1", "namespaces", None, ns, &DeleteOpts::default()).await)?;
+    }
+    for node in api.list("v1", "nodes", None, GROUP_LABEL, "").await? {
+        let name = node["metadata"]["name"].as_str().unwrap_or_default();
+        ignore_gone(api.delete("v1", "nodes", None, name, &DeleteOpts::default()).await)?;
+    }
+    for _ in 0..600 {
+        let mut left = Vec::new();
+        for ns in &names {
+            if api.get("v1", "namespaces", None, ns).await.is_ok() {
+                left.push(ns.as_str());
+            }
+        }
+        if left.is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(DemoError::Setup(
+        "the demo's namespaces were still terminating after 60 s".into(),
+    ))
 }
 
 /// Parses `40`, `40s`, `2m` or `1h` as a wall-clock span.

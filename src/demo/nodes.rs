@@ -1,14 +1,16 @@
-//! The simulated GPU nodes: their groups, a small scheduler and a kubelet, acting through `LocalApi`.
+//! The simulated GPU nodes: their groups, a small scheduler and a kubelet, acting through [`DemoApi`].
 //!
 //! ```text
 //!   every 50 ms:  list nodes + pods ─▶ kubelet: finish graceful deletions at their deadline, start bound pods,
 //!                                        end pods whose work (or checkpoint after a notice) is done,
 //!                                        remove finished pods
-//!                                   ─▶ scheduler: bind pending pods, oldest first, to the fullest node that
-//!                                        is Ready, schedulable, tolerated, selected and has the GPUs free
+//!                                   ─▶ scheduler (sandbox only): bind pending pods, oldest first, to the
+//!                                        fullest node that is Ready, schedulable, tolerated, selected and has
+//!                                        the GPUs free; on a real cluster kube-scheduler binds them
 //! ```
 //! The sandbox runs with `external_kubelet`, so a deleted running pod stays (with its deletionTimestamp) until
-//! this kubelet removes it at the end of its grace period, as a real kubelet would.
+//! this kubelet removes it at the end of its grace period, as a real kubelet would; a real API server does the
+//! same. The kubelet tends only the demo's nodes (those with the `demo.sublet.dev/group` label).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -17,9 +19,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::api::DemoApi;
 use super::{CHECKPOINT_ANNOTATION, DemoError, GPU_RESOURCE, GROUP_LABEL, MODEL_LABEL, RUN_ANNOTATION, Rng, SimClock};
 use crate::api::keys::DEADLINE_ANNOTATION;
-use sublet_sandbox::{DeleteOpts, LocalApi, PatchKind};
+use sublet_sandbox::{DeleteOpts, PatchKind};
 
 /// A group of identical GPU nodes; internal demand is per group.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -147,11 +150,11 @@ pub fn node_specs(groups: &[NodeGroup]) -> Vec<NodeSpec> {
 }
 
 /// Creates the nodes, Ready, with the GPU taint the NVIDIA operator puts on GPU nodes.
-pub fn create_nodes(local: &LocalApi, groups: &[NodeGroup]) -> Result<(), DemoError> {
+pub async fn create_nodes(api: &DemoApi, groups: &[NodeGroup]) -> Result<(), DemoError> {
     validate_groups(groups).map_err(DemoError::Setup)?;
     for n in node_specs(groups) {
         let gpus = n.gpus.to_string();
-        local.create(
+        api.create(
             "v1",
             "nodes",
             None,
@@ -161,13 +164,15 @@ pub fn create_nodes(local: &LocalApi, groups: &[NodeGroup]) -> Result<(), DemoEr
                 }},
                 "spec": {"taints": [{"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}]},
             }),
-        )?;
+        )
+        .await?;
         let status = json!({"status": {
             "capacity": {GPU_RESOURCE: gpus, "cpu": "128", "memory": "1Ti", "pods": "110"},
             "allocatable": {GPU_RESOURCE: gpus, "cpu": "128", "memory": "1Ti", "pods": "110"},
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"}],
         }});
-        local.patch("v1", "nodes", None, &n.name, PatchKind::Merge, &status, Some("status"))?;
+        api.patch("v1", "nodes", None, &n.name, PatchKind::Merge, &status, Some("status"))
+            .await?;
     }
     Ok(())
 }
@@ -266,8 +271,8 @@ struct Memory {
     noticed: HashMap<String, Instant>,
 }
 
-/// Runs the kubelet and scheduler until `stop`.
-pub async fn run(local: LocalApi, clock: SimClock, loads: super::prom::Loads, mut stop: watch::Receiver<bool>) {
+/// Runs the kubelet, and on the sandbox the scheduler, until `stop`.
+pub async fn run(api: DemoApi, clock: SimClock, loads: super::prom::Loads, mut stop: watch::Receiver<bool>) {
     let mut memory = Memory {
         rng: Rng::new(0x5eed),
         started: HashMap::new(),
@@ -280,7 +285,7 @@ pub async fn run(local: LocalApi, clock: SimClock, loads: super::prom::Loads, mu
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        if let Err(e) = pass(&local, &clock, &mut memory, &loads) {
+        if let Err(e) = pass(&api, &clock, &mut memory, &loads).await {
             tracing::debug!(error = %e, "kubelet pass failed; retrying");
         }
     }
@@ -297,17 +302,17 @@ fn key(pod: &Value) -> (String, String) {
     )
 }
 
-fn remove(local: &LocalApi, pod: &Value) {
+async fn remove(api: &DemoApi, pod: &Value) {
     let (ns, name) = key(pod);
     let opts = DeleteOpts {
         grace_period: Some(0),
         uid: Some(uid(pod)),
         ..DeleteOpts::default()
     };
-    let _ = local.delete("v1", "pods", Some(&ns), &name, &opts);
+    let _ = api.delete("v1", "pods", Some(&ns), &name, &opts).await;
 }
 
-fn set_phase(local: &LocalApi, pod: &Value, phase: &str, reason: &str) {
+async fn set_phase(api: &DemoApi, pod: &Value, phase: &str, reason: &str) {
     let (ns, name) = key(pod);
     let now = sublet_sandbox::meta::format_time(jiff::Timestamp::now());
     let mut status = json!({"phase": phase, "reason": reason});
@@ -317,20 +322,28 @@ fn set_phase(local: &LocalApi, pod: &Value, phase: &str, reason: &str) {
     } else {
         status["conditions"] = json!([{"type": "Ready", "status": "False", "lastTransitionTime": now}]);
     }
-    let _ = local.patch(
-        "v1",
-        "pods",
-        Some(&ns),
-        &name,
-        PatchKind::Merge,
-        &json!({"status": status}),
-        Some("status"),
-    );
+    let _ = api
+        .patch(
+            "v1",
+            "pods",
+            Some(&ns),
+            &name,
+            PatchKind::Merge,
+            &json!({"status": status}),
+            Some("status"),
+        )
+        .await;
 }
 
-fn pass(local: &LocalApi, clock: &SimClock, memory: &mut Memory, loads: &super::prom::Loads) -> Result<(), DemoError> {
-    let nodes = local.list("v1", "nodes", None, "", "")?;
-    let pods = local.list("v1", "pods", None, "", "")?;
+async fn pass(
+    api: &DemoApi,
+    clock: &SimClock,
+    memory: &mut Memory,
+    loads: &super::prom::Loads,
+) -> Result<(), DemoError> {
+    let nodes = api.list("v1", "nodes", None, GROUP_LABEL, "").await?;
+    let pods = api.list("v1", "pods", None, "", "").await?;
+    let ours: std::collections::HashSet<&str> = nodes.iter().filter_map(|n| n["metadata"]["name"].as_str()).collect();
     let now = jiff::Timestamp::now();
     let mut used: HashMap<String, u32> = HashMap::new();
     let mut busy: HashMap<String, u32> = HashMap::new();
@@ -345,9 +358,12 @@ fn pass(local: &LocalApi, clock: &SimClock, memory: &mut Memory, loads: &super::
             }
             continue;
         };
+        if !ours.contains(node) {
+            continue;
+        }
         if finished(pod) {
             // The job controller's part: finished pods go.
-            remove(local, pod);
+            remove(api, pod).await;
             continue;
         }
         *used.entry(node.to_string()).or_default() += pod_gpus(pod);
@@ -356,14 +372,27 @@ fn pass(local: &LocalApi, clock: &SimClock, memory: &mut Memory, loads: &super::
                 .as_str()
                 .and_then(|s| s.parse::<jiff::Timestamp>().ok());
             if at.is_none_or(|at| at <= now) {
-                remove(local, pod);
+                remove(api, pod).await;
             }
             continue;
         }
         match phase(pod) {
             "Pending" => {
-                memory.started.insert(id, Instant::now());
-                set_phase(local, pod, "Running", "Started");
+                // A kubelet's admission: a pod whose node selector the node no longer matches (it was bound from
+                // a scheduler's view the node has since left) fails instead of starting.
+                let node_labels = nodes
+                    .iter()
+                    .find(|n| n["metadata"]["name"] == node)
+                    .map(|n| &n["metadata"]["labels"]);
+                let selected = pod["spec"]["nodeSelector"]
+                    .as_object()
+                    .is_none_or(|sel| sel.iter().all(|(k, v)| node_labels.is_some_and(|l| l[k] == *v)));
+                if selected {
+                    memory.started.insert(id, Instant::now());
+                    set_phase(api, pod, "Running", "Started").await;
+                } else {
+                    set_phase(api, pod, "Failed", "NodeAffinity").await;
+                }
             }
             "Running" => {
                 *busy.entry(node.to_string()).or_default() += pod_gpus(pod);
@@ -371,14 +400,14 @@ fn pass(local: &LocalApi, clock: &SimClock, memory: &mut Memory, loads: &super::
                 if let Some(run) = annotation_f64(pod, RUN_ANNOTATION)
                     && started.elapsed() >= clock.wall(run)
                 {
-                    set_phase(local, pod, "Succeeded", "Completed");
+                    set_phase(api, pod, "Succeeded", "Completed").await;
                     continue;
                 }
                 let notice = pod["metadata"]["annotations"][DEADLINE_ANNOTATION].is_string();
                 if let (true, Some(checkpoint)) = (notice, annotation_f64(pod, CHECKPOINT_ANNOTATION)) {
                     let seen = *memory.noticed.entry(id).or_insert_with(Instant::now);
                     if seen.elapsed() >= clock.wall(checkpoint) {
-                        set_phase(local, pod, "Succeeded", "Checkpointed");
+                        set_phase(api, pod, "Succeeded", "Checkpointed").await;
                     }
                 }
             }
@@ -386,24 +415,27 @@ fn pass(local: &LocalApi, clock: &SimClock, memory: &mut Memory, loads: &super::
         }
     }
     // Utilization follows the load: a busy GPU runs near 93 %, an idle one at 0.
-    let mut load = loads.lock().expect("loads");
-    load.clear();
-    for n in &nodes {
-        let name = n["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let total = node_gpus(n).max(1);
-        let running = busy.get(&name).copied().unwrap_or(0).min(total);
-        load.insert(name, 93.0 * f64::from(running) / f64::from(total));
+    {
+        let mut load = loads.lock().expect("loads");
+        load.clear();
+        for n in &nodes {
+            let name = n["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let total = node_gpus(n).max(1);
+            let running = busy.get(&name).copied().unwrap_or(0).min(total);
+            load.insert(name, 93.0 * f64::from(running) / f64::from(total));
+        }
     }
-    drop(load);
     memory.started.retain(|k, _| alive.contains(k));
     memory.noticed.retain(|k, _| alive.contains(k));
-    schedule(local, &nodes, &mut used, pending, &mut memory.rng);
+    if !api.is_remote() {
+        schedule(api, &nodes, &mut used, pending, &mut memory.rng).await;
+    }
     Ok(())
 }
 
 /// Binds pending pods, oldest first, each to the fullest node it fits, which keeps whole nodes free to lend.
-fn schedule(
-    local: &LocalApi,
+async fn schedule(
+    api: &DemoApi,
     nodes: &[Value],
     used: &mut HashMap<String, u32>,
     mut pending: Vec<&Value>,
@@ -433,12 +465,12 @@ fn schedule(
         let best: Vec<&str> = fitting.iter().filter(|(_, f)| *f == least).map(|(n, _)| *n).collect();
         let name = *rng.pick(&best);
         // The controller may have tainted the node since the list: look again right before binding.
-        match local.get("v1", "nodes", None, name) {
+        match api.get("v1", "nodes", None, name).await {
             Ok(fresh) if fits(pod, &fresh) => {}
             _ => continue,
         }
         let (ns, pod_name) = key(pod);
-        if local.bind(&ns, &pod_name, name).is_ok() {
+        if api.bind(&ns, &pod_name, name).await.is_ok() {
             *used.entry(name.to_string()).or_default() += want;
         }
     }

@@ -2,7 +2,8 @@
 //! revenue, internal delay, the controller's last decisions, and the invariant checks of DESIGN.md rules 1–3.
 //!
 //! ```text
-//!   LocalApi::events() ─▶ on_event: nodes, pods, leases, pools, namespaces, events ─▶ State ─▶ view.rs
+//!   feed.rs (the sandbox's events, or a real server's watches in order) ─▶ on_event: nodes, pods, leases,
+//!                                                   pools, namespaces, events ─▶ State ─▶ view.rs
 //!   every 100 ms ───────▶ sample: leased GPUs × dt (GPU-hours, revenue), pending internal pods (delay)
 //!   finish() ───────────▶ Summary (JSON)
 //! ```
@@ -11,7 +12,8 @@
 //!    removes finished pods and pods already being deleted), and a node is never lent while an internal,
 //!    unfinished pod is bound to it;
 //! 2. a node carries at most one lease taint, and a tenant pod runs only on a node whose lease is of the pod's
-//!    namespace (checked when the pod is bound and whenever its node changes);
+//!    namespace (checked when the pod starts running and whenever its node changes; a pod bound to a node
+//!    that no longer matches its selector is refused by the kubelet, as a real kubelet's admission does);
 //! 3. every eviction (deletion) of an unfinished tenant pod comes after the pod carried
 //!    `sublet.dev/reclaim-deadline`, at or after that deadline.
 
@@ -22,12 +24,13 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 
+use super::api::DemoApi;
+use super::feed::{Change, Feed, Item};
 use super::{GROUP_LABEL, MODEL_LABEL, SimClock, nodes};
 use crate::api::keys::{DEADLINE_ANNOTATION, LEASE_LABEL, LEASE_TAINT, STATE_LABEL, TENANT_NAMESPACE_LABEL};
-use sublet_sandbox::LocalApi;
-use sublet_sandbox::store::{Event, EventType};
+use sublet_sandbox::store::EventType;
 
 #[derive(Clone, Debug, Default)]
 pub struct NodeInfo {
@@ -94,6 +97,8 @@ pub struct State {
     /// The controller's events, newest last: `reason object: note`.
     pub decisions: VecDeque<String>,
     pub decisions_total: u64,
+    /// Decisions the plain view has printed so far.
+    pub decisions_printed: u64,
     pub counters: Counters,
     pub violations: Vec<Violation>,
     /// Simulated GPU-seconds on nodes bound to leases (leased or under notice), and their price.
@@ -104,14 +109,19 @@ pub struct State {
     pub missed_events: u64,
     /// Nodes lent while an internal pod was bound to them, not yet taken back: node → (when, pods).
     pub open_races: BTreeMap<String, (Instant, Vec<String>)>,
-    /// Such lends the controller took back within [`RACE_LIMIT`], before any lease bound the node.
+    /// Such lends the controller took back within the race limit, before any lease bound the node.
     pub lend_races: u64,
     /// Tenant pods already reported on a node of another lease (`ns/name@lease`), reported once.
     misplaced: HashSet<String>,
+    /// How long a lend with an internal pod on the node may stay before it breaks rule 1.
+    pub race_limit: Duration,
 }
 
 /// How long a node lent just as an internal pod was bound to it may stay lent before it counts as broken.
 pub const RACE_LIMIT: Duration = Duration::from_secs(1);
+/// The same on a real API server: the scheduler's binding, the controller's refused bind and its return each
+/// go through the server's watches and admission, which on a busy two-core machine took over a second.
+pub const REAL_RACE_LIMIT: Duration = Duration::from_secs(5);
 
 impl State {
     pub fn internal_pending(&self) -> (usize, u32) {
@@ -149,32 +159,35 @@ fn time(v: &Value) -> Option<Timestamp> {
 }
 
 impl Checker {
-    pub fn start(local: &LocalApi, clock: SimClock, price: f64) -> Checker {
-        let state = Arc::new(Mutex::new(State::default()));
-        let mut events = local.events();
-        let (stop, mut stopped) = oneshot::channel();
+    /// Checks the changes `feed` delivers (see [`super::feed`]).
+    /// A node lent while an internal pod was bound to it must be back within `race_limit`.
+    pub fn start(mut feed: Feed, clock: SimClock, price: f64, race_limit: Duration) -> Checker {
+        let state = Arc::new(Mutex::new(State {
+            race_limit,
+            ..State::default()
+        }));
+        let (stop, mut stopped) = oneshot::channel::<()>();
         let shared = state.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             let mut last = Instant::now();
+            let mut closing = false;
             loop {
                 tokio::select! {
-                    ev = events.recv() => match ev {
-                        Ok(ev) => on_event(&mut shared.lock().expect("demo state"), &ev, price),
-                        Err(broadcast::error::RecvError::Lagged(n)) => shared.lock().expect("demo state").missed_events += n,
-                        Err(broadcast::error::RecvError::Closed) => return,
+                    item = feed.rx.recv() => match item {
+                        Some(Item::Change(c)) => on_event(&mut shared.lock().expect("demo state"), &c, price),
+                        Some(Item::Missed(n)) => shared.lock().expect("demo state").missed_events += n,
+                        // Closed: everything up to the stop has been delivered.
+                        None => return,
                     },
                     _ = tick.tick() => {
                         let dt = last.elapsed().as_secs_f64();
                         last = Instant::now();
                         sample(&mut shared.lock().expect("demo state"), dt, clock.speed);
                     }
-                    _ = &mut stopped => {
-                        let mut s = shared.lock().expect("demo state");
-                        while let Ok(ev) = events.try_recv() {
-                            on_event(&mut s, &ev, price);
-                        }
-                        return;
+                    _ = &mut stopped, if !closing => {
+                        closing = true;
+                        feed.close();
                     }
                 }
             }
@@ -192,23 +205,25 @@ impl Checker {
     }
 
     /// Stops checking and answers the summary.
-    pub async fn finish(mut self, local: &LocalApi, wall: Duration, workload: &str) -> Summary {
+    pub async fn finish(mut self, api: &DemoApi, wall: Duration, workload: &str) -> Summary {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         let _ = (&mut self.task).await;
-        let pool = local
+        let pool = api
             .get("sublet.dev/v1alpha1", "tenantpools", None, super::POOL)
+            .await
             .map(|p| p["status"].clone())
             .unwrap_or(Value::Null);
         let mut s = self.state.lock().expect("demo state");
-        close_races(&mut s, RACE_LIMIT);
+        let limit = s.race_limit;
+        close_races(&mut s, limit);
         summarize(&s, &pool, wall, self.clock.speed, workload)
     }
 }
 
 fn sample(s: &mut State, dt: f64, speed: f64) {
-    close_races(s, RACE_LIMIT);
+    close_races(s, s.race_limit);
     let (mut gpus, mut money) = (0.0, 0.0);
     let mut out_groups = HashSet::new();
     for n in s.nodes.values() {
@@ -255,18 +270,16 @@ fn label(obj: &Value, key: &str) -> Option<String> {
     obj["metadata"]["labels"][key].as_str().map(str::to_string)
 }
 
-fn on_event(s: &mut State, ev: &Event, price: f64) {
-    let obj = ev.obj.value();
-    // Store keys are `resource` for the core group and `group/resource` otherwise.
-    let resource = ev.res.rsplit('/').next().unwrap_or("");
-    match resource {
-        "namespaces" if label(&obj, TENANT_NAMESPACE_LABEL).as_deref() == Some("true") => {
-            s.tenant_namespaces.insert(ev.obj.name.to_string());
+fn on_event(s: &mut State, ev: &Change, price: f64) {
+    let obj = &ev.obj;
+    match ev.resource.as_str() {
+        "namespaces" if label(obj, TENANT_NAMESPACE_LABEL).as_deref() == Some("true") => {
+            s.tenant_namespaces.insert(ev.name.clone());
         }
-        "nodes" => on_node(s, ev, &obj, price),
-        "pods" => on_pod(s, ev, &obj),
+        "nodes" => on_node(s, ev, obj, price),
+        "pods" => on_pod(s, ev, obj),
         "gpuleases" => {
-            let key = (ev.obj.namespace.to_string(), ev.obj.name.to_string());
+            let key = (ev.namespace.clone(), ev.name.clone());
             if matches!(ev.kind, EventType::Deleted) {
                 s.leases.remove(&key);
                 return;
@@ -300,8 +313,8 @@ fn on_event(s: &mut State, ev: &Event, price: f64) {
     }
 }
 
-fn on_node(s: &mut State, ev: &Event, obj: &Value, price: f64) {
-    let name = ev.obj.name.to_string();
+fn on_node(s: &mut State, ev: &Change, obj: &Value, price: f64) {
+    let name = ev.name.clone();
     if matches!(ev.kind, EventType::Deleted) {
         s.nodes.remove(&name);
         return;
@@ -345,7 +358,7 @@ fn on_node(s: &mut State, ev: &Event, obj: &Value, price: f64) {
                     .collect();
                 if !busy.is_empty() {
                     // The scheduler may bind a pod a moment before the controller's write lands; that is a race
-                    // the controller must settle by taking the node back at once (see RACE_LIMIT).
+                    // the controller must settle by taking the node back at once (see [`RACE_LIMIT`]).
                     s.open_races.insert(name.clone(), (Instant::now(), busy));
                 }
             }
@@ -380,7 +393,7 @@ fn on_node(s: &mut State, ev: &Event, obj: &Value, price: f64) {
     check_tenant_pods_on(s, &name);
 }
 
-/// Rule 2: every live tenant pod on `node` belongs to the namespace of the node's lease.
+/// Rule 2: every running tenant pod on `node` belongs to the namespace of the node's lease.
 fn check_tenant_pods_on(s: &mut State, node: &str) {
     let lease = s.nodes.get(node).and_then(|n| n.lease.clone());
     let owner = lease
@@ -394,7 +407,7 @@ fn check_tenant_pods_on(s: &mut State, node: &str) {
             p.tenant
                 && p.node.as_deref() == Some(node)
                 && !p.deleting
-                && !matches!(p.phase.as_str(), "Succeeded" | "Failed")
+                && p.phase == "Running"
                 && owner.as_deref() != Some(k.0.as_str())
         })
         .map(|(k, _)| format!("{}/{}", k.0, k.1))
@@ -410,9 +423,9 @@ fn check_tenant_pods_on(s: &mut State, node: &str) {
     }
 }
 
-fn on_pod(s: &mut State, ev: &Event, obj: &Value) {
-    let ns = ev.obj.namespace.to_string();
-    let key = (ns.clone(), ev.obj.name.to_string());
+fn on_pod(s: &mut State, ev: &Change, obj: &Value) {
+    let ns = ev.namespace.clone();
+    let key = (ns.clone(), ev.name.clone());
     let tenant = s.tenant_namespaces.contains(&ns);
     let deleting = obj["metadata"]["deletionTimestamp"].is_string();
     let gone = matches!(ev.kind, EventType::Deleted);
@@ -520,10 +533,37 @@ pub struct Summary {
     /// What the controller itself accounted in the pool status, on the real clock.
     pub controller_lent_gpu_hours: f64,
     pub controller_revenue: f64,
+    /// Which figures are simulated time and which the wall clock.
+    pub clocks: Clocks,
     pub internal_delay: InternalDelay,
     pub last_decisions: Vec<String>,
     pub invariants: Invariants,
 }
+
+/// The demo's two clocks: the simulated day runs `speed` times faster than the wall clock, while the
+/// controller keeps its ledger on the wall clock.
+#[derive(Clone, Debug, Serialize)]
+pub struct Clocks {
+    pub note: &'static str,
+    /// Fields in simulated time.
+    pub simulated: &'static [&'static str],
+    /// Fields on the wall clock.
+    pub wall_clock: &'static [&'static str],
+}
+
+pub const CLOCKS: Clocks = Clocks {
+    note: "the demo's workload and tenants run on a simulated clock, `speed` simulated seconds per wall-clock \
+           second; the controller accounts on the wall clock, so its own figures are about `speed` times smaller",
+    simulated: &[
+        "simulated_hours",
+        "harvested_gpu_hours",
+        "revenue",
+        "internal_delay.total_hours",
+        "internal_delay.mean_minutes",
+        "internal_delay.max_minutes",
+    ],
+    wall_clock: &["wall_seconds", "controller_lent_gpu_hours", "controller_revenue"],
+};
 
 /// Delay lending added to internal work.
 #[derive(Clone, Debug, Serialize)]
@@ -547,7 +587,8 @@ with the time so far";
 pub struct Invariants {
     pub checked: Vec<&'static str>,
     /// Nodes lent a moment after the scheduler bound an internal pod to them (the controller's cache had not
-    /// seen the pod yet) and taken back by the controller within a second, before any lease: not violations.
+    /// seen the pod yet) and taken back by the controller within the race limit (a second on the sandbox, five
+    /// on a real API server), before any lease: not violations.
     pub lend_races_settled: u64,
     /// Such lends still open when the demo stopped, younger than the limit: neither settled nor broken.
     pub lend_races_open_at_end: usize,
@@ -589,6 +630,7 @@ fn summarize(s: &State, pool: &Value, wall: Duration, speed: f64, workload: &str
         currency: "USD".into(),
         controller_lent_gpu_hours: pool["lentGpuHours"].as_f64().unwrap_or(0.0),
         controller_revenue: pool["revenue"].as_f64().unwrap_or(0.0),
+        clocks: CLOCKS,
         internal_delay: InternalDelay {
             definition: DELAY_DEFINITION,
             pods: delays.len(),
@@ -610,5 +652,45 @@ fn summarize(s: &State, pool: &Value, wall: Duration, speed: f64, workload: &str
             missed_events: s.missed_events,
             ok: s.violations.is_empty() && s.missed_events == 0,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every figure of time, GPU-hours or money in the JSON is named under one clock, and each name is a field.
+    #[test]
+    fn the_json_says_which_clock_each_figure_is_on() {
+        let summary = summarize(
+            &State::default(),
+            &serde_json::json!({}),
+            Duration::from_secs(20),
+            2160.0,
+            "synthetic day",
+        );
+        let json = serde_json::to_value(&summary).unwrap();
+        let named: Vec<&str> = CLOCKS.simulated.iter().chain(CLOCKS.wall_clock).copied().collect();
+        for name in &named {
+            let value = name.split('.').fold(&json, |v, k| &v[k]);
+            assert!(value.is_f64(), "{name} is not a figure of the summary");
+        }
+        let mut figures = Vec::new();
+        for (key, value) in json.as_object().unwrap() {
+            let inner = value.as_object().filter(|_| key == "internal_delay");
+            for (k, v) in inner.into_iter().flatten().map(|(k, v)| (format!("{key}.{k}"), v)) {
+                figures.push((k, v.clone()));
+            }
+            figures.push((key.clone(), value.clone()));
+        }
+        for (key, value) in figures {
+            let timed = ["hours", "seconds", "minutes", "revenue"]
+                .iter()
+                .any(|w| key.contains(w));
+            if value.is_f64() && timed {
+                assert!(named.contains(&key.as_str()), "{key} is on no clock");
+            }
+        }
+        assert_eq!(json["clocks"]["wall_clock"][0], "wall_seconds");
     }
 }

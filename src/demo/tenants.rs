@@ -13,8 +13,9 @@
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::api::DemoApi;
 use super::{CHECKPOINT_ANNOTATION, GPU_RESOURCE, RUN_ANNOTATION, Rng, SimClock};
-use sublet_sandbox::{DeleteOpts, LocalApi};
+use sublet_sandbox::DeleteOpts;
 
 const NAMES: [&str; 6] = ["acme", "globex", "initech", "umbrella", "hooli", "stark"];
 
@@ -52,7 +53,7 @@ enum State {
 const API: &str = "sublet.dev/v1alpha1";
 
 /// Runs one tenant until `stop`.
-pub async fn run(local: LocalApi, mut tenant: Tenant, clock: SimClock, mut stop: watch::Receiver<bool>) {
+pub async fn run(api: DemoApi, mut tenant: Tenant, clock: SimClock, mut stop: watch::Receiver<bool>) {
     let mut state = State::Idle {
         until: tenant.rng.range(0.2, 2.0) * 3600.0,
     };
@@ -65,11 +66,11 @@ pub async fn run(local: LocalApi, mut tenant: Tenant, clock: SimClock, mut stop:
             _ = stop.wait_for(|s| *s) => return,
         }
         let now = clock.sim_elapsed();
-        state = step(&local, &mut tenant, state, now, &mut count);
+        state = step(&api, &mut tenant, state, now, &mut count).await;
     }
 }
 
-fn step(local: &LocalApi, t: &mut Tenant, state: State, now: f64, count: &mut u32) -> State {
+async fn step(api: &DemoApi, t: &mut Tenant, state: State, now: f64, count: &mut u32) -> State {
     let ns = t.namespace.clone();
     match state {
         State::Idle { until } if now >= until => {
@@ -78,7 +79,7 @@ fn step(local: &LocalApi, t: &mut Tenant, state: State, now: f64, count: &mut u3
             let gpus = *t.rng.pick(&[16, 24, 32, 32, 48]);
             let lease = json!({"apiVersion": API, "kind": "GpuLease", "metadata": {"name": name},
                 "spec": {"pool": super::POOL, "gpus": gpus}});
-            match local.create(API, "gpuleases", Some(&ns), lease) {
+            match api.create(API, "gpuleases", Some(&ns), lease).await {
                 Ok(_) => State::Waiting {
                     lease: name,
                     since: now,
@@ -87,8 +88,9 @@ fn step(local: &LocalApi, t: &mut Tenant, state: State, now: f64, count: &mut u3
             }
         }
         State::Waiting { lease, since } => {
-            let status = local
+            let status = api
                 .get(API, "gpuleases", Some(&ns), &lease)
+                .await
                 .map(|l| l["status"].clone());
             match status {
                 Ok(s) if s["phase"] == "Bound" => State::Working {
@@ -96,18 +98,19 @@ fn step(local: &LocalApi, t: &mut Tenant, state: State, now: f64, count: &mut u3
                     job_end: now + t.rng.range(6.0, 14.0) * 3600.0,
                 },
                 // Nothing to lend for a long while: give up and try again later.
-                Ok(_) if now - since > 4.0 * 3600.0 => give_up(local, t, &lease, now),
+                Ok(_) if now - since > 4.0 * 3600.0 => give_up(api, t, &lease, now).await,
                 Ok(_) => State::Waiting { lease, since },
                 Err(_) => State::Idle { until: now + 1800.0 },
             }
         }
         State::Working { lease, job_end } => {
-            let Ok(obj) = local.get(API, "gpuleases", Some(&ns), &lease) else {
+            let Ok(obj) = api.get(API, "gpuleases", Some(&ns), &lease).await else {
                 return State::Idle { until: now + 1800.0 };
             };
             let status = &obj["status"];
-            let pods = local
+            let pods = api
                 .list("v1", "pods", Some(&ns), &format!("demo.sublet.dev/lease={lease}"), "")
+                .await
                 .unwrap_or_default();
             let alive: Vec<&Value> = pods
                 .iter()
@@ -115,7 +118,7 @@ fn step(local: &LocalApi, t: &mut Tenant, state: State, now: f64, count: &mut u3
                 .collect();
             let phase = status["phase"].as_str().unwrap_or("");
             if matches!(phase, "Released" | "Expired") || (now >= job_end && alive.is_empty()) {
-                return give_up(local, t, &lease, now);
+                return give_up(api, t, &lease, now).await;
             }
             let nodes = status["nodeCount"].as_u64().unwrap_or(0) as usize;
             if phase == "Bound" && now < job_end && alive.len() < nodes {
@@ -131,7 +134,7 @@ fn step(local: &LocalApi, t: &mut Tenant, state: State, now: f64, count: &mut u3
                         job_end - now,
                         t.checkpoints,
                     );
-                    let _ = local.create("v1", "pods", Some(&ns), pod);
+                    let _ = api.create("v1", "pods", Some(&ns), pod).await;
                 }
             }
             State::Working { lease, job_end }
@@ -141,8 +144,10 @@ fn step(local: &LocalApi, t: &mut Tenant, state: State, now: f64, count: &mut u3
 }
 
 /// Deletes the lease and rests for a few simulated hours.
-fn give_up(local: &LocalApi, t: &mut Tenant, lease: &str, now: f64) -> State {
-    let _ = local.delete(API, "gpuleases", Some(&t.namespace), lease, &DeleteOpts::default());
+async fn give_up(api: &DemoApi, t: &mut Tenant, lease: &str, now: f64) -> State {
+    let _ = api
+        .delete(API, "gpuleases", Some(&t.namespace), lease, &DeleteOpts::default())
+        .await;
     State::Idle {
         until: now + t.rng.range(1.0, 4.0) * 3600.0,
     }

@@ -26,6 +26,8 @@ pub struct Intro {
     pub speed: f64,
     pub duration: Duration,
     pub signals: String,
+    /// The controller's /metrics URL.
+    pub metrics: String,
 }
 
 pub fn intro(i: &Intro) {
@@ -39,6 +41,10 @@ pub fn intro(i: &Intro) {
         i.duration.as_secs_f64()
     );
     println!("Signals: {}.", i.signals);
+    println!(
+        "Controller metrics at {} (Prometheus text format; /livez and /readyz beside it).",
+        i.metrics
+    );
     println!("API server at {}; while it runs, try:", i.url);
     println!("  export KUBECONFIG={kc}");
     println!("  kubectl get tenantpools");
@@ -147,33 +153,46 @@ pub async fn run(
         Duration::from_secs(2)
     };
     let mut tick = tokio::time::interval(period);
-    let mut printed = 0u64;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         let wall = clock.wall_start.elapsed().as_secs_f64();
-        let util = {
-            let l = loads.lock().expect("loads");
-            // A mean of non-negative loads; `abs` keeps a rounding -0 from printing as "-0 %".
-            (l.values().sum::<f64>() / l.len().max(1) as f64).abs()
-        };
-        let s = state.lock().expect("demo state");
+        let mut s = state.lock().expect("demo state");
+        let text = frame(&mut s, mean_load(&loads), &clock, wall, live);
         let mut out = std::io::stdout().lock();
-        if live {
-            let _ = write!(out, "\x1b[H\x1b[2J{}", render(&s, &clock, wall));
-            let _ = writeln!(out, "\nmean GPU utilization {util:.0} %");
-        } else {
-            let skip = s.decisions.len().saturating_sub((s.decisions_total - printed) as usize);
-            for d in s.decisions.iter().skip(skip) {
-                let _ = writeln!(out, "decision: {d}");
-            }
-            printed = s.decisions_total;
-            let _ = writeln!(out, "{} gpu_util={util:.0}%", line(&s, &clock, wall));
-        }
+        let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
     }
+}
+
+/// The mean GPU load, in percent.
+pub fn mean_load(loads: &super::prom::Loads) -> f64 {
+    let l = loads.lock().expect("loads");
+    // A mean of non-negative loads; `abs` keeps a rounding -0 from printing as "-0 %".
+    (l.values().sum::<f64>() / l.len().max(1) as f64).abs()
+}
+
+/// One redraw: the live view on a terminal; otherwise the decisions not printed yet and one log line.
+/// Drawn once more from the final state after the demo stops, so the last frame agrees with the summary.
+pub fn frame(s: &mut State, util: f64, clock: &SimClock, wall: f64, live: bool) -> String {
+    let mut out = String::new();
+    if live {
+        let _ = write!(out, "\x1b[H\x1b[2J{}", render(s, clock, wall));
+        let _ = writeln!(out, "\nmean GPU utilization {util:.0} %");
+    } else {
+        let skip = s
+            .decisions
+            .len()
+            .saturating_sub((s.decisions_total - s.decisions_printed) as usize);
+        for d in s.decisions.iter().skip(skip) {
+            let _ = writeln!(out, "decision: {d}");
+        }
+        s.decisions_printed = s.decisions_total;
+        let _ = writeln!(out, "{} gpu_util={util:.0}%", line(s, clock, wall));
+    }
+    out
 }
 
 /// The summary for people.
@@ -260,5 +279,21 @@ mod tests {
         let v = render(&s, &clock, 1.0);
         assert!(v.contains("acme/job-1") && v.contains("1 nodes"), "{v}");
         assert!(v.contains("Bound job-1: bound c"), "{v}");
+    }
+
+    #[test]
+    fn idle_gpus_read_0_percent_not_minus_0_and_each_decision_is_printed_once() {
+        let loads: super::super::prom::Loads = Arc::new(Mutex::new([("a".to_string(), -0.0)].into()));
+        assert_eq!(format!("{:.0} %", mean_load(&loads)), "0 %");
+        let clock = SimClock::new(2160.0, jiff::Timestamp::UNIX_EPOCH);
+        let mut s = state();
+        s.decisions_total = 1;
+        let first = frame(&mut s, 0.0, &clock, 1.0, false);
+        assert!(
+            first.contains("decision: Bound job-1") && first.contains("gpu_util=0%"),
+            "{first}"
+        );
+        let again = frame(&mut s, 0.0, &clock, 2.0, false);
+        assert!(!again.contains("decision:"), "{again}");
     }
 }

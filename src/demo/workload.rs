@@ -15,9 +15,9 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::api::DemoApi;
 use super::nodes::{NodeGroup, finished, pod_gpus};
 use super::{DemoError, GPU_RESOURCE, GROUP_LABEL, INTERNAL_NAMESPACE, RUN_ANNOTATION, Rng, SimClock};
-use sublet_sandbox::LocalApi;
 
 /// GPUs wanted per group, one row per step.
 #[derive(Clone, Debug)]
@@ -84,7 +84,7 @@ pub fn day_share(hour: f64) -> f64 {
 }
 
 /// Creates internal pods so that each group's live internal GPUs meet its demand, until `stop`.
-pub async fn run(local: LocalApi, curve: DemandCurve, clock: SimClock, seed: u64, mut stop: watch::Receiver<bool>) {
+pub async fn run(api: DemoApi, curve: DemandCurve, clock: SimClock, seed: u64, mut stop: watch::Receiver<bool>) {
     let mut rng = Rng::new(seed ^ 0x1234);
     let mut next = 0u64;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
@@ -95,7 +95,7 @@ pub async fn run(local: LocalApi, curve: DemandCurve, clock: SimClock, seed: u64
             _ = stop.wait_for(|s| *s) => return,
         }
         let wanted = curve.at(clock.sim_elapsed());
-        let Ok(pods) = local.list("v1", "pods", Some(INTERNAL_NAMESPACE), "", "") else {
+        let Ok(pods) = api.list("v1", "pods", Some(INTERNAL_NAMESPACE), "", "").await else {
             continue;
         };
         let live = live_by_group(&pods);
@@ -107,7 +107,7 @@ pub async fn run(local: LocalApi, curve: DemandCurve, clock: SimClock, seed: u64
                 next += 1;
                 let run = rng.range(1.5, 4.0) * 3600.0;
                 let pod = internal_pod(&format!("train-{}-{next:05}", group.name), &group.name, size, run);
-                if local.create("v1", "pods", Some(INTERNAL_NAMESPACE), pod).is_err() {
+                if api.create("v1", "pods", Some(INTERNAL_NAMESPACE), pod).await.is_err() {
                     break;
                 }
                 have += size;

@@ -352,7 +352,10 @@ impl<'a> Draft<'a> {
             return Err("node is cordoned".into());
         }
         if w.internal_gpu_pods > 0 {
-            return Err(format!("runs {} internal GPU pods", w.internal_gpu_pods));
+            return Err(match w.internal_gpu_pods {
+                1 => "runs an internal GPU pod".to_string(),
+                n => format!("runs {n} internal GPU pods"),
+            });
         }
         if w.used_gpus > 0 || w.tenant_count > 0 {
             return Err("its GPUs are in use".into());

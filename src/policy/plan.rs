@@ -258,15 +258,28 @@ fn reclaim_ahead(w: &mut Draft, classes: &mut Classes) {
 
 /// Brings `need` GPUs back for the internal demand of class `c` (any class when None).
 fn reclaim_for(w: &mut Draft, classes: &mut Classes, c: Option<usize>, need: i64) {
+    // Says why the node is taken back: what internal work needs against what is free.
     let why = match c {
+        Some(c) if classes.pending[c] == 0 => format!(
+            "taken back for internal work: the reserve of {} is short by {need} GPUs (nothing pending; reserve {}, \
+             {} free, {} coming back)",
+            classes.label(c),
+            classes.reserve[c],
+            classes.free[c],
+            classes.incoming[c]
+        ),
         Some(c) => format!(
-            "internal demand in {}: {} GPUs pending, {} reserved, {} free",
+            "taken back for internal work: {} needs {need} more GPUs ({} pending, reserve {}; {} free, {} coming back)",
             classes.label(c),
             classes.pending[c],
             classes.reserve[c],
-            classes.free[c]
+            classes.free[c],
+            classes.incoming[c]
         ),
-        None => format!("internal demand for any GPU: {} GPUs pending", classes.pending_any),
+        None => format!(
+            "taken back for internal work: {} GPUs pending that can run on any GPU model, {need} more needed",
+            classes.pending_any
+        ),
     };
     reclaim(w, classes, c, need, Cause::InternalDemand, &why);
 }

@@ -199,7 +199,7 @@ fn each_lendability_rule_holds_a_node_back() {
         (fx().node("n1", 8).with_node(|n| n.unschedulable = true), "cordoned"),
         (
             fx().node("n1", 8).internal_pod("train", Some("n1"), 1),
-            "internal GPU pods",
+            "runs an internal GPU pod",
         ),
         (
             fx().node("n1", 8).with_node(|n| n.idle_since = Some(at(-60))),
@@ -617,7 +617,26 @@ fn internal_demand_gives_notice_on_leased_nodes() {
     assert_eq!(lease.as_deref(), Some("acme.job"));
     assert_eq!(p.leases[0].phase, LeasePhase::Reclaiming);
     assert_eq!(p.leases[0].deadline, Some(at(120)));
-    assert!(p.steps[0].reason.contains("internal demand"));
+    let why = &p.steps[0].reason;
+    assert!(why.contains("taken back for internal work"), "{why}");
+    assert!(why.contains("8 GPUs pending that can run on any GPU model"), "{why}");
+}
+
+#[test]
+fn a_notice_for_the_reserve_says_the_reserve_is_short() {
+    let p = fx()
+        .node("leased", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .lease("acme", "job", 8, LeasePhase::Bound, Some(-600))
+        .tenant_pod("acme", "worker", "leased")
+        .policy(|p| p.reserve.gpus = 8)
+        .plan();
+    assert_eq!(kinds(&p), ["notice leased", "annotate worker"]);
+    let why = &p.steps[0].reason;
+    assert!(
+        why.contains("is short by 8 GPUs (nothing pending; reserve 8, 0 free"),
+        "{why}"
+    );
 }
 
 #[test]

@@ -63,15 +63,26 @@ spec:
 /// A pool file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolFileError {
+    #[error("not YAML: {0}")]
+    Yaml(#[from] serde_yaml_ng::Error),
+    /// What the API server would answer to the file, one `field: message` per refused value.
+    #[error("not a TenantPool the API server would take: {}", .0.join("; "))]
+    Invalid(Vec<String>),
     #[error("not a TenantPool: {0}")]
-    Parse(#[from] serde_yaml_ng::Error),
+    Parse(#[from] serde_json::Error),
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
 }
 
-/// Reads a TenantPool YAML into the planner's policy.
+/// Reads a TenantPool YAML into the planner's policy, after checking it with the CRD's schema and CEL rules
+/// (what a cluster would refuse, this refuses too, with the rule's message).
 pub fn pool_policy(yaml: &str) -> Result<PoolPolicy, PoolFileError> {
-    let pool: TenantPool = serde_yaml_ng::from_str(yaml)?;
+    let raw: serde_json::Value = serde_yaml_ng::from_str(yaml)?;
+    let errors = crate::api::tenant_pool_errors(&raw);
+    if !errors.is_empty() {
+        return Err(PoolFileError::Invalid(errors));
+    }
+    let pool: TenantPool = serde_json::from_value(raw)?;
     let name = pool.metadata.name.clone().unwrap_or_else(|| "simulate".into());
     Ok(pool.spec.to_policy(&name, false)?)
 }
@@ -89,11 +100,13 @@ pub struct Options {
     pub eviction_grace_seconds: i64,
 }
 
-/// The report, and the sublet run's totals per step for the plot.
+/// The report, and the sublet run's totals per step (over all groups, and per group) for the plot.
 #[derive(Clone, Debug)]
 pub struct Outcome {
     pub report: Report,
     pub series: sublet::Series,
+    /// The same per node group, for the plot's panels.
+    pub by_group: sublet::GroupSeries,
 }
 
 /// Replays every policy. `progress(done, total)` follows the sublet replay, the longest one.
@@ -113,7 +126,7 @@ pub fn run(trace: &Trace, opts: &Options, progress: &mut dyn FnMut(usize, usize)
     let arrivals = arrivals
         .as_deref()
         .zip(opts.tenants.as_ref().map(|t| t.patience_seconds));
-    let ((meter, series), others) = std::thread::scope(|scope| {
+    let ((meter, series, by_group), others) = std::thread::scope(|scope| {
         let others = scope.spawn(|| {
             baselines
                 .iter()
@@ -148,7 +161,11 @@ pub fn run(trace: &Trace, opts: &Options, progress: &mut dyn FnMut(usize, usize)
         },
         policies,
     };
-    Outcome { report, series }
+    Outcome {
+        report,
+        series,
+        by_group,
+    }
 }
 
 /// The oracle as a row: it holds exactly what it lends, delays nothing, and each stretch that ends before

@@ -36,6 +36,8 @@ pub const GROUP_LABEL: &str = "sublet.dev/node-group";
 
 /// Per step, over all groups: capacity, internal demand (capped), GPUs out of internal use, GPUs leased.
 pub type Series = Vec<[u32; 4]>;
+/// The same per node group: `[group][step]`.
+pub type GroupSeries = Vec<Series>;
 
 struct Replay<'a> {
     trace: &'a Trace,
@@ -80,7 +82,7 @@ pub fn run(
     tenants: Option<(&[Arrival], i64)>,
     eviction_grace_seconds: i64,
     progress: &mut dyn FnMut(usize),
-) -> (Meter, Series) {
+) -> (Meter, Series, GroupSeries) {
     let policy = adapt(policy);
     let mut r = Replay::new(trace, policy);
     if let Some((arrivals, patience)) = tenants {
@@ -90,6 +92,7 @@ pub fn run(
     r.grace = eviction_grace_seconds.max(0);
     let k = trace.groups.len();
     let mut series = Vec::with_capacity(trace.steps());
+    let mut by_group: GroupSeries = vec![Vec::with_capacity(trace.steps()); k];
     for step in 0..trace.steps() {
         let now = trace.time(step);
         if trace.capacity_changes() {
@@ -109,7 +112,11 @@ pub fn run(
             r.meter.reserve += f64::from(r.reserve_gpus) * trace.step_seconds as f64;
             r.meter.reserve_seconds += trace.step_seconds as f64;
         }
-        series.push(r.totals(step));
+        let groups = r.group_totals(step);
+        series.push(groups.iter().fold([0; 4], |t, g| std::array::from_fn(|i| t[i] + g[i])));
+        for (g, totals) in groups.into_iter().enumerate() {
+            by_group[g].push(totals);
+        }
         // Deadlines between this step and the next are acted on when they come, as the controller does.
         let next = trace.time(step + 1);
         let mut after = now;
@@ -125,7 +132,7 @@ pub fn run(
     }
     progress(trace.steps());
     r.meter.finish();
-    (r.meter, series)
+    (r.meter, series, by_group)
 }
 
 impl<'a> Replay<'a> {
@@ -467,15 +474,19 @@ impl<'a> Replay<'a> {
         }
     }
 
-    fn totals(&self, step: usize) -> [u32; 4] {
-        let mut t = [self.trace.capacity_total_at(step), self.want.iter().sum(), 0, 0];
+    /// Per group: capacity, internal demand (capped), GPUs out of internal use, GPUs leased.
+    fn group_totals(&self, step: usize) -> Vec<[u32; 4]> {
+        let mut t: Vec<[u32; 4]> = (0..self.trace.groups.len())
+            .map(|g| [self.trace.capacity_at(step, g), self.want[g], 0, 0])
+            .collect();
         for (n, node) in self.snap.nodes.iter().enumerate() {
+            let g = &mut t[self.fleet.group_of[n]];
             match node.marks.state {
                 NodeState::Internal => {}
-                NodeState::Lent => t[2] += self.fleet.gpus[n],
+                NodeState::Lent => g[2] += self.fleet.gpus[n],
                 NodeState::Leased | NodeState::Reclaiming => {
-                    t[2] += self.fleet.gpus[n];
-                    t[3] += self.fleet.gpus[n];
+                    g[2] += self.fleet.gpus[n];
+                    g[3] += self.fleet.gpus[n];
                 }
             }
         }

@@ -101,7 +101,7 @@ fn one(trace: &Trace, base: &PoolPolicy, q: f64, idle: i64, notice: i64, grace: 
         l.burst_quantile = q;
     }
     let oracle = oracle::compute(trace, notice, policy.min_lease_seconds);
-    let (meter, _) = sublet::run(trace, &oracle, policy, None, grace, &mut |_| {});
+    let (meter, _, _) = sublet::run(trace, &oracle, policy, None, grace, &mut |_| {});
     let r = PolicyReport::from_meter("sublet", &meter, 0.0);
     Point {
         burst_quantile: q,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sublet::demo::{NodeGroup, SimClock, nodes, summary::Checker};
+use sublet::demo::{NodeGroup, SimClock, feed, nodes, summary::Checker};
 use sublet_sandbox::{DeleteOpts, LocalApi, PatchKind, Sandbox, SandboxConfig};
 
 fn pod(name: &str, annotations: Value) -> Value {
@@ -45,7 +45,7 @@ async fn each_broken_rule_is_reported_and_allowed_cases_pass() {
     .unwrap();
     let local = sandbox.local();
     let clock = SimClock::new(1000.0, jiff::Timestamp::UNIX_EPOCH);
-    let checker = Checker::start(&local, clock, 2.0);
+    let checker = Checker::start(feed::local(&local), clock, 2.0, sublet::demo::summary::RACE_LIMIT);
     local
         .create("v1", "namespaces", None, json!({"metadata": {"name": "ml"}}))
         .unwrap();
@@ -57,7 +57,7 @@ async fn each_broken_rule_is_reported_and_allowed_cases_pass() {
         gpus_per_node: 8,
         model: "NVIDIA-H100-80GB-HBM3".into(),
     };
-    nodes::create_nodes(&local, &[group]).unwrap();
+    nodes::create_nodes(&local.clone().into(), &[group]).await.unwrap();
 
     // Rule 1: an internal pod deleted while it runs.
     running_pod(&local, "ml", "train-1", "h100-000", json!({}));
@@ -114,7 +114,9 @@ async fn each_broken_rule_is_reported_and_allowed_cases_pass() {
     delete(&local, "ml", "done");
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let summary = checker.finish(&local, Duration::from_secs(2), "test").await;
+    let summary = checker
+        .finish(&local.clone().into(), Duration::from_secs(2), "test")
+        .await;
     let inv = &summary.invariants;
     assert!(!inv.ok);
     let details: Vec<String> = inv

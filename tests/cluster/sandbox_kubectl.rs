@@ -137,6 +137,36 @@ fn crds_examples_and_printer_columns() {
 }
 
 #[test]
+fn explain_reads_the_schemas_of_custom_and_built_in_kinds() {
+    let cluster = TestCluster::start();
+    install_crds_and_examples(&cluster);
+    let spec = cluster.ok(&["explain", "tenantpool.spec"]);
+    for part in [
+        "GROUP:      sublet.dev",
+        "KIND:       TenantPool",
+        "VERSION:    v1alpha1",
+        "FIELD: spec <Object>",
+        "idle\t<Object>",
+        "When a node counts as idle.",
+    ] {
+        assert!(spec.contains(part), "{part:?} not in\n{spec}");
+    }
+    let field = cluster.ok(&["explain", "tp.spec.reclaim.noticeSeconds"]);
+    assert!(field.contains("FIELD: noticeSeconds <integer>"), "{field}");
+    let meta = cluster.ok(&["explain", "gpulease.metadata.labels"]);
+    assert!(meta.contains("FIELD: labels <map[string]string>"), "{meta}");
+    let pod = cluster.ok(&["explain", "pods.spec.containers.resources"]);
+    assert!(
+        pod.contains("KIND:       Pod") && pod.contains("FIELD: resources <ResourceRequirements>"),
+        "{pod}"
+    );
+    let lease = cluster.ok(&["explain", "leases.spec", "--api-version=coordination.k8s.io/v1"]);
+    assert!(lease.contains("holderIdentity"), "{lease}");
+    let err = cluster.fails(&["explain", "tenantpool.spec.nonsense"]);
+    assert!(err.contains("nonsense"), "{err}");
+}
+
+#[test]
 fn invalid_tenant_pool_is_rejected_with_the_cel_message_and_unknown_fields_strictly() {
     let cluster = TestCluster::start();
     install_crds_and_examples(&cluster);

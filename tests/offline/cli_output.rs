@@ -43,6 +43,37 @@ fn a_malformed_pool_file_is_said_once() {
 }
 
 #[test]
+fn a_pool_file_the_api_server_would_refuse_is_refused_with_the_crds_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pool.yaml"),
+        "apiVersion: sublet.dev/v1alpha1\nkind: TenantPool\nmetadata: {name: p}\n\
+         spec: {idle: {maxUtilizationPercent: 150}, reclaim: {noticeSeconds: -1}}\n",
+    )
+    .unwrap();
+    let err = stderr_of(&["simulate", "--pool", "pool.yaml", "trace.csv"], dir.path());
+    assert!(err.contains("pool pool.yaml"), "{err}");
+    assert!(
+        err.contains("spec.idle.maxUtilizationPercent: maxUtilizationPercent must be between 0 and 100"),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.reclaim.noticeSeconds: noticeSeconds must be between 0 and 86400"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_plot_in_a_format_it_cannot_write_is_refused_before_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["x.png", "x", "x.svg.png"] {
+        let err = stderr_of(&["simulate", "--plot", name, "trace.csv"], dir.path());
+        assert!(err.contains("--plot") && err.contains(".svg"), "{err}");
+        assert!(!dir.path().join(name).exists(), "{name} written");
+    }
+}
+
+#[test]
 fn the_log_has_no_colour_codes_when_stderr_is_a_file() {
     let dir = tempfile::tempdir().unwrap();
     // An API server that refuses connections: the controller starts, serves /metrics and logs its retries.

@@ -399,7 +399,13 @@ fn pod_patch() -> impl Strategy<Value = Value> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    // The saved failures are read from (and new ones written to) patch_kubectl.proptest-regressions beside
+    // this file, whichever folder the test binary is built from.
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn random_strategic_patches_match_kubectl(patch in pod_patch()) {

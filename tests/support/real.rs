@@ -5,6 +5,7 @@
 //!   SUBLET_TEST_CLUSTER=sandbox|real|both (default both, as CI) ─▶ clusters()
 //!   real() ─▶ scripts/control-plane up DIR ─▶ DIR/kubeconfig ─▶ kube::Client per test
 //!          ─▶ a kubelet thread: node Leases, Ready, bound pods started, graceful deletions finished
+//!             (for every node but the demo's: `sublet demo --cluster` runs its own)
 //!          ─▶ a reaper (sh) that runs `scripts/control-plane down DIR` once this process is gone
 //!   turn() ─▶ tests on the real control plane take turns and sweep what earlier ones left
 //! ```
@@ -104,7 +105,9 @@ fn start() -> RealCluster {
         runtime.block_on(async move {
             let client = client_for(&for_kubelet).await;
             let (_keep, stop) = tokio::sync::watch::channel(false);
+            // Every node but `sublet demo --cluster`'s, which the demo's own kubelet runs.
             let config = sublet::demo::kubelet::KubeletConfig {
+                node_selector: format!("!{}", sublet::demo::GROUP_LABEL),
                 period: Duration::from_millis(100),
                 ..Default::default()
             };

@@ -565,7 +565,7 @@ async fn forged_node_marks(backend: Backend) {
             .map(|t| (t.key, t.effect))
             .collect()
     };
-    // Lent and leased nodes keep internal pods off with NoExecute taints.
+    // A leased node keeps every other pod off with a NoExecute taint (a lent one with NoSchedule).
     let n = nodes.get(&leased).await.unwrap();
     assert_eq!(
         sublet_taints(&n),
@@ -591,11 +591,14 @@ async fn forged_node_marks(backend: Backend) {
             .await
             .unwrap();
     }
-    for (node, key) in [(&leased, "sublet.dev/lease"), (&lent, "sublet.dev/lent")] {
+    for (node, key, effect) in [
+        (leased.as_str(), "sublet.dev/lease", "NoExecute"),
+        (lent.as_str(), "sublet.dev/lent", "NoSchedule"),
+    ] {
         eventually_seen(10, &format!("the {key} taint back on {node}"), || async {
             let n = nodes.get(node).await.map_err(|e| e.to_string())?;
             let taints = sublet_taints(&n);
-            if taints == [(key.to_string(), "NoExecute".to_string())] {
+            if taints == [(key.to_string(), effect.to_string())] {
                 Ok(())
             } else {
                 Err(format!("{taints:?}"))

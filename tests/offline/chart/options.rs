@@ -1,5 +1,5 @@
 //! Chart options a platform team sets around the controller: Kueue access as the signal reads it, extra
-//! arguments and environment, common labels, the ServiceMonitor's label handling, CRDs as templates, and
+//! arguments and environment, common labels, pod annotations and labels, the priority class, topology spread, the ServiceMonitor's label handling, CRDs as templates, and
 //! the refusal of two writers.
 
 use std::path::Path;
@@ -82,6 +82,42 @@ fn extra_args_extra_env_and_common_labels() {
     // A misspelt argument is refused by the schema, not by a crash loop.
     let err = refused(&["extraArgs={tick=3}"]);
     assert!(err.contains("extraArgs"), "{err}");
+}
+
+#[test]
+fn pod_annotations_labels_priority_class_and_topology_spread() {
+    let plain = render(&[]);
+    let pod = &one(&plain, "Deployment")["spec"]["template"];
+    assert!(pod["metadata"].get("annotations").is_none(), "{pod}");
+    assert!(pod["spec"].get("priorityClassName").is_none(), "{pod}");
+    // On by default: the replicas spread over nodes, selected by the pods' own labels.
+    let spread = &pod["spec"]["topologySpreadConstraints"][0];
+    assert_eq!(spread["topologyKey"], "kubernetes.io/hostname", "{pod}");
+    assert_eq!(spread["whenUnsatisfiable"], "ScheduleAnyway");
+    for (k, v) in spread["labelSelector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&pod["metadata"]["labels"][k], v, "the spread selects {k}={v}");
+    }
+
+    let objects = render(&[
+        "podAnnotations.example\\.com/owner=gpu-platform",
+        "podLabels.team=gpu-platform",
+        "priorityClassName=system-cluster-critical",
+        "topologySpread=false",
+    ]);
+    let deployment = one(&objects, "Deployment");
+    let pod = &deployment["spec"]["template"];
+    assert_eq!(pod["metadata"]["annotations"]["example.com/owner"], "gpu-platform");
+    assert_eq!(pod["metadata"]["labels"]["team"], "gpu-platform");
+    assert_eq!(pod["spec"]["priorityClassName"], "system-cluster-critical");
+    assert!(pod["spec"].get("topologySpreadConstraints").is_none(), "{pod}");
+    // Pod labels stay out of the selector, which a Deployment cannot change after it is created.
+    assert!(deployment["spec"]["selector"]["matchLabels"].get("team").is_none());
+    assert_eq!(
+        deployment["spec"]["selector"],
+        one(&plain, "Deployment")["spec"]["selector"]
+    );
+    let err = refused(&["priorityClassName=1"]);
+    assert!(err.contains("priorityClassName"), "{err}");
 }
 
 #[test]

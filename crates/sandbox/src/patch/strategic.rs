@@ -148,7 +148,9 @@ fn merge_fields(original: &mut Map<String, Value>, patch: &Map<String, Value>, n
     Ok(())
 }
 
-/// A patch value where the original has none: merged into an empty value, so nested directives apply.
+/// A patch value where the original has none: a map is merged into an empty one, so nested directives
+/// apply; a list is taken as the Go implementation takes it (`removeDirectives`): items with a `$patch`
+/// directive dropped, the others as sent, two items with the same merge key both kept.
 fn fresh(value: &Value, node: &Node) -> Result<Value, PatchError> {
     Ok(match value {
         Value::Object(p) => {
@@ -156,13 +158,25 @@ fn fresh(value: &Value, node: &Node) -> Result<Value, PatchError> {
             merge_map(&mut m, p, node)?;
             Value::Object(m)
         }
-        Value::Array(p) => {
-            let mut l = Vec::new();
-            merge_list(&mut l, p, node)?;
-            Value::Array(l)
-        }
+        Value::Array(_) => without_directives(value).unwrap_or(Value::Array(Vec::new())),
         other => other.clone(),
     })
+}
+
+/// `value` without the maps that carry a `$patch` directive (`None` when it is one), and, as the server's
+/// typed decoding stores it, without other `$` keys and null fields.
+fn without_directives(value: &Value) -> Option<Value> {
+    match value {
+        Value::Object(m) if m.contains_key(DIRECTIVE) => None,
+        Value::Object(m) => Some(Value::Object(
+            m.iter()
+                .filter(|(k, v)| !k.starts_with('$') && !v.is_null())
+                .filter_map(|(k, v)| Some((k.clone(), without_directives(v)?)))
+                .collect(),
+        )),
+        Value::Array(a) => Some(Value::Array(a.iter().filter_map(without_directives).collect())),
+        other => Some(other.clone()),
+    }
 }
 
 /// A patch value taken as it is (nothing to merge it with), as the server stores it: the Go library copies
@@ -199,7 +213,7 @@ fn merge_list(original: &mut Vec<Value>, patch: &[Value], node: &Node) -> Result
             .collect();
         return Ok(());
     }
-    let server = ranks(original, list_type);
+    let mut server = ranks(original, list_type);
     match list_type {
         ListType::Atomic => unreachable!("handled above"),
         ListType::Set => {
@@ -245,6 +259,9 @@ fn merge_list(original: &mut Vec<Value>, patch: &[Value], node: &Node) -> Result
             }
             if !deleted.is_empty() {
                 original.retain(|v| v.get(key).is_none_or(|k| !deleted.contains(&k.to_string())));
+                // The Go implementation orders by the server's list as it is after the deletions: an item
+                // deleted and sent again is new to it, and comes before the items only the server has.
+                server = ranks(original, list_type);
             }
             let mut index: HashMap<String, usize> = original
                 .iter()

@@ -75,6 +75,34 @@ fn patch_delete_removes_one_item() {
     );
 }
 
+/// An item deleted and sent again in one patch is new to the merged list, so it comes first, before the items
+/// only the server has, as kubectl's strategic merge orders it (a case the random patches found).
+#[test]
+fn an_item_deleted_and_sent_again_comes_before_the_servers_items() {
+    let doc = deployment(json!([{"name": "a", "image": "nginx"}, {"name": "b", "image": "redis"}]));
+    let patch = json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "b", "image": null}, {"name": "b", "$patch": "delete"}]}}}});
+    let got = smp(doc, patch, "apps", "Deployment");
+    assert_eq!(
+        got["spec"]["template"]["spec"]["containers"],
+        json!([{"name": "b"}, {"name": "a", "image": "nginx"}])
+    );
+}
+
+/// A list the original does not have is taken as sent, less the items with directives: two items with the
+/// same merge key both stay, as kubectl's strategic merge keeps them (a case the random patches found).
+#[test]
+fn a_new_list_is_taken_as_sent_without_its_directives() {
+    let doc = deployment(json!([{"name": "a", "image": "nginx"}]));
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "env": [
+        {"name": "Z", "value": null}, {"name": "Z", "value": null}, {"name": "Y", "$patch": "delete"}]}]}}}});
+    let got = smp(doc, patch, "apps", "Deployment");
+    assert_eq!(
+        got["spec"]["template"]["spec"]["containers"][0]["env"],
+        json!([{"name": "Z"}, {"name": "Z"}])
+    );
+}
+
 #[test]
 fn patch_replace_on_a_list_and_a_map() {
     let doc = deployment(json!([{"name": "a", "image": "nginx"}, {"name": "b", "image": "redis"}]));
