@@ -169,7 +169,9 @@ fn tenant_pod(name: &str, lease: &str, status: &Value, gpus: u64, run_seconds: f
             "terminationGracePeriodSeconds": 1,
             // The `restricted` Pod Security level sublet has tenant namespaces enforce.
             "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{"name": "job", "image": "tenant/finetune:1",
+            // Tenant pods pull their images and mount no ServiceAccount token (the chart's admission policy).
+            "automountServiceAccountToken": false,
+            "containers": [{"name": "job", "image": "tenant/finetune:1", "imagePullPolicy": "Always",
                 "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
                 "resources": {"requests": {GPU_RESOURCE: n}, "limits": {GPU_RESOURCE: n}}}],
         },

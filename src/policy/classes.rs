@@ -76,9 +76,16 @@ impl Classes {
         (s, spare)
     }
 
+    /// GPUs waiting for class `c`. In a pool of one class, work that waits for any GPU waits for that class
+    /// (up to what the class could serve); with several classes it is no single class's and is left out.
+    pub fn waiting(&self, c: usize) -> i64 {
+        let any = if self.len() == 1 { self.pending_any.max(0) } else { 0 };
+        (self.pending[c] + any).min((self.capacity[c] - self.used[c]).max(0))
+    }
+
     /// Internal demand of class `c` now: GPUs its internal work uses and waits for.
     pub fn demand(&self, c: usize) -> i64 {
-        self.used[c] + self.pending[c]
+        self.used[c] + self.waiting(c)
     }
 
     /// One line per class; while every free GPU is held, the reserve shown is what is free.

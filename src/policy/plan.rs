@@ -242,7 +242,7 @@ fn reclaim_ahead(w: &mut Draft, classes: &mut Classes) {
                 classes.why[c]
             );
         }
-        let need = classes.pending[c] + i64::from(rise) - classes.free[c] - classes.incoming[c];
+        let need = classes.waiting(c) + i64::from(rise) - classes.free[c] - classes.incoming[c];
         if need > 0 {
             let why = format!(
                 "reclaim ahead in {}: demand rose from {} to {now} GPUs within {notice}s and may rise {rise} more; {} free, {} coming back",

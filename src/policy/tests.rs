@@ -1053,6 +1053,32 @@ fn demand_for_any_class_is_met_from_any_class() {
 }
 
 #[test]
+fn work_waiting_for_any_gpu_is_the_demand_of_a_pool_of_one_class() {
+    // The demand by class is what the learned reserve's history records: in a pool of one model, a pod that
+    // asks for no model waits for that model; with two models it is neither's.
+    let one = fx()
+        .node("a", 8)
+        .internal_pod("run", Some("a"), 4)
+        .node("b", 8)
+        .internal_pod("wait", None, 8);
+    let p = one.plan();
+    assert_eq!(p.classes.len(), 1);
+    assert_eq!(p.classes[0].demand_gpus, 4 + 8);
+    // Never more than the class could serve.
+    let p = one.internal_pod("more", None, 8).plan();
+    assert_eq!(p.classes[0].demand_gpus, 16);
+    let mut two = fx()
+        .node("a", 8)
+        .internal_pod("run", Some("a"), 4)
+        .node("h", 8)
+        .internal_pod("wait", None, 8);
+    two.nodes[1].labels = labels("H100");
+    let p = two.plan();
+    let demand: Vec<u32> = p.classes.iter().map(|c| c.demand_gpus).collect();
+    assert_eq!(demand, vec![4, 0]);
+}
+
+#[test]
 fn ledger_accrues_at_observed_rates() {
     let mut s = fx()
         .node("n1", 8)

@@ -1,7 +1,8 @@
 //! The controller's /metrics scraped by the real Prometheus (Debian's `prometheus`) the way a
 //! ServiceMonitor has it scraped: the target's `namespace`, `pod` and `service` labels put on every series,
 //! without honorLabels. A lease's series keep their tenant's namespace, the dashboard's per-tenant panels
-//! answer one series per tenant, counters are there at zero, and a lease's series go when it ends.
+//! answer one series per tenant, counters are there at zero, and a lease's series go when it ends. The demand
+//! by class the controller exports comes back, minute by minute, as the history a learned reserve reads.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -260,6 +261,34 @@ async fn a_service_monitor_scrape_keeps_tenants_apart_and_drops_ended_leases() {
         }
     })
     .await;
+
+    // The demand and capacity the controller exports by pool and class are the history a learned reserve
+    // reads back: through the ServiceMonitor's scrape (its extra target labels included), the pool's range
+    // query gives the class's demand of each minute once the minute is over.
+    let capacity = query(
+        &prom,
+        &format!(r#"sublet_pool_capacity_gpus{{pool="a100",class="{MODEL}"}}"#),
+    )
+    .await
+    .unwrap();
+    assert!(capacity.len() == 1 && capacity[0].value == 16.0, "{capacity:?}");
+    let pending_since = jiff::Timestamp::now();
+    let histories = sublet::signals::history::Histories::default();
+    let history = eventually_seen(150, "a minute of demand read back", || async {
+        let now = jiff::Timestamp::now();
+        let history = histories.read("a100", &prom, 1, now).await?;
+        // The last whole minute, once scrapes of the waiting pod fall in it.
+        let minute = jiff::Timestamp::from_second(now.as_second() / 60 * 60 - 60).unwrap();
+        match history.at(MODEL, minute) {
+            Some(8) if minute.as_second() + 60 > pending_since.as_second() + 2 => Ok(history),
+            got => Err(format!(
+                "{got:?} at {minute}; classes {:?}",
+                history.classes().collect::<Vec<_>>()
+            )),
+        }
+    })
+    .await;
+    assert_eq!(history.classes().collect::<Vec<_>>(), vec![MODEL]);
 
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;

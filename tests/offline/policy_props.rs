@@ -2,7 +2,11 @@
 //! cluster model, checking DESIGN.md rules 1–3 and that planning again on the result changes nothing.
 //!
 //! Pools may carry a learned reserve (burst, hourly peak, reclaim ahead) with a random demand history of
-//! the last hours, or without the history it needs. Each property runs 10,000 random sequences.
+//! the last hours, or without the history it needs. As time passes the history grows the way the controller's
+//! does: each plan's demand by class is recorded, and a minute's peak is read once the minute is over. Around
+//! each plan the reserve's promises are checked too: a class that lends keeps its reserve free, and reclaim
+//! ahead acts only on a learned history while demand climbs, taking back no more than pending demand and the
+//! rise the history expects, in whole nodes. Each property runs 10,000 random sequences.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -425,17 +429,204 @@ fn check_cluster(s: &Snapshot) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+fn minute_of(t: Timestamp) -> i64 {
+    t.as_second().div_euclid(60)
+}
+
+fn at_minute(m: i64) -> Timestamp {
+    Timestamp::from_second(m * 60).unwrap()
+}
+
+/// The history as the controller builds it: it exports each plan's demand by class, Prometheus keeps each
+/// minute's peak, and the controller reads a minute once it is over. Between two events nothing changes, so
+/// the minutes between them hold the last demand seen (a controller plans every few seconds).
+struct Recorder {
+    minute: i64,
+    peaks: BTreeMap<String, u32>,
+    last: BTreeMap<String, u32>,
+}
+
+impl Recorder {
+    fn new(now: Timestamp) -> Self {
+        Self {
+            minute: minute_of(now),
+            peaks: BTreeMap::new(),
+            last: BTreeMap::new(),
+        }
+    }
+
+    /// Before a plan at `s.now`: the minutes that are over go into the snapshot's history.
+    fn flush(&mut self, s: &mut Snapshot) {
+        let now = minute_of(s.now);
+        let Some(history) = s.history.as_mut() else { return };
+        if now <= self.minute {
+            return;
+        }
+        let h = Arc::make_mut(history);
+        for (class, &peak) in &self.peaks {
+            h.record(class, at_minute(self.minute), peak);
+        }
+        for m in self.minute + 1..now {
+            for (class, &demand) in &self.last {
+                h.record(class, at_minute(m), demand);
+            }
+        }
+        self.minute = now;
+        self.peaks = self.last.clone();
+    }
+
+    /// After a plan: its demand by class, as the gauge shows it until the next plan.
+    fn saw(&mut self, s: &Snapshot, p: &Plan) {
+        if s.history.is_none() {
+            return;
+        }
+        for c in &p.classes {
+            let peak = self.peaks.entry(c.class.clone()).or_default();
+            *peak = (*peak).max(c.demand_gpus);
+            self.last.insert(c.class.clone(), c.demand_gpus);
+        }
+    }
+}
+
+/// Per class, what the plan's reserve promises, taken from the snapshot it was made from.
+struct Promises {
+    classes: Vec<ClassPromise>,
+}
+
+struct ClassPromise {
+    class: String,
+    /// Pending internal GPUs of the class, capped at what the class could serve (as the planner caps them).
+    pending: i64,
+    /// GPUs the plan lent of this class.
+    lent: i64,
+}
+
+/// GPUs of `class` a snapshot's internal nodes have free to schedule on.
+fn free_of(s: &Snapshot, class: &str) -> i64 {
+    (0..s.nodes.len())
+        .filter(|&n| model_of(s, n) == class)
+        .filter(|&n| s.nodes[n].marks.state == NodeState::Internal && s.nodes[n].ready && !s.nodes[n].unschedulable)
+        .map(|n| {
+            let used: u32 = s.pods.iter().filter(|q| q.node == Some(n)).map(|q| q.gpus).sum();
+            i64::from(s.nodes[n].gpus.saturating_sub(used))
+        })
+        .sum()
+}
+
+impl Promises {
+    /// Checks reclaim ahead against the snapshot and notes what [`Promises::after`] checks once the plan is
+    /// carried out.
+    fn before(s: &Snapshot, p: &Plan) -> Result<Self, TestCaseError> {
+        let node = |name: &str| s.nodes.iter().position(|n| n.name == name).unwrap();
+        let gpus_of_class = |class: &str, cause: Option<Cause>, lend: bool| -> i64 {
+            p.steps
+                .iter()
+                .filter(|st| cause.is_none_or(|c| st.cause == c))
+                .filter_map(|st| match &st.action {
+                    Action::Lend { node: name } if lend => Some(node(name)),
+                    Action::Unlend { node: name } | Action::Notice { node: name, .. } if !lend => Some(node(name)),
+                    _ => None,
+                })
+                .filter(|&n| model_of(s, n) == class)
+                .map(|n| i64::from(s.nodes[n].gpus))
+                .sum()
+        };
+        let mut classes = Vec::new();
+        for report in &p.classes {
+            let class = report.class.as_str();
+            let of_class: Vec<usize> = (0..s.nodes.len()).filter(|&n| model_of(s, n) == class).collect();
+            let capacity: i64 = of_class.iter().map(|&n| i64::from(s.nodes[n].gpus)).sum();
+            let used: i64 = of_class
+                .iter()
+                .filter(|&&n| s.nodes[n].marks.state == NodeState::Internal)
+                .map(|&n| {
+                    let used: u32 = s.pods.iter().filter(|q| q.node == Some(n)).map(|q| q.gpus).sum();
+                    i64::from(used.min(s.nodes[n].gpus))
+                })
+                .sum();
+            let waiting_for = |c: Option<&str>| -> i64 {
+                s.pods
+                    .iter()
+                    .filter(|q| q.node.is_none() && !q.tenant && q.phase == PodPhase::Pending && !q.terminating)
+                    .filter(|q| q.class.as_deref() == c)
+                    .map(|q| i64::from(q.gpus))
+                    .sum()
+            };
+            let pending = waiting_for(Some(class)).min(capacity - used).max(0);
+            // In a pool of one class, work waiting for any GPU waits for that class.
+            let any = if p.classes.len() == 1 { waiting_for(None) } else { 0 };
+            let waiting = (waiting_for(Some(class)) + any).min(capacity - used).max(0);
+            let ahead = gpus_of_class(class, Some(Cause::ReclaimAhead), false);
+            if ahead > 0 {
+                let learned = s.policy.reserve.learned.as_ref();
+                prop_assert!(
+                    learned.is_some_and(|l| l.reclaim_ahead) && matches!(p.reserve_learned, Some(Ok(()))),
+                    "reclaimed ahead in {class} without a learned history to go by"
+                );
+                let h = s.history.as_deref().unwrap();
+                let notice = s.policy.notice_seconds;
+                let back = Timestamp::from_second(s.now.as_second() - (notice.max(1) + 59) / 60 * 60).unwrap();
+                let before = h.at(class, back);
+                prop_assert!(
+                    before.is_some_and(|b| i64::from(report.demand_gpus) > i64::from(b)),
+                    "reclaimed ahead in {class} while demand did not climb ({before:?} → {})",
+                    report.demand_gpus
+                );
+                let rise = h
+                    .rise_quantile(class, s.now, notice, learned.unwrap().burst_quantile, true)
+                    .unwrap();
+                let largest = of_class.iter().map(|&n| i64::from(s.nodes[n].gpus)).max().unwrap_or(0);
+                prop_assert!(
+                    ahead < waiting + i64::from(rise) + largest,
+                    "reclaimed {ahead} GPUs ahead in {class}: more than {waiting} waiting and a rise of {rise} in whole nodes"
+                );
+            }
+            classes.push(ClassPromise {
+                class: class.to_string(),
+                pending,
+                lent: gpus_of_class(class, None, true),
+            });
+        }
+        Ok(Self { classes })
+    }
+
+    /// Once the plan is carried out: a class that lent keeps free what the plan says it reserves.
+    fn after(&self, s: &Snapshot, p: &Plan) -> Result<(), TestCaseError> {
+        for (c, report) in self.classes.iter().zip(&p.classes) {
+            if c.lent == 0 {
+                continue;
+            }
+            let free = free_of(s, &c.class);
+            prop_assert!(
+                free - c.pending >= i64::from(report.reserve_gpus),
+                "{} lent {} GPUs and kept {free} free for {} pending and a reserve of {} ({})",
+                c.class,
+                c.lent,
+                c.pending,
+                report.reserve_gpus,
+                report.reason
+            );
+        }
+        Ok(())
+    }
+}
+
 /// One random sequence: each event, then a plan checked against the rules, carried out, and planned again.
 fn run_sequence(k: &Knobs, nodes: &[(u32, usize)], events: &[Event]) -> Result<(), TestCaseError> {
     let mut s = build(k, nodes);
     let mut serial = 0;
+    let mut recorder = Recorder::new(s.now);
     for e in events {
         happen(&mut s, e, &mut serial);
+        recorder.flush(&mut s);
         let p = plan(&s);
         check_rules(&s, &p)?;
+        let promises = Promises::before(&s, &p)?;
+        recorder.saw(&s, &p);
         let before = describe(&s);
         ideal::apply(&mut s, &p);
         check_cluster(&s)?;
+        promises.after(&s, &p)?;
         if let Some(max) = s.policy.max_concurrent_reclaims {
             // Notices for internal demand never take the nodes under notice past the cap (forced ones,
             // such as a lease running out, are not capped).

@@ -614,3 +614,67 @@ fn the_default_pool_learns_an_hour_before_it_lends() {
         s.mean_reserve_gpus
     );
 }
+
+#[test]
+fn capacity_that_steps_up_down_and_back_is_taken_as_it_comes() {
+    // One group of 8-GPU nodes whose internal work wants 8 GPUs throughout: 16 GPUs for an hour, then two
+    // nodes join (32) for an hour, three leave (8) for half an hour, and one comes back (16) for an hour.
+    let mut csv = String::from("time,group,capacity_gpus,demand_gpus\n");
+    for m in 0..210 {
+        let cap = match m {
+            0..60 => 16,
+            60..120 => 32,
+            120..150 => 8,
+            _ => 16,
+        };
+        writeln!(csv, "{},g,{cap},8", m * 60).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = simulate::load(&write(dir.path(), "t.csv", &csv)).unwrap();
+    assert_eq!(trace.capacity_gpus(), 32, "the group's nodes are the most it ever has");
+    assert_eq!(
+        [0, 60, 120, 150].map(|step| trace.capacity_at(step, 0)),
+        [16, 32, 8, 16]
+    );
+    let pool = policy(900);
+    let price = pool.prices.for_model(None);
+    let rows = run(&trace, pool);
+    let hours = (16.0 * 60.0 + 32.0 * 60.0 + 8.0 * 30.0 + 16.0 * 60.0) / 60.0;
+    for r in &rows {
+        // Every policy sees the same capacity, and none delays the work that always fits on the first node.
+        assert!(
+            (r.capacity_gpu_hours - hours).abs() < 1e-9,
+            "{}: {}",
+            r.name,
+            r.capacity_gpu_hours
+        );
+        assert_eq!(r.internal_delay_gpu_minutes, 0.0, "{}", r.name);
+        assert!(
+            r.harvested_gpu_hours <= row(&rows, "oracle").harvested_gpu_hours + 1e-9,
+            "{}",
+            r.name
+        );
+    }
+    let s = row(&rows, "sublet");
+    // Node 1 is idle from the start and leased at minute 15; nodes 2 and 3 join idle at minute 60 and are
+    // leased after their own idle window, at 75; all three leave at 120 while leased: lost, neither noticed
+    // nor evicted. Node 1 joins again at 150, idle, and is leased at 165 to the end.
+    assert_eq!(s.lost_to_capacity_change, 3);
+    assert_eq!(s.notices, 0);
+    assert_eq!(s.evictions_per_1000_lent_gpu_hours, 0.0);
+    let leased_gpu_hours = 8.0 * (105.0 + 2.0 * 45.0 + 45.0) / 60.0;
+    assert!(
+        (s.revenue - leased_gpu_hours * price).abs() < 1e-9,
+        "{} GPU-hours leased",
+        s.revenue / price
+    );
+    // naive leases every idle node the step it is idle, joiners included, and loses the same three.
+    let naive = row(&rows, "naive");
+    assert_eq!(naive.lost_to_capacity_change, 3);
+    assert!(
+        (naive.revenue - 8.0 * (120.0 + 2.0 * 60.0 + 60.0) / 60.0 * price).abs() < 1e-9,
+        "{} GPU-hours leased",
+        naive.revenue / price
+    );
+    assert_eq!(row(&rows, "no-lending").lost_to_capacity_change, 0);
+}
