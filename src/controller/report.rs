@@ -843,6 +843,34 @@ fn gpu_gauges(ctx: &Context, pool: &str, t: &crate::policy::Totals) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_pool_with_nothing_to_lend_says_so_in_its_lending_condition() {
+        let policy = std::sync::Arc::new(crate::policy::PoolPolicy::with_defaults("p"));
+        let snapshot = crate::policy::SnapshotBuilder::new(policy, Timestamp::UNIX_EPOCH).build();
+        let plan = crate::policy::plan(&snapshot);
+        assert_eq!(plan.totals.lendable_gpus, 0);
+        let lending = |observe_only: bool| {
+            let mut status = TenantPoolStatus::default();
+            set_pool_conditions(&mut status, &snapshot, &plan, observe_only, Some(1));
+            let c = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Lending")
+                .cloned()
+                .unwrap();
+            (c.status, c.reason, c.message)
+        };
+        let (status, reason, message) = lending(false);
+        assert_eq!((status.as_str(), reason.as_str()), ("True", "Lending"));
+        assert_eq!(
+            message,
+            "lending is allowed; no idle GPU beyond internal demand and the reserve to lend now"
+        );
+        let (status, reason, message) = lending(true);
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "ObserveMode"));
+        assert_eq!(message, "would lend 0 GPUs now; mode is Observe");
+    }
+
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).unwrap()
     }

@@ -326,6 +326,20 @@ async fn lowercase_hostname_and_a_stopped_exporter() {
         (lent(&c).await == names(&["gpu-1"])).then_some(())
     })
     .await;
+    // The freshness the controller exports (sublet_signal_sample_timestamp_seconds): the newest DCGM sample,
+    // a moment ago.
+    let pool = pools.get("a100").await.unwrap();
+    let readings = sublet::signals::Sources::new(c.clone())
+        .fetch(&pool, jiff::Timestamp::now())
+        .await;
+    let newest = readings
+        .newest
+        .iter()
+        .find(|(source, _)| *source == "utilization")
+        .map(|(_, at)| *at)
+        .expect("a utilization sample time");
+    let age = jiff::Timestamp::now().duration_since(newest).as_secs();
+    assert!((0..=30).contains(&age), "newest sample {age}s old");
     // The exporter goes away: Prometheus marks its series stale, no node has a fresh sample.
     dcgm.shutdown().await;
     let (_, message) = eventually(30, "SignalsFresh=False", || async {
