@@ -4,7 +4,6 @@
 
 use crate::support::cluster::*;
 use crate::support::real::{Backend, clusters};
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -57,21 +56,6 @@ fn workload(name: &str, queue: &str, count: u32, gpus: u32) -> Value {
             "containers": [{"name": "w", "image": "trainer:1", "resources": {"requests": {"nvidia.com/gpu": gpus.to_string()}}}],
         }}}]},
     })
-}
-
-async fn lent(client: &Client) -> Vec<String> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let mut out: Vec<String> = nodes
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|n| label(n, "sublet.dev/state") == Some("lent"))
-        .map(|n| n.metadata.name.clone().unwrap_or_default())
-        .collect();
-    out.sort();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,9 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::support::cluster::*;
-use k8s_openapi::api::core::v1::Node;
-use kube::api::ListParams;
-use kube::{Api, Client};
+use kube::Api;
 use serde_json::json;
 use sublet::api::TenantPool;
 use sublet::signals::prometheus::Prometheus;
@@ -156,21 +154,6 @@ async fn scraped(prom: &mut PromServer, series: usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("Prometheus did not scrape {series} series; its log:\n{}", prom.log());
-}
-
-async fn lent(client: &Client) -> Vec<String> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let mut out: Vec<String> = nodes
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|n| label(n, "sublet.dev/state") == Some("lent"))
-        .map(|n| n.metadata.name.clone().unwrap_or_default())
-        .collect();
-    out.sort();
-    out
 }
 
 fn names(list: &[&str]) -> Vec<String> {

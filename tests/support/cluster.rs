@@ -426,3 +426,19 @@ impl TestEnv {
             .expect("pod bound");
     }
 }
+
+/// The names of the nodes sublet has lent (state `lent`), sorted.
+pub async fn lent(client: &Client) -> Vec<String> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut out: Vec<String> = nodes
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|n| label(n, "sublet.dev/state") == Some("lent"))
+        .map(|n| n.metadata.name.clone().unwrap_or_default())
+        .collect();
+    out.sort();
+    out
+}
