@@ -12,6 +12,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+use prometheus::core::Collector;
 use prometheus::{
     Counter, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -63,10 +64,7 @@ pub struct Metrics {
     pub evictions: IntCounterVec,
     /// Seconds from internal demand seen to a node back in internal use.
     pub reclaim_latency: HistogramVec,
-    lease_gpu_seconds: CounterVec,
-    lease_cost: CounterVec,
-    pool_gpu_seconds: CounterVec,
-    pool_revenue: CounterVec,
+    totals: Totals,
     pub reconciles: IntCounterVec,
     /// Reconcile failures by pool and error kind.
     pub reconcile_failures: IntCounterVec,
@@ -87,6 +85,42 @@ pub struct Metrics {
     exported: Arc<Mutex<HashMap<String, Exported>>>,
 }
 
+/// The running totals of leases and pools, mirrored from their statuses.
+#[derive(Clone)]
+struct Totals {
+    lease_gpu_seconds: CounterVec,
+    lease_cost: CounterVec,
+    pool_gpu_seconds: CounterVec,
+    pool_revenue: CounterVec,
+}
+
+impl Totals {
+    fn new(r: &Registrar) -> Self {
+        Self {
+            lease_gpu_seconds: r.counters(
+                "lease_gpu_seconds_total",
+                "GPU-seconds a lease has used, as accounted in its status",
+                &["pool", "tenant_namespace", "lease"],
+            ),
+            lease_cost: r.counters(
+                "lease_cost_total",
+                "What a lease has cost, as accounted in its status",
+                &["pool", "tenant_namespace", "lease", "currency"],
+            ),
+            pool_gpu_seconds: r.counters(
+                "pool_gpu_seconds_total",
+                "GPU-seconds a pool could have lent (harvestable) and lent",
+                &["pool", "kind"],
+            ),
+            pool_revenue: r.counters(
+                "pool_revenue_total",
+                "Revenue from a pool's leases",
+                &["pool", "currency"],
+            ),
+        }
+    }
+}
+
 /// Label values exported for one pool, to drop or zero them later.
 #[derive(Default)]
 struct Exported {
@@ -96,164 +130,127 @@ struct Exported {
     currency: Option<String>,
 }
 
+/// `api_writes_total`, every kind and outcome present at zero.
+fn api_writes(r: &Registrar) -> IntCounterVec {
+    let api_writes = r.int_counters(
+        "api_writes_total",
+        "API writes by kind and outcome",
+        &["kind", "outcome"],
+    );
+    for kind in WRITE_KINDS {
+        for outcome in ["ok", "error"] {
+            api_writes.with_label_values(&[kind, outcome]);
+        }
+    }
+    api_writes
+}
+
+/// Makes metrics and registers each as it is made, so none is made and left out of `/metrics`.
+struct Registrar(Registry);
+
+impl Registrar {
+    fn add<M: Collector + Clone + 'static>(&self, metric: M) -> M {
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("metric names are unique");
+        metric
+    }
+
+    fn int_gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        self.add(GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn int_counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+        self.add(CounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn histograms(&self, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("sublet".into()), None).expect("valid prefix");
-        let int_gauges = |name: &str, help: &str, labels: &[&str]| {
-            IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
-        };
-        let int_counters = |name: &str, help: &str, labels: &[&str]| {
-            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
-        };
-        let counters = |name: &str, help: &str, labels: &[&str]| {
-            CounterVec::new(Opts::new(name, help), labels).expect("valid metric")
-        };
-        let gpus = int_gauges("gpus", "GPUs by pool and state", &["pool", "state"]);
-        let leases = int_gauges("leases", "Leases by pool and phase", &["pool", "phase"]);
-        let internal_pending_gpus = int_gauges(
-            "internal_pending_gpus",
-            "Internal GPUs waiting (pending pods, Kueue, PromQL) by class; `any` when any node will do",
-            &["pool", "class"],
-        );
-        let signal_sample_timestamp = GaugeVec::new(
-            Opts::new(
-                "signal_sample_timestamp_seconds",
-                "When the newest sample of a signal source was taken (Unix seconds); age = time() - this",
-            ),
-            &["pool", "source"],
-        )
-        .expect("valid metric");
-        let pool_notice = int_gauges(
-            "pool_notice_seconds",
-            "The reclaim notice a pool gives tenants",
-            &["pool"],
-        );
-        let notices = int_counters("notices_total", "Reclaim notices given, per node", &["pool"]);
-        let evictions = int_counters(
-            "evictions_total",
-            "Tenant pod evictions by outcome",
-            &["pool", "outcome"],
-        );
-        let reclaim_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "reclaim_latency_seconds",
-                "From internal demand seen to a node back in internal use",
-            )
-            .buckets(RECLAIM_BUCKETS.to_vec()),
-            &["pool"],
-        )
-        .expect("valid metric");
-        let lease_gpu_seconds = counters(
-            "lease_gpu_seconds_total",
-            "GPU-seconds a lease has used, as accounted in its status",
-            &["pool", "tenant_namespace", "lease"],
-        );
-        let lease_cost = counters(
-            "lease_cost_total",
-            "What a lease has cost, as accounted in its status",
-            &["pool", "tenant_namespace", "lease", "currency"],
-        );
-        let pool_gpu_seconds = counters(
-            "pool_gpu_seconds_total",
-            "GPU-seconds a pool could have lent (harvestable) and lent",
-            &["pool", "kind"],
-        );
-        let pool_revenue = counters(
-            "pool_revenue_total",
-            "Revenue from a pool's leases",
-            &["pool", "currency"],
-        );
-        let reconciles = int_counters("reconciles_total", "Pool reconciles", &["pool"]);
-        let reconcile_failures = int_counters("reconcile_failures_total", "Failed pool reconciles", &["pool", "error"]);
-        let reconcile_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "reconcile_duration_seconds",
-                "Time to observe, plan, execute and report a pool",
-            )
-            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
-            &["pool"],
-        )
-        .expect("valid metric");
-        let api_writes = int_counters(
-            "api_writes_total",
-            "API writes by kind and outcome",
-            &["kind", "outcome"],
-        );
-        let leader = IntGauge::new("leader", "1 while this replica holds the leader lease").expect("valid metric");
-        let build_info = int_gauges("build_info", "Always 1; the version of this sublet", &["version"]);
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        for kind in WRITE_KINDS {
-            for outcome in ["ok", "error"] {
-                api_writes.with_label_values(&[kind, outcome]);
-            }
-        }
-        let internal_demand = int_gauges(
-            "internal_demand_gpus",
-            "Internal demand: GPUs internal work uses and waits for, by pool and class",
-            &["pool", "class"],
-        );
-        let capacity = int_gauges(
-            "pool_capacity_gpus",
-            "GPUs of a pool's member nodes, by class",
-            &["pool", "class"],
-        );
-        let marks_repaired = int_counters(
-            "node_marks_repaired_total",
-            "Nodes whose sublet.dev/ marks disagreed with sublet's record and were put right",
-            &["pool", "mark"],
-        );
-        for m in [
-            Box::new(gpus.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(leases.clone()),
-            Box::new(internal_pending_gpus.clone()),
-            Box::new(signal_sample_timestamp.clone()),
-            Box::new(pool_notice.clone()),
-            Box::new(notices.clone()),
-            Box::new(evictions.clone()),
-            Box::new(reclaim_latency.clone()),
-            Box::new(lease_gpu_seconds.clone()),
-            Box::new(lease_cost.clone()),
-            Box::new(pool_gpu_seconds.clone()),
-            Box::new(pool_revenue.clone()),
-            Box::new(reconciles.clone()),
-            Box::new(reconcile_failures.clone()),
-            Box::new(reconcile_duration.clone()),
-            Box::new(api_writes.clone()),
-            Box::new(leader.clone()),
-            Box::new(internal_demand.clone()),
-            Box::new(capacity.clone()),
-            Box::new(marks_repaired.clone()),
-            Box::new(build_info),
-        ] {
-            registry.register(m).expect("metric names are unique");
-        }
+        let r = Registrar(Registry::new_custom(Some("sublet".into()), None).expect("valid prefix"));
+        r.int_gauges("build_info", "Always 1; the version of this sublet", &["version"])
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         let process_registry = Registry::new();
         let process = ProcessMetrics::register(&process_registry);
         Self {
-            registry,
+            gpus: r.int_gauges("gpus", "GPUs by pool and state", &["pool", "state"]),
+            leases: r.int_gauges("leases", "Leases by pool and phase", &["pool", "phase"]),
+            internal_pending_gpus: r.int_gauges(
+                "internal_pending_gpus",
+                "Internal GPUs waiting (pending pods, Kueue, PromQL) by class; `any` when any node will do",
+                &["pool", "class"],
+            ),
+            signal_sample_timestamp: r.gauges(
+                "signal_sample_timestamp_seconds",
+                "When the newest sample of a signal source was taken (Unix seconds); age = time() - this",
+                &["pool", "source"],
+            ),
+            pool_notice: r.int_gauges(
+                "pool_notice_seconds",
+                "The reclaim notice a pool gives tenants",
+                &["pool"],
+            ),
+            notices: r.int_counters("notices_total", "Reclaim notices given, per node", &["pool"]),
+            evictions: r.int_counters(
+                "evictions_total",
+                "Tenant pod evictions by outcome",
+                &["pool", "outcome"],
+            ),
+            reclaim_latency: r.histograms(
+                "reclaim_latency_seconds",
+                "From internal demand seen to a node back in internal use",
+                &RECLAIM_BUCKETS,
+                &["pool"],
+            ),
+            totals: Totals::new(&r),
+            reconciles: r.int_counters("reconciles_total", "Pool reconciles", &["pool"]),
+            reconcile_failures: r.int_counters(
+                "reconcile_failures_total",
+                "Failed pool reconciles",
+                &["pool", "error"],
+            ),
+            reconcile_duration: r.histograms(
+                "reconcile_duration_seconds",
+                "Time to observe, plan, execute and report a pool",
+                &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0],
+                &["pool"],
+            ),
+            api_writes: api_writes(&r),
+            leader: r
+                .add(IntGauge::new("leader", "1 while this replica holds the leader lease").expect("valid metric")),
+            internal_demand: r.int_gauges(
+                "internal_demand_gpus",
+                "Internal demand: GPUs internal work uses and waits for, by pool and class",
+                &["pool", "class"],
+            ),
+            capacity: r.int_gauges(
+                "pool_capacity_gpus",
+                "GPUs of a pool's member nodes, by class",
+                &["pool", "class"],
+            ),
+            marks_repaired: r.int_counters(
+                "node_marks_repaired_total",
+                "Nodes whose sublet.dev/ marks disagreed with sublet's record and were put right",
+                &["pool", "mark"],
+            ),
+            exported: Arc::default(),
+            registry: r.0,
             process_registry,
             process,
-            gpus,
-            leases,
-            internal_pending_gpus,
-            signal_sample_timestamp,
-            pool_notice,
-            notices,
-            evictions,
-            reclaim_latency,
-            lease_gpu_seconds,
-            lease_cost,
-            pool_gpu_seconds,
-            pool_revenue,
-            reconciles,
-            reconcile_failures,
-            reconcile_duration,
-            api_writes,
-            leader,
-            internal_demand,
-            capacity,
-            marks_repaired,
-            exported: Arc::default(),
         }
     }
 
@@ -293,7 +290,7 @@ impl Metrics {
             self.reconcile_failures.with_label_values(&[pool, error]);
         }
         for kind in ["harvestable", "lent"] {
-            self.pool_gpu_seconds.with_label_values(&[pool, kind]);
+            self.totals.pool_gpu_seconds.with_label_values(&[pool, kind]);
         }
     }
 
@@ -313,15 +310,24 @@ impl Metrics {
         if let Some(old) = e.leases.get(&key)
             && old != currency
         {
-            let _ = self.lease_cost.remove_label_values(&[pool, namespace, lease, old]);
+            let _ = self
+                .totals
+                .lease_cost
+                .remove_label_values(&[pool, namespace, lease, old]);
         }
         e.leases.insert(key, currency.to_string());
         advance(
-            &self.lease_gpu_seconds.with_label_values(&[pool, namespace, lease]),
+            &self
+                .totals
+                .lease_gpu_seconds
+                .with_label_values(&[pool, namespace, lease]),
             gpu_seconds,
         );
         advance(
-            &self.lease_cost.with_label_values(&[pool, namespace, lease, currency]),
+            &self
+                .totals
+                .lease_cost
+                .with_label_values(&[pool, namespace, lease, currency]),
             cost,
         );
     }
@@ -333,8 +339,8 @@ impl Metrics {
         e.leases.retain(|(ns, name), currency| {
             let keep = active.contains(&(ns.as_str(), name.as_str()));
             if !keep {
-                let _ = self.lease_gpu_seconds.remove_label_values(&[pool, ns, name]);
-                let _ = self.lease_cost.remove_label_values(&[pool, ns, name, currency]);
+                let _ = self.totals.lease_gpu_seconds.remove_label_values(&[pool, ns, name]);
+                let _ = self.totals.lease_cost.remove_label_values(&[pool, ns, name, currency]);
             }
             keep
         });
@@ -390,11 +396,11 @@ impl Metrics {
         revenue: f64,
     ) {
         advance(
-            &self.pool_gpu_seconds.with_label_values(&[pool, "harvestable"]),
+            &self.totals.pool_gpu_seconds.with_label_values(&[pool, "harvestable"]),
             harvestable_gpu_hours * 3600.0,
         );
         advance(
-            &self.pool_gpu_seconds.with_label_values(&[pool, "lent"]),
+            &self.totals.pool_gpu_seconds.with_label_values(&[pool, "lent"]),
             lent_gpu_hours * 3600.0,
         );
         let mut exported = self.exported.lock().expect("metrics lock");
@@ -402,9 +408,9 @@ impl Metrics {
         if let Some(old) = e.currency.replace(currency.to_string())
             && old != currency
         {
-            let _ = self.pool_revenue.remove_label_values(&[pool, &old]);
+            let _ = self.totals.pool_revenue.remove_label_values(&[pool, &old]);
         }
-        advance(&self.pool_revenue.with_label_values(&[pool, currency]), revenue);
+        advance(&self.totals.pool_revenue.with_label_values(&[pool, currency]), revenue);
     }
 
     /// Drops every series of a deleted pool.
@@ -412,8 +418,8 @@ impl Metrics {
         let removed = self.exported.lock().expect("metrics lock").remove(pool);
         if let Some(e) = removed {
             for ((ns, name), currency) in &e.leases {
-                let _ = self.lease_gpu_seconds.remove_label_values(&[pool, ns, name]);
-                let _ = self.lease_cost.remove_label_values(&[pool, ns, name, currency]);
+                let _ = self.totals.lease_gpu_seconds.remove_label_values(&[pool, ns, name]);
+                let _ = self.totals.lease_cost.remove_label_values(&[pool, ns, name, currency]);
             }
             for class in &e.classes {
                 let _ = self.internal_pending_gpus.remove_label_values(&[pool, class]);
@@ -421,7 +427,7 @@ impl Metrics {
                 let _ = self.capacity.remove_label_values(&[pool, class]);
             }
             if let Some(c) = &e.currency {
-                let _ = self.pool_revenue.remove_label_values(&[pool, c]);
+                let _ = self.totals.pool_revenue.remove_label_values(&[pool, c]);
             }
         }
         let _ = self.pool_notice.remove_label_values(&[pool]);
