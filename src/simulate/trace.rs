@@ -357,137 +357,20 @@ pub fn load_csv(path: &Path) -> Result<Trace, TraceError> {
         .from_path(path)
         .map_err(|e| csv_err(path, e))?;
     let headers = r.headers().map_err(|e| csv_err(path, e))?.clone();
-    let col = |name: &str| headers.iter().position(|h| h == name);
-    let need = |name: &str| col(name).ok_or_else(|| line_err(path, 1, format!("missing column {name}")));
-    let (c_time, c_group, c_cap, c_dem) = (
-        need("time")?,
-        need("group")?,
-        need("capacity_gpus")?,
-        need("demand_gpus")?,
-    );
-    let c_per = col("gpus_per_node");
-    struct Row {
-        line: u64,
-        time: Timestamp,
-        group: usize,
-        demand: u32,
-        capacity: u32,
-    }
-    let mut groups: Vec<GroupSpec> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let cols = CsvColumns::find(path, &headers)?;
+    let mut groups = CsvGroups::default();
     let mut rows = Vec::new();
     for record in r.records() {
         let record = record.map_err(|e| csv_err(path, e))?;
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
-        let field = |c: usize| record.get(c).unwrap_or("");
-        let count = |c: usize, what: &str| {
-            let v = field(c);
-            parse_count(v).ok_or_else(|| line_err(path, line, format!("{what} {v:?} is not a whole number")))
-        };
-        let t = field(c_time);
-        let time = parse_time(t).ok_or_else(|| {
-            line_err(
-                path,
-                line,
-                format!("time {t:?} is neither RFC 3339 (2020-05-01T00:00:00Z) nor Unix seconds"),
-            )
-        })?;
-        let name = field(c_group);
-        if name.is_empty() {
-            return Err(line_err(path, line, "group is empty"));
-        }
-        let capacity = count(c_cap, "capacity_gpus")?;
-        let demand = count(c_dem, "demand_gpus")?;
-        let per = match c_per.map(field) {
-            None | Some("") => 8,
-            Some(_) => count(c_per.unwrap_or(0), "gpus_per_node")?,
-        };
-        if per == 0 {
-            return Err(line_err(path, line, "gpus_per_node must be at least 1"));
-        }
-        let g = match index.get(name) {
-            Some(&g) => {
-                let spec = &groups[g];
-                if spec.gpus_per_node != per {
-                    return Err(line_err(
-                        path,
-                        line,
-                        format!(
-                            "group {name} had gpus_per_node {} before; a group's nodes keep their size",
-                            spec.gpus_per_node
-                        ),
-                    ));
-                }
-                g
-            }
-            None => {
-                index.insert(name.to_string(), groups.len());
-                groups.push(GroupSpec {
-                    name: name.to_string(),
-                    capacity_gpus: capacity,
-                    gpus_per_node: per,
-                });
-                groups.len() - 1
-            }
-        };
-        rows.push(Row {
-            line,
-            time,
-            group: g,
-            demand,
-            capacity,
-        });
+        rows.push(read_row(path, &record, &cols, &mut groups)?);
     }
     if rows.is_empty() {
         return Err(file_err(path, "no rows"));
     }
-    let mut times: Vec<Timestamp> = rows.iter().map(|r| r.time).collect();
-    times.sort();
-    times.dedup();
-    let step_seconds = uniform_step(&times).map_err(|(i, m)| {
-        let line = rows.iter().find(|r| r.time == times[i]).map_or(0, |r| r.line);
-        line_err(path, line, m)
-    })?;
-    let start = times[0];
-    let steps = (times[times.len() - 1].as_second() - start.as_second()) / step_seconds + 1;
-    let k = groups.len();
-    if steps.saturating_mul(k as i64) > MAX_CELLS {
-        return Err(file_err(
-            path,
-            format!(
-                "the rows span {steps} steps of {step_seconds} s for {k} groups; at most {MAX_CELLS} group-steps \
-                 fit (are some times far from the others?)"
-            ),
-        ));
-    }
-    let steps = steps as usize;
-    let mut read: Vec<Option<(u32, u32)>> = vec![None; steps * k];
-    for row in &rows {
-        let s = ((row.time.as_second() - start.as_second()) / step_seconds) as usize;
-        let slot = &mut read[s * k + row.group];
-        if slot.is_some() {
-            return Err(line_err(
-                path,
-                row.line,
-                format!("a second row for group {} at {}", groups[row.group].name, row.time),
-            ));
-        }
-        *slot = Some((row.demand, row.capacity));
-    }
-    let mut demand = vec![0u32; steps * k];
-    let mut known = vec![false; steps * k];
-    let mut capacity = vec![0u32; steps * k];
-    for s in 0..steps {
-        for g in 0..k {
-            let i = s * k + g;
-            (demand[i], capacity[i], known[i]) = match read[i] {
-                Some((d, c)) => (d, c, true),
-                None if s > 0 => (demand[i - k], capacity[i - k], false),
-                // Before a group's first row: its first capacity, no demand.
-                None => (0, first_capacity(&read, g, k), false),
-            };
-        }
-    }
+    let groups = groups.specs;
+    let (start, step_seconds, steps) = time_grid(path, &rows, groups.len())?;
+    let read = by_step(path, &rows, &groups, start, step_seconds, steps)?;
+    let (demand, known, capacity) = carried_forward(&read, steps, groups.len());
     let mut trace = Trace {
         name: path.display().to_string(),
         start,
@@ -499,6 +382,189 @@ pub fn load_csv(path: &Path) -> Result<Trace, TraceError> {
     };
     trace.set_capacity(capacity);
     Ok(trace)
+}
+
+/// The positions of the generic CSV's columns.
+struct CsvColumns {
+    time: usize,
+    group: usize,
+    capacity: usize,
+    demand: usize,
+    gpus_per_node: Option<usize>,
+}
+
+impl CsvColumns {
+    fn find(path: &Path, headers: &csv::StringRecord) -> Result<Self, TraceError> {
+        let col = |name: &str| headers.iter().position(|h| h == name);
+        let need = |name: &str| col(name).ok_or_else(|| line_err(path, 1, format!("missing column {name}")));
+        Ok(Self {
+            time: need("time")?,
+            group: need("group")?,
+            capacity: need("capacity_gpus")?,
+            demand: need("demand_gpus")?,
+            gpus_per_node: col("gpus_per_node"),
+        })
+    }
+}
+
+/// One row of the generic CSV, its group as an index into the groups read so far.
+struct CsvRow {
+    line: u64,
+    time: Timestamp,
+    group: usize,
+    demand: u32,
+    capacity: u32,
+}
+
+/// The groups in the order the CSV first names them.
+#[derive(Default)]
+struct CsvGroups {
+    specs: Vec<GroupSpec>,
+    index: HashMap<String, usize>,
+}
+
+impl CsvGroups {
+    /// The index of group `name`, added with this row's capacity when new; a group's node size may not change.
+    fn index(&mut self, path: &Path, line: u64, name: &str, capacity: u32, per: u32) -> Result<usize, TraceError> {
+        match self.index.get(name) {
+            Some(&g) => {
+                let spec = &self.specs[g];
+                if spec.gpus_per_node != per {
+                    return Err(line_err(
+                        path,
+                        line,
+                        format!(
+                            "group {name} had gpus_per_node {} before; a group's nodes keep their size",
+                            spec.gpus_per_node
+                        ),
+                    ));
+                }
+                Ok(g)
+            }
+            None => {
+                self.index.insert(name.to_string(), self.specs.len());
+                self.specs.push(GroupSpec {
+                    name: name.to_string(),
+                    capacity_gpus: capacity,
+                    gpus_per_node: per,
+                });
+                Ok(self.specs.len() - 1)
+            }
+        }
+    }
+}
+
+/// Parses one record (time, group, counts; gpus_per_node 8 when not given).
+fn read_row(
+    path: &Path,
+    record: &csv::StringRecord,
+    cols: &CsvColumns,
+    groups: &mut CsvGroups,
+) -> Result<CsvRow, TraceError> {
+    let line = record.position().map(|p| p.line()).unwrap_or(0);
+    let field = |c: usize| record.get(c).unwrap_or("");
+    let count = |c: usize, what: &str| {
+        let v = field(c);
+        parse_count(v).ok_or_else(|| line_err(path, line, format!("{what} {v:?} is not a whole number")))
+    };
+    let t = field(cols.time);
+    let time = parse_time(t).ok_or_else(|| {
+        line_err(
+            path,
+            line,
+            format!("time {t:?} is neither RFC 3339 (2020-05-01T00:00:00Z) nor Unix seconds"),
+        )
+    })?;
+    let name = field(cols.group);
+    if name.is_empty() {
+        return Err(line_err(path, line, "group is empty"));
+    }
+    let capacity = count(cols.capacity, "capacity_gpus")?;
+    let demand = count(cols.demand, "demand_gpus")?;
+    let per = match cols.gpus_per_node.map(field) {
+        None | Some("") => 8,
+        Some(_) => count(cols.gpus_per_node.unwrap_or(0), "gpus_per_node")?,
+    };
+    if per == 0 {
+        return Err(line_err(path, line, "gpus_per_node must be at least 1"));
+    }
+    Ok(CsvRow {
+        line,
+        time,
+        group: groups.index(path, line, name, capacity, per)?,
+        demand,
+        capacity,
+    })
+}
+
+/// The rows' first time, step and number of steps; the times must sit on one grid, and the grid times the
+/// `k` groups may not exceed [`MAX_CELLS`].
+fn time_grid(path: &Path, rows: &[CsvRow], k: usize) -> Result<(Timestamp, i64, usize), TraceError> {
+    let mut times: Vec<Timestamp> = rows.iter().map(|r| r.time).collect();
+    times.sort();
+    times.dedup();
+    let step_seconds = uniform_step(&times).map_err(|(i, m)| {
+        let line = rows.iter().find(|r| r.time == times[i]).map_or(0, |r| r.line);
+        line_err(path, line, m)
+    })?;
+    let start = times[0];
+    let steps = (times[times.len() - 1].as_second() - start.as_second()) / step_seconds + 1;
+    if steps.saturating_mul(k as i64) > MAX_CELLS {
+        return Err(file_err(
+            path,
+            format!(
+                "the rows span {steps} steps of {step_seconds} s for {k} groups; at most {MAX_CELLS} group-steps \
+                 fit (are some times far from the others?)"
+            ),
+        ));
+    }
+    Ok((start, step_seconds, steps as usize))
+}
+
+/// The rows' (demand, capacity) by step and group (`step * k + group`), None where no row was given; two rows
+/// for one group and step are refused.
+fn by_step(
+    path: &Path,
+    rows: &[CsvRow],
+    groups: &[GroupSpec],
+    start: Timestamp,
+    step_seconds: i64,
+    steps: usize,
+) -> Result<Vec<Option<(u32, u32)>>, TraceError> {
+    let k = groups.len();
+    let mut read: Vec<Option<(u32, u32)>> = vec![None; steps * k];
+    for row in rows {
+        let s = ((row.time.as_second() - start.as_second()) / step_seconds) as usize;
+        let slot = &mut read[s * k + row.group];
+        if slot.is_some() {
+            return Err(line_err(
+                path,
+                row.line,
+                format!("a second row for group {} at {}", groups[row.group].name, row.time),
+            ));
+        }
+        *slot = Some((row.demand, row.capacity));
+    }
+    Ok(read)
+}
+
+/// Demand, known and capacity for every step and group: a missing row repeats the step before (not known).
+fn carried_forward(read: &[Option<(u32, u32)>], steps: usize, k: usize) -> (Vec<u32>, Vec<bool>, Vec<u32>) {
+    let mut demand = vec![0u32; steps * k];
+    let mut known = vec![false; steps * k];
+    let mut capacity = vec![0u32; steps * k];
+    for s in 0..steps {
+        for g in 0..k {
+            let i = s * k + g;
+            (demand[i], capacity[i], known[i]) = match read[i] {
+                Some((d, c)) => (d, c, true),
+                None if s > 0 => (demand[i - k], capacity[i - k], false),
+                // Before a group's first row: its first capacity, no demand.
+                None => (0, first_capacity(read, g, k), false),
+            };
+        }
+    }
+    (demand, known, capacity)
 }
 
 /// The capacity of group `g`'s first row.
