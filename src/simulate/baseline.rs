@@ -125,109 +125,152 @@ pub fn run(
     price: f64,
     eviction_grace_seconds: i64,
 ) -> Meter {
-    let grace = eviction_grace_seconds.max(0);
     let k = trace.groups.len();
-    let mut fleet = Fleet::new(trace);
-    let mut state = vec![State::Internal; fleet.len()];
-    let mut meter = Meter::new(k);
-    let mut market = Market {
-        arrivals: tenants.map(|t| t.0),
-        patience: tenants.map_or(i64::MAX, |t| t.1),
-        next: 0,
-        queue: Default::default(),
-        ends: vec![None; fleet.len()],
-        price,
+    let fleet = Fleet::new(trace);
+    let mut r = Replay {
+        trace,
+        state: vec![State::Internal; fleet.len()],
+        meter: Meter::new(k),
+        market: Market {
+            arrivals: tenants.map(|t| t.0),
+            patience: tenants.map_or(i64::MAX, |t| t.1),
+            next: 0,
+            queue: Default::default(),
+            ends: vec![None; fleet.len()],
+            price,
+        },
+        fleet,
+        notice_seconds,
+        grace: eviction_grace_seconds.max(0),
     };
     for g in 0..k {
-        fleet.set_capacity(g, trace.capacity_at(0, g), 0);
+        r.fleet.set_capacity(g, trace.capacity_at(0, g), 0);
     }
     if let Baseline::Static(percent) = baseline {
-        for range in &fleet.groups {
-            let present: Vec<usize> = range.clone().filter(|&n| fleet.present[n]).collect();
-            let lend = present.len() * percent.min(100) as usize / 100;
-            for &n in &present[present.len() - lend..] {
-                state[n] = market.lend();
-            }
-        }
+        r.lend_share(percent);
     }
     for step in 0..trace.steps() {
         let now = step as i64 * trace.step_seconds;
-        // Deadlines that have come: the tenant's pods are evicted and, after the grace, the node is back.
-        for (n, s) in state.iter_mut().enumerate() {
-            if let State::Reclaiming(deadline) = *s
-                && deadline + grace <= now
-            {
-                *s = State::Internal;
-                market.ends[n] = None;
-                meter.evictions += 1;
-            }
-        }
-        for g in 0..k {
-            let (left, _) = fleet.set_capacity(g, trace.capacity_at(step, g), now);
-            for n in left {
-                if state[n] != State::Internal {
-                    meter.lost += 1;
-                }
-                state[n] = State::Internal;
-                market.ends[n] = None;
-            }
-        }
-        market.step(now, &mut state, &fleet);
+        r.return_at_deadlines(now);
+        r.follow_capacity(step, now);
+        r.market.step(now, &mut r.state, &r.fleet);
         for g in 0..k {
             let want = trace.demand[step * k + g].min(trace.capacity_at(step, g));
-            let placed = fleet.place(g, want, now, |n| state[n] == State::Internal);
-            if baseline != Baseline::Naive {
-                continue;
-            }
-            let range = fleet.groups[g].clone();
-            let incoming: u32 = range
-                .clone()
-                .filter(|&n| matches!(state[n], State::Reclaiming(_)))
-                .map(|n| fleet.gpus[n])
-                .sum();
-            let mut short = i64::from(want - placed) - i64::from(incoming);
-            // Lent nodes without a tenant come back at once; leased ones after the notice.
-            let mut out: Vec<usize> = range
-                .clone()
-                .filter(|&n| matches!(state[n], State::Lent | State::Leased))
-                .collect();
-            out.sort_by_key(|&n| (state[n] == State::Leased, std::cmp::Reverse(fleet.gpus[n]), n));
-            for n in out {
-                if short <= 0 {
-                    break;
-                }
-                short -= i64::from(fleet.gpus[n]);
-                if state[n] == State::Lent {
-                    state[n] = State::Internal;
-                    continue;
-                }
-                meter.notices += 1;
-                if notice_seconds <= 0 && grace == 0 {
-                    state[n] = State::Internal;
-                    market.ends[n] = None;
-                    meter.evictions += 1;
-                } else {
-                    state[n] = State::Reclaiming(now + notice_seconds);
-                }
-            }
-            if want > placed {
-                // Nodes that came back at once (no notice) take the waiting work now.
-                fleet.place(g, want, now, |n| state[n] == State::Internal);
-            }
-            for n in range {
-                if fleet.present[n] && state[n] == State::Internal && fleet.used[n] == 0 && want <= placed {
-                    state[n] = market.lend();
-                }
+            let placed = r.fleet.place(g, want, now, |n| r.state[n] == State::Internal);
+            if baseline == Baseline::Naive {
+                r.naive_group(g, want, placed, now);
             }
         }
         // Nodes naive lent this step meet the requests still waiting.
-        market.step(now, &mut state, &fleet);
-        meter.record(trace, &fleet, step, oracle.at(step, k), |n| match state[n] {
-            State::Internal => Use::Internal,
-            State::Lent => Use::Lent,
-            State::Leased | State::Reclaiming(_) => Use::Leased,
-        });
+        r.market.step(now, &mut r.state, &r.fleet);
+        r.meter
+            .record(trace, &r.fleet, step, oracle.at(step, k), |n| match r.state[n] {
+                State::Internal => Use::Internal,
+                State::Lent => Use::Lent,
+                State::Leased | State::Reclaiming(_) => Use::Leased,
+            });
     }
-    meter.finish();
-    meter
+    r.meter.finish();
+    r.meter
+}
+
+/// One baseline's replay: the cluster, each node's state, the tenants and the meter.
+struct Replay<'a> {
+    trace: &'a Trace,
+    fleet: Fleet,
+    state: Vec<State>,
+    meter: Meter,
+    market: Market<'a>,
+    notice_seconds: i64,
+    grace: i64,
+}
+
+impl Replay<'_> {
+    /// static-N: lends `percent`% of each group's present nodes (the last ones), for good.
+    fn lend_share(&mut self, percent: u32) {
+        for range in &self.fleet.groups {
+            let present: Vec<usize> = range.clone().filter(|&n| self.fleet.present[n]).collect();
+            let lend = present.len() * percent.min(100) as usize / 100;
+            for &n in &present[present.len() - lend..] {
+                self.state[n] = self.market.lend();
+            }
+        }
+    }
+
+    /// Deadlines that have come: the tenant's pods are evicted and, after the grace, the node is back.
+    fn return_at_deadlines(&mut self, now: i64) {
+        for (n, s) in self.state.iter_mut().enumerate() {
+            if let State::Reclaiming(deadline) = *s
+                && deadline + self.grace <= now
+            {
+                *s = State::Internal;
+                self.market.ends[n] = None;
+                self.meter.evictions += 1;
+            }
+        }
+    }
+
+    /// The trace's capacity for this step; a node that leaves while out of internal use is lost to its tenant.
+    fn follow_capacity(&mut self, step: usize, now: i64) {
+        for g in 0..self.trace.groups.len() {
+            let (left, _) = self.fleet.set_capacity(g, self.trace.capacity_at(step, g), now);
+            for n in left {
+                if self.state[n] != State::Internal {
+                    self.meter.lost += 1;
+                }
+                self.state[n] = State::Internal;
+                self.market.ends[n] = None;
+            }
+        }
+    }
+
+    /// naive, for group `g` after `placed` of `want` GPUs of internal work found room: takes back the fewest
+    /// nodes that cover the shortfall, then lends every empty internal node if all the work is placed.
+    fn naive_group(&mut self, g: usize, want: u32, placed: u32, now: i64) {
+        let range = self.fleet.groups[g].clone();
+        let incoming: u32 = range
+            .clone()
+            .filter(|&n| matches!(self.state[n], State::Reclaiming(_)))
+            .map(|n| self.fleet.gpus[n])
+            .sum();
+        self.take_back(g, i64::from(want - placed) - i64::from(incoming), now);
+        if want > placed {
+            // Nodes that came back at once (no notice) take the waiting work now.
+            self.fleet.place(g, want, now, |n| self.state[n] == State::Internal);
+        }
+        for n in range {
+            if self.fleet.present[n] && self.state[n] == State::Internal && self.fleet.used[n] == 0 && want <= placed {
+                self.state[n] = self.market.lend();
+            }
+        }
+    }
+
+    /// Takes back enough of group `g`'s nodes to cover `short` GPUs: lent nodes without a tenant at once,
+    /// then leased ones (largest first) after the notice, or at once when there is neither notice nor grace.
+    fn take_back(&mut self, g: usize, mut short: i64, now: i64) {
+        let state = &mut self.state;
+        let mut out: Vec<usize> = self.fleet.groups[g]
+            .clone()
+            .filter(|&n| matches!(state[n], State::Lent | State::Leased))
+            .collect();
+        out.sort_by_key(|&n| (state[n] == State::Leased, std::cmp::Reverse(self.fleet.gpus[n]), n));
+        for n in out {
+            if short <= 0 {
+                break;
+            }
+            short -= i64::from(self.fleet.gpus[n]);
+            if state[n] == State::Lent {
+                state[n] = State::Internal;
+                continue;
+            }
+            self.meter.notices += 1;
+            if self.notice_seconds <= 0 && self.grace == 0 {
+                state[n] = State::Internal;
+                self.market.ends[n] = None;
+                self.meter.evictions += 1;
+            } else {
+                state[n] = State::Reclaiming(now + self.notice_seconds);
+            }
+        }
+    }
 }
