@@ -97,90 +97,37 @@ fn rank(sorted: &[i64], q: f64) -> i64 {
     sorted[r.clamp(1, sorted.len()) - 1]
 }
 
+/// The column heads of the terminal table.
+const TABLE_HEAD: [&str; 14] = [
+    "policy",
+    "capacity GPU-h",
+    "idle GPU-h",
+    "oracle GPU-h",
+    "harvested GPU-h",
+    "η",
+    "delay GPU-min",
+    "p50 s",
+    "p99 s",
+    "max s",
+    "delayed frac",
+    "notices",
+    "evict/1k GPU-h",
+    "revenue",
+];
+
 impl Report {
     /// The terminal table.
     pub fn table(&self) -> String {
-        let t = &self.trace;
-        let mut out = format!(
-            "trace {}: {} groups, {} GPUs, {} steps of {} s from {} ({} steps without a reading left out)\n\
-             notice {} s, price {:.2} per GPU-hour\n\n",
-            t.name,
-            t.groups,
-            t.gpus,
-            t.steps,
-            t.step_seconds,
-            t.start,
-            t.unknown_steps,
-            t.notice_seconds,
-            t.price_per_gpu_hour
-        );
-        let head = [
-            "policy",
-            "capacity GPU-h",
-            "idle GPU-h",
-            "oracle GPU-h",
-            "harvested GPU-h",
-            "η",
-            "delay GPU-min",
-            "p50 s",
-            "p99 s",
-            "max s",
-            "delayed frac",
-            "notices",
-            "evict/1k GPU-h",
-            "revenue",
-        ];
-        let rows: Vec<Vec<String>> = self
-            .policies
-            .iter()
-            .map(|p| {
-                vec![
-                    p.name.clone(),
-                    format!("{:.0}", p.capacity_gpu_hours),
-                    format!("{:.0}", p.idle_gpu_hours),
-                    format!("{:.0}", p.oracle_gpu_hours),
-                    format!("{:.0}", p.harvested_gpu_hours),
-                    format!("{:.3}", p.efficiency),
-                    format!("{:.0}", p.internal_delay_gpu_minutes),
-                    p.internal_delay_p50_seconds.to_string(),
-                    p.internal_delay_p99_seconds.to_string(),
-                    p.internal_delay_max_seconds.to_string(),
-                    format!("{:.4}", p.internal_delayed_fraction),
-                    p.notices.to_string(),
-                    format!("{:.2}", p.evictions_per_1000_lent_gpu_hours),
-                    format!("{:.0}", p.revenue),
-                ]
-            })
-            .collect();
-        let widths: Vec<usize> = (0..head.len())
-            .map(|c| {
-                rows.iter()
-                    .map(|r| r[c].chars().count())
-                    .chain([head[c].chars().count()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let line = |cells: Vec<String>| {
-            let mut s = String::new();
-            for (c, cell) in cells.iter().enumerate() {
-                let pad = widths[c] - cell.chars().count();
-                if c == 0 {
-                    s.push_str(cell);
-                    s.push_str(&" ".repeat(pad));
-                } else {
-                    s.push_str("  ");
-                    s.push_str(&" ".repeat(pad));
-                    s.push_str(cell);
-                }
-            }
-            s.push('\n');
-            s
-        };
-        out.push_str(&line(head.iter().map(|h| h.to_string()).collect()));
-        for r in rows {
-            out.push_str(&line(r));
-        }
+        let mut out = self.trace.heading();
+        let rows: Vec<Vec<String>> = self.policies.iter().map(PolicyReport::cells).collect();
+        out.push_str(&aligned(&TABLE_HEAD, rows));
+        out.push_str(&self.notes());
+        out
+    }
+
+    /// The lines under the table: nodes lost to capacity changes, and the reserve of policies that keep one.
+    fn notes(&self) -> String {
+        let mut out = String::new();
         let lost: Vec<String> = self
             .policies
             .iter()
@@ -205,6 +152,81 @@ impl Report {
         }
         out
     }
+}
+
+impl TraceSummary {
+    /// The two lines above the table: what was replayed, and the notice and price.
+    fn heading(&self) -> String {
+        format!(
+            "trace {}: {} groups, {} GPUs, {} steps of {} s from {} ({} steps without a reading left out)\n\
+             notice {} s, price {:.2} per GPU-hour\n\n",
+            self.name,
+            self.groups,
+            self.gpus,
+            self.steps,
+            self.step_seconds,
+            self.start,
+            self.unknown_steps,
+            self.notice_seconds,
+            self.price_per_gpu_hour
+        )
+    }
+}
+
+impl PolicyReport {
+    /// The policy's row of the terminal table, in the order of [`TABLE_HEAD`].
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            format!("{:.0}", self.capacity_gpu_hours),
+            format!("{:.0}", self.idle_gpu_hours),
+            format!("{:.0}", self.oracle_gpu_hours),
+            format!("{:.0}", self.harvested_gpu_hours),
+            format!("{:.3}", self.efficiency),
+            format!("{:.0}", self.internal_delay_gpu_minutes),
+            self.internal_delay_p50_seconds.to_string(),
+            self.internal_delay_p99_seconds.to_string(),
+            self.internal_delay_max_seconds.to_string(),
+            format!("{:.4}", self.internal_delayed_fraction),
+            self.notices.to_string(),
+            format!("{:.2}", self.evictions_per_1000_lent_gpu_hours),
+            format!("{:.0}", self.revenue),
+        ]
+    }
+}
+
+/// The head and rows as columns: the first left-aligned, the others right-aligned, two spaces apart.
+fn aligned(head: &[&str], rows: Vec<Vec<String>>) -> String {
+    let widths: Vec<usize> = (0..head.len())
+        .map(|c| {
+            rows.iter()
+                .map(|r| r[c].chars().count())
+                .chain([head[c].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (c, cell) in cells.iter().enumerate() {
+            let pad = widths[c] - cell.chars().count();
+            if c == 0 {
+                s.push_str(cell);
+                s.push_str(&" ".repeat(pad));
+            } else {
+                s.push_str("  ");
+                s.push_str(&" ".repeat(pad));
+                s.push_str(cell);
+            }
+        }
+        s.push('\n');
+        s
+    };
+    let mut out = line(head.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    out
 }
 
 #[cfg(test)]
