@@ -82,17 +82,35 @@ fn walk(schema: &Value, v: &Value, path: &str, errors: &mut Vec<String>) {
         }
         return;
     }
-    if let Some(ty) = schema.get("type").and_then(Value::as_str) {
-        let got = type_name(v);
-        // A whole number is a number too; the server takes `2.0` where an integer is expected.
-        let fits = got == ty
-            || (ty == "number" && got == "integer")
-            || (ty == "integer" && v.as_f64().is_some_and(|f| f.fract() == 0.0));
-        if !fits {
-            errors.push(format!("{path}: Invalid value: {v}: must be of type {ty}, not {got}"));
-            return;
-        }
+    if !type_fits(schema, v, path, errors) {
+        return;
     }
+    check_value(schema, v, path, errors);
+    match v {
+        Value::Array(items) => walk_array(schema, items, path, errors),
+        Value::Object(fields) => walk_object(schema, fields, path, errors),
+        _ => {}
+    }
+}
+
+/// Whether `v` is of the schema's `type` (if it names one); a whole number is a number too, and the server
+/// takes `2.0` where an integer is expected.
+fn type_fits(schema: &Value, v: &Value, path: &str, errors: &mut Vec<String>) -> bool {
+    let Some(ty) = schema.get("type").and_then(Value::as_str) else {
+        return true;
+    };
+    let got = type_name(v);
+    let fits = got == ty
+        || (ty == "number" && got == "integer")
+        || (ty == "integer" && v.as_f64().is_some_and(|f| f.fract() == 0.0));
+    if !fits {
+        errors.push(format!("{path}: Invalid value: {v}: must be of type {ty}, not {got}"));
+    }
+    fits
+}
+
+/// The checks on the value itself: enum, minimum and maximum, maxLength.
+fn check_value(schema: &Value, v: &Value, path: &str, errors: &mut Vec<String>) {
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
         && !allowed.contains(v)
     {
@@ -117,53 +135,55 @@ fn walk(schema: &Value, v: &Value, path: &str, errors: &mut Vec<String>) {
     {
         errors.push(format!("{path}: Too long: may not be more than {max} bytes"));
     }
-    match v {
-        Value::Array(items) => {
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
-                && items.len() as u64 > max
-            {
-                errors.push(format!(
-                    "{path}: Too many: {}: must have at most {max} items",
-                    items.len()
-                ));
-            }
-            if schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("set") {
-                for (i, item) in items.iter().enumerate() {
-                    if items[..i].contains(item) {
-                        errors.push(format!("{path}[{i}]: Duplicate value: {item}"));
-                    }
-                }
-            }
-            if let Some(item_schema) = schema.get("items") {
-                for (i, item) in items.iter().enumerate() {
-                    walk(item_schema, item, &format!("{path}[{i}]"), errors);
-                }
+}
+
+/// maxItems, no duplicates in a set list, then each item against `items`.
+fn walk_array(schema: &Value, items: &[Value], path: &str, errors: &mut Vec<String>) {
+    if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+        && items.len() as u64 > max
+    {
+        errors.push(format!(
+            "{path}: Too many: {}: must have at most {max} items",
+            items.len()
+        ));
+    }
+    if schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("set") {
+        for (i, item) in items.iter().enumerate() {
+            if items[..i].contains(item) {
+                errors.push(format!("{path}[{i}]: Duplicate value: {item}"));
             }
         }
-        Value::Object(fields) => {
-            if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
-                return;
-            }
-            let properties = schema.get("properties").and_then(Value::as_object);
-            let additional = schema.get("additionalProperties");
-            for name in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
-                if let Some(name) = name.as_str()
-                    && !fields.contains_key(name)
-                {
-                    errors.push(format!("{path}.{name}: Required value"));
-                }
-            }
-            for (name, value) in fields {
-                let child = format!("{path}.{name}");
-                match (properties.and_then(|p| p.get(name)), additional) {
-                    (Some(s), _) => walk(s, value, &child, errors),
-                    (None, Some(s)) if s.is_object() => walk(s, value, &child, errors),
-                    (None, Some(Value::Bool(true))) => {}
-                    (None, _) => errors.push(format!("{child}: unknown field")),
-                }
-            }
+    }
+    if let Some(item_schema) = schema.get("items") {
+        for (i, item) in items.iter().enumerate() {
+            walk(item_schema, item, &format!("{path}[{i}]"), errors);
         }
-        _ => {}
+    }
+}
+
+/// Required fields, then each field against its property or `additionalProperties`; a field neither knows is
+/// unknown, unless the object preserves unknown fields (then nothing under it is checked).
+fn walk_object(schema: &Value, fields: &serde_json::Map<String, Value>, path: &str, errors: &mut Vec<String>) {
+    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
+        return;
+    }
+    let properties = schema.get("properties").and_then(Value::as_object);
+    let additional = schema.get("additionalProperties");
+    for name in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(name) = name.as_str()
+            && !fields.contains_key(name)
+        {
+            errors.push(format!("{path}.{name}: Required value"));
+        }
+    }
+    for (name, value) in fields {
+        let child = format!("{path}.{name}");
+        match (properties.and_then(|p| p.get(name)), additional) {
+            (Some(s), _) => walk(s, value, &child, errors),
+            (None, Some(s)) if s.is_object() => walk(s, value, &child, errors),
+            (None, Some(Value::Bool(true))) => {}
+            (None, _) => errors.push(format!("{child}: unknown field")),
+        }
     }
 }
 
