@@ -17,31 +17,57 @@ pub(crate) const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.
 /// Checks a CRD and sets its status (accepted names, Established), as the apiextensions controllers would.
 pub(crate) fn prepare(cluster: &Cluster, crd: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
     let name = meta::str_at(crd, &["metadata", "name"]).unwrap_or("").to_string();
-    let invalid = |field: &str, reason: &str, msg: &str| {
-        ApiError::invalid(
-            "CustomResourceDefinition",
-            "apiextensions.k8s.io",
-            &name,
-            field,
-            reason,
-            msg,
-        )
-    };
     let spec = &crd["spec"];
+    check_names(spec, &name)?;
+    let storage_name = check_versions(spec, &name)?;
+    if old.is_none() {
+        check_plural_free(cluster, spec, &name)?;
+    }
+    crd["status"] = status(&crd["spec"], old, storage_name);
+    if old.is_none() {
+        let mut fins = meta::finalizers(crd);
+        if !fins.iter().any(|f| f == CLEANUP_FINALIZER) {
+            fins.push(CLEANUP_FINALIZER.into());
+        }
+        meta::metadata(crd).insert("finalizers".into(), json!(fins));
+    }
+    Ok(())
+}
+
+/// The 422 a CRD named `name` gets for `field`.
+fn invalid(name: &str, field: &str, reason: &str, msg: &str) -> ApiError {
+    ApiError::invalid(
+        "CustomResourceDefinition",
+        "apiextensions.k8s.io",
+        name,
+        field,
+        reason,
+        msg,
+    )
+}
+
+/// Group, plural and kind are required, the name is `plural.group`, and the scope is one of the two.
+fn check_names(spec: &Value, name: &str) -> Result<(), ApiError> {
     let group = spec["group"].as_str().unwrap_or("");
     let plural = spec["names"]["plural"].as_str().unwrap_or("");
     let kind = spec["names"]["kind"].as_str().unwrap_or("");
     if group.is_empty() {
-        return Err(invalid("spec.group", "FieldValueRequired", "Required value"));
+        return Err(invalid(name, "spec.group", "FieldValueRequired", "Required value"));
     }
     if plural.is_empty() {
-        return Err(invalid("spec.names.plural", "FieldValueRequired", "Required value"));
+        return Err(invalid(
+            name,
+            "spec.names.plural",
+            "FieldValueRequired",
+            "Required value",
+        ));
     }
     if kind.is_empty() {
-        return Err(invalid("spec.names.kind", "FieldValueRequired", "Required value"));
+        return Err(invalid(name, "spec.names.kind", "FieldValueRequired", "Required value"));
     }
     if name != format!("{plural}.{group}") {
         return Err(invalid(
+            name,
             "metadata.name",
             "FieldValueInvalid",
             &format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
@@ -50,14 +76,22 @@ pub(crate) fn prepare(cluster: &Cluster, crd: &mut Value, old: Option<&Value>) -
     let scope = spec["scope"].as_str().unwrap_or("");
     if scope != "Namespaced" && scope != "Cluster" {
         return Err(invalid(
+            name,
             "spec.scope",
             "FieldValueNotSupported",
             &format!("Unsupported value: \"{scope}\": supported values: \"Cluster\", \"Namespaced\""),
         ));
     }
+    Ok(())
+}
+
+/// Exactly one version is the storage version and every version's schema is one the server accepts;
+/// returns the storage version's name.
+fn check_versions(spec: &Value, name: &str) -> Result<Value, ApiError> {
     let versions = spec["versions"].as_array().cloned().unwrap_or_default();
     if versions.is_empty() {
         return Err(invalid(
+            name,
             "spec.versions",
             "FieldValueInvalid",
             "Invalid value: null: must have exactly one version marked as storage version",
@@ -66,6 +100,7 @@ pub(crate) fn prepare(cluster: &Cluster, crd: &mut Value, old: Option<&Value>) -
     let storage: Vec<&Value> = versions.iter().filter(|v| v["storage"] == json!(true)).collect();
     if storage.len() != 1 {
         return Err(invalid(
+            name,
             "spec.versions",
             "FieldValueInvalid",
             "Invalid value: []apiextensions.CustomResourceDefinitionVersion{...}: must have exactly one version marked as storage version",
@@ -75,6 +110,7 @@ pub(crate) fn prepare(cluster: &Cluster, crd: &mut Value, old: Option<&Value>) -
         if let Some(schema) = v["schema"].get("openAPIV3Schema") {
             crate::admission::check_schema(schema).map_err(|e| {
                 invalid(
+                    name,
                     &format!("spec.versions[{i}].schema.openAPIV3Schema"),
                     "FieldValueInvalid",
                     &format!("Invalid value: \"\": {e}"),
@@ -82,19 +118,32 @@ pub(crate) fn prepare(cluster: &Cluster, crd: &mut Value, old: Option<&Value>) -
             })?;
         }
     }
-    // Names another CRD already serves are refused with NamesAccepted=False on a real server; the sandbox rejects.
-    if old.is_none() {
-        let key = format!("{group}/{plural}");
-        if let Some(rt) = cluster.registry.by_key(&key)
-            && (rt.custom.as_ref().is_some_and(|c| c.crd_name != name) || rt.custom.is_none())
-        {
-            return Err(invalid(
-                "spec.names.plural",
-                "FieldValueInvalid",
-                &format!("Invalid value: \"{plural}\": is already in use"),
-            ));
-        }
+    Ok(storage[0]["name"].clone())
+}
+
+/// A new CRD may not take a plural another CRD (or a built-in resource) already serves: a real server
+/// answers with NamesAccepted=False, the sandbox rejects.
+fn check_plural_free(cluster: &Cluster, spec: &Value, name: &str) -> Result<(), ApiError> {
+    let group = spec["group"].as_str().unwrap_or("");
+    let plural = spec["names"]["plural"].as_str().unwrap_or("");
+    let key = format!("{group}/{plural}");
+    if let Some(rt) = cluster.registry.by_key(&key)
+        && (rt.custom.as_ref().is_some_and(|c| c.crd_name != name) || rt.custom.is_none())
+    {
+        return Err(invalid(
+            name,
+            "spec.names.plural",
+            "FieldValueInvalid",
+            &format!("Invalid value: \"{plural}\": is already in use"),
+        ));
     }
+    Ok(())
+}
+
+/// The status the apiextensions controllers give an accepted CRD: its names with the defaults filled in,
+/// NamesAccepted and Established (transition times kept from `old`), and the storage version recorded.
+fn status(spec: &Value, old: Option<&Value>, storage_name: Value) -> Value {
+    let kind = spec["names"]["kind"].as_str().unwrap_or("");
     let mut accepted = spec["names"].clone();
     if accepted["singular"].as_str().unwrap_or("").is_empty() {
         accepted["singular"] = json!(kind.to_lowercase());
@@ -112,26 +161,17 @@ pub(crate) fn prepare(cluster: &Cluster, crd: &mut Value, old: Option<&Value>) -
     let mut stored_versions: Vec<Value> = old
         .and_then(|o| o["status"]["storedVersions"].as_array().cloned())
         .unwrap_or_default();
-    let storage_name = storage[0]["name"].clone();
     if !stored_versions.contains(&storage_name) {
         stored_versions.push(storage_name);
     }
-    crd["status"] = json!({
+    json!({
         "acceptedNames": accepted,
         "conditions": [
             {"type": "NamesAccepted", "status": "True", "lastTransitionTime": keep_time("NamesAccepted"), "reason": "NoConflicts", "message": "no conflicts found"},
             {"type": "Established", "status": "True", "lastTransitionTime": keep_time("Established"), "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"},
         ],
         "storedVersions": stored_versions,
-    });
-    if old.is_none() {
-        let mut fins = meta::finalizers(crd);
-        if !fins.iter().any(|f| f == CLEANUP_FINALIZER) {
-            fins.push(CLEANUP_FINALIZER.into());
-        }
-        meta::metadata(crd).insert("finalizers".into(), json!(fins));
-    }
-    Ok(())
+    })
 }
 
 /// The resource a CRD defines.
