@@ -259,92 +259,20 @@ fn apply_fields(
     schema: &MergeSchema,
     now: &str,
 ) -> Result<Value, ApplyError> {
-    if !config.is_object() {
-        return Err(ApplyError::Invalid(
-            "the applied configuration must be an object".into(),
-        ));
-    }
-    if config.pointer("/metadata/managedFields").is_some_and(|v| !v.is_null()) {
-        return Err(ApplyError::Invalid("metadata.managedFields must be nil".into()));
-    }
-    let config = merge::without_nulls(config);
-    merge::check_keys(&config, schema.root(), &mut String::new())
-        .map_err(|e| ApplyError::Invalid(format!("{TYPED_PATCH_ERROR} ({}): {e}", describe(&config))))?;
-
+    let config = checked_config(config, schema)?;
     // The live managedFields ride along through merge and diff unchanged (nobody owns them) and are
     // rewritten at the end, which saves copying the object without them.
     let empty = merge::empty_object();
     let live_obj = live.unwrap_or(&empty);
-    let mut entries = live.map(read_entries).unwrap_or_default();
-    if let Some(live) = live.filter(|_| entries.is_empty()) {
-        let set = owned_paths(live_obj, schema);
-        entries.push(Entry::new(
-            BEFORE_FIRST_APPLY,
-            Operation::Update,
-            api_version_of(live),
-            None,
-            set,
-            Some(now),
-        ));
-    }
-
-    let key = (manager, Operation::Apply, subresource);
-    let idx = match entries.iter().position(|e| e.is(key)) {
-        Some(i) => i,
-        None => {
-            entries.push(Entry::new(
-                manager,
-                Operation::Apply,
-                String::new(),
-                subresource,
-                FieldSet::default(),
-                None,
-            ));
-            entries.len() - 1
-        }
-    };
-    let new_set = owned_paths(&config, schema);
-    let last_set = std::mem::replace(&mut entries[idx].set, new_set);
+    let mut entries = live_entries(live, schema, now);
+    let idx = applier_entry(&mut entries, manager, subresource);
+    let last_set = std::mem::replace(&mut entries[idx].set, owned_paths(&config, schema));
     entries[idx].api_version = api_version_of(&config);
 
-    let mut result = merge::merge(live_obj, &config, schema.root());
-    let mut dropped = last_set.clone();
-    for e in &entries {
-        dropped.remove_all(&e.set);
-    }
-    if !dropped.is_empty() {
-        let keep: Vec<&FieldSet> = entries.iter().map(|e| &e.set).collect();
-        merge::prune(&mut result, &dropped, &keep, schema.root());
-    }
-
+    let mut result = merged_and_pruned(live_obj, &config, &last_set, &entries, schema);
     let ch = changes(live_obj, &result, schema);
-    let mut conflicts = Vec::new();
-    for (i, e) in entries.iter().enumerate() {
-        if i == idx {
-            continue;
-        }
-        for path in e.set.intersection(&ch.changed).paths() {
-            conflicts.push(Conflict {
-                manager: e.manager.clone(),
-                field: display_path(&path),
-                operation: e.operation.as_str().to_string(),
-                api_version: e.api_version.clone(),
-                subresource: e.subresource.clone(),
-            });
-        }
-    }
+    let conflicts = conflicting_fields(&entries, idx, &ch.changed);
     if !conflicts.is_empty() && !force {
-        // Grouped by manager as the real server prints them; a stable sort keeps each manager's path order.
-        // (The server sorts by its manager identifier: name, operation, API version, subresource.)
-        let key = |c: &Conflict| {
-            (
-                c.manager.clone(),
-                c.operation.clone(),
-                c.api_version.clone(),
-                c.subresource.clone(),
-            )
-        };
-        conflicts.sort_by_key(key);
         return Err(ApplyError::Conflicts(conflicts));
     }
     for (i, e) in entries.iter_mut().enumerate() {
@@ -359,6 +287,110 @@ fn apply_fields(
     }
     write_entries(&mut result, entries);
     Ok(result)
+}
+
+/// The applied configuration as the server takes it: an object without managedFields, nulls dropped, every
+/// key one the schema allows.
+fn checked_config(config: &Value, schema: &MergeSchema) -> Result<Value, ApplyError> {
+    if !config.is_object() {
+        return Err(ApplyError::Invalid(
+            "the applied configuration must be an object".into(),
+        ));
+    }
+    if config.pointer("/metadata/managedFields").is_some_and(|v| !v.is_null()) {
+        return Err(ApplyError::Invalid("metadata.managedFields must be nil".into()));
+    }
+    let config = merge::without_nulls(config);
+    merge::check_keys(&config, schema.root(), &mut String::new())
+        .map_err(|e| ApplyError::Invalid(format!("{TYPED_PATCH_ERROR} ({}): {e}", describe(&config))))?;
+    Ok(config)
+}
+
+/// The live object's managedFields; an object that has none is owned as a whole by `before-first-apply`.
+fn live_entries(live: Option<&Value>, schema: &MergeSchema, now: &str) -> Vec<Entry> {
+    let mut entries = live.map(read_entries).unwrap_or_default();
+    if let Some(live) = live.filter(|_| entries.is_empty()) {
+        entries.push(Entry::new(
+            BEFORE_FIRST_APPLY,
+            Operation::Update,
+            api_version_of(live),
+            None,
+            owned_paths(live, schema),
+            Some(now),
+        ));
+    }
+    entries
+}
+
+/// The index of `manager`'s apply entry for `subresource`, added empty when it has none.
+fn applier_entry(entries: &mut Vec<Entry>, manager: &str, subresource: Option<&str>) -> usize {
+    let key = (manager, Operation::Apply, subresource);
+    match entries.iter().position(|e| e.is(key)) {
+        Some(i) => i,
+        None => {
+            entries.push(Entry::new(
+                manager,
+                Operation::Apply,
+                String::new(),
+                subresource,
+                FieldSet::default(),
+                None,
+            ));
+            entries.len() - 1
+        }
+    }
+}
+
+/// `config` merged into the live object, without the fields the applier had set before (`last_set`) and
+/// no manager owns now.
+fn merged_and_pruned(
+    live_obj: &Value,
+    config: &Value,
+    last_set: &FieldSet,
+    entries: &[Entry],
+    schema: &MergeSchema,
+) -> Value {
+    let mut result = merge::merge(live_obj, config, schema.root());
+    let mut dropped = last_set.clone();
+    for e in entries {
+        dropped.remove_all(&e.set);
+    }
+    if !dropped.is_empty() {
+        let keep: Vec<&FieldSet> = entries.iter().map(|e| &e.set).collect();
+        merge::prune(&mut result, &dropped, &keep, schema.root());
+    }
+    result
+}
+
+/// The changed fields other managers own, grouped by manager as the real server prints them; a stable sort
+/// keeps each manager's path order. (The server sorts by its manager identifier: name, operation, API
+/// version, subresource.)
+fn conflicting_fields(entries: &[Entry], applier: usize, changed: &FieldSet) -> Vec<Conflict> {
+    let mut conflicts = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if i == applier {
+            continue;
+        }
+        for path in e.set.intersection(changed).paths() {
+            conflicts.push(Conflict {
+                manager: e.manager.clone(),
+                field: display_path(&path),
+                operation: e.operation.as_str().to_string(),
+                api_version: e.api_version.clone(),
+                subresource: e.subresource.clone(),
+            });
+        }
+    }
+    let key = |c: &Conflict| {
+        (
+            c.manager.clone(),
+            c.operation.clone(),
+            c.api_version.clone(),
+            c.subresource.clone(),
+        )
+    };
+    conflicts.sort_by_key(key);
+    conflicts
 }
 
 /// Records a non-apply write (create, update, any other patch) by `manager`: the fields that changed
