@@ -128,73 +128,12 @@ impl Node {
         }
         let int_or_string = flag(s, "x-kubernetes-int-or-string");
         let preserve_unknown = flag(s, "x-kubernetes-preserve-unknown-fields");
-        let ty = match s.get("type").and_then(Value::as_str) {
-            Some(t) if !t.is_empty() => {
-                Some(Ty::parse(t).ok_or_else(|| format!("{path}.type: Unsupported value: {t:?}"))?)
-            }
-            _ if int_or_string || preserve_unknown => None,
-            _ => {
-                return Err(format!(
-                    "{path}.type: Required value: must not be empty for specified fields"
-                ));
-            }
-        };
-        let mut properties = BTreeMap::new();
-        if let Some(props) = s.get("properties").and_then(Value::as_object) {
-            for (name, child) in props {
-                properties.insert(
-                    name.clone(),
-                    Node::compile(child, &format!("{path}.properties[{name}]"))?,
-                );
-            }
-        }
-        let additional = match s.get("additionalProperties") {
-            Some(child @ Value::Object(_)) => {
-                if !properties.is_empty() {
-                    return Err(format!(
-                        "{path}.additionalProperties: Forbidden: must not be used with properties"
-                    ));
-                }
-                Some(Box::new(Node::compile(child, &format!("{path}.additionalProperties"))?))
-            }
-            _ => None,
-        };
-        let items = match s.get("items") {
-            Some(child) if !child.is_null() => Some(Box::new(Node::compile(child, &format!("{path}.items"))?)),
-            _ if ty == Some(Ty::Array) => {
-                return Err(format!("{path}.items: Required value: must be specified"));
-            }
-            _ => None,
-        };
-        let list_type = match s.get("x-kubernetes-list-type").and_then(Value::as_str) {
-            Some("set") => ListType::Set,
-            Some("map") => {
-                let keys: Vec<String> = s
-                    .get("x-kubernetes-list-map-keys")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect())
-                    .unwrap_or_default();
-                if keys.is_empty() {
-                    return Err(format!(
-                        "{path}.x-kubernetes-list-map-keys: Required value: must not be empty if x-kubernetes-list-type is map"
-                    ));
-                }
-                ListType::Map(keys)
-            }
-            _ => ListType::Atomic,
-        };
-        let pattern = match s.get("pattern").and_then(Value::as_str) {
-            Some(p) => {
-                let re = Regex::new(p).map_err(|e| format!("{path}.pattern: Invalid value: {p:?}: {e}"))?;
-                Some((p.to_owned(), re))
-            }
-            None => None,
-        };
-        let required = s
-            .get("required")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect())
-            .unwrap_or_default();
+        let ty = type_of(s, path, int_or_string || preserve_unknown)?;
+        let properties = compile_properties(s, path)?;
+        let additional = compile_additional(s, path, &properties)?;
+        let items = compile_items(s, path, ty)?;
+        let list_type = list_type_of(s, path)?;
+        let pattern = pattern_of(s, path)?;
         Ok(Node {
             ty,
             int_or_string,
@@ -214,7 +153,7 @@ impl Node {
             max_items: u64_of(s, "maxItems", path)?,
             min_properties: u64_of(s, "minProperties", path)?,
             max_properties: u64_of(s, "maxProperties", path)?,
-            required,
+            required: strings(s, "required"),
             default: s.get("default").cloned(),
             properties,
             items,
@@ -233,6 +172,95 @@ impl Node {
     pub(crate) fn type_name(&self) -> &'static str {
         self.ty.map(Ty::name).unwrap_or("")
     }
+}
+
+/// The schema's `type`; None is allowed only for int-or-string and preserve-unknown-fields nodes (`untyped`).
+fn type_of(s: &Value, path: &str, untyped: bool) -> Result<Option<Ty>, String> {
+    match s.get("type").and_then(Value::as_str) {
+        Some(t) if !t.is_empty() => Ok(Some(
+            Ty::parse(t).ok_or_else(|| format!("{path}.type: Unsupported value: {t:?}"))?,
+        )),
+        _ if untyped => Ok(None),
+        _ => Err(format!(
+            "{path}.type: Required value: must not be empty for specified fields"
+        )),
+    }
+}
+
+fn compile_properties(s: &Value, path: &str) -> Result<BTreeMap<String, Node>, String> {
+    let mut properties = BTreeMap::new();
+    if let Some(props) = s.get("properties").and_then(Value::as_object) {
+        for (name, child) in props {
+            properties.insert(
+                name.clone(),
+                Node::compile(child, &format!("{path}.properties[{name}]"))?,
+            );
+        }
+    }
+    Ok(properties)
+}
+
+/// The schema of a map's values (`additionalProperties` as an object), which excludes named properties.
+fn compile_additional(s: &Value, path: &str, properties: &BTreeMap<String, Node>) -> Result<Option<Box<Node>>, String> {
+    match s.get("additionalProperties") {
+        Some(child @ Value::Object(_)) => {
+            if !properties.is_empty() {
+                return Err(format!(
+                    "{path}.additionalProperties: Forbidden: must not be used with properties"
+                ));
+            }
+            Ok(Some(Box::new(Node::compile(
+                child,
+                &format!("{path}.additionalProperties"),
+            )?)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The schema of an array's items, required for arrays.
+fn compile_items(s: &Value, path: &str, ty: Option<Ty>) -> Result<Option<Box<Node>>, String> {
+    match s.get("items") {
+        Some(child) if !child.is_null() => Ok(Some(Box::new(Node::compile(child, &format!("{path}.items"))?))),
+        _ if ty == Some(Ty::Array) => Err(format!("{path}.items: Required value: must be specified")),
+        _ => Ok(None),
+    }
+}
+
+/// `x-kubernetes-list-type`, with the keys a map list must name.
+fn list_type_of(s: &Value, path: &str) -> Result<ListType, String> {
+    Ok(match s.get("x-kubernetes-list-type").and_then(Value::as_str) {
+        Some("set") => ListType::Set,
+        Some("map") => {
+            let keys = strings(s, "x-kubernetes-list-map-keys");
+            if keys.is_empty() {
+                return Err(format!(
+                    "{path}.x-kubernetes-list-map-keys: Required value: must not be empty if x-kubernetes-list-type is map"
+                ));
+            }
+            ListType::Map(keys)
+        }
+        _ => ListType::Atomic,
+    })
+}
+
+/// `pattern`, compiled.
+fn pattern_of(s: &Value, path: &str) -> Result<Option<(String, Regex)>, String> {
+    match s.get("pattern").and_then(Value::as_str) {
+        Some(p) => {
+            let re = Regex::new(p).map_err(|e| format!("{path}.pattern: Invalid value: {p:?}: {e}"))?;
+            Ok(Some((p.to_owned(), re)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The strings of the array at `key` (others skipped); empty when absent.
+fn strings(s: &Value, key: &str) -> Vec<String> {
+    s.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
 }
 
 fn compile_rules(s: &Value, path: &str) -> Result<Vec<Rule>, String> {
