@@ -151,33 +151,50 @@ fn evaluate(
     ctx.add_variable_from_value("params", Cel::Null);
     ctx.add_variable_from_value("namespaceObject", namespace_object.map_or(Cel::Null, to_cel));
     let list = |key: &str| spec[key].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    let text = |v: &Value, key: &str| v[key].as_str().unwrap_or_default().to_owned();
 
-    for cond in list("matchConditions") {
+    match match_conditions_hold(&ctx, list("matchConditions"), fail_closed) {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(message) => return Some((message, None)),
+    }
+    bind_variables(&mut ctx, list("variables"));
+    first_failed_validation(&ctx, list("validations"), fail_closed)
+}
+
+/// The string at `key` of a policy entry, empty when absent.
+fn text(v: &Value, key: &str) -> String {
+    v[key].as_str().unwrap_or_default().to_owned()
+}
+
+/// Whether every matchCondition holds; Err is the message for one that errors when the policy fails closed
+/// (failing open, an error counts as not matching).
+fn match_conditions_hold(ctx: &Context<'_>, conditions: &[Value], fail_closed: bool) -> Result<bool, String> {
+    for cond in conditions {
         let expression = text(cond, "expression");
-        match run(&ctx, &expression) {
+        match run(ctx, &expression) {
             Ok(Cel::Bool(true)) => {}
-            Ok(Cel::Bool(false)) => return None,
-            Ok(_) | Err(_) if !fail_closed => return None,
+            Ok(Cel::Bool(false)) => return Ok(false),
+            Ok(_) | Err(_) if !fail_closed => return Ok(false),
             Ok(other) => {
-                return Some((
-                    format!(
-                        "matchCondition '{}' did not evaluate to a bool: {other:?}",
-                        text(cond, "name")
-                    ),
-                    None,
+                return Err(format!(
+                    "matchCondition '{}' did not evaluate to a bool: {other:?}",
+                    text(cond, "name")
                 ));
             }
             Err(e) => {
-                return Some((
-                    format!("failed to evaluate matchCondition '{}': {e}", text(cond, "name")),
-                    None,
+                return Err(format!(
+                    "failed to evaluate matchCondition '{}': {e}",
+                    text(cond, "name")
                 ));
             }
         }
     }
+    Ok(true)
+}
 
-    // Each variable sees the ones before it; one that fails is left unbound, so a validation using it errors.
+/// Binds `variables.<name>` for each of the policy's variables. Each variable sees the ones before it; one
+/// that fails is left unbound, so a validation using it errors.
+fn bind_variables(ctx: &mut Context<'_>, vars: &[Value]) {
     let mut variables: HashMap<Key, Cel> = HashMap::new();
     ctx.add_variable_from_value(
         "variables",
@@ -185,8 +202,8 @@ fn evaluate(
             map: Arc::new(variables.clone()),
         }),
     );
-    for var in list("variables") {
-        if let Ok(value) = run(&ctx, &text(var, "expression")) {
+    for var in vars {
+        if let Ok(value) = run(ctx, &text(var, "expression")) {
             variables.insert(Key::String(Arc::new(text(var, "name"))), value);
             ctx.add_variable_from_value(
                 "variables",
@@ -196,28 +213,20 @@ fn evaluate(
             );
         }
     }
+}
 
-    for validation in list("validations") {
+/// The (message, reason) of the first validation that is false, or that errors when the policy fails closed.
+fn first_failed_validation(
+    ctx: &Context<'_>,
+    validations: &[Value],
+    fail_closed: bool,
+) -> Option<(String, Option<String>)> {
+    for validation in validations {
         let expression = text(validation, "expression");
         let reason = validation["reason"].as_str().map(str::to_owned);
-        match run(&ctx, &expression) {
+        match run(ctx, &expression) {
             Ok(Cel::Bool(true)) => {}
-            Ok(Cel::Bool(false)) => {
-                let message = validation["messageExpression"]
-                    .as_str()
-                    .and_then(|m| match run(&ctx, m) {
-                        Ok(Cel::String(s)) if !s.trim().is_empty() && !s.contains(['\n', '\r']) => Some(s.to_string()),
-                        _ => None,
-                    })
-                    .or_else(|| {
-                        validation["message"]
-                            .as_str()
-                            .filter(|m| !m.trim().is_empty())
-                            .map(str::to_owned)
-                    })
-                    .unwrap_or_else(|| format!("failed expression: {expression}"));
-                return Some((message, reason));
-            }
+            Ok(Cel::Bool(false)) => return Some((denial_message(ctx, validation, &expression), reason)),
             _ if !fail_closed => {}
             Ok(other) => {
                 return Some((
@@ -229,6 +238,24 @@ fn evaluate(
         }
     }
     None
+}
+
+/// What a failed validation tells the client: its messageExpression's value if that is a usable one-line
+/// string, else its message, else the expression itself.
+fn denial_message(ctx: &Context<'_>, validation: &Value, expression: &str) -> String {
+    validation["messageExpression"]
+        .as_str()
+        .and_then(|m| match run(ctx, m) {
+            Ok(Cel::String(s)) if !s.trim().is_empty() && !s.contains(['\n', '\r']) => Some(s.to_string()),
+            _ => None,
+        })
+        .or_else(|| {
+            validation["message"]
+                .as_str()
+                .filter(|m| !m.trim().is_empty())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| format!("failed expression: {expression}"))
 }
 
 thread_local! {
