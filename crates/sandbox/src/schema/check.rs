@@ -73,6 +73,18 @@ pub(super) fn check(
     if !type_ok(node, value, path, causes) {
         return;
     }
+    check_enum(node, value, path, causes);
+    match value {
+        Value::String(s) => check_string(node, s, value, path, causes),
+        Value::Number(n) => check_number(node, n.as_f64().unwrap_or(f64::NAN), value, path, causes),
+        Value::Array(items) => check_array(node, items, old, path, causes),
+        Value::Object(map) => check_object(node, map, old, path, root, causes),
+        Value::Bool(_) | Value::Null => {}
+    }
+}
+
+/// An enum value must be one of the listed values.
+fn check_enum(node: &Node, value: &Value, path: &str, causes: &mut Vec<FieldCause>) {
     if let Some(allowed) = &node.enum_values
         && !allowed.iter().any(|a| json_equal(a, value))
     {
@@ -93,57 +105,61 @@ pub(super) fn check(
             ),
         ));
     }
-    match value {
-        Value::String(s) => check_string(node, s, value, path, causes),
-        Value::Number(n) => check_number(node, n.as_f64().unwrap_or(f64::NAN), value, path, causes),
-        Value::Array(items) => check_array(node, items, old, path, causes),
-        Value::Object(map) => {
-            let n = map.len() as u64;
-            if let Some(max) = node.max_properties
-                && n > max
-            {
-                causes.push(FieldCause::new(
-                    "FieldValueTooMany",
-                    path,
-                    format!("Too many: {n}: must have at most {max} {}", plural(max, "item")),
-                ));
-            }
-            if let Some(min) = node.min_properties
-                && n < min
-            {
-                invalid(
-                    causes,
-                    path,
-                    &Value::from(n),
-                    format!("{path} in body should have at least {min} properties"),
-                );
-            }
-            for name in &node.required {
-                if !map.contains_key(name) {
-                    causes.push(FieldCause::new(
-                        "FieldValueRequired",
-                        &child_path(path, name),
-                        "Required value".into(),
-                    ));
-                }
-            }
-            for (k, v) in map {
-                if (root || node.embedded) && k == "metadata" && !node.properties.contains_key(k) {
-                    continue;
-                }
-                if let Some(child) = node.child(k) {
-                    check(
-                        child,
-                        v,
-                        old.and_then(|o| o.get(k)),
-                        &child_path(path, k),
-                        false,
-                        causes,
-                    );
-                }
-            }
+}
+
+/// An object's property count and required properties, then each property against its schema (an embedded
+/// resource's or the root's `metadata` is the server's to check).
+fn check_object(
+    node: &Node,
+    map: &serde_json::Map<String, Value>,
+    old: Option<&Value>,
+    path: &str,
+    root: bool,
+    causes: &mut Vec<FieldCause>,
+) {
+    let n = map.len() as u64;
+    if let Some(max) = node.max_properties
+        && n > max
+    {
+        causes.push(FieldCause::new(
+            "FieldValueTooMany",
+            path,
+            format!("Too many: {n}: must have at most {max} {}", plural(max, "item")),
+        ));
+    }
+    if let Some(min) = node.min_properties
+        && n < min
+    {
+        invalid(
+            causes,
+            path,
+            &Value::from(n),
+            format!("{path} in body should have at least {min} properties"),
+        );
+    }
+    for name in &node.required {
+        if !map.contains_key(name) {
+            causes.push(FieldCause::new(
+                "FieldValueRequired",
+                &child_path(path, name),
+                "Required value".into(),
+            ));
         }
-        Value::Bool(_) | Value::Null => {}
+    }
+    for (k, v) in map {
+        if (root || node.embedded) && k == "metadata" && !node.properties.contains_key(k) {
+            continue;
+        }
+        if let Some(child) = node.child(k) {
+            check(
+                child,
+                v,
+                old.and_then(|o| o.get(k)),
+                &child_path(path, k),
+                false,
+                causes,
+            );
+        }
     }
 }
 
