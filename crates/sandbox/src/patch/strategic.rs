@@ -199,7 +199,6 @@ fn directive_of(item: &Value) -> Option<&Value> {
 }
 
 fn merge_list(original: &mut Vec<Value>, patch: &[Value], node: &Node) -> Result<(), PatchError> {
-    let item_node = node.item();
     let replace = patch
         .iter()
         .any(|i| directive_of(i).and_then(Value::as_str) == Some("replace"));
@@ -216,75 +215,99 @@ fn merge_list(original: &mut Vec<Value>, patch: &[Value], node: &Node) -> Result
     let mut server = ranks(original, list_type);
     match list_type {
         ListType::Atomic => unreachable!("handled above"),
-        ListType::Set => {
-            let mut seen: HashSet<String> = original.iter().map(Value::to_string).collect();
-            for item in patch {
-                if seen.insert(item.to_string()) {
-                    original.push(sanitized(item));
-                }
-            }
-        }
+        ListType::Set => merge_set(original, patch),
         ListType::Map(keys) => {
             let key = keys.first().map(String::as_str).unwrap_or("name");
             // Deletions first, then merges, as the Go implementation does.
-            let mut deleted = HashSet::new();
-            let mut merges = Vec::with_capacity(patch.len());
-            for item in patch {
-                let Value::Object(fields) = item else {
-                    return Err(PatchError::Malformed(format!(
-                        "list item {item} must be an object: the list merges by {key}"
-                    )));
-                };
-                let Some(k) = fields.get(key).map(Value::to_string) else {
-                    return Err(PatchError::Malformed(format!(
-                        "map: {item} does not contain declared merge key: {key}"
-                    )));
-                };
-                match fields.get(DIRECTIVE).map(|d| (d, d.as_str())) {
-                    None => merges.push((k, item, fields)),
-                    Some((_, Some("delete"))) => {
-                        deleted.insert(k);
-                    }
-                    Some((_, Some("merge"))) => {
-                        return Err(PatchError::Malformed(
-                            "merging lists cannot yet be specified in the patch".into(),
-                        ));
-                    }
-                    Some((d, _)) => {
-                        return Err(PatchError::Malformed(format!(
-                            "unknown patch type: {d} in list item: {item}"
-                        )));
-                    }
-                }
-            }
+            let (deleted, merges) = deletions_and_merges(patch, key)?;
             if !deleted.is_empty() {
                 original.retain(|v| v.get(key).is_none_or(|k| !deleted.contains(&k.to_string())));
                 // The Go implementation orders by the server's list as it is after the deletions: an item
                 // deleted and sent again is new to it, and comes before the items only the server has.
                 server = ranks(original, list_type);
             }
-            let mut index: HashMap<String, usize> = original
-                .iter()
-                .enumerate()
-                .filter_map(|(i, v)| Some((v.get(key)?.to_string(), i)))
-                .collect();
-            for (k, item, fields) in merges {
-                match index.get(&k) {
-                    Some(&i) => match &mut original[i] {
-                        Value::Object(o) => merge_map(o, fields, item_node)?,
-                        other => *other = sanitized(item),
-                    },
-                    None => {
-                        index.insert(k, original.len());
-                        original.push(sanitized(item));
-                    }
-                }
-            }
+            merge_by_key(original, merges, key, node.item())?;
         }
     }
     // The patch's items come out in the patch's order, as the Go implementation orders every merged list.
     let order: Vec<Value> = patch.iter().filter(|i| directive_of(i).is_none()).cloned().collect();
     reorder(original, &order, list_type, &server);
+    Ok(())
+}
+
+/// Adds the patch's items a set list does not hold yet.
+fn merge_set(original: &mut Vec<Value>, patch: &[Value]) {
+    let mut seen: HashSet<String> = original.iter().map(Value::to_string).collect();
+    for item in patch {
+        if seen.insert(item.to_string()) {
+            original.push(sanitized(item));
+        }
+    }
+}
+
+/// A map-list patch item to merge: its merge key's value, the item, its fields.
+type Merge<'a> = (String, &'a Value, &'a Map<String, Value>);
+
+/// Sorts a map-list patch into the merge keys its `$patch: delete` items name and the items to merge; an
+/// item that is no object, lacks the merge key or carries another directive is refused.
+fn deletions_and_merges<'a>(patch: &'a [Value], key: &str) -> Result<(HashSet<String>, Vec<Merge<'a>>), PatchError> {
+    let mut deleted = HashSet::new();
+    let mut merges = Vec::with_capacity(patch.len());
+    for item in patch {
+        let Value::Object(fields) = item else {
+            return Err(PatchError::Malformed(format!(
+                "list item {item} must be an object: the list merges by {key}"
+            )));
+        };
+        let Some(k) = fields.get(key).map(Value::to_string) else {
+            return Err(PatchError::Malformed(format!(
+                "map: {item} does not contain declared merge key: {key}"
+            )));
+        };
+        match fields.get(DIRECTIVE).map(|d| (d, d.as_str())) {
+            None => merges.push((k, item, fields)),
+            Some((_, Some("delete"))) => {
+                deleted.insert(k);
+            }
+            Some((_, Some("merge"))) => {
+                return Err(PatchError::Malformed(
+                    "merging lists cannot yet be specified in the patch".into(),
+                ));
+            }
+            Some((d, _)) => {
+                return Err(PatchError::Malformed(format!(
+                    "unknown patch type: {d} in list item: {item}"
+                )));
+            }
+        }
+    }
+    Ok((deleted, merges))
+}
+
+/// Merges each patch item into the item with the same merge key, or appends it when there is none.
+fn merge_by_key(
+    original: &mut Vec<Value>,
+    merges: Vec<Merge<'_>>,
+    key: &str,
+    item_node: &Node,
+) -> Result<(), PatchError> {
+    let mut index: HashMap<String, usize> = original
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| Some((v.get(key)?.to_string(), i)))
+        .collect();
+    for (k, item, fields) in merges {
+        match index.get(&k) {
+            Some(&i) => match &mut original[i] {
+                Value::Object(o) => merge_map(o, fields, item_node)?,
+                other => *other = sanitized(item),
+            },
+            None => {
+                index.insert(k, original.len());
+                original.push(sanitized(item));
+            }
+        }
+    }
     Ok(())
 }
 
