@@ -248,70 +248,22 @@ impl Store {
     /// Applies one write atomically, assigning the next resourceVersion.
     pub(crate) fn write(&self, res: &str, ns: &str, name: &str, write: Write) -> Result<Arc<Stored>, StoreError> {
         let mut inner = self.lock();
-        let res: Arc<str> = match inner.res_names.get_key_value(res) {
-            Some((k, _)) => k.clone(),
-            None => {
-                let k: Arc<str> = Arc::from(res);
-                inner.res_names.insert(k.clone(), ());
-                k
-            }
-        };
+        let res = inner.intern(res);
         let key = (Box::from(ns), Box::from(name));
         let prev = inner.resources.get(&res).and_then(|m| m.get(&key)).cloned();
         let rv = inner.rv + 1;
-        let (kind, stored) = match write {
-            Write::Create(value) => {
-                if prev.is_some() {
-                    return Err(StoreError::Exists);
-                }
-                (EventType::Added, Arc::new(encode(&res, ns, name, value, rv)))
-            }
-            Write::Update { value, expect_rv } => {
-                let Some(prev) = &prev else {
-                    return Err(StoreError::NotFound);
-                };
-                if expect_rv.is_some_and(|e| e != prev.rv) {
-                    return Err(StoreError::Conflict);
-                }
-                (EventType::Modified, Arc::new(encode(&res, ns, name, value, rv)))
-            }
-            Write::Delete { expect_rv, expect_uid } => {
-                let Some(prev) = &prev else {
-                    return Err(StoreError::NotFound);
-                };
-                if expect_rv.is_some_and(|e| e != prev.rv) || expect_uid.is_some_and(|u| *u != *prev.uid) {
-                    return Err(StoreError::Conflict);
-                }
-                let mut value = prev.value();
-                value["metadata"]["resourceVersion"] = Value::String(rv.to_string());
-                (EventType::Deleted, Arc::new(encode(&res, ns, name, value, rv)))
-            }
-        };
+        let (kind, stored) = written(write, prev.as_deref(), &res, ns, name, rv)?;
         inner.rv = rv;
+        let at: ObjRef = (res.clone(), ns.to_string(), name.to_string());
         if let Some(prev) = &prev {
-            for owner in prev.owners.iter() {
-                if let Some(set) = inner.dependents.get_mut(owner) {
-                    set.remove(&(res.clone(), ns.to_string(), name.to_string()));
-                    if set.is_empty() {
-                        inner.dependents.remove(owner);
-                    }
-                }
-            }
-            inner.uids.remove(&prev.uid);
+            inner.unindex(&at, prev);
         }
         let objects = inner.resources.entry(res.clone()).or_default();
         if kind == EventType::Deleted {
             objects.remove(&key);
         } else {
             objects.insert(key, stored.clone());
-            for owner in stored.owners.iter() {
-                inner.dependents.entry(owner.clone()).or_default().insert((
-                    res.clone(),
-                    ns.to_string(),
-                    name.to_string(),
-                ));
-            }
-            inner.uids.insert(stored.uid.clone());
+            inner.index(at, &stored);
         }
         let event = Arc::new(Event {
             res,
@@ -319,12 +271,7 @@ impl Store {
             obj: stored.clone(),
             prev,
         });
-        inner.history.push_back(event.clone());
-        while inner.history.len() > inner.history_cap {
-            if let Some(old) = inner.history.pop_front() {
-                inner.compacted = old.obj.rv;
-            }
-        }
+        inner.remember(event.clone());
         // No receivers is normal (no watch open); the event stays in the history.
         let _ = self.tx.send(event);
         Ok(stored)
@@ -373,6 +320,91 @@ impl Store {
         inner.history.clear();
         inner.compacted = inner.rv;
     }
+}
+
+impl Inner {
+    /// The one shared copy of a resource's store key.
+    fn intern(&mut self, res: &str) -> Arc<str> {
+        match self.res_names.get_key_value(res) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let k: Arc<str> = Arc::from(res);
+                self.res_names.insert(k.clone(), ());
+                k
+            }
+        }
+    }
+
+    /// Drops the owner and UID index entries of `prev`, the object that was at `at`.
+    fn unindex(&mut self, at: &ObjRef, prev: &Stored) {
+        for owner in prev.owners.iter() {
+            if let Some(set) = self.dependents.get_mut(owner) {
+                set.remove(at);
+                if set.is_empty() {
+                    self.dependents.remove(owner);
+                }
+            }
+        }
+        self.uids.remove(&prev.uid);
+    }
+
+    /// Adds the owner and UID index entries of `stored`, the object now at `at`.
+    fn index(&mut self, at: ObjRef, stored: &Stored) {
+        for owner in stored.owners.iter() {
+            self.dependents.entry(owner.clone()).or_default().insert(at.clone());
+        }
+        self.uids.insert(stored.uid.clone());
+    }
+
+    /// Appends an event to the history, compacting the oldest past the cap.
+    fn remember(&mut self, event: Arc<Event>) {
+        self.history.push_back(event);
+        while self.history.len() > self.history_cap {
+            if let Some(old) = self.history.pop_front() {
+                self.compacted = old.obj.rv;
+            }
+        }
+    }
+}
+
+/// The event kind and the object a write leaves at (`res`, `ns`, `name`) with resourceVersion `rv`, given the
+/// object there before (`prev`); the write's preconditions are checked against `prev`.
+fn written(
+    write: Write,
+    prev: Option<&Stored>,
+    res: &str,
+    ns: &str,
+    name: &str,
+    rv: u64,
+) -> Result<(EventType, Arc<Stored>), StoreError> {
+    Ok(match write {
+        Write::Create(value) => {
+            if prev.is_some() {
+                return Err(StoreError::Exists);
+            }
+            (EventType::Added, Arc::new(encode(res, ns, name, value, rv)))
+        }
+        Write::Update { value, expect_rv } => {
+            let Some(prev) = prev else {
+                return Err(StoreError::NotFound);
+            };
+            if expect_rv.is_some_and(|e| e != prev.rv) {
+                return Err(StoreError::Conflict);
+            }
+            (EventType::Modified, Arc::new(encode(res, ns, name, value, rv)))
+        }
+        Write::Delete { expect_rv, expect_uid } => {
+            let Some(prev) = prev else {
+                return Err(StoreError::NotFound);
+            };
+            if expect_rv.is_some_and(|e| e != prev.rv) || expect_uid.is_some_and(|u| *u != *prev.uid) {
+                return Err(StoreError::Conflict);
+            }
+            let mut value = prev.value();
+            value["metadata"]["resourceVersion"] = Value::String(rv.to_string());
+            (EventType::Deleted, Arc::new(encode(res, ns, name, value, rv)))
+        }
+    })
 }
 
 fn encode(res: &str, ns: &str, name: &str, mut value: Value, rv: u64) -> Stored {
