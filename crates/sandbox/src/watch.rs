@@ -131,85 +131,150 @@ async fn lagged(mut from: mpsc::Receiver<Bytes>, to: mpsc::Sender<Bytes>, lag: D
 }
 
 async fn run(cluster: Arc<Cluster>, rt: Arc<ResourceType>, p: WatchParams, encode: Encoder, tx: mpsc::Sender<Bytes>) {
-    let key = rt.key();
-    let matches = |s: &Stored| {
-        p.ns.as_deref().is_none_or(|ns| ns == &*s.namespace)
-            && p.labels.matches(|k| s.label(k))
-            && p.fields.matches(|f| s.field(f))
-    };
     if p.cut {
         let rv = cluster.store.current_rv();
         let _ = send(&tx, gone(p.rv.unwrap_or(rv), rv)).await;
         return;
     }
-    let mut first = true;
-    let (mut events, backlog, mut last_rv) = match p.rv {
-        Some(rv) if !p.send_initial_events => match cluster.store.subscribe(Some(rv)) {
-            Ok((backlog, rx)) => (rx, backlog, rv),
-            Err(oldest) => {
-                let _ = send(&tx, gone(rv, oldest)).await;
-                return;
-            }
-        },
-        _ => {
-            let (items, rv, rx) = cluster
-                .store
-                .snapshot_and_subscribe(&key, p.ns.as_deref(), |s| matches(s));
-            for item in items {
-                if send(&tx, frame("ADDED", encode(&item, first))).await.is_err() {
-                    return;
-                }
-                first = false;
-            }
-            if p.send_initial_events && p.bookmarks {
-                let _ = send(&tx, bookmark(&rt, rv, true)).await;
-            }
-            (rx, Vec::new(), rv)
-        }
+    let mut watcher = Watcher {
+        key: rt.key(),
+        cluster,
+        rt,
+        p,
+        encode,
+        tx,
+        first: true,
+        last_rv: 0,
+    };
+    let Some((events, backlog)) = watcher.open().await else {
+        return;
     };
     for event in backlog {
-        last_rv = event.obj.rv;
-        if let Some(f) = translate(&key, &event, &matches, &encode, first) {
-            first = false;
-            if send(&tx, f).await.is_err() {
-                return;
+        if watcher.forward(&event).await.is_err() {
+            return;
+        }
+    }
+    watcher.follow(events).await;
+}
+
+/// One watch as it streams.
+struct Watcher {
+    cluster: Arc<Cluster>,
+    rt: Arc<ResourceType>,
+    /// The store key of the watched resource.
+    key: String,
+    p: WatchParams,
+    encode: Encoder,
+    tx: mpsc::Sender<Bytes>,
+    /// No object frame sent yet (a Table watch's first row carries the column definitions).
+    first: bool,
+    /// The resourceVersion the watcher has seen up to, for bookmarks and the 410 on lag.
+    last_rv: u64,
+}
+
+/// What ended a wait in a watch's main loop.
+enum Next {
+    Event(Result<Arc<Event>, broadcast::error::RecvError>),
+    Bookmark,
+}
+
+impl Watcher {
+    fn matches(&self, s: &Stored) -> bool {
+        self.p.ns.as_deref().is_none_or(|ns| ns == &*s.namespace)
+            && self.p.labels.matches(|k| s.label(k))
+            && self.p.fields.matches(|f| s.field(f))
+    }
+
+    /// Starts the stream: from a resourceVersion, the events after it (the backlog); else the current objects
+    /// as ADDED frames, then the initial-events-end bookmark when asked for. None when the watch already ended.
+    async fn open(&mut self) -> Option<(broadcast::Receiver<Arc<Event>>, Vec<Arc<Event>>)> {
+        match self.p.rv {
+            Some(rv) if !self.p.send_initial_events => match self.cluster.store.subscribe(Some(rv)) {
+                Ok((backlog, rx)) => {
+                    self.last_rv = rv;
+                    Some((rx, backlog))
+                }
+                Err(oldest) => {
+                    let _ = send(&self.tx, gone(rv, oldest)).await;
+                    None
+                }
+            },
+            _ => {
+                let (items, rv, rx) = self
+                    .cluster
+                    .store
+                    .snapshot_and_subscribe(&self.key, self.p.ns.as_deref(), |s| self.matches(s));
+                self.last_rv = rv;
+                for item in items {
+                    if send(&self.tx, frame("ADDED", (self.encode)(&item, self.first)))
+                        .await
+                        .is_err()
+                    {
+                        return None;
+                    }
+                    self.first = false;
+                }
+                if self.p.send_initial_events && self.p.bookmarks {
+                    let _ = send(&self.tx, bookmark(&self.rt, rv, true)).await;
+                }
+                Some((rx, Vec::new()))
             }
         }
     }
-    let deadline = p.timeout.map(|t| tokio::time::Instant::now() + t);
-    let mut ticker = tokio::time::interval(p.bookmark_interval);
-    ticker.tick().await;
-    loop {
-        let timeout = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            event = events.recv() => match event {
-                Ok(event) => {
-                    last_rv = event.obj.rv;
-                    if let Some(f) = translate(&key, &event, &matches, &encode, first) {
-                        first = false;
-                        if send(&tx, f).await.is_err() {
-                            return;
-                        }
+
+    /// Sends the frame an event makes for this watcher, if any; Err when the client went away.
+    async fn forward(&mut self, event: &Event) -> Result<(), ()> {
+        self.last_rv = event.obj.rv;
+        let frame = translate(
+            &self.key,
+            event,
+            &|s: &Stored| self.matches(s),
+            &self.encode,
+            self.first,
+        );
+        if let Some(f) = frame {
+            self.first = false;
+            send(&self.tx, f).await?;
+        }
+        Ok(())
+    }
+
+    /// Streams events and periodic bookmarks until the client goes, the timeout passes, the store closes, or
+    /// the watcher falls behind the broadcast (then a 410).
+    async fn follow(&mut self, mut events: broadcast::Receiver<Arc<Event>>) {
+        let deadline = self.p.timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut ticker = tokio::time::interval(self.p.bookmark_interval);
+        ticker.tick().await;
+        loop {
+            let timeout = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let next = tokio::select! {
+                event = events.recv() => Next::Event(event),
+                _ = ticker.tick(), if self.p.bookmarks => Next::Bookmark,
+                _ = self.tx.closed() => return,
+                _ = timeout => return,
+            };
+            match next {
+                Next::Event(Ok(event)) => {
+                    if self.forward(&event).await.is_err() {
+                        return;
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let _ = send(&tx, gone(last_rv, cluster.store.current_rv())).await;
+                Next::Event(Err(broadcast::error::RecvError::Lagged(_))) => {
+                    let _ = send(&self.tx, gone(self.last_rv, self.cluster.store.current_rv())).await;
                     return;
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            _ = ticker.tick(), if p.bookmarks => {
-                if send(&tx, bookmark(&rt, last_rv, false)).await.is_err() {
-                    return;
+                Next::Event(Err(broadcast::error::RecvError::Closed)) => return,
+                Next::Bookmark => {
+                    if send(&self.tx, bookmark(&self.rt, self.last_rv, false)).await.is_err() {
+                        return;
+                    }
                 }
             }
-            _ = tx.closed() => return,
-            _ = timeout => return,
         }
     }
 }
