@@ -23,6 +23,8 @@ pub fn tool(name: &str) -> PathBuf {
 
 pub mod sandbox;
 
+pub mod chart;
+
 pub mod cluster;
 
 pub mod fault_proxy;

@@ -2,11 +2,10 @@
 //! its whole admission chain (`SUBLET_TEST_CLUSTER`), against allowed and escaping pods.
 
 use serde_json::{Value, json};
-use sublet_sandbox::SandboxConfig;
 
-use super::{deploy_yaml, pod};
+use super::pod;
+use crate::support::chart::{self, Installed};
 use crate::support::real::{Backend, clusters};
-use crate::support::sandbox::TestCluster;
 
 const SUBLET: &str = "system:serviceaccount:sublet-system:sublet";
 
@@ -27,34 +26,15 @@ fn with_lease(acme: &str, spec: Value) -> Value {
     s
 }
 
-/// The rendered chart applied, with a tenant namespace (`acme`) and an internal one (`ml`), on the sandbox in
-/// RBAC mode or on the real control plane; the tenant-isolation policy in force.
-struct Installed {
-    cluster: TestCluster,
-    acme: String,
-    ml: String,
-}
-
+/// The rendered chart installed on `backend`, once the tenant-isolation policy is in force.
 fn installed(backend: Backend) -> Installed {
-    let cluster = TestCluster::on(
-        backend,
-        SandboxConfig {
-            rbac: true,
-            ..Default::default()
-        },
-    );
-    cluster.ok_stdin(
-        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
-        &deploy_yaml(),
-    );
-    let acme = cluster.namespace_with("acme", &[("sublet.dev/tenant", "true")]);
-    let ml = cluster.namespace("ml");
-    cluster.denied_eventually(
-        &["create", "-n", &ml, "-f", "-"],
+    let installed = chart::install(backend);
+    installed.cluster.denied_eventually(
+        &["create", "-n", &installed.ml, "-f", "-"],
         &pod("probe", json!({"tolerations": [{"operator": "Exists"}]})),
         "ValidatingAdmissionPolicy 'sublet-tenant-isolation'",
     );
-    Installed { cluster, acme, ml }
+    installed
 }
 
 #[test]

@@ -21,14 +21,9 @@ mod rbac;
 mod release;
 mod sandboxing;
 
-use std::path::Path;
-
 use serde_json::{Value, json};
 
-/// The chart rendered with default values, as checked in.
-pub fn deploy_yaml() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/sublet.yaml")).unwrap()
-}
+pub use crate::support::chart::deploy_yaml;
 
 /// A pod with extra spec fields, as JSON for kubectl. It pulls its image and mounts no token, as the policy
 /// wants tenant pods to.

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sublet_sandbox::SandboxConfig;
 
 use super::deploy_yaml;
+use crate::support::chart;
 use crate::support::real::Backend;
 use crate::support::sandbox::{TestCluster, eventually};
 
@@ -22,20 +22,7 @@ struct Chart {
 
 impl Chart {
     fn on(backend: Backend) -> Chart {
-        let cluster = TestCluster::on(
-            backend,
-            SandboxConfig {
-                rbac: true,
-                ..Default::default()
-            },
-        );
-        cluster.ok_stdin(
-            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
-            &deploy_yaml(),
-        );
-        let acme = cluster.namespace("acme");
-        cluster.ok(&["label", "namespace", &acme, "sublet.dev/tenant=true"]);
-        let ml = cluster.namespace("ml");
+        let chart::Installed { cluster, acme, ml } = chart::install(backend);
         let chart = Chart { cluster, acme, ml };
         // kube-apiserver creates a namespace's default ServiceAccount, which a pod needs, and loads new
         // policies, each a moment later.
