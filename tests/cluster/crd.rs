@@ -153,21 +153,7 @@ fn printer_columns_answer_the_daily_questions() {
                 .collect::<Vec<_>>()
         };
     let crds = sublet::crd::all();
-    assert_eq!(
-        columns(&crds[0]),
-        [
-            "MODE",
-            "READY",
-            "LENDING",
-            "NODES",
-            "GPUS",
-            "LENDABLE",
-            "LENT",
-            "LEASED",
-            "RECLAIMING",
-            "AGE"
-        ]
-    );
+    assert_eq!(columns(&crds[0]), crate::support::POOL_COLUMNS);
     assert_eq!(
         columns(&crds[1]),
         [

@@ -21,6 +21,20 @@ pub fn tool(name: &str) -> PathBuf {
     path
 }
 
+/// The columns `kubectl get tenantpools` prints after NAME: the TenantPool's printer columns.
+pub const POOL_COLUMNS: [&str; 10] = [
+    "MODE",
+    "READY",
+    "LENDING",
+    "NODES",
+    "GPUS",
+    "LENDABLE",
+    "LENT",
+    "LEASED",
+    "RECLAIMING",
+    "AGE",
+];
+
 pub mod sandbox;
 
 pub mod chart;
