@@ -47,6 +47,17 @@ fn row<'a>(rows: &'a [PolicyReport], name: &str) -> &'a PolicyReport {
     rows.iter().find(|r| r.name == name).unwrap()
 }
 
+/// A trace of one group `g`, a row a minute for `minutes` minutes: (capacity, demand) in GPUs at minute `m`.
+fn one_group(minutes: u32, at: impl Fn(u32) -> (u32, u32)) -> Trace {
+    let mut csv = String::from("time,group,capacity_gpus,demand_gpus\n");
+    for m in 0..minutes {
+        let (capacity, demand) = at(m);
+        writeln!(csv, "{},g,{capacity},{demand}", m * 60).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    simulate::load(&write(dir.path(), "t.csv", &csv)).unwrap()
+}
+
 /// Three groups over two days of minutes with waves of different periods, bursts and quiet stretches.
 fn waves_csv() -> String {
     let mut s = String::from("time,group,capacity_gpus,demand_gpus,gpus_per_node\n");
@@ -254,12 +265,7 @@ fn sublet_lends_after_the_idle_window_and_reclaims_within_the_notice() {
 #[test]
 fn tenants_from_a_spec_lease_what_they_ask_and_leave_at_the_end() {
     // Two 8-GPU nodes idle for six hours; 16-GPU leases of 30 minutes arrive about twice an hour.
-    let mut csv = String::from("time,group,capacity_gpus,demand_gpus\n");
-    for m in 0..360 {
-        writeln!(csv, "{},g,16,0", m * 60).unwrap();
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let trace = simulate::load(&write(dir.path(), "t.csv", &csv)).unwrap();
+    let trace = one_group(360, |_| (16, 0));
     let spec = TenantSpec::from_yaml(
         "arrivalsPerHour: 2\ngpusPerLease: 16\nduration: {distribution: fixed, seconds: 1800}\nseed: 4",
     )
@@ -289,12 +295,7 @@ fn tenants_from_a_spec_lease_what_they_ask_and_leave_at_the_end() {
 
 /// One group of two 8-GPU nodes: idle for an hour, then fully wanted for an hour.
 fn idle_then_busy() -> Trace {
-    let mut csv = String::from("time,group,capacity_gpus,demand_gpus\n");
-    for m in 0..120 {
-        writeln!(csv, "{},g,16,{}", m * 60, if m < 60 { 0 } else { 16 }).unwrap();
-    }
-    let dir = tempfile::tempdir().unwrap();
-    simulate::load(&write(dir.path(), "t.csv", &csv)).unwrap()
+    one_group(120, |m| (16, if m < 60 { 0 } else { 16 }))
 }
 
 #[test]
@@ -505,13 +506,7 @@ fn helios_earth_when_present() {
 /// One group of 8-GPU nodes with no internal work: 24 GPUs for an hour, 8 for half an hour, 24 again for
 /// an hour and a half.
 fn capacity_steps() -> Trace {
-    let mut csv = String::from("time,group,capacity_gpus,demand_gpus\n");
-    for m in 0..180 {
-        let cap = if (60..90).contains(&m) { 8 } else { 24 };
-        writeln!(csv, "{},g,{cap},0", m * 60).unwrap();
-    }
-    let dir = tempfile::tempdir().unwrap();
-    simulate::load(&write(dir.path(), "t.csv", &csv)).unwrap()
+    one_group(180, |m| (if (60..90).contains(&m) { 8 } else { 24 }, 0))
 }
 
 #[test]
@@ -565,17 +560,14 @@ fn capacity_that_steps_down_and_back_is_taken_as_it_comes() {
 fn work_on_a_leaving_node_waits_and_is_placed_again() {
     // 24 GPUs wanted 16 for the first hour; at minute 60 one node leaves (16 GPUs left, all wanted), at
     // minute 90 two leave (8 left): 8 of the 16 wait, as they would on a real cluster without lending.
-    let mut csv = String::from("time,group,capacity_gpus,demand_gpus\n");
-    for m in 0..120 {
+    let trace = one_group(120, |m| {
         let cap = match m {
             0..60 => 24,
             60..90 => 16,
             _ => 8,
         };
-        writeln!(csv, "{},g,{cap},16", m * 60).unwrap();
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let trace = simulate::load(&write(dir.path(), "t.csv", &csv)).unwrap();
+        (cap, 16)
+    });
     let rows = run(&trace, policy(900));
     // Demand above capacity is the group's own queueing: no policy is charged with it, and the 8 GPUs
     // free in the first hour are lent by sublet (one node) and back before the capacity falls to 16.
@@ -588,12 +580,7 @@ fn work_on_a_leaving_node_waits_and_is_placed_again() {
 #[test]
 fn the_default_pool_learns_an_hour_before_it_lends() {
     // Two idle 8-GPU nodes for three hours.
-    let mut csv = String::from("time,group,capacity_gpus,demand_gpus\n");
-    for m in 0..180 {
-        writeln!(csv, "{},g,16,0", m * 60).unwrap();
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let trace = simulate::load(&write(dir.path(), "t.csv", &csv)).unwrap();
+    let trace = one_group(180, |_| (16, 0));
     let pool = simulate::pool_policy(simulate::DEFAULT_POOL_YAML).unwrap();
     assert!(
         pool.reserve
@@ -619,18 +606,15 @@ fn the_default_pool_learns_an_hour_before_it_lends() {
 fn capacity_that_steps_up_down_and_back_is_taken_as_it_comes() {
     // One group of 8-GPU nodes whose internal work wants 8 GPUs throughout: 16 GPUs for an hour, then two
     // nodes join (32) for an hour, three leave (8) for half an hour, and one comes back (16) for an hour.
-    let mut csv = String::from("time,group,capacity_gpus,demand_gpus\n");
-    for m in 0..210 {
+    let trace = one_group(210, |m| {
         let cap = match m {
             0..60 => 16,
             60..120 => 32,
             120..150 => 8,
             _ => 16,
         };
-        writeln!(csv, "{},g,{cap},8", m * 60).unwrap();
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let trace = simulate::load(&write(dir.path(), "t.csv", &csv)).unwrap();
+        (cap, 8)
+    });
     assert_eq!(trace.capacity_gpus(), 32, "the group's nodes are the most it ever has");
     assert_eq!(
         [0, 60, 120, 150].map(|step| trace.capacity_at(step, 0)),
