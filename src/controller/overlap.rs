@@ -57,9 +57,15 @@ impl Candidate {
     fn of(pool: &TenantPool) -> Option<Self> {
         let name = pool.name_any();
         let deleting = pool.metadata.deletion_timestamp.is_some();
-        // A spec sublet cannot use selects as the last one it could (see `usable`).
-        let (usable, _) = super::usable(Arc::new(pool.clone()));
-        let policy = usable.spec.to_policy(&name, deleting).ok()?;
+        let (policy, resource) = match pool.spec.to_policy(&name, deleting) {
+            Ok(policy) => (policy, pool.spec.gpu_resource_name.clone()),
+            Err(_) => {
+                // A spec sublet cannot use selects as the last one it could (see `usable`).
+                let (usable, _) = super::usable(Arc::new(pool.clone()));
+                let policy = usable.spec.to_policy(&name, deleting).ok()?;
+                (policy, usable.spec.gpu_resource_name.clone())
+            }
+        };
         Some(Self {
             created: pool
                 .metadata
@@ -68,7 +74,7 @@ impl Candidate {
                 .map_or(i64::MAX, |t| t.0.as_second()),
             name,
             deleting,
-            resource: usable.spec.gpu_resource_name.clone(),
+            resource,
             policy,
         })
     }
@@ -85,17 +91,18 @@ impl Candidate {
 /// the cache's copy); a pool of the same name in `pools` is skipped.
 pub fn of(pool: &TenantPool, pools: &[Arc<TenantPool>], nodes: &[Arc<Node>]) -> Overlap {
     let mut out = Overlap::default();
-    let Some(me) = Candidate::of(pool) else {
-        return out;
-    };
+    let name = pool.name_any();
     let mut others: Vec<Candidate> = pools
         .iter()
-        .filter(|p| p.name_any() != me.name)
+        .filter(|p| p.name_any() != name)
         .filter_map(|p| Candidate::of(p))
         .collect();
     if others.is_empty() {
         return out;
     }
+    let Some(me) = Candidate::of(pool) else {
+        return out;
+    };
     others.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
     let empty = BTreeMap::new();
     for node in nodes {

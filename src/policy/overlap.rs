@@ -5,11 +5,20 @@ use std::collections::BTreeMap;
 
 use super::draft::Draft;
 
-/// The GPUs (of `model`, when one is asked for) that this pool selects but another pool holds, by pool.
-pub(super) fn held_elsewhere(w: &Draft, model: Option<&str>) -> BTreeMap<String, u32> {
+/// The nodes this pool selects that are not its members (found once per plan; usually none).
+pub(super) fn selected_elsewhere(w: &Draft) -> Vec<usize> {
+    (0..w.nodes.len())
+        .filter(|&n| w.nodes[n].selected && !w.nodes[n].member)
+        .collect()
+}
+
+/// Of `nodes` (from [`selected_elsewhere`]), the GPUs (of `model`, when one is asked for) that another pool
+/// holds, by pool.
+pub(super) fn held_elsewhere(w: &Draft, nodes: &[usize], model: Option<&str>) -> BTreeMap<String, u32> {
     let mut by_pool: BTreeMap<String, u32> = BTreeMap::new();
-    for (n, node) in w.nodes.iter().enumerate() {
-        if node.member || !node.selected || model.is_some_and(|m| w.model(n) != Some(m)) {
+    for &n in nodes {
+        let node = &w.nodes[n];
+        if model.is_some_and(|m| w.model(n) != Some(m)) {
             continue;
         }
         let view = &w.snap.nodes[n];

@@ -476,6 +476,7 @@ fn binding(w: &mut Draft) {
             *by_model.entry(m.as_str()).or_default() += w.nodes[n].gpus;
         }
     }
+    let elsewhere_nodes = overlap::selected_elsewhere(w);
     for l in pending {
         let lease = &w.snap.leases[l];
         let has = match lease.model.as_deref() {
@@ -483,7 +484,7 @@ fn binding(w: &mut Draft) {
             None => total,
         };
         if lease.gpus > has {
-            let elsewhere = overlap::held_elsewhere(w, lease.model.as_deref());
+            let elsewhere = overlap::held_elsewhere(w, &elsewhere_nodes, lease.model.as_deref());
             let model = lease
                 .model
                 .as_deref()
@@ -560,7 +561,7 @@ fn binding(w: &mut Draft) {
                 w.lease_reasons[l] = format!(
                     "waiting for {} GPUs{model}; {have} lent and free now{}",
                     lease.gpus,
-                    overlap::because(&overlap::held_elsewhere(w, lease.model.as_deref()))
+                    overlap::because(&overlap::held_elsewhere(w, &elsewhere_nodes, lease.model.as_deref()))
                 );
             }
         }

@@ -341,7 +341,8 @@ async fn lease_ends_in_observe(backend: Backend) {
 /// Two pools select the same two nodes. The older (created first, though its name sorts last) keeps both; each
 /// pool has the Overlapping condition naming the other with the node count, and a Warning event; the newer
 /// pool's lease waits and says the older pool holds the GPUs. A restart changes nothing. Once the older pool
-/// is deleted its nodes come back, the newer pool takes them and binds its lease.
+/// is deleted its nodes come back, the newer pool takes them and binds its lease; an even older pool whose
+/// selection then comes to match them leaves them with the pool holding them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pools_selecting_the_same_nodes_are_told_and_the_older_keeps_them() {
     for backend in clusters() {
@@ -355,6 +356,11 @@ async fn overlapping_pools(backend: Backend) {
     env.gpu_node("gpu-1", 8).await;
     env.gpu_node("gpu-2", 8).await;
     let (older, newer) = (env.name("zeta"), env.name("alpha"));
+    // The oldest pool of all selects none of these nodes until the end.
+    let oldest = env.name("first");
+    let mut none = spec(4);
+    none["gpuModels"] = json!(["none"]);
+    create_pool(&c, &oldest, env.pool_spec(none)).await;
     create_pool(&c, &older, env.pool_spec(spec(4))).await;
     // creationTimestamp counts whole seconds: the newer pool is created in a later second.
     let created = |p: Option<TenantPool>| p.and_then(|p| p.metadata.creation_timestamp).map(|t| t.0);
@@ -462,5 +468,43 @@ async fn overlapping_pools(backend: Backend) {
     })
     .await;
     assert!(pool(&env, &older).await.is_none(), "the older pool is gone");
+
+    // The oldest pool's selection comes to match both nodes, both out with the newer pool (one leased, one
+    // lent): they stay with the pool that holds them, and the lease stays bound.
+    let all_models = json!({"spec": {"gpuModels": null}});
+    Api::<TenantPool>::all(c.clone())
+        .patch(&oldest, &PatchParams::default(), &Patch::Merge(&all_models))
+        .await
+        .unwrap();
+    let o = contested(newer.clone(), 2).await;
+    assert!(
+        o.message
+            .contains(&format!("pool {oldest} selects 2 of the same nodes: this pool keeps 2")),
+        "{}",
+        o.message
+    );
+    let f = contested(oldest.clone(), 0).await;
+    assert!(f.message.contains("this pool keeps 0"), "{}", f.message);
+    let after = lease_status(&env, "job").await.unwrap();
+    assert_eq!(
+        (after.phase, &after.nodes),
+        (LeasePhase::Bound, &s.nodes),
+        "the lease keeps its node"
+    );
+    let nodes: Api<Node> = Api::all(c.clone());
+    for n in nodes.list(&ListParams::default()).await.unwrap().items {
+        if n.metadata
+            .name
+            .as_deref()
+            .is_some_and(|m| m.starts_with(&env.name("gpu-")))
+        {
+            assert_eq!(
+                label(&n, "sublet.dev/pool"),
+                Some(newer.as_str()),
+                "{:?}",
+                n.metadata.name
+            );
+        }
+    }
     run.stop().await;
 }
