@@ -306,4 +306,29 @@ mod tests {
         set(&mut status, &Overlap::default(), None, now);
         assert_eq!(status.conditions[0].status, "False");
     }
+
+    #[test]
+    fn a_warning_once_when_pools_start_to_share_nodes() {
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        let mut apart = TenantPoolStatus::default();
+        set(&mut apart, &Overlap::default(), None, now);
+        let mut sharing = TenantPoolStatus::default();
+        let shared = Overlap {
+            claimed: HashMap::new(),
+            with: [("b".to_string(), Shared { nodes: 1, kept: 0 })].into(),
+        };
+        set(&mut sharing, &shared, None, now);
+        let warned = super::super::events::pool_warnings(&apart.conditions, &sharing.conditions);
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert_eq!(warned[0].0, CONDITION);
+        assert!(
+            warned[0].1.contains("pool b selects 1 of the same nodes"),
+            "{}",
+            warned[0].1
+        );
+        assert!(
+            super::super::events::pool_warnings(&sharing.conditions, &sharing.conditions).is_empty(),
+            "not again while it holds"
+        );
+    }
 }
