@@ -102,6 +102,24 @@ async fn leased(env: &TestEnv, name: &str, extra: serde_json::Value) -> GpuLease
     s
 }
 
+/// A pool in Enforce with `nodes` nodes of 8 GPUs and the given notice, its controller running, and a lease
+/// `job` (with `extra` in its spec) bound with its tenant's pod running.
+async fn pool_with_a_lease(
+    backend: Backend,
+    nodes: usize,
+    notice: i64,
+    extra: serde_json::Value,
+) -> (TestEnv, Running, GpuLeaseStatus) {
+    let env = TestEnv::start(backend, SandboxConfig::default()).await;
+    for i in 1..=nodes {
+        env.gpu_node(&format!("gpu-{i}"), 8).await;
+    }
+    create_pool(&env.client, &env.name(POOL), env.pool_spec(spec(notice))).await;
+    let run = env.controller("sublet-0", false);
+    let s = leased(&env, "job", extra).await;
+    (env, run, s)
+}
+
 /// The lease under notice: its deadline.
 async fn under_notice(env: &TestEnv, name: &str) -> Timestamp {
     eventually_seen(2 * LEASE_SECONDS as u64, "the notice", || async {
@@ -182,15 +200,8 @@ async fn observe_carries_out_a_notice_given_in_enforce() {
 }
 
 async fn observe_during_a_notice(backend: Backend) {
-    let env = TestEnv::start(backend, SandboxConfig::default()).await;
-    let c = env.client.clone();
-    env.gpu_node("gpu-1", 8).await;
-    env.gpu_node("gpu-2", 8).await;
-    let name = env.name(POOL);
-    create_pool(&c, &name, env.pool_spec(spec(4))).await;
-    let run = env.controller("sublet-0", false);
-    let s = leased(&env, "job", json!({})).await;
-    let node = s.nodes[0].clone();
+    let (env, run, s) = pool_with_a_lease(backend, 2, 4, json!({})).await;
+    let (c, name, node) = (env.client.clone(), env.name(POOL), s.nodes[0].clone());
     for pod in ["train-1", "train-2"] {
         gpu_pod(&c, &env.ml, pod, 8, None, json!({})).await;
     }
@@ -264,14 +275,8 @@ async fn mode_flips_within_a_notice_keep_one_notice_and_its_deadline() {
 }
 
 async fn flips_within_a_notice(backend: Backend) {
-    let env = TestEnv::start(backend, SandboxConfig::default()).await;
-    let c = env.client.clone();
-    env.gpu_node("gpu-1", 8).await;
-    let name = env.name(POOL);
-    create_pool(&c, &name, env.pool_spec(spec(8))).await;
-    let run = env.controller("sublet-0", false);
-    let s = leased(&env, "job", json!({})).await;
-    let node = s.nodes[0].clone();
+    let (env, run, s) = pool_with_a_lease(backend, 1, 8, json!({})).await;
+    let (c, name, node) = (env.client.clone(), env.name(POOL), s.nodes[0].clone());
     set_mode(&env, &name, "Observe").await;
     // Internal work arrives while the pool observes: the node out is still taken back, with notice.
     gpu_pod(&c, &env.ml, "train", 8, None, json!({})).await;
@@ -313,14 +318,8 @@ async fn a_lease_ending_in_observe_ends_and_is_billed_to_its_return() {
 }
 
 async fn lease_ends_in_observe(backend: Backend) {
-    let env = TestEnv::start(backend, SandboxConfig::default()).await;
-    let c = env.client.clone();
-    env.gpu_node("gpu-1", 8).await;
-    let name = env.name(POOL);
-    create_pool(&c, &name, env.pool_spec(spec(4))).await;
-    let run = env.controller("sublet-0", false);
-    let s = leased(&env, "job", json!({"durationSeconds": LEASE_SECONDS})).await;
-    let node = s.nodes[0].clone();
+    let (env, run, s) = pool_with_a_lease(backend, 1, 4, json!({"durationSeconds": LEASE_SECONDS})).await;
+    let (name, node) = (env.name(POOL), s.nodes[0].clone());
     let end = s
         .bound_at
         .as_ref()
