@@ -106,6 +106,8 @@ impl TenantPoolSpec {
             pending_pods_demand: self.demand.pending_pods.enabled,
             deleting,
             invalid: None,
+            // Set by the controller from `mode`; the simulator plans as a pool in Enforce would.
+            observe: false,
         })
     }
 }

@@ -188,6 +188,9 @@ pub fn pool_warnings(old: &[Condition], new: &[Condition]) -> Vec<(&'static str,
     if let Some(m) = turned("Lending", "False", Some("Blocked")) {
         out.push(("LendingBlocked", m));
     }
+    if let Some(m) = turned(super::overlap::CONDITION, "True", None) {
+        out.push((super::overlap::CONDITION, m));
+    }
     out
 }
 

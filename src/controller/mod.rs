@@ -17,6 +17,9 @@
 //!                                    final account kept in the pool status)
 //!            + ledger.rs             the lease ledger, from the record of when each node was bound and returned
 //!   beside   orphans.rs              leases naming a pool that does not exist are told so (PoolNotFound)
+//!            overlap.rs              pools selecting the same nodes: which pool a node belongs to, and the
+//!                                    Overlapping condition on each
+//!            modes.rs                what Observe and Enforce each carry out
 //! ```
 //!
 //! Passes run on any change in the caches that can matter to a plan (the first after a quiet spell at once,
@@ -34,9 +37,11 @@ mod finalize;
 mod http;
 mod ledger;
 mod metrics;
+mod modes;
 mod netpol;
 mod observe;
 mod orphans;
+mod overlap;
 mod pods;
 mod podsecurity;
 mod process_metrics;
@@ -287,15 +292,13 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
         tenant_namespaces,
         weak,
         refused,
+        overlap,
     } = snapshot_of(&ctx, &pool, &world, readings, invalid.as_deref(), now)?;
     let t_observe = started.elapsed();
     let the_plan = plan_with_refusals(&snapshot, &weak, &refused);
     ctx.metrics.internal_pending(&name, &pending_by_class(&snapshot));
     let t_plan = started.elapsed();
-    let enforce = pool.spec.mode == Mode::Enforce;
-    // In Observe mode nothing is written to nodes or pods; a pool being deleted has nothing lent in Observe
-    // mode unless it was switched from Enforce, and then it returns its nodes like any other.
-    let act = enforce || deleting;
+    let act = modes::acts(&pool, &snapshot, &the_plan);
     let outcomes = if act {
         execute_plan(&ctx, &pool, &world, &tenant_namespaces, &snapshot, &the_plan, now).await
     } else {
@@ -306,7 +309,17 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     if !ctx.is_leader() {
         return Ok(Action::await_change());
     }
-    let reported = report::report(&ctx, &pool, &snapshot, &the_plan, &outcomes, &world.leases, !act).await?;
+    let reported = report::report(
+        &ctx,
+        &pool,
+        &snapshot,
+        &the_plan,
+        &outcomes,
+        &world.leases,
+        !act,
+        &overlap,
+    )
+    .await?;
     finalize::leases(&ctx, &pool, &snapshot, &the_plan, &world.leases, act).await;
     if deleting && the_plan.nodes.iter().all(|n| n.state == NodeState::Internal) && the_plan.steps.is_empty() {
         forget_pool(&ctx, &name, &world.leases).await?;
@@ -383,6 +396,15 @@ fn snapshot_of(
         let pods = ctx.caches.pods.read();
         observe(pool, world, &pods, &ctx.clocks, readings.signals.clone(), now)?
     };
+    let overlap = overlap::of(pool, &ctx.caches.pools.state(), &world.nodes);
+    for node in observed.snapshot.nodes.iter_mut() {
+        node.claimed_by = overlap.claimed.get(&node.name).cloned();
+    }
+    if pool.spec.mode == Mode::Observe {
+        let mut policy = (*observed.snapshot.policy).clone();
+        policy.observe = true;
+        observed.snapshot.policy = Arc::new(policy);
+    }
     if let Some(why) = invalid {
         let mut policy = (*observed.snapshot.policy).clone();
         policy.invalid = Some(why.to_string());
@@ -417,6 +439,7 @@ fn snapshot_of(
         tenant_namespaces: observed.tenant_namespaces,
         weak,
         refused,
+        overlap,
     })
 }
 
@@ -428,6 +451,8 @@ struct Seen {
     weak: HashMap<String, String>,
     /// Leases sublet will not bind (their key is another's, or their namespace name is too long), with why.
     refused: HashMap<(String, String), String>,
+    /// The nodes this pool shares with other pools.
+    overlap: overlap::Overlap,
 }
 
 /// The plan, with the reason why a pending lease that sublet refuses, or one in a namespace of weaker Pod

@@ -58,6 +58,7 @@ pub struct Reported {
 }
 
 /// Writes lease statuses, events for what was done, and the pool status.
+#[allow(clippy::too_many_arguments)]
 pub async fn report(
     ctx: &Context,
     pool: &TenantPool,
@@ -66,6 +67,7 @@ pub async fn report(
     outcomes: &[Outcome],
     leases: &[std::sync::Arc<GpuLease>],
     observe_only: bool,
+    overlap: &super::overlap::Overlap,
 ) -> Result<Reported, Error> {
     let started = std::time::Instant::now();
     let pool_name = pool.name_any();
@@ -79,7 +81,7 @@ pub async fn report(
     super::events::lease_events(ctx, snapshot, outcomes, &by_name).await;
     super::events::node_events(ctx, &pool_name, outcomes).await;
     let t_events = started.elapsed();
-    for (reason, note) in pool_status(ctx, pool, snapshot, plan, accounted, observe_only) {
+    for (reason, note) in pool_status(ctx, pool, snapshot, plan, accounted, observe_only, overlap) {
         publish(ctx, pool, EventType::Warning, reason, "Report", &note).await;
     }
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
@@ -689,6 +691,7 @@ fn pool_status(
     plan: &Plan,
     accounted: Accounted,
     observe_only: bool,
+    overlap: &super::overlap::Overlap,
 ) -> Vec<(&'static str, String)> {
     let now = snapshot.now;
     let name = pool.name_any();
@@ -721,6 +724,7 @@ fn pool_status(
         Some(_) => old.last_valid_spec.clone(),
     };
     set_pool_conditions(&mut status, snapshot, plan, observe_only, generation);
+    super::overlap::set(&mut status, overlap, generation, now);
     super::reserve::report(ctx, &name, plan, &mut status, generation, now);
     status.summarize();
     let warnings = super::events::pool_warnings(&old.conditions, &status.conditions);
@@ -796,13 +800,14 @@ fn set_pool_conditions(
         generation,
         now,
     );
-    let (lending, reason, message) = match (&plan.lending_blocked, observe_only) {
+    let observing = observe_only || snapshot.policy.observe;
+    let (lending, reason, message) = match (&plan.lending_blocked, observing) {
         (Some(why), _) if invalid.is_some() => (ConditionStatus::False, "InvalidSpec", why.clone()),
         (Some(why), _) => (ConditionStatus::False, "Blocked", why.clone()),
         (None, true) => (
             ConditionStatus::False,
             "ObserveMode",
-            format!("would lend {} GPUs now; mode is Observe", t.lendable_gpus),
+            super::modes::lending_message(t.lendable_gpus, t.lent_gpus + t.leased_gpus + t.reclaiming_gpus),
         ),
         (None, false) if t.lendable_gpus == 0 => (
             ConditionStatus::True,

@@ -42,6 +42,9 @@ pub struct PoolPolicy {
     /// Why the pool's spec as written cannot be used, when it cannot: the plan then runs under the last
     /// valid spec (this policy), lends and binds nothing new, and carries out everything else.
     pub invalid: Option<String>,
+    /// The pool is in `Observe` mode: nothing new is lent or bound (what would be is reported), while what
+    /// is still out is carried out as in `Enforce` (notices, evictions at the deadline, returns for demand).
+    pub observe: bool,
 }
 
 /// GPUs kept back for internal bursts, per node class.
@@ -203,6 +206,7 @@ impl PoolPolicy {
             pending_pods_demand: true,
             deleting: false,
             invalid: None,
+            observe: false,
         }
     }
 

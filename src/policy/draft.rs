@@ -72,9 +72,10 @@ impl<'a> Draft<'a> {
                             .get(&policy.model_label)
                             .is_some_and(|m| policy.gpu_models.contains(m)));
                 // A node sublet marked for this pool stays a member until it is back, selected or not.
+                // An unmarked node selected by an older pool too is that pool's.
                 let member = match n.marks.pool.as_deref() {
                     Some(pool) => pool == policy.name,
-                    None => selected,
+                    None => selected && n.claimed_by.is_none(),
                 };
                 let class_name = policy.node_class(&n.labels);
                 let next = class_names.len();

@@ -18,6 +18,7 @@ mod history;
 pub mod ideal;
 mod lease_key;
 mod output;
+mod overlap;
 mod plan;
 mod reclaim;
 mod selector;

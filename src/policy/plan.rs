@@ -18,6 +18,7 @@ use super::classes::Classes;
 use super::draft::Draft;
 use super::history::window_minutes;
 use super::output::{Action, Cause, Plan, Totals};
+use super::overlap;
 use super::reclaim::{self, LeaseCandidate};
 use super::snapshot::Snapshot;
 use super::state::{LeasePhase, NodeState};
@@ -419,7 +420,13 @@ fn lending(w: &mut Draft, classes: &mut Classes) -> Option<String> {
         spare -= i64::from(gpus);
         out += u64::from(gpus);
         classes.free[c] -= i64::from(gpus);
-        w.lend(n);
+        if w.policy.observe {
+            // Counted as what would be lent, and left where it is.
+            w.lent_now += gpus;
+            w.nodes[n].reason = "idle beyond internal demand and reserve: would be lent in Enforce mode".into();
+        } else {
+            w.lend(n);
+        }
     }
     blocked
 }
@@ -469,6 +476,7 @@ fn binding(w: &mut Draft) {
             *by_model.entry(m.as_str()).or_default() += w.nodes[n].gpus;
         }
     }
+    let elsewhere_nodes = overlap::selected_elsewhere(w);
     for l in pending {
         let lease = &w.snap.leases[l];
         let has = match lease.model.as_deref() {
@@ -476,11 +484,22 @@ fn binding(w: &mut Draft) {
             None => total,
         };
         if lease.gpus > has {
+            let elsewhere = overlap::held_elsewhere(w, &elsewhere_nodes, lease.model.as_deref());
             let model = lease
                 .model
                 .as_deref()
                 .map(|m| format!(" of model {m}"))
                 .unwrap_or_default();
+            let other: u32 = elsewhere.values().sum();
+            if lease.gpus <= has + other {
+                // Not unschedulable: the nodes are there, another pool holds them for now.
+                w.lease_reasons[l] = format!(
+                    "waiting for {} GPUs{model}: the pool has {has} in all{}",
+                    lease.gpus,
+                    overlap::because(&elsewhere)
+                );
+                continue;
+            }
             w.lease_reasons[l] = format!(
                 "asks for {} GPUs{model} and the pool has {has} in all: it cannot be bound until the pool grows",
                 lease.gpus
@@ -490,6 +509,10 @@ fn binding(w: &mut Draft) {
         }
         if let Some(why) = &w.policy.invalid {
             w.lease_reasons[l] = format!("{why}; nothing new is bound until it is fixed");
+            continue;
+        }
+        if w.policy.observe {
+            w.lease_reasons[l] = "the pool is in Observe mode and binds no lease".to_string();
             continue;
         }
         if let Some(node) = earlier.get(lease.key().as_str()) {
@@ -535,7 +558,11 @@ fn binding(w: &mut Draft) {
                     .as_deref()
                     .map(|m| format!(" of model {m}"))
                     .unwrap_or_default();
-                w.lease_reasons[l] = format!("waiting for {} GPUs{model}; {have} lent and free now", lease.gpus);
+                w.lease_reasons[l] = format!(
+                    "waiting for {} GPUs{model}; {have} lent and free now{}",
+                    lease.gpus,
+                    overlap::because(&overlap::held_elsewhere(w, &elsewhere_nodes, lease.model.as_deref()))
+                );
             }
         }
     }

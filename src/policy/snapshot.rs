@@ -51,6 +51,10 @@ pub struct NodeView {
     /// (the controller's form: it never acts on an internal pod, only counts them). Pods listed in
     /// `Snapshot::pods` on the node add to these.
     pub internal: InternalLoad,
+    /// Another pool this node belongs to although this pool selects it too: an older pool selecting it
+    /// (creationTimestamp, then name), when the node carries no pool's marks. A marked node belongs to the
+    /// pool of its marks whatever this says.
+    pub claimed_by: Option<String>,
 }
 
 /// Internal GPU pods on a node, and the GPUs they hold.

@@ -7,6 +7,8 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::*;
 
+mod modes;
+
 const MODEL: &str = "A100";
 
 fn t0() -> Timestamp {
