@@ -61,6 +61,8 @@ pub struct Metrics {
     pub notices: IntCounterVec,
     /// Evictions by pool and outcome ([`EVICTION_OUTCOMES`]).
     pub evictions: IntCounterVec,
+    /// Tenant pods found on a node no lease of their namespace holds, evicted without notice.
+    pub breaches: IntCounterVec,
     /// Seconds from internal demand seen to a node back in internal use.
     pub reclaim_latency: HistogramVec,
     lease_gpu_seconds: CounterVec,
@@ -133,6 +135,11 @@ impl Metrics {
             "evictions_total",
             "Tenant pod evictions by outcome",
             &["pool", "outcome"],
+        );
+        let breaches = int_counters(
+            "breaches_total",
+            "Tenant pods found on a node no lease of their namespace holds, evicted at once without notice",
+            &["pool"],
         );
         let reclaim_latency = HistogramVec::new(
             HistogramOpts::new(
@@ -210,6 +217,7 @@ impl Metrics {
             Box::new(pool_notice.clone()),
             Box::new(notices.clone()),
             Box::new(evictions.clone()),
+            Box::new(breaches.clone()),
             Box::new(reclaim_latency.clone()),
             Box::new(lease_gpu_seconds.clone()),
             Box::new(lease_cost.clone()),
@@ -240,6 +248,7 @@ impl Metrics {
             pool_notice,
             notices,
             evictions,
+            breaches,
             reclaim_latency,
             lease_gpu_seconds,
             lease_cost,
@@ -285,6 +294,7 @@ impl Metrics {
         }
         exported.insert(pool.to_string(), Exported::default());
         self.notices.with_label_values(&[pool]);
+        self.breaches.with_label_values(&[pool]);
         self.reconciles.with_label_values(&[pool]);
         for outcome in EVICTION_OUTCOMES {
             self.evictions.with_label_values(&[pool, outcome]);
