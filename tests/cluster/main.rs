@@ -16,6 +16,7 @@ mod demo_checker;
 mod differential;
 mod kubectl_view;
 mod metrics_prometheus;
+mod node_health;
 mod sandbox_kube;
 mod sandbox_kubectl;
 mod sandbox_local;

@@ -415,6 +415,56 @@ impl TestEnv {
         .await
     }
 
+    /// Stops `node`'s kubelet: its heartbeats end. On the real control plane the node lifecycle controller
+    /// then marks it `Unknown` (node-monitor-grace-period, 50 s by default) and taints it unreachable; the
+    /// sandbox runs no such controller, so the test stands in for it and sets Ready `Unknown` at once.
+    pub async fn stop_kubelet(&self, node: &str) {
+        self.kubelet_label(node, json!("stopped")).await;
+        if self.backend == super::real::Backend::Sandbox {
+            self.set_ready(node, "Unknown").await;
+        }
+    }
+
+    /// Starts `node`'s kubelet again: it posts Ready (on the sandbox, the test does).
+    pub async fn start_kubelet(&self, node: &str) {
+        self.kubelet_label(node, Value::Null).await;
+        if self.backend == super::real::Backend::Sandbox {
+            self.set_ready(node, "True").await;
+        }
+    }
+
+    async fn kubelet_label(&self, node: &str, value: Value) {
+        let patch = json!({"metadata": {"labels": {super::real::KUBELET_LABEL: value}}});
+        Api::<Node>::all(self.client.clone())
+            .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("node labelled");
+    }
+
+    async fn set_ready(&self, node: &str, status: &str) {
+        let reason = if status == "True" {
+            "KubeletReady"
+        } else {
+            "NodeStatusUnknown"
+        };
+        let patch = json!({"status": {"conditions": [{"type": "Ready", "status": status,
+            "reason": reason, "message": "set by the test"}]}});
+        Api::<Node>::all(self.client.clone())
+            .patch_status(node, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+            .expect("node status");
+    }
+
+    /// Sets `node`'s capacity and allocatable GPUs, as a device plugin does when GPUs fail.
+    pub async fn set_gpus(&self, node: &str, gpus: u32) {
+        let patch = json!({"status": {"capacity": {"nvidia.com/gpu": gpus.to_string()},
+            "allocatable": {"nvidia.com/gpu": gpus.to_string()}}});
+        Api::<Node>::all(self.client.clone())
+            .patch_status(node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("node status");
+    }
+
     /// Binds a pod to a node through the binding subresource, as a scheduler does.
     pub async fn bind(&self, ns: &str, pod: &str, node: &str) {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
