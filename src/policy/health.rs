@@ -2,8 +2,9 @@
 //! serve their tenant (not Ready, or fewer GPUs than bound).
 //!
 //! ```text
-//!   breaches (first):   a tenant pod on a member node that no lease of its namespace holds (Internal, Lent,
-//!                       or another namespace's lease) → Evict now, cause Breach: no notice, the node is not theirs
+//!   breaches (first):   a running tenant pod on a member node that no lease of its namespace holds (Internal,
+//!                       Lent, or another namespace's lease) → Evict now, cause Breach: no notice, the node is
+//!                       not theirs
 //!   unusable (step 3):  a leased node that serves its tenant nothing (not Ready, or no GPU left) goes back
 //!                       while internal work of its class (or of any class) waits, whether or not it can serve
 //!                       that work: a lease at 0 usable GPUs is not left Bound under internal demand
@@ -50,7 +51,9 @@ pub(super) fn breaches(w: &mut Draft) {
         let node = w.snap.nodes[n].name.clone();
         for p in w.tenant_pods_on(n) {
             let pod = &w.snap.pods[p];
-            if pod.terminating || holder.as_deref() == Some(pod.namespace.as_str()) {
+            // A pod not running yet may be one the scheduler bound a moment before the node's marks changed,
+            // which the kubelet's admission refuses; once it runs where it should not, it is a breach.
+            if pod.terminating || pod.phase != PodPhase::Running || holder.as_deref() == Some(pod.namespace.as_str()) {
                 continue;
             }
             let why = match &holder {

@@ -1177,13 +1177,18 @@ fn a_tenant_pod_where_no_lease_of_its_namespace_holds_the_node_is_evicted_at_onc
         assert_eq!(deadline, p.steps[0].action_deadline(), "evicted now");
         assert!(s.reason.contains("breach"), "{}", s.reason);
     }
-    // A pod already terminating is left to finish.
-    let p = fx()
-        .node("internal", 8)
-        .tenant_pod("acme", "stray", "internal")
-        .with_pod(|p| p.terminating = true)
-        .plan();
-    assert!(!kinds(&p).iter().any(|k| k.starts_with("evict")), "{:?}", kinds(&p));
+    // A pod already terminating is left to finish; one not running yet is left to the kubelet's admission.
+    for f in [
+        |p: &mut PodView| p.terminating = true,
+        |p: &mut PodView| p.phase = PodPhase::Pending,
+    ] {
+        let p = fx()
+            .node("internal", 8)
+            .tenant_pod("acme", "stray", "internal")
+            .with_pod(f)
+            .plan();
+        assert!(!kinds(&p).iter().any(|k| k.starts_with("evict")), "{:?}", kinds(&p));
+    }
 }
 
 impl Step {
