@@ -75,28 +75,9 @@ async fn leased(env: &TestEnv, gpus: u32, nodes: usize) -> GpuLeaseStatus {
         }
         return s;
     }
-    let mut tolerations = serde_json::to_value(&s.tolerations).unwrap();
-    tolerations
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"key": "nvidia.com/gpu", "operator": "Exists"}));
-    let extra = json!({"nodeSelector": s.node_selector, "tolerations": tolerations});
-    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.acme);
     let mut placed = Vec::new();
     for i in 0..nodes {
-        let name = format!("worker-{i}");
-        gpu_pod(&env.client, &env.acme, &name, 8, None, extra.clone()).await;
-        let node = eventually_seen(30, "the tenant pod running", || async {
-            let p = pods.get(&name).await.map_err(|e| e.to_string())?;
-            let on = p.spec.as_ref().and_then(|s| s.node_name.clone());
-            let phase = p.status.as_ref().and_then(|s| s.phase.clone());
-            match (on, phase.as_deref()) {
-                (Some(n), Some("Running")) => Ok(n),
-                seen => Err(format!("{seen:?}")),
-            }
-        })
-        .await;
-        placed.push(node);
+        placed.push(env.tenant_pod_placed(&format!("worker-{i}"), 8, &s).await);
     }
     let mut sorted = placed.clone();
     sorted.sort();

@@ -388,13 +388,7 @@ impl TestEnv {
     /// them: no spec.nodeName), Running on `node`: kube-scheduler and the simulated kubelet put it there on the
     /// real control plane; on the sandbox the test binds it and marks it Running.
     pub async fn tenant_pod(&self, name: &str, gpus: u32, lease: &sublet::api::GpuLeaseStatus, node: &str) -> Pod {
-        let mut tolerations = serde_json::to_value(&lease.tolerations).unwrap();
-        tolerations
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"key": "nvidia.com/gpu", "operator": "Exists"}));
-        let extra = json!({"nodeSelector": lease.node_selector, "tolerations": tolerations});
-        gpu_pod(&self.client, &self.acme, name, gpus, None, extra).await;
+        gpu_pod(&self.client, &self.acme, name, gpus, None, lease_pod_spec(lease)).await;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.acme);
         if self.sandbox.is_some() {
             self.bind(&self.acme, name, node).await;
@@ -465,6 +459,28 @@ impl TestEnv {
             .expect("node status");
     }
 
+    /// A tenant pod as [`TestEnv::tenant_pod`] makes it, placed by kube-scheduler on whichever node of the lease
+    /// it picks (the real control plane only); the node it runs on.
+    pub async fn tenant_pod_placed(&self, name: &str, gpus: u32, lease: &sublet::api::GpuLeaseStatus) -> String {
+        assert_eq!(
+            self.backend,
+            super::real::Backend::Real,
+            "the sandbox runs no scheduler"
+        );
+        gpu_pod(&self.client, &self.acme, name, gpus, None, lease_pod_spec(lease)).await;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.acme);
+        eventually_seen(30, "the tenant pod running", || async {
+            let p = pods.get(name).await.map_err(|e| e.to_string())?;
+            let on = p.spec.as_ref().and_then(|s| s.node_name.clone());
+            let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+            match (on, phase.as_deref()) {
+                (Some(n), Some("Running")) => Ok(n),
+                seen => Err(format!("{seen:?}")),
+            }
+        })
+        .await
+    }
+
     /// Binds a pod to a node through the binding subresource, as a scheduler does.
     pub async fn bind(&self, ns: &str, pod: &str, node: &str) {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
@@ -475,6 +491,17 @@ impl TestEnv {
             .await
             .expect("pod bound");
     }
+}
+
+/// What a tenant pod of `lease` carries besides the GPU pod's spec: the lease's node selector and tolerations,
+/// and the GPU nodes' taint.
+fn lease_pod_spec(lease: &sublet::api::GpuLeaseStatus) -> Value {
+    let mut tolerations = serde_json::to_value(&lease.tolerations).unwrap();
+    tolerations
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"key": "nvidia.com/gpu", "operator": "Exists"}));
+    json!({"nodeSelector": lease.node_selector, "tolerations": tolerations})
 }
 
 /// The names of the nodes sublet has lent (state `lent`), sorted.
