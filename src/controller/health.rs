@@ -162,3 +162,124 @@ pub fn conditions(status: &mut GpuLeaseStatus, generation: Option<i64>, now: Tim
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::UsableChange;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn hold(node: &str, returned: Option<i64>, lost: bool, usable: &[(i64, i32, &str)]) -> NodeHold {
+        NodeHold {
+            node: node.into(),
+            gpus: 8,
+            bound_at: Time(t(0)),
+            returned_at: returned.map(|r| Time(t(r))),
+            lost,
+            usable: usable
+                .iter()
+                .map(|&(at, gpus, reason)| UsableChange {
+                    at: Time(t(at)),
+                    gpus,
+                    reason: reason.into(),
+                })
+                .collect(),
+        }
+    }
+
+    fn cond<'a>(s: &'a GpuLeaseStatus, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+    }
+
+    #[test]
+    fn the_lease_says_which_nodes_were_lost_or_serve_less() {
+        let mut s = GpuLeaseStatus {
+            phase: LeasePhase::Bound,
+            holds: vec![
+                hold("a", Some(40), true, &[]),
+                hold("b", None, false, &[(10, 0, "NotReady")]),
+                hold("c", None, false, &[(20, 4, "Shrunk")]),
+                hold("d", None, false, &[(5, 0, "NotReady"), (30, 8, "Healthy")]),
+            ],
+            ..GpuLeaseStatus::default()
+        };
+        conditions(&mut s, Some(1), t(50));
+        let (status, reason, message) = cond(&s, NODE_LOST).unwrap();
+        assert_eq!((status, reason), ("True", "NodeLeftCluster"));
+        assert!(
+            message.contains("node a left the cluster at 2027-01-15T08:00:40Z"),
+            "{message}"
+        );
+        let (status, _, message) = cond(&s, NODES_DEGRADED).unwrap();
+        assert_eq!(status, "True");
+        assert!(
+            message.contains("node b is not Ready since") && message.contains("billed 0 of its 8"),
+            "{message}"
+        );
+        assert!(message.contains("node c has 4 of its 8 GPUs since"), "{message}");
+        assert!(!message.contains("node d"), "d is well again: {message}");
+        // All well again: NodesDegraded turns False; NodeLost stays as the record of the loss.
+        s.holds.truncate(1);
+        conditions(&mut s, Some(1), t(60));
+        assert_eq!(cond(&s, NODES_DEGRADED).unwrap().0, "False");
+        assert_eq!(cond(&s, NODE_LOST).unwrap().0, "True");
+    }
+
+    #[test]
+    fn a_lease_whose_last_node_was_lost_says_it_ended_so() {
+        let mut s = GpuLeaseStatus {
+            phase: LeasePhase::Released,
+            reason: Some("all nodes went back".into()),
+            holds: vec![hold("a", Some(30), false, &[]), hold("b", Some(40), true, &[])],
+            ..GpuLeaseStatus::default()
+        };
+        conditions(&mut s, None, t(50));
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("ended: node b left the cluster and the lease has no node left")
+        );
+        // The last node went back in the ordinary way: the reason stands.
+        let mut s = GpuLeaseStatus {
+            phase: LeasePhase::Released,
+            reason: Some("all nodes went back".into()),
+            holds: vec![hold("a", Some(30), true, &[]), hold("b", Some(40), false, &[])],
+            ..GpuLeaseStatus::default()
+        };
+        conditions(&mut s, None, t(50));
+        assert_eq!(s.reason.as_deref(), Some("all nodes went back"));
+    }
+
+    #[test]
+    fn a_first_sighting_stands_until_it_changes_or_is_recorded() {
+        let seen = Seen::default();
+        assert_eq!(seen.since("l", "a", Sight::Lost, t(10)), t(10));
+        assert_eq!(
+            seen.since("l", "a", Sight::Lost, t(20)),
+            t(10),
+            "a failed write moves nothing"
+        );
+        assert_eq!(seen.since("l", "b", Sight::Usable(0), t(20)), t(20));
+        assert_eq!(
+            seen.since("l", "b", Sight::Usable(8), t(25)),
+            t(25),
+            "changed: seen anew"
+        );
+        // Recorded in the holds: forgotten.
+        seen.recorded(
+            "l",
+            &[
+                hold("a", Some(10), true, &[]),
+                hold("b", None, false, &[(25, 8, "Healthy")]),
+            ],
+        );
+        assert_eq!(seen.since("l", "a", Sight::Lost, t(30)), t(30));
+        assert_eq!(seen.since("l", "b", Sight::Usable(8), t(30)), t(30));
+    }
+}
