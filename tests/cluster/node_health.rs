@@ -2,7 +2,8 @@
 //! the lease at the loss, with `NodeLost`, and a tenant pod left on the node registered again under its name is
 //! a breach, evicted at once; a node that is not Ready bills nothing from then and goes back first under
 //! internal demand; a node whose GPUs shrink bills what it has, and at none under internal demand its lease
-//! is reclaimed. Every bill is checked to the second against the times the lease's holds record.
+//! is reclaimed. Every bill is checked to the second against the times the lease's holds record, across a
+//! restart of the controller.
 
 use crate::support::cluster::*;
 use crate::support::real::{Backend, clusters};
@@ -148,6 +149,9 @@ async fn lost_node(backend: Backend) {
     let c = condition(&s, "NodeLost").expect("a NodeLost condition");
     assert_eq!(c.status, "True");
     assert!(c.message.contains(&gone), "{}", c.message);
+    // A restarted controller reads the loss back from the hold and bills the same.
+    run.stop().await;
+    let run = env.controller("sublet-1", false);
 
     // The node registers again: a new node, not the lease's; the tenant's pod bound to its name is evicted.
     env.gpu_node(gone.strip_prefix(&env.name("")).unwrap(), 8).await;
@@ -249,6 +253,9 @@ async fn not_ready(backend: Backend) {
     );
     assert_eq!(s.phase, LeasePhase::Bound);
     assert!(hold(&s, &well).usable.is_empty(), "the Ready node is billed in full");
+    // A restarted controller reads the change back from the hold: no second change, the same bill.
+    run.stop().await;
+    let run = env.controller("sublet-1", false);
 
     // Internal demand for one node's worth: the node that cannot serve gets notice first.
     gpu_pod(&env.client, &env.ml, "train", 8, None, json!({})).await;
@@ -265,6 +272,11 @@ async fn not_ready(backend: Backend) {
     .await;
     let s = ended(&env).await;
     let (h_sick, h_well) = (hold(&s, &sick), hold(&s, &well));
+    assert_eq!(
+        h_sick.usable,
+        std::slice::from_ref(&change),
+        "one change, as first recorded"
+    );
     assert!(!h_sick.lost && !h_well.lost);
     let billed =
         8 * secs(h_sick.bound_at.0, change.at.0) + 8 * secs(h_well.bound_at.0, h_well.returned_at.as_ref().unwrap().0);
