@@ -151,14 +151,24 @@ pub fn conditions(status: &mut GpuLeaseStatus, generation: Option<i64>, now: Tim
     let last = status
         .holds
         .iter()
-        .max_by_key(|h| (h.returned_at.as_ref().map(|t| t.0), h.lost));
+        .filter_map(|h| h.returned_at.as_ref().map(|t| t.0))
+        .max();
+    let lost_last: Vec<&str> = status
+        .holds
+        .iter()
+        .filter(|h| h.lost && h.returned_at.as_ref().map(|t| t.0) == last)
+        .map(|h| h.node.as_str())
+        .collect();
     if status.phase == LeasePhase::Released
         && status.holds.iter().all(|h| h.returned_at.is_some())
-        && let Some(h) = last.filter(|h| h.lost)
+        && !lost_last.is_empty()
     {
+        let which = match lost_last.as_slice() {
+            [one] => format!("node {one}"),
+            many => format!("nodes {}", many.join(", ")),
+        };
         status.reason = Some(format!(
-            "ended: node {} left the cluster and the lease has no node left",
-            h.node
+            "ended: {which} left the cluster and the lease has no node left"
         ));
     }
 }
@@ -244,6 +254,13 @@ mod tests {
         assert_eq!(
             s.reason.as_deref(),
             Some("ended: node b left the cluster and the lease has no node left")
+        );
+        // Lost in the same second: both named.
+        s.holds[0] = hold("a", Some(40), true, &[]);
+        conditions(&mut s, None, t(50));
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("ended: nodes a, b left the cluster and the lease has no node left")
         );
         // The last node went back in the ordinary way: the reason stands.
         let mut s = GpuLeaseStatus {

@@ -43,8 +43,8 @@ struct LeaseWrite<'a> {
     namespace: &'a str,
     name: &'a str,
     status: GpuLeaseStatus,
-    /// The event to publish once written (Released or Expired).
-    event: Option<(&'static str, &'a str)>,
+    /// The event to publish once written (Released or Expired), with the status's reason.
+    event: Option<(&'static str, String)>,
     /// The Warning to publish once written: the lease just turned unschedulable, and why.
     unschedulable: Option<&'a str>,
     /// When the ledger was last written (for the most-overdue-first order).
@@ -364,10 +364,12 @@ fn lease_write<'a>(
     status.cost = ledger.cost;
     status.cost_text = Some(crate::api::cost_text(ledger.cost, &pool.spec.pricing.currency));
     status.accounted_until = ledger.accounted_until.map(Time);
+    // The status's reason: it may say more than the plan's (a lease ended by the loss of its last node).
+    let reason = status.reason.clone().unwrap_or_else(|| report.reason.clone());
     let event = (old.phase != report.phase)
         .then_some(match report.phase {
-            LeasePhase::Expired => Some(("Expired", report.reason.as_str())),
-            LeasePhase::Released => Some(("Released", report.reason.as_str())),
+            LeasePhase::Expired => Some(("Expired", reason)),
+            LeasePhase::Released => Some(("Released", reason)),
             _ => None,
         })
         .flatten();
@@ -431,7 +433,7 @@ async fn send_lease_writes<'a>(
             ctx.metrics
                 .lease_accounted(&pool_name, w.namespace, w.name, currency, gpu_seconds, cost);
         }
-        if let Some((reason, note)) = w.event {
+        if let Some((reason, note)) = &w.event {
             publish(ctx, w.lease, EventType::Normal, reason, "Release", note).await;
         }
         if let Some(note) = w.unschedulable {

@@ -196,9 +196,21 @@ async fn lost_node(backend: Backend) {
         s.reason
             .as_deref()
             .is_some_and(|r| r.contains(&kept) && r.contains("left the cluster")),
-        "{:?}",
-        s.reason
+        "{:?} (lost {gone} first, then {kept}): {:?}",
+        s.reason,
+        s.holds
     );
+    eventually(30, "a Released event saying why", || async {
+        events_about(&env.client, Some(&env.acme), "GpuLease")
+            .await
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("Released")
+                    && e.note.as_deref().is_some_and(|n| n.contains("left the cluster"))
+            })
+            .then_some(())
+    })
+    .await;
     let billed: i64 = [&gone, &kept]
         .iter()
         .map(|n| {
