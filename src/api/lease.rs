@@ -185,9 +185,28 @@ pub struct NodeHold {
     pub gpus: i32,
     /// When sublet bound the node to the lease.
     pub bound_at: Time,
-    /// When the node went back; unset while the lease holds it.
+    /// When the node went back; unset while the lease holds it. For a node lost from the cluster, when
+    /// sublet first saw it gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub returned_at: Option<Time>,
+    /// The node left the cluster (deleted, or registered again as a new node) while the lease held it: its
+    /// share of the lease ended at `returnedAt`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost: bool,
+    /// Changes in the GPUs the tenant could use on the node while held, in time order: from `at` on it bills
+    /// `gpus` (0 while the node is not Ready, fewer than `gpus` above when its allocatable GPUs shrank).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usable: Vec<UsableChange>,
+}
+
+/// From `at` on, the tenant could use `gpus` of a held node's GPUs, for the reason given.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsableChange {
+    pub at: Time,
+    pub gpus: i32,
+    /// `NotReady`, `Shrunk` or `Healthy`.
+    pub reason: String,
 }
 
 /// A cost for people: rounded to cents, with its currency (`status.costText`).

@@ -18,7 +18,7 @@ mod pool;
 mod validate;
 
 pub use condition::{Condition, ConditionStatus, set_condition};
-pub use lease::{GpuLease, GpuLeaseSpec, GpuLeaseStatus, LeasePhase, NodeHold, NodeNotice, cost_text};
+pub use lease::{GpuLease, GpuLeaseSpec, GpuLeaseStatus, LeasePhase, NodeHold, NodeNotice, UsableChange, cost_text};
 pub use policy::selector;
 pub use pool::{
     ClassReserve, DemandSources, EndedLease, EndedTotals, IdleRule, KueueDemand, LearnedReserve, LendingWindow,

@@ -4,6 +4,7 @@
 //!   lease  ReclaimNotice (Warning)  one per node under notice, the node as related object
 //!          Evicted (Warning)        one per evicted pod, the pod as related object
 //!          Bound, Released, Expired (Normal)
+//!   pod    Breach (Warning)         a tenant pod on a node no lease of its namespace holds, evicted at once
 //!   pool   InvalidSpec, SignalsStale, LendingBlocked (Warning), when its condition turns so
 //!   node   Lent, Returned (Normal), with the reason
 //! ```
@@ -121,6 +122,13 @@ pub async fn lease_events(
             }
             Action::Evict {
                 namespace, name, node, ..
+            } if o.step.cause == crate::policy::Cause::Breach => {
+                ctx.metrics.breaches.with_label_values(&[pool_of(snapshot)]).inc();
+                let pod = reference("Pod", Some(namespace), name);
+                publish_to(ctx, &pod, None, EventType::Warning, "Breach", "Evict", &o.step.reason).await;
+            }
+            Action::Evict {
+                namespace, name, node, ..
             } => {
                 if let Some(lease) = lease_of_node(node) {
                     let regarding = kube::Resource::object_ref(*lease, &());
@@ -141,6 +149,10 @@ pub async fn lease_events(
             _ => {}
         }
     }
+}
+
+fn pool_of(snapshot: &Snapshot) -> &str {
+    &snapshot.policy.name
 }
 
 /// Normal events on nodes lent out of internal use and returned to it, with the reason.

@@ -62,10 +62,13 @@ pub fn accrue(prev: Ledger, holds: &[NodeHold], price: f64, now: Timestamp) -> L
     let to = from.checked_add(SignedDuration::from_secs(secs)).unwrap_or(end);
     let mut gpu_seconds = 0i64;
     for h in holds {
-        let start = h.bound_at.0.max(from);
         let stop = h.returned_at.as_ref().map_or(to, |r| r.0.min(to));
-        if stop > start {
-            gpu_seconds += i64::from(h.gpus.max(0)) * stop.duration_since(start).as_secs();
+        for (at, until, gpus) in spans(h) {
+            let start = at.max(from);
+            let end = until.map_or(stop, |u| u.min(stop));
+            if end > start {
+                gpu_seconds += i64::from(gpus.max(0)) * end.duration_since(start).as_secs();
+            }
         }
     }
     Ledger {
@@ -73,6 +76,25 @@ pub fn accrue(prev: Ledger, holds: &[NodeHold], price: f64, now: Timestamp) -> L
         cost: prev.cost + gpu_seconds as f64 / 3600.0 * price,
         accounted_until: Some(to),
     }
+}
+
+/// A hold's spans at one rate: (from, until the next change or open, GPUs billed), from the binding on,
+/// each change of the usable GPUs starting a span (never billing more than the GPUs recorded at binding).
+fn spans(h: &NodeHold) -> Vec<(Timestamp, Option<Timestamp>, i32)> {
+    let mut out = vec![(h.bound_at.0, None, h.gpus)];
+    for c in &h.usable {
+        let at = c.at.0.max(h.bound_at.0);
+        if let Some(last) = out.last_mut() {
+            last.1 = Some(at);
+        }
+        out.push((at, None, c.gpus.clamp(0, h.gpus.max(0))));
+    }
+    out
+}
+
+/// The GPUs a hold bills now: its last usable change, else all it was bound with.
+pub fn usable_now(h: &NodeHold) -> i32 {
+    h.usable.last().map_or(h.gpus, |c| c.gpus)
 }
 
 /// A node a lease holds once this pass's writes are done.
@@ -83,27 +105,69 @@ pub struct Held {
     /// When sublet bound it: now for a bind this pass wrote, else the node's `since` stamp (the status write
     /// of the pass that bound it did not happen).
     pub bound_at: Timestamp,
+    /// The GPUs the tenant can use on it now (0 while not Ready), why, and since when sublet has seen it so.
+    pub usable: Usable,
+}
+
+/// What a tenant can use of a held node, as observed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Usable {
+    pub gpus: u32,
+    /// `NotReady`, `Shrunk` or `Healthy`.
+    pub reason: &'static str,
+    /// When sublet first saw the node so (the first pass that did, even when its status write failed).
+    pub since: Timestamp,
+}
+
+impl Usable {
+    /// A node that is Ready with `now_gpus` allocatable, bound with `bound_gpus`, seen so since `since`.
+    pub fn of(ready: bool, now_gpus: u32, bound_gpus: u32, since: Timestamp) -> Self {
+        let (gpus, reason) = if !ready {
+            (0, "NotReady")
+        } else if now_gpus < bound_gpus {
+            (now_gpus, "Shrunk")
+        } else {
+            (bound_gpus, "Healthy")
+        };
+        Self { gpus, reason, since }
+    }
 }
 
 /// The lease's holds after this pass: every open hold whose node the lease no longer holds is closed (at
-/// `now` when this pass returned it, else at the node's own returned-at stamp when that is no earlier than
-/// the binding, else where the ledger was last accounted), and every node held without a hold gets one.
+/// the loss when the node left the cluster, at `now` when this pass returned it, else at the node's own
+/// returned-at stamp when that is no earlier than the binding, else where the ledger was last accounted);
+/// a held node whose usable GPUs changed gets the change recorded (from when sublet first saw it); and
+/// every node held without a hold gets one.
 pub fn holds(
     prev: &[NodeHold],
     held: &[Held],
     returned_now: &HashSet<&str>,
     returned_at: impl Fn(&str) -> Option<Timestamp>,
+    lost_at: impl Fn(&NodeHold) -> Option<Timestamp>,
     accounted_until: Option<Timestamp>,
     now: Timestamp,
 ) -> Vec<NodeHold> {
     let now = whole(now);
     let mut out: Vec<NodeHold> = prev.to_vec();
     for h in out.iter_mut().filter(|h| h.returned_at.is_none()) {
-        if held.iter().any(|n| n.node == h.node) {
+        let bound = h.bound_at.0;
+        if let Some(n) = held.iter().find(|n| n.node == h.node) {
+            let floor = accounted_until.map(whole).unwrap_or(bound).max(bound);
+            let last = h.usable.last().map_or(floor, |c| c.at.0.max(floor));
+            if usable_now(h) != n.usable.gpus as i32 {
+                h.usable.push(crate::api::UsableChange {
+                    at: Time(whole(n.usable.since).clamp(last, now)),
+                    gpus: n.usable.gpus as i32,
+                    reason: n.usable.reason.to_string(),
+                });
+            }
             continue;
         }
-        let bound = h.bound_at.0;
-        let back = if returned_now.contains(h.node.as_str()) {
+        let back = if let Some(lost) = lost_at(h) {
+            h.lost = true;
+            // Billed up to `accountedUntil` already: a loss seen earlier than that cannot be told now.
+            whole(lost).max(accounted_until.map(whole).unwrap_or(bound))
+        } else if returned_now.contains(h.node.as_str()) {
             now
         } else {
             match returned_at(&h.node).map(whole).filter(|r| *r >= bound) {
@@ -117,11 +181,19 @@ pub fn holds(
         if out.iter().any(|h| h.node == n.node) {
             continue;
         }
+        let bound_at = whole(n.bound_at).min(now);
+        let usable = (n.usable.gpus < n.gpus).then(|| crate::api::UsableChange {
+            at: Time(whole(n.usable.since).clamp(bound_at, now)),
+            gpus: n.usable.gpus as i32,
+            reason: n.usable.reason.to_string(),
+        });
         out.push(NodeHold {
             node: n.node.clone(),
             gpus: n.gpus as i32,
-            bound_at: Time(whole(n.bound_at).min(now)),
+            bound_at: Time(bound_at),
             returned_at: None,
+            lost: false,
+            usable: usable.into_iter().collect(),
         });
     }
     out
@@ -141,7 +213,22 @@ mod tests {
             gpus,
             bound_at: Time(t(bound)),
             returned_at: returned.map(|r| Time(t(r))),
+            lost: false,
+            usable: vec![],
         }
+    }
+
+    fn held(node: &str, gpus: u32, bound: i64, usable: Usable) -> Held {
+        Held {
+            node: node.into(),
+            gpus,
+            bound_at: t(bound),
+            usable,
+        }
+    }
+
+    fn healthy(gpus: u32) -> Usable {
+        Usable::of(true, gpus, gpus, t(0))
     }
 
     #[test]
@@ -201,12 +288,9 @@ mod tests {
         let none = HashSet::new();
         let bound = holds(
             &[],
-            &[Held {
-                node: "a".into(),
-                gpus: 8,
-                bound_at: t(5),
-            }],
+            &[held("a", 8, 5, healthy(8))],
             &none,
+            |_| None,
             |_| None,
             None,
             t(5),
@@ -215,12 +299,9 @@ mod tests {
         // Still held: unchanged.
         let same = holds(
             &bound,
-            &[Held {
-                node: "a".into(),
-                gpus: 8,
-                bound_at: t(9),
-            }],
+            &[held("a", 8, 9, healthy(8))],
             &none,
+            |_| None,
             |_| None,
             None,
             t(50),
@@ -229,21 +310,86 @@ mod tests {
         // Returned by this pass: closed now.
         let now = HashSet::from(["a"]);
         assert_eq!(
-            holds(&bound, &[], &now, |_| None, None, t(60)),
+            holds(&bound, &[], &now, |_| None, |_| None, None, t(60)),
             vec![hold("a", 8, 5, Some(60))]
         );
         // Returned by a pass whose status write failed: closed at the node's stamp.
         assert_eq!(
-            holds(&bound, &[], &none, |_| Some(t(42)), Some(t(30)), t(90)),
+            holds(&bound, &[], &none, |_| Some(t(42)), |_| None, Some(t(30)), t(90)),
             vec![hold("a", 8, 5, Some(42))]
         );
         // A stamp from before the binding is an earlier return: closed where the ledger stood.
         assert_eq!(
-            holds(&bound, &[], &none, |_| Some(t(1)), Some(t(30)), t(90)),
+            holds(&bound, &[], &none, |_| Some(t(1)), |_| None, Some(t(30)), t(90)),
             vec![hold("a", 8, 5, Some(30))]
         );
         // Closed holds stay as they are.
         let closed = vec![hold("a", 8, 5, Some(42))];
-        assert_eq!(holds(&closed, &[], &now, |_| Some(t(80)), None, t(90)), closed);
+        assert_eq!(
+            holds(&closed, &[], &now, |_| Some(t(80)), |_| None, None, t(90)),
+            closed
+        );
+    }
+
+    #[test]
+    fn a_lost_node_closes_at_the_loss_and_says_so() {
+        let none = HashSet::new();
+        let bound = vec![hold("a", 8, 0, None), hold("b", 8, 0, None)];
+        // Node a left the cluster; sublet first saw it gone at t(40) (a pass whose write failed), and this
+        // pass at t(70) records it: a closes at t(40), b is still held.
+        let after = holds(
+            &bound,
+            &[held("b", 8, 0, healthy(8))],
+            &none,
+            |_| None,
+            |h| (h.node == "a").then(|| t(40)),
+            Some(t(30)),
+            t(70),
+        );
+        let mut lost = hold("a", 8, 0, Some(40));
+        lost.lost = true;
+        assert_eq!(after, vec![lost, hold("b", 8, 0, None)]);
+        let l = accrue(Ledger::default(), &after, 1.0, t(100));
+        assert_eq!(l.gpu_seconds, 8 * 40 + 8 * 100, "a to the loss, b to now");
+    }
+
+    #[test]
+    fn a_degraded_node_bills_what_the_tenant_can_use() {
+        let none = HashSet::new();
+        let mut hs = vec![hold("a", 8, 0, None)];
+        // Capacity 8 → 4 seen at t(10) (recorded at t(12)), → 0 not Ready at t(20), back to 8 Ready at t(30).
+        for (seen, now, usable) in [
+            (10, 12, Usable::of(true, 4, 8, t(10))),
+            (20, 20, Usable::of(false, 4, 8, t(20))),
+            (20, 25, Usable::of(false, 4, 8, t(20))),
+            (30, 30, Usable::of(true, 8, 8, t(30))),
+        ] {
+            assert_eq!(usable.since, t(seen));
+            hs = holds(&hs, &[held("a", 8, 0, usable)], &none, |_| None, |_| None, None, t(now));
+        }
+        let reasons: Vec<(i64, i32, &str)> = hs[0]
+            .usable
+            .iter()
+            .map(|c| (c.at.0.as_second() - 1_800_000_000, c.gpus, c.reason.as_str()))
+            .collect();
+        assert_eq!(reasons, [(10, 4, "Shrunk"), (20, 0, "NotReady"), (30, 8, "Healthy")]);
+        let l = accrue(Ledger::default(), &hs, 3600.0, t(40));
+        assert_eq!(l.gpu_seconds, 8 * 10 + 4 * 10 + 8 * 10);
+        let mut sliced = Ledger::default();
+        for s in [5, 11, 19, 21, 29, 31, 40] {
+            sliced = accrue(sliced, &hs, 3600.0, t(s));
+        }
+        assert_eq!(sliced, l, "in slices as at once");
+        // A node bound while not Ready bills nothing from its binding.
+        let fresh = holds(
+            &[],
+            &[held("b", 8, 50, Usable::of(false, 8, 8, t(50)))],
+            &none,
+            |_| None,
+            |_| None,
+            None,
+            t(50),
+        );
+        assert_eq!(accrue(Ledger::default(), &fresh, 1.0, t(90)).gpu_seconds, 0);
     }
 }

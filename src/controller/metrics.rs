@@ -62,6 +62,8 @@ pub struct Metrics {
     pub notices: IntCounterVec,
     /// Evictions by pool and outcome ([`EVICTION_OUTCOMES`]).
     pub evictions: IntCounterVec,
+    /// Tenant pods found on a node no lease of their namespace holds, evicted without notice.
+    pub breaches: IntCounterVec,
     /// Seconds from internal demand seen to a node back in internal use.
     pub reclaim_latency: HistogramVec,
     totals: Totals,
@@ -210,6 +212,11 @@ impl Metrics {
                 "Tenant pod evictions by outcome",
                 &["pool", "outcome"],
             ),
+            breaches: r.int_counters(
+                "breaches_total",
+                "Tenant pods found on a node no lease of their namespace holds, evicted at once without notice",
+                &["pool"],
+            ),
             reclaim_latency: r.histograms(
                 "reclaim_latency_seconds",
                 "From internal demand seen to a node back in internal use",
@@ -282,6 +289,7 @@ impl Metrics {
         }
         exported.insert(pool.to_string(), Exported::default());
         self.notices.with_label_values(&[pool]);
+        self.breaches.with_label_values(&[pool]);
         self.reconciles.with_label_values(&[pool]);
         for outcome in EVICTION_OUTCOMES {
             self.evictions.with_label_values(&[pool, outcome]);

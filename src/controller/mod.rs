@@ -34,6 +34,7 @@ mod events;
 mod evict;
 mod execute;
 mod finalize;
+mod health;
 mod http;
 mod ledger;
 mod metrics;
@@ -185,6 +186,8 @@ pub struct Context {
     /// Per pool, the invalid-spec message last raised as an event: failing passes repeat before the status
     /// that records it is seen, and the event is said once.
     invalid_said: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// When held nodes were first seen lost or degraded, until their leases' holds record it.
+    pub seen: health::Seen,
 }
 
 impl Context {
@@ -211,6 +214,7 @@ impl Context {
             leader,
             demand_seen: Default::default(),
             invalid_said: Default::default(),
+            seen: Default::default(),
         }
     }
 

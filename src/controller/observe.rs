@@ -87,6 +87,8 @@ fn node_view(node: &Node, gpus: u32, label_keys: &[String]) -> NodeView {
         ready: node_ready(node),
         unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
         gpus,
+        created: node.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        held_gpus: None,
         marks,
         utilization: None,
         idle_since: None,
@@ -151,6 +153,7 @@ pub fn observe(
     let (node_list, at) = pool_nodes(nodes, pods, resource, &name);
     let (load, chosen) = pool_pods(pods, &at, node_list.len(), resource, &tenant_namespaces);
     let records = recorded_deadlines(leases, &name);
+    let held = held_gpus(leases, &name);
     let latest = now
         .checked_add(jiff::SignedDuration::from_secs(pool.spec.reclaim.notice_seconds.max(0)))
         .unwrap_or(now);
@@ -164,6 +167,12 @@ pub fn observe(
             .and_then(|k| records.get(&(k.clone(), view.name.as_str())))
             .copied();
         view.marks.deadline = recorded.or(view.marks.deadline.map(|annotated| annotated.min(latest)));
+        view.held_gpus = view
+            .marks
+            .lease
+            .as_ref()
+            .and_then(|k| held.get(&(k.clone(), view.name.as_str())))
+            .copied();
         view.idle_since = idle_since(&mut idle, &view.name, load[i].pods > 0, now);
         view.internal = load[i];
         b.node(view);
@@ -301,6 +310,21 @@ fn recorded_deadlines<'a>(leases: &'a [Arc<GpuLease>], pool: &str) -> HashMap<(S
                 .map(move |n| ((key.clone(), n.node.as_str()), n.deadline.0))
         })
         .collect()
+}
+
+/// The GPUs each open hold of this pool's leases recorded at binding, by (lease key, node).
+fn held_gpus<'a>(leases: &'a [Arc<GpuLease>], pool: &str) -> HashMap<(String, &'a str), u32> {
+    let mut out = HashMap::new();
+    for l in leases.iter().filter(|l| l.spec.pool == pool) {
+        let (Some(ns), Some(status)) = (l.metadata.namespace.as_deref(), l.status.as_ref()) else {
+            continue;
+        };
+        let key = crate::api::keys::lease_key(ns, &l.name_any());
+        for h in status.holds.iter().filter(|h| h.returned_at.is_none()) {
+            out.insert((key.clone(), h.node.as_str()), h.gpus.max(0) as u32);
+        }
+    }
+    out
 }
 
 /// A listed pod as the planner sees it; its class is the value of the first of `class_keys` its node

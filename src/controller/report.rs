@@ -11,7 +11,8 @@ use futures::StreamExt;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::ledger::{Held, Ledger, accrue, whole};
+use super::health::{Seen, Sight};
+use super::ledger::{Held, Ledger, Usable, accrue, whole};
 use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
@@ -42,8 +43,8 @@ struct LeaseWrite<'a> {
     namespace: &'a str,
     name: &'a str,
     status: GpuLeaseStatus,
-    /// The event to publish once written (Released or Expired).
-    event: Option<(&'static str, &'a str)>,
+    /// The event to publish once written (Released or Expired), with the status's reason.
+    event: Option<(&'static str, String)>,
     /// The Warning to publish once written: the lease just turned unschedulable, and why.
     unschedulable: Option<&'a str>,
     /// When the ledger was last written (for the most-overdue-first order).
@@ -72,7 +73,16 @@ pub async fn report(
     let started = std::time::Instant::now();
     let pool_name = pool.name_any();
     let by_name = leases_by_name(leases, &pool_name);
-    let (writes, ledgers_left) = lease_writes(pool, snapshot, plan, outcomes, &by_name, observe_only, interval(ctx));
+    let (writes, ledgers_left) = lease_writes(
+        pool,
+        snapshot,
+        plan,
+        outcomes,
+        &by_name,
+        observe_only,
+        interval(ctx),
+        &ctx.seen,
+    );
     let written = writes.len();
     let written_ledgers = send_lease_writes(ctx, pool, writes, observe_only).await;
     let accounted = accounted(pool, &by_name, &written_ledgers);
@@ -177,6 +187,7 @@ fn lease_holds(
     old: &GpuLeaseStatus,
     held: &[HeldNode],
     moves: &Moves,
+    seen: &Seen,
 ) -> Vec<crate::api::NodeHold> {
     let now = snapshot.now;
     let id = (
@@ -189,6 +200,19 @@ fn lease_holds(
         let at = old.bound_at.as_ref().map(|t| t.0).or(since).unwrap_or(now);
         created.map_or(at, |c| at.max(c))
     };
+    let who = uid.map_or_else(|| format!("{}.{}", id.0, id.1), str::to_string);
+    seen.recorded(&who, &old.holds);
+    // What the tenant can use of a held node: all it was bound with, fewer when it shrank, none when not Ready.
+    let usable = |n: &crate::policy::NodeView| {
+        let bound = old
+            .holds
+            .iter()
+            .find(|h| h.node == n.name && h.returned_at.is_none())
+            .map_or(n.gpus, |h| h.gpus.max(0) as u32);
+        let u = Usable::of(n.ready, n.gpus, bound, now);
+        let since = seen.since(&who, &n.name, Sight::Usable(u.gpus), now);
+        Usable { since, ..u }
+    };
     let mut held_after: Vec<Held> = held
         .iter()
         .filter(|(_, on_node)| on_node.is_none() || uid.is_none() || *on_node == uid)
@@ -197,15 +221,18 @@ fn lease_holds(
             node: n.name.clone(),
             gpus: n.gpus,
             bound_at: since_binding(n.marks.since),
+            usable: usable(n),
         })
         .collect();
     for node in moves.bound_now.get(&id).into_iter().flatten() {
-        if !held_after.iter().any(|h| h.node == *node) {
-            let gpus = snapshot.nodes.iter().find(|n| n.name == *node).map_or(0, |n| n.gpus);
+        if !held_after.iter().any(|h| h.node == *node)
+            && let Some(n) = snapshot.nodes.iter().find(|n| n.name == *node)
+        {
             held_after.push(Held {
                 node: node.to_string(),
-                gpus,
+                gpus: n.gpus,
                 bound_at: now,
+                usable: usable(n),
             });
         }
     }
@@ -214,6 +241,7 @@ fn lease_holds(
         &held_after,
         &moves.returned_now,
         |n| moves.node_returned.get(n).copied().flatten(),
+        |h| super::health::is_lost(snapshot, h).then(|| seen.since(&who, &h.node, Sight::Lost, now)),
         old.accounted_until.as_ref().map(|t| t.0),
         now,
     )
@@ -241,6 +269,7 @@ fn notice_deadlines<'a>(snapshot: &'a Snapshot, outcomes: &'a [Outcome]) -> Hash
 
 /// The lease status writes of this pass (see [`this_pass`]) and how many due ledgers are left for later: pure,
 /// from the plan's lease reports, the observed statuses and what this pass did.
+#[allow(clippy::too_many_arguments)]
 fn lease_writes<'a>(
     pool: &TenantPool,
     snapshot: &'a Snapshot,
@@ -249,6 +278,7 @@ fn lease_writes<'a>(
     by_name: &HashMap<(&'a str, &'a str), &'a GpuLease>,
     observe_only: bool,
     ledger_interval: SignedDuration,
+    seen: &Seen,
 ) -> (Vec<LeaseWrite<'a>>, usize) {
     let now = snapshot.now;
     let held = held_nodes(snapshot, &pool.name_any());
@@ -281,7 +311,7 @@ fn lease_writes<'a>(
         let held = held
             .get(lease_key(&report.namespace, &report.name).as_str())
             .map_or(&[][..], Vec::as_slice);
-        let holds = lease_holds(snapshot, lease, old, held, &moves);
+        let holds = lease_holds(snapshot, lease, old, held, &moves, seen);
         match lease_write(pool, lease, report, old, holds, &deadlines, now, ledger_interval) {
             Some((write, true)) => ledger_only.push(write),
             Some((write, false)) => changed.push(write),
@@ -314,6 +344,7 @@ fn lease_write<'a>(
     let ledger = accrue(prev, &holds, report.price_per_gpu_hour, now);
     let mut status = lease_status(old, report, &key, lease.metadata.generation, now);
     status.holds = holds;
+    super::health::conditions(&mut status, lease.metadata.generation, now);
     status.notices = report
         .nodes
         .iter()
@@ -335,10 +366,12 @@ fn lease_write<'a>(
     status.cost = ledger.cost;
     status.cost_text = Some(crate::api::cost_text(ledger.cost, &pool.spec.pricing.currency));
     status.accounted_until = ledger.accounted_until.map(Time);
+    // The status's reason: it may say more than the plan's (a lease ended by the loss of its last node).
+    let reason = status.reason.clone().unwrap_or_else(|| report.reason.clone());
     let event = (old.phase != report.phase)
         .then_some(match report.phase {
-            LeasePhase::Expired => Some(("Expired", report.reason.as_str())),
-            LeasePhase::Released => Some(("Released", report.reason.as_str())),
+            LeasePhase::Expired => Some(("Expired", reason)),
+            LeasePhase::Released => Some(("Released", reason)),
             _ => None,
         })
         .flatten();
@@ -402,7 +435,7 @@ async fn send_lease_writes<'a>(
             ctx.metrics
                 .lease_accounted(&pool_name, w.namespace, w.name, currency, gpu_seconds, cost);
         }
-        if let Some((reason, note)) = w.event {
+        if let Some((reason, note)) = &w.event {
             publish(ctx, w.lease, EventType::Normal, reason, "Release", note).await;
         }
         if let Some(note) = w.unschedulable {

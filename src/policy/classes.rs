@@ -137,7 +137,9 @@ impl Draft<'_> {
                         c.free[w.class] += i64::from(w.gpus.saturating_sub(w.used_gpus));
                     }
                 }
-                NodeState::Reclaiming => c.incoming[w.class] += i64::from(w.gpus),
+                // A node under notice that is not Ready will not serve the demand once back.
+                NodeState::Reclaiming if self.snap.nodes[n].ready => c.incoming[w.class] += i64::from(w.gpus),
+                NodeState::Reclaiming => {}
                 NodeState::Lent | NodeState::Leased => {}
             }
         }

@@ -14,6 +14,7 @@
 mod classes;
 mod config;
 mod draft;
+mod health;
 mod history;
 pub mod ideal;
 mod lease_key;

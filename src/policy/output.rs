@@ -58,6 +58,8 @@ pub enum Cause {
     PoolDeleted,
     /// The node is used against the rules: tenant pods without a lease, or an internal pod on a lent node.
     Misuse,
+    /// A tenant pod runs on a node no lease of its namespace holds: evicted at once, without notice.
+    Breach,
     /// The pool's rules no longer let the node out: outside the windows, or above `maxLentPercent`.
     PoolRules,
     /// Carrying out a notice already given: annotating, evicting, returning the node once it is empty.

@@ -16,6 +16,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::classes::Classes;
 use super::draft::Draft;
+use super::health;
 use super::history::window_minutes;
 use super::output::{Action, Cause, Plan, Totals};
 use super::overlap;
@@ -27,18 +28,20 @@ use super::state::{LeasePhase, NodeState};
 pub fn plan(s: &Snapshot) -> Plan {
     let mut w = Draft::new(s);
     let observed = w.totals_observed();
+    health::breaches(&mut w);
     reclaiming_nodes(&mut w);
     forced_notices(&mut w);
     let mut classes = w.classes();
     internal_demand(&mut w, &mut classes);
     let blocked = lending(&mut w, &mut classes);
     binding(&mut w);
+    w.steps = health::breaches_alone(std::mem::take(&mut w.steps));
     report(w, classes, observed, blocked)
 }
 
 /// `now` plus the notice, rounded up to a whole second: deadlines are written as RFC 3339 seconds, and a
 /// rounded deadline must never give less notice than promised.
-fn deadline_after_notice(w: &Draft) -> Timestamp {
+pub(super) fn deadline_after_notice(w: &Draft) -> Timestamp {
     let exact = w
         .now
         .saturating_add(SignedDuration::from_secs(w.policy.notice_seconds))
@@ -197,6 +200,7 @@ fn notice_deadline(w: &Draft, n: usize) -> Timestamp {
 
 /// Step 3.
 fn internal_demand(w: &mut Draft, classes: &mut Classes) {
+    health::unusable_under_demand(w);
     let deficits: Vec<(usize, i64)> = (0..classes.len()).map(|c| (c, classes.deficit(c))).collect();
     for (c, need) in deficits {
         if need > 0 {
@@ -306,10 +310,28 @@ fn reclaim(w: &mut Draft, classes: &mut Classes, c: Option<usize>, need: i64, ca
     if need <= 0 {
         return;
     }
+    // Degraded leased nodes go first, each counting what it can serve once back, outside the budget.
+    for n in health::degraded_leased(w, c) {
+        if need <= 0 {
+            break;
+        }
+        let gpus = i64::from(health::usable(w, n));
+        let why = format!("{why}; {}", health::degraded_why(w, n));
+        need -= gpus;
+        let deadline = deadline_after_notice(w);
+        if w.notice(n, deadline, cause, &why) {
+            classes.free[w.nodes[n].class] += gpus;
+        } else {
+            classes.incoming[w.nodes[n].class] += gpus;
+        }
+    }
+    if need <= 0 {
+        return;
+    }
     let budget = w
         .policy
         .max_concurrent_reclaims
-        .map(|max| (max as usize).saturating_sub(w.count_state(NodeState::Reclaiming)))
+        .map(|max| (max as usize).saturating_sub(health::reclaiming_in_budget(w)))
         .unwrap_or(usize::MAX);
     let candidates = lease_candidates(w, c);
     let chosen = reclaim::choose(&candidates, need, budget, w.now, w.policy.min_lease_seconds);
@@ -331,8 +353,8 @@ fn lease_candidates(w: &Draft, c: Option<usize>) -> Vec<LeaseCandidate> {
         if !node.member || node.state != NodeState::Leased || c.is_some_and(|c| node.class != c) {
             continue;
         }
-        // A node that is not Ready or cordoned would not serve the demand once back.
-        if !w.snap.nodes[n].ready || w.snap.nodes[n].unschedulable {
+        // A node that is not Ready or cordoned would not serve the demand once back; degraded ones went first.
+        if !w.snap.nodes[n].ready || w.snap.nodes[n].unschedulable || health::degraded(w, n) {
             continue;
         }
         let Some(l) = node.lease else { continue };
@@ -455,6 +477,8 @@ fn binding(w: &mut Draft) {
                 && node.state == NodeState::Lent
                 && node.lease.is_none()
                 && !w.has_tenant_pods(n)
+                // The tenant could not use a node that is not Ready (and it would bill nothing).
+                && w.snap.nodes[n].ready
         })
         .collect();
     // Nodes still out under a lease key that names no lease here (an earlier lease of the same name): a new

@@ -47,6 +47,11 @@ pub struct NodeView {
     pub utilization: Option<Utilization>,
     /// Since when no internal GPU pod has run on the node (None while one does, or when unknown).
     pub idle_since: Option<Timestamp>,
+    /// When the Node object was created: a node registered again after a lease bound one of its name is a
+    /// new node, not the lease's.
+    pub created: Option<Timestamp>,
+    /// For a node a lease holds: the GPUs its hold recorded at binding (it is degraded when it has fewer now).
+    pub held_gpus: Option<u32>,
     /// Internal GPU pods placed on the node, given as totals rather than one by one in `Snapshot::pods`
     /// (the controller's form: it never acts on an internal pod, only counts them). Pods listed in
     /// `Snapshot::pods` on the node add to these.

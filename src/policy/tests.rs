@@ -1123,3 +1123,196 @@ fn planning_again_after_carrying_out_changes_nothing() {
         assert!(again.steps.is_empty(), "replanned: {:?}", kinds(&again));
     }
 }
+
+// Node health: breaches, and leased nodes that are not Ready or shrank.
+
+impl Fx {
+    /// The node a lease holds, bound with `bound` GPUs (its hold's record).
+    fn held_with(self, bound: u32) -> Self {
+        self.with_node(|n| n.held_gpus = Some(bound))
+    }
+    fn not_ready(self) -> Self {
+        self.with_node(|n| n.ready = false)
+    }
+    fn demand(mut self, class: Option<&str>, gpus: u32) -> Self {
+        self.demand.push((class.map(str::to_string), gpus));
+        self
+    }
+}
+
+fn causes(p: &Plan) -> Vec<(String, Cause)> {
+    kinds(p).into_iter().zip(p.steps.iter().map(|s| s.cause)).collect()
+}
+
+#[test]
+fn a_tenant_pod_where_no_lease_of_its_namespace_holds_the_node_is_evicted_at_once() {
+    let p = fx()
+        .node("internal", 8)
+        .tenant_pod("acme", "stray", "internal")
+        .node("other", 8)
+        .marked(NodeState::Leased, Some("globex.job"))
+        .tenant_pod("acme", "intruder", "other")
+        .tenant_pod("globex", "own", "other")
+        .node("reclaiming", 8)
+        .marked(NodeState::Reclaiming, Some("globex.job"))
+        .with_node(|n| n.marks.deadline = Some(at(60)))
+        .tenant_pod("acme", "late", "reclaiming")
+        .tenant_pod("globex", "own2", "reclaiming")
+        .with_pod_deadline(at(60))
+        .lease("globex", "job", 16, LeasePhase::Reclaiming, Some(-600))
+        .plan();
+    let mut got = causes(&p);
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        [
+            ("evict intruder".to_string(), Cause::Breach),
+            ("evict late".to_string(), Cause::Breach),
+            ("evict stray".to_string(), Cause::Breach),
+        ],
+        "no notice, no deadline annotation for a pod that is not the lease's; the lease's own pods are left"
+    );
+    for s in &p.steps {
+        let Action::Evict { deadline, .. } = s.action else {
+            unreachable!()
+        };
+        assert_eq!(deadline, p.steps[0].action_deadline(), "evicted now");
+        assert!(s.reason.contains("breach"), "{}", s.reason);
+    }
+    // A pod already terminating is left to finish; one not running yet is left to the kubelet's admission.
+    for f in [
+        |p: &mut PodView| p.terminating = true,
+        |p: &mut PodView| p.phase = PodPhase::Pending,
+    ] {
+        let p = fx()
+            .node("internal", 8)
+            .tenant_pod("acme", "stray", "internal")
+            .with_pod(f)
+            .plan();
+        assert!(!kinds(&p).iter().any(|k| k.starts_with("evict")), "{:?}", kinds(&p));
+    }
+}
+
+impl Step {
+    fn action_deadline(&self) -> Timestamp {
+        match self.action {
+            Action::Evict { deadline, .. } => deadline,
+            _ => panic!("not an eviction"),
+        }
+    }
+}
+
+impl Fx {
+    fn with_pod(mut self, f: impl FnOnce(&mut PodView)) -> Self {
+        f(&mut self.pods.last_mut().unwrap().0);
+        self
+    }
+}
+
+#[test]
+fn internal_demand_takes_the_node_that_is_not_ready_first_and_counts_it_for_nothing() {
+    // 8 GPUs wanted; a lease holds a Ready node and one not Ready, both running the tenant's pods.
+    let base = || {
+        fx().node("sick", 8)
+            .marked(NodeState::Leased, Some("acme.job"))
+            .held_with(8)
+            .not_ready()
+            .tenant_pod("acme", "w1", "sick")
+            .node("well", 8)
+            .marked(NodeState::Leased, Some("acme.job"))
+            .held_with(8)
+            .tenant_pod("acme", "w2", "well")
+            .lease("acme", "job", 16, LeasePhase::Bound, Some(-600))
+    };
+    let p = base().internal_pod("queued", None, 8).plan();
+    let notices: Vec<String> = kinds(&p).into_iter().filter(|k| k.starts_with("notice")).collect();
+    assert_eq!(
+        notices,
+        ["notice sick", "notice well"],
+        "the sick node first; the well one still serves the demand"
+    );
+    assert!(reason_of(&p, "sick").contains("not Ready"), "{}", reason_of(&p, "sick"));
+    // With one notice allowed, the sick node does not use it up.
+    let p = base()
+        .policy(|p| p.reclaim_cap(1))
+        .internal_pod("queued", None, 8)
+        .plan();
+    let notices: Vec<String> = kinds(&p).into_iter().filter(|k| k.starts_with("notice")).collect();
+    assert_eq!(notices, ["notice sick", "notice well"]);
+    // Without internal demand, nothing is taken: the sick node bills nothing (the controller's holds).
+    assert!(base().plan().steps.is_empty());
+}
+
+#[test]
+fn a_shrunk_node_goes_first_and_counts_what_it_has() {
+    let p = fx()
+        .node("half", 4)
+        .marked(NodeState::Leased, Some("acme.a"))
+        .held_with(8)
+        .tenant_pod("acme", "w1", "half")
+        .node("whole", 8)
+        .marked(NodeState::Leased, Some("acme.b"))
+        .held_with(8)
+        .tenant_pod("acme", "w2", "whole")
+        .lease("acme", "a", 8, LeasePhase::Bound, Some(-600))
+        .lease("acme", "b", 8, LeasePhase::Bound, Some(-600))
+        .internal_pod("queued", None, 4)
+        .plan();
+    let notices: Vec<String> = kinds(&p).into_iter().filter(|k| k.starts_with("notice")).collect();
+    assert_eq!(notices, ["notice half"], "4 GPUs wanted: the shrunk node's 4 cover it");
+    assert!(
+        reason_of(&p, "half").contains("4 of the 8 GPUs"),
+        "{}",
+        reason_of(&p, "half")
+    );
+}
+
+#[test]
+fn a_lease_at_no_usable_gpus_under_internal_demand_is_reclaimed() {
+    // Capacity 8 → 0 on the leased node while 16 GPUs of internal work wait for the pool.
+    let p = fx()
+        .node("empty", 0)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .held_with(8)
+        .tenant_pod("acme", "w", "empty")
+        .node("busy", 8)
+        .internal_pod("running", Some("busy"), 8)
+        .lease("acme", "job", 8, LeasePhase::Bound, Some(-600))
+        .internal_pod("queued", None, 16)
+        .demand(None, 16)
+        .plan();
+    assert!(kinds(&p).contains(&"notice empty".to_string()), "{:?}", kinds(&p));
+    let lease = &p.leases[0];
+    assert_eq!(lease.phase, LeasePhase::Reclaiming);
+    // With no tenant pod left on it, it goes back at once and the lease ends.
+    let p = fx()
+        .node("empty", 0)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .held_with(8)
+        .node("busy", 8)
+        .internal_pod("running", Some("busy"), 8)
+        .lease("acme", "job", 8, LeasePhase::Bound, Some(-600))
+        .demand(None, 16)
+        .plan();
+    assert_eq!(kinds(&p), ["return empty"]);
+    assert_eq!(p.leases[0].phase, LeasePhase::Released);
+}
+
+#[test]
+fn a_node_under_notice_that_is_not_ready_is_not_counted_as_coming_back() {
+    let p = fx()
+        .node("n1", 8)
+        .marked(NodeState::Reclaiming, Some("acme.job"))
+        .not_ready()
+        .with_node(|n| n.marks.deadline = Some(at(60)))
+        .tenant_pod("acme", "w", "n1")
+        .with_pod_deadline(at(60))
+        .node("n2", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .held_with(8)
+        .tenant_pod("acme", "w2", "n2")
+        .lease("acme", "job", 16, LeasePhase::Reclaiming, Some(-600))
+        .internal_pod("queued", None, 8)
+        .plan();
+    assert!(kinds(&p).contains(&"notice n2".to_string()), "{:?}", kinds(&p));
+}

@@ -17,6 +17,7 @@ mod differential;
 mod kubectl_view;
 mod metrics_prometheus;
 mod modes;
+mod node_health;
 mod sandbox_kube;
 mod sandbox_kubectl;
 mod sandbox_local;

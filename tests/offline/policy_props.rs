@@ -629,7 +629,8 @@ fn run_sequence(k: &Knobs, nodes: &[(u32, usize)], events: &[Event]) -> Result<(
         promises.after(&s, &p)?;
         if let Some(max) = s.policy.max_concurrent_reclaims {
             // Notices for internal demand never take the nodes under notice past the cap (forced ones,
-            // such as a lease running out, are not capped).
+            // such as a lease running out, are not capped, nor are nodes that serve their tenant less than they
+            // were bound for: not Ready, or fewer GPUs).
             let demand_notices = p
                 .steps
                 .iter()
@@ -638,6 +639,7 @@ fn run_sequence(k: &Knobs, nodes: &[(u32, usize)], events: &[Event]) -> Result<(
                 .nodes
                 .iter()
                 .filter(|n| n.marks.state == NodeState::Reclaiming)
+                .filter(|n| n.ready && n.held_gpus.is_none_or(|h| n.gpus >= h))
                 .count();
             prop_assert!(
                 !demand_notices || under_notice <= max as usize,

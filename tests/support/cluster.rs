@@ -388,13 +388,7 @@ impl TestEnv {
     /// them: no spec.nodeName), Running on `node`: kube-scheduler and the simulated kubelet put it there on the
     /// real control plane; on the sandbox the test binds it and marks it Running.
     pub async fn tenant_pod(&self, name: &str, gpus: u32, lease: &sublet::api::GpuLeaseStatus, node: &str) -> Pod {
-        let mut tolerations = serde_json::to_value(&lease.tolerations).unwrap();
-        tolerations
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"key": "nvidia.com/gpu", "operator": "Exists"}));
-        let extra = json!({"nodeSelector": lease.node_selector, "tolerations": tolerations});
-        gpu_pod(&self.client, &self.acme, name, gpus, None, extra).await;
+        gpu_pod(&self.client, &self.acme, name, gpus, None, lease_pod_spec(lease)).await;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.acme);
         if self.sandbox.is_some() {
             self.bind(&self.acme, name, node).await;
@@ -415,6 +409,78 @@ impl TestEnv {
         .await
     }
 
+    /// Stops `node`'s kubelet: its heartbeats end. On the real control plane the node lifecycle controller
+    /// then marks it `Unknown` (node-monitor-grace-period, 50 s by default) and taints it unreachable; the
+    /// sandbox runs no such controller, so the test stands in for it and sets Ready `Unknown` at once.
+    pub async fn stop_kubelet(&self, node: &str) {
+        self.kubelet_label(node, json!("stopped")).await;
+        if self.backend == super::real::Backend::Sandbox {
+            self.set_ready(node, "Unknown").await;
+        }
+    }
+
+    /// Starts `node`'s kubelet again: it posts Ready (on the sandbox, the test does).
+    pub async fn start_kubelet(&self, node: &str) {
+        self.kubelet_label(node, Value::Null).await;
+        if self.backend == super::real::Backend::Sandbox {
+            self.set_ready(node, "True").await;
+        }
+    }
+
+    async fn kubelet_label(&self, node: &str, value: Value) {
+        let patch = json!({"metadata": {"labels": {super::real::KUBELET_LABEL: value}}});
+        Api::<Node>::all(self.client.clone())
+            .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("node labelled");
+    }
+
+    async fn set_ready(&self, node: &str, status: &str) {
+        let reason = if status == "True" {
+            "KubeletReady"
+        } else {
+            "NodeStatusUnknown"
+        };
+        let patch = json!({"status": {"conditions": [{"type": "Ready", "status": status,
+            "reason": reason, "message": "set by the test"}]}});
+        Api::<Node>::all(self.client.clone())
+            .patch_status(node, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+            .expect("node status");
+    }
+
+    /// Sets `node`'s capacity and allocatable GPUs, as a device plugin does when GPUs fail.
+    pub async fn set_gpus(&self, node: &str, gpus: u32) {
+        let patch = json!({"status": {"capacity": {"nvidia.com/gpu": gpus.to_string()},
+            "allocatable": {"nvidia.com/gpu": gpus.to_string()}}});
+        Api::<Node>::all(self.client.clone())
+            .patch_status(node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("node status");
+    }
+
+    /// A tenant pod as [`TestEnv::tenant_pod`] makes it, placed by kube-scheduler on whichever node of the lease
+    /// it picks (the real control plane only); the node it runs on.
+    pub async fn tenant_pod_placed(&self, name: &str, gpus: u32, lease: &sublet::api::GpuLeaseStatus) -> String {
+        assert_eq!(
+            self.backend,
+            super::real::Backend::Real,
+            "the sandbox runs no scheduler"
+        );
+        gpu_pod(&self.client, &self.acme, name, gpus, None, lease_pod_spec(lease)).await;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.acme);
+        eventually_seen(30, "the tenant pod running", || async {
+            let p = pods.get(name).await.map_err(|e| e.to_string())?;
+            let on = p.spec.as_ref().and_then(|s| s.node_name.clone());
+            let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+            match (on, phase.as_deref()) {
+                (Some(n), Some("Running")) => Ok(n),
+                seen => Err(format!("{seen:?}")),
+            }
+        })
+        .await
+    }
+
     /// Binds a pod to a node through the binding subresource, as a scheduler does.
     pub async fn bind(&self, ns: &str, pod: &str, node: &str) {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
@@ -425,6 +491,17 @@ impl TestEnv {
             .await
             .expect("pod bound");
     }
+}
+
+/// What a tenant pod of `lease` carries besides the GPU pod's spec: the lease's node selector and tolerations,
+/// and the GPU nodes' taint.
+fn lease_pod_spec(lease: &sublet::api::GpuLeaseStatus) -> Value {
+    let mut tolerations = serde_json::to_value(&lease.tolerations).unwrap();
+    tolerations
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"key": "nvidia.com/gpu", "operator": "Exists"}));
+    json!({"nodeSelector": lease.node_selector, "tolerations": tolerations})
 }
 
 /// The names of the nodes sublet has lent (state `lent`), sorted.

@@ -29,6 +29,8 @@ use sublet::api::{GpuLease, TenantPool};
 
 /// The label on every namespace and node a test creates on the real control plane.
 pub const OWNED: &str = "sublet.test/owned";
+/// A node labelled `sublet.test/kubelet=stopped` gets no heartbeat from the simulated kubelet.
+pub const KUBELET_LABEL: &str = "sublet.test/kubelet";
 
 /// Which API server a test runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,9 +107,10 @@ fn start() -> RealCluster {
         runtime.block_on(async move {
             let client = client_for(&for_kubelet).await;
             let (_keep, stop) = tokio::sync::watch::channel(false);
-            // Every node but `sublet demo --cluster`'s, which the demo's own kubelet runs.
+            // Every node but `sublet demo --cluster`'s, which the demo's own kubelet runs, and those a test
+            // stopped the kubelet of (`TestEnv::stop_kubelet`).
             let config = sublet::demo::kubelet::KubeletConfig {
-                node_selector: format!("!{}", sublet::demo::GROUP_LABEL),
+                node_selector: format!("!{},{KUBELET_LABEL}!=stopped", sublet::demo::GROUP_LABEL),
                 period: Duration::from_millis(100),
                 ..Default::default()
             };
