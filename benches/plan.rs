@@ -85,6 +85,7 @@ fn snapshot_with(pending_gpus_per_pod: u32, learned: Option<LearnedPolicy>) -> S
             utilization: None,
             idle_since: (i >= 4_200).then_some(long_ago),
             internal: InternalLoad::default(),
+            scrub: None,
         });
     }
     for l in 0..LEASES {

@@ -106,6 +106,9 @@ impl TenantPoolSpec {
             pending_pods_demand: self.demand.pending_pods.enabled,
             deleting,
             invalid: None,
+            scrub: self.scrub.as_ref().map(|s| crate::policy::ScrubPolicy {
+                timeout_seconds: s.timeout_seconds.max(1),
+            }),
         })
     }
 }

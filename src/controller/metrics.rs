@@ -24,7 +24,7 @@ pub const GPU_STATES: [&str; 5] = ["internal", "lendable", "lent", "leased", "re
 /// Outcomes of `sublet_evictions_total`.
 pub const EVICTION_OUTCOMES: [&str; 4] = ["evicted", "blocked", "deleted", "failed"];
 /// Kinds of `sublet_api_writes_total`.
-pub const WRITE_KINDS: [&str; 8] = [
+pub const WRITE_KINDS: [&str; 9] = [
     "node",
     "pod",
     "eviction",
@@ -33,6 +33,7 @@ pub const WRITE_KINDS: [&str; 8] = [
     "pool_finalizer",
     "lease_status",
     "event",
+    "job",
 ];
 /// Signal sources of `sublet_signal_sample_timestamp_seconds`.
 pub const SIGNAL_SOURCES: [&str; 3] = ["utilization", "kueue", "promql"];
@@ -40,6 +41,11 @@ pub const SIGNAL_SOURCES: [&str; 3] = ["utilization", "kueue", "promql"];
 pub const RECLAIM_BUCKETS: [f64; 13] = [
     1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 150.0, 180.0, 240.0, 300.0, 600.0,
 ];
+
+/// Results of `sublet_scrubs_total`.
+pub const SCRUB_RESULTS: [&str; 3] = ["succeeded", "failed", "timeout"];
+/// Buckets of `sublet_scrub_duration_seconds`: from a quick cache prune to a long GPU reset and wipe.
+pub const SCRUB_BUCKETS: [f64; 11] = [1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0];
 
 /// Every metric sublet exports.
 #[derive(Clone)]
@@ -63,6 +69,10 @@ pub struct Metrics {
     pub evictions: IntCounterVec,
     /// Seconds from internal demand seen to a node back in internal use.
     pub reclaim_latency: HistogramVec,
+    /// Scrubs that ended, by pool and result ([`SCRUB_RESULTS`]).
+    pub scrubs: IntCounterVec,
+    /// Seconds from a scrub Job's creation to its completion.
+    pub scrub_duration: HistogramVec,
     lease_gpu_seconds: CounterVec,
     lease_cost: CounterVec,
     pool_gpu_seconds: CounterVec,
@@ -197,6 +207,20 @@ impl Metrics {
             "GPUs of a pool's member nodes, by class",
             &["pool", "class"],
         );
+        let scrubs = int_counters(
+            "scrubs_total",
+            "Scrubs of nodes between holders that ended, by result (succeeded, failed, timeout)",
+            &["pool", "result"],
+        );
+        let scrub_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "scrub_duration_seconds",
+                "From a scrub Job's creation to its completion",
+            )
+            .buckets(SCRUB_BUCKETS.to_vec()),
+            &["pool"],
+        )
+        .expect("valid metric");
         let marks_repaired = int_counters(
             "node_marks_repaired_total",
             "Nodes whose sublet.dev/ marks disagreed with sublet's record and were put right",
@@ -211,6 +235,8 @@ impl Metrics {
             Box::new(notices.clone()),
             Box::new(evictions.clone()),
             Box::new(reclaim_latency.clone()),
+            Box::new(scrubs.clone()),
+            Box::new(scrub_duration.clone()),
             Box::new(lease_gpu_seconds.clone()),
             Box::new(lease_cost.clone()),
             Box::new(pool_gpu_seconds.clone()),
@@ -241,6 +267,8 @@ impl Metrics {
             notices,
             evictions,
             reclaim_latency,
+            scrubs,
+            scrub_duration,
             lease_gpu_seconds,
             lease_cost,
             pool_gpu_seconds,
@@ -288,6 +316,9 @@ impl Metrics {
         self.reconciles.with_label_values(&[pool]);
         for outcome in EVICTION_OUTCOMES {
             self.evictions.with_label_values(&[pool, outcome]);
+        }
+        for result in SCRUB_RESULTS {
+            self.scrubs.with_label_values(&[pool, result]);
         }
         for error in errors {
             self.reconcile_failures.with_label_values(&[pool, error]);

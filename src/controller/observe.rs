@@ -91,6 +91,7 @@ fn node_view(node: &Node, gpus: u32, label_keys: &[String]) -> NodeView {
         utilization: None,
         idle_since: None,
         internal: InternalLoad::default(),
+        scrub: None,
     }
 }
 

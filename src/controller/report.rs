@@ -149,7 +149,7 @@ fn moves<'a>(snapshot: &'a Snapshot, outcomes: &'a [Outcome]) -> Moves<'a> {
     };
     for o in outcomes {
         match (&o.step.action, &o.result) {
-            (Action::Return { node, .. } | Action::Unlend { node }, Ok(done)) => {
+            (Action::Return { node, .. } | Action::Unlend { node } | Action::Scrub { node, .. }, Ok(done)) => {
                 m.returned_ok.insert(node.as_str());
                 if *done == Done::Written {
                     m.returned_now.insert(node.as_str());
@@ -704,6 +704,8 @@ fn pool_status(
             lent_gpus: t.lent_gpus as i32,
             leased_gpus: t.leased_gpus as i32,
             reclaiming_gpus: t.reclaiming_gpus as i32,
+            scrubbing_nodes: super::scrub::counts(plan).0,
+            scrub_failed_nodes: super::scrub::counts(plan).1,
         },
         harvestable_gpu_hours: old.harvestable_gpu_hours,
         lent_gpu_hours: accounted.lent_gpu_hours,

@@ -4,6 +4,8 @@
 //!   every `period`:  nodes (matching the selector) ─▶ renew each node's Lease in kube-node-lease
 //!                                                 ─▶ keep its Ready condition True (a fresh heartbeat each minute)
 //!                    pods bound to those nodes    ─▶ Pending → Running and Ready (when `start_pods`)
+//!                                                 ─▶ Running → Succeeded or Failed once a pod's simulated run
+//!                                                    time is over ([`RUN_SECONDS`], [`EXIT_CODE`])
 //!                                                 ─▶ deleted ones removed once their grace period is over
 //! ```
 //! On a real control plane the node lifecycle controller marks a node whose Lease goes stale `Unknown`,
@@ -20,6 +22,13 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Precon
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
+
+/// Pod annotation: seconds the simulated containers run before they exit; without it they run until deleted.
+/// A pod that runs to completion (a Job's) says how long it would take on a real node.
+pub const RUN_SECONDS: &str = "kubelet.simulated/run-seconds";
+/// Pod annotation: the exit code of the simulated containers (default 0): 0 ends the pod `Succeeded`, any
+/// other `Failed`.
+pub const EXIT_CODE: &str = "kubelet.simulated/exit-code";
 
 /// The namespace node Leases live in.
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -209,6 +218,19 @@ async fn tend_pods(client: &Client, nodes: &BTreeSet<String>) -> Result<(), Kube
             }
             continue;
         }
+        let ended = (phase == "Running").then(|| exited_status(&pod, now)).flatten();
+        if let Some(status) = ended {
+            let patch = json!({ "status": status });
+            match api
+                .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+            continue;
+        }
         if phase == "Pending" {
             let patch = json!({"status": running_status(&pod, now)});
             match api
@@ -222,6 +244,42 @@ async fn tend_pods(client: &Client, nodes: &BTreeSet<String>) -> Result<(), Kube
         }
     }
     Ok(())
+}
+
+/// The status a kubelet reports once the containers of a running `pod` with a simulated run time
+/// ([`RUN_SECONDS`]) have exited; None while they still run (or run for good).
+pub fn exited_status(pod: &Pod, now: Timestamp) -> Option<Value> {
+    let annotations = pod.metadata.annotations.as_ref()?;
+    let secs: i64 = annotations.get(RUN_SECONDS)?.trim().parse().ok()?;
+    let started = pod.status.as_ref()?.start_time.as_ref()?.0;
+    if now.as_second() < started.as_second() + secs {
+        return None;
+    }
+    let code: i32 = annotations
+        .get(EXIT_CODE)
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or(0);
+    let at = time(now);
+    let containers: Vec<Value> = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            json!({"name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
+                "ready": false, "started": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+                                         "startedAt": time(started), "finishedAt": at}}})
+        })
+        .collect();
+    let condition = |t: &str, s: &str| json!({"type": t, "status": s, "lastTransitionTime": at});
+    Some(json!({
+        "phase": if code == 0 { "Succeeded" } else { "Failed" },
+        "conditions": [condition("PodScheduled", "True"), condition("Initialized", "True"),
+                       condition("ContainersReady", "False"), condition("Ready", "False")],
+        "containerStatuses": containers,
+    }))
 }
 
 /// The status a kubelet reports once every container of `pod` runs and is ready.

@@ -137,7 +137,8 @@ impl Draft<'_> {
                         c.free[w.class] += i64::from(w.gpus.saturating_sub(w.used_gpus));
                     }
                 }
-                NodeState::Reclaiming => c.incoming[w.class] += i64::from(w.gpus),
+                // A scrubbing node comes back once its scrub completes: counted as coming, like one under notice.
+                NodeState::Reclaiming | NodeState::Scrubbing => c.incoming[w.class] += i64::from(w.gpus),
                 NodeState::Lent | NodeState::Leased => {}
             }
         }

@@ -42,6 +42,8 @@ pub struct PoolPolicy {
     /// Why the pool's spec as written cannot be used, when it cannot: the plan then runs under the last
     /// valid spec (this policy), lends and binds nothing new, and carries out everything else.
     pub invalid: Option<String>,
+    /// The scrub a node passes between holders; None returns nodes straight away.
+    pub scrub: Option<super::scrub::ScrubPolicy>,
 }
 
 /// GPUs kept back for internal bursts, per node class.
@@ -203,6 +205,7 @@ impl PoolPolicy {
             pending_pods_demand: true,
             deleting: false,
             invalid: None,
+            scrub: None,
         }
     }
 

@@ -51,6 +51,8 @@ pub struct NodeView {
     /// (the controller's form: it never acts on an internal pod, only counts them). Pods listed in
     /// `Snapshot::pods` on the node add to these.
     pub internal: InternalLoad,
+    /// For a scrubbing node: its scrub Job, as read.
+    pub scrub: Option<super::scrub::ScrubView>,
 }
 
 /// Internal GPU pods on a node, and the GPUs they hold.
