@@ -19,5 +19,6 @@ mod metrics_prometheus;
 mod sandbox_kube;
 mod sandbox_kubectl;
 mod sandbox_local;
+mod scrub;
 mod signals_kueue;
 mod signals_prometheus;
