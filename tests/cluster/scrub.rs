@@ -364,3 +364,44 @@ async fn restart_mid_scrub(backend: Backend) {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrub_past_its_timeout_fails_and_keeps_the_node_out() {
+    for backend in clusters() {
+        timed_out(backend).await;
+    }
+}
+
+async fn timed_out(backend: Backend) {
+    let env = TestEnv::start(backend, SandboxConfig::default()).await;
+    let _kubelet = kubelet(&env);
+    let c = env.client.clone();
+    let gpu = env.gpu_node("gpu-1", 8).await;
+    let pool = env.name(POOL);
+    let mut s = spec(3600, 0);
+    s["scrub"]["timeoutSeconds"] = json!(2);
+    create_pool(&c, &pool, env.pool_spec(s)).await;
+    let _run = env.controller("sublet-0", false);
+    create_lease(&c, &env.acme, "first", json!({"pool": pool, "gpus": 8})).await;
+    bound(&env, "first").await;
+    Api::<GpuLease>::namespaced(c.clone(), &env.acme)
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    scrubbing(&env, &pool, &gpu).await;
+    // The Job controller ends the Job at its activeDeadlineSeconds (sublet's own clock would too): the node
+    // stays scrubbing and says so.
+    let why = eventually_seen(60, "the timeout recorded on the node", || async {
+        let n = node(&c, &gpu).await;
+        match annotation(&n, "sublet.dev/scrub-failed") {
+            Some(why) => Ok(why.to_string()),
+            None => Err(format!("state {:?}", label(&n, "sublet.dev/state"))),
+        }
+    })
+    .await;
+    assert!(
+        why.contains("DeadlineExceeded") || why.contains("timeoutSeconds (2s)"),
+        "{why}"
+    );
+    assert_eq!(label(&node(&c, &gpu).await, "sublet.dev/state"), Some("scrubbing"));
+}
