@@ -20,7 +20,7 @@ use prometheus::{
 use super::process_metrics::ProcessMetrics;
 
 /// Node GPU states of `sublet_gpus`.
-pub const GPU_STATES: [&str; 5] = ["internal", "lendable", "lent", "leased", "reclaiming"];
+pub const GPU_STATES: [&str; 6] = ["internal", "lendable", "lent", "leased", "reclaiming", "scrubbing"];
 /// Outcomes of `sublet_evictions_total`.
 pub const EVICTION_OUTCOMES: [&str; 4] = ["evicted", "blocked", "deleted", "failed"];
 /// Kinds of `sublet_api_writes_total`.

@@ -836,6 +836,7 @@ fn gpu_gauges(ctx: &Context, pool: &str, t: &crate::policy::Totals) {
         ("lent", t.lent_gpus),
         ("leased", t.leased_gpus),
         ("reclaiming", t.reclaiming_gpus),
+        ("scrubbing", t.scrubbing_gpus),
     ] {
         ctx.metrics.gpus.with_label_values(&[pool, state]).set(i64::from(gpus));
     }
