@@ -164,29 +164,19 @@ pub fn counts(plan: &Plan) -> (i32, i32) {
         .iter()
         .filter(|s| matches!(s.action, Action::Scrub { .. }))
         .count();
-    let staying = plan
+    let returned = |node: &str| {
+        plan.steps
+            .iter()
+            .any(|st| matches!(&st.action, Action::Return { node: n, .. } if n == node))
+    };
+    let staying: Vec<&ScrubStage> = plan
         .scrubs
         .iter()
-        .filter(|s| !matches!(s.stage, ScrubStage::Done { .. }))
-        .filter(|s| {
-            !plan
-                .steps
-                .iter()
-                .any(|st| matches!(&st.action, Action::Return { node, .. } if *node == s.node))
-        })
-        .count();
-    let failed = plan
-        .scrubs
-        .iter()
-        .filter(|s| matches!(s.stage, ScrubStage::Failed(_)))
-        .filter(|s| {
-            !plan
-                .steps
-                .iter()
-                .any(|st| matches!(&st.action, Action::Return { node, .. } if *node == s.node))
-        })
-        .count();
-    ((entering + staying) as i32, failed as i32)
+        .filter(|s| !matches!(s.stage, ScrubStage::Done { .. }) && !returned(&s.node))
+        .map(|s| &s.stage)
+        .collect();
+    let failed = staying.iter().filter(|s| matches!(s, ScrubStage::Failed(_))).count();
+    ((entering + staying.len()) as i32, failed as i32)
 }
 
 /// Carries out the scrubs' side of the pass (Enforce mode, as leader): see the module doc.

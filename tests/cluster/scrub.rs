@@ -117,6 +117,42 @@ async fn scrubbing(env: &TestEnv, pool: &str, name: &str) -> Job {
     .await
 }
 
+/// A test's world: its cluster, a kubelet for the sandbox, one 8-GPU node, a pool of `pool_spec`, the
+/// controller, and a lease `first` that held the node and was deleted, so that the node scrubs.
+struct Left {
+    env: TestEnv,
+    c: Client,
+    gpu: String,
+    pool: String,
+    run: Running,
+    /// Keeps the sandbox's kubelet running: it stops when this is dropped, so every test binds it by name.
+    kubelet: Option<watch::Sender<bool>>,
+}
+
+async fn left_by_a_tenant(backend: Backend, pool_spec: serde_json::Value) -> Left {
+    let env = TestEnv::start(backend, SandboxConfig::default()).await;
+    let kubelet = kubelet(&env);
+    let c = env.client.clone();
+    let gpu = env.gpu_node("gpu-1", 8).await;
+    let pool = env.name(POOL);
+    create_pool(&c, &pool, env.pool_spec(pool_spec)).await;
+    let run = env.controller("sublet-0", false);
+    create_lease(&c, &env.acme, "first", json!({"pool": pool, "gpus": 8})).await;
+    assert_eq!(bound(&env, "first").await, gpu);
+    Api::<GpuLease>::namespaced(c.clone(), &env.acme)
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    Left {
+        env,
+        c,
+        gpu,
+        pool,
+        run,
+        kubelet,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_is_scrubbed_before_the_next_lease_and_before_internal_work() {
     for backend in clusters() {
@@ -125,21 +161,15 @@ async fn a_node_is_scrubbed_before_the_next_lease_and_before_internal_work() {
 }
 
 async fn before_the_next_holder(backend: Backend) {
-    let env = TestEnv::start(backend, SandboxConfig::default()).await;
-    let _kubelet = kubelet(&env);
-    let c = env.client.clone();
-    let gpu = env.gpu_node("gpu-1", 8).await;
-    let pool = env.name(POOL);
-    create_pool(&c, &pool, env.pool_spec(spec(2, 0))).await;
-    let _run = env.controller("sublet-0", false);
-
     // A lease holds the node, then ends; the next lease waits while the node scrubs.
-    create_lease(&c, &env.acme, "first", json!({"pool": pool, "gpus": 8})).await;
-    assert_eq!(bound(&env, "first").await, gpu);
-    Api::<GpuLease>::namespaced(c.clone(), &env.acme)
-        .delete("first", &DeleteParams::default())
-        .await
-        .unwrap();
+    let Left {
+        env,
+        c,
+        gpu,
+        pool,
+        run: _run,
+        kubelet: _kubelet,
+    } = left_by_a_tenant(backend, spec(2, 0)).await;
     create_lease(&c, &env.acme, "next", json!({"pool": pool, "gpus": 8})).await;
     let job = scrubbing(&env, &pool, &gpu).await;
 
@@ -242,19 +272,14 @@ async fn a_failed_scrub_keeps_the_node_out_until_its_job_is_deleted() {
 }
 
 async fn failed_scrub(backend: Backend) {
-    let env = TestEnv::start(backend, SandboxConfig::default()).await;
-    let _kubelet = kubelet(&env);
-    let c = env.client.clone();
-    let gpu = env.gpu_node("gpu-1", 8).await;
-    let pool = env.name(POOL);
-    create_pool(&c, &pool, env.pool_spec(spec(1, 3))).await;
-    let _run = env.controller("sublet-0", false);
-    create_lease(&c, &env.acme, "first", json!({"pool": pool, "gpus": 8})).await;
-    bound(&env, "first").await;
-    Api::<GpuLease>::namespaced(c.clone(), &env.acme)
-        .delete("first", &DeleteParams::default())
-        .await
-        .unwrap();
+    let Left {
+        env,
+        c,
+        gpu,
+        pool,
+        run: _run,
+        kubelet: _kubelet,
+    } = left_by_a_tenant(backend, spec(1, 3)).await;
     create_lease(&c, &env.acme, "next", json!({"pool": pool, "gpus": 8})).await;
     let job = scrubbing(&env, &pool, &gpu).await;
 
@@ -333,19 +358,14 @@ async fn a_restart_mid_scrub_makes_no_second_job() {
 }
 
 async fn restart_mid_scrub(backend: Backend) {
-    let env = TestEnv::start(backend, SandboxConfig::default()).await;
-    let _kubelet = kubelet(&env);
-    let c = env.client.clone();
-    let gpu = env.gpu_node("gpu-1", 8).await;
-    let pool = env.name(POOL);
-    create_pool(&c, &pool, env.pool_spec(spec(6, 0))).await;
-    let run = env.controller("sublet-0", false);
-    create_lease(&c, &env.acme, "first", json!({"pool": pool, "gpus": 8})).await;
-    bound(&env, "first").await;
-    Api::<GpuLease>::namespaced(c.clone(), &env.acme)
-        .delete("first", &DeleteParams::default())
-        .await
-        .unwrap();
+    let Left {
+        env,
+        c,
+        gpu,
+        pool,
+        run,
+        kubelet: _kubelet,
+    } = left_by_a_tenant(backend, spec(6, 0)).await;
     let job = scrubbing(&env, &pool, &gpu).await;
     run.stop().await;
     let _again = env.controller("sublet-1", false);
@@ -358,7 +378,18 @@ async fn restart_mid_scrub(backend: Backend) {
             "a second job: {jobs:?}"
         );
         match label(&node(&c, &gpu).await, "sublet.dev/state") {
-            Some("scrubbing") => Err("scrubbing".to_string()),
+            Some("scrubbing") => {
+                let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(c.clone(), JOB_NAMESPACE)
+                    .list(&ListParams::default())
+                    .await
+                    .unwrap();
+                let phases: Vec<_> = pods
+                    .items
+                    .iter()
+                    .map(|p| (p.name_any(), p.status.as_ref().and_then(|s| s.phase.clone())))
+                    .collect();
+                Err(format!("scrubbing, pods {phases:?}"))
+            }
             other => Ok(other.map(str::to_string)),
         }
     })
@@ -373,21 +404,16 @@ async fn a_scrub_past_its_timeout_fails_and_keeps_the_node_out() {
 }
 
 async fn timed_out(backend: Backend) {
-    let env = TestEnv::start(backend, SandboxConfig::default()).await;
-    let _kubelet = kubelet(&env);
-    let c = env.client.clone();
-    let gpu = env.gpu_node("gpu-1", 8).await;
-    let pool = env.name(POOL);
     let mut s = spec(3600, 0);
     s["scrub"]["timeoutSeconds"] = json!(2);
-    create_pool(&c, &pool, env.pool_spec(s)).await;
-    let _run = env.controller("sublet-0", false);
-    create_lease(&c, &env.acme, "first", json!({"pool": pool, "gpus": 8})).await;
-    bound(&env, "first").await;
-    Api::<GpuLease>::namespaced(c.clone(), &env.acme)
-        .delete("first", &DeleteParams::default())
-        .await
-        .unwrap();
+    let Left {
+        env,
+        c,
+        gpu,
+        pool,
+        run: _run,
+        kubelet: _kubelet,
+    } = left_by_a_tenant(backend, s).await;
     scrubbing(&env, &pool, &gpu).await;
     // The Job controller ends the Job at its activeDeadlineSeconds (sublet's own clock would too): the node
     // stays scrubbing and says so.
