@@ -260,19 +260,10 @@ pub fn exited_status(pod: &Pod, now: Timestamp) -> Option<Value> {
         .and_then(|c| c.trim().parse().ok())
         .unwrap_or(0);
     let at = time(now);
-    let containers: Vec<Value> = pod
-        .spec
-        .as_ref()
-        .map(|s| s.containers.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .map(|c| {
-            json!({"name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
-                "ready": false, "started": false, "restartCount": 0,
-                "state": {"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
-                                         "startedAt": time(started), "finishedAt": at}}})
-        })
-        .collect();
+    let reason = if code == 0 { "Completed" } else { "Error" };
+    let state =
+        json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": time(started), "finishedAt": at}});
+    let containers = container_statuses(pod, false, &state);
     let condition = |t: &str, s: &str| json!({"type": t, "status": s, "lastTransitionTime": at});
     Some(json!({
         "phase": if code == 0 { "Succeeded" } else { "Failed" },
@@ -282,20 +273,24 @@ pub fn exited_status(pod: &Pod, now: Timestamp) -> Option<Value> {
     }))
 }
 
-/// The status a kubelet reports once every container of `pod` runs and is ready.
-pub fn running_status(pod: &Pod, now: Timestamp) -> Value {
-    let now = time(now);
-    let containers: Vec<Value> = pod
-        .spec
+/// Every container of `pod` in `state`, ready and started or neither.
+fn container_statuses(pod: &Pod, running: bool, state: &Value) -> Vec<Value> {
+    pod.spec
         .as_ref()
         .map(|s| s.containers.as_slice())
         .unwrap_or_default()
         .iter()
         .map(|c| {
             json!({"name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
-                "ready": true, "started": true, "restartCount": 0, "state": {"running": {"startedAt": now}}})
+                "ready": running, "started": running, "restartCount": 0, "state": state})
         })
-        .collect();
+        .collect()
+}
+
+/// The status a kubelet reports once every container of `pod` runs and is ready.
+pub fn running_status(pod: &Pod, now: Timestamp) -> Value {
+    let now = time(now);
+    let containers = container_statuses(pod, true, &json!({"running": {"startedAt": now}}));
     let condition = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": now});
     json!({
         "phase": "Running",
@@ -309,6 +304,32 @@ pub fn running_status(pod: &Pod, now: Timestamp) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_with_a_simulated_run_time_exits_with_its_code_once_it_is_over() {
+        let started: Timestamp = "2026-01-05T10:00:00Z".parse().unwrap();
+        let pod = |annotations: Value| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": "p", "annotations": annotations},
+                "spec": {"containers": [{"name": "c", "image": "x"}]},
+                "status": {"phase": "Running", "startTime": "2026-01-05T10:00:00Z"},
+            }))
+            .unwrap()
+        };
+        let at = |s: i64| started.checked_add(jiff::SignedDuration::from_secs(s)).unwrap();
+        let failing = pod(json!({RUN_SECONDS: "5", EXIT_CODE: "2"}));
+        assert_eq!(exited_status(&failing, at(4)), None);
+        let s = exited_status(&failing, at(5)).unwrap();
+        assert_eq!(s["phase"], "Failed");
+        assert_eq!(s["containerStatuses"][0]["state"]["terminated"]["exitCode"], 2);
+        let s = exited_status(&pod(json!({RUN_SECONDS: "1"})), at(1)).unwrap();
+        assert_eq!(s["phase"], "Succeeded");
+        assert_eq!(
+            exited_status(&pod(json!({})), at(3600)),
+            None,
+            "no run time: runs for good"
+        );
+    }
 
     #[test]
     fn times_are_written_as_the_api_reads_them() {

@@ -104,6 +104,18 @@ async fn bound(env: &TestEnv, lease: &str) -> String {
     .await
 }
 
+/// Waits for the node's scrub-failed annotation; answers it.
+async fn failure_on(c: &Client, gpu: &str) -> String {
+    eventually_seen(60, "the failure recorded on the node", || async {
+        let n = node(c, gpu).await;
+        match annotation(&n, "sublet.dev/scrub-failed") {
+            Some(why) => Ok(why.to_string()),
+            None => Err(format!("state {:?}", label(&n, "sublet.dev/state"))),
+        }
+    })
+    .await
+}
+
 /// Waits for the node to be scrubbing with its Job created; answers the Job.
 async fn scrubbing(env: &TestEnv, pool: &str, name: &str) -> Job {
     eventually_seen(30, "the node to scrub", || async {
@@ -284,14 +296,7 @@ async fn failed_scrub(backend: Backend) {
     let job = scrubbing(&env, &pool, &gpu).await;
 
     // The scrub fails: the node stays out, and the node, the pool status and a Warning event say why.
-    let why = eventually_seen(60, "the failure recorded on the node", || async {
-        let n = node(&c, &gpu).await;
-        match annotation(&n, "sublet.dev/scrub-failed") {
-            Some(why) => Ok(why.to_string()),
-            None => Err(format!("state {:?}", label(&n, "sublet.dev/state"))),
-        }
-    })
-    .await;
+    let why = failure_on(&c, &gpu).await;
     assert!(
         why.contains(&job.name_any()) && why.contains("BackoffLimitExceeded"),
         "{why}"
@@ -417,14 +422,7 @@ async fn timed_out(backend: Backend) {
     scrubbing(&env, &pool, &gpu).await;
     // The Job controller ends the Job at its activeDeadlineSeconds (sublet's own clock would too): the node
     // stays scrubbing and says so.
-    let why = eventually_seen(60, "the timeout recorded on the node", || async {
-        let n = node(&c, &gpu).await;
-        match annotation(&n, "sublet.dev/scrub-failed") {
-            Some(why) => Ok(why.to_string()),
-            None => Err(format!("state {:?}", label(&n, "sublet.dev/state"))),
-        }
-    })
-    .await;
+    let why = failure_on(&c, &gpu).await;
     assert!(
         why.contains("DeadlineExceeded") || why.contains("timeoutSeconds (2s)"),
         "{why}"
