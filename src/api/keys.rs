@@ -5,7 +5,7 @@
 
 /// Node label: the pool a node is lent through.
 pub const POOL_LABEL: &str = "sublet.dev/pool";
-/// Node label: `lent`, `leased` or `reclaiming` (absent while the node serves internal work).
+/// Node label: `lent`, `leased`, `reclaiming` or `scrubbing` (absent while the node serves internal work).
 pub const STATE_LABEL: &str = "sublet.dev/state";
 /// Node label: the lease (`NAMESPACE.NAME`) a node is bound to.
 pub const LEASE_LABEL: &str = "sublet.dev/lease";
@@ -31,6 +31,13 @@ pub const POOL_FINALIZER: &str = "sublet.dev/return-nodes";
 pub const LEASE_FINALIZER: &str = "sublet.dev/bill-until-returned";
 /// Field manager name for every write sublet makes.
 pub const FIELD_MANAGER: &str = "sublet";
+
+/// Node annotation: the scrub Job (in sublet's namespace) a scrubbing node waits for.
+pub const SCRUB_JOB_ANNOTATION: &str = "sublet.dev/scrub-job";
+/// Node annotation: why the node's scrub failed; it stays out of use until the Job is deleted.
+pub const SCRUB_FAILED_ANNOTATION: &str = "sublet.dev/scrub-failed";
+/// Job and pod label: the node a scrub Job runs on.
+pub const SCRUB_NODE_LABEL: &str = "sublet.dev/scrub-node";
 
 /// Taint key on a node under reclaim notice: no new tenant pod lands there; value is the lease.
 pub const RECLAIMING_TAINT: &str = "sublet.dev/reclaiming";

@@ -15,6 +15,7 @@ mod lease;
 pub mod pod_gpus;
 mod policy;
 mod pool;
+mod scrub;
 mod validate;
 
 pub use condition::{Condition, ConditionStatus, set_condition};
@@ -25,6 +26,7 @@ pub use pool::{
     MemberNode, Mode, NodeState, PendingPodsDemand, PoolTotals, Pricing, PromqlDemand, ReclaimPolicy, Reserve,
     TenantPool, TenantPoolSpec, TenantPoolStatus, UtilizationSource, Weekday,
 };
+pub use scrub::ScrubSpec;
 pub use validate::tenant_pool_errors;
 
 /// The API group of every sublet custom resource.

@@ -108,6 +108,9 @@ impl TenantPoolSpec {
             invalid: None,
             // Set by the controller from `mode`; the simulator plans as a pool in Enforce would.
             observe: false,
+            scrub: self.scrub.as_ref().map(|s| crate::policy::ScrubPolicy {
+                timeout_seconds: s.timeout_seconds.max(1),
+            }),
         })
     }
 }

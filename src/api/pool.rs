@@ -78,6 +78,20 @@ pub use crate::policy::NodeState;
         json_path = ".status.totals.reclaimingGpus",
         description = "GPUs under reclaim notice"
     ),
+    printcolumn(
+        name = "Scrubbing",
+        type_ = "integer",
+        json_path = ".status.totals.scrubbingNodes",
+        description = "Nodes held out between holders until their scrub completes (-o wide)",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "ScrubFailed",
+        type_ = "integer",
+        json_path = ".status.totals.scrubFailedNodes",
+        description = "Scrubbing nodes whose scrub failed: out of use until their Job is deleted (-o wide)",
+        priority = "1"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -156,6 +170,11 @@ pub struct TenantPoolSpec {
     /// `Observe` decides and reports but changes no node or pod; `Enforce` acts.
     #[serde(default)]
     pub mode: Mode,
+
+    /// A scrub every node passes after a tenant held it, before it is lent again or goes back to internal
+    /// use. Unset: nodes go straight back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrub: Option<super::scrub::ScrubSpec>,
 }
 
 /// Whether the pool acts on its decisions.
@@ -577,6 +596,12 @@ pub struct PoolTotals {
     pub leased_gpus: i32,
     /// GPUs under reclaim notice.
     pub reclaiming_gpus: i32,
+    /// Nodes held out between holders until their scrub completes, failed ones included.
+    #[serde(default)]
+    pub scrubbing_nodes: i32,
+    /// Scrubbing nodes whose scrub failed or timed out: out of use until their Job is deleted.
+    #[serde(default)]
+    pub scrub_failed_nodes: i32,
 }
 
 /// One member node in the pool status.

@@ -6,7 +6,7 @@
 //!          Bound, Released, Expired (Normal)
 //!   pod    Breach (Warning)         a tenant pod on a node no lease of its namespace holds, evicted at once
 //!   pool   InvalidSpec, SignalsStale, LendingBlocked (Warning), when its condition turns so
-//!   node   Lent, Returned (Normal), with the reason
+//!   node   Lent, Returned, Scrubbing (Normal), with the reason; ScrubFailed (Warning, scrub.rs)
 //! ```
 //! kube's recorder folds events of one object, reason and related object into one series and keeps the
 //! first message, so events that must stay apart (two nodes, two pods) name a different related object.
@@ -155,7 +155,7 @@ fn pool_of(snapshot: &Snapshot) -> &str {
     &snapshot.policy.name
 }
 
-/// Normal events on nodes lent out of internal use and returned to it, with the reason.
+/// Normal events on nodes lent out of internal use, returned to it, or taken into Scrubbing, with the reason.
 pub async fn node_events(ctx: &Context, pool: &str, outcomes: &[Outcome]) {
     for o in outcomes.iter().filter(|o| matches!(o.result, Ok(Done::Written))) {
         let (node, reason, action, note) = match &o.step.action {
@@ -165,6 +165,15 @@ pub async fn node_events(ctx: &Context, pool: &str, outcomes: &[Outcome]) {
                 "Returned",
                 "Return",
                 format!("back in internal use from pool {pool}: {}", o.step.reason),
+            ),
+            Action::Scrub { node, job, .. } => (
+                node,
+                "Scrubbing",
+                "Scrub",
+                format!(
+                    "its tenant left ({}); held out of use until scrub job {job} completes",
+                    o.step.reason
+                ),
             ),
             _ => continue,
         };

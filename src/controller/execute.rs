@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use super::{Context, Error, timed};
 use crate::api::keys::{
     DEADLINE_ANNOTATION, LEASE_LABEL, LEASE_TAINT, LEASE_UID_ANNOTATION, LENT_TAINT, POOL_LABEL, RECLAIMING_TAINT,
-    RETURNED_ANNOTATION, SINCE_ANNOTATION, STATE_LABEL,
+    RETURNED_ANNOTATION, SCRUB_FAILED_ANNOTATION, SCRUB_JOB_ANNOTATION, SINCE_ANNOTATION, STATE_LABEL,
 };
 use crate::policy::{Action, NodeState, Snapshot, Step};
 
@@ -58,6 +58,10 @@ pub(super) fn is_status(err: &Error, code: u16) -> bool {
     matches!(err, Error::Kube(kube::Error::Api(s)) if s.code == code)
 }
 
+pub(super) fn is_status_of<T>(result: &Result<T, Error>, code: u16) -> bool {
+    matches!(result, Err(e) if is_status(e, code))
+}
+
 /// Where a step acts: the nodes it writes or whose pods it annotates. Steps that share a node keep their plan
 /// order; the rest run side by side, so one node whose writes hang never holds up another. An eviction
 /// writes no node (it comes after the deadline the node already carries) and runs on its own: one pod whose
@@ -65,7 +69,11 @@ pub(super) fn is_status(err: &Error, code: u16) -> bool {
 fn step_nodes<'a>(step: &'a Step, pod_nodes: &'a HashMap<(&str, &str), &str>) -> Vec<&'a str> {
     match &step.action {
         Action::Evict { .. } => vec![],
-        Action::Lend { node } | Action::Unlend { node } | Action::Return { node, .. } | Action::Notice { node, .. } => {
+        Action::Lend { node }
+        | Action::Unlend { node }
+        | Action::Return { node, .. }
+        | Action::Notice { node, .. }
+        | Action::Scrub { node, .. } => {
             vec![node.as_str()]
         }
         Action::Bind { nodes, .. } => nodes.iter().map(String::as_str).collect(),
@@ -247,6 +255,7 @@ async fn run_step(ctx: &Context, pool: &str, step: &Step, reclaim: Reclaim, now:
             }
             result
         }
+        Action::Scrub { node, job, .. } => update_node(ctx, node, |n| mark(n, pool, Mark::Scrub(job), now)).await,
         Action::Notice { node, lease, deadline } => {
             let key = lease.clone().unwrap_or_default();
             let r = update_node(ctx, node, |n| mark(n, pool, Mark::Notice(&key, *deadline), now)).await;
@@ -292,6 +301,8 @@ enum Mark<'a> {
     Bind(&'a str, Option<&'a str>),
     Notice(&'a str, Timestamp),
     Return,
+    /// Take the node from its lease into Scrubbing, waiting for this Job.
+    Scrub(&'a str),
     /// Put the marks of a node in `state` (bound to the lease, with the deadline of the record) back.
     Reassert(NodeState, Option<&'a str>, Option<Timestamp>),
 }
@@ -323,6 +334,8 @@ fn our_taints(pool: &str, state: NodeState, lease: Option<&str>) -> Vec<Taint> {
         NodeState::Lent => vec![taint(LENT_TAINT, pool)],
         NodeState::Leased => vec![held],
         NodeState::Reclaiming => vec![held, taint(RECLAIMING_TAINT, lease.unwrap_or_default())],
+        // No holder: kept off internal work and tenants alike, as a lent node is.
+        NodeState::Scrubbing => vec![taint(LENT_TAINT, pool)],
     }
 }
 
@@ -441,6 +454,29 @@ fn mark(node: &Node, pool: &str, m: Mark, now: Timestamp) -> Change {
                 set.insert(DEADLINE_ANNOTATION.into(), Some(d.to_string()));
             }
         }
+        Mark::Scrub(job) => {
+            if owner.is_none() {
+                return Change::Refused("the node is no longer lent");
+            }
+            if state == NodeState::Scrubbing {
+                return Change::Already;
+            }
+            for k in [
+                LEASE_LABEL,
+                LEASE_UID_ANNOTATION,
+                DEADLINE_ANNOTATION,
+                SCRUB_FAILED_ANNOTATION,
+            ] {
+                set.insert(k.into(), None);
+            }
+            set.insert(STATE_LABEL.into(), Some("scrubbing".into()));
+            set.insert(SCRUB_JOB_ANNOTATION.into(), Some(job.into()));
+            set.insert(SINCE_ANNOTATION.into(), Some(stamp.clone()));
+            // The tenant's hold ends here: the ledger closes it at this stamp if the status write is lost.
+            set.insert(RETURNED_ANNOTATION.into(), Some(stamp));
+            taints.retain(|t| !ours(t));
+            taints.extend(our_taints(pool, NodeState::Scrubbing, None));
+        }
         Mark::Return => {
             if owner.is_none() {
                 return Change::Already;
@@ -452,6 +488,8 @@ fn mark(node: &Node, pool: &str, m: Mark, now: Timestamp) -> Change {
                 LEASE_UID_ANNOTATION,
                 SINCE_ANNOTATION,
                 DEADLINE_ANNOTATION,
+                SCRUB_JOB_ANNOTATION,
+                SCRUB_FAILED_ANNOTATION,
             ] {
                 set.insert(k.into(), None);
             }

@@ -21,11 +21,11 @@ use prometheus::{
 use super::process_metrics::ProcessMetrics;
 
 /// Node GPU states of `sublet_gpus`.
-pub const GPU_STATES: [&str; 5] = ["internal", "lendable", "lent", "leased", "reclaiming"];
+pub const GPU_STATES: [&str; 6] = ["internal", "lendable", "lent", "leased", "reclaiming", "scrubbing"];
 /// Outcomes of `sublet_evictions_total`.
 pub const EVICTION_OUTCOMES: [&str; 4] = ["evicted", "blocked", "deleted", "failed"];
 /// Kinds of `sublet_api_writes_total`.
-pub const WRITE_KINDS: [&str; 8] = [
+pub const WRITE_KINDS: [&str; 9] = [
     "node",
     "pod",
     "eviction",
@@ -34,6 +34,7 @@ pub const WRITE_KINDS: [&str; 8] = [
     "pool_finalizer",
     "lease_status",
     "event",
+    "job",
 ];
 /// Signal sources of `sublet_signal_sample_timestamp_seconds`.
 pub const SIGNAL_SOURCES: [&str; 3] = ["utilization", "kueue", "promql"];
@@ -41,6 +42,11 @@ pub const SIGNAL_SOURCES: [&str; 3] = ["utilization", "kueue", "promql"];
 pub const RECLAIM_BUCKETS: [f64; 13] = [
     1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 150.0, 180.0, 240.0, 300.0, 600.0,
 ];
+
+/// Results of `sublet_scrubs_total`.
+pub const SCRUB_RESULTS: [&str; 3] = ["succeeded", "failed", "timeout"];
+/// Buckets of `sublet_scrub_duration_seconds`: from a quick cache prune to a long GPU reset and wipe.
+pub const SCRUB_BUCKETS: [f64; 11] = [1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0];
 
 /// Every metric sublet exports.
 #[derive(Clone)]
@@ -66,6 +72,10 @@ pub struct Metrics {
     pub breaches: IntCounterVec,
     /// Seconds from internal demand seen to a node back in internal use.
     pub reclaim_latency: HistogramVec,
+    /// Scrubs that ended, by pool and result ([`SCRUB_RESULTS`]).
+    pub scrubs: IntCounterVec,
+    /// Seconds from a scrub Job's creation to its completion.
+    pub scrub_duration: HistogramVec,
     totals: Totals,
     pub reconciles: IntCounterVec,
     /// Reconcile failures by pool and error kind.
@@ -223,6 +233,17 @@ impl Metrics {
                 &RECLAIM_BUCKETS,
                 &["pool"],
             ),
+            scrubs: r.int_counters(
+                "scrubs_total",
+                "Scrubs of nodes between holders that ended, by result (succeeded, failed, timeout)",
+                &["pool", "result"],
+            ),
+            scrub_duration: r.histograms(
+                "scrub_duration_seconds",
+                "From a scrub Job's creation to its completion",
+                &SCRUB_BUCKETS,
+                &["pool"],
+            ),
             totals: Totals::new(&r),
             reconciles: r.int_counters("reconciles_total", "Pool reconciles", &["pool"]),
             reconcile_failures: r.int_counters(
@@ -293,6 +314,9 @@ impl Metrics {
         self.reconciles.with_label_values(&[pool]);
         for outcome in EVICTION_OUTCOMES {
             self.evictions.with_label_values(&[pool, outcome]);
+        }
+        for result in SCRUB_RESULTS {
+            self.scrubs.with_label_values(&[pool, result]);
         }
         for error in errors {
             self.reconcile_failures.with_label_values(&[pool, error]);

@@ -48,6 +48,7 @@ mod podsecurity;
 mod process_metrics;
 mod report;
 mod reserve;
+mod scrub;
 mod status;
 mod written;
 
@@ -292,12 +293,13 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     }
     let t_signals = started.elapsed();
     let Seen {
-        snapshot,
+        mut snapshot,
         tenant_namespaces,
         weak,
         refused,
         overlap,
     } = snapshot_of(&ctx, &pool, &world, readings, invalid.as_deref(), now)?;
+    let jobs = scrub::read(&ctx, &pool, &mut snapshot).await?;
     let t_observe = started.elapsed();
     let the_plan = plan_with_refusals(&snapshot, &weak, &refused);
     ctx.metrics.internal_pending(&name, &pending_by_class(&snapshot));
@@ -308,6 +310,9 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     } else {
         Vec::new()
     };
+    if act && ctx.is_leader() {
+        scrub::act(&ctx, &pool, &the_plan, &outcomes, &jobs).await;
+    }
     let t_execute = started.elapsed();
     reclaim_latency(&ctx, &name, &the_plan, &outcomes, now);
     if !ctx.is_leader() {
@@ -561,7 +566,9 @@ fn reclaim_latency(ctx: &Context, pool: &str, plan: &crate::policy::Plan, outcom
         .steps
         .iter()
         .any(|s| s.cause == crate::policy::Cause::InternalDemand)
-        || plan.totals.reclaiming_gpus > 0;
+        || plan.totals.reclaiming_gpus > 0
+        // A node taken back waits out its scrub too: the latency runs until it is back in internal use.
+        || plan.totals.scrubbing_gpus > 0;
     let back = outcomes.iter().filter(|o| {
         matches!(o.result, Ok(Done::Written))
             && matches!(

@@ -94,6 +94,7 @@ fn node_view(node: &Node, gpus: u32, label_keys: &[String]) -> NodeView {
         idle_since: None,
         internal: InternalLoad::default(),
         claimed_by: None,
+        scrub: None,
     }
 }
 

@@ -161,7 +161,7 @@ fn moves<'a>(snapshot: &'a Snapshot, outcomes: &'a [Outcome]) -> Moves<'a> {
     };
     for o in outcomes {
         match (&o.step.action, &o.result) {
-            (Action::Return { node, .. } | Action::Unlend { node }, Ok(done)) => {
+            (Action::Return { node, .. } | Action::Unlend { node } | Action::Scrub { node, .. }, Ok(done)) => {
                 m.returned_ok.insert(node.as_str());
                 if *done == Done::Written {
                     m.returned_now.insert(node.as_str());
@@ -740,6 +740,8 @@ fn pool_status(
             lent_gpus: t.lent_gpus as i32,
             leased_gpus: t.leased_gpus as i32,
             reclaiming_gpus: t.reclaiming_gpus as i32,
+            scrubbing_nodes: super::scrub::counts(plan).0,
+            scrub_failed_nodes: super::scrub::counts(plan).1,
         },
         harvestable_gpu_hours: old.harvestable_gpu_hours,
         lent_gpu_hours: accounted.lent_gpu_hours,
@@ -872,6 +874,7 @@ fn gpu_gauges(ctx: &Context, pool: &str, t: &crate::policy::Totals) {
         ("lent", t.lent_gpus),
         ("leased", t.leased_gpus),
         ("reclaiming", t.reclaiming_gpus),
+        ("scrubbing", t.scrubbing_gpus),
     ] {
         ctx.metrics.gpus.with_label_values(&[pool, state]).set(i64::from(gpus));
     }

@@ -4,6 +4,8 @@
 //!   every `period`:  nodes (matching the selector) ─▶ renew each node's Lease in kube-node-lease
 //!                                                 ─▶ keep its Ready condition True (a fresh heartbeat each minute)
 //!                    pods bound to those nodes    ─▶ Pending → Running and Ready (when `start_pods`)
+//!                                                 ─▶ Running → Succeeded or Failed once a pod's simulated run
+//!                                                    time is over ([`RUN_SECONDS`], [`EXIT_CODE`])
 //!                                                 ─▶ deleted ones removed once their grace period is over
 //! ```
 //! On a real control plane the node lifecycle controller marks a node whose Lease goes stale `Unknown`,
@@ -20,6 +22,13 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Precon
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
+
+/// Pod annotation: seconds the simulated containers run before they exit; without it they run until deleted.
+/// A pod that runs to completion (a Job's) says how long it would take on a real node.
+pub const RUN_SECONDS: &str = "kubelet.simulated/run-seconds";
+/// Pod annotation: the exit code of the simulated containers (default 0): 0 ends the pod `Succeeded`, any
+/// other `Failed`.
+pub const EXIT_CODE: &str = "kubelet.simulated/exit-code";
 
 /// The namespace node Leases live in.
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -209,6 +218,19 @@ async fn tend_pods(client: &Client, nodes: &BTreeSet<String>) -> Result<(), Kube
             }
             continue;
         }
+        let ended = (phase == "Running").then(|| exited_status(&pod, now)).flatten();
+        if let Some(status) = ended {
+            let patch = json!({ "status": status });
+            match api
+                .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+            continue;
+        }
         if phase == "Pending" {
             let patch = json!({"status": running_status(&pod, now)});
             match api
@@ -224,20 +246,51 @@ async fn tend_pods(client: &Client, nodes: &BTreeSet<String>) -> Result<(), Kube
     Ok(())
 }
 
-/// The status a kubelet reports once every container of `pod` runs and is ready.
-pub fn running_status(pod: &Pod, now: Timestamp) -> Value {
-    let now = time(now);
-    let containers: Vec<Value> = pod
-        .spec
+/// The status a kubelet reports once the containers of a running `pod` with a simulated run time
+/// ([`RUN_SECONDS`]) have exited; None while they still run (or run for good).
+pub fn exited_status(pod: &Pod, now: Timestamp) -> Option<Value> {
+    let annotations = pod.metadata.annotations.as_ref()?;
+    let secs: i64 = annotations.get(RUN_SECONDS)?.trim().parse().ok()?;
+    let started = pod.status.as_ref()?.start_time.as_ref()?.0;
+    if now.as_second() < started.as_second() + secs {
+        return None;
+    }
+    let code: i32 = annotations
+        .get(EXIT_CODE)
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or(0);
+    let at = time(now);
+    let reason = if code == 0 { "Completed" } else { "Error" };
+    let state =
+        json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": time(started), "finishedAt": at}});
+    let containers = container_statuses(pod, false, &state);
+    let condition = |t: &str, s: &str| json!({"type": t, "status": s, "lastTransitionTime": at});
+    Some(json!({
+        "phase": if code == 0 { "Succeeded" } else { "Failed" },
+        "conditions": [condition("PodScheduled", "True"), condition("Initialized", "True"),
+                       condition("ContainersReady", "False"), condition("Ready", "False")],
+        "containerStatuses": containers,
+    }))
+}
+
+/// Every container of `pod` in `state`, ready and started or neither.
+fn container_statuses(pod: &Pod, running: bool, state: &Value) -> Vec<Value> {
+    pod.spec
         .as_ref()
         .map(|s| s.containers.as_slice())
         .unwrap_or_default()
         .iter()
         .map(|c| {
             json!({"name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
-                "ready": true, "started": true, "restartCount": 0, "state": {"running": {"startedAt": now}}})
+                "ready": running, "started": running, "restartCount": 0, "state": state})
         })
-        .collect();
+        .collect()
+}
+
+/// The status a kubelet reports once every container of `pod` runs and is ready.
+pub fn running_status(pod: &Pod, now: Timestamp) -> Value {
+    let now = time(now);
+    let containers = container_statuses(pod, true, &json!({"running": {"startedAt": now}}));
     let condition = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": now});
     json!({
         "phase": "Running",
@@ -251,6 +304,32 @@ pub fn running_status(pod: &Pod, now: Timestamp) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_with_a_simulated_run_time_exits_with_its_code_once_it_is_over() {
+        let started: Timestamp = "2026-01-05T10:00:00Z".parse().unwrap();
+        let pod = |annotations: Value| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": "p", "annotations": annotations},
+                "spec": {"containers": [{"name": "c", "image": "x"}]},
+                "status": {"phase": "Running", "startTime": "2026-01-05T10:00:00Z"},
+            }))
+            .unwrap()
+        };
+        let at = |s: i64| started.checked_add(jiff::SignedDuration::from_secs(s)).unwrap();
+        let failing = pod(json!({RUN_SECONDS: "5", EXIT_CODE: "2"}));
+        assert_eq!(exited_status(&failing, at(4)), None);
+        let s = exited_status(&failing, at(5)).unwrap();
+        assert_eq!(s["phase"], "Failed");
+        assert_eq!(s["containerStatuses"][0]["state"]["terminated"]["exitCode"], 2);
+        let s = exited_status(&pod(json!({RUN_SECONDS: "1"})), at(1)).unwrap();
+        assert_eq!(s["phase"], "Succeeded");
+        assert_eq!(
+            exited_status(&pod(json!({})), at(3600)),
+            None,
+            "no run time: runs for good"
+        );
+    }
 
     #[test]
     fn times_are_written_as_the_api_reads_them() {

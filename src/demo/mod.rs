@@ -210,6 +210,18 @@ pub fn pool_spec(config: &DemoConfig, prometheus_url: &str) -> serde_json::Value
         "reclaim": {"noticeSeconds": config.notice_seconds, "cooldownSeconds": config.cooldown_seconds},
         "pricing": {"perGpuHour": prices, "defaultPerGpuHour": config.price_per_gpu_hour, "currency": "USD"},
         "utilization": {"prometheusUrl": prometheus_url, "staleSeconds": 10},
+        // Every node a tenant leaves is scrubbed before its next holder: a second of simulated work on the node.
+        "scrub": {
+            "timeoutSeconds": 60,
+            "template": {
+                "metadata": {"annotations": {kubelet::RUN_SECONDS: "1"}},
+                "spec": {
+                    "containers": [{"name": "scrub", "image": "registry.example.com/gpu-node-scrub:1",
+                                    "command": ["sh", "-c", "crictl rmi --prune && rm -rf /scratch/* && nvidia-smi --gpu-reset"]}],
+                    "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists"}],
+                },
+            },
+        },
     })
 }
 

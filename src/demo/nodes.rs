@@ -206,6 +206,12 @@ fn node_of(pod: &Value) -> Option<&str> {
     pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty())
 }
 
+fn owned_by_job(pod: &Value) -> bool {
+    pod["metadata"]["ownerReferences"]
+        .as_array()
+        .is_some_and(|refs| refs.iter().any(|r| r["kind"] == "Job"))
+}
+
 fn deleting(obj: &Value) -> bool {
     obj["metadata"]["deletionTimestamp"].is_string()
 }
@@ -362,8 +368,11 @@ async fn pass(
             continue;
         }
         if finished(pod) {
-            // The job controller's part: finished pods go.
-            remove(api, pod).await;
+            // The workload's part: its finished pods go. A Job's stay, for its controller to count; they go
+            // with the Job.
+            if !owned_by_job(pod) {
+                remove(api, pod).await;
+            }
             continue;
         }
         *used.entry(node.to_string()).or_default() += pod_gpus(pod);
@@ -397,6 +406,19 @@ async fn pass(
             "Running" => {
                 *busy.entry(node.to_string()).or_default() += pod_gpus(pod);
                 let started = *memory.started.entry(id.clone()).or_insert_with(Instant::now);
+                // A pod with a simulated run time in real seconds (a scrub Job's) exits with its exit code.
+                if let Some(run) = annotation_f64(pod, super::kubelet::RUN_SECONDS)
+                    && started.elapsed().as_secs_f64() >= run
+                {
+                    let code = annotation_f64(pod, super::kubelet::EXIT_CODE).unwrap_or(0.0);
+                    let (phase, reason) = if code == 0.0 {
+                        ("Succeeded", "Completed")
+                    } else {
+                        ("Failed", "Error")
+                    };
+                    set_phase(api, pod, phase, reason).await;
+                    continue;
+                }
                 if let Some(run) = annotation_f64(pod, RUN_ANNOTATION)
                     && started.elapsed() >= clock.wall(run)
                 {

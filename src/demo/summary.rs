@@ -67,6 +67,10 @@ pub struct Counters {
     pub notices: u64,
     /// Nodes returned to internal use.
     pub returns: u64,
+    /// Nodes a tenant left that went into Scrubbing (neither internal nor leased until the scrub completes).
+    pub scrubs: u64,
+    /// Scrubbing nodes that went on once their scrub completed.
+    pub scrubbed: u64,
     /// GpuLeases that reached Bound.
     pub leases_bound: u64,
     /// Tenant pods that got the reclaim annotation.
@@ -372,8 +376,12 @@ fn on_node(s: &mut State, ev: &Change, obj: &Value, price: f64) {
                 }
             }
             Some("reclaiming") => s.counters.notices += 1,
+            Some("scrubbing") => s.counters.scrubs += 1,
             None => {
                 s.counters.returns += 1;
+                if old.state.as_deref() == Some("scrubbing") {
+                    s.counters.scrubbed += 1;
+                }
                 if s.open_races.remove(&name).is_some() {
                     s.lend_races += 1;
                 }
@@ -383,6 +391,8 @@ fn on_node(s: &mut State, ev: &Change, obj: &Value, price: f64) {
         let line = match new.state.as_deref() {
             Some("lent") => format!("Lent {name}"),
             Some("reclaiming") => format!("Notice {name}: reclaiming from {}", new.lease.as_deref().unwrap_or("?")),
+            Some("scrubbing") => format!("Scrub {name}: its tenant left, held out until the scrub completes"),
+            None if old.state.as_deref() == Some("scrubbing") => format!("Returned {name} to internal use, scrubbed"),
             None => format!("Returned {name} to internal use"),
             _ => String::new(),
         };

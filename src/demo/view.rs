@@ -54,14 +54,15 @@ pub fn intro(i: &Intro) {
     let _ = std::io::stdout().flush();
 }
 
-/// Counts of nodes by sublet state: internal, lent, leased, reclaiming.
-pub fn node_counts(s: &State) -> [usize; 4] {
-    let mut c = [0; 4];
+/// Counts of nodes by sublet state: internal, lent, leased, reclaiming, scrubbing (neither internal nor leased).
+pub fn node_counts(s: &State) -> [usize; 5] {
+    let mut c = [0; 5];
     for n in s.nodes.values() {
         let i = match n.state.as_deref() {
             None => 0,
             Some("lent") => 1,
             Some("leased") => 2,
+            Some("scrubbing") => 4,
             _ => 3,
         };
         c[i] += 1;
@@ -70,18 +71,20 @@ pub fn node_counts(s: &State) -> [usize; 4] {
 }
 
 pub fn line(s: &State, clock: &SimClock, wall: f64) -> String {
-    let [internal, lent, leased, reclaiming] = node_counts(s);
+    let [internal, lent, leased, reclaiming, scrubbing] = node_counts(s);
     let (pods, gpus) = s.internal_pending();
     let c = &s.counters;
     format!(
         "t={wall:.1}s {} nodes internal={internal} lent={lent} leased={leased} reclaiming={reclaiming} \
-         internal_pending={pods}pods/{gpus}gpus leases_bound={} notices={} evictions={} checkpoints={} \
-         harvested={:.1}GPU-h revenue={:.2} violations={}",
+         scrubbing={scrubbing} internal_pending={pods}pods/{gpus}gpus leases_bound={} notices={} evictions={} \
+         checkpoints={} scrubs={}/{} harvested={:.1}GPU-h revenue={:.2} violations={}",
         clock.label(),
         c.leases_bound,
         c.notices,
         c.evictions,
         c.checkpoints,
+        c.scrubbed,
+        c.scrubs,
         s.leased_gpu_seconds / 3600.0,
         s.revenue,
         s.violations.len()
@@ -89,7 +92,7 @@ pub fn line(s: &State, clock: &SimClock, wall: f64) -> String {
 }
 
 pub fn render(s: &State, clock: &SimClock, wall: f64) -> String {
-    let [internal, lent, leased, reclaiming] = node_counts(s);
+    let [internal, lent, leased, reclaiming, scrubbing] = node_counts(s);
     let (pods, gpus) = s.internal_pending();
     let c = &s.counters;
     let mut out = String::new();
@@ -101,13 +104,13 @@ pub fn render(s: &State, clock: &SimClock, wall: f64) -> String {
     );
     let _ = writeln!(
         out,
-        "nodes      internal {internal:>4}   \x1b[36mlent {lent:>4}\x1b[0m   \x1b[32mleased {leased:>4}\x1b[0m   \x1b[33mreclaiming {reclaiming:>4}\x1b[0m"
+        "nodes      internal {internal:>4}   \x1b[36mlent {lent:>4}\x1b[0m   \x1b[32mleased {leased:>4}\x1b[0m   \x1b[33mreclaiming {reclaiming:>4}\x1b[0m   \x1b[35mscrubbing {scrubbing:>4}\x1b[0m"
     );
     let _ = writeln!(out, "internal   pending pods {pods}, GPUs {gpus}");
     let _ = writeln!(
         out,
-        "tenants    leases bound {}  notices {}  checkpoints {}  evictions {}",
-        c.leases_bound, c.notices, c.checkpoints, c.evictions
+        "tenants    leases bound {}  notices {}  checkpoints {}  evictions {}  scrubs done {} of {}",
+        c.leases_bound, c.notices, c.checkpoints, c.evictions, c.scrubbed, c.scrubs
     );
     let _ = writeln!(
         out,
@@ -216,6 +219,10 @@ pub fn print_summary(s: &Summary) {
         s.counters.notices, s.counters.checkpoints, s.counters.evictions
     );
     println!(
+        "  scrubs       {} nodes scrubbed between holders, of {} that entered Scrubbing",
+        s.counters.scrubbed, s.counters.scrubs
+    );
+    println!(
         "  internal     {} pods; delay added: {} pods, {:.2} pod-hours in total, mean {:.1} min, max {:.1} min",
         d.pods, d.delayed_pods, d.total_hours, d.mean_minutes, d.max_minutes
     );
@@ -251,6 +258,7 @@ mod tests {
             ("b", Some("lent")),
             ("c", Some("leased")),
             ("d", Some("reclaiming")),
+            ("e", Some("scrubbing")),
         ] {
             let info = NodeInfo {
                 state: st.map(str::to_string),
@@ -271,10 +279,10 @@ mod tests {
     #[test]
     fn the_log_line_and_the_live_view_show_the_counts() {
         let s = state();
-        assert_eq!(node_counts(&s), [1, 1, 1, 1]);
+        assert_eq!(node_counts(&s), [1, 1, 1, 1, 1]);
         let clock = SimClock::new(100.0, jiff::Timestamp::UNIX_EPOCH);
         let l = line(&s, &clock, 1.0);
-        assert!(l.contains("internal=1 lent=1 leased=1 reclaiming=1"), "{l}");
+        assert!(l.contains("internal=1 lent=1 leased=1 reclaiming=1 scrubbing=1"), "{l}");
         assert!(l.contains("notices=2") && l.contains("harvested=2.0GPU-h"), "{l}");
         let v = render(&s, &clock, 1.0);
         assert!(v.contains("acme/job-1") && v.contains("1 nodes"), "{v}");

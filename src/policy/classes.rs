@@ -137,9 +137,12 @@ impl Draft<'_> {
                         c.free[w.class] += i64::from(w.gpus.saturating_sub(w.used_gpus));
                     }
                 }
-                // A node under notice that is not Ready will not serve the demand once back.
-                NodeState::Reclaiming if self.snap.nodes[n].ready => c.incoming[w.class] += i64::from(w.gpus),
-                NodeState::Reclaiming => {}
+                // A node under notice, or scrubbing, comes back once its tenant is gone or its scrub completes;
+                // one that is not Ready will not serve the demand once back.
+                NodeState::Reclaiming | NodeState::Scrubbing if self.snap.nodes[n].ready => {
+                    c.incoming[w.class] += i64::from(w.gpus)
+                }
+                NodeState::Reclaiming | NodeState::Scrubbing => {}
                 NodeState::Lent | NodeState::Leased => {}
             }
         }

@@ -45,6 +45,8 @@ pub struct PoolPolicy {
     /// The pool is in `Observe` mode: nothing new is lent or bound (what would be is reported), while what
     /// is still out is carried out as in `Enforce` (notices, evictions at the deadline, returns for demand).
     pub observe: bool,
+    /// The scrub a node passes between holders; None returns nodes straight away.
+    pub scrub: Option<super::scrub::ScrubPolicy>,
 }
 
 /// GPUs kept back for internal bursts, per node class.
@@ -207,6 +209,7 @@ impl PoolPolicy {
             deleting: false,
             invalid: None,
             observe: false,
+            scrub: None,
         }
     }
 

@@ -53,6 +53,7 @@ pub(super) struct Draft<'a> {
     pub bound_at: Vec<Option<Timestamp>>,
     /// GPUs lent by this plan.
     pub lent_now: u32,
+    pub scrubs: Vec<super::scrub::ScrubReport>,
 }
 
 impl<'a> Draft<'a> {
@@ -172,6 +173,7 @@ impl<'a> Draft<'a> {
             lease_node,
             bound_at,
             lent_now: 0,
+            scrubs: Vec::new(),
         }
     }
 
@@ -267,13 +269,7 @@ impl<'a> Draft<'a> {
         let lease = self.nodes[n].lease_key.clone();
         self.nodes[n].acted = true;
         if !self.has_tenant_pods(n) {
-            self.nodes[n].state = NodeState::Internal;
-            self.nodes[n].reason = format!("returned: {why}");
-            self.push(
-                Action::Return { node: name, lease },
-                cause,
-                &format!("{why}; no tenant pod to give notice to"),
-            );
+            super::scrub::release(self, n, cause, &format!("{why}; no tenant pod to give notice to"));
             return true;
         }
         self.nodes[n].state = NodeState::Reclaiming;
@@ -406,6 +402,7 @@ impl<'a> Draft<'a> {
                 NodeState::Lent => t.lent_gpus += w.gpus,
                 NodeState::Leased => t.leased_gpus += w.gpus,
                 NodeState::Reclaiming => t.reclaiming_gpus += w.gpus,
+                NodeState::Scrubbing => t.scrubbing_gpus += w.gpus,
             }
         }
         t
@@ -440,6 +437,7 @@ impl<'a> Draft<'a> {
                         NodeState::Lent => "lent, waiting for a lease".to_string(),
                         NodeState::Leased => format!("leased to {}", w.lease_key.as_deref().unwrap_or("?")),
                         NodeState::Reclaiming => "under reclaim notice".to_string(),
+                        NodeState::Scrubbing => "scrubbing".to_string(),
                     }
                 };
                 NodeReport {

@@ -46,7 +46,7 @@ pub(super) fn breaches(w: &mut Draft) {
                     .clone()
                     .map(|k| k.split('.').next().unwrap_or("").to_string()),
             },
-            NodeState::Internal | NodeState::Lent => None,
+            NodeState::Internal | NodeState::Lent | NodeState::Scrubbing => None,
         };
         let node = w.snap.nodes[n].name.clone();
         for p in w.tenant_pods_on(n) {

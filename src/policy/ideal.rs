@@ -31,6 +31,22 @@ pub fn apply(s: &mut Snapshot, plan: &Plan) {
                         returned_at: Some(now),
                         ..Marks::default()
                     };
+                    s.nodes[n].scrub = None;
+                }
+            }
+            Action::Scrub { node, job, .. } => {
+                if let Some(n) = index(s, node) {
+                    let m = &mut s.nodes[n].marks;
+                    m.state = NodeState::Scrubbing;
+                    m.lease = None;
+                    m.lease_uid = None;
+                    m.deadline = None;
+                    m.since = Some(now);
+                    m.returned_at = Some(now);
+                    s.nodes[n].scrub = Some(super::ScrubView {
+                        job: Some(job.clone()),
+                        state: None,
+                    });
                 }
             }
             Action::Bind { namespace, name, nodes } => {

@@ -22,6 +22,7 @@ mod output;
 mod overlap;
 mod plan;
 mod reclaim;
+pub mod scrub;
 mod selector;
 mod snapshot;
 mod state;
@@ -31,6 +32,7 @@ pub use history::{BURST_MINUTES_NEEDED, DemandHistory};
 pub use lease_key::{KeyedLease, MAX_NAMESPACE_LEN, lease_key, refusals};
 pub use output::{Action, Cause, ClassReport, LeaseReport, NodeReport, Plan, Step, Totals};
 pub use plan::plan;
+pub use scrub::{JobOutcome, ScrubJob, ScrubPolicy, ScrubReport, ScrubStage, ScrubView};
 pub use selector::{Requirement, Selector};
 pub use snapshot::{
     Demand, InternalLoad, LeaseView, Marks, NodeView, PodPhase, PodView, PoolLedger, Signals, Snapshot,

@@ -41,6 +41,12 @@ pub enum Action {
     },
     /// Hand a node back to internal use: sublet's labels and taints removed.
     Return { node: String, lease: Option<String> },
+    /// Take a node from its lease into Scrubbing: no holder, held out of use until `job` completes.
+    Scrub {
+        node: String,
+        lease: Option<String>,
+        job: String,
+    },
 }
 
 /// Why the plan takes a step, as a kind the controller and the simulator can act on; the step's reason
@@ -68,6 +74,8 @@ pub enum Cause {
     Idle,
     /// A pending lease is bound to lent nodes.
     LeaseRequest,
+    /// The node's scrub completed (or the pool no longer scrubs): it goes back.
+    Scrubbed,
 }
 
 /// An action, its cause, and why in words.
@@ -88,6 +96,8 @@ pub struct Totals {
     pub lent_gpus: u32,
     pub leased_gpus: u32,
     pub reclaiming_gpus: u32,
+    /// Held out of use between holders until the scrub completes (or after it failed).
+    pub scrubbing_gpus: u32,
     pub internal_free_gpus: u32,
     pub internal_used_gpus: u32,
     pub pending_gpus: u32,
@@ -139,6 +149,8 @@ pub struct Plan {
     pub classes: Vec<ClassReport>,
     /// For a pool with a learned reserve: whether the history covers what it needs, and why not.
     pub reserve_learned: Option<Result<(), String>>,
+    /// Each scrubbing node's scrub: to create, running, failed, or done in this plan.
+    pub scrubs: Vec<super::scrub::ScrubReport>,
 }
 
 /// One class (GPU model or node group) in the report.

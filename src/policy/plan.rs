@@ -29,6 +29,7 @@ pub fn plan(s: &Snapshot) -> Plan {
     let mut w = Draft::new(s);
     let observed = w.totals_observed();
     health::breaches(&mut w);
+    super::scrub::scrubbing_nodes(&mut w);
     reclaiming_nodes(&mut w);
     forced_notices(&mut w);
     let mut classes = w.classes();
@@ -60,13 +61,12 @@ fn reclaiming_nodes(w: &mut Draft) {
         let lease = w.nodes[n].lease_key.clone();
         let tenant_pods = w.tenant_pods_on(n);
         if tenant_pods.is_empty() {
-            w.push(
-                Action::Return { node: name, lease },
+            super::scrub::release(
+                w,
+                n,
                 Cause::NoticeServed,
                 "notice served and no tenant pod is left on the node",
             );
-            w.nodes[n].state = NodeState::Internal;
-            w.nodes[n].acted = true;
             continue;
         }
         let deadline = match w.snap.nodes[n].marks.deadline {
@@ -623,7 +623,7 @@ fn pick_nodes(w: &Draft, free: &[usize], gpus: u32) -> Option<Vec<usize>> {
 }
 
 /// Step 6.
-fn report(w: Draft, classes: Classes, observed: Totals, blocked: Option<String>) -> Plan {
+fn report(mut w: Draft, classes: Classes, observed: Totals, blocked: Option<String>) -> Plan {
     let mut totals = observed;
     totals.lendable_gpus = w.lent_now;
     totals.pending_gpus = classes.pending.iter().map(|&p| p.max(0) as u32).sum::<u32>() + classes.pending_any as u32;
@@ -633,6 +633,7 @@ fn report(w: Draft, classes: Classes, observed: Totals, blocked: Option<String>)
     let ledger = w.accrue(&totals);
     let nodes = w.node_reports();
     let leases = w.lease_reports();
+    let scrubs = std::mem::take(&mut w.scrubs);
     Plan {
         steps: w.steps,
         totals,
@@ -642,5 +643,6 @@ fn report(w: Draft, classes: Classes, observed: Totals, blocked: Option<String>)
         lending_blocked: blocked,
         classes: class_reports,
         reserve_learned: classes.learned.clone(),
+        scrubs,
     }
 }

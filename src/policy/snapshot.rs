@@ -60,6 +60,8 @@ pub struct NodeView {
     /// (creationTimestamp, then name), when the node carries no pool's marks. A marked node belongs to the
     /// pool of its marks whatever this says.
     pub claimed_by: Option<String>,
+    /// For a scrubbing node: its scrub Job, as read.
+    pub scrub: Option<super::scrub::ScrubView>,
 }
 
 /// Internal GPU pods on a node, and the GPUs they hold.

@@ -17,6 +17,8 @@ pub enum NodeState {
     Leased,
     /// Under reclaim notice.
     Reclaiming,
+    /// Left by its holder, held out of use until the pool's scrub completes (no holder, not internal).
+    Scrubbing,
 }
 
 impl NodeState {
@@ -27,6 +29,7 @@ impl NodeState {
             Self::Lent => Some("lent"),
             Self::Leased => Some("leased"),
             Self::Reclaiming => Some("reclaiming"),
+            Self::Scrubbing => Some("scrubbing"),
         }
     }
 
@@ -36,6 +39,7 @@ impl NodeState {
             "lent" => Some(Self::Lent),
             "leased" => Some(Self::Leased),
             "reclaiming" => Some(Self::Reclaiming),
+            "scrubbing" => Some(Self::Scrubbing),
             _ => None,
         }
     }

@@ -177,6 +177,7 @@ fn kinds(p: &Plan) -> Vec<String> {
             Action::AnnotatePod { name, .. } => format!("annotate {name}"),
             Action::Evict { name, .. } => format!("evict {name}"),
             Action::Return { node, .. } => format!("return {node}"),
+            Action::Scrub { node, .. } => format!("scrub {node}"),
         })
         .collect()
 }
@@ -1315,4 +1316,230 @@ fn a_node_under_notice_that_is_not_ready_is_not_counted_as_coming_back() {
         .internal_pod("queued", None, 8)
         .plan();
     assert!(kinds(&p).contains(&"notice n2".to_string()), "{:?}", kinds(&p));
+}
+
+// Scrubbing between holders.
+
+fn scrubbing(timeout: i64) -> impl FnOnce(&mut PoolPolicy) {
+    move |p| {
+        p.scrub = Some(ScrubPolicy {
+            timeout_seconds: timeout,
+        })
+    }
+}
+
+impl Fx {
+    /// The last node is scrubbing, waiting for `job`, which shows `state`.
+    fn scrub_job(self, job: &str, state: Option<ScrubJob>) -> Self {
+        let job = job.to_string();
+        self.marked(NodeState::Scrubbing, None)
+            .with_node(|n| n.scrub = Some(ScrubView { job: Some(job), state }))
+    }
+}
+
+fn running(created: i64) -> Option<ScrubJob> {
+    Some(ScrubJob {
+        created: at(created),
+        outcome: JobOutcome::Running,
+    })
+}
+
+#[test]
+fn a_node_its_tenant_left_is_scrubbed_before_anything_else() {
+    let p = fx()
+        .policy(scrubbing(300))
+        .node("n1", 8)
+        .marked(NodeState::Reclaiming, Some("acme.job"))
+        .with_node(|n| {
+            n.marks.deadline = Some(at(120));
+            n.marks.lease_uid = Some("uid-1".into());
+        })
+        .lease("acme", "job", 8, LeasePhase::Reclaiming, Some(-600))
+        .with_lease(|l| l.uid = Some("uid-1".into()))
+        .internal_pod("queued", None, 8)
+        .plan();
+    assert_eq!(kinds(&p), ["scrub n1"]);
+    let Action::Scrub { job, lease, .. } = &p.steps[0].action else {
+        unreachable!()
+    };
+    assert_eq!(job, &scrub::job_name("n1", "uid-1"));
+    assert_eq!(lease.as_deref(), Some("acme.job"));
+    // The tenant no longer holds it: the lease is over, and the scrub is what internal work waits for.
+    assert_eq!(p.leases[0].phase, LeasePhase::Released);
+    assert!(p.leases[0].nodes.is_empty());
+}
+
+#[test]
+fn an_ended_lease_with_no_pods_left_goes_to_scrubbing_too() {
+    let p = fx()
+        .policy(scrubbing(300))
+        .node("n1", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .lease("acme", "job", 8, LeasePhase::Bound, Some(-600))
+        .with_lease(|l| l.deleting = true)
+        .plan();
+    assert_eq!(kinds(&p), ["scrub n1"]);
+}
+
+#[test]
+fn without_a_scrub_nodes_go_straight_back_as_before() {
+    let p = fx()
+        .node("n1", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .lease("acme", "job", 8, LeasePhase::Bound, Some(-600))
+        .with_lease(|l| l.deleting = true)
+        .plan();
+    assert_eq!(kinds(&p), ["return n1"]);
+    assert!(p.scrubs.is_empty());
+}
+
+#[test]
+fn a_scrubbing_node_is_neither_lent_nor_bound_nor_internal_until_its_job_completes() {
+    for state in [None, running(-10)] {
+        let p = fx()
+            .policy(scrubbing(300))
+            .node("n1", 8)
+            .scrub_job("scrub-n1", state.clone())
+            .lease("acme", "next", 8, LeasePhase::Pending, None)
+            .plan();
+        assert!(kinds(&p).is_empty(), "{:?}", kinds(&p));
+        assert_eq!(p.totals.scrubbing_gpus, 8);
+        assert_eq!(p.totals.internal_free_gpus, 0);
+        assert_eq!(p.leases[0].phase, LeasePhase::Pending);
+        let want = if state.is_none() {
+            ScrubStage::Create
+        } else {
+            ScrubStage::Running(at(-10))
+        };
+        assert_eq!(
+            p.scrubs,
+            [ScrubReport {
+                node: "n1".into(),
+                job: "scrub-n1".into(),
+                stage: want
+            }]
+        );
+        assert!(
+            reason_of(&p, "n1").starts_with("scrubbing: job scrub-n1"),
+            "{}",
+            reason_of(&p, "n1")
+        );
+    }
+}
+
+#[test]
+fn a_completed_scrub_sends_the_node_back() {
+    let done = Some(ScrubJob {
+        created: at(-60),
+        outcome: JobOutcome::Complete(at(-5)),
+    });
+    let p = fx()
+        .policy(scrubbing(300))
+        .node("n1", 8)
+        .scrub_job("scrub-n1", done)
+        .plan();
+    assert_eq!(kinds(&p), ["return n1"]);
+    assert_eq!(p.steps[0].cause, Cause::Scrubbed);
+    assert_eq!(
+        p.scrubs[0].stage,
+        ScrubStage::Done {
+            created: at(-60),
+            completed: at(-5)
+        }
+    );
+}
+
+#[test]
+fn a_failed_or_timed_out_scrub_keeps_the_node_out_and_says_why() {
+    let failed = Some(ScrubJob {
+        created: at(-60),
+        outcome: JobOutcome::Failed("BackoffLimitExceeded: Job has reached the specified backoff limit".into()),
+    });
+    for (state, why) in [
+        (failed, "BackoffLimitExceeded"),
+        (running(-300), "timeoutSeconds (300s)"),
+    ] {
+        let p = fx()
+            .policy(scrubbing(300))
+            .node("n1", 8)
+            .scrub_job("scrub-n1", state)
+            .lease("acme", "next", 8, LeasePhase::Pending, None)
+            .plan();
+        assert!(kinds(&p).is_empty(), "{:?}", kinds(&p));
+        let ScrubStage::Failed(said) = &p.scrubs[0].stage else {
+            panic!("{:?}", p.scrubs)
+        };
+        assert!(said.contains(why), "{said}");
+        let reason = reason_of(&p, "n1");
+        assert!(
+            reason.starts_with("scrub failed") && reason.contains("scrub-n1 is deleted"),
+            "{reason}"
+        );
+        assert_eq!(p.leases[0].phase, LeasePhase::Pending);
+    }
+}
+
+#[test]
+fn a_job_deleted_after_a_failure_is_made_again() {
+    let p = fx()
+        .policy(scrubbing(300))
+        .node("n1", 8)
+        .scrub_job("scrub-n1", None)
+        .plan();
+    assert_eq!(p.scrubs[0].stage, ScrubStage::Create);
+}
+
+#[test]
+fn scrubbing_nodes_count_as_coming_back_so_no_more_is_reclaimed_for_them() {
+    let p = fx()
+        .policy(scrubbing(300))
+        .node("n1", 8)
+        .scrub_job("scrub-n1", running(-10))
+        .node("n2", 8)
+        .marked(NodeState::Leased, Some("acme.job"))
+        .tenant_pod("acme", "w", "n2")
+        .lease("acme", "job", 8, LeasePhase::Bound, Some(-600))
+        .internal_pod("queued", None, 8)
+        .plan();
+    assert!(kinds(&p).is_empty(), "{:?}", kinds(&p));
+}
+
+#[test]
+fn deleting_the_pool_gives_back_a_node_whose_scrub_failed() {
+    let failed = Some(ScrubJob {
+        created: at(-60),
+        outcome: JobOutcome::Failed("BackoffLimitExceeded".into()),
+    });
+    let p = fx()
+        .policy(scrubbing(300))
+        .policy(|p| p.deleting = true)
+        .node("n1", 8)
+        .scrub_job("scrub-n1", failed)
+        .node("n2", 8)
+        .scrub_job("scrub-n2", running(-10))
+        .plan();
+    assert_eq!(kinds(&p), ["return n1"]);
+}
+
+#[test]
+fn a_pool_that_stops_scrubbing_gives_its_scrubbing_nodes_back() {
+    let p = fx().node("n1", 8).scrub_job("scrub-n1", running(-10)).plan();
+    assert_eq!(kinds(&p), ["return n1"]);
+}
+
+#[test]
+fn planning_again_after_a_scrub_starts_changes_nothing() {
+    let f = fx()
+        .policy(scrubbing(300))
+        .node("n1", 8)
+        .marked(NodeState::Reclaiming, Some("acme.job"))
+        .with_node(|n| n.marks.deadline = Some(at(120)))
+        .lease("acme", "job", 8, LeasePhase::Reclaiming, Some(-600));
+    let mut s = f.snapshot();
+    let p = plan(&s);
+    assert_eq!(kinds(&p), ["scrub n1"]);
+    ideal::apply(&mut s, &p);
+    let again = plan(&s);
+    assert!(again.steps.is_empty(), "replanned: {:?}", kinds(&again));
+    assert_eq!(again.scrubs[0].stage, ScrubStage::Create);
 }

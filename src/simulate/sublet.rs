@@ -104,7 +104,7 @@ pub fn run(
         r.meter.record(trace, &r.fleet, step, oracle.at(step, k), |n| {
             match r.snap.nodes[n].marks.state {
                 NodeState::Internal => Use::Internal,
-                NodeState::Lent => Use::Lent,
+                NodeState::Lent | NodeState::Scrubbing => Use::Lent,
                 NodeState::Leased | NodeState::Reclaiming => Use::Leased,
             }
         });
@@ -483,7 +483,7 @@ impl<'a> Replay<'a> {
             let g = &mut t[self.fleet.group_of[n]];
             match node.marks.state {
                 NodeState::Internal => {}
-                NodeState::Lent => g[2] += self.fleet.gpus[n],
+                NodeState::Lent | NodeState::Scrubbing => g[2] += self.fleet.gpus[n],
                 NodeState::Leased | NodeState::Reclaiming => {
                     g[2] += self.fleet.gpus[n];
                     g[3] += self.fleet.gpus[n];

@@ -149,10 +149,20 @@ fn printer_columns_answer_the_daily_questions() {
                 .as_ref()
                 .unwrap()
                 .iter()
+                .filter(|c| c.priority.unwrap_or(0) == 0)
                 .map(|c| c.name.to_uppercase())
                 .collect::<Vec<_>>()
         };
     let crds = sublet::crd::all();
+    // `-o wide` adds the scrub counts.
+    let wide: Vec<String> = crds[0].spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .filter(|c| c.priority == Some(1))
+        .map(|c| c.name.to_uppercase())
+        .collect();
+    assert_eq!(wide, ["SCRUBBING", "SCRUBFAILED"]);
     assert_eq!(columns(&crds[0]), crate::support::POOL_COLUMNS);
     assert_eq!(
         columns(&crds[1]),

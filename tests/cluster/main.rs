@@ -21,5 +21,6 @@ mod node_health;
 mod sandbox_kube;
 mod sandbox_kubectl;
 mod sandbox_local;
+mod scrub;
 mod signals_kueue;
 mod signals_prometheus;

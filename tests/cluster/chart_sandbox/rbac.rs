@@ -304,6 +304,15 @@ async fn life_cycle_with_the_charts_rbac(backend: Backend) {
         as_sa_pools.delete(&pool, &DeleteParams::default()).await,
         "deleting a pool",
     );
+    // Scrub Jobs only in sublet's own namespace: a Job elsewhere (a pod on any node) is refused.
+    let as_sa_jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(sa.clone(), ml);
+    let job = serde_json::from_value(json!({"metadata": {"name": "x"}, "spec": {"template": {"spec": {
+        "restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}}))
+    .unwrap();
+    forbidden(
+        as_sa_jobs.create(&PostParams::default(), &job).await,
+        "creating a Job outside sublet's namespace",
+    );
     let secrets: Api<Secret> = Api::namespaced(sa.clone(), "sublet-system");
     forbidden(secrets.list(&ListParams::default()).await, "reading secrets");
     let other_lease: Api<Lease> = Api::namespaced(sa.clone(), "sublet-system");

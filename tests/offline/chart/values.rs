@@ -86,14 +86,7 @@ fn default_values_render_a_hardened_two_replica_deployment() {
         3,
         "the controller's, the tenants' and the metrics readers'"
     );
-    for kind in [
-        "ServiceAccount",
-        "ClusterRoleBinding",
-        "Role",
-        "RoleBinding",
-        "Service",
-        "PodDisruptionBudget",
-    ] {
+    for kind in ["ServiceAccount", "ClusterRoleBinding", "Service", "PodDisruptionBudget"] {
         one(&objects, kind);
     }
     assert!(find(&objects, "ServiceMonitor").is_empty());
@@ -103,8 +96,14 @@ fn default_values_render_a_hardened_two_replica_deployment() {
         find(&objects, "CustomResourceDefinition").is_empty(),
         "CRDs come from crds/, not templates"
     );
-    let role = one(&objects, "Role");
+    // Two Roles in the release namespace, each with its binding: the leader Lease's and the scrub Jobs'.
+    assert_eq!(find(&objects, "Role").len(), 2, "leader election and scrub Jobs");
+    assert_eq!(find(&objects, "RoleBinding").len(), 2);
+    let role = named(&objects, "Role", "sublet-leader-election");
     assert_eq!(role["metadata"]["namespace"], "sublet-system");
+    let scrub = named(&objects, "Role", "sublet-scrub");
+    assert_eq!(scrub["metadata"]["namespace"], "sublet-system");
+    assert_eq!(scrub["rules"][0]["resources"][0], "jobs");
     assert_eq!(role["rules"][1]["resourceNames"][0], "sublet-leader");
     // Tenant pods, tenant budgets, sublet's own writes, kubelets' writes of sublet's marks, tenant Services,
     // lease namespaces, tenant NetworkPolicies: each a policy and its binding, all denying.
@@ -224,7 +223,11 @@ fn other_values_render_monitoring_dashboard_kueue_and_a_pinned_image() {
         .expect("the chart's arguments parse");
 
     assert!(find(&objects, "PodDisruptionBudget").is_empty(), "one replica, no PDB");
-    assert!(find(&objects, "Role").is_empty(), "no leader election, no Lease access");
+    let roles = find(&objects, "Role");
+    assert!(
+        roles.len() == 1 && roles[0]["rules"][0]["resources"][0] == "jobs",
+        "no leader election, no Lease access"
+    );
     let sm = one(&objects, "ServiceMonitor");
     assert_eq!(sm["metadata"]["labels"]["release"], "prom");
     assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
@@ -368,4 +371,12 @@ fn optional_objects_can_be_turned_off_and_an_existing_service_account_used() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The object of `kind` named `name`.
+fn named<'a>(objects: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+    find(objects, kind)
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
 }

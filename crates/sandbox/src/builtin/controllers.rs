@@ -1,6 +1,6 @@
 //! What the real control plane does after a write, asynchronously: garbage collection by ownerReferences
 //! (background, foreground, orphan), namespace and CRD cleanup, the end of pods' grace periods, and
-//! PodDisruptionBudget status.
+//! PodDisruptionBudget status, and Jobs (jobs.rs).
 //!
 //! ```text
 //!   Store events ─▶ on_event ─▶ Cluster writes (which make more events)
@@ -33,7 +33,10 @@ pub(crate) async fn run(cluster: Arc<Cluster>, mut kicks: mpsc::UnboundedReceive
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = tick.tick() => finish_terminating(&cluster),
+            _ = tick.tick() => {
+                finish_terminating(&cluster);
+                super::jobs::tick(&cluster);
+            }
             event = events.recv() => match event {
                 Ok(event) => on_event(&cluster, &event),
                 Err(broadcast::error::RecvError::Lagged(_)) => resync(&cluster),
@@ -116,6 +119,12 @@ fn on_event(cluster: &Cluster, event: &Event) {
     }
     if res == "pods" || res == "policy/poddisruptionbudgets" {
         refresh_pdbs(cluster, ns);
+    }
+    // Only pods some Job owns are decoded: pod events are the busiest of all.
+    let job_pod =
+        res == "pods" && !event.obj.owners.is_empty() && event.obj.json.windows(12).any(|w| w == b"\"kind\":\"Job\"");
+    if event.kind != EventType::Deleted && (job_pod || res == "batch/jobs") {
+        super::jobs::on_change(cluster, res, ns, &event.obj.name, &event.obj.value());
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub(crate) mod controllers;
 pub(crate) mod crd;
+pub(crate) mod jobs;
 pub(crate) mod pdb;
 pub(crate) mod pods;
 

@@ -521,6 +521,8 @@ fn crd_table_from_sublet_printer_columns() {
             "Lent",
             "Leased",
             "Reclaiming",
+            "Scrubbing",
+            "ScrubFailed",
             "Age"
         ]
     );
@@ -537,10 +539,14 @@ fn crd_table_from_sublet_printer_columns() {
             json!(8),
             json!(16),
             Value::Null,
+            Value::Null,
+            Value::Null,
             json!("3h")
         ]
     );
     assert_eq!(table["columnDefinitions"][1]["description"], "Observe or Enforce");
+    // The scrub counts show with `-o wide` only.
+    assert_eq!(table["columnDefinitions"][11]["priority"], 1);
     assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
 }
 
