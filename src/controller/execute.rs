@@ -222,8 +222,13 @@ async fn run_step(ctx: &Context, pool: &str, step: &Step, reclaim: Reclaim, now:
         Action::Bind { namespace, name, nodes } => {
             let key = crate::api::keys::lease_key(namespace, name);
             let uid = lease_uid(ctx, namespace, name);
-            let mut result = Ok(Done::AlreadySo);
+            // The lease carries the finalizer before it holds a node: one bound without it and deleted at once
+            // would be gone with its hold unbilled and no final record.
+            let mut result = super::finalize::before_binding(ctx, namespace, name).await;
             for node in nodes {
+                if result.is_err() {
+                    break;
+                }
                 // As for a lend: the scheduler may have bound an internal pod to the node in the moment it was
                 // lent, and the lease taint is NoExecute, so binding now would have that pod evicted.
                 let bound_already = ctx.caches.node_now(node).is_some_and(|n| {
@@ -241,9 +246,6 @@ async fn run_step(ctx: &Context, pool: &str, step: &Step, reclaim: Reclaim, now:
                     ))),
                     Err(e) => Err(e),
                 };
-                if result.is_err() {
-                    break;
-                }
             }
             result
         }
