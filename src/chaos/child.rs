@@ -109,6 +109,7 @@ impl Controller {
 
 /// Kills: how many, and at which points.
 #[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Kills {
     pub total: u64,
     pub random: u64,

@@ -39,6 +39,7 @@ pub struct CycleConfig {
 
 /// What the cycles did.
 #[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CycleCounts {
     pub started: u64,
     pub completed: u64,
@@ -55,6 +56,7 @@ pub struct CycleCounts {
 
 /// A cycle that did not get through a step in time.
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Stall {
     pub cycle: u64,
     pub lease: String,

@@ -183,6 +183,7 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     let flips = on(Perturbation::ModeFlips).then(|| {
         tokio::spawn(perturb::mode_flips(
             api.as_manager("chaos-admin"),
+            config.notice_seconds,
             config.seed,
             perturb_stop.clone(),
         ))
@@ -226,6 +227,7 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     let settle = Duration::from_secs(config.notice_seconds.max(0) as u64 + 60);
     drain_leases(&api, &tenants, settle).await;
     end.extend(marked_nodes(&api, false).await);
+    end.extend(tenant_pods_left(&api, &tenants).await);
     let pool_before_delete = api
         .get("sublet.dev/v1alpha1", "tenantpools", None, POOL)
         .await
@@ -387,6 +389,27 @@ async fn drain_leases(api: &DemoApi, tenants: &[String], limit: Duration) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Unfinished tenant pods still there once every lease has ended: each should have been evicted at its
+/// deadline (or checkpointed and finished before).
+async fn tenant_pods_left(api: &DemoApi, tenants: &[String]) -> Vec<watcher::Violation> {
+    let mut out = Vec::new();
+    for ns in tenants {
+        for pod in api.list("v1", "pods", Some(ns), "", "").await.unwrap_or_default() {
+            if crate::demo::nodes::finished(&pod) || pod["metadata"]["deletionTimestamp"].is_string() {
+                continue;
+            }
+            let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+            out.push(watcher::Violation {
+                check: "no tenant pod outlives its leases".into(),
+                detail: format!("tenant pod {ns}/{name} still runs after every lease ended"),
+                objects: json!({"pod": format!("{ns}/{name}"), "node": pod["spec"]["nodeName"],
+                    "annotations": pod["metadata"]["annotations"]}),
+            });
+        }
+    }
+    out
 }
 
 /// Nodes that still carry lease marks (or, once the pool is gone, any sublet mark).

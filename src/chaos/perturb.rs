@@ -102,8 +102,9 @@ pub async fn set_mode(api: &DemoApi, mode: &str) -> bool {
     .is_ok()
 }
 
-/// Flips the pool to Observe for a moment, now and then, until `stop`; answers how many times.
-pub async fn mode_flips(api: DemoApi, seed: u64, mut stop: watch::Receiver<bool>) -> u64 {
+/// Flips the pool to Observe for a moment, now and then, until `stop`; answers how many times. The moment
+/// is up to the notice and 4 s more, so that some deadlines pass while the pool is in Observe.
+pub async fn mode_flips(api: DemoApi, notice_seconds: i64, seed: u64, mut stop: watch::Receiver<bool>) -> u64 {
     let mut rng = Rng::new(seed ^ 0x6d6f6465);
     let mut count = 0;
     loop {
@@ -115,7 +116,7 @@ pub async fn mode_flips(api: DemoApi, seed: u64, mut stop: watch::Receiver<bool>
         if set_mode(&api, "Observe").await {
             count += 1;
         }
-        tokio::time::sleep(Duration::from_secs_f64(rng.range(1.0, 4.0))).await;
+        tokio::time::sleep(Duration::from_secs_f64(rng.range(1.0, notice_seconds as f64 + 4.0))).await;
         while !set_mode(&api, "Enforce").await {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -14,6 +14,7 @@ use crate::demo::Summary;
 
 /// Internal demand seen (an internal pod pending) to its placement on a node back in internal use.
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Latency {
     pub samples: usize,
     pub p50_seconds: f64,
@@ -24,8 +25,32 @@ pub struct Latency {
     pub allowed_p99_seconds: f64,
 }
 
+/// A distribution in brief.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spread {
+    pub samples: usize,
+    pub p50_seconds: f64,
+    pub p99_seconds: f64,
+    pub max_seconds: f64,
+}
+
+impl Spread {
+    fn of(values: &[f64]) -> Spread {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        Spread {
+            samples: v.len(),
+            p50_seconds: round(watcher::percentile(&v, 0.5)),
+            p99_seconds: round(watcher::percentile(&v, 0.99)),
+            max_seconds: round(v.last().copied().unwrap_or(0.0)),
+        }
+    }
+}
+
 /// Everything a chaos run reports.
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Report {
     pub ok: bool,
     pub seed: u64,
@@ -46,6 +71,8 @@ pub struct Report {
     /// Per check: how many times it was checked and failed.
     pub checks: BTreeMap<String, CheckCount>,
     pub reclaim_latency: Latency,
+    /// Seconds from a tenant pod's deadline to the start of its eviction.
+    pub eviction_lateness: Spread,
     pub violations: Vec<Violation>,
 }
 
@@ -173,6 +200,7 @@ pub fn build(p: Parts<'_>) -> Report {
         missed_events: p.record.missed + p.summary.invariants.missed_events,
         checks,
         reclaim_latency: latency,
+        eviction_lateness: Spread::of(&p.record.evictions_late),
         violations,
     }
 }
@@ -238,6 +266,11 @@ impl Report {
         out.push_str(&format!(
             "  reclaim      {} samples: p50 {:.2} s, p99 {:.2} s, max {:.2} s (notice {} s; p99 allowed {:.0} s)\n",
             l.samples, l.p50_seconds, l.p99_seconds, l.max_seconds, l.notice_seconds, l.allowed_p99_seconds
+        ));
+        let e = &self.eviction_lateness;
+        out.push_str(&format!(
+            "  evictions    {} after their deadline by p50 {:.2} s, p99 {:.2} s, max {:.2} s\n",
+            e.samples, e.p50_seconds, e.p99_seconds, e.max_seconds
         ));
         out.push_str("  checks       checked / failed\n");
         for (name, c) in &self.checks {

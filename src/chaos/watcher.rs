@@ -35,6 +35,10 @@ pub const HOLD_EARLY_SECONDS: f64 = 2.0;
 /// How much later: only the watch's own delay in seeing a write (a record is never after the write).
 pub const HOLD_LATE_SECONDS: f64 = 0.5;
 
+/// How long after its deadline an unfinished tenant pod's eviction may begin: a pass's tick, a restart of
+/// a killed controller and its caches' sync.
+pub const EVICTION_LATE_SECONDS: f64 = 5.0;
+
 /// Whether a recorded time agrees with the time the watch saw the change.
 fn agrees(recorded: Timestamp, seen: Timestamp) -> bool {
     let d = (recorded.as_millisecond() - seen.as_millisecond()) as f64 / 1000.0;
@@ -43,6 +47,7 @@ fn agrees(recorded: Timestamp, seen: Timestamp) -> bool {
 
 /// A broken check, with the objects it is about.
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Violation {
     pub check: String,
     pub detail: String,
@@ -51,6 +56,7 @@ pub struct Violation {
 
 /// A span a node was held by one lease, as the watch saw it.
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Span {
     pub node: String,
     pub gpus: u32,
@@ -70,6 +76,7 @@ struct LeaseRec {
 
 /// Counts per check: how many times each was checked and how many times it failed.
 #[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CheckCount {
     pub checked: u64,
     pub failed: u64,
@@ -87,6 +94,8 @@ pub struct Record {
     pod_deleting: HashMap<String, bool>,
     internal_seen: HashMap<String, Instant>,
     pub latencies: Vec<f64>,
+    /// Seconds from each evicted tenant pod's deadline to the start of its eviction.
+    pub evictions_late: Vec<f64>,
     ended: BTreeMap<String, Value>,
     pub pool_status: Value,
     pub checks: BTreeMap<&'static str, CheckCount>,
@@ -179,7 +188,7 @@ fn on_change(r: &mut Record, c: &Change, now: Timestamp, points: &mpsc::Unbounde
     let gone = matches!(c.kind, EventType::Deleted);
     match c.resource.as_str() {
         "nodes" => on_node(r, &c.name, obj, gone, now, points),
-        "pods" => on_pod(r, c, obj, gone, points),
+        "pods" => on_pod(r, c, obj, gone, now, points),
         "gpuleases" => on_lease(r, c, obj, gone),
         "tenantpools" if !gone => on_pool(r, obj),
         _ => {}
@@ -263,7 +272,14 @@ fn on_node(
     }
 }
 
-fn on_pod(r: &mut Record, c: &Change, obj: &Value, gone: bool, points: &mpsc::UnboundedSender<KillPoint>) {
+fn on_pod(
+    r: &mut Record,
+    c: &Change,
+    obj: &Value,
+    gone: bool,
+    now: Timestamp,
+    points: &mpsc::UnboundedSender<KillPoint>,
+) {
     let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
     let who = format!("{}/{}", c.namespace, c.name);
     if c.namespace == INTERNAL_NAMESPACE {
@@ -292,8 +308,24 @@ fn on_pod(r: &mut Record, c: &Change, obj: &Value, gone: bool, points: &mpsc::Un
     }
     let deleting = gone || obj["metadata"]["deletionTimestamp"].is_string();
     let was = r.pod_deleting.insert(uid.clone(), deleting).unwrap_or(false);
+    let finished = matches!(obj["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
     if deleting && !was {
         let _ = points.send(KillPoint::Eviction);
+        let deadline = r.pod_deadlines.get(&uid).and_then(|d| d.parse::<Timestamp>().ok());
+        if let (Some(d), false) = (deadline, finished) {
+            let late = (now.as_millisecond() - d.as_millisecond()) as f64 / 1000.0;
+            r.evictions_late.push(late);
+            r.check(
+                "eviction begins by deadline + 5 s",
+                late <= EVICTION_LATE_SECONDS,
+                || {
+                    (
+                        format!("tenant pod {who} was evicted {late:.1} s after its deadline {d}"),
+                        json!({"pod": who, "deadline": d, "lateSeconds": late}),
+                    )
+                },
+            );
+        }
     }
     if gone {
         r.pod_deleting.remove(&uid);
