@@ -142,8 +142,21 @@ pub async fn execute(
         .into_iter()
         .map(|lane| async move {
             let mut out = Vec::with_capacity(lane.len());
+            // A tenant is told a deadline only once its node's notice is written: a pod annotated after a
+            // failed notice would be told again, another deadline, by the next pass's notice.
+            let mut notice_failed = false;
             for i in lane {
-                out.push((i, run_step(ctx, pool, &steps[i], reclaim, now).await));
+                let step = &steps[i];
+                let outcome = if notice_failed && matches!(step.action, Action::AnnotatePod { .. }) {
+                    Outcome {
+                        step: step.clone(),
+                        result: Err(Error::Refused("the notice on its node was not written".into())),
+                    }
+                } else {
+                    run_step(ctx, pool, step, reclaim, now).await
+                };
+                notice_failed |= matches!(step.action, Action::Notice { .. }) && outcome.result.is_err();
+                out.push((i, outcome));
             }
             out
         })

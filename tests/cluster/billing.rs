@@ -265,3 +265,65 @@ async fn recreated_under_the_same_name(backend: Backend) {
     );
     run.stop().await;
 }
+
+/// The first writes of a node's notice fail: the tenant's pod is told its deadline only once the notice on
+/// its node is written, so it is told once, and the deadline it is told never moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_is_told_its_deadline_once_when_the_notice_write_fails() {
+    for backend in clusters() {
+        told_once(backend).await;
+    }
+}
+
+async fn told_once(backend: Backend) {
+    use futures::StreamExt as _;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::{WatchStreamExt as _, watcher};
+    let env = TestEnv::start(backend, SandboxConfig::default()).await;
+    env.gpu_node("gpu-1", 8).await;
+    create_pool(&env.client, &env.name(POOL), env.pool_spec(spec())).await;
+    let run = env.controller("sublet-0", false);
+    let node = leased(&env, "job").await;
+    // Every deadline the tenant's pods are told, from a watch, so that none goes unseen.
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.acme);
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let watching = {
+        let told = told.clone();
+        tokio::spawn(async move {
+            let mut changes = watcher(pods, watcher::Config::default()).applied_objects().boxed();
+            while let Some(Ok(pod)) = changes.next().await {
+                let deadline = pod
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("sublet.dev/reclaim-deadline"))
+                    .cloned();
+                let mut told = told.lock().unwrap();
+                if let Some(d) = deadline
+                    && told.last() != Some(&d)
+                {
+                    told.push(d);
+                }
+            }
+        })
+    };
+    let node_writes_fail = FaultRule {
+        verbs: vec!["patch".into(), "update".into()],
+        resources: vec!["nodes".into()],
+        share: 1.0,
+        limit: Some(2),
+        action: FaultAction::InternalError,
+    };
+    env.set_faults(FaultConfig {
+        seed: 5,
+        rules: vec![node_writes_fail],
+    });
+    gpu_pod(&env.client, &env.ml, "train", 8, None, json!({})).await;
+    returned_at(&env, &node).await;
+    assert!(env.faults_fired()[0] >= 1, "a node write failed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    watching.abort();
+    let told = told.lock().unwrap().clone();
+    assert_eq!(told.len(), 1, "the pod was told {told:?}");
+    run.stop().await;
+}
