@@ -31,7 +31,7 @@ pub enum Command {
     /// Runs the controller (`sublet run`, as a child process) against an embedded sandbox through many
     /// lend → bind → notice → evict → return cycles, several at once, while it is killed at random and at
     /// chosen points, API writes fail, nodes are deleted and registered again, leases churn and the pool's
-    /// mode flips; an independent watch checks DESIGN rules 1–3, deadlines, notices, evictions, billing to
+    /// mode flips; an independent watch checks the rules 1–3 (README), deadlines, notices, evictions, billing to
     /// the second, pool totals and reclaim latency. Exits 3 on any violation.
     #[cfg(feature = "demo")]
     Chaos(ChaosArgs),

@@ -200,12 +200,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     demo::view::print_summary(&summary);
     println!("  signals      {}", summary.signals);
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&summary)?;
-        if path.as_os_str() == "-" {
-            println!("{text}");
-        } else {
-            std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
-        }
+        write_json(path, &summary)?;
     }
     Ok(if summary.invariants.ok {
         ExitCode::SUCCESS
@@ -248,18 +243,25 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let report = chaos::run(config).await?;
     print!("{}", report.text());
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)?;
-        if path.as_os_str() == "-" {
-            println!("{text}");
-        } else {
-            std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
-        }
+        write_json(path, &report)?;
     }
     Ok(if report.ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
     })
+}
+
+/// Writes `value` as pretty JSON to `path`, or to standard output for `-`.
+#[cfg(feature = "demo")]
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    if path.as_os_str() == "-" {
+        println!("{text}");
+        Ok(())
+    } else {
+        std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+    }
 }
 
 fn crd(args: CrdArgs) -> anyhow::Result<ExitCode> {

@@ -48,6 +48,8 @@ pub struct CycleCounts {
     pub by_lease_end: u64,
     /// Leases deleted the moment they were bound (lease churn).
     pub churned: u64,
+    /// Leases that ended before the tenant saw them `Bound`: internal demand took the node back at once.
+    pub ended_before_seen_bound: u64,
     /// Tenant pods that checkpoint on notice, and that wait to be evicted.
     pub checkpointing_pods: u64,
     pub evicted_pods: u64,
@@ -199,15 +201,18 @@ impl Slot {
             async move { api.create(API, "gpuleases", Some(&ns), lease).await.is_ok() }
         })
         .await?;
-        let bound = || {
+        // Bound, or already ended: internal demand can take a lease's node back the moment it is bound.
+        let bound_or_ended = || {
             let (api, ns, name) = (api.clone(), ns.clone(), name.clone());
             async move {
                 api.get(API, "gpuleases", Some(&ns), &name).await.is_ok_and(|l| {
-                    l["status"]["phase"] == "Bound" && l["status"]["nodeCount"].as_u64().unwrap_or(0) > 0
+                    let s = &l["status"];
+                    (s["phase"] == "Bound" && s["nodeCount"].as_u64().unwrap_or(0) > 0)
+                        || matches!(s["phase"].as_str(), Some("Released" | "Expired"))
                 })
             }
         };
-        self.wait(n, &name, "Bound", bind_limit, bound).await?;
+        self.wait(n, &name, "Bound", bind_limit, bound_or_ended).await?;
         let gone = || {
             let (api, ns, name) = (api.clone(), ns.clone(), name.clone());
             async move {
@@ -216,6 +221,13 @@ impl Slot {
                     .is_err_and(|e| e.code == 404)
             }
         };
+        if self.lease_status(&name).await.is_some_and(|s| s["phase"] != "Bound") {
+            self.counts.lock().await.ended_before_seen_bound += 1;
+            let _ = api
+                .delete(API, "gpuleases", Some(&ns), &name, &DeleteOpts::default())
+                .await;
+            return self.wait(n, &name, "the ended lease to be gone", end_limit, gone).await;
+        }
         if self.config.churn && self.rng.range(0.0, 1.0) < 0.15 {
             let _ = api
                 .delete(API, "gpuleases", Some(&ns), &name, &DeleteOpts::default())

@@ -237,12 +237,14 @@ impl Report {
         ));
         let c = &self.cycle_counts;
         out.push_str(&format!(
-            "  cycles       {} completed of {} started ({} by internal demand, {} by lease end, {} churned), {} stalled\n",
+            "  cycles       {} completed of {} started ({} by internal demand, {} by lease end, {} churned, {} ended \
+             before the tenant saw them bound), {} stalled\n",
             c.completed,
             c.started,
             c.by_demand,
             c.by_lease_end,
             c.churned,
+            c.ended_before_seen_bound,
             c.stalled.len()
         ));
         let k = &self.counters;

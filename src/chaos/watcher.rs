@@ -294,17 +294,15 @@ fn on_pod(
         return;
     }
     if let Some(deadline) = annotation(obj, DEADLINE_ANNOTATION) {
-        let first = r
-            .pod_deadlines
-            .entry(uid.clone())
-            .or_insert_with(|| deadline.to_string())
-            .clone();
-        r.check("pod deadline never moves", first == deadline, || {
-            (
-                format!("tenant pod {who}'s deadline moved from {first} to {deadline}"),
-                json!({"pod": who, "first": first, "now": deadline}),
-            )
-        });
+        // Each move is reported once: the next deadline must equal the last one seen.
+        if let Some(last) = r.pod_deadlines.insert(uid.clone(), deadline.to_string()) {
+            r.check("pod deadline never moves", last == deadline, || {
+                (
+                    format!("tenant pod {who}'s deadline moved from {last} to {deadline}"),
+                    json!({"pod": who, "before": last, "now": deadline}),
+                )
+            });
+        }
     }
     let deleting = gone || obj["metadata"]["deletionTimestamp"].is_string();
     let was = r.pod_deleting.insert(uid.clone(), deleting).unwrap_or(false);
@@ -348,17 +346,14 @@ fn on_lease(r: &mut Record, c: &Change, obj: &Value, gone: bool) {
             continue;
         };
         let k = (uid.clone(), node.to_string());
-        let first = r
-            .notice_deadlines
-            .entry(k)
-            .or_insert_with(|| deadline.to_string())
-            .clone();
-        r.check("notice deadline never moves", first == deadline, || {
-            (
-                format!("lease {key} ({uid}): the deadline of node {node} moved from {first} to {deadline}"),
-                json!({"lease": key, "uid": uid, "node": node, "first": first, "now": deadline}),
-            )
-        });
+        if let Some(last) = r.notice_deadlines.insert(k, deadline.to_string()) {
+            r.check("notice deadline never moves", last == deadline, || {
+                (
+                    format!("lease {key} ({uid}): the deadline of node {node} moved from {last} to {deadline}"),
+                    json!({"lease": key, "uid": uid, "node": node, "before": last, "now": deadline}),
+                )
+            });
+        }
     }
     let lease = r.lease(&uid);
     lease.key = key;
