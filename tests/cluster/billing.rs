@@ -330,3 +330,61 @@ async fn told_once(backend: Backend) {
     assert_eq!(told.len(), 1, "the pod was told {told:?}");
     run.stop().await;
 }
+
+/// While the lease's finalizer cannot be written, its node is not bound to it: a lease holds a node only
+/// once sublet's finalizer keeps it until its account is final, so that one deleted the moment it is bound
+/// is still billed and recorded. Once writes go through, it is bound with the finalizer on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_bound_only_once_it_carries_the_finalizer() {
+    for backend in clusters() {
+        finalizer_first(backend).await;
+    }
+}
+
+async fn finalizer_first(backend: Backend) {
+    let env = TestEnv::start(backend, SandboxConfig::default()).await;
+    let node = env.gpu_node("gpu-1", 8).await;
+    create_pool(&env.client, &env.name(POOL), env.pool_spec(spec())).await;
+    let mut lease_writes_fail = status_writes_fail();
+    lease_writes_fail.rules.truncate(1);
+    env.set_faults(lease_writes_fail);
+    let run = env.controller("sublet-0", false);
+    create_lease(
+        &env.client,
+        &env.acme,
+        "job",
+        json!({"pool": env.name(POOL), "gpus": 8}),
+    )
+    .await;
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    eventually(30, "the node lent", || async {
+        let n = nodes.get(&node).await.ok()?;
+        (label(&n, "sublet.dev/state").is_some()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(env.faults_fired()[0] >= 1, "the lease's writes failed");
+    let n = nodes.get(&node).await.unwrap();
+    assert_eq!(
+        label(&n, "sublet.dev/lease"),
+        None,
+        "bound to a lease without its finalizer"
+    );
+    env.set_faults(FaultConfig::default());
+    eventually_seen(30, "the lease bound with its finalizer", || async {
+        let lease = leases(&env).get("job").await.map_err(|e| e.to_string())?;
+        let n = nodes.get(&node).await.map_err(|e| e.to_string())?;
+        let has = lease
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f == "sublet.dev/bill-until-returned");
+        match (has, label(&n, "sublet.dev/lease")) {
+            (true, Some(_)) => Ok(()),
+            seen => Err(format!("{seen:?}")),
+        }
+    })
+    .await;
+    run.stop().await;
+}
