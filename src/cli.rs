@@ -30,7 +30,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Runs the controller (`sublet run`, as a child process) against an embedded sandbox through many
     /// lend → bind → notice → evict → return cycles, several at once, while it is killed at random and at
-    /// chosen points, API writes fail, nodes are deleted and registered again, leases churn and the pool's
+    /// chosen points, API writes fail, nodes are deleted and registered again or go NotReady, leases churn and the pool's
     /// mode flips; an independent watch checks the rules 1–3 (README), deadlines, notices, evictions, billing to
     /// the second, pool totals and reclaim latency. Exits 3 on any violation.
     #[cfg(feature = "demo")]
@@ -161,7 +161,7 @@ pub struct ChaosArgs {
         long,
         value_name = "LIST",
         value_delimiter = ',',
-        default_value = "kills,faults,lease-churn,node-delete,mode-flips"
+        default_value = "kills,faults,lease-churn,node-delete,node-not-ready,mode-flips"
     )]
     pub perturb: Vec<PerturbArg>,
     /// Cycles at once; the cluster has as many nodes.
@@ -192,6 +192,8 @@ pub enum PerturbArg {
     Faults,
     /// Delete nodes (leased ones first) and register them again a moment later.
     NodeDelete,
+    /// Stop a node's kubelet (a leased node's first) for 2–6 s: the node goes NotReady, then Ready again.
+    NodeNotReady,
     /// Reuse lease names as soon as they are free, and delete some leases the moment they are bound.
     LeaseChurn,
     /// Switch the pool to Observe for a moment and back to Enforce, now and then.

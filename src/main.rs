@@ -220,6 +220,7 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
             PerturbArg::Kills => Some(Perturbation::Kills),
             PerturbArg::Faults => Some(Perturbation::Faults),
             PerturbArg::NodeDelete => Some(Perturbation::NodeDelete),
+            PerturbArg::NodeNotReady => Some(Perturbation::NodeNotReady),
             PerturbArg::LeaseChurn => Some(Perturbation::LeaseChurn),
             PerturbArg::ModeFlips => Some(Perturbation::ModeFlips),
             PerturbArg::None => None,

@@ -52,6 +52,8 @@ pub enum Perturbation {
     Faults,
     /// Delete nodes (leased ones first) and register them again.
     NodeDelete,
+    /// Stop a node's kubelet (leased ones first): the node goes NotReady, and Ready again when it is back.
+    NodeNotReady,
     /// Reuse lease names as soon as they are free, and delete leases the moment they are bound.
     LeaseChurn,
     /// Switch the pool to Observe for a moment and back.
@@ -180,6 +182,13 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
             perturb_stop.clone(),
         ))
     });
+    let not_ready = on(Perturbation::NodeNotReady).then(|| {
+        tokio::spawn(perturb::not_ready(
+            api.as_manager("chaos-kubelet"),
+            config.seed,
+            perturb_stop.clone(),
+        ))
+    });
     let flips = on(Perturbation::ModeFlips).then(|| {
         tokio::spawn(perturb::mode_flips(
             api.as_manager("chaos-admin"),
@@ -210,6 +219,11 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
         Some(t) => t.await.unwrap_or(0),
         None => 0,
     };
+    let nodes_not_ready = match not_ready {
+        Some(t) => t.await.unwrap_or(0),
+        None => 0,
+    };
+    perturb::all_kubelets_up(&api).await;
     let mode_flips = match flips {
         Some(t) => t.await.unwrap_or(0),
         None => 0,
@@ -267,6 +281,7 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
             kills,
             faults_fired,
             nodes_deleted,
+            nodes_not_ready,
             mode_flips,
             controller_starts: controller.starts.load(std::sync::atomic::Ordering::Relaxed),
             end,
@@ -346,7 +361,8 @@ async fn start_actors(
     stop: &watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, ChaosError> {
     let heartbeats = crate::demo::kubelet::KubeletConfig {
-        node_selector: GROUP_LABEL.into(),
+        // A node whose kubelet the run has stopped (perturb::not_ready) gets no heartbeat.
+        node_selector: format!("{GROUP_LABEL},!{}", perturb::KUBELET_DOWN_LABEL),
         period: Duration::from_secs(1),
         start_pods: false,
         ..crate::demo::kubelet::KubeletConfig::default()

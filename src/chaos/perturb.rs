@@ -5,6 +5,8 @@
 //!                (reads and watches are left alone: the watcher reads through the same server)
 //!   node-delete  every few seconds a node (a leased one when there is one) is deleted and, a moment
 //!                later, registered again by its kubelet: its own labels and taint, nothing of sublet's
+//!   node-not-ready  every few seconds a node's kubelet (a leased node's, when there is one) stops: the node
+//!                goes NotReady for a few seconds, then its kubelet posts Ready again
 //!   mode-flips   every few seconds the pool goes to Observe for a moment and back to Enforce
 //! ```
 
@@ -83,6 +85,84 @@ pub async fn register(api: &DemoApi, spec: &NodeSpec) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The label that stops the run's heartbeats for a node (its kubelet is down).
+pub const KUBELET_DOWN_LABEL: &str = "chaos.sublet.dev/kubelet-down";
+
+/// Stops a node's kubelet now and then until `stop`: NotReady for 2–6 s; answers how many times.
+pub async fn not_ready(api: DemoApi, seed: u64, mut stop: watch::Receiver<bool>) -> u64 {
+    let mut rng = Rng::new(seed ^ 0x7265_6164);
+    let mut count = 0;
+    loop {
+        let wait = Duration::from_secs_f64(rng.range(6.0, 15.0));
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return count,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let listed = api.list("v1", "nodes", None, GROUP_LABEL, "").await.unwrap_or_default();
+        let names: Vec<String> = listed
+            .iter()
+            .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+            .collect();
+        let leased: Vec<String> = listed
+            .iter()
+            .filter(|n| n["metadata"]["labels"][STATE_LABEL] == "leased")
+            .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+            .collect();
+        let Some(name) = (if !leased.is_empty() && rng.range(0.0, 1.0) < 0.7 {
+            Some(rng.pick(&leased).clone())
+        } else {
+            (!names.is_empty()).then(|| rng.pick(&names).clone())
+        }) else {
+            continue;
+        };
+        let down = json!({"metadata": {"labels": {KUBELET_DOWN_LABEL: "true"}}});
+        if api
+            .patch("v1", "nodes", None, &name, PatchKind::Merge, &down, None)
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        let now = sublet_sandbox::meta::format_time(jiff::Timestamp::now());
+        let status = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "NodeStatusUnknown",
+            "message": "Kubelet stopped posting node status.", "lastTransitionTime": now}]}});
+        let _ = api
+            .patch("v1", "nodes", None, &name, PatchKind::Merge, &status, Some("status"))
+            .await;
+        count += 1;
+        tokio::time::sleep(Duration::from_secs_f64(rng.range(2.0, 6.0))).await;
+        kubelet_up(&api, &name).await;
+    }
+}
+
+/// Starts a node's kubelet again: its heartbeats post Ready on their next round.
+async fn kubelet_up(api: &DemoApi, name: &str) {
+    let up = json!({"metadata": {"labels": {KUBELET_DOWN_LABEL: null}}});
+    for _ in 0..50 {
+        if api
+            .patch("v1", "nodes", None, name, PatchKind::Merge, &up, None)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts every stopped kubelet again.
+pub async fn all_kubelets_up(api: &DemoApi) {
+    for node in api
+        .list("v1", "nodes", None, KUBELET_DOWN_LABEL, "")
+        .await
+        .unwrap_or_default()
+    {
+        if let Some(name) = node["metadata"]["name"].as_str() {
+            kubelet_up(api, name).await;
+        }
     }
 }
 

@@ -63,6 +63,7 @@ pub struct Report {
     pub controller_starts: u64,
     pub faults_injected: u64,
     pub nodes_deleted: u64,
+    pub nodes_not_ready: u64,
     pub mode_flips: u64,
     /// What the demo's checker counted (lends, binds, notices, evictions, returns, checkpoints).
     pub counters: crate::demo::summary::Counters,
@@ -84,6 +85,7 @@ pub struct Parts<'a> {
     pub kills: Kills,
     pub faults_fired: u64,
     pub nodes_deleted: u64,
+    pub nodes_not_ready: u64,
     pub mode_flips: u64,
     pub controller_starts: u64,
     /// Violations found at the end (nodes left marked, a pool that would not go).
@@ -203,6 +205,7 @@ pub fn build(p: Parts<'_>) -> Report {
         controller_starts: p.controller_starts,
         faults_injected: p.faults_fired,
         nodes_deleted: p.nodes_deleted,
+        nodes_not_ready: p.nodes_not_ready,
         mode_flips: p.mode_flips,
         counters: p.summary.counters.clone(),
         missed_events: p.record.missed + p.summary.invariants.missed_events,
@@ -262,7 +265,8 @@ impl Report {
         ));
         let points: Vec<String> = self.kills.at_points.iter().map(|(p, n)| format!("{n} {p}")).collect();
         out.push_str(&format!(
-            "  perturbed    {} kills ({} random{}{}), {} starts, {} API faults, {} nodes deleted, {} mode flips\n",
+            "  perturbed    {} kills ({} random{}{}), {} starts, {} API faults, {} nodes deleted, {} nodes NotReady, {} \
+             mode flips\n",
             self.kills.total,
             self.kills.random,
             if points.is_empty() { "" } else { ", " },
@@ -270,6 +274,7 @@ impl Report {
             self.controller_starts,
             self.faults_injected,
             self.nodes_deleted,
+            self.nodes_not_ready,
             self.mode_flips
         ));
         let l = &self.reclaim_latency;

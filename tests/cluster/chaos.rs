@@ -2,7 +2,9 @@
 //! its embedded sandbox, kills it, fails its writes and churns leases, and its independent watch finds every
 //! promise kept.
 //!
-//! Perturbations on here: kills, faults, lease-churn. Off, and why:
+//! Perturbations on here: kills, faults, lease-churn, node-not-ready (the run's checks hold through a node
+//! going NotReady for a few seconds; what a NotReady node should change for its lease, its billing and a
+//! condition, is not one of them yet). Off, and why:
 //! - node-delete: a leased node deleted and registered again leaves the tenant's pod running on an untainted
 //!   node (rule 2) and the lease's bound seconds unbilled (node loss is being fixed separately);
 //! - mode-flips: a deadline that passes while the pool is in Observe is not carried out until it is back in
@@ -31,7 +33,7 @@ fn chaos(args: &[&str]) -> (std::process::Output, Option<Value>) {
 }
 
 #[test]
-fn a_short_chaos_run_keeps_every_promise_while_killed_faulted_and_churned() {
+fn a_short_chaos_run_keeps_every_promise_while_killed_faulted_churned_and_not_ready() {
     let (out, report) = chaos(&[
         "--cycles",
         "24",
@@ -40,7 +42,7 @@ fn a_short_chaos_run_keeps_every_promise_while_killed_faulted_and_churned() {
         "--seed",
         "7",
         "--perturb",
-        "kills,faults,lease-churn",
+        "kills,faults,lease-churn,node-not-ready",
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     let report =
