@@ -28,6 +28,17 @@ pub enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Runs the controller (`sublet run`, as a child process) against an embedded sandbox through many
+    /// lend → bind → notice → evict → return cycles, several at once, while it is killed at random and at
+    /// chosen points, API writes fail, nodes are deleted and registered again or go NotReady, leases churn and the pool's
+    /// mode flips; an independent watch checks the rules 1–3 (README), deadlines, notices, evictions, billing to
+    /// the second, pool totals and reclaim latency. Exits 3 on any violation.
+    #[cfg(feature = "demo")]
+    Chaos(ChaosArgs),
+    /// Not in this build (see `NOT_BUILT`).
+    #[cfg(not(feature = "demo"))]
+    #[command(hide = true, disable_help_flag = true)]
+    Chaos(NotBuilt),
     /// Prints sublet's CustomResourceDefinitions as YAML, or writes one file per CRD into a folder.
     Crd(CrdArgs),
     /// Runs sublet end to end on this machine, no cluster needed: a sandbox API server with simulated GPU
@@ -133,6 +144,62 @@ pub struct SandboxArgs {
     /// Reads fault-injection rules (YAML) from this file; they can be changed later at /sandbox/faults.
     #[arg(long, value_name = "FILE")]
     pub faults: Option<PathBuf>,
+}
+
+/// Arguments of `sublet chaos`.
+#[cfg(feature = "demo")]
+#[derive(clap::Args, Debug)]
+pub struct ChaosArgs {
+    /// Lend → bind → notice → evict → return cycles to run.
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub cycles: u64,
+    /// Seed of every random choice (kills, faults, node deletions, mode flips, the cycles' timing).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The perturbations, comma-separated; `none` for none.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "kills,faults,lease-churn,node-delete,node-not-ready,mode-flips"
+    )]
+    pub perturb: Vec<PerturbArg>,
+    /// Cycles at once; the cluster has as many nodes.
+    #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=200))]
+    pub parallel: u32,
+    /// The pool's reclaim notice, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3, value_parser = clap::value_parser!(i64).range(0..=600))]
+    pub notice: i64,
+    /// The pool's idle window, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2, value_parser = clap::value_parser!(i64).range(0..=600))]
+    pub idle: i64,
+    /// Writes the report as JSON to this file (`-` for standard output, after the text).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Appends the controller's log to this file (every start of it).
+    #[arg(long, value_name = "FILE")]
+    pub controller_log: Option<PathBuf>,
+}
+
+/// One perturbation of `sublet chaos --perturb`.
+#[cfg(feature = "demo")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PerturbArg {
+    /// SIGKILL the controller at random and 0–80 ms after chosen writes (notice, eviction, return, lease
+    /// deletion, internal demand), and start it again.
+    Kills,
+    /// Answer a share of API writes with 500, 409 or 429 (the sandbox's fault injection).
+    Faults,
+    /// Delete nodes (leased ones first) and register them again a moment later.
+    NodeDelete,
+    /// Stop a node's kubelet (a leased node's first) for 2–6 s: the node goes NotReady, then Ready again.
+    NodeNotReady,
+    /// Reuse lease names as soon as they are free, and delete some leases the moment they are bound.
+    LeaseChurn,
+    /// Switch the pool to Observe for a moment and back to Enforce, now and then.
+    ModeFlips,
+    /// No perturbation.
+    None,
 }
 
 /// Arguments of `sublet simulate`.

@@ -2,6 +2,8 @@
 //! when internal work needs them.
 //!
 //! ```text
+//!   chaos    `sublet chaos`: the controller as a child process through many cycles while it is killed, its
+//!            writes fail, nodes vanish, leases churn and modes flip; an independent watch checks it (`demo`)
 //!   api      the custom resources (TenantPool, GpuLease) and the sublet.dev/ keys on nodes and pods
 //!   crd      the CustomResourceDefinitions generated from `api`
 //!   demo     `sublet demo`: the controller against the sandbox with a simulated cluster and workload
@@ -14,6 +16,8 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+#[cfg(feature = "demo")]
+pub mod chaos;
 pub mod cli;
 pub mod controller;
 pub mod crd;

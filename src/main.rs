@@ -6,9 +6,9 @@ use anyhow::Context as _;
 use clap::Parser;
 #[cfg(not(feature = "demo"))]
 use sublet::cli::NOT_BUILT;
-use sublet::cli::{Cli, Command, CrdArgs, LogFormat, RunArgs, SimulateArgs};
 #[cfg(feature = "demo")]
-use sublet::cli::{DemoArgs, SandboxArgs};
+use sublet::cli::{ChaosArgs, DemoArgs, SandboxArgs};
+use sublet::cli::{Cli, Command, CrdArgs, LogFormat, RunArgs, SimulateArgs};
 
 /// mimalloc: a pass builds and drops tens of thousands of small objects, which it allocates at about twice
 /// the speed of the system allocator (`cargo bench --bench observe`).
@@ -18,7 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo's own view is the output; only warnings from the parts it runs go to the log.
-    let quiet = matches!(cli.command, Command::Demo(_));
+    let quiet = matches!(cli.command, Command::Demo(_) | Command::Chaos(_));
     // The controller's watches are cut when the demo's API server stops at the end: kube's client and the
     // caches warn of that, which is expected there (SUBLET_LOG overrides this filter).
     let demo_filter = "warn,kube_client=off,sublet::controller::cache=error";
@@ -56,8 +56,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => runtime()?.block_on(demo(args)),
         #[cfg(feature = "demo")]
         Command::Sandbox(args) => sandbox(args),
+        #[cfg(feature = "demo")]
+        Command::Chaos(args) => runtime()?.block_on(chaos(args)),
         #[cfg(not(feature = "demo"))]
-        Command::Demo(_) | Command::Sandbox(_) => {
+        Command::Demo(_) | Command::Sandbox(_) | Command::Chaos(_) => {
             eprintln!("error: {NOT_BUILT}");
             Ok(ExitCode::from(2))
         }
@@ -198,18 +200,69 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     demo::view::print_summary(&summary);
     println!("  signals      {}", summary.signals);
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&summary)?;
-        if path.as_os_str() == "-" {
-            println!("{text}");
-        } else {
-            std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
-        }
+        write_json(path, &summary)?;
     }
     Ok(if summary.invariants.ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
     })
+}
+
+#[cfg(feature = "demo")]
+async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
+    use sublet::chaos::{self, Perturbation};
+    use sublet::cli::PerturbArg;
+    let mut perturbations: Vec<Perturbation> = args
+        .perturb
+        .iter()
+        .filter_map(|p| match p {
+            PerturbArg::Kills => Some(Perturbation::Kills),
+            PerturbArg::Faults => Some(Perturbation::Faults),
+            PerturbArg::NodeDelete => Some(Perturbation::NodeDelete),
+            PerturbArg::NodeNotReady => Some(Perturbation::NodeNotReady),
+            PerturbArg::LeaseChurn => Some(Perturbation::LeaseChurn),
+            PerturbArg::ModeFlips => Some(Perturbation::ModeFlips),
+            PerturbArg::None => None,
+        })
+        .collect();
+    if args.perturb.contains(&PerturbArg::None) && !perturbations.is_empty() {
+        anyhow::bail!("--perturb none cannot be combined with other perturbations");
+    }
+    perturbations.sort();
+    perturbations.dedup();
+    let config = chaos::ChaosConfig {
+        cycles: args.cycles,
+        seed: args.seed,
+        perturbations,
+        notice_seconds: args.notice,
+        idle_seconds: args.idle,
+        parallel: args.parallel,
+        controller_log: args.controller_log,
+        ..chaos::ChaosConfig::default()
+    };
+    let report = chaos::run(config).await?;
+    print!("{}", report.text());
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+/// Writes `value` as pretty JSON to `path`, or to standard output for `-`.
+#[cfg(feature = "demo")]
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    if path.as_os_str() == "-" {
+        println!("{text}");
+        Ok(())
+    } else {
+        std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+    }
 }
 
 fn crd(args: CrdArgs) -> anyhow::Result<ExitCode> {

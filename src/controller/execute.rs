@@ -150,8 +150,21 @@ pub async fn execute(
         .into_iter()
         .map(|lane| async move {
             let mut out = Vec::with_capacity(lane.len());
+            // A tenant is told a deadline only once its node's notice is written: a pod annotated after a
+            // failed notice would be told again, another deadline, by the next pass's notice.
+            let mut notice_failed = false;
             for i in lane {
-                out.push((i, run_step(ctx, pool, &steps[i], reclaim, now).await));
+                let step = &steps[i];
+                let outcome = if notice_failed && matches!(step.action, Action::AnnotatePod { .. }) {
+                    Outcome {
+                        step: step.clone(),
+                        result: Err(Error::Refused("the notice on its node was not written".into())),
+                    }
+                } else {
+                    run_step(ctx, pool, step, reclaim, now).await
+                };
+                notice_failed |= matches!(step.action, Action::Notice { .. }) && outcome.result.is_err();
+                out.push((i, outcome));
             }
             out
         })
@@ -230,8 +243,13 @@ async fn run_step(ctx: &Context, pool: &str, step: &Step, reclaim: Reclaim, now:
         Action::Bind { namespace, name, nodes } => {
             let key = crate::api::keys::lease_key(namespace, name);
             let uid = lease_uid(ctx, namespace, name);
-            let mut result = Ok(Done::AlreadySo);
+            // The lease carries the finalizer before it holds a node: one bound without it and deleted at once
+            // would be gone with its hold unbilled and no final record.
+            let mut result = super::finalize::before_binding(ctx, namespace, name).await;
             for node in nodes {
+                if result.is_err() {
+                    break;
+                }
                 // As for a lend: the scheduler may have bound an internal pod to the node in the moment it was
                 // lent, and the lease taint is NoExecute, so binding now would have that pod evicted.
                 let bound_already = ctx.caches.node_now(node).is_some_and(|n| {
@@ -249,9 +267,6 @@ async fn run_step(ctx: &Context, pool: &str, step: &Step, reclaim: Reclaim, now:
                     ))),
                     Err(e) => Err(e),
                 };
-                if result.is_err() {
-                    break;
-                }
             }
             result
         }

@@ -192,6 +192,24 @@ async fn record_ended(ctx: &Context, pool: &str, record: &EndedLease) -> Result<
     Err(Error::Conflict(format!("tenantpool {pool}")))
 }
 
+/// Adds the finalizer to a lease about to be bound that lacks it (the pass adds it to new leases only after
+/// its steps); refuses a lease that is gone or being deleted.
+pub async fn before_binding(ctx: &Context, namespace: &str, name: &str) -> Result<super::Done, Error> {
+    let lease = ctx
+        .caches
+        .leases_now()
+        .into_iter()
+        .find(|l| l.metadata.namespace.as_deref() == Some(namespace) && l.metadata.name.as_deref() == Some(name));
+    match lease {
+        None => Err(Error::Refused(format!("lease {namespace}/{name} is gone"))),
+        Some(l) if l.metadata.deletion_timestamp.is_some() => {
+            Err(Error::Refused(format!("lease {namespace}/{name} is being deleted")))
+        }
+        Some(l) if l.finalizers().iter().any(|f| f == LEASE_FINALIZER) => Ok(super::Done::AlreadySo),
+        Some(l) => set_finalizer(ctx, &l, true).await.map(|()| super::Done::Written),
+    }
+}
+
 async fn set_finalizer(ctx: &Context, lease: &GpuLease, on: bool) -> Result<(), Error> {
     let namespace = lease.namespace().unwrap_or_default();
     let api: Api<GpuLease> = Api::namespaced(ctx.client.clone(), &namespace);

@@ -155,9 +155,10 @@ pub fn observe(
     let (load, chosen) = pool_pods(pods, &at, node_list.len(), resource, &tenant_namespaces);
     let records = recorded_deadlines(leases, &name);
     let held = held_gpus(leases, &name);
-    let latest = now
-        .checked_add(jiff::SignedDuration::from_secs(pool.spec.reclaim.notice_seconds.max(0)))
-        .unwrap_or(now);
+    // The latest deadline a notice given now could carry, rounded up as the planner gives deadlines: capped at
+    // the exact sum, a deadline given a moment ago and not yet recorded would move earlier by a fraction of
+    // a second, and its record (whole seconds) earlier still.
+    let latest = crate::policy::full_notice_deadline(now, pool.spec.reclaim.notice_seconds);
     let mut idle = clocks.lock();
     for (i, &(node, gpus)) in node_list.iter().enumerate() {
         let mut view = node_view(node, gpus, &label_keys);
@@ -556,5 +557,28 @@ mod tests {
         assert_eq!(deadline("wiped").as_deref(), Some(given));
         assert_eq!(deadline("unrecorded").as_deref(), Some("2026-11-25T12:02:00Z"));
         assert_eq!(deadline("legit").as_deref(), Some(given));
+    }
+
+    /// A deadline given a moment ago (now plus the notice, rounded up to the second) and not yet recorded stays
+    /// as given on the next pass, a fraction of a second later; a forged one is still capped, at whole seconds.
+    #[test]
+    fn an_unrecorded_deadline_given_a_moment_ago_does_not_move() {
+        let given: Timestamp = "2026-11-25T12:02:01Z".parse().unwrap();
+        let a_moment_later: Timestamp = "2026-11-25T12:00:00.400Z".parse().unwrap();
+        assert_eq!(crate::policy::full_notice_deadline(a_moment_later, 120), given);
+        assert_eq!(
+            given.min(crate::policy::full_notice_deadline(a_moment_later, 120)),
+            given
+        );
+        let forged: Timestamp = "2099-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            forged.min(crate::policy::full_notice_deadline(a_moment_later, 120)),
+            given
+        );
+        let exact: Timestamp = "2026-11-25T12:00:00Z".parse().unwrap();
+        assert_eq!(
+            crate::policy::full_notice_deadline(exact, 120).to_string(),
+            "2026-11-25T12:02:00Z"
+        );
     }
 }

@@ -347,20 +347,20 @@ fn demand_and_groups(config: &DemoConfig) -> Result<(workload::DemandCurve, Vec<
 
 /// Where the controller reads GPU utilization: the DCGM exporter publishes what the kubelet computes from the
 /// pods' load; Prometheus scrapes it when installed, otherwise the exporter's values are answered directly.
-struct UtilizationPath {
+pub(crate) struct UtilizationPath {
     /// The Prometheus URL the pool names.
-    url: String,
+    pub(crate) url: String,
     /// The path in words, for the intro and the summary.
-    description: String,
+    pub(crate) description: String,
     /// Copies the loads into the exporter until the demo stops.
-    publish: tokio::task::JoinHandle<()>,
-    prometheus: Option<prom::Prometheus>,
+    pub(crate) publish: tokio::task::JoinHandle<()>,
+    pub(crate) prometheus: Option<prom::Prometheus>,
     /// The direct query path, when no Prometheus runs.
-    direct: Option<tokio::task::JoinHandle<()>>,
+    pub(crate) direct: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl UtilizationPath {
-    async fn start(
+    pub(crate) async fn start(
         sandbox: &sublet_sandbox::SandboxHandle,
         loads: &prom::Loads,
         use_prometheus: bool,

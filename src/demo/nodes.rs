@@ -153,27 +153,33 @@ pub fn node_specs(groups: &[NodeGroup]) -> Vec<NodeSpec> {
 pub async fn create_nodes(api: &DemoApi, groups: &[NodeGroup]) -> Result<(), DemoError> {
     validate_groups(groups).map_err(DemoError::Setup)?;
     for n in node_specs(groups) {
-        let gpus = n.gpus.to_string();
-        api.create(
-            "v1",
-            "nodes",
-            None,
-            json!({
-                "metadata": {"name": n.name, "labels": {
-                    MODEL_LABEL: n.model, GROUP_LABEL: n.group, "kubernetes.io/hostname": n.name,
-                }},
-                "spec": {"taints": [{"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}]},
-            }),
-        )
-        .await?;
-        let status = json!({"status": {
-            "capacity": {GPU_RESOURCE: gpus, "cpu": "128", "memory": "1Ti", "pods": "110"},
-            "allocatable": {GPU_RESOURCE: gpus, "cpu": "128", "memory": "1Ti", "pods": "110"},
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"}],
-        }});
-        api.patch("v1", "nodes", None, &n.name, PatchKind::Merge, &status, Some("status"))
-            .await?;
+        create_node(api, &n).await?;
     }
+    Ok(())
+}
+
+/// Creates one node, Ready, as its kubelet registers it: its own labels and the GPU taint, nothing of sublet's.
+pub async fn create_node(api: &DemoApi, n: &NodeSpec) -> Result<(), DemoError> {
+    let gpus = n.gpus.to_string();
+    api.create(
+        "v1",
+        "nodes",
+        None,
+        json!({
+            "metadata": {"name": n.name, "labels": {
+                MODEL_LABEL: n.model, GROUP_LABEL: n.group, "kubernetes.io/hostname": n.name,
+            }},
+            "spec": {"taints": [{"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}]},
+        }),
+    )
+    .await?;
+    let status = json!({"status": {
+        "capacity": {GPU_RESOURCE: gpus, "cpu": "128", "memory": "1Ti", "pods": "110"},
+        "allocatable": {GPU_RESOURCE: gpus, "cpu": "128", "memory": "1Ti", "pods": "110"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"}],
+    }});
+    api.patch("v1", "nodes", None, &n.name, PatchKind::Merge, &status, Some("status"))
+        .await?;
     Ok(())
 }
 

@@ -153,7 +153,14 @@ async fn give_up(api: &DemoApi, t: &mut Tenant, lease: &str, now: f64) -> State 
     }
 }
 
-fn tenant_pod(name: &str, lease: &str, status: &Value, gpus: u64, run_seconds: f64, checkpoints: bool) -> Value {
+pub(crate) fn tenant_pod(
+    name: &str,
+    lease: &str,
+    status: &Value,
+    gpus: u64,
+    run_seconds: f64,
+    checkpoints: bool,
+) -> Value {
     let mut tolerations: Vec<Value> = status["tolerations"].as_array().cloned().unwrap_or_default();
     tolerations.push(json!({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}));
     let mut annotations = json!({RUN_ANNOTATION: format!("{:.0}", run_seconds.max(60.0))});

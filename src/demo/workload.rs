@@ -130,7 +130,7 @@ fn live_by_group(pods: &[Value]) -> HashMap<&str, u32> {
     live
 }
 
-fn internal_pod(name: &str, group: &str, gpus: u32, run_seconds: f64) -> Value {
+pub(crate) fn internal_pod(name: &str, group: &str, gpus: u32, run_seconds: f64) -> Value {
     let n = gpus.to_string();
     json!({
         "metadata": {"name": name, "labels": {"app": "train", GROUP_LABEL: group},

@@ -31,7 +31,7 @@ pub use config::{LearnedPolicy, PolicyError, PoolPolicy, Prices, ReservePolicy, 
 pub use history::{BURST_MINUTES_NEEDED, DemandHistory};
 pub use lease_key::{KeyedLease, MAX_NAMESPACE_LEN, lease_key, refusals};
 pub use output::{Action, Cause, ClassReport, LeaseReport, NodeReport, Plan, Step, Totals};
-pub use plan::plan;
+pub use plan::{full_notice_deadline, plan};
 pub use scrub::{JobOutcome, ScrubJob, ScrubPolicy, ScrubReport, ScrubStage, ScrubView};
 pub use selector::{Requirement, Selector};
 pub use snapshot::{

@@ -43,9 +43,14 @@ pub fn plan(s: &Snapshot) -> Plan {
 /// `now` plus the notice, rounded up to a whole second: deadlines are written as RFC 3339 seconds, and a
 /// rounded deadline must never give less notice than promised.
 pub(super) fn deadline_after_notice(w: &Draft) -> Timestamp {
-    let exact = w
-        .now
-        .saturating_add(SignedDuration::from_secs(w.policy.notice_seconds))
+    full_notice_deadline(w.now, w.policy.notice_seconds)
+}
+
+/// The deadline of a notice given at `now`: the notice later, up to the next whole second (the records that
+/// keep deadlines hold whole seconds, and a deadline never comes sooner than promised).
+pub fn full_notice_deadline(now: Timestamp, notice_seconds: i64) -> Timestamp {
+    let exact = now
+        .saturating_add(SignedDuration::from_secs(notice_seconds.max(0)))
         .expect("notice fits a timestamp");
     let whole = exact.as_second() + i64::from(exact.subsec_nanosecond() > 0);
     Timestamp::from_second(whole).unwrap_or(exact)

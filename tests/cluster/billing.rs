@@ -265,3 +265,126 @@ async fn recreated_under_the_same_name(backend: Backend) {
     );
     run.stop().await;
 }
+
+/// Every node write fails for a second and a half while a node goes under notice, so each pass's notice
+/// fails (and the deadline it would give moves on with the clock): the tenant's pod is told its deadline only
+/// once the notice on its node is written, so it is told once, and the deadline it is told never moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_is_told_its_deadline_once_when_the_notice_write_fails() {
+    for backend in clusters() {
+        told_once(backend).await;
+    }
+}
+
+async fn told_once(backend: Backend) {
+    use futures::StreamExt as _;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::{WatchStreamExt as _, watcher};
+    let env = TestEnv::start(backend, SandboxConfig::default()).await;
+    env.gpu_node("gpu-1", 8).await;
+    create_pool(&env.client, &env.name(POOL), env.pool_spec(spec())).await;
+    let run = env.controller("sublet-0", false);
+    let node = leased(&env, "job").await;
+    // Every deadline the tenant's pods are told, from a watch, so that none goes unseen.
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.acme);
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let watching = {
+        let told = told.clone();
+        tokio::spawn(async move {
+            let mut changes = watcher(pods, watcher::Config::default()).applied_objects().boxed();
+            while let Some(Ok(pod)) = changes.next().await {
+                let deadline = pod
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("sublet.dev/reclaim-deadline"))
+                    .cloned();
+                let mut told = told.lock().unwrap();
+                if let Some(d) = deadline
+                    && told.last() != Some(&d)
+                {
+                    told.push(d);
+                }
+            }
+        })
+    };
+    let node_writes_fail = FaultRule {
+        verbs: vec!["patch".into(), "update".into()],
+        resources: vec!["nodes".into()],
+        share: 1.0,
+        limit: None,
+        action: FaultAction::InternalError,
+    };
+    env.set_faults(FaultConfig {
+        seed: 5,
+        rules: vec![node_writes_fail],
+    });
+    gpu_pod(&env.client, &env.ml, "train", 8, None, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(env.faults_fired()[0] >= 2, "the notice's writes failed");
+    env.set_faults(FaultConfig::default());
+    returned_at(&env, &node).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    watching.abort();
+    let told = told.lock().unwrap().clone();
+    assert_eq!(told.len(), 1, "the pod was told {told:?}");
+    run.stop().await;
+}
+
+/// While the lease's finalizer cannot be written, its node is not bound to it: a lease holds a node only
+/// once sublet's finalizer keeps it until its account is final, so that one deleted the moment it is bound
+/// is still billed and recorded. Once writes go through, it is bound with the finalizer on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_bound_only_once_it_carries_the_finalizer() {
+    for backend in clusters() {
+        finalizer_first(backend).await;
+    }
+}
+
+async fn finalizer_first(backend: Backend) {
+    let env = TestEnv::start(backend, SandboxConfig::default()).await;
+    let node = env.gpu_node("gpu-1", 8).await;
+    create_pool(&env.client, &env.name(POOL), env.pool_spec(spec())).await;
+    let mut lease_writes_fail = status_writes_fail();
+    lease_writes_fail.rules.truncate(1);
+    env.set_faults(lease_writes_fail);
+    let run = env.controller("sublet-0", false);
+    create_lease(
+        &env.client,
+        &env.acme,
+        "job",
+        json!({"pool": env.name(POOL), "gpus": 8}),
+    )
+    .await;
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    eventually(30, "the node lent", || async {
+        let n = nodes.get(&node).await.ok()?;
+        (label(&n, "sublet.dev/state").is_some()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(env.faults_fired()[0] >= 1, "the lease's writes failed");
+    let n = nodes.get(&node).await.unwrap();
+    assert_eq!(
+        label(&n, "sublet.dev/lease"),
+        None,
+        "bound to a lease without its finalizer"
+    );
+    env.set_faults(FaultConfig::default());
+    eventually_seen(30, "the lease bound with its finalizer", || async {
+        let lease = leases(&env).get("job").await.map_err(|e| e.to_string())?;
+        let n = nodes.get(&node).await.map_err(|e| e.to_string())?;
+        let has = lease
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f == "sublet.dev/bill-until-returned");
+        match (has, label(&n, "sublet.dev/lease")) {
+            (true, Some(_)) => Ok(()),
+            seen => Err(format!("{seen:?}")),
+        }
+    })
+    .await;
+    run.stop().await;
+}

@@ -6,6 +6,7 @@
 mod support;
 
 mod billing;
+mod chaos;
 mod chart_sandbox;
 mod cluster_life;
 mod control_plane;

@@ -1,0 +1,104 @@
+//! `sublet chaos` for a few cycles with a fixed seed: the real binary spawns itself as the controller against
+//! its embedded sandbox, kills it, fails its writes and churns leases, and its independent watch finds every
+//! promise kept.
+//!
+//! Perturbations on here: kills, faults, lease-churn, node-not-ready (the run's checks hold through a node
+//! going NotReady for a few seconds; what a NotReady node should change for its lease, its billing and a
+//! condition, is not one of them yet). Off, and why:
+//! - node-delete: a leased node deleted and registered again leaves the tenant's pod running on an untainted
+//!   node (rule 2) and the lease's bound seconds unbilled (node loss is being fixed separately);
+//! - mode-flips: a deadline that passes while the pool is in Observe is not carried out until it is back in
+//!   Enforce (evictions up to the length of the flip late; Observe during a notice is being fixed separately).
+//!
+//! Turn them on here once those fixes are in.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn chaos(args: &[&str]) -> (std::process::Output, Option<Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_sublet"))
+        .arg("chaos")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("sublet chaos runs");
+    let report = std::fs::read_to_string(&json)
+        .ok()
+        .map(|t| serde_json::from_str(&t).expect("the report is JSON"));
+    (out, report)
+}
+
+#[test]
+fn a_short_chaos_run_keeps_every_promise_while_killed_faulted_churned_and_not_ready() {
+    let (out, report) = chaos(&[
+        "--cycles",
+        "24",
+        "--parallel",
+        "6",
+        "--seed",
+        "7",
+        "--perturb",
+        "kills,faults,lease-churn,node-not-ready",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report =
+        report.unwrap_or_else(|| panic!("no report; output:\n{text}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(
+        out.status.success() && report["ok"] == true,
+        "violations:\n{text}\n{:#}",
+        report["violations"]
+    );
+    assert_eq!(report["cycleCounts"]["completed"], 24, "{text}");
+    assert!(report["kills"]["total"].as_u64().unwrap() > 0, "{text}");
+    assert!(report["faultsInjected"].as_u64().unwrap() > 0, "{text}");
+    assert!(report["controllerStarts"].as_u64().unwrap() > 1, "{text}");
+    // Every check ran, and the ones about the cycles ran once per cycle or more.
+    for check in [
+        "rule 1",
+        "rule 2",
+        "notice deadline never moves",
+        "one notice per hold",
+        "pod deadline never moves",
+        "ledger equals its holds",
+        "billed equals observed holds",
+        "each hold recorded as seen",
+        "deleted lease has a final record",
+        "pool ended totals equal the ended leases",
+        "pool revenue equals the leases' cost",
+        "no node left marked after the pool's deletion",
+        "every cycle completes",
+    ] {
+        let c = &report["checks"][check];
+        assert!(
+            c["checked"].as_u64().unwrap_or(0) > 0,
+            "{check} was never checked: {text}"
+        );
+        assert_eq!(c["failed"], 0, "{check}: {text}");
+    }
+    assert!(
+        report["checks"]["ledger equals its holds"]["checked"].as_u64().unwrap() >= 20,
+        "{text}"
+    );
+    let latency = &report["reclaimLatency"];
+    assert!(latency["samples"].as_u64().unwrap() > 0, "{text}");
+    assert!(latency["p99Seconds"].as_f64().unwrap() <= latency["allowedP99Seconds"].as_f64().unwrap());
+    assert!(text.contains("result       ok"), "{text}");
+}
+
+#[test]
+fn chaos_refuses_nonsense() {
+    for (args, said) in [
+        (vec!["--perturb", "none,kills"], "cannot be combined"),
+        (vec!["--perturb", "earthquakes"], "invalid value"),
+        (vec!["--cycles", "0"], "--cycles"),
+    ] {
+        let (out, report) = chaos(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && report.is_none(), "{args:?} ran");
+        assert!(err.contains(said), "{args:?}: {err}");
+    }
+}
