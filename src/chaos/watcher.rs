@@ -64,6 +64,39 @@ pub struct Span {
     pub end: Option<Timestamp>,
     /// How many times the node entered `reclaiming` during the span.
     pub notices: u32,
+    /// When, within the span, the watch saw the node not Ready (it serves, and bills, nothing then).
+    pub not_ready: Vec<(Timestamp, Option<Timestamp>)>,
+}
+
+impl Span {
+    /// GPU-seconds the tenant could use in the span, as the watch saw it: its GPUs, less the time not Ready.
+    fn usable_gpu_seconds(&self, end: Timestamp) -> f64 {
+        let secs = |a: Timestamp, b: Timestamp| (b.as_millisecond() - a.as_millisecond()).max(0) as f64 / 1000.0;
+        let down: f64 = self
+            .not_ready
+            .iter()
+            .map(|&(a, b)| secs(a, b.unwrap_or(end).min(end)))
+            .sum();
+        f64::from(self.gpus) * (secs(self.start, end) - down)
+    }
+}
+
+/// GPU-seconds a lease's recorded hold bills: its GPUs from `boundAt`, then what each `usable` change says
+/// from its `at` (never more than the hold's GPUs), until `returnedAt`, in whole seconds.
+fn hold_gpu_seconds(h: &Value) -> i64 {
+    let gpus = h["gpus"].as_i64().unwrap_or(0);
+    let (Some(bound), Some(end)) = (time(&h["boundAt"]), time(&h["returnedAt"])) else {
+        return 0;
+    };
+    let (mut at, mut rate, mut total) = (bound.as_second(), gpus, 0);
+    for change in h["usable"].as_array().into_iter().flatten() {
+        let Some(t) = time(&change["at"]) else { continue };
+        let t = t.as_second().clamp(at, end.as_second());
+        total += rate * (t - at);
+        at = t;
+        rate = change["gpus"].as_i64().unwrap_or(0).clamp(0, gpus);
+    }
+    total + rate * (end.as_second() - at).max(0)
 }
 
 #[derive(Clone, Debug, Default)]
@@ -88,6 +121,7 @@ pub struct Record {
     /// node → (lease UID, span index) of the open hold.
     holding: HashMap<String, (String, usize)>,
     node_gpus: HashMap<String, u32>,
+    node_ready: HashMap<String, bool>,
     node_state: HashMap<String, Option<String>>,
     notice_deadlines: HashMap<(String, String), String>,
     pod_deadlines: HashMap<String, String>,
@@ -228,10 +262,21 @@ fn on_node(
     };
     let before = r.node_state.insert(name.to_string(), state.clone()).flatten();
     let now_holder = if gone { None } else { holder(obj) };
+    let ready = !gone
+        && obj["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    let was_ready = r.node_ready.insert(name.to_string(), ready).unwrap_or(true);
     let open = r.holding.get(name).cloned();
     if open.as_ref().map(|(u, _)| u) != now_holder.as_ref() {
         if let Some((uid, i)) = open {
-            r.lease(&uid).spans[i].end = Some(now);
+            let span = &mut r.lease(&uid).spans[i];
+            span.end = Some(now);
+            if let Some(down) = span.not_ready.last_mut().filter(|d| d.1.is_none()) {
+                down.1 = Some(now);
+            }
             r.holding.remove(name);
         }
         if let Some(uid) = &now_holder {
@@ -243,9 +288,23 @@ fn on_node(
                 start: now,
                 end: None,
                 notices: 0,
+                not_ready: if ready { Vec::new() } else { vec![(now, None)] },
             });
             let i = lease.spans.len() - 1;
             r.holding.insert(name.to_string(), (uid.clone(), i));
+        }
+    }
+    if ready != was_ready
+        && let Some((uid, i)) = r.holding.get(name).cloned()
+    {
+        let span = &mut r.lease(&uid).spans[i];
+        let down_open = span.not_ready.last().is_some_and(|d| d.1.is_none());
+        if ready && down_open {
+            if let Some(down) = span.not_ready.last_mut() {
+                down.1 = Some(now);
+            }
+        } else if !ready && !down_open {
+            span.not_ready.push((now, None));
         }
     }
     if state != before {
@@ -411,16 +470,7 @@ pub fn finish(r: &mut Record, pool: &Value) {
         let billed = final_status["gpuSeconds"].as_i64().unwrap_or(0);
         // The lease's ledger against its own record of holds, to the second.
         let holds = lease.last_status["holds"].as_array().cloned().unwrap_or_default();
-        let from_holds: i64 = holds
-            .iter()
-            .map(|h| {
-                let gpus = h["gpus"].as_i64().unwrap_or(0);
-                match (time(&h["boundAt"]), time(&h["returnedAt"])) {
-                    (Some(b), Some(e)) => gpus * (e.as_second() - b.as_second()).max(0),
-                    _ => 0,
-                }
-            })
-            .sum();
+        let from_holds: i64 = holds.iter().map(hold_gpu_seconds).sum();
         let open = holds.iter().any(|h| h["returnedAt"].is_null());
         if !open && (ended.is_some() || lease.deleted) {
             r.check("ledger equals its holds", billed == from_holds, || {
@@ -437,15 +487,21 @@ pub fn finish(r: &mut Record, pool: &Value) {
         let observed: f64 = lease
             .spans
             .iter()
-            .filter_map(|s| {
-                s.end
-                    .map(|e| f64::from(s.gpus) * (e.as_millisecond() - s.start.as_millisecond()) as f64 / 1000.0)
-            })
+            .filter_map(|s| s.end.map(|e| s.usable_gpu_seconds(e)))
             .sum();
         if !lease.spans.is_empty() && lease.spans.iter().all(|s| s.end.is_some()) && (ended.is_some() || lease.deleted)
         {
-            let gpus: f64 = lease.spans.iter().map(|s| f64::from(s.gpus)).sum();
-            let slack = (HOLD_EARLY_SECONDS + HOLD_LATE_SECONDS) * gpus;
+            // Each bound and return may be recorded a little off the watch's time; each time a node went not
+            // Ready or Ready again is recorded when a pass first saw it, which may follow a restart.
+            let slack: f64 = lease
+                .spans
+                .iter()
+                .map(|s| {
+                    let turns = s.not_ready.iter().map(|d| 1 + u32::from(d.1.is_some())).sum::<u32>();
+                    f64::from(s.gpus)
+                        * (HOLD_EARLY_SECONDS + HOLD_LATE_SECONDS + f64::from(turns) * EVICTION_LATE_SECONDS)
+                })
+                .sum();
             let diff = billed as f64 - observed;
             r.check("billed equals observed holds", diff.abs() <= slack, || {
                 (
@@ -588,6 +644,7 @@ mod tests {
                         start: at(0),
                         end: Some(at(10)),
                         notices: 1,
+                        not_ready: Vec::new(),
                     }],
                     last_status: json!({"gpuSeconds": billed, "holds": holds}),
                     deleted: true,
@@ -601,5 +658,30 @@ mod tests {
             let failed: u64 = r.checks.values().map(|c| c.failed).sum();
             assert_eq!(failed, fails, "{:?}", r.violations);
         }
+    }
+
+    #[test]
+    fn a_hold_bills_what_its_node_could_serve_and_the_watch_agrees() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let at = |s: i64| t0.checked_add(jiff::SignedDuration::from_secs(s)).unwrap();
+        // Bound 20 s with 8 GPUs, not Ready from 5 s to 12 s, shrunk to 4 GPUs from 15 s.
+        let hold = json!({"node": "n1", "gpus": 8, "boundAt": at(0).to_string(), "returnedAt": at(20).to_string(),
+            "usable": [{"at": at(5).to_string(), "gpus": 0, "reason": "NotReady"},
+                       {"at": at(12).to_string(), "gpus": 8, "reason": "Healthy"},
+                       {"at": at(15).to_string(), "gpus": 4, "reason": "Shrunk"}]});
+        assert_eq!(hold_gpu_seconds(&hold), 8 * 5 + 8 * 3 + 4 * 5);
+        // A usable change never bills more than the hold's GPUs, and one before the binding counts from it.
+        let odd = json!({"gpus": 8, "boundAt": at(0).to_string(), "returnedAt": at(10).to_string(),
+            "usable": [{"at": at(-5).to_string(), "gpus": 16, "reason": "Healthy"}]});
+        assert_eq!(hold_gpu_seconds(&odd), 80);
+        let span = Span {
+            node: "n1".into(),
+            gpus: 8,
+            start: at(0),
+            end: Some(at(20)),
+            notices: 0,
+            not_ready: vec![(at(5), Some(at(12))), (at(18), None)],
+        };
+        assert_eq!(span.usable_gpu_seconds(at(20)), 8.0 * (20.0 - 7.0 - 2.0));
     }
 }

@@ -1,16 +1,15 @@
 //! `sublet chaos` for a few cycles with a fixed seed: the real binary spawns itself as the controller against
-//! its embedded sandbox, kills it, fails its writes and churns leases, and its independent watch finds every
-//! promise kept.
+//! its embedded sandbox, kills it, fails its writes, churns leases, takes nodes NotReady and flips the pool's
+//! mode, and its independent watch finds every promise kept.
 //!
-//! Perturbations on here: kills, faults, lease-churn, node-not-ready (the run's checks hold through a node
-//! going NotReady for a few seconds; what a NotReady node should change for its lease, its billing and a
-//! condition, is not one of them yet). Off, and why:
-//! - node-delete: a leased node deleted and registered again leaves the tenant's pod running on an untainted
-//!   node (rule 2) and the lease's bound seconds unbilled (node loss is being fixed separately);
-//! - mode-flips: a deadline that passes while the pool is in Observe is not carried out until it is back in
-//!   Enforce (evictions up to the length of the flip late; Observe during a notice is being fixed separately).
+//! Perturbations on here: kills, faults, lease-churn, node-not-ready (a NotReady node bills nothing while it
+//! cannot serve: the checks read the holds' `usable` changes and the Ready conditions the watch saw),
+//! mode-flips. Off, and why:
+//! - node-delete: sublet evicts a tenant pod left on a node deleted and registered again at once and without
+//!   notice (a breach, by design), which the run's rule 2 and 3 checks still count as violations; and one run
+//!   in 60 cycles left a tenant pod running after every lease ended, not yet explained.
 //!
-//! Turn them on here once those fixes are in.
+//! Turn it on here once the checks know breaches and that case is understood.
 
 use std::process::Command;
 
@@ -33,7 +32,7 @@ fn chaos(args: &[&str]) -> (std::process::Output, Option<Value>) {
 }
 
 #[test]
-fn a_short_chaos_run_keeps_every_promise_while_killed_faulted_churned_and_not_ready() {
+fn a_short_chaos_run_keeps_every_promise_while_killed_faulted_churned_not_ready_and_flipped() {
     let (out, report) = chaos(&[
         "--cycles",
         "24",
@@ -42,7 +41,7 @@ fn a_short_chaos_run_keeps_every_promise_while_killed_faulted_churned_and_not_re
         "--seed",
         "7",
         "--perturb",
-        "kills,faults,lease-churn,node-not-ready",
+        "kills,faults,lease-churn,node-not-ready,mode-flips",
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     let report =
@@ -56,6 +55,8 @@ fn a_short_chaos_run_keeps_every_promise_while_killed_faulted_churned_and_not_re
     assert!(report["kills"]["total"].as_u64().unwrap() > 0, "{text}");
     assert!(report["faultsInjected"].as_u64().unwrap() > 0, "{text}");
     assert!(report["controllerStarts"].as_u64().unwrap() > 1, "{text}");
+    assert!(report["nodesNotReady"].as_u64().unwrap() > 0, "{text}");
+    assert!(report["modeFlips"].as_u64().unwrap() > 0, "{text}");
     // Every check ran, and the ones about the cycles ran once per cycle or more.
     for check in [
         "rule 1",
