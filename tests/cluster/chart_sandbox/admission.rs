@@ -84,6 +84,32 @@ fn admits_own_lease_pods_and_denies_escapes(backend: Backend) {
         "--grace-period=0",
         "--force",
     ]);
+    // Allowed: a pool's scrub pod, as the chart's scrub ServiceAccount in the release namespace, pinned to its
+    // node and tolerating sublet's taints; the same pod as any other ServiceAccount there is denied.
+    let scrub = json!({"serviceAccountName": "sublet-scrub", "nodeName": node, "tolerations": [
+        {"key": "sublet.dev/lent", "operator": "Exists"}, {"key": "sublet.dev/lease", "operator": "Exists"}]});
+    let scrubber = cluster.name("scrub-x");
+    cluster.ok_stdin(
+        &["apply", "-n", "sublet-system", "-f", "-"],
+        &pod(&scrubber, scrub.clone()),
+    );
+    cluster.ok(&[
+        "delete",
+        "pod",
+        &scrubber,
+        "-n",
+        "sublet-system",
+        "--grace-period=0",
+        "--force",
+    ]);
+    let mut impostor = scrub;
+    impostor["serviceAccountName"] = json!("default");
+    let name = cluster.name("not-scrub");
+    let err = cluster.fails_stdin(&["apply", "-n", "sublet-system", "-f", "-"], &pod(&name, impostor));
+    assert!(
+        err.contains("ValidatingAdmissionPolicy 'sublet-tenant-isolation'"),
+        "{err}"
+    );
     // Allowed: updates of a bound tenant pod (the scheduler's nodeName stays, the notice annotates it).
     cluster.ok_stdin(
         &[

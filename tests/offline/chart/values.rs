@@ -86,9 +86,14 @@ fn default_values_render_a_hardened_two_replica_deployment() {
         3,
         "the controller's, the tenants' and the metrics readers'"
     );
-    for kind in ["ServiceAccount", "ClusterRoleBinding", "Service", "PodDisruptionBudget"] {
+    for kind in ["ClusterRoleBinding", "Service", "PodDisruptionBudget"] {
         one(&objects, kind);
     }
+    assert_eq!(
+        find(&objects, "ServiceAccount").len(),
+        2,
+        "the controller's and the scrub Jobs'"
+    );
     assert!(find(&objects, "ServiceMonitor").is_empty());
     assert!(find(&objects, "PrometheusRule").is_empty());
     assert!(find(&objects, "ConfigMap").is_empty());
@@ -334,6 +339,7 @@ fn optional_objects_can_be_turned_off_and_an_existing_service_account_used() {
         "podDisruptionBudget.enabled=false",
         "serviceAccount.create=false",
         "serviceAccount.name=platform-sublet",
+        "scrub.serviceAccount.create=false",
     ]);
     for kind in [
         "ValidatingAdmissionPolicy",
@@ -379,4 +385,50 @@ fn named<'a>(objects: &'a [serde_json::Value], kind: &str, name: &str) -> &'a se
         .into_iter()
         .find(|o| o["metadata"]["name"] == name)
         .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+#[test]
+fn the_scrub_service_account_is_made_and_let_past_the_isolation_policy_unless_turned_off() {
+    let agents = |objects: &[Value]| -> String {
+        let policy = find(objects, "ValidatingAdmissionPolicy")
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == "sublet-tenant-isolation")
+            .expect("the isolation policy")
+            .clone();
+        let variables = policy["spec"]["variables"].as_array().unwrap().clone();
+        let agent = variables
+            .iter()
+            .find(|v| v["name"] == "agent")
+            .expect("the agent variable");
+        agent["expression"].as_str().unwrap().to_string()
+    };
+    let objects = render(&[]);
+    let scrub = find(&objects, "ServiceAccount")
+        .into_iter()
+        .find(|a| a["metadata"]["name"] == "sublet-scrub")
+        .expect("the scrub ServiceAccount")
+        .clone();
+    assert_eq!(scrub["automountServiceAccountToken"], false);
+    let namespace = scrub["metadata"]["namespace"].as_str().unwrap().to_string();
+    assert!(
+        agents(&objects).contains(&format!("'{namespace}:sublet-scrub'")),
+        "{}",
+        agents(&objects)
+    );
+    // No role binds it: a scrub needs nothing from the API server.
+    for binding in find(&objects, "RoleBinding")
+        .into_iter()
+        .chain(find(&objects, "ClusterRoleBinding"))
+    {
+        let subjects = binding["subjects"].as_array().cloned().unwrap_or_default();
+        assert!(!subjects.iter().any(|s| s["name"] == "sublet-scrub"), "{binding}");
+    }
+    let off = render(&["scrub.serviceAccount.create=false"]);
+    assert!(
+        !find(&off, "ServiceAccount")
+            .iter()
+            .any(|a| a["metadata"]["name"] == "sublet-scrub"),
+        "turned off, no scrub ServiceAccount"
+    );
+    assert!(!agents(&off).contains("sublet-scrub"), "{}", agents(&off));
 }
