@@ -267,30 +267,14 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     let pool = ctx.pool_statuses.overlay(pool, &name);
     let (pool, invalid) = usable(pool);
     let started = std::time::Instant::now();
-    ctx.metrics.pool_seen(&name, &Error::METRIC_LABELS);
-    ctx.metrics
-        .pool_notice
-        .with_label_values(&[name.as_str()])
-        .set(pool.spec.reclaim.notice_seconds);
-    ctx.metrics.reconciles.with_label_values(&[name.as_str()]).inc();
+    count_pass(&ctx, &pool, &name);
     let deleting = pool.metadata.deletion_timestamp.is_some();
     if !deleting && !pool.finalizers().iter().any(|f| f == POOL_FINALIZER) {
         add_finalizer(&ctx, &name).await?;
     }
     let now = Timestamp::now();
-    let caches = &ctx.caches;
-    let world = World {
-        nodes: caches.nodes_now(),
-        leases: caches.leases_now(),
-        namespaces: caches.namespaces.state(),
-    };
-    let readings = ctx.signals.fetch(&pool, now).await;
-    for (source, at) in &readings.newest {
-        ctx.metrics
-            .signal_sample_timestamp
-            .with_label_values(&[name.as_str(), source])
-            .set(at.as_millisecond() as f64 / 1000.0);
-    }
+    let world = world_now(&ctx);
+    let readings = read_signals(&ctx, &pool, &name, now).await;
     let t_signals = started.elapsed();
     let Seen {
         mut snapshot,
@@ -306,13 +290,14 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
     let t_plan = started.elapsed();
     let act = modes::acts(&pool, &snapshot, &the_plan);
     let outcomes = if act {
-        execute_plan(&ctx, &pool, &world, &tenant_namespaces, &snapshot, &the_plan, now).await
+        let outcomes = execute_plan(&ctx, &pool, &world, &tenant_namespaces, &snapshot, &the_plan, now).await;
+        if ctx.is_leader() {
+            scrub::act(&ctx, &pool, &the_plan, &outcomes, &jobs).await;
+        }
+        outcomes
     } else {
         Vec::new()
     };
-    if act && ctx.is_leader() {
-        scrub::act(&ctx, &pool, &the_plan, &outcomes, &jobs).await;
-    }
     let t_execute = started.elapsed();
     reclaim_latency(&ctx, &name, &the_plan, &outcomes, now);
     if !ctx.is_leader() {
@@ -334,32 +319,89 @@ pub async fn reconcile(pool: Arc<TenantPool>, ctx: Arc<Context>) -> Result<Actio
         forget_pool(&ctx, &name, &world.leases).await?;
         return Ok(Action::await_change());
     }
-    let total = started.elapsed();
+    let laps = Laps {
+        signals: t_signals,
+        observe: t_observe,
+        plan: t_plan,
+        execute: t_execute,
+        total: started.elapsed(),
+    };
+    log_pass(&ctx, &name, the_plan.steps.len(), &laps);
+    Ok(next_action(&ctx, &name, &outcomes, &reported))
+}
+
+/// Counts a pass of the pool and records the notice its spec gives.
+fn count_pass(ctx: &Context, pool: &TenantPool, name: &str) {
+    ctx.metrics.pool_seen(name, &Error::METRIC_LABELS);
+    ctx.metrics
+        .pool_notice
+        .with_label_values(&[name])
+        .set(pool.spec.reclaim.notice_seconds);
+    ctx.metrics.reconciles.with_label_values(&[name]).inc();
+}
+
+/// The nodes, leases and namespaces the caches hold now.
+fn world_now(ctx: &Context) -> World {
+    let caches = &ctx.caches;
+    World {
+        nodes: caches.nodes_now(),
+        leases: caches.leases_now(),
+        namespaces: caches.namespaces.state(),
+    }
+}
+
+/// Reads the pool's demand signals and exports when each source was last sampled.
+async fn read_signals(ctx: &Context, pool: &TenantPool, name: &str, now: Timestamp) -> crate::signals::Readings {
+    let readings = ctx.signals.fetch(pool, now).await;
+    for (source, at) in &readings.newest {
+        ctx.metrics
+            .signal_sample_timestamp
+            .with_label_values(&[name, source])
+            .set(at.as_millisecond() as f64 / 1000.0);
+    }
+    readings
+}
+
+/// Time since a pass started, taken at the end of each of its stages.
+struct Laps {
+    signals: Duration,
+    observe: Duration,
+    plan: Duration,
+    execute: Duration,
+    total: Duration,
+}
+
+/// Records how long the pass took, and logs the time each stage took.
+fn log_pass(ctx: &Context, name: &str, steps: usize, laps: &Laps) {
     ctx.metrics
         .reconcile_duration
-        .with_label_values(&[name.as_str()])
-        .observe(total.as_secs_f64());
+        .with_label_values(&[name])
+        .observe(laps.total.as_secs_f64());
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     tracing::debug!(
         pool = %name,
-        steps = the_plan.steps.len(),
-        signals_ms = ms(t_signals),
-        observe_ms = ms(t_observe - t_signals),
-        plan_ms = ms(t_plan - t_observe),
-        execute_ms = ms(t_execute - t_plan),
-        report_ms = ms(total - t_execute),
+        steps,
+        signals_ms = ms(laps.signals),
+        observe_ms = ms(laps.observe - laps.signals),
+        plan_ms = ms(laps.plan - laps.observe),
+        execute_ms = ms(laps.execute - laps.plan),
+        report_ms = ms(laps.total - laps.execute),
         "pass done"
     );
+}
+
+/// When to pass over the pool again: soon after a failed step or with ledgers left to write, else next tick.
+fn next_action(ctx: &Context, name: &str, outcomes: &[Outcome], reported: &report::Reported) -> Action {
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
     if failed > 0 {
         tracing::info!(pool = %name, failed, "some steps failed; the next pass plans again");
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        return Action::requeue(Duration::from_secs(1));
     }
     if reported.ledgers_left > 0 {
         // Ledgers fell due together: write the next slice soon, between other passes.
-        return Ok(Action::requeue(Duration::from_millis(100)));
+        return Action::requeue(Duration::from_millis(100));
     }
-    Ok(Action::requeue(ctx.config.tick))
+    Action::requeue(ctx.config.tick)
 }
 
 /// The pool as sublet can act on it, and why its spec as written cannot be used, when it cannot. An invalid
