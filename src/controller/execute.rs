@@ -409,110 +409,151 @@ fn mark(node: &Node, pool: &str, m: Mark, now: Timestamp) -> Change {
         .get(STATE_LABEL)
         .and_then(|s| NodeState::from_label(s))
         .unwrap_or(NodeState::Internal);
-    let mut taints: Vec<Taint> = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-    let mut set: BTreeMap<String, Option<String>> = BTreeMap::new();
-    let stamp = now.to_string();
-    let ours = is_ours;
+    let at = Marked {
+        node,
+        owned: owner.is_some(),
+        state,
+        taints: node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default(),
+        stamp: now.to_string(),
+    };
     match m {
-        Mark::Lend => {
-            if owner.is_some() {
-                return Change::Already;
-            }
-            set.insert(POOL_LABEL.into(), Some(pool.into()));
-            set.insert(STATE_LABEL.into(), Some("lent".into()));
-            set.insert(SINCE_ANNOTATION.into(), Some(stamp));
-            taints.retain(|t| !ours(t));
-            taints.push(taint(LENT_TAINT, pool));
-        }
-        Mark::Bind(key, uid) => {
-            let uid_on_node = node.annotations().get(LEASE_UID_ANNOTATION).map(String::as_str);
-            match labels.get(LEASE_LABEL) {
-                Some(k) if k == key && (uid_on_node.is_none() || uid.is_none() || uid_on_node == uid) => {
-                    return Change::Already;
-                }
-                Some(_) => return Change::Refused("the node is bound to another lease"),
-                None if state != NodeState::Lent => return Change::Refused("the node is no longer lent"),
-                None => {}
-            }
-            set.insert(STATE_LABEL.into(), Some("leased".into()));
-            set.insert(LEASE_LABEL.into(), Some(key.into()));
-            set.insert(LEASE_UID_ANNOTATION.into(), uid.map(str::to_string));
-            set.insert(SINCE_ANNOTATION.into(), Some(stamp));
-            taints.retain(|t| !ours(t));
-            taints.push(taint(LEASE_TAINT, key));
-        }
-        Mark::Notice(key, deadline) => {
-            if owner.is_none() {
-                return Change::Refused("the node is no longer lent");
-            }
-            // Once given, a deadline never moves.
-            if state == NodeState::Reclaiming && node.annotations().contains_key(DEADLINE_ANNOTATION) {
-                return Change::Already;
-            }
-            set.insert(STATE_LABEL.into(), Some("reclaiming".into()));
-            set.insert(SINCE_ANNOTATION.into(), Some(stamp));
-            set.insert(DEADLINE_ANNOTATION.into(), Some(deadline.to_string()));
-            if !taints.iter().any(|t| t.key == RECLAIMING_TAINT) {
-                taints.push(taint(RECLAIMING_TAINT, key));
-            }
-        }
-        Mark::Reassert(want, lease, deadline) => {
-            if owner.is_none() || state != want || labels.get(LEASE_LABEL).map(String::as_str) != lease {
-                return Change::Refused("the node's state changed since the pass read it");
-            }
-            if disagreement(node, pool, want, lease, deadline).is_none() {
-                return Change::Already;
-            }
-            taints.retain(|t| !ours(t));
-            taints.extend(our_taints(pool, want, lease));
-            if let (NodeState::Reclaiming, Some(d)) = (want, deadline) {
-                set.insert(DEADLINE_ANNOTATION.into(), Some(d.to_string()));
-            }
-        }
-        Mark::Scrub(job) => {
-            if owner.is_none() {
-                return Change::Refused("the node is no longer lent");
-            }
-            if state == NodeState::Scrubbing {
-                return Change::Already;
-            }
-            for k in [
-                LEASE_LABEL,
-                LEASE_UID_ANNOTATION,
-                DEADLINE_ANNOTATION,
-                SCRUB_FAILED_ANNOTATION,
-            ] {
-                set.insert(k.into(), None);
-            }
-            set.insert(STATE_LABEL.into(), Some("scrubbing".into()));
-            set.insert(SCRUB_JOB_ANNOTATION.into(), Some(job.into()));
-            set.insert(SINCE_ANNOTATION.into(), Some(stamp.clone()));
-            // The tenant's hold ends here: the ledger closes it at this stamp if the status write is lost.
-            set.insert(RETURNED_ANNOTATION.into(), Some(stamp));
-            taints.retain(|t| !ours(t));
-            taints.extend(our_taints(pool, NodeState::Scrubbing, None));
-        }
-        Mark::Return => {
-            if owner.is_none() {
-                return Change::Already;
-            }
-            for k in [
-                POOL_LABEL,
-                STATE_LABEL,
-                LEASE_LABEL,
-                LEASE_UID_ANNOTATION,
-                SINCE_ANNOTATION,
-                DEADLINE_ANNOTATION,
-                SCRUB_JOB_ANNOTATION,
-                SCRUB_FAILED_ANNOTATION,
-            ] {
-                set.insert(k.into(), None);
-            }
-            set.insert(RETURNED_ANNOTATION.into(), Some(stamp));
-            taints.retain(|t| !ours(t));
-        }
+        Mark::Lend => to_lent(at, pool),
+        Mark::Bind(key, uid) => to_leased(at, key, uid),
+        Mark::Notice(key, deadline) => to_reclaiming(at, key, deadline),
+        Mark::Reassert(want, lease, deadline) => reasserted(at, pool, want, lease, deadline),
+        Mark::Scrub(job) => to_scrubbing(at, pool, job),
+        Mark::Return => to_internal(at),
     }
-    Change::Write(set, taints)
+}
+
+/// A node as `mark` read it: whether this pool holds it, its state, its taints, and the stamp to write.
+struct Marked<'a> {
+    node: &'a Node,
+    owned: bool,
+    state: NodeState,
+    taints: Vec<Taint>,
+    stamp: String,
+}
+
+/// Lends an internal node to the pool.
+fn to_lent(mut at: Marked, pool: &str) -> Change {
+    if at.owned {
+        return Change::Already;
+    }
+    let mut set = BTreeMap::new();
+    set.insert(POOL_LABEL.into(), Some(pool.into()));
+    set.insert(STATE_LABEL.into(), Some("lent".into()));
+    set.insert(SINCE_ANNOTATION.into(), Some(at.stamp));
+    at.taints.retain(|t| !is_ours(t));
+    at.taints.push(taint(LENT_TAINT, pool));
+    Change::Write(set, at.taints)
+}
+
+/// Binds a lent node to the lease of this key (and UID, when known).
+fn to_leased(mut at: Marked, key: &str, uid: Option<&str>) -> Change {
+    let uid_on_node = at.node.annotations().get(LEASE_UID_ANNOTATION).map(String::as_str);
+    match at.node.labels().get(LEASE_LABEL) {
+        Some(k) if k == key && (uid_on_node.is_none() || uid.is_none() || uid_on_node == uid) => {
+            return Change::Already;
+        }
+        Some(_) => return Change::Refused("the node is bound to another lease"),
+        None if at.state != NodeState::Lent => return Change::Refused("the node is no longer lent"),
+        None => {}
+    }
+    let mut set = BTreeMap::new();
+    set.insert(STATE_LABEL.into(), Some("leased".into()));
+    set.insert(LEASE_LABEL.into(), Some(key.into()));
+    set.insert(LEASE_UID_ANNOTATION.into(), uid.map(str::to_string));
+    set.insert(SINCE_ANNOTATION.into(), Some(at.stamp));
+    at.taints.retain(|t| !is_ours(t));
+    at.taints.push(taint(LEASE_TAINT, key));
+    Change::Write(set, at.taints)
+}
+
+/// Gives the node's tenant notice, up to `deadline`.
+fn to_reclaiming(mut at: Marked, key: &str, deadline: Timestamp) -> Change {
+    if !at.owned {
+        return Change::Refused("the node is no longer lent");
+    }
+    // Once given, a deadline never moves.
+    if at.state == NodeState::Reclaiming && at.node.annotations().contains_key(DEADLINE_ANNOTATION) {
+        return Change::Already;
+    }
+    let mut set = BTreeMap::new();
+    set.insert(STATE_LABEL.into(), Some("reclaiming".into()));
+    set.insert(SINCE_ANNOTATION.into(), Some(at.stamp));
+    set.insert(DEADLINE_ANNOTATION.into(), Some(deadline.to_string()));
+    if !at.taints.iter().any(|t| t.key == RECLAIMING_TAINT) {
+        at.taints.push(taint(RECLAIMING_TAINT, key));
+    }
+    Change::Write(set, at.taints)
+}
+
+/// Puts back the taints (and deadline) of a node in `want`, when they disagree with sublet's record.
+fn reasserted(mut at: Marked, pool: &str, want: NodeState, lease: Option<&str>, deadline: Option<Timestamp>) -> Change {
+    if !at.owned || at.state != want || at.node.labels().get(LEASE_LABEL).map(String::as_str) != lease {
+        return Change::Refused("the node's state changed since the pass read it");
+    }
+    if disagreement(at.node, pool, want, lease, deadline).is_none() {
+        return Change::Already;
+    }
+    let mut set = BTreeMap::new();
+    at.taints.retain(|t| !is_ours(t));
+    at.taints.extend(our_taints(pool, want, lease));
+    if let (NodeState::Reclaiming, Some(d)) = (want, deadline) {
+        set.insert(DEADLINE_ANNOTATION.into(), Some(d.to_string()));
+    }
+    Change::Write(set, at.taints)
+}
+
+/// Takes the node from its lease into Scrubbing, waiting for `job`.
+fn to_scrubbing(mut at: Marked, pool: &str, job: &str) -> Change {
+    if !at.owned {
+        return Change::Refused("the node is no longer lent");
+    }
+    if at.state == NodeState::Scrubbing {
+        return Change::Already;
+    }
+    let mut set = BTreeMap::new();
+    for k in [
+        LEASE_LABEL,
+        LEASE_UID_ANNOTATION,
+        DEADLINE_ANNOTATION,
+        SCRUB_FAILED_ANNOTATION,
+    ] {
+        set.insert(k.into(), None);
+    }
+    set.insert(STATE_LABEL.into(), Some("scrubbing".into()));
+    set.insert(SCRUB_JOB_ANNOTATION.into(), Some(job.into()));
+    set.insert(SINCE_ANNOTATION.into(), Some(at.stamp.clone()));
+    // The tenant's hold ends here: the ledger closes it at this stamp if the status write is lost.
+    set.insert(RETURNED_ANNOTATION.into(), Some(at.stamp));
+    at.taints.retain(|t| !is_ours(t));
+    at.taints.extend(our_taints(pool, NodeState::Scrubbing, None));
+    Change::Write(set, at.taints)
+}
+
+/// Returns the node to internal use: every mark of sublet's off, the return stamped.
+fn to_internal(mut at: Marked) -> Change {
+    if !at.owned {
+        return Change::Already;
+    }
+    let mut set = BTreeMap::new();
+    for k in [
+        POOL_LABEL,
+        STATE_LABEL,
+        LEASE_LABEL,
+        LEASE_UID_ANNOTATION,
+        SINCE_ANNOTATION,
+        DEADLINE_ANNOTATION,
+        SCRUB_JOB_ANNOTATION,
+        SCRUB_FAILED_ANNOTATION,
+    ] {
+        set.insert(k.into(), None);
+    }
+    set.insert(RETURNED_ANNOTATION.into(), Some(at.stamp));
+    at.taints.retain(|t| !is_ours(t));
+    Change::Write(set, at.taints)
 }
 
 /// A GPU pod the API (read now, not the cache) shows bound to `node` and not finished. The pod cache can lag
