@@ -463,6 +463,47 @@ fn binding(w: &mut Draft) {
     if w.policy.deleting {
         return;
     }
+    let pending = pending_leases(w);
+    let mut free = free_to_bind(w);
+    let earlier = earlier_holders(w);
+    let size = PoolSize::of(w);
+    let elsewhere_nodes = overlap::selected_elsewhere(w);
+    for l in pending {
+        if beyond_pool(w, l, &size, &elsewhere_nodes) {
+            continue;
+        }
+        if let Some(reason) = held_back(w, l, &earlier) {
+            w.lease_reasons[l] = reason;
+            continue;
+        }
+        let fits = match fitting(w, l, &free) {
+            Ok(fits) => fits,
+            Err(reason) => {
+                w.lease_reasons[l] = reason;
+                continue;
+            }
+        };
+        let lease = &w.snap.leases[l];
+        match pick_nodes(w, &fits, lease.gpus) {
+            Some(nodes) => {
+                free.retain(|n| !nodes.contains(n));
+                w.bind(l, nodes);
+            }
+            None => {
+                let have: u32 = fits.iter().map(|&n| w.nodes[n].gpus).sum();
+                w.lease_reasons[l] = format!(
+                    "waiting for {} GPUs{}; {have} lent and free now{}",
+                    lease.gpus,
+                    of_model(lease.model.as_deref()),
+                    overlap::because(&overlap::held_elsewhere(w, &elsewhere_nodes, lease.model.as_deref()))
+                );
+            }
+        }
+    }
+}
+
+/// The leases waiting to be bound, oldest first.
+fn pending_leases(w: &Draft) -> Vec<usize> {
     let mut pending: Vec<usize> = (0..w.snap.leases.len())
         .filter(|&l| {
             let lease = &w.snap.leases[l];
@@ -473,8 +514,12 @@ fn binding(w: &mut Draft) {
         let (la, lb) = (&w.snap.leases[a], &w.snap.leases[b]);
         la.created.cmp(&lb.created).then_with(|| la.name.cmp(&lb.name))
     });
-    // Lent nodes free to bind, shrinking as leases take them.
-    let mut free: Vec<usize> = (0..w.nodes.len())
+    pending
+}
+
+/// Lent nodes free to bind, shrinking as leases take them.
+fn free_to_bind(w: &Draft) -> Vec<usize> {
+    (0..w.nodes.len())
         .filter(|&n| {
             let node = &w.nodes[n];
             node.member
@@ -485,116 +530,132 @@ fn binding(w: &mut Draft) {
                 // The tenant could not use a node that is not Ready (and it would bill nothing).
                 && w.snap.nodes[n].ready
         })
-        .collect();
-    // Nodes still out under a lease key that names no lease here (an earlier lease of the same name): a new
-    // lease of that name waits until they are back, so its pods cannot select them.
+        .collect()
+}
+
+/// Nodes still out under a lease key that names no lease here (an earlier lease of the same name), by key: a
+/// new lease of that name waits until they are back, so its pods cannot select them.
+fn earlier_holders<'a>(w: &Draft<'a>) -> std::collections::BTreeMap<String, &'a str> {
     let snap = w.snap;
-    let mut earlier: std::collections::BTreeMap<String, &str> = Default::default();
+    let mut earlier: std::collections::BTreeMap<String, &'a str> = Default::default();
     for (n, node) in w.nodes.iter().enumerate() {
         if let (true, None, Some(key)) = (node.member && node.state.is_out(), node.lease, &node.lease_key) {
             earlier.entry(key.clone()).or_insert(snap.nodes[n].name.as_str());
         }
     }
-    // What the pool has in all, per model asked for, whatever state its nodes are in: a lease asking more
-    // can never be bound as the pool stands.
-    let mut by_model: std::collections::BTreeMap<&str, u32> = Default::default();
-    let mut total = 0u32;
-    for n in (0..w.nodes.len()).filter(|&n| w.nodes[n].member) {
-        total += w.nodes[n].gpus;
-        if let Some(m) = snap.nodes[n].labels.get(&w.policy.model_label) {
-            *by_model.entry(m.as_str()).or_default() += w.nodes[n].gpus;
-        }
-    }
-    let elsewhere_nodes = overlap::selected_elsewhere(w);
-    for l in pending {
-        let lease = &w.snap.leases[l];
-        let has = match lease.model.as_deref() {
-            Some(m) => by_model.get(m).copied().unwrap_or(0),
-            None => total,
+    earlier
+}
+
+/// What the pool has in all, per model asked for, whatever state its nodes are in: a lease asking more can
+/// never be bound as the pool stands.
+struct PoolSize<'a> {
+    by_model: std::collections::BTreeMap<&'a str, u32>,
+    total: u32,
+}
+
+impl<'a> PoolSize<'a> {
+    fn of(w: &Draft<'a>) -> Self {
+        let snap = w.snap;
+        let mut size = PoolSize {
+            by_model: Default::default(),
+            total: 0,
         };
-        if lease.gpus > has {
-            let elsewhere = overlap::held_elsewhere(w, &elsewhere_nodes, lease.model.as_deref());
-            let model = lease
-                .model
-                .as_deref()
-                .map(|m| format!(" of model {m}"))
-                .unwrap_or_default();
-            let other: u32 = elsewhere.values().sum();
-            if lease.gpus <= has + other {
-                // Not unschedulable: the nodes are there, another pool holds them for now.
-                w.lease_reasons[l] = format!(
-                    "waiting for {} GPUs{model}: the pool has {has} in all{}",
-                    lease.gpus,
-                    overlap::because(&elsewhere)
-                );
-                continue;
-            }
-            w.lease_reasons[l] = format!(
-                "asks for {} GPUs{model} and the pool has {has} in all: it cannot be bound until the pool grows",
-                lease.gpus
-            );
-            w.unschedulable[l] = true;
-            continue;
-        }
-        if let Some(why) = &w.policy.invalid {
-            w.lease_reasons[l] = format!("{why}; nothing new is bound until it is fixed");
-            continue;
-        }
-        if w.policy.observe {
-            w.lease_reasons[l] = "the pool is in Observe mode and binds no lease".to_string();
-            continue;
-        }
-        if let Some(node) = earlier.get(lease.key().as_str()) {
-            w.lease_reasons[l] = format!(
-                "an earlier lease named {} still holds node {node}; waiting until it is back",
-                lease.key()
-            );
-            continue;
-        }
-        if !lease.tenant_namespace {
-            w.lease_reasons[l] = format!("namespace {} is not a tenant namespace of this pool", lease.namespace);
-            continue;
-        }
-        if let Some(d) = lease.duration_seconds
-            && d <= w.policy.notice_seconds
-        {
-            // Bound now, it would be under notice at once: its whole life would be the notice.
-            w.lease_reasons[l] = format!(
-                "durationSeconds ({d}) must be longer than the pool's notice ({}s)",
-                w.policy.notice_seconds
-            );
-            continue;
-        }
-        let model_ok = |n: usize| lease.model.as_deref().is_none_or(|m| w.model(n) == Some(m));
-        let mut fits: Vec<usize> = free.iter().copied().filter(|&n| model_ok(n)).collect();
-        if let Some(cap) = lease.max_price {
-            let before = fits.len();
-            fits.retain(|&n| w.policy.prices.for_model(w.model(n)) <= cap);
-            if (before > 0 && fits.is_empty()) || (before == 0 && w.lowest_price(lease.model.as_deref()) > cap) {
-                w.lease_reasons[l] = format!("the pool's price is above the lease's cap of {cap} per GPU-hour");
-                continue;
+        for n in (0..w.nodes.len()).filter(|&n| w.nodes[n].member) {
+            size.total += w.nodes[n].gpus;
+            if let Some(m) = snap.nodes[n].labels.get(&w.policy.model_label) {
+                *size.by_model.entry(m.as_str()).or_default() += w.nodes[n].gpus;
             }
         }
-        match pick_nodes(w, &fits, lease.gpus) {
-            Some(nodes) => {
-                free.retain(|n| !nodes.contains(n));
-                w.bind(l, nodes);
-            }
-            None => {
-                let have: u32 = fits.iter().map(|&n| w.nodes[n].gpus).sum();
-                let model = lease
-                    .model
-                    .as_deref()
-                    .map(|m| format!(" of model {m}"))
-                    .unwrap_or_default();
-                w.lease_reasons[l] = format!(
-                    "waiting for {} GPUs{model}; {have} lent and free now{}",
-                    lease.gpus,
-                    overlap::because(&overlap::held_elsewhere(w, &elsewhere_nodes, lease.model.as_deref()))
-                );
-            }
+        size
+    }
+}
+
+/// " of model M" for a lease that names its model, else nothing.
+fn of_model(model: Option<&str>) -> String {
+    model.map(|m| format!(" of model {m}")).unwrap_or_default()
+}
+
+/// Whether lease `l` asks for more than the pool has in all, with its reason set: waiting, when other pools
+/// hold the rest for now, or unschedulable.
+fn beyond_pool(w: &mut Draft, l: usize, size: &PoolSize, elsewhere_nodes: &[usize]) -> bool {
+    let lease = &w.snap.leases[l];
+    let has = match lease.model.as_deref() {
+        Some(m) => size.by_model.get(m).copied().unwrap_or(0),
+        None => size.total,
+    };
+    if lease.gpus <= has {
+        return false;
+    }
+    let elsewhere = overlap::held_elsewhere(w, elsewhere_nodes, lease.model.as_deref());
+    let model = of_model(lease.model.as_deref());
+    let other: u32 = elsewhere.values().sum();
+    if lease.gpus <= has + other {
+        // Not unschedulable: the nodes are there, another pool holds them for now.
+        w.lease_reasons[l] = format!(
+            "waiting for {} GPUs{model}: the pool has {has} in all{}",
+            lease.gpus,
+            overlap::because(&elsewhere)
+        );
+        return true;
+    }
+    w.lease_reasons[l] = format!(
+        "asks for {} GPUs{model} and the pool has {has} in all: it cannot be bound until the pool grows",
+        lease.gpus
+    );
+    w.unschedulable[l] = true;
+    true
+}
+
+/// Why lease `l` may not be bound now whatever nodes are free: the pool's spec or mode, an earlier lease of
+/// its name, its namespace, or a duration no longer than the notice.
+fn held_back(w: &Draft, l: usize, earlier: &std::collections::BTreeMap<String, &str>) -> Option<String> {
+    let lease = &w.snap.leases[l];
+    if let Some(why) = &w.policy.invalid {
+        return Some(format!("{why}; nothing new is bound until it is fixed"));
+    }
+    if w.policy.observe {
+        return Some("the pool is in Observe mode and binds no lease".to_string());
+    }
+    if let Some(node) = earlier.get(lease.key().as_str()) {
+        return Some(format!(
+            "an earlier lease named {} still holds node {node}; waiting until it is back",
+            lease.key()
+        ));
+    }
+    if !lease.tenant_namespace {
+        return Some(format!(
+            "namespace {} is not a tenant namespace of this pool",
+            lease.namespace
+        ));
+    }
+    if let Some(d) = lease.duration_seconds
+        && d <= w.policy.notice_seconds
+    {
+        // Bound now, it would be under notice at once: its whole life would be the notice.
+        return Some(format!(
+            "durationSeconds ({d}) must be longer than the pool's notice ({}s)",
+            w.policy.notice_seconds
+        ));
+    }
+    None
+}
+
+/// The free nodes of the model lease `l` asks for and within its price cap; Err with the reason when the
+/// pool's price is above the cap.
+fn fitting(w: &Draft, l: usize, free: &[usize]) -> Result<Vec<usize>, String> {
+    let lease = &w.snap.leases[l];
+    let model_ok = |n: usize| lease.model.as_deref().is_none_or(|m| w.model(n) == Some(m));
+    let mut fits: Vec<usize> = free.iter().copied().filter(|&n| model_ok(n)).collect();
+    if let Some(cap) = lease.max_price {
+        let before = fits.len();
+        fits.retain(|&n| w.policy.prices.for_model(w.model(n)) <= cap);
+        if (before > 0 && fits.is_empty()) || (before == 0 && w.lowest_price(lease.model.as_deref()) > cap) {
+            return Err(format!(
+                "the pool's price is above the lease's cap of {cap} per GPU-hour"
+            ));
         }
     }
+    Ok(fits)
 }
 
 /// The fewest whole nodes that cover `gpus`, wasting as little as possible; None when they do not suffice.
