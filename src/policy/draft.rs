@@ -56,109 +56,129 @@ pub(super) struct Draft<'a> {
     pub scrubs: Vec<super::scrub::ScrubReport>,
 }
 
+/// A draft of each node of the snapshot, with the names of the node classes their `class` indexes.
+fn node_drafts(snap: &Snapshot) -> (Vec<NodeDraft>, Vec<String>) {
+    let policy = &*snap.policy;
+    let mut class_index: HashMap<&str, usize> = HashMap::new();
+    let mut class_names = Vec::new();
+    let leases: HashMap<String, usize> = snap.leases.iter().enumerate().map(|(i, l)| (l.key(), i)).collect();
+    let nodes = snap
+        .nodes
+        .iter()
+        .map(|n| {
+            let selected = n.gpus > 0
+                && policy.node_selector.matches(&n.labels)
+                && (policy.gpu_models.is_empty()
+                    || n.labels
+                        .get(&policy.model_label)
+                        .is_some_and(|m| policy.gpu_models.contains(m)));
+            // A node sublet marked for this pool stays a member until it is back, selected or not.
+            // An unmarked node selected by an older pool too is that pool's.
+            let member = match n.marks.pool.as_deref() {
+                Some(pool) => pool == policy.name,
+                None => selected && n.claimed_by.is_none(),
+            };
+            let class_name = policy.node_class(&n.labels);
+            let next = class_names.len();
+            let class = *class_index.entry(class_name).or_insert(next);
+            if class == next {
+                class_names.push(class_name.to_string());
+            }
+            // A node marked for another pool, or not ours, keeps whatever state it has; we only read ours.
+            let state = if member { n.marks.state } else { NodeState::Internal };
+            NodeDraft {
+                member,
+                selected,
+                class,
+                gpus: n.gpus,
+                state,
+                // A node names its lease by key and UID: a lease created again under the same name is
+                // another lease and never takes over what the earlier one held.
+                lease: n
+                    .marks
+                    .lease
+                    .as_ref()
+                    .and_then(|k| leases.get(k).copied())
+                    .filter(|&l| match (&n.marks.lease_uid, &snap.leases[l].uid) {
+                        (Some(on_node), Some(uid)) => on_node == uid,
+                        _ => true,
+                    }),
+                lease_key: n.marks.lease.clone(),
+                used_gpus: n.internal.gpus,
+                internal_gpu_pods: n.internal.pods,
+                tenant_first: 0,
+                tenant_count: 0,
+                acted: false,
+                deadline: if member { n.marks.deadline } else { None },
+                reason: String::new(),
+            }
+        })
+        .collect();
+    (nodes, class_names)
+}
+
+/// Counts the pods on each node into its draft and returns the tenant pods grouped by node, in one array
+/// (counting sort), so no per-node allocation; each node's `tenant_first` and `tenant_count` index it.
+fn group_tenant_pods(snap: &Snapshot, nodes: &mut [NodeDraft]) -> Vec<usize> {
+    for pod in &snap.pods {
+        let Some(n) = pod.node else { continue };
+        let node = &mut nodes[n];
+        node.used_gpus += pod.gpus;
+        if pod.tenant {
+            node.tenant_count += 1;
+        } else if pod.gpus > 0 {
+            node.internal_gpu_pods += 1;
+        }
+    }
+    let mut next = 0u32;
+    for node in nodes.iter_mut() {
+        node.tenant_first = next;
+        next += node.tenant_count;
+        node.tenant_count = 0;
+    }
+    let mut tenant_pods = vec![0usize; next as usize];
+    for (p, pod) in snap.pods.iter().enumerate() {
+        if let (Some(n), true) = (pod.node, pod.tenant) {
+            let node = &mut nodes[n];
+            tenant_pods[(node.tenant_first + node.tenant_count) as usize] = p;
+            node.tenant_count += 1;
+        }
+    }
+    tenant_pods
+}
+
+/// When each lease was bound: its status's time, or, for a lease holding nodes while its status tells none,
+/// the earliest time sublet marked one of them.
+fn bound_at(snap: &Snapshot, nodes: &[NodeDraft]) -> Vec<Option<Timestamp>> {
+    let mut bound_at: Vec<Option<Timestamp>> = snap.leases.iter().map(|l| l.bound_at).collect();
+    let mut held_since: Vec<Option<Timestamp>> = vec![None; snap.leases.len()];
+    for (n, node) in nodes.iter().enumerate() {
+        let marks = &snap.nodes[n].marks;
+        if let (true, Some(l), NodeState::Leased | NodeState::Reclaiming, Some(since)) =
+            (node.member, node.lease, node.state, marks.since)
+        {
+            let first = held_since[l].get_or_insert(since);
+            *first = (*first).min(since);
+        }
+    }
+    for (b, held) in bound_at.iter_mut().zip(held_since) {
+        *b = b.or(held);
+    }
+    bound_at
+}
+
 impl<'a> Draft<'a> {
     pub fn new(snap: &'a Snapshot) -> Self {
         let policy = &*snap.policy;
-        let mut class_index: HashMap<&str, usize> = HashMap::new();
-        let mut class_names = Vec::new();
-        let leases: HashMap<String, usize> = snap.leases.iter().enumerate().map(|(i, l)| (l.key(), i)).collect();
-        let mut nodes: Vec<NodeDraft> = snap
-            .nodes
-            .iter()
-            .map(|n| {
-                let selected = n.gpus > 0
-                    && policy.node_selector.matches(&n.labels)
-                    && (policy.gpu_models.is_empty()
-                        || n.labels
-                            .get(&policy.model_label)
-                            .is_some_and(|m| policy.gpu_models.contains(m)));
-                // A node sublet marked for this pool stays a member until it is back, selected or not.
-                // An unmarked node selected by an older pool too is that pool's.
-                let member = match n.marks.pool.as_deref() {
-                    Some(pool) => pool == policy.name,
-                    None => selected && n.claimed_by.is_none(),
-                };
-                let class_name = policy.node_class(&n.labels);
-                let next = class_names.len();
-                let class = *class_index.entry(class_name).or_insert(next);
-                if class == next {
-                    class_names.push(class_name.to_string());
-                }
-                // A node marked for another pool, or not ours, keeps whatever state it has; we only read ours.
-                let state = if member { n.marks.state } else { NodeState::Internal };
-                NodeDraft {
-                    member,
-                    selected,
-                    class,
-                    gpus: n.gpus,
-                    state,
-                    // A node names its lease by key and UID: a lease created again under the same name is
-                    // another lease and never takes over what the earlier one held.
-                    lease: n
-                        .marks
-                        .lease
-                        .as_ref()
-                        .and_then(|k| leases.get(k).copied())
-                        .filter(|&l| match (&n.marks.lease_uid, &snap.leases[l].uid) {
-                            (Some(on_node), Some(uid)) => on_node == uid,
-                            _ => true,
-                        }),
-                    lease_key: n.marks.lease.clone(),
-                    used_gpus: n.internal.gpus,
-                    internal_gpu_pods: n.internal.pods,
-                    tenant_first: 0,
-                    tenant_count: 0,
-                    acted: false,
-                    deadline: if member { n.marks.deadline } else { None },
-                    reason: String::new(),
-                }
-            })
-            .collect();
-        // Tenant pods grouped by node, in one array (counting sort), so no per-node allocation.
-        for pod in &snap.pods {
-            let Some(n) = pod.node else { continue };
-            let node = &mut nodes[n];
-            node.used_gpus += pod.gpus;
-            if pod.tenant {
-                node.tenant_count += 1;
-            } else if pod.gpus > 0 {
-                node.internal_gpu_pods += 1;
-            }
-        }
-        let mut next = 0u32;
-        for node in &mut nodes {
-            node.tenant_first = next;
-            next += node.tenant_count;
-            node.tenant_count = 0;
-        }
+        let (mut nodes, class_names) = node_drafts(snap);
+        let tenant_pods = group_tenant_pods(snap, &mut nodes);
         let mut lease_node = vec![None; snap.leases.len()];
         for (n, node) in nodes.iter().enumerate() {
             if let (true, Some(l)) = (node.member, node.lease) {
                 lease_node[l].get_or_insert(n);
             }
         }
-        let mut bound_at: Vec<Option<Timestamp>> = snap.leases.iter().map(|l| l.bound_at).collect();
-        let mut held_since: Vec<Option<Timestamp>> = vec![None; snap.leases.len()];
-        for (n, node) in nodes.iter().enumerate() {
-            let marks = &snap.nodes[n].marks;
-            if let (true, Some(l), NodeState::Leased | NodeState::Reclaiming, Some(since)) =
-                (node.member, node.lease, node.state, marks.since)
-            {
-                let first = held_since[l].get_or_insert(since);
-                *first = (*first).min(since);
-            }
-        }
-        for (b, held) in bound_at.iter_mut().zip(held_since) {
-            *b = b.or(held);
-        }
-        let mut tenant_pods = vec![0usize; next as usize];
-        for (p, pod) in snap.pods.iter().enumerate() {
-            if let (Some(n), true) = (pod.node, pod.tenant) {
-                let node = &mut nodes[n];
-                tenant_pods[(node.tenant_first + node.tenant_count) as usize] = p;
-                node.tenant_count += 1;
-            }
-        }
+        let bound_at = bound_at(snap, &nodes);
         Self {
             snap,
             policy,
