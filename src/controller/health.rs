@@ -85,6 +85,13 @@ fn registered_since(n: &NodeView, bound: Timestamp) -> bool {
 
 /// The lease's `NodeLost` and `NodesDegraded` conditions from its holds, and its reason when a loss ended it.
 pub fn conditions(status: &mut GpuLeaseStatus, generation: Option<i64>, now: Timestamp) {
+    node_lost(status, generation, now);
+    nodes_degraded(status, generation, now);
+    ended_by_loss(status);
+}
+
+/// `NodeLost`, set once a held node left the cluster (and never cleared: the loss stays in the lease's story).
+fn node_lost(status: &mut GpuLeaseStatus, generation: Option<i64>, now: Timestamp) {
     let lost: Vec<String> = status
         .holds
         .iter()
@@ -108,6 +115,11 @@ pub fn conditions(status: &mut GpuLeaseStatus, generation: Option<i64>, now: Tim
             now,
         );
     }
+}
+
+/// `NodesDegraded`: true while a node still held bills fewer GPUs than it was bound with, false once all are
+/// whole again.
+fn nodes_degraded(status: &mut GpuLeaseStatus, generation: Option<i64>, now: Timestamp) {
     let degraded: Vec<String> = status
         .holds
         .iter()
@@ -147,7 +159,10 @@ pub fn conditions(status: &mut GpuLeaseStatus, generation: Option<i64>, now: Tim
             now,
         );
     }
-    // A lease whose last node was lost ended by the loss: say so rather than "all nodes went back".
+}
+
+/// A lease whose last node was lost ended by the loss: say so rather than "all nodes went back".
+fn ended_by_loss(status: &mut GpuLeaseStatus) {
     let last = status
         .holds
         .iter()
