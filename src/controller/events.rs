@@ -105,19 +105,7 @@ pub async fn lease_events(
                 deadline,
             } => {
                 if let Some(lease) = by_key.get(key.as_str()) {
-                    let regarding = kube::Resource::object_ref(*lease, &());
-                    let node_ref = reference("Node", None, node);
-                    let note = notice_note(node, *deadline, now);
-                    publish_to(
-                        ctx,
-                        &regarding,
-                        Some(node_ref),
-                        EventType::Warning,
-                        "ReclaimNotice",
-                        "Notice",
-                        &note,
-                    )
-                    .await;
+                    notice_event(ctx, lease, node, *deadline, now).await;
                 }
             }
             Action::Evict {
@@ -131,24 +119,46 @@ pub async fn lease_events(
                 namespace, name, node, ..
             } => {
                 if let Some(lease) = lease_of_node(node) {
-                    let regarding = kube::Resource::object_ref(*lease, &());
-                    let pod = reference("Pod", Some(namespace), name);
-                    let note = format!("evicted pod {namespace}/{name} from node {node} at the reclaim deadline");
-                    publish_to(
-                        ctx,
-                        &regarding,
-                        Some(pod),
-                        EventType::Warning,
-                        "Evicted",
-                        "Evict",
-                        &note,
-                    )
-                    .await;
+                    eviction_event(ctx, lease, namespace, name, node).await;
                 }
             }
             _ => {}
         }
     }
+}
+
+/// A warning on the lease that its node is under notice, naming the node.
+async fn notice_event(ctx: &Context, lease: &GpuLease, node: &str, deadline: Timestamp, now: Timestamp) {
+    let regarding = kube::Resource::object_ref(lease, &());
+    let node_ref = reference("Node", None, node);
+    let note = notice_note(node, deadline, now);
+    publish_to(
+        ctx,
+        &regarding,
+        Some(node_ref),
+        EventType::Warning,
+        "ReclaimNotice",
+        "Notice",
+        &note,
+    )
+    .await;
+}
+
+/// A warning on the lease that one of its pods was evicted at the reclaim deadline, naming the pod.
+async fn eviction_event(ctx: &Context, lease: &GpuLease, namespace: &str, name: &str, node: &str) {
+    let regarding = kube::Resource::object_ref(lease, &());
+    let pod = reference("Pod", Some(namespace), name);
+    let note = format!("evicted pod {namespace}/{name} from node {node} at the reclaim deadline");
+    publish_to(
+        ctx,
+        &regarding,
+        Some(pod),
+        EventType::Warning,
+        "Evicted",
+        "Evict",
+        &note,
+    )
+    .await;
 }
 
 fn pool_of(snapshot: &Snapshot) -> &str {
