@@ -347,6 +347,8 @@ async fn set_phase(api: &DemoApi, pod: &Value, phase: &str, reason: &str) {
         .await;
 }
 
+/// One pass of the kubelets over the demo's nodes: finished and deleted pods go, bound pods are admitted and
+/// run their course, utilization follows the load, and (in process) pending pods are scheduled.
 async fn pass(
     api: &DemoApi,
     clock: &SimClock,
@@ -392,73 +394,82 @@ async fn pass(
             continue;
         }
         match phase(pod) {
-            "Pending" => {
-                // A kubelet's admission: a pod whose node selector the node no longer matches (it was bound from
-                // a scheduler's view the node has since left) fails instead of starting.
-                let node_labels = nodes
-                    .iter()
-                    .find(|n| n["metadata"]["name"] == node)
-                    .map(|n| &n["metadata"]["labels"]);
-                let selected = pod["spec"]["nodeSelector"]
-                    .as_object()
-                    .is_none_or(|sel| sel.iter().all(|(k, v)| node_labels.is_some_and(|l| l[k] == *v)));
-                if selected {
-                    memory.started.insert(id, Instant::now());
-                    set_phase(api, pod, "Running", "Started").await;
-                } else {
-                    set_phase(api, pod, "Failed", "NodeAffinity").await;
-                }
-            }
+            "Pending" => admit(api, pod, &nodes, node, memory, id).await,
             "Running" => {
                 *busy.entry(node.to_string()).or_default() += pod_gpus(pod);
-                let started = *memory.started.entry(id.clone()).or_insert_with(Instant::now);
-                // A pod with a simulated run time in real seconds (a scrub Job's) exits with its exit code.
-                if let Some(run) = annotation_f64(pod, super::kubelet::RUN_SECONDS)
-                    && started.elapsed().as_secs_f64() >= run
-                {
-                    let code = annotation_f64(pod, super::kubelet::EXIT_CODE).unwrap_or(0.0);
-                    let (phase, reason) = if code == 0.0 {
-                        ("Succeeded", "Completed")
-                    } else {
-                        ("Failed", "Error")
-                    };
-                    set_phase(api, pod, phase, reason).await;
-                    continue;
-                }
-                if let Some(run) = annotation_f64(pod, RUN_ANNOTATION)
-                    && started.elapsed() >= clock.wall(run)
-                {
-                    set_phase(api, pod, "Succeeded", "Completed").await;
-                    continue;
-                }
-                let notice = pod["metadata"]["annotations"][DEADLINE_ANNOTATION].is_string();
-                if let (true, Some(checkpoint)) = (notice, annotation_f64(pod, CHECKPOINT_ANNOTATION)) {
-                    let seen = *memory.noticed.entry(id).or_insert_with(Instant::now);
-                    if seen.elapsed() >= clock.wall(checkpoint) {
-                        set_phase(api, pod, "Succeeded", "Checkpointed").await;
-                    }
-                }
+                live(api, clock, memory, pod, id).await;
             }
             _ => {}
         }
     }
-    // Utilization follows the load: a busy GPU runs near 93 %, an idle one at 0.
-    {
-        let mut load = loads.lock().expect("loads");
-        load.clear();
-        for n in &nodes {
-            let name = n["metadata"]["name"].as_str().unwrap_or("").to_string();
-            let total = node_gpus(n).max(1);
-            let running = busy.get(&name).copied().unwrap_or(0).min(total);
-            load.insert(name, 93.0 * f64::from(running) / f64::from(total));
-        }
-    }
+    follow_load(loads, &nodes, &busy);
     memory.started.retain(|k, _| alive.contains(k));
     memory.noticed.retain(|k, _| alive.contains(k));
     if !api.is_remote() {
         schedule(api, &nodes, &mut used, pending, &mut memory.rng).await;
     }
     Ok(())
+}
+
+/// A kubelet's admission: a pod whose node selector the node no longer matches (it was bound from a scheduler's
+/// view the node has since left) fails instead of starting.
+async fn admit(api: &DemoApi, pod: &Value, nodes: &[Value], node: &str, memory: &mut Memory, id: String) {
+    let node_labels = nodes
+        .iter()
+        .find(|n| n["metadata"]["name"] == node)
+        .map(|n| &n["metadata"]["labels"]);
+    let selected = pod["spec"]["nodeSelector"]
+        .as_object()
+        .is_none_or(|sel| sel.iter().all(|(k, v)| node_labels.is_some_and(|l| l[k] == *v)));
+    if selected {
+        memory.started.insert(id, Instant::now());
+        set_phase(api, pod, "Running", "Started").await;
+    } else {
+        set_phase(api, pod, "Failed", "NodeAffinity").await;
+    }
+}
+
+/// A running pod's life: it ends when its run time is up, or, under notice, once it has checkpointed.
+async fn live(api: &DemoApi, clock: &SimClock, memory: &mut Memory, pod: &Value, id: String) {
+    let started = *memory.started.entry(id.clone()).or_insert_with(Instant::now);
+    // A pod with a simulated run time in real seconds (a scrub Job's) exits with its exit code.
+    if let Some(run) = annotation_f64(pod, super::kubelet::RUN_SECONDS)
+        && started.elapsed().as_secs_f64() >= run
+    {
+        let code = annotation_f64(pod, super::kubelet::EXIT_CODE).unwrap_or(0.0);
+        let (phase, reason) = if code == 0.0 {
+            ("Succeeded", "Completed")
+        } else {
+            ("Failed", "Error")
+        };
+        set_phase(api, pod, phase, reason).await;
+        return;
+    }
+    if let Some(run) = annotation_f64(pod, RUN_ANNOTATION)
+        && started.elapsed() >= clock.wall(run)
+    {
+        set_phase(api, pod, "Succeeded", "Completed").await;
+        return;
+    }
+    let notice = pod["metadata"]["annotations"][DEADLINE_ANNOTATION].is_string();
+    if let (true, Some(checkpoint)) = (notice, annotation_f64(pod, CHECKPOINT_ANNOTATION)) {
+        let seen = *memory.noticed.entry(id).or_insert_with(Instant::now);
+        if seen.elapsed() >= clock.wall(checkpoint) {
+            set_phase(api, pod, "Succeeded", "Checkpointed").await;
+        }
+    }
+}
+
+/// Utilization follows the load: a busy GPU runs near 93 %, an idle one at 0.
+fn follow_load(loads: &super::prom::Loads, nodes: &[Value], busy: &HashMap<String, u32>) {
+    let mut load = loads.lock().expect("loads");
+    load.clear();
+    for n in nodes {
+        let name = n["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let total = node_gpus(n).max(1);
+        let running = busy.get(&name).copied().unwrap_or(0).min(total);
+        load.insert(name, 93.0 * f64::from(running) / f64::from(total));
+    }
 }
 
 /// Binds pending pods, oldest first, each to the fullest node it fits, which keeps whole nodes free to lend.
