@@ -348,59 +348,69 @@ fn on_node(s: &mut State, ev: &Change, obj: &Value, price: f64) {
         s.violate(2, format!("node {name} carries {lease_taints} lease taints"));
     }
     if old.state != new.state {
-        match new.state.as_deref() {
-            Some("lent") if old.state.is_none() => {
-                s.counters.lends += 1;
-                let busy: Vec<String> = s
-                    .pods
-                    .iter()
-                    .filter(|(_, p)| !p.tenant && p.node.as_deref() == Some(&name) && p.phase != "Succeeded")
-                    .map(|(k, p)| {
-                        let ms = p.bound_at.map_or(0, |t| t.elapsed().as_millis());
-                        format!("{} (bound {ms} ms before, {})", k.1, p.phase)
-                    })
-                    .collect();
-                if !busy.is_empty() {
-                    // The scheduler may bind a pod a moment before the controller's write lands; that is a race
-                    // the controller must settle by taking the node back at once (see [`RACE_LIMIT`]).
-                    s.open_races.insert(name.clone(), (Instant::now(), busy));
-                }
-            }
-            Some("leased") => {
-                s.counters.binds += 1;
-                if let Some((_, pods)) = s.open_races.remove(&name) {
-                    s.violate(
-                        1,
-                        format!("node {name} was bound to a lease while internal pods ran on it: {pods:?}"),
-                    );
-                }
-            }
-            Some("reclaiming") => s.counters.notices += 1,
-            Some("scrubbing") => s.counters.scrubs += 1,
-            None => {
-                s.counters.returns += 1;
-                if old.state.as_deref() == Some("scrubbing") {
-                    s.counters.scrubbed += 1;
-                }
-                if s.open_races.remove(&name).is_some() {
-                    s.lend_races += 1;
-                }
-            }
-            _ => {}
-        }
-        let line = match new.state.as_deref() {
-            Some("lent") => format!("Lent {name}"),
-            Some("reclaiming") => format!("Notice {name}: reclaiming from {}", new.lease.as_deref().unwrap_or("?")),
-            Some("scrubbing") => format!("Scrub {name}: its tenant left, held out until the scrub completes"),
-            None if old.state.as_deref() == Some("scrubbing") => format!("Returned {name} to internal use, scrubbed"),
-            None => format!("Returned {name} to internal use"),
-            _ => String::new(),
-        };
+        count_transition(s, &name, old.state.as_deref(), new.state.as_deref());
+        let line = transition_line(&name, old.state.as_deref(), &new);
         if !line.is_empty() {
             s.decide(line);
         }
     }
     check_tenant_pods_on(s, &name);
+}
+
+/// Counts a node's move from state `old` to `new`, and opens or settles a lend race on it.
+fn count_transition(s: &mut State, name: &str, old: Option<&str>, new: Option<&str>) {
+    match new {
+        Some("lent") if old.is_none() => {
+            s.counters.lends += 1;
+            let busy: Vec<String> = s
+                .pods
+                .iter()
+                .filter(|(_, p)| !p.tenant && p.node.as_deref() == Some(name) && p.phase != "Succeeded")
+                .map(|(k, p)| {
+                    let ms = p.bound_at.map_or(0, |t| t.elapsed().as_millis());
+                    format!("{} (bound {ms} ms before, {})", k.1, p.phase)
+                })
+                .collect();
+            if !busy.is_empty() {
+                // The scheduler may bind a pod a moment before the controller's write lands; that is a race
+                // the controller must settle by taking the node back at once (see [`RACE_LIMIT`]).
+                s.open_races.insert(name.to_string(), (Instant::now(), busy));
+            }
+        }
+        Some("leased") => {
+            s.counters.binds += 1;
+            if let Some((_, pods)) = s.open_races.remove(name) {
+                s.violate(
+                    1,
+                    format!("node {name} was bound to a lease while internal pods ran on it: {pods:?}"),
+                );
+            }
+        }
+        Some("reclaiming") => s.counters.notices += 1,
+        Some("scrubbing") => s.counters.scrubs += 1,
+        None => {
+            s.counters.returns += 1;
+            if old == Some("scrubbing") {
+                s.counters.scrubbed += 1;
+            }
+            if s.open_races.remove(name).is_some() {
+                s.lend_races += 1;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The decision line a node's move into `new` is shown as; empty for none.
+fn transition_line(name: &str, old: Option<&str>, new: &NodeInfo) -> String {
+    match new.state.as_deref() {
+        Some("lent") => format!("Lent {name}"),
+        Some("reclaiming") => format!("Notice {name}: reclaiming from {}", new.lease.as_deref().unwrap_or("?")),
+        Some("scrubbing") => format!("Scrub {name}: its tenant left, held out until the scrub completes"),
+        None if old == Some("scrubbing") => format!("Returned {name} to internal use, scrubbed"),
+        None => format!("Returned {name} to internal use"),
+        _ => String::new(),
+    }
 }
 
 /// Rule 2: every running tenant pod on `node` belongs to the namespace of the node's lease.
