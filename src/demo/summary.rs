@@ -482,39 +482,9 @@ fn on_pod(s: &mut State, ev: &Change, obj: &Value) {
         "Succeeded" | "Failed"
     ) && !matches!(phase.as_str(), "Succeeded" | "Failed");
     if started_deletion && unfinished && before.is_some() {
-        let who = format!("{}/{}", key.0, key.1);
-        if !tenant && info.node.is_some() {
-            s.violate(1, format!("internal pod {who} was deleted or evicted while {phase}"));
-        } else if tenant && info.node.is_some() {
-            s.counters.evictions += 1;
-            // When the deletion was asked for: deletionTimestamp less the grace period, else now.
-            let asked = time(&obj["metadata"]["deletionTimestamp"])
-                .and_then(|t| {
-                    let g = obj["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0);
-                    t.checked_sub(jiff::SignedDuration::from_secs(g)).ok()
-                })
-                .unwrap_or_else(Timestamp::now);
-            match info.deadline {
-                None => s.violate(3, format!("tenant pod {who} was evicted without a notice")),
-                Some(d) if asked < d => s.violate(
-                    3,
-                    format!("tenant pod {who} was evicted at {asked}, before its deadline {d}"),
-                ),
-                Some(_) => {}
-            }
-        }
+        check_deletion(s, &key, &info, obj);
     }
-    if tenant && deadline.is_some() && before.as_ref().is_some_and(|b| b.deadline.is_none()) {
-        s.counters.pods_noticed += 1;
-    }
-    if phase == "Succeeded" && before.as_ref().is_some_and(|b| b.phase != "Succeeded") {
-        if tenant && obj["status"]["reason"] == "Checkpointed" {
-            s.counters.checkpoints += 1;
-        }
-        if !tenant {
-            s.counters.internal_finished += 1;
-        }
-    }
+    count_progress(s, tenant, before.as_ref(), &info, obj);
     let newly_bound = node.is_some() && before.as_ref().is_some_and(|b| b.node.is_none());
     if !tenant && newly_bound {
         s.delay_done.push(info.delayed);
@@ -529,6 +499,50 @@ fn on_pod(s: &mut State, ev: &Change, obj: &Value) {
     }
     if tenant && let Some(n) = node {
         check_tenant_pods_on(s, &n);
+    }
+}
+
+/// Rules 1 and 3 when a pod's deletion starts: an internal pod is never deleted while it runs, and a tenant
+/// pod only once its notice deadline passed.
+fn check_deletion(s: &mut State, key: &(String, String), info: &PodInfo, obj: &Value) {
+    let who = format!("{}/{}", key.0, key.1);
+    if !info.tenant && info.node.is_some() {
+        s.violate(
+            1,
+            format!("internal pod {who} was deleted or evicted while {}", info.phase),
+        );
+    } else if info.tenant && info.node.is_some() {
+        s.counters.evictions += 1;
+        // When the deletion was asked for: deletionTimestamp less the grace period, else now.
+        let asked = time(&obj["metadata"]["deletionTimestamp"])
+            .and_then(|t| {
+                let g = obj["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0);
+                t.checked_sub(jiff::SignedDuration::from_secs(g)).ok()
+            })
+            .unwrap_or_else(Timestamp::now);
+        match info.deadline {
+            None => s.violate(3, format!("tenant pod {who} was evicted without a notice")),
+            Some(d) if asked < d => s.violate(
+                3,
+                format!("tenant pod {who} was evicted at {asked}, before its deadline {d}"),
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+/// Counts a pod's first notice, a tenant pod's checkpoint and an internal pod's finish.
+fn count_progress(s: &mut State, tenant: bool, before: Option<&PodInfo>, info: &PodInfo, obj: &Value) {
+    if tenant && info.deadline.is_some() && before.is_some_and(|b| b.deadline.is_none()) {
+        s.counters.pods_noticed += 1;
+    }
+    if info.phase == "Succeeded" && before.is_some_and(|b| b.phase != "Succeeded") {
+        if tenant && obj["status"]["reason"] == "Checkpointed" {
+            s.counters.checkpoints += 1;
+        }
+        if !tenant {
+            s.counters.internal_finished += 1;
+        }
     }
 }
 
