@@ -246,12 +246,12 @@ pub async fn run(
     let (stop_tx, stop) = watch::channel(false);
 
     // The checker subscribes before anything is written, so it sees every change.
-    let race_limit = if target.api.is_remote() {
-        summary::REAL_RACE_LIMIT
-    } else {
-        summary::RACE_LIMIT
-    };
-    let checker = summary::Checker::start(target.feed().await?, clock, config.price_per_gpu_hour, race_limit);
+    let checker = summary::Checker::start(
+        target.feed().await?,
+        clock,
+        config.price_per_gpu_hour,
+        race_limit(&target),
+    );
     let loads = prom::Loads::default();
     let signals = UtilizationPath::start(&target.inventory, &loads, config.prometheus, stop.clone()).await?;
     if let Err(e) = setup(&target, &config, &groups, &signals.url).await {
@@ -260,22 +260,9 @@ pub async fn run(
     }
 
     let client = target.client.clone();
-    // A free loopback port for the controller's /metrics, picked here so that the intro can name it.
-    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| DemoError::Setup(format!("no free port for the controller's metrics: {e}")))?;
+    let metrics_addr = metrics_port()?;
     let controller = start_controller(client.clone(), metrics_addr, stop.clone());
-    view::intro(&view::Intro {
-        url: target.url.clone(),
-        kubeconfig: target.kubeconfig.clone(),
-        nodes: groups.iter().map(|g| g.count).sum(),
-        gpus: groups.iter().map(|g| g.count * g.gpus_per_node).sum(),
-        source: demand.name.clone(),
-        speed: config.speed,
-        duration: config.duration,
-        signals: signals.description.clone(),
-        metrics: format!("http://{metrics_addr}/metrics"),
-    });
+    intro(&target, &config, &groups, &demand, &signals, metrics_addr);
     let mut tasks = vec![signals.publish];
     tasks.extend(start_actors(&config, &api, client, demand, clock, &loads, &stop));
     let loads_at_end = loads.clone();
@@ -300,18 +287,7 @@ pub async fn run(
     let view_state = checker.state();
     let wall = started.elapsed();
     let mut summary = checker.finish(&api, wall, &demand_name(&config)).await;
-    // The last frame, from the state the summary was made of.
-    {
-        let mut s = view_state.lock().expect("demo state");
-        let text = view::frame(
-            &mut s,
-            view::mean_load(&loads_at_end),
-            &clock,
-            wall.as_secs_f64(),
-            config.live_view,
-        );
-        print!("{text}");
-    }
+    last_frame(&view_state, &loads_at_end, &clock, wall, config.live_view);
     summary.signals = signals.description;
     if let Some(task) = signals.direct {
         task.abort();
@@ -319,6 +295,59 @@ pub async fn run(
     drop(signals.prometheus);
     target.teardown(&config).await;
     Ok(summary)
+}
+
+/// How long a node lent just as an internal pod was bound to it may stay lent before the summary counts it
+/// broken: longer against a real API server, whose watches and admission take longer.
+fn race_limit(target: &Target) -> Duration {
+    if target.api.is_remote() {
+        summary::REAL_RACE_LIMIT
+    } else {
+        summary::RACE_LIMIT
+    }
+}
+
+/// A free loopback port for the controller's /metrics, picked before the controller starts so that the intro
+/// can name it.
+fn metrics_port() -> Result<std::net::SocketAddr, DemoError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| DemoError::Setup(format!("no free port for the controller's metrics: {e}")))
+}
+
+/// Prints what the demo runs on, and where to look at it.
+fn intro(
+    target: &Target,
+    config: &DemoConfig,
+    groups: &[NodeGroup],
+    demand: &workload::DemandCurve,
+    signals: &UtilizationPath,
+    metrics_addr: std::net::SocketAddr,
+) {
+    view::intro(&view::Intro {
+        url: target.url.clone(),
+        kubeconfig: target.kubeconfig.clone(),
+        nodes: groups.iter().map(|g| g.count).sum(),
+        gpus: groups.iter().map(|g| g.count * g.gpus_per_node).sum(),
+        source: demand.name.clone(),
+        speed: config.speed,
+        duration: config.duration,
+        signals: signals.description.clone(),
+        metrics: format!("http://{metrics_addr}/metrics"),
+    });
+}
+
+/// Prints the last frame, from the state the summary was made of.
+fn last_frame(
+    state: &std::sync::Mutex<summary::State>,
+    loads: &prom::Loads,
+    clock: &SimClock,
+    wall: Duration,
+    live: bool,
+) {
+    let mut s = state.lock().expect("demo state");
+    let text = view::frame(&mut s, view::mean_load(loads), clock, wall.as_secs_f64(), live);
+    print!("{text}");
 }
 
 /// The demand curve to replay and the node groups it runs on: a trace brings its own groups unless the
