@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::crd::CLEANUP_FINALIZER;
 use crate::meta;
-use crate::store::{Event, EventType};
+use crate::store::{Event, EventType, ObjRef};
 use crate::verbs::{Cluster, DeleteOpts, Kick, WriteCtx};
 
 fn gc_ctx() -> WriteCtx {
@@ -228,79 +228,99 @@ fn process_deleting(cluster: &Cluster, key: &str, ns: &str, name: &str) {
     let fins = meta::finalizers(&obj);
     let dependents = cluster.store.dependents(&stored.uid);
     if fins.iter().any(|f| f == "orphan") {
-        for (dkey, dns, dname) in &dependents {
-            cluster.system_update(dkey, dns, dname, |d| {
-                let mut d = d.clone();
-                let refs: Vec<Value> = d["metadata"]["ownerReferences"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|r| r["uid"].as_str() != Some(&*stored.uid))
-                    .cloned()
-                    .collect();
-                d["metadata"]["ownerReferences"] = json!(refs);
-                Some(d)
-            });
-        }
+        orphan(cluster, &stored.uid, &dependents);
         drop_finalizer(cluster, key, ns, name, "orphan");
     } else if fins.iter().any(|f| f == "foregroundDeletion") {
         if dependents.is_empty() {
             drop_finalizer(cluster, key, ns, name, "foregroundDeletion");
         } else {
-            for (dkey, dns, dname) in &dependents {
-                if let Some(rt) = cluster.registry.by_key(dkey) {
-                    let opts = DeleteOpts {
-                        propagation: Some("Foreground".into()),
-                        ..Default::default()
-                    };
-                    let _ = cluster.delete(&rt, dns, dname, &opts, &gc_ctx());
-                }
-            }
+            delete_in_foreground(cluster, &dependents);
         }
     }
     if key == "namespaces" {
-        for (dkey, dns, dname) in cluster.store.in_namespace(name) {
-            if let Some(rt) = cluster.registry.by_key(&dkey) {
-                let deleting = cluster
-                    .store
-                    .get(&dkey, &dns, &dname)
-                    .is_some_and(|s| meta::is_deleting(&s.value()));
-                if !deleting {
-                    let _ = cluster.delete(
-                        &rt,
-                        &dns,
-                        &dname,
-                        &DeleteOpts::default(),
-                        &WriteCtx::new("namespace-controller"),
-                    );
-                }
-            }
-        }
+        empty_namespace(cluster, name);
         finish_namespace(cluster, name);
     }
     if key == "apiextensions.k8s.io/customresourcedefinitions" && fins.iter().any(|f| f == CLEANUP_FINALIZER) {
-        let (Some(group), Some(plural)) = (
-            obj["spec"]["group"].as_str(),
-            obj["status"]["acceptedNames"]["plural"].as_str(),
-        ) else {
-            drop_finalizer(cluster, key, ns, name, CLEANUP_FINALIZER);
-            return;
-        };
-        let res = format!("{group}/{plural}");
-        let objects = cluster.store.list(&res, None, None, None, |_| true).items;
-        if objects.is_empty() {
-            drop_finalizer(cluster, key, ns, name, CLEANUP_FINALIZER);
-        } else if let Some(rt) = cluster.registry.by_key(&res) {
-            for o in objects {
-                if !meta::is_deleting(&o.value()) {
-                    let _ = cluster.delete(
-                        &rt,
-                        &o.namespace,
-                        &o.name,
-                        &DeleteOpts::default(),
-                        &WriteCtx::new("apiextensions-controller"),
-                    );
-                }
+        clean_up_crd(cluster, key, ns, name, &obj);
+    }
+}
+
+/// Takes the owner reference to `owner` off each of its dependents, which stay.
+fn orphan(cluster: &Cluster, owner: &str, dependents: &[ObjRef]) {
+    for (dkey, dns, dname) in dependents {
+        cluster.system_update(dkey, dns, dname, |d| {
+            let mut d = d.clone();
+            let refs: Vec<Value> = d["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r["uid"].as_str() != Some(owner))
+                .cloned()
+                .collect();
+            d["metadata"]["ownerReferences"] = json!(refs);
+            Some(d)
+        });
+    }
+}
+
+/// Deletes the dependents in the foreground too: their owner goes once they are gone.
+fn delete_in_foreground(cluster: &Cluster, dependents: &[ObjRef]) {
+    for (dkey, dns, dname) in dependents {
+        if let Some(rt) = cluster.registry.by_key(dkey) {
+            let opts = DeleteOpts {
+                propagation: Some("Foreground".into()),
+                ..Default::default()
+            };
+            let _ = cluster.delete(&rt, dns, dname, &opts, &gc_ctx());
+        }
+    }
+}
+
+/// Deletes whatever in a terminating namespace is not being deleted yet.
+fn empty_namespace(cluster: &Cluster, name: &str) {
+    for (dkey, dns, dname) in cluster.store.in_namespace(name) {
+        if let Some(rt) = cluster.registry.by_key(&dkey) {
+            let deleting = cluster
+                .store
+                .get(&dkey, &dns, &dname)
+                .is_some_and(|s| meta::is_deleting(&s.value()));
+            if !deleting {
+                let _ = cluster.delete(
+                    &rt,
+                    &dns,
+                    &dname,
+                    &DeleteOpts::default(),
+                    &WriteCtx::new("namespace-controller"),
+                );
+            }
+        }
+    }
+}
+
+/// A CRD's cleanup: deletes its custom objects, and drops the finalizer once none is left.
+fn clean_up_crd(cluster: &Cluster, key: &str, ns: &str, name: &str, obj: &Value) {
+    let (Some(group), Some(plural)) = (
+        obj["spec"]["group"].as_str(),
+        obj["status"]["acceptedNames"]["plural"].as_str(),
+    ) else {
+        drop_finalizer(cluster, key, ns, name, CLEANUP_FINALIZER);
+        return;
+    };
+    let res = format!("{group}/{plural}");
+    let objects = cluster.store.list(&res, None, None, None, |_| true).items;
+    if objects.is_empty() {
+        drop_finalizer(cluster, key, ns, name, CLEANUP_FINALIZER);
+    } else if let Some(rt) = cluster.registry.by_key(&res) {
+        for o in objects {
+            if !meta::is_deleting(&o.value()) {
+                let _ = cluster.delete(
+                    &rt,
+                    &o.namespace,
+                    &o.name,
+                    &DeleteOpts::default(),
+                    &WriteCtx::new("apiextensions-controller"),
+                );
             }
         }
     }
