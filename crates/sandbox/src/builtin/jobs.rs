@@ -66,28 +66,7 @@ pub(crate) fn sync(cluster: &Cluster, ns: &str, name: &str) {
         .iter()
         .filter(|p| !matches!(phase(p).as_str(), "Succeeded" | "Failed") && !meta::is_deleting(p))
         .collect();
-    let backoff_limit = job["spec"]["backoffLimit"].as_i64().unwrap_or(6);
-    let end = if succeeded > 0 {
-        Some((
-            "Complete",
-            "CompletionsReached",
-            "Reached expected number of succeeded pods",
-        ))
-    } else if failed > backoff_limit {
-        Some((
-            "Failed",
-            "BackoffLimitExceeded",
-            "Job has reached the specified backoff limit",
-        ))
-    } else if past_deadline(&job) {
-        Some((
-            "Failed",
-            "DeadlineExceeded",
-            "Job was active longer than specified deadline",
-        ))
-    } else {
-        None
-    };
+    let end = ending(&job, succeeded, failed);
     if end.is_some_and(|(t, ..)| t == "Failed") {
         for p in &active {
             delete_pod(cluster, ns, p);
@@ -127,6 +106,33 @@ pub(crate) fn sync(cluster: &Cluster, ns: &str, name: &str) {
     });
     if create {
         create_pod(cluster, ns, name, &uid, &job);
+    }
+}
+
+/// How the Job ends now, if it does: the type, reason and message of its final condition. One success
+/// completes it; more failures than its backoff limit, or running past its deadline, fail it.
+fn ending(job: &Value, succeeded: i64, failed: i64) -> Option<(&'static str, &'static str, &'static str)> {
+    let backoff_limit = job["spec"]["backoffLimit"].as_i64().unwrap_or(6);
+    if succeeded > 0 {
+        Some((
+            "Complete",
+            "CompletionsReached",
+            "Reached expected number of succeeded pods",
+        ))
+    } else if failed > backoff_limit {
+        Some((
+            "Failed",
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+        ))
+    } else if past_deadline(job) {
+        Some((
+            "Failed",
+            "DeadlineExceeded",
+            "Job was active longer than specified deadline",
+        ))
+    } else {
+        None
     }
 }
 
