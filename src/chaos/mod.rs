@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sublet_sandbox::{DeleteOpts, Sandbox, SandboxConfig};
+use sublet_sandbox::{DeleteOpts, Sandbox, SandboxConfig, SandboxHandle};
 use tokio::sync::{mpsc, watch};
 
 use crate::api::keys::{LEASE_LABEL, LEASE_TAINT, RECLAIMING_TAINT, STATE_LABEL};
@@ -122,31 +122,15 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     if config.cycles == 0 || config.parallel == 0 {
         return Err(ChaosError::Setup("--cycles and --parallel must be at least 1".into()));
     }
-    let on = |p| config.perturbations.contains(&p);
     let started = Instant::now();
     let dir = std::env::temp_dir().join(format!("sublet-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| ChaosError::Setup(format!("cannot create {}: {e}", dir.display())))?;
     let kubeconfig = dir.join("kubeconfig");
-    let sandbox = Sandbox::start(SandboxConfig {
-        external_kubelet: true,
-        ..SandboxConfig::default()
-    })
-    .await
-    .map_err(crate::demo::DemoError::from)?;
-    sandbox
-        .write_kubeconfig(&kubeconfig)
-        .map_err(crate::demo::DemoError::from)?;
+    let sandbox = start_sandbox(&kubeconfig).await?;
     let api = DemoApi::Local(sandbox.local().as_manager("sublet-chaos"));
     let (stop_tx, stop) = watch::channel(false);
 
-    // Nodes: one per cycle at once and no spare, so that internal demand mostly has to take a node back from
-    // a lease, through notice.
-    let groups = vec![NodeGroup {
-        name: "gpu".into(),
-        count: config.parallel,
-        gpus_per_node: config.gpus_per_node,
-        model: crate::demo::nodes::DEFAULT_MODELS[0].into(),
-    }];
+    let groups = node_groups(&config);
     let specs = node_specs(&groups);
     let loads = crate::demo::prom::Loads::default();
     let signals = crate::demo::UtilizationPath::start(&sandbox, &loads, false, stop.clone()).await?;
@@ -163,85 +147,216 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
     let controller = child::Controller::new(&kubeconfig, config.controller_log.clone())?;
     controller.start().await?;
     let actors = start_actors(&sandbox, &api, clock, &loads, &stop).await?;
-    let (perturb_stop_tx, perturb_stop) = watch::channel(false);
-    let killer = tokio::spawn(child::killer(
-        controller.clone(),
-        points_rx,
-        on(Perturbation::Kills),
-        config.seed,
-        perturb_stop.clone(),
-    ));
-    if on(Perturbation::Faults) {
-        sandbox.set_faults(perturb::fault_rules(config.seed));
-    }
-    let node_churn = on(Perturbation::NodeDelete).then(|| {
-        tokio::spawn(perturb::node_churn(
-            api.as_manager("chaos-kubelet"),
-            specs.clone(),
-            config.seed,
-            perturb_stop.clone(),
-        ))
-    });
-    let not_ready = on(Perturbation::NodeNotReady).then(|| {
-        tokio::spawn(perturb::not_ready(
-            api.as_manager("chaos-kubelet"),
-            config.seed,
-            perturb_stop.clone(),
-        ))
-    });
-    let flips = on(Perturbation::ModeFlips).then(|| {
-        tokio::spawn(perturb::mode_flips(
-            api.as_manager("chaos-admin"),
-            config.notice_seconds,
-            config.seed,
-            perturb_stop.clone(),
-        ))
-    });
-
-    let cycle_config = cycles::CycleConfig {
-        cycles: config.cycles,
-        slots: config.parallel,
-        tenants: tenants.clone(),
-        group: groups[0].name.clone(),
-        gpus: config.gpus_per_node,
-        notice_seconds: config.notice_seconds,
-        churn: on(Perturbation::LeaseChurn),
-        seed: config.seed,
-    };
+    let perturbers = Perturbers::start(&config, &sandbox, &api, &controller, &specs, points_rx);
+    let cycle_config = cycle_config(&config, &tenants, &groups[0].name);
     let counts = cycles::run(api.as_manager("chaos-tenant"), cycle_config, points_tx, stop.clone()).await;
 
     // Calm: no more perturbations; the nodes all registered, the pool in Enforce, a controller running.
-    let _ = perturb_stop_tx.send(true);
-    let kills = killer.await.unwrap_or_default();
-    let faults_fired: u64 = sandbox.faults_fired().iter().sum();
-    sandbox.set_faults(Default::default());
-    let nodes_deleted = match node_churn {
-        Some(t) => t.await.unwrap_or(0),
-        None => 0,
-    };
-    let nodes_not_ready = match not_ready {
-        Some(t) => t.await.unwrap_or(0),
-        None => 0,
-    };
-    perturb::all_kubelets_up(&api).await;
-    let mode_flips = match flips {
-        Some(t) => t.await.unwrap_or(0),
-        None => 0,
-    };
-    for spec in &specs {
-        perturb::register(&api, spec).await;
+    let tally = perturbers.stop(&sandbox, &api).await;
+    calm(&api, &specs, &controller).await?;
+
+    let settle = Duration::from_secs(config.notice_seconds.max(0) as u64 + 60);
+    let (end, pool_before_delete) = wind_down(&api, &tenants, settle).await;
+
+    let _ = stop_tx.send(true);
+    let _ = controller.kill().await;
+    for t in actors {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
-    perturb::set_mode(&api, "Enforce").await;
+    let record = watcher.stop().await;
+    let summary = checker.finish(&api, started.elapsed(), "chaos cycles").await;
+    let report = {
+        let mut record = record.lock().expect("chaos record");
+        watcher::finish(&mut record, &pool_before_delete);
+        report::build(report::Parts {
+            config: &config,
+            record: &record,
+            summary: &summary,
+            counts,
+            kills: tally.kills,
+            faults_fired: tally.faults_fired,
+            nodes_deleted: tally.nodes_deleted,
+            nodes_not_ready: tally.nodes_not_ready,
+            mode_flips: tally.mode_flips,
+            controller_starts: controller.starts.load(std::sync::atomic::Ordering::Relaxed),
+            end,
+            wall: started.elapsed(),
+        })
+    };
+    signals.publish.abort();
+    if let Some(task) = signals.direct {
+        task.abort();
+    }
+    sandbox.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(report)
+}
+
+/// Nodes: one per cycle at once and no spare, so that internal demand mostly has to take a node back from a
+/// lease, through notice.
+fn node_groups(config: &ChaosConfig) -> Vec<NodeGroup> {
+    vec![NodeGroup {
+        name: "gpu".into(),
+        count: config.parallel,
+        gpus_per_node: config.gpus_per_node,
+        model: crate::demo::nodes::DEFAULT_MODELS[0].into(),
+    }]
+}
+
+/// The tenants' lease cycles the run asks for, on the nodes of `group`.
+fn cycle_config(config: &ChaosConfig, tenants: &[String], group: &str) -> cycles::CycleConfig {
+    cycles::CycleConfig {
+        cycles: config.cycles,
+        slots: config.parallel,
+        tenants: tenants.to_vec(),
+        group: group.to_string(),
+        gpus: config.gpus_per_node,
+        notice_seconds: config.notice_seconds,
+        churn: config.perturbations.contains(&Perturbation::LeaseChurn),
+        seed: config.seed,
+    }
+}
+
+/// After the perturbations: every node registered again, the pool in Enforce, and a controller running.
+async fn calm(
+    api: &DemoApi,
+    specs: &[crate::demo::nodes::NodeSpec],
+    controller: &child::Controller,
+) -> Result<(), ChaosError> {
+    for spec in specs {
+        perturb::register(api, spec).await;
+    }
+    perturb::set_mode(api, "Enforce").await;
     if controller.exited().await.is_some() {
         let _ = controller.kill().await;
         controller.start().await?;
     }
+    Ok(())
+}
 
+/// A sandbox whose nodes' kubelets are the run's own, and its kubeconfig written for the controller.
+async fn start_sandbox(kubeconfig: &std::path::Path) -> Result<SandboxHandle, ChaosError> {
+    let sandbox = Sandbox::start(SandboxConfig {
+        external_kubelet: true,
+        ..SandboxConfig::default()
+    })
+    .await
+    .map_err(crate::demo::DemoError::from)?;
+    sandbox
+        .write_kubeconfig(kubeconfig)
+        .map_err(crate::demo::DemoError::from)?;
+    Ok(sandbox)
+}
+
+/// The perturbations running during the cycles, each a task until told to stop (API faults run in the
+/// sandbox itself).
+struct Perturbers {
+    stop: watch::Sender<bool>,
+    killer: tokio::task::JoinHandle<child::Kills>,
+    node_churn: Option<tokio::task::JoinHandle<u64>>,
+    not_ready: Option<tokio::task::JoinHandle<u64>>,
+    flips: Option<tokio::task::JoinHandle<u64>>,
+}
+
+/// What the perturbations did.
+struct Tally {
+    kills: child::Kills,
+    faults_fired: u64,
+    nodes_deleted: u64,
+    nodes_not_ready: u64,
+    mode_flips: u64,
+}
+
+impl Perturbers {
+    /// Starts the perturbations the run asks for; the killer always runs, and kills only if asked to.
+    fn start(
+        config: &ChaosConfig,
+        sandbox: &SandboxHandle,
+        api: &DemoApi,
+        controller: &std::sync::Arc<child::Controller>,
+        specs: &[crate::demo::nodes::NodeSpec],
+        points: mpsc::UnboundedReceiver<KillPoint>,
+    ) -> Self {
+        let on = |p| config.perturbations.contains(&p);
+        let (stop, perturb_stop) = watch::channel(false);
+        let killer = tokio::spawn(child::killer(
+            controller.clone(),
+            points,
+            on(Perturbation::Kills),
+            config.seed,
+            perturb_stop.clone(),
+        ));
+        if on(Perturbation::Faults) {
+            sandbox.set_faults(perturb::fault_rules(config.seed));
+        }
+        let node_churn = on(Perturbation::NodeDelete).then(|| {
+            tokio::spawn(perturb::node_churn(
+                api.as_manager("chaos-kubelet"),
+                specs.to_vec(),
+                config.seed,
+                perturb_stop.clone(),
+            ))
+        });
+        let not_ready = on(Perturbation::NodeNotReady).then(|| {
+            tokio::spawn(perturb::not_ready(
+                api.as_manager("chaos-kubelet"),
+                config.seed,
+                perturb_stop.clone(),
+            ))
+        });
+        let flips = on(Perturbation::ModeFlips).then(|| {
+            tokio::spawn(perturb::mode_flips(
+                api.as_manager("chaos-admin"),
+                config.notice_seconds,
+                config.seed,
+                perturb_stop.clone(),
+            ))
+        });
+        Perturbers {
+            stop,
+            killer,
+            node_churn,
+            not_ready,
+            flips,
+        }
+    }
+
+    /// Stops every perturbation, brings the kubelets back up, and counts what was done.
+    async fn stop(self, sandbox: &SandboxHandle, api: &DemoApi) -> Tally {
+        let _ = self.stop.send(true);
+        let kills = self.killer.await.unwrap_or_default();
+        let faults_fired: u64 = sandbox.faults_fired().iter().sum();
+        sandbox.set_faults(Default::default());
+        let nodes_deleted = match self.node_churn {
+            Some(t) => t.await.unwrap_or(0),
+            None => 0,
+        };
+        let nodes_not_ready = match self.not_ready {
+            Some(t) => t.await.unwrap_or(0),
+            None => 0,
+        };
+        perturb::all_kubelets_up(api).await;
+        let mode_flips = match self.flips {
+            Some(t) => t.await.unwrap_or(0),
+            None => 0,
+        };
+        Tally {
+            kills,
+            faults_fired,
+            nodes_deleted,
+            nodes_not_ready,
+            mode_flips,
+        }
+    }
+}
+
+/// The end of the run: the leases drained, then the pool deleted. Answers what was found wrong (nodes left
+/// marked, tenant pods left, a pool that would not go) and the pool's status before its deletion.
+async fn wind_down(api: &DemoApi, tenants: &[String], settle: Duration) -> (Vec<watcher::Violation>, Value) {
     let mut end = Vec::new();
-    let settle = Duration::from_secs(config.notice_seconds.max(0) as u64 + 60);
-    drain_leases(&api, &tenants, settle).await;
-    end.extend(marked_nodes(&api, false).await);
-    end.extend(tenant_pods_left(&api, &tenants).await);
+    drain_leases(api, tenants, settle).await;
+    end.extend(marked_nodes(api, false).await);
+    end.extend(tenant_pods_left(api, tenants).await);
     let pool_before_delete = api
         .get("sublet.dev/v1alpha1", "tenantpools", None, POOL)
         .await
@@ -261,40 +376,8 @@ pub async fn run(config: ChaosConfig) -> Result<Report, ChaosError> {
             objects: Value::Null,
         });
     }
-    end.extend(marked_nodes(&api, true).await);
-
-    let _ = stop_tx.send(true);
-    let _ = controller.kill().await;
-    for t in actors {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
-    let record = watcher.stop().await;
-    let summary = checker.finish(&api, started.elapsed(), "chaos cycles").await;
-    let report = {
-        let mut record = record.lock().expect("chaos record");
-        watcher::finish(&mut record, &pool_before_delete);
-        report::build(report::Parts {
-            config: &config,
-            record: &record,
-            summary: &summary,
-            counts,
-            kills,
-            faults_fired,
-            nodes_deleted,
-            nodes_not_ready,
-            mode_flips,
-            controller_starts: controller.starts.load(std::sync::atomic::Ordering::Relaxed),
-            end,
-            wall: started.elapsed(),
-        })
-    };
-    signals.publish.abort();
-    if let Some(task) = signals.direct {
-        task.abort();
-    }
-    sandbox.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(report)
+    end.extend(marked_nodes(api, true).await);
+    (end, pool_before_delete)
 }
 
 /// CRDs, namespaces, nodes and the pool (Enforce, no reserve, the run's idle window and notice).
