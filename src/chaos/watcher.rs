@@ -451,89 +451,102 @@ pub fn finish(r: &mut Record, pool: &Value) {
     for uid in uids {
         let lease = r.leases[&uid].clone();
         let ended = r.ended.get(&uid).cloned();
-        let final_status = ended.clone().unwrap_or_else(|| lease.last_status.clone());
         if let Some(e) = &ended {
             ended_seconds += e["gpuSeconds"].as_i64().unwrap_or(0);
             ended_cost += e["cost"].as_f64().unwrap_or(0.0);
         }
-        if lease.deleted || ended.is_some() {
-            r.check("deleted lease has a final record", ended.is_some(), || {
-                (
-                    format!(
-                        "lease {} ({uid}) was deleted without a record in the pool's endedLeases",
-                        lease.key
-                    ),
-                    json!({"lease": lease.key, "uid": uid, "lastStatus": lease.last_status}),
-                )
-            });
-        }
-        let billed = final_status["gpuSeconds"].as_i64().unwrap_or(0);
-        // The lease's ledger against its own record of holds, to the second.
-        let holds = lease.last_status["holds"].as_array().cloned().unwrap_or_default();
-        let from_holds: i64 = holds.iter().map(hold_gpu_seconds).sum();
-        let open = holds.iter().any(|h| h["returnedAt"].is_null());
-        if !open && (ended.is_some() || lease.deleted) {
-            r.check("ledger equals its holds", billed == from_holds, || {
-                (
-                    format!(
-                        "lease {} ({uid}) billed {billed} GPU-s; its holds add up to {from_holds} GPU-s",
-                        lease.key
-                    ),
-                    json!({"lease": lease.key, "uid": uid, "final": final_status, "holds": holds}),
-                )
-            });
-        }
-        // The lease's holds against the holds the watch saw.
-        let observed: f64 = lease
+        check_ledger(r, &uid, &lease, ended.as_ref());
+    }
+    check_pool_totals(r, pool, ended_seconds, ended_cost);
+}
+
+/// A lease's ledger against its final record, its own holds, and the holds the watch saw. `ended` is its
+/// record in the pool's endedLeases, if any.
+fn check_ledger(r: &mut Record, uid: &str, lease: &LeaseRec, ended: Option<&Value>) {
+    let final_status = ended.cloned().unwrap_or_else(|| lease.last_status.clone());
+    if lease.deleted || ended.is_some() {
+        r.check("deleted lease has a final record", ended.is_some(), || {
+            (
+                format!(
+                    "lease {} ({uid}) was deleted without a record in the pool's endedLeases",
+                    lease.key
+                ),
+                json!({"lease": lease.key, "uid": uid, "lastStatus": lease.last_status}),
+            )
+        });
+    }
+    let billed = final_status["gpuSeconds"].as_i64().unwrap_or(0);
+    // The lease's ledger against its own record of holds, to the second.
+    let holds = lease.last_status["holds"].as_array().cloned().unwrap_or_default();
+    let from_holds: i64 = holds.iter().map(hold_gpu_seconds).sum();
+    let open = holds.iter().any(|h| h["returnedAt"].is_null());
+    if !open && (ended.is_some() || lease.deleted) {
+        r.check("ledger equals its holds", billed == from_holds, || {
+            (
+                format!(
+                    "lease {} ({uid}) billed {billed} GPU-s; its holds add up to {from_holds} GPU-s",
+                    lease.key
+                ),
+                json!({"lease": lease.key, "uid": uid, "final": final_status, "holds": holds}),
+            )
+        });
+    }
+    check_observed(r, uid, lease, billed, &holds, ended.is_some() || lease.deleted);
+}
+
+/// The lease's holds against the holds the watch saw, once it `ended` and every span it was seen holding
+/// closed.
+fn check_observed(r: &mut Record, uid: &str, lease: &LeaseRec, billed: i64, holds: &[Value], ended: bool) {
+    let observed: f64 = lease
+        .spans
+        .iter()
+        .filter_map(|s| s.end.map(|e| s.usable_gpu_seconds(e)))
+        .sum();
+    if !lease.spans.is_empty() && lease.spans.iter().all(|s| s.end.is_some()) && ended {
+        // Each bound and return may be recorded a little off the watch's time; each time a node went not
+        // Ready or Ready again is recorded when a pass first saw it, which may follow a restart.
+        let slack: f64 = lease
             .spans
             .iter()
-            .filter_map(|s| s.end.map(|e| s.usable_gpu_seconds(e)))
+            .map(|s| {
+                let turns = s.not_ready.iter().map(|d| 1 + u32::from(d.1.is_some())).sum::<u32>();
+                f64::from(s.gpus) * (HOLD_EARLY_SECONDS + HOLD_LATE_SECONDS + f64::from(turns) * EVICTION_LATE_SECONDS)
+            })
             .sum();
-        if !lease.spans.is_empty() && lease.spans.iter().all(|s| s.end.is_some()) && (ended.is_some() || lease.deleted)
-        {
-            // Each bound and return may be recorded a little off the watch's time; each time a node went not
-            // Ready or Ready again is recorded when a pass first saw it, which may follow a restart.
-            let slack: f64 = lease
-                .spans
-                .iter()
-                .map(|s| {
-                    let turns = s.not_ready.iter().map(|d| 1 + u32::from(d.1.is_some())).sum::<u32>();
-                    f64::from(s.gpus)
-                        * (HOLD_EARLY_SECONDS + HOLD_LATE_SECONDS + f64::from(turns) * EVICTION_LATE_SECONDS)
-                })
-                .sum();
-            let diff = billed as f64 - observed;
-            r.check("billed equals observed holds", diff.abs() <= slack, || {
+        let diff = billed as f64 - observed;
+        r.check("billed equals observed holds", diff.abs() <= slack, || {
+            (
+                format!(
+                    "lease {} ({uid}) billed {billed} GPU-s; its nodes were seen held for {observed:.1} GPU-s",
+                    lease.key
+                ),
+                json!({"lease": lease.key, "uid": uid, "billed": billed, "observed": observed,
+                       "observedHolds": lease.spans, "holds": holds}),
+            )
+        });
+        for span in &lease.spans {
+            let matching = holds.iter().find(|h| {
+                h["node"] == span.node.as_str() && time(&h["boundAt"]).is_some_and(|b| agrees(b, span.start))
+            });
+            let ok = matching.is_some_and(|h| {
+                let end = span.end.expect("closed span");
+                time(&h["returnedAt"]).is_some_and(|e| agrees(e, end))
+            });
+            r.check("each hold recorded as seen", ok, || {
                 (
                     format!(
-                        "lease {} ({uid}) billed {billed} GPU-s; its nodes were seen held for {observed:.1} GPU-s",
-                        lease.key
+                        "lease {} ({uid}) held node {} from {} to {:?} as watched; its record says otherwise",
+                        lease.key, span.node, span.start, span.end
                     ),
-                    json!({"lease": lease.key, "uid": uid, "billed": billed, "observed": observed,
-                           "observedHolds": lease.spans, "holds": holds}),
+                    json!({"lease": lease.key, "uid": uid, "observed": span, "holds": holds}),
                 )
             });
-            for span in &lease.spans {
-                let matching = holds.iter().find(|h| {
-                    h["node"] == span.node.as_str() && time(&h["boundAt"]).is_some_and(|b| agrees(b, span.start))
-                });
-                let ok = matching.is_some_and(|h| {
-                    let end = span.end.expect("closed span");
-                    time(&h["returnedAt"]).is_some_and(|e| agrees(e, end))
-                });
-                r.check("each hold recorded as seen", ok, || {
-                    (
-                        format!(
-                            "lease {} ({uid}) held node {} from {} to {:?} as watched; its record says otherwise",
-                            lease.key, span.node, span.start, span.end
-                        ),
-                        json!({"lease": lease.key, "uid": uid, "observed": span, "holds": holds}),
-                    )
-                });
-            }
         }
     }
-    // The pool's totals: the sums of its leases' ledgers (every lease has ended by now).
+}
+
+/// The pool's totals: the sums of its leases' ledgers (every lease has ended by now).
+fn check_pool_totals(r: &mut Record, pool: &Value, ended_seconds: i64, ended_cost: f64) {
     let totals = &pool["endedTotals"];
     let pool_seconds = totals["gpuSeconds"].as_i64().unwrap_or(0);
     let pool_leases = totals["leases"].as_i64().unwrap_or(0);
