@@ -110,23 +110,7 @@ pub fn build(p: Parts<'_>) -> Report {
     };
     // DESIGN rules 1–3, from the demo's checker.
     for rule in 1..=3u8 {
-        let failed: Vec<Violation> = p
-            .summary
-            .invariants
-            .violations
-            .iter()
-            .filter(|v| v.rule == rule)
-            .map(|v| Violation {
-                check: format!("rule {rule}"),
-                detail: v.detail.clone(),
-                objects: serde_json::Value::Null,
-            })
-            .collect();
-        let checked = match rule {
-            1 => p.summary.counters.lends + p.summary.counters.binds,
-            2 => p.summary.counters.binds,
-            _ => p.summary.counters.evictions,
-        };
+        let (checked, failed) = rule_checks(p.summary, rule);
         count(&format!("rule {rule}"), checked, failed);
     }
     let end_checks = [
@@ -146,47 +130,13 @@ pub fn build(p: Parts<'_>) -> Report {
         let failed: Vec<Violation> = p.end.iter().filter(|v| v.check == name).cloned().collect();
         count(name, 1, failed);
     }
-    let stalls: Vec<Violation> = p
-        .counts
-        .stalled
-        .iter()
-        .map(|s| Violation {
-            check: "every cycle completes".into(),
-            detail: format!(
-                "cycle {} ({}) waited {:.0} s for {}",
-                s.cycle, s.lease, s.seconds, s.waited_for
-            ),
-            objects: serde_json::json!({"leaseStatus": s.lease_status}),
-        })
-        .collect();
-    count("every cycle completes", p.counts.started, stalls);
-    let exits: Vec<Violation> = p
-        .kills
-        .unexpected_exits
-        .iter()
-        .map(|e| Violation {
-            check: "the controller keeps running".into(),
-            detail: format!("the controller exited by itself: {e}"),
-            objects: serde_json::Value::Null,
-        })
-        .collect();
-    count("the controller keeps running", p.controller_starts, exits);
-
-    let mut lat = p.record.latencies.clone();
-    lat.sort_by(f64::total_cmp);
-    let allowed = p.config.notice_seconds as f64 + 2.0;
-    let latency = Latency {
-        samples: lat.len(),
-        p50_seconds: round(watcher::percentile(&lat, 0.5)),
-        p99_seconds: round(watcher::percentile(&lat, 0.99)),
-        max_seconds: round(lat.last().copied().unwrap_or(0.0)),
-        notice_seconds: p.config.notice_seconds,
-        allowed_p99_seconds: allowed,
-    };
-    let slow = if latency.p99_seconds > allowed {
+    count("every cycle completes", p.counts.started, stalls(&p.counts));
+    count("the controller keeps running", p.controller_starts, exits(&p.kills));
+    let latency = reclaim_latency(p.record, p.config);
+    let slow = if latency.p99_seconds > latency.allowed_p99_seconds {
         vec![Violation {
             check: "reclaim latency p99 within notice + 2 s".into(),
-            detail: format!("p99 {:.2} s > {allowed} s", latency.p99_seconds),
+            detail: format!("p99 {:.2} s > {} s", latency.p99_seconds, latency.allowed_p99_seconds),
             objects: serde_json::Value::Null,
         }]
     } else {
@@ -213,6 +163,70 @@ pub fn build(p: Parts<'_>) -> Report {
         reclaim_latency: latency,
         eviction_lateness: Spread::of(&p.record.evictions_late),
         violations,
+    }
+}
+
+/// DESIGN rule `rule` from the demo's checker: how many times it was checked, and its violations.
+fn rule_checks(summary: &Summary, rule: u8) -> (u64, Vec<Violation>) {
+    let failed: Vec<Violation> = summary
+        .invariants
+        .violations
+        .iter()
+        .filter(|v| v.rule == rule)
+        .map(|v| Violation {
+            check: format!("rule {rule}"),
+            detail: v.detail.clone(),
+            objects: serde_json::Value::Null,
+        })
+        .collect();
+    let checked = match rule {
+        1 => summary.counters.lends + summary.counters.binds,
+        2 => summary.counters.binds,
+        _ => summary.counters.evictions,
+    };
+    (checked, failed)
+}
+
+/// The cycles that stalled, as violations of "every cycle completes".
+fn stalls(counts: &CycleCounts) -> Vec<Violation> {
+    counts
+        .stalled
+        .iter()
+        .map(|s| Violation {
+            check: "every cycle completes".into(),
+            detail: format!(
+                "cycle {} ({}) waited {:.0} s for {}",
+                s.cycle, s.lease, s.seconds, s.waited_for
+            ),
+            objects: serde_json::json!({"leaseStatus": s.lease_status}),
+        })
+        .collect()
+}
+
+/// The controller's exits that no kill caused, as violations of "the controller keeps running".
+fn exits(kills: &Kills) -> Vec<Violation> {
+    kills
+        .unexpected_exits
+        .iter()
+        .map(|e| Violation {
+            check: "the controller keeps running".into(),
+            detail: format!("the controller exited by itself: {e}"),
+            objects: serde_json::Value::Null,
+        })
+        .collect()
+}
+
+/// The spread of the reclaim latencies the watch saw, and the p99 the notice allows (notice + 2 s).
+fn reclaim_latency(record: &Record, config: &ChaosConfig) -> Latency {
+    let mut lat = record.latencies.clone();
+    lat.sort_by(f64::total_cmp);
+    Latency {
+        samples: lat.len(),
+        p50_seconds: round(watcher::percentile(&lat, 0.5)),
+        p99_seconds: round(watcher::percentile(&lat, 0.99)),
+        max_seconds: round(lat.last().copied().unwrap_or(0.0)),
+        notice_seconds: config.notice_seconds,
+        allowed_p99_seconds: config.notice_seconds as f64 + 2.0,
     }
 }
 
