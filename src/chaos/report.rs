@@ -235,9 +235,8 @@ fn round(x: f64) -> f64 {
 }
 
 impl Report {
-    /// The report for people.
-    pub fn text(&self) -> String {
-        let mut out = String::new();
+    /// The perturbations of the run, by their command-line names; "none" for none.
+    fn perturbation_names(&self) -> String {
         let names: Vec<String> = self
             .perturbations
             .iter()
@@ -248,16 +247,40 @@ impl Report {
                     .unwrap_or_default()
             })
             .collect();
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(",")
+        }
+    }
+
+    /// What the perturbations did: kills (random and at which points), starts, faults, node losses, flips.
+    fn perturbed_line(&self) -> String {
+        let points: Vec<String> = self.kills.at_points.iter().map(|(p, n)| format!("{n} {p}")).collect();
+        format!(
+            "  perturbed    {} kills ({} random{}{}), {} starts, {} API faults, {} nodes deleted, {} nodes NotReady, {} \
+             mode flips\n",
+            self.kills.total,
+            self.kills.random,
+            if points.is_empty() { "" } else { ", " },
+            points.join(", "),
+            self.controller_starts,
+            self.faults_injected,
+            self.nodes_deleted,
+            self.nodes_not_ready,
+            self.mode_flips
+        )
+    }
+
+    /// The report for people.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
         out.push_str(&format!(
             "sublet chaos: {} cycles ({} at once), seed {}, perturbations: {}, {:.0} s\n",
             self.cycles,
             self.parallel,
             self.seed,
-            if names.is_empty() {
-                "none".into()
-            } else {
-                names.join(",")
-            },
+            self.perturbation_names(),
             self.wall_seconds
         ));
         let c = &self.cycle_counts;
@@ -277,20 +300,7 @@ impl Report {
             "  controller   {} lends, {} binds, {} notices, {} checkpoints, {} evictions, {} returns\n",
             k.lends, k.binds, k.notices, k.checkpoints, k.evictions, k.returns
         ));
-        let points: Vec<String> = self.kills.at_points.iter().map(|(p, n)| format!("{n} {p}")).collect();
-        out.push_str(&format!(
-            "  perturbed    {} kills ({} random{}{}), {} starts, {} API faults, {} nodes deleted, {} nodes NotReady, {} \
-             mode flips\n",
-            self.kills.total,
-            self.kills.random,
-            if points.is_empty() { "" } else { ", " },
-            points.join(", "),
-            self.controller_starts,
-            self.faults_injected,
-            self.nodes_deleted,
-            self.nodes_not_ready,
-            self.mode_flips
-        ));
+        out.push_str(&self.perturbed_line());
         let l = &self.reclaim_latency;
         out.push_str(&format!(
             "  reclaim      {} samples: p50 {:.2} s, p99 {:.2} s, max {:.2} s (notice {} s; p99 allowed {:.0} s)\n",
