@@ -182,6 +182,59 @@ impl Slot {
         }
     }
 
+    /// Starts the tenant's pod on lease `name`, bound as `status` tells: half of them checkpoint a moment after
+    /// the notice, the others run until evicted.
+    async fn run_tenant_pod(&mut self, n: u64, name: &str, status: &Value) {
+        let checkpoints = self.rng.range(0.0, 1.0) < 0.5;
+        let mut pod = crate::demo::tenants::tenant_pod(
+            &format!("{name}-{n}"),
+            name,
+            status,
+            u64::from(self.config.gpus),
+            86_400.0,
+            checkpoints,
+        );
+        if checkpoints {
+            // Saves its work and exits this long after the notice (simulated seconds run at wall speed here).
+            pod["metadata"]["annotations"][CHECKPOINT_ANNOTATION] = json!(format!("{:.1}", self.rng.range(0.2, 1.5)));
+        }
+        {
+            let mut c = self.counts.lock().await;
+            if checkpoints {
+                c.checkpointing_pods += 1;
+            } else {
+                c.evicted_pods += 1;
+            }
+        }
+        let _ = self.api.create("v1", "pods", Some(&self.namespace()), pod).await;
+    }
+
+    /// Internal demand: one node's worth, running a few seconds once placed; waits until it is placed.
+    async fn demand_node_back(&mut self, n: u64, name: &str, end_limit: Duration) -> Result<(), Stall> {
+        let api = self.api.clone();
+        let internal = format!("demand-{n}");
+        let run = self.rng.range(2.0, 4.0);
+        let pod = crate::demo::workload::internal_pod(&internal, &self.config.group, self.config.gpus, run);
+        if api.create("v1", "pods", Some(INTERNAL_NAMESPACE), pod).await.is_ok() {
+            let _ = self.points.send(KillPoint::Demand);
+            let placed = || {
+                let (api, internal) = (api.clone(), internal.clone());
+                async move {
+                    match api.get("v1", "pods", Some(INTERNAL_NAMESPACE), &internal).await {
+                        Ok(p) => p["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()),
+                        // Finished and removed by the kubelet: it was placed.
+                        Err(e) => e.code == 404,
+                    }
+                }
+            };
+            self.wait(n, name, "the internal demand to be placed", end_limit, placed)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One cycle of lease `n`: create it, see it bound, run a tenant pod on it, in most cycles send internal
+    /// demand for a node, then delete the lease (or, with churn, delete it early), and wait until it is gone.
     async fn try_cycle(&mut self, n: u64) -> Result<(), Stall> {
         let ns = self.namespace();
         let name = if self.config.churn {
@@ -241,49 +294,10 @@ impl Slot {
         let Some(status) = self.lease_status(&name).await else {
             return self.wait(n, &name, "the lease to be gone", end_limit, gone).await;
         };
-        let checkpoints = self.rng.range(0.0, 1.0) < 0.5;
-        let mut pod = crate::demo::tenants::tenant_pod(
-            &format!("{name}-{n}"),
-            &name,
-            &status,
-            u64::from(self.config.gpus),
-            86_400.0,
-            checkpoints,
-        );
-        if checkpoints {
-            // Saves its work and exits this long after the notice (simulated seconds run at wall speed here).
-            pod["metadata"]["annotations"][CHECKPOINT_ANNOTATION] = json!(format!("{:.1}", self.rng.range(0.2, 1.5)));
-        }
-        {
-            let mut c = self.counts.lock().await;
-            if checkpoints {
-                c.checkpointing_pods += 1;
-            } else {
-                c.evicted_pods += 1;
-            }
-        }
-        let _ = api.create("v1", "pods", Some(&ns), pod).await;
+        self.run_tenant_pod(n, &name, &status).await;
         tokio::time::sleep(Duration::from_secs_f64(self.rng.range(0.5, 2.5))).await;
         if self.rng.range(0.0, 1.0) < 0.6 {
-            // Internal demand: one node's worth, running a few seconds once placed.
-            let internal = format!("demand-{n}");
-            let run = self.rng.range(2.0, 4.0);
-            let pod = crate::demo::workload::internal_pod(&internal, &self.config.group, self.config.gpus, run);
-            if api.create("v1", "pods", Some(INTERNAL_NAMESPACE), pod).await.is_ok() {
-                let _ = self.points.send(KillPoint::Demand);
-                let placed = || {
-                    let (api, internal) = (api.clone(), internal.clone());
-                    async move {
-                        match api.get("v1", "pods", Some(INTERNAL_NAMESPACE), &internal).await {
-                            Ok(p) => p["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()),
-                            // Finished and removed by the kubelet: it was placed.
-                            Err(e) => e.code == 404,
-                        }
-                    }
-                };
-                self.wait(n, &name, "the internal demand to be placed", end_limit, placed)
-                    .await?;
-            }
+            self.demand_node_back(n, &name, end_limit).await?;
             self.counts.lock().await.by_demand += 1;
         } else {
             self.counts.lock().await.by_lease_end += 1;
