@@ -269,8 +269,19 @@ fn on_node(
             .flatten()
             .any(|c| c["type"] == "Ready" && c["status"] == "True");
     let was_ready = r.node_ready.insert(name.to_string(), ready).unwrap_or(true);
+    follow_holder(r, name, now_holder.as_ref(), ready, now);
+    if ready != was_ready {
+        follow_ready(r, name, ready, now);
+    }
+    if state != before {
+        on_state_change(r, name, before.as_deref(), state.as_deref(), points);
+    }
+}
+
+/// Closes the span of the hold the node had, if its holder changed, and opens one for its new holder.
+fn follow_holder(r: &mut Record, name: &str, now_holder: Option<&String>, ready: bool, now: Timestamp) {
     let open = r.holding.get(name).cloned();
-    if open.as_ref().map(|(u, _)| u) != now_holder.as_ref() {
+    if open.as_ref().map(|(u, _)| u) != now_holder {
         if let Some((uid, i)) = open {
             let span = &mut r.lease(&uid).spans[i];
             span.end = Some(now);
@@ -279,7 +290,7 @@ fn on_node(
             }
             r.holding.remove(name);
         }
-        if let Some(uid) = &now_holder {
+        if let Some(uid) = now_holder {
             let gpus = r.node_gpus.get(name).copied().unwrap_or(0);
             let lease = r.lease(uid);
             lease.spans.push(Span {
@@ -294,40 +305,51 @@ fn on_node(
             r.holding.insert(name.to_string(), (uid.clone(), i));
         }
     }
-    if ready != was_ready
-        && let Some((uid, i)) = r.holding.get(name).cloned()
-    {
-        let span = &mut r.lease(&uid).spans[i];
-        let down_open = span.not_ready.last().is_some_and(|d| d.1.is_none());
-        if ready && down_open {
-            if let Some(down) = span.not_ready.last_mut() {
-                down.1 = Some(now);
-            }
-        } else if !ready && !down_open {
-            span.not_ready.push((now, None));
+}
+
+/// A held node went not Ready or Ready again: opens or closes a not-Ready stretch of its hold.
+fn follow_ready(r: &mut Record, name: &str, ready: bool, now: Timestamp) {
+    let Some((uid, i)) = r.holding.get(name).cloned() else {
+        return;
+    };
+    let span = &mut r.lease(&uid).spans[i];
+    let down_open = span.not_ready.last().is_some_and(|d| d.1.is_none());
+    if ready && down_open {
+        if let Some(down) = span.not_ready.last_mut() {
+            down.1 = Some(now);
         }
+    } else if !ready && !down_open {
+        span.not_ready.push((now, None));
     }
-    if state != before {
-        match (before.as_deref(), state.as_deref()) {
-            (_, Some("reclaiming")) => {
-                let _ = points.send(KillPoint::Notice);
-                if let Some((uid, i)) = r.holding.get(name).cloned() {
-                    let span = &mut r.lease(&uid).spans[i];
-                    span.notices += 1;
-                    let (n, span) = (span.notices, span.clone());
-                    r.check("one notice per hold", n == 1, || {
-                        (
-                            format!("node {name} was put under notice {n} times while lease {uid} held it"),
-                            json!({"node": name, "lease": uid, "hold": span}),
-                        )
-                    });
-                }
+}
+
+/// A node's state label changed: tells the killer of a notice or a return, and checks one notice per hold.
+fn on_state_change(
+    r: &mut Record,
+    name: &str,
+    before: Option<&str>,
+    state: Option<&str>,
+    points: &mpsc::UnboundedSender<KillPoint>,
+) {
+    match (before, state) {
+        (_, Some("reclaiming")) => {
+            let _ = points.send(KillPoint::Notice);
+            if let Some((uid, i)) = r.holding.get(name).cloned() {
+                let span = &mut r.lease(&uid).spans[i];
+                span.notices += 1;
+                let (n, span) = (span.notices, span.clone());
+                r.check("one notice per hold", n == 1, || {
+                    (
+                        format!("node {name} was put under notice {n} times while lease {uid} held it"),
+                        json!({"node": name, "lease": uid, "hold": span}),
+                    )
+                });
             }
-            (Some("reclaiming" | "leased"), None | Some("lent")) => {
-                let _ = points.send(KillPoint::Return);
-            }
-            _ => {}
         }
+        (Some("reclaiming" | "leased"), None | Some("lent")) => {
+            let _ = points.send(KillPoint::Return);
+        }
+        _ => {}
     }
 }
 
