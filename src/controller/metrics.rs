@@ -72,10 +72,8 @@ pub struct Metrics {
     pub breaches: IntCounterVec,
     /// Seconds from internal demand seen to a node back in internal use.
     pub reclaim_latency: HistogramVec,
-    /// Scrubs that ended, by pool and result ([`SCRUB_RESULTS`]).
-    pub scrubs: IntCounterVec,
-    /// Seconds from a scrub Job's creation to its completion.
-    pub scrub_duration: HistogramVec,
+    /// Scrubs of nodes between holders.
+    pub scrubs: Scrubs,
     totals: Totals,
     pub reconciles: IntCounterVec,
     /// Reconcile failures by pool and error kind.
@@ -95,6 +93,33 @@ pub struct Metrics {
     pub marks_repaired: IntCounterVec,
     /// Per pool, the label values of the series that come and go (leases, classes).
     exported: Arc<Mutex<HashMap<String, Exported>>>,
+}
+
+/// Scrubs of nodes between holders: how they ended and how long they took.
+#[derive(Clone)]
+pub struct Scrubs {
+    /// Scrubs that ended, by pool and result ([`SCRUB_RESULTS`]).
+    pub ended: IntCounterVec,
+    /// Seconds from a scrub Job's creation to its completion.
+    pub duration: HistogramVec,
+}
+
+impl Scrubs {
+    fn new(r: &Registrar) -> Self {
+        Self {
+            ended: r.int_counters(
+                "scrubs_total",
+                "Scrubs of nodes between holders that ended, by result (succeeded, failed, timeout)",
+                &["pool", "result"],
+            ),
+            duration: r.histograms(
+                "scrub_duration_seconds",
+                "From a scrub Job's creation to its completion",
+                &SCRUB_BUCKETS,
+                &["pool"],
+            ),
+        }
+    }
 }
 
 /// The running totals of leases and pools, mirrored from their statuses.
@@ -233,17 +258,7 @@ impl Metrics {
                 &RECLAIM_BUCKETS,
                 &["pool"],
             ),
-            scrubs: r.int_counters(
-                "scrubs_total",
-                "Scrubs of nodes between holders that ended, by result (succeeded, failed, timeout)",
-                &["pool", "result"],
-            ),
-            scrub_duration: r.histograms(
-                "scrub_duration_seconds",
-                "From a scrub Job's creation to its completion",
-                &SCRUB_BUCKETS,
-                &["pool"],
-            ),
+            scrubs: Scrubs::new(&r),
             totals: Totals::new(&r),
             reconciles: r.int_counters("reconciles_total", "Pool reconciles", &["pool"]),
             reconcile_failures: r.int_counters(
@@ -316,7 +331,7 @@ impl Metrics {
             self.evictions.with_label_values(&[pool, outcome]);
         }
         for result in SCRUB_RESULTS {
-            self.scrubs.with_label_values(&[pool, result]);
+            self.scrubs.ended.with_label_values(&[pool, result]);
         }
         for error in errors {
             self.reconcile_failures.with_label_values(&[pool, error]);

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -210,18 +210,7 @@ pub async fn act(ctx: &Context, pool: &TenantPool, plan: &Plan, outcomes: &[Outc
             ScrubStage::Done { created, completed } => {
                 if written(&s.node, |a| matches!(a, Action::Return { .. })) {
                     keep.remove(&s.job);
-                    if outcomes.iter().any(|o| {
-                        o.step.cause == Cause::Scrubbed
-                            && matches!(&o.step.action, Action::Return { node, .. } if *node == s.node)
-                            && matches!(o.result, Ok(Done::Written))
-                    }) {
-                        ctx.metrics.scrubs.with_label_values(&[&pool_name, "succeeded"]).inc();
-                        let secs = completed.duration_since(*created).as_secs_f64().max(0.0);
-                        ctx.metrics
-                            .scrub_duration
-                            .with_label_values(&[&pool_name])
-                            .observe(secs);
-                    }
+                    count_succeeded(ctx, &pool_name, outcomes, &s.node, completed.duration_since(*created));
                 }
             }
         }
@@ -261,6 +250,20 @@ pub async fn act(ctx: &Context, pool: &TenantPool, plan: &Plan, outcomes: &[Outc
     }
 }
 
+/// Counts a scrub that succeeded, with how long it took, once: in the pass whose write returned its node.
+fn count_succeeded(ctx: &Context, pool: &str, outcomes: &[Outcome], node: &str, took: SignedDuration) {
+    let returned_now = outcomes.iter().any(|o| {
+        o.step.cause == Cause::Scrubbed
+            && matches!(&o.step.action, Action::Return { node: n, .. } if n == node)
+            && matches!(o.result, Ok(Done::Written))
+    });
+    if returned_now {
+        ctx.metrics.scrubs.ended.with_label_values(&[pool, "succeeded"]).inc();
+        let secs = took.as_secs_f64().max(0.0);
+        ctx.metrics.scrubs.duration.with_label_values(&[pool]).observe(secs);
+    }
+}
+
 fn step_node(a: &Action) -> Option<&str> {
     match a {
         Action::Return { node, .. } | Action::Scrub { node, .. } => Some(node),
@@ -288,7 +291,11 @@ async fn failed(ctx: &Context, pool: &TenantPool, node: &str, job: &str, why: &s
     } else {
         "failed"
     };
-    ctx.metrics.scrubs.with_label_values(&[&pool.name_any(), result]).inc();
+    ctx.metrics
+        .scrubs
+        .ended
+        .with_label_values(&[&pool.name_any(), result])
+        .inc();
     let regarding = super::events::reference("Node", None, node);
     super::events::publish_to(ctx, &regarding, None, EventType::Warning, "ScrubFailed", "Scrub", &note).await;
     let pool_ref = pool.object_ref(&());
