@@ -10,7 +10,7 @@ use crate::support::cluster::*;
 use crate::support::real::{Backend, clusters};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use sublet::api::{GpuLease, LeasePhase, TenantPool};
@@ -18,8 +18,12 @@ use sublet_sandbox::SandboxConfig;
 use tokio::sync::watch;
 
 const POOL: &str = "scrubbed";
-/// Where the test controller keeps its Jobs (its `lease_namespace`).
-const JOB_NAMESPACE: &str = "default";
+/// Where the test controller keeps its Jobs (its `lease_namespace`): the chart's namespace, and they run as the
+/// chart's scrub ServiceAccount. On the real control plane other tests install the chart's tenant-isolation
+/// policy, which admits a pod that sets `spec.nodeName` and tolerates sublet's taints only as a ServiceAccount
+/// it names: as the chart's scrub Jobs run.
+const JOB_NAMESPACE: &str = "sublet-system";
+const SCRUB_ACCOUNT: &str = "sublet-scrub";
 
 /// An Enforce pool with a scrub whose pod runs `run` seconds and exits with `code`.
 fn spec(run: u32, code: i32) -> serde_json::Value {
@@ -36,6 +40,7 @@ fn spec(run: u32, code: i32) -> serde_json::Value {
                     "kubelet.simulated/exit-code": code.to_string(),
                 }},
                 "spec": {
+                    "serviceAccountName": SCRUB_ACCOUNT,
                     "containers": [{"name": "scrub", "image": "registry.example/scrub:1",
                                     "command": ["sh", "-c", "crictl rmi --prune; rm -rf /scratch/*; nvidia-smi -r"]}],
                     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
@@ -141,6 +146,26 @@ struct Left {
     kubelet: Option<watch::Sender<bool>>,
 }
 
+/// The chart's namespace and scrub ServiceAccount, as the chart makes them (several tests may make them).
+async fn scrub_account(c: &Client) {
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": JOB_NAMESPACE}});
+    let account = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": SCRUB_ACCOUNT, "namespace": JOB_NAMESPACE}, "automountServiceAccountToken": false});
+    let pp = PostParams::default();
+    let made = Api::<k8s_openapi::api::core::v1::Namespace>::all(c.clone())
+        .create(&pp, &serde_json::from_value(namespace).unwrap())
+        .await;
+    assert!(made.is_ok() || is_conflict(&made), "{made:?}");
+    let made = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(c.clone(), JOB_NAMESPACE)
+        .create(&pp, &serde_json::from_value(account).unwrap())
+        .await;
+    assert!(made.is_ok() || is_conflict(&made), "{made:?}");
+}
+
+fn is_conflict<T>(r: &Result<T, kube::Error>) -> bool {
+    matches!(r, Err(kube::Error::Api(s)) if s.code == 409)
+}
+
 async fn left_by_a_tenant(backend: Backend, pool_spec: serde_json::Value) -> Left {
     let env = TestEnv::start(backend, SandboxConfig::default()).await;
     let kubelet = kubelet(&env);
@@ -148,7 +173,8 @@ async fn left_by_a_tenant(backend: Backend, pool_spec: serde_json::Value) -> Lef
     let gpu = env.gpu_node("gpu-1", 8).await;
     let pool = env.name(POOL);
     create_pool(&c, &pool, env.pool_spec(pool_spec)).await;
-    let run = env.controller("sublet-0", false);
+    scrub_account(&c).await;
+    let run = env.controller_in("sublet-0", false, JOB_NAMESPACE);
     create_lease(&c, &env.acme, "first", json!({"pool": pool, "gpus": 8})).await;
     assert_eq!(bound(&env, "first").await, gpu);
     Api::<GpuLease>::namespaced(c.clone(), &env.acme)
@@ -373,7 +399,7 @@ async fn restart_mid_scrub(backend: Backend) {
     } = left_by_a_tenant(backend, spec(6, 0)).await;
     let job = scrubbing(&env, &pool, &gpu).await;
     run.stop().await;
-    let _again = env.controller("sublet-1", false);
+    let _again = env.controller_in("sublet-1", false, JOB_NAMESPACE);
     // The new controller reads the Job back and waits for it: the same Job, never a second.
     let uid = job.uid();
     eventually_seen(60, "the node back after the one scrub", || async {

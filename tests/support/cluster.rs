@@ -144,10 +144,15 @@ impl Running {
 }
 
 pub fn controller(client: &Client, identity: &str, leader_election: bool) -> Running {
+    controller_in(client, identity, leader_election, "default")
+}
+
+/// A controller keeping its leader Lease and its scrub Jobs in `namespace`.
+pub fn controller_in(client: &Client, identity: &str, leader_election: bool, namespace: &str) -> Running {
     let config = sublet::controller::Config {
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
         leader_election,
-        lease_namespace: "default".into(),
+        lease_namespace: namespace.into(),
         identity: identity.into(),
         lease_duration: 3,
         tick: Duration::from_millis(200),
@@ -366,6 +371,11 @@ impl TestEnv {
 
     pub fn controller(&self, identity: &str, leader_election: bool) -> Running {
         controller(&self.controller_client(), identity, leader_election)
+    }
+
+    /// A controller keeping its leader Lease and its scrub Jobs in `namespace`.
+    pub fn controller_in(&self, identity: &str, leader_election: bool, namespace: &str) -> Running {
+        controller_in(&self.controller_client(), identity, leader_election, namespace)
     }
 
     pub fn set_faults(&self, faults: sublet_sandbox::FaultConfig) {
