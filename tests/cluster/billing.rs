@@ -66,21 +66,7 @@ fn status_writes_fail() -> FaultConfig {
 
 /// When sublet gave `node` back, as it stamped the node (whole seconds, as statuses are written).
 async fn returned_at(env: &TestEnv, node: &str) -> Timestamp {
-    let nodes: Api<Node> = Api::all(env.client.clone());
-    eventually_seen(30, "the node given back", || async {
-        let n = nodes.get(node).await.map_err(|e| e.to_string())?;
-        let at = n
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("sublet.dev/returned-at"))
-            .and_then(|t| t.parse::<Timestamp>().ok());
-        match (label(&n, "sublet.dev/state"), at) {
-            (None, Some(at)) => Ok(Timestamp::from_second(at.as_second()).unwrap()),
-            seen => Err(format!("{seen:?}")),
-        }
-    })
-    .await
+    returned_at_within(env, node, 30).await
 }
 
 /// The pool's revenue and lent GPU-hours once they equal `cost` and `gpu_seconds`.

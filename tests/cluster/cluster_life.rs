@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
-use sublet::api::{Condition, GpuLease, GpuLeaseStatus, LeasePhase, TenantPool, TenantPoolStatus};
+use sublet::api::{Condition, GpuLease, LeasePhase, TenantPool, TenantPoolStatus};
 use sublet_sandbox::SandboxConfig;
 
 const POOL: &str = "a100";
@@ -22,14 +22,6 @@ fn spec(notice: i64) -> serde_json::Value {
         "reclaim": {"noticeSeconds": notice, "cooldownSeconds": 0},
         "pricing": {"defaultPerGpuHour": 3.6},
     })
-}
-
-async fn lease_status(env: &TestEnv, name: &str) -> Option<GpuLeaseStatus> {
-    Api::<GpuLease>::namespaced(env.client.clone(), &env.acme)
-        .get_opt(name)
-        .await
-        .ok()??
-        .status
 }
 
 async fn pool_status(env: &TestEnv) -> TenantPoolStatus {

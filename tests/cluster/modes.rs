@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
-use sublet::api::{Condition, GpuLease, GpuLeaseStatus, LeasePhase, TenantPool, TenantPoolStatus};
+use sublet::api::{Condition, GpuLeaseStatus, LeasePhase, TenantPool, TenantPoolStatus};
 use sublet_sandbox::SandboxConfig;
 
 const POOL: &str = "a100";
@@ -26,14 +26,6 @@ fn spec(notice: i64) -> serde_json::Value {
         "reclaim": {"noticeSeconds": notice, "cooldownSeconds": 0},
         "pricing": {"defaultPerGpuHour": 3.6},
     })
-}
-
-async fn lease_status(env: &TestEnv, name: &str) -> Option<GpuLeaseStatus> {
-    Api::<GpuLease>::namespaced(env.client.clone(), &env.acme)
-        .get_opt(name)
-        .await
-        .ok()??
-        .status
 }
 
 async fn pool(env: &TestEnv, name: &str) -> Option<TenantPool> {
@@ -134,24 +126,6 @@ async fn under_notice(env: &TestEnv, name: &str) -> Timestamp {
 /// When sublet gave `node` back, as it stamped the node (whole seconds, as statuses are written).
 async fn returned_at(env: &TestEnv, node: &str) -> Timestamp {
     returned_at_within(env, node, 40).await
-}
-
-async fn returned_at_within(env: &TestEnv, node: &str, secs: u64) -> Timestamp {
-    let nodes: Api<Node> = Api::all(env.client.clone());
-    eventually_seen(secs, "the node given back", || async {
-        let n = nodes.get(node).await.map_err(|e| e.to_string())?;
-        let at = n
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("sublet.dev/returned-at"))
-            .and_then(|t| t.parse::<Timestamp>().ok());
-        match (label(&n, "sublet.dev/state"), at) {
-            (None, Some(at)) => Ok(Timestamp::from_second(at.as_second()).unwrap()),
-            seen => Err(format!("{seen:?}")),
-        }
-    })
-    .await
 }
 
 /// The lease once it ended with `phase`: its ledger is every second from binding to `back`, once.

@@ -8,7 +8,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use sublet::api::{GpuLease, TenantPool};
+use sublet::api::{GpuLease, GpuLeaseStatus, TenantPool};
 use sublet_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -528,4 +528,33 @@ pub async fn lent(client: &Client) -> Vec<String> {
         .collect();
     out.sort();
     out
+}
+
+/// A lease's status in the tenant namespace, once it has one.
+pub async fn lease_status(env: &TestEnv, name: &str) -> Option<GpuLeaseStatus> {
+    Api::<GpuLease>::namespaced(env.client.clone(), &env.acme)
+        .get_opt(name)
+        .await
+        .ok()??
+        .status
+}
+
+/// When sublet gave `node` back (no state label, the `returned-at` stamp), in whole seconds as statuses are
+/// written; panics after `secs` seconds.
+pub async fn returned_at_within(env: &TestEnv, node: &str, secs: u64) -> jiff::Timestamp {
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    eventually_seen(secs, "the node given back", || async {
+        let n = nodes.get(node).await.map_err(|e| e.to_string())?;
+        let at = n
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("sublet.dev/returned-at"))
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        match (label(&n, "sublet.dev/state"), at) {
+            (None, Some(at)) => Ok(jiff::Timestamp::from_second(at.as_second()).unwrap()),
+            seen => Err(format!("{seen:?}")),
+        }
+    })
+    .await
 }
