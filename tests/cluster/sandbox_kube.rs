@@ -381,7 +381,15 @@ async fn list_pages_with_limit_and_continue() {
 async fn in_process_writes_reach_http_watchers() {
     let (handle, client) = start(SandboxConfig::default()).await;
     let pods: Api<Pod> = Api::namespaced(client, "default");
-    let mut stream = pods.watch(&WatchParams::default(), "0").await.unwrap().boxed();
+    // From the list's resourceVersion, not "0": the watch then replays both writes however late it starts.
+    let rv = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = pods.watch(&WatchParams::default(), &rv).await.unwrap().boxed();
     let local = handle.local().as_manager("scheduler");
     local
         .create(
