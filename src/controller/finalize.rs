@@ -110,28 +110,36 @@ async fn end(ctx: &Context, pool: &str, lease: &GpuLease, now: Timestamp) -> Res
         // The pass that returned the last node writes the final ledger; wait for it.
         return Ok(());
     }
-    if status.bound_at.is_some() {
-        let record = EndedLease {
-            namespace: lease.namespace().unwrap_or_default(),
-            name: lease.name_any(),
-            uid: lease.uid().unwrap_or_default(),
-            gpu_seconds: status.gpu_seconds,
-            cost: status.cost,
-            bound_at: status.bound_at.clone(),
-            ended_at: Time(now),
-        };
-        if record_ended(ctx, pool, &record).await? {
-            let note = format!(
-                "lease ended: its nodes are back; billed {} GPU-seconds, cost {:.4}, from {} to {}",
-                record.gpu_seconds,
-                record.cost,
-                record.bound_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
-                now
-            );
-            super::report::publish(ctx, lease, EventType::Normal, "Ended", "End", &note).await;
-        }
+    if let Some(record) = ended_record(lease, &status, now)
+        && record_ended(ctx, pool, &record).await?
+    {
+        let note = format!(
+            "lease ended: its nodes are back; billed {} GPU-seconds, cost {:.4}, from {} to {}",
+            record.gpu_seconds,
+            record.cost,
+            record.bound_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+            now
+        );
+        super::report::publish(ctx, lease, EventType::Normal, "Ended", "End", &note).await;
     }
     set_finalizer(ctx, lease, false).await
+}
+
+/// The final account of a lease that held a node: bound since its `boundAt`, or, when the status write that
+/// would have set it failed and the node went back before the next pass, its first hold's bind. None for a
+/// lease that never held a node.
+fn ended_record(lease: &GpuLease, status: &crate::api::GpuLeaseStatus, now: Timestamp) -> Option<EndedLease> {
+    let first_hold = status.holds.iter().map(|h| h.bound_at.clone()).min_by_key(|t| t.0);
+    let bound_at = status.bound_at.clone().or(first_hold)?;
+    Some(EndedLease {
+        namespace: lease.namespace().unwrap_or_default(),
+        name: lease.name_any(),
+        uid: lease.uid().unwrap_or_default(),
+        gpu_seconds: status.gpu_seconds,
+        cost: status.cost,
+        bound_at: Some(bound_at),
+        ended_at: Time(now),
+    })
 }
 
 /// Whether the lease's ledger is final: every hold closed and accounted up to its return.
@@ -236,5 +244,42 @@ async fn set_finalizer(ctx: &Context, lease: &GpuLease, on: bool) -> Result<(), 
         // Gone already (its last finalizer was ours), or changed since the cache saw it: the next pass sees it.
         Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 || s.code == 409 => Ok(()),
         Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(status: serde_json::Value) -> GpuLease {
+        serde_json::from_value(json!({
+            "apiVersion": "sublet.dev/v1alpha1", "kind": "GpuLease",
+            "metadata": {"name": "job", "namespace": "acme", "uid": "u1"},
+            "spec": {"pool": "a100", "gpus": 8},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    /// A lease whose bind was never written to its status (the write failed, the node went back before the
+    /// next pass) still has its hold, and ends with a record; one that never held a node has none.
+    #[test]
+    fn a_lease_known_by_its_hold_alone_gets_its_record() {
+        let now: Timestamp = "2026-12-05T08:00:00Z".parse().unwrap();
+        let held = lease(json!({"phase": "Released", "gpuSeconds": 0, "cost": 0.0,
+            "holds": [{"node": "gpu-1", "gpus": 8, "boundAt": "2026-12-05T07:59:50Z",
+                       "returnedAt": "2026-12-05T07:59:50Z"}]}));
+        let status = held.status.clone().unwrap();
+        let record = ended_record(&held, &status, now).expect("a record");
+        assert_eq!(record.uid, "u1");
+        assert_eq!(record.bound_at.unwrap().0.to_string(), "2026-12-05T07:59:50Z");
+        let bound = lease(json!({"phase": "Released", "boundAt": "2026-12-05T07:59:40Z", "gpuSeconds": 80}));
+        let record = ended_record(&bound, bound.status.as_ref().unwrap(), now).expect("a record");
+        assert_eq!(
+            (record.gpu_seconds, record.bound_at.unwrap().0.to_string().as_str()),
+            (80, "2026-12-05T07:59:40Z")
+        );
+        let never = lease(json!({"phase": "Pending"}));
+        assert!(ended_record(&never, never.status.as_ref().unwrap(), now).is_none());
     }
 }
