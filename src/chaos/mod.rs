@@ -490,13 +490,15 @@ async fn drain_leases(api: &DemoApi, tenants: &[String], limit: Duration) {
     }
 }
 
-/// Unfinished tenant pods still there once every lease has ended: each should have been evicted at its
-/// deadline (or checkpointed and finished before).
+/// Unfinished tenant pods still on a node once every lease has ended: each should have been evicted at its
+/// deadline (or checkpointed and finished before), or at once from a node its lease no longer held. A pod
+/// never scheduled (its lease lost its node before the pod was placed) holds nothing and waits in the queue.
 async fn tenant_pods_left(api: &DemoApi, tenants: &[String]) -> Vec<watcher::Violation> {
     let mut out = Vec::new();
     for ns in tenants {
         for pod in api.list("v1", "pods", Some(ns), "", "").await.unwrap_or_default() {
-            if crate::demo::nodes::finished(&pod) || pod["metadata"]["deletionTimestamp"].is_string() {
+            let placed = pod["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+            if !placed || crate::demo::nodes::finished(&pod) || pod["metadata"]["deletionTimestamp"].is_string() {
                 continue;
             }
             let name = pod["metadata"]["name"].as_str().unwrap_or_default();

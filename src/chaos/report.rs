@@ -74,6 +74,9 @@ pub struct Report {
     pub reclaim_latency: Latency,
     /// Seconds from a tenant pod's deadline to the start of its eviction.
     pub eviction_lateness: Spread,
+    /// Seconds a tenant pod whose node was deleted under it ran on the node registered again (not leased to
+    /// it) before sublet evicted it as a breach.
+    pub breach_eviction: Spread,
     pub violations: Vec<Violation>,
 }
 
@@ -162,6 +165,7 @@ pub fn build(p: Parts<'_>) -> Report {
         checks,
         reclaim_latency: latency,
         eviction_lateness: Spread::of(&p.record.evictions_late),
+        breach_eviction: Spread::of(&p.summary.invariants.breach_seconds),
         violations,
     }
 }
@@ -181,8 +185,8 @@ fn rule_checks(summary: &Summary, rule: u8) -> (u64, Vec<Violation>) {
         .collect();
     let checked = match rule {
         1 => summary.counters.lends + summary.counters.binds,
-        2 => summary.counters.binds,
-        _ => summary.counters.evictions,
+        2 => summary.counters.binds + summary.invariants.breach_seconds.len() as u64,
+        _ => summary.counters.evictions - summary.counters.breach_evictions,
     };
     (checked, failed)
 }
@@ -311,6 +315,14 @@ impl Report {
             "  evictions    {} after their deadline by p50 {:.2} s, p99 {:.2} s, max {:.2} s\n",
             e.samples, e.p50_seconds, e.p99_seconds, e.max_seconds
         ));
+        let b = &self.breach_eviction;
+        if self.counters.breach_evictions > 0 {
+            out.push_str(&format!(
+                "  breaches     {} tenant pods evicted without notice from a node not leased to them; {} of them \
+                 stranded by a node deletion, on the node again for p50 {:.2} s, max {:.2} s\n",
+                self.counters.breach_evictions, b.samples, b.p50_seconds, b.max_seconds
+            ));
+        }
         out.push_str("  checks       checked / failed\n");
         for (name, c) in &self.checks {
             out.push_str(&format!("    {name:<52} {:>7} / {}\n", c.checked, c.failed));

@@ -486,7 +486,9 @@ pub fn finish(r: &mut Record, pool: &Value) {
 /// record in the pool's endedLeases, if any.
 fn check_ledger(r: &mut Record, uid: &str, lease: &LeaseRec, ended: Option<&Value>) {
     let final_status = ended.cloned().unwrap_or_else(|| lease.last_status.clone());
-    if lease.deleted || ended.is_some() {
+    // A lease that never held a node has no account to record.
+    let held = !lease.spans.is_empty() || lease.last_status["holds"].as_array().is_some_and(|h| !h.is_empty());
+    if (lease.deleted && held) || ended.is_some() {
         r.check("deleted lease has a final record", ended.is_some(), || {
             (
                 format!(

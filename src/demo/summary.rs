@@ -55,6 +55,9 @@ pub struct PodInfo {
     pub delayed: f64,
     /// When the checker saw the pod bound.
     pub bound_at: Option<Instant>,
+    /// A tenant pod whose node was deleted under it: the node that registers again under that name is not
+    /// its lease's, and sublet must evict the pod from it at once, without notice (a breach).
+    pub stranded: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -79,6 +82,8 @@ pub struct Counters {
     pub checkpoints: u64,
     /// Unfinished tenant pods deleted by someone else than the tenant (sublet, at the deadline).
     pub evictions: u64,
+    /// Of those, tenant pods evicted without notice from a node no lease of theirs held (breaches).
+    pub breach_evictions: u64,
     /// Internal pods created and finished.
     pub internal_pods: u64,
     pub internal_finished: u64,
@@ -117,6 +122,11 @@ pub struct State {
     pub lend_races: u64,
     /// Tenant pods already reported on a node of another lease (`ns/name@lease`), reported once.
     misplaced: HashSet<String>,
+    /// Stranded tenant pods (see [`PodInfo::stranded`]) seen running on a node not leased to them, not yet
+    /// evicted: pod → (when seen, node).
+    pub open_breaches: BTreeMap<(String, String), (Instant, String)>,
+    /// Seconds from each stranded pod's first sighting on a node not leased to it to its eviction.
+    pub breach_seconds: Vec<f64>,
     /// How long a lend with an internal pod on the node may stay before it breaks rule 1.
     pub race_limit: Duration,
 }
@@ -126,6 +136,9 @@ pub const RACE_LIMIT: Duration = Duration::from_secs(1);
 /// The same on a real API server: the scheduler's binding, the controller's refused bind and its return each
 /// go through the server's watches and admission, which on a busy two-core machine took over a second.
 pub const REAL_RACE_LIMIT: Duration = Duration::from_secs(5);
+/// How long a stranded tenant pod may run on a node not leased to it before it breaks rule 2: the pass the
+/// node's registration starts, or a killed controller's restart and its caches' sync.
+pub const BREACH_LIMIT: Duration = Duration::from_secs(10);
 
 impl State {
     pub fn internal_pending(&self) -> (usize, u32) {
@@ -222,12 +235,14 @@ impl Checker {
         let mut s = self.state.lock().expect("demo state");
         let limit = s.race_limit;
         close_races(&mut s, limit);
+        close_breaches(&mut s, BREACH_LIMIT);
         summarize(&s, &pool, wall, self.clock.speed, workload)
     }
 }
 
 fn sample(s: &mut State, dt: f64, speed: f64) {
     close_races(s, s.race_limit);
+    close_breaches(s, BREACH_LIMIT);
     let (mut gpus, mut money) = (0.0, 0.0);
     let mut out_groups = HashSet::new();
     for n in s.nodes.values() {
@@ -265,6 +280,29 @@ fn close_races(s: &mut State, limit: Duration) {
             s.violate(
                 1,
                 format!("node {node} was lent while internal pods ran on it, and stayed lent: {pods:?}"),
+            );
+        }
+    }
+}
+
+/// Stranded tenant pods left running on a node not leased to them past `limit` break rule 2.
+fn close_breaches(s: &mut State, limit: Duration) {
+    let late: Vec<(String, String)> = s
+        .open_breaches
+        .iter()
+        .filter(|(_, (at, _))| at.elapsed() >= limit)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in late {
+        if let Some((_, node)) = s.open_breaches.remove(&key) {
+            s.violate(
+                2,
+                format!(
+                    "tenant pod {}/{} ran on node {node}, not leased to it, for over {} s without eviction",
+                    key.0,
+                    key.1,
+                    limit.as_secs()
+                ),
             );
         }
     }
@@ -321,6 +359,11 @@ fn on_node(s: &mut State, ev: &Change, obj: &Value, price: f64) {
     let name = ev.name.clone();
     if matches!(ev.kind, EventType::Deleted) {
         s.nodes.remove(&name);
+        for p in s.pods.values_mut() {
+            if p.tenant && p.node.as_deref() == Some(name.as_str()) && !p.deleting {
+                p.stranded = true;
+            }
+        }
         return;
     }
     let model = label(obj, MODEL_LABEL).unwrap_or_default();
@@ -413,14 +456,18 @@ fn transition_line(name: &str, old: Option<&str>, new: &NodeInfo) -> String {
     }
 }
 
-/// Rule 2: every running tenant pod on `node` belongs to the namespace of the node's lease.
+/// The namespace whose lease holds `node`, as last seen.
+fn lease_namespace(s: &State, node: &str) -> Option<String> {
+    let lease = s.nodes.get(node)?.lease.as_deref()?;
+    lease.split_once('.').map(|(ns, _)| ns.to_string())
+}
+
+/// Rule 2: every running tenant pod on `node` belongs to the namespace of the node's lease; a stranded pod
+/// (its node deleted under it) must be evicted within [`BREACH_LIMIT`].
 fn check_tenant_pods_on(s: &mut State, node: &str) {
     let lease = s.nodes.get(node).and_then(|n| n.lease.clone());
-    let owner = lease
-        .as_deref()
-        .and_then(|l| l.split_once('.'))
-        .map(|(ns, _)| ns.to_string());
-    let wrong: Vec<String> = s
+    let owner = lease_namespace(s, node);
+    let wrong: Vec<(String, String)> = s
         .pods
         .iter()
         .filter(|(k, p)| {
@@ -430,9 +477,16 @@ fn check_tenant_pods_on(s: &mut State, node: &str) {
                 && p.phase == "Running"
                 && owner.as_deref() != Some(k.0.as_str())
         })
-        .map(|(k, _)| format!("{}/{}", k.0, k.1))
+        .map(|(k, _)| k.clone())
         .collect();
-    for pod in wrong {
+    for key in wrong {
+        if s.pods.get(&key).is_some_and(|p| p.stranded) {
+            s.open_breaches
+                .entry(key)
+                .or_insert_with(|| (Instant::now(), node.to_string()));
+            continue;
+        }
+        let pod = format!("{}/{}", key.0, key.1);
         if !s.misplaced.insert(format!("{pod}@{lease:?}")) {
             continue;
         }
@@ -470,6 +524,7 @@ fn on_pod(s: &mut State, ev: &Change, obj: &Value) {
             .as_ref()
             .and_then(|b| b.bound_at)
             .or_else(|| node.is_some().then(Instant::now)),
+        stranded: before.as_ref().is_some_and(|b| b.stranded),
     };
     if before.is_none() && !tenant && !gone {
         s.counters.internal_pods += 1;
@@ -483,6 +538,9 @@ fn on_pod(s: &mut State, ev: &Change, obj: &Value) {
     ) && !matches!(phase.as_str(), "Succeeded" | "Failed");
     if started_deletion && unfinished && before.is_some() {
         check_deletion(s, &key, &info, obj);
+    }
+    if started_deletion && let Some((seen, _)) = s.open_breaches.remove(&key) {
+        s.breach_seconds.push(seen.elapsed().as_secs_f64());
     }
     count_progress(s, tenant, before.as_ref(), &info, obj);
     let newly_bound = node.is_some() && before.as_ref().is_some_and(|b| b.node.is_none());
@@ -511,6 +569,14 @@ fn check_deletion(s: &mut State, key: &(String, String), info: &PodInfo, obj: &V
             1,
             format!("internal pod {who} was deleted or evicted while {}", info.phase),
         );
+    } else if info.tenant
+        && let Some(node) = info.node.as_deref()
+        && lease_namespace(s, node).as_deref() != Some(key.0.as_str())
+    {
+        // Not on a node of its lease: a breach, which sublet evicts at once, without notice. Rule 2 reports
+        // the pod running there, unless its node was deleted under it.
+        s.counters.evictions += 1;
+        s.counters.breach_evictions += 1;
     } else if info.tenant && info.node.is_some() {
         s.counters.evictions += 1;
         // When the deletion was asked for: deletionTimestamp less the grace period, else now.
@@ -629,6 +695,9 @@ pub struct Invariants {
     pub violations: Vec<Violation>,
     /// Watch events the checker missed (then the checks are incomplete).
     pub missed_events: u64,
+    /// Wall seconds each stranded tenant pod ran on a node not leased to it before its eviction began.
+    #[serde(skip)]
+    pub breach_seconds: Vec<f64>,
     pub ok: bool,
 }
 
@@ -684,6 +753,7 @@ fn summarize(s: &State, pool: &Value, wall: Duration, speed: f64, workload: &str
             lend_races_settled: s.lend_races,
             lend_races_open_at_end: s.open_races.len(),
             missed_events: s.missed_events,
+            breach_seconds: s.breach_seconds.clone(),
             ok: s.violations.is_empty() && s.missed_events == 0,
         },
     }
@@ -726,5 +796,107 @@ mod tests {
             }
         }
         assert_eq!(json["clocks"]["wall_clock"][0], "wall_seconds");
+    }
+
+    fn change(kind: EventType, resource: &str, namespace: &str, name: &str, obj: Value) -> Change {
+        Change {
+            kind,
+            resource: resource.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            obj,
+        }
+    }
+
+    fn node(lease: Option<&str>) -> Value {
+        let mut labels = serde_json::Map::new();
+        if let Some(l) = lease {
+            labels.insert(STATE_LABEL.into(), "leased".into());
+            labels.insert(LEASE_LABEL.into(), l.into());
+        }
+        serde_json::json!({"metadata": {"name": "gpu-1", "labels": labels}})
+    }
+
+    fn running_pod(deleting: bool) -> Value {
+        let mut pod = serde_json::json!({"metadata": {"name": "job", "namespace": "acme"},
+            "spec": {"nodeName": "gpu-1"}, "status": {"phase": "Running"}});
+        if deleting {
+            pod["metadata"]["deletionTimestamp"] = "2026-12-05T00:00:00Z".into();
+        }
+        pod
+    }
+
+    /// A tenant (`acme`) with a pod running on gpu-1, leased to it.
+    fn placed() -> State {
+        let mut s = State::default();
+        let ns = serde_json::json!({"metadata": {"name": "acme", "labels": {TENANT_NAMESPACE_LABEL: "true"}}});
+        on_event(&mut s, &change(EventType::Added, "namespaces", "", "acme", ns), 1.0);
+        on_event(
+            &mut s,
+            &change(EventType::Added, "nodes", "", "gpu-1", node(Some("acme.l1"))),
+            1.0,
+        );
+        on_event(
+            &mut s,
+            &change(EventType::Added, "pods", "acme", "job", running_pod(false)),
+            1.0,
+        );
+        s
+    }
+
+    /// A tenant pod whose node is deleted under it and registered again unleased is a breach sublet must
+    /// evict at once: evicted without notice, it breaks no rule; left running past the limit, rule 2.
+    #[test]
+    fn a_pod_stranded_by_a_node_deletion_must_be_evicted_without_notice() {
+        let mut s = placed();
+        on_event(
+            &mut s,
+            &change(EventType::Deleted, "nodes", "", "gpu-1", node(Some("acme.l1"))),
+            1.0,
+        );
+        on_event(&mut s, &change(EventType::Added, "nodes", "", "gpu-1", node(None)), 1.0);
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        assert_eq!(s.open_breaches.len(), 1);
+        on_event(
+            &mut s,
+            &change(EventType::Modified, "pods", "acme", "job", running_pod(true)),
+            1.0,
+        );
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        assert_eq!((s.counters.breach_evictions, s.breach_seconds.len()), (1, 1));
+        assert!(s.open_breaches.is_empty());
+
+        let mut s = placed();
+        on_event(
+            &mut s,
+            &change(EventType::Deleted, "nodes", "", "gpu-1", node(Some("acme.l1"))),
+            1.0,
+        );
+        on_event(&mut s, &change(EventType::Added, "nodes", "", "gpu-1", node(None)), 1.0);
+        close_breaches(&mut s, Duration::ZERO);
+        assert_eq!(s.violations.len(), 1);
+        assert_eq!(s.violations[0].rule, 2);
+    }
+
+    /// Without a node deletion, a tenant pod running on a node its lease left breaks rule 2 at once; evicting
+    /// it on its leased node without a deadline breaks rule 3.
+    #[test]
+    fn a_pod_left_on_a_node_its_lease_lost_or_evicted_without_notice_breaks_the_rules() {
+        let mut s = placed();
+        on_event(
+            &mut s,
+            &change(EventType::Modified, "nodes", "", "gpu-1", node(None)),
+            1.0,
+        );
+        assert_eq!(s.violations.iter().map(|v| v.rule).collect::<Vec<_>>(), vec![2]);
+
+        let mut s = placed();
+        on_event(
+            &mut s,
+            &change(EventType::Modified, "pods", "acme", "job", running_pod(true)),
+            1.0,
+        );
+        assert_eq!(s.violations.iter().map(|v| v.rule).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(s.counters.breach_evictions, 0);
     }
 }
