@@ -367,10 +367,25 @@ async fn failed_scrub(backend: Backend) {
 
     // The documented release: fix the scrub, delete the Job; sublet scrubs again and the node moves on.
     let fixed = json!({"spec": {"scrub": {"template": spec(1, 0)["scrub"]["template"].clone()}}});
-    Api::<TenantPool>::all(c.clone())
+    let pools = Api::<TenantPool>::all(c.clone());
+    let generation = pools
         .patch(&pool, &PatchParams::default(), &Patch::Merge(&fixed))
         .await
-        .unwrap();
+        .unwrap()
+        .metadata
+        .generation;
+    // As an operator would: the Job is deleted once sublet has seen the fixed template, or it may scrub again
+    // with the one that fails.
+    eventually_seen(30, "the fixed pool observed", || async {
+        let seen = pools.get(&pool).await.map_err(|e| e.to_string())?;
+        let observed = seen.status.and_then(|s| s.observed_generation);
+        if observed >= generation {
+            Ok(())
+        } else {
+            Err(format!("observedGeneration {observed:?}"))
+        }
+    })
+    .await;
     Api::<Job>::namespaced(c.clone(), JOB_NAMESPACE)
         .delete(&job.name_any(), &DeleteParams::background())
         .await
