@@ -63,7 +63,7 @@ fn reclaiming_nodes(w: &mut Draft) {
             continue;
         }
         let name = w.snap.nodes[n].name.clone();
-        let lease = w.nodes[n].lease_key.clone();
+        let lease = w.lease_key(n).map(str::to_string);
         let tenant_pods = w.tenant_pods_on(n);
         if tenant_pods.is_empty() {
             super::scrub::release(
@@ -158,7 +158,7 @@ fn forced_notices(w: &mut Draft) {
                 // to the lease's end (or until internal demand takes it through notice), then leaves the pool.
                 w.nodes[n].reason = format!(
                     "leased to {}; no longer selected by the pool: it leaves the pool once its lease gives it back",
-                    w.nodes[n].lease_key.as_deref().unwrap_or("?")
+                    w.lease_key(n).unwrap_or("?")
                 );
             }
             continue;
@@ -174,7 +174,7 @@ fn forced_notices(w: &mut Draft) {
 
 /// Why a leased node's lease is over, if it is: deleted, gone, finished, or running out within the notice.
 fn lease_end_reason(w: &Draft, n: usize) -> Option<String> {
-    let key = w.nodes[n].lease_key.as_deref().unwrap_or("");
+    let key = w.lease_key(n).unwrap_or("");
     let Some(l) = w.nodes[n].lease else {
         return Some(format!("lease {key} no longer exists"));
     };
@@ -363,9 +363,8 @@ fn lease_candidates(w: &Draft, c: Option<usize>) -> Vec<LeaseCandidate> {
             continue;
         }
         let Some(l) = node.lease else { continue };
-        let lease = &w.snap.leases[l];
         let cand = by_lease.entry(l).or_insert_with(|| LeaseCandidate {
-            key: lease.key(),
+            key: w.lease_keys[l].clone(),
             bound_at: w.bound_at[l],
             price: w.lease_price(l),
             nodes: vec![],
@@ -539,8 +538,8 @@ fn earlier_holders<'a>(w: &Draft<'a>) -> std::collections::BTreeMap<String, &'a 
     let snap = w.snap;
     let mut earlier: std::collections::BTreeMap<String, &'a str> = Default::default();
     for (n, node) in w.nodes.iter().enumerate() {
-        if let (true, None, Some(key)) = (node.member && node.state.is_out(), node.lease, &node.lease_key) {
-            earlier.entry(key.clone()).or_insert(snap.nodes[n].name.as_str());
+        if let (true, None, Some(key)) = (node.member && node.state.is_out(), node.lease, w.lease_key(n)) {
+            earlier.entry(key.to_string()).or_insert(snap.nodes[n].name.as_str());
         }
     }
     earlier
@@ -616,10 +615,10 @@ fn held_back(w: &Draft, l: usize, earlier: &std::collections::BTreeMap<String, &
     if w.policy.observe {
         return Some("the pool is in Observe mode and binds no lease".to_string());
     }
-    if let Some(node) = earlier.get(lease.key().as_str()) {
+    if let Some(node) = earlier.get(w.lease_keys[l].as_str()) {
         return Some(format!(
             "an earlier lease named {} still holds node {node}; waiting until it is back",
-            lease.key()
+            w.lease_keys[l]
         ));
     }
     if !lease.tenant_namespace {
