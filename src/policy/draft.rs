@@ -207,6 +207,25 @@ fn group_by_node(nodes: &mut [NodeDraft], tenant: &[(usize, usize)]) -> Vec<usiz
     tenant_pods
 }
 
+/// The words for a node that runs internal GPU pods, written once per count of pods and copied after (most
+/// busy nodes of a pool run as many as one another).
+#[derive(Default)]
+pub(super) struct BusySaid(Vec<(u32, String)>);
+
+impl BusySaid {
+    fn runs(&mut self, pods: u32) -> String {
+        if let Some((_, said)) = self.0.iter().find(|(k, _)| *k == pods) {
+            return said.clone();
+        }
+        let said = match pods {
+            1 => "runs an internal GPU pod".to_string(),
+            n => format!("runs {n} internal GPU pods"),
+        };
+        self.0.push((pods, said.clone()));
+        said
+    }
+}
+
 /// When each lease was bound: its status's time, or, for a lease holding nodes while its status tells none,
 /// the earliest time sublet marked one of them.
 fn bound_at(snap: &Snapshot, nodes: &[NodeDraft]) -> Vec<Option<Timestamp>> {
@@ -438,7 +457,7 @@ impl<'a> Draft<'a> {
     }
 
     /// Whether an internal node is idle and free to lend on its own merits (reserve and caps aside).
-    pub fn idle_verdict(&self, n: usize) -> Result<(), String> {
+    pub fn idle_verdict(&self, n: usize, said: &mut BusySaid) -> Result<(), String> {
         let node = &self.snap.nodes[n];
         let w = &self.nodes[n];
         if !node.ready {
@@ -448,10 +467,7 @@ impl<'a> Draft<'a> {
             return Err("node is cordoned".into());
         }
         if w.internal_gpu_pods > 0 {
-            return Err(match w.internal_gpu_pods {
-                1 => "runs an internal GPU pod".to_string(),
-                n => format!("runs {n} internal GPU pods"),
-            });
+            return Err(said.runs(w.internal_gpu_pods));
         }
         if w.used_gpus > 0 || w.tenant_count > 0 {
             return Err("its GPUs are in use".into());
@@ -524,49 +540,64 @@ impl<'a> Draft<'a> {
     /// One report per member node; the reasons the plan gave move into them.
     pub fn node_reports(&mut self) -> Vec<NodeReport> {
         let mut reasons: Vec<String> = self.nodes.iter_mut().map(|w| std::mem::take(&mut w.reason)).collect();
-        self.nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| w.member)
-            .map(|(n, w)| {
-                let node = &self.snap.nodes[n];
-                let reason = if !reasons[n].is_empty() {
-                    std::mem::take(&mut reasons[n])
-                } else {
-                    match node.marks.state {
-                        NodeState::Internal => "serving internal work".to_string(),
-                        NodeState::Lent => "lent, waiting for a lease".to_string(),
-                        NodeState::Leased => format!("leased to {}", self.lease_key(n).unwrap_or("?")),
-                        NodeState::Reclaiming => "under reclaim notice".to_string(),
-                        NodeState::Scrubbing => "scrubbing".to_string(),
-                    }
-                };
-                NodeReport {
-                    name: node.name.clone(),
-                    state: node.marks.state,
-                    lease: node.marks.lease.clone(),
-                    gpus: w.gpus,
-                    model: self.model(n).map(str::to_string),
-                    since: node.marks.since,
-                    reason,
+        let mut reports = Vec::with_capacity(self.nodes.iter().filter(|w| w.member).count());
+        let each = self.nodes.iter().enumerate().filter(|(_, w)| w.member).map(|(n, w)| {
+            let node = &self.snap.nodes[n];
+            let reason = if !reasons[n].is_empty() {
+                std::mem::take(&mut reasons[n])
+            } else {
+                match node.marks.state {
+                    NodeState::Internal => "serving internal work".to_string(),
+                    NodeState::Lent => "lent, waiting for a lease".to_string(),
+                    NodeState::Leased => ["leased to ", self.lease_key(n).unwrap_or("?")].concat(),
+                    NodeState::Reclaiming => "under reclaim notice".to_string(),
+                    NodeState::Scrubbing => "scrubbing".to_string(),
                 }
-            })
-            .collect()
+            };
+            NodeReport {
+                name: node.name.clone(),
+                state: node.marks.state,
+                lease: node.marks.lease.clone(),
+                gpus: w.gpus,
+                model: self.model(n).map(str::to_string),
+                since: node.marks.since,
+                reason,
+            }
+        });
+        reports.extend(each);
+        reports
+    }
+
+    /// The member nodes out under each lease, in node order: all in one array, lease `l`'s from `first[l]` to
+    /// `first[l + 1]`.
+    fn nodes_by_lease(&self) -> (Vec<usize>, Vec<usize>) {
+        let holder = |w: &NodeDraft| w.lease.filter(|_| w.member && w.state != NodeState::Internal);
+        let mut first = vec![0usize; self.snap.leases.len() + 1];
+        for l in self.nodes.iter().filter_map(holder) {
+            first[l + 1] += 1;
+        }
+        for l in 0..self.snap.leases.len() {
+            first[l + 1] += first[l];
+        }
+        let mut at = first.clone();
+        let mut nodes = vec![0usize; first[self.snap.leases.len()]];
+        for (n, w) in self.nodes.iter().enumerate() {
+            if let Some(l) = holder(w) {
+                nodes[at[l]] = n;
+                at[l] += 1;
+            }
+        }
+        (nodes, first)
     }
 
     pub fn lease_reports(&self) -> Vec<LeaseReport> {
-        let mut nodes_of: Vec<Vec<usize>> = vec![Vec::new(); self.snap.leases.len()];
-        for (n, w) in self.nodes.iter().enumerate() {
-            if let (true, Some(l)) = (w.member && w.state != NodeState::Internal, w.lease) {
-                nodes_of[l].push(n);
-            }
-        }
+        let (nodes_of, first) = self.nodes_by_lease();
         self.snap
             .leases
             .iter()
             .enumerate()
             .map(|(l, lease)| {
-                let nodes = &nodes_of[l];
+                let nodes = &nodes_of[first[l]..first[l + 1]];
                 let gpus = nodes.iter().map(|&n| self.nodes[n].gpus).sum();
                 let reclaiming: Vec<usize> = nodes
                     .iter()

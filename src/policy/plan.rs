@@ -15,7 +15,7 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::classes::Classes;
-use super::draft::Draft;
+use super::draft::{BusySaid, Draft};
 use super::health;
 use super::history::window_minutes;
 use super::output::{Action, Cause, Plan, Totals};
@@ -351,9 +351,9 @@ fn reclaim(w: &mut Draft, classes: &mut Classes, c: Option<usize>, need: i64, ca
     }
 }
 
-/// Leased nodes of class `c`, grouped by lease.
+/// Leased nodes of class `c`, grouped by lease, in lease order.
 fn lease_candidates(w: &Draft, c: Option<usize>) -> Vec<LeaseCandidate> {
-    let mut by_lease: std::collections::BTreeMap<usize, LeaseCandidate> = Default::default();
+    let mut by_lease: Vec<Option<LeaseCandidate>> = (0..w.snap.leases.len()).map(|_| None).collect();
     for (n, node) in w.nodes.iter().enumerate() {
         if !node.member || node.state != NodeState::Leased || c.is_some_and(|c| node.class != c) {
             continue;
@@ -363,7 +363,7 @@ fn lease_candidates(w: &Draft, c: Option<usize>) -> Vec<LeaseCandidate> {
             continue;
         }
         let Some(l) = node.lease else { continue };
-        let cand = by_lease.entry(l).or_insert_with(|| LeaseCandidate {
+        let cand = by_lease[l].get_or_insert_with(|| LeaseCandidate {
             key: w.lease_keys[l].clone(),
             bound_at: w.bound_at[l],
             price: w.lease_price(l),
@@ -375,7 +375,7 @@ fn lease_candidates(w: &Draft, c: Option<usize>) -> Vec<LeaseCandidate> {
             cand.idle.push(n);
         }
     }
-    by_lease.into_values().collect()
+    by_lease.into_iter().flatten().collect()
 }
 
 /// Step 4. Returns why the pool lends nothing new, when that holds pool-wide.
@@ -410,21 +410,7 @@ fn lending(w: &mut Draft, classes: &mut Classes) -> Option<String> {
         }
     }
     let (mut surplus, mut spare) = classes.surplus();
-    let mut candidates: Vec<usize> = Vec::new();
-    for n in 0..w.nodes.len() {
-        if !w.nodes[n].member || w.nodes[n].state != NodeState::Internal || w.nodes[n].acted {
-            continue;
-        }
-        match w.idle_verdict(n) {
-            Ok(()) => candidates.push(n),
-            Err(reason) => w.nodes[n].reason = reason,
-        }
-    }
-    candidates.sort_by(|&a, &b| {
-        let (na, nb) = (&w.snap.nodes[a], &w.snap.nodes[b]);
-        na.idle_since.cmp(&nb.idle_since).then_with(|| na.name.cmp(&nb.name))
-    });
-    for n in candidates {
+    for n in idle_candidates(w) {
         if let Some(why) = &blocked {
             w.nodes[n].reason = format!("idle, but {why}");
             continue;
@@ -455,6 +441,27 @@ fn lending(w: &mut Draft, classes: &mut Classes) -> Option<String> {
         }
     }
     blocked
+}
+
+/// The internal nodes this plan has not acted on that are idle and free to lend, longest idle first (then by
+/// name); every other one gets why not as its reason.
+fn idle_candidates(w: &mut Draft) -> Vec<usize> {
+    let mut candidates: Vec<usize> = Vec::new();
+    let mut said = BusySaid::default();
+    for n in 0..w.nodes.len() {
+        if !w.nodes[n].member || w.nodes[n].state != NodeState::Internal || w.nodes[n].acted {
+            continue;
+        }
+        match w.idle_verdict(n, &mut said) {
+            Ok(()) => candidates.push(n),
+            Err(reason) => w.nodes[n].reason = reason,
+        }
+    }
+    candidates.sort_by(|&a, &b| {
+        let (na, nb) = (&w.snap.nodes[a], &w.snap.nodes[b]);
+        na.idle_since.cmp(&nb.idle_since).then_with(|| na.name.cmp(&nb.name))
+    });
+    candidates
 }
 
 /// Step 5.
@@ -554,15 +561,14 @@ struct PoolSize<'a> {
 
 impl<'a> PoolSize<'a> {
     fn of(w: &Draft<'a>) -> Self {
-        let snap = w.snap;
         let mut size = PoolSize {
             by_model: Default::default(),
             total: 0,
         };
         for n in (0..w.nodes.len()).filter(|&n| w.nodes[n].member) {
             size.total += w.nodes[n].gpus;
-            if let Some(m) = snap.nodes[n].labels.get(&w.policy.model_label) {
-                *size.by_model.entry(m.as_str()).or_default() += w.nodes[n].gpus;
+            if let Some(m) = w.model(n) {
+                *size.by_model.entry(m).or_default() += w.nodes[n].gpus;
             }
         }
         size
