@@ -207,21 +207,18 @@ fn group_by_node(nodes: &mut [NodeDraft], tenant: &[(usize, usize)]) -> Vec<usiz
     tenant_pods
 }
 
-/// The words for a node that runs internal GPU pods, written once per count of pods and copied after (most
-/// busy nodes of a pool run as many as one another).
+/// Words that depend on a count only, written once per count and copied after: most busy nodes of a pool run
+/// as many pods as one another, most leases hold as many nodes.
 #[derive(Default)]
-pub(super) struct BusySaid(Vec<(u32, String)>);
+pub(super) struct CountSaid(Vec<(usize, String)>);
 
-impl BusySaid {
-    fn runs(&mut self, pods: u32) -> String {
-        if let Some((_, said)) = self.0.iter().find(|(k, _)| *k == pods) {
+impl CountSaid {
+    pub fn say(&mut self, count: usize, words: impl FnOnce(usize) -> String) -> String {
+        if let Some((_, said)) = self.0.iter().find(|(k, _)| *k == count) {
             return said.clone();
         }
-        let said = match pods {
-            1 => "runs an internal GPU pod".to_string(),
-            n => format!("runs {n} internal GPU pods"),
-        };
-        self.0.push((pods, said.clone()));
+        let said = words(count);
+        self.0.push((count, said.clone()));
         said
     }
 }
@@ -457,7 +454,7 @@ impl<'a> Draft<'a> {
     }
 
     /// Whether an internal node is idle and free to lend on its own merits (reserve and caps aside).
-    pub fn idle_verdict(&self, n: usize, said: &mut BusySaid) -> Result<(), String> {
+    pub fn idle_verdict(&self, n: usize, said: &mut CountSaid) -> Result<(), String> {
         let node = &self.snap.nodes[n];
         let w = &self.nodes[n];
         if !node.ready {
@@ -467,7 +464,10 @@ impl<'a> Draft<'a> {
             return Err("node is cordoned".into());
         }
         if w.internal_gpu_pods > 0 {
-            return Err(said.runs(w.internal_gpu_pods));
+            return Err(said.say(w.internal_gpu_pods as usize, |pods| match pods {
+                1 => "runs an internal GPU pod".to_string(),
+                n => format!("runs {n} internal GPU pods"),
+            }));
         }
         if w.used_gpus > 0 || w.tenant_count > 0 {
             return Err("its GPUs are in use".into());
@@ -592,6 +592,7 @@ impl<'a> Draft<'a> {
 
     pub fn lease_reports(&self) -> Vec<LeaseReport> {
         let (nodes_of, first) = self.nodes_by_lease();
+        let mut bound_said = CountSaid::default();
         self.snap
             .leases
             .iter()
@@ -619,7 +620,10 @@ impl<'a> Draft<'a> {
                         format!("{} of {} nodes under notice", reclaiming.len(), nodes.len()),
                     )
                 } else if !nodes.is_empty() {
-                    (LeasePhase::Bound, format!("{} nodes bound", nodes.len()))
+                    (
+                        LeasePhase::Bound,
+                        bound_said.say(nodes.len(), |k| format!("{k} nodes bound")),
+                    )
                 } else if bound_at.is_some() && expired {
                     (
                         LeasePhase::Expired,

@@ -15,7 +15,7 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::classes::Classes;
-use super::draft::{BusySaid, Draft};
+use super::draft::{CountSaid, Draft};
 use super::health;
 use super::history::window_minutes;
 use super::output::{Action, Cause, Plan, Totals};
@@ -447,7 +447,7 @@ fn lending(w: &mut Draft, classes: &mut Classes) -> Option<String> {
 /// name); every other one gets why not as its reason.
 fn idle_candidates(w: &mut Draft) -> Vec<usize> {
     let mut candidates: Vec<usize> = Vec::new();
-    let mut said = BusySaid::default();
+    let mut said = CountSaid::default();
     for n in 0..w.nodes.len() {
         if !w.nodes[n].member || w.nodes[n].state != NodeState::Internal || w.nodes[n].acted {
             continue;
