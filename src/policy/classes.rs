@@ -9,12 +9,9 @@
 //!  (never reclaimed for: a missing history lends less, it takes nothing back)
 //! ```
 
-use std::collections::HashMap;
-
 use super::draft::Draft;
 use super::history::{BURST_MINUTES_NEEDED, DemandHistory};
 use super::output::ClassReport;
-use super::snapshot::PodPhase;
 use super::state::NodeState;
 
 /// Per class: GPUs free, pending, reserved, held from lending and coming back.
@@ -152,30 +149,22 @@ impl Draft<'_> {
     }
 
     fn add_pending(&self, c: &mut Classes) {
-        let index: HashMap<&str, usize> = self
-            .class_names
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.as_str(), i))
-            .collect();
-        let mut add = |class: Option<&str>, gpus: i64| match class {
-            None => c.pending_any += gpus,
-            // Demand for a class the pool does not hold is not the pool's to meet.
-            Some(name) => {
-                if let Some(&i) = index.get(name) {
-                    c.pending[i] += gpus;
-                }
-            }
-        };
-        if self.policy.pending_pods_demand {
-            for pod in &self.snap.pods {
-                if pod.node.is_none() && !pod.tenant && pod.phase == PodPhase::Pending && !pod.terminating {
-                    add(pod.class.as_deref(), i64::from(pod.gpus));
-                }
-            }
+        // Pending pods were summed by class as the draft read them (when the pool counts them).
+        for (pending, &gpus) in c.pending.iter_mut().zip(&self.pending_pods.by_class) {
+            *pending += gpus;
         }
+        c.pending_any += self.pending_pods.any;
         for (class, &gpus) in &self.snap.demand.by_class {
-            add(class.as_deref(), i64::from(gpus));
+            let gpus = i64::from(gpus);
+            match class.as_deref() {
+                None => c.pending_any += gpus,
+                // Demand for a class the pool does not hold is not the pool's to meet.
+                Some(name) => {
+                    if let Some(i) = self.class_names.iter().position(|n| n == name) {
+                        c.pending[i] += gpus;
+                    }
+                }
+            }
         }
         // Demand above what a class could ever serve is that class's own queueing, not lending's to answer.
         for i in 0..c.len() {

@@ -1,14 +1,19 @@
 //! The plan in the making: the snapshot joined and indexed once, and the node states as the plan changes
 //! them, so each step sees what the steps before it decided.
 
-use std::collections::HashMap;
-
 use jiff::{SignedDuration, Timestamp};
 
 use super::config::PoolPolicy;
 use super::output::{Action, Cause, LeaseReport, NodeReport, Step, Totals};
-use super::snapshot::{PoolLedger, Snapshot};
+use super::snapshot::{PodPhase, PoolLedger, Snapshot};
 use super::state::{LeasePhase, NodeState};
+
+/// Where a node's lease key is read from: its marks as observed, or the lease this plan bound it to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum KeyOf {
+    Marks,
+    Lease(usize),
+}
 
 /// Per node, what the plan needs and what it decided.
 pub(super) struct NodeDraft {
@@ -20,7 +25,8 @@ pub(super) struct NodeDraft {
     pub gpus: u32,
     pub state: NodeState,
     pub lease: Option<usize>,
-    pub lease_key: Option<String>,
+    /// Where its lease key is ([`Draft::lease_key`] reads it); None when it has none.
+    pub key: Option<KeyOf>,
     pub used_gpus: u32,
     pub internal_gpu_pods: u32,
     /// First entry in `Draft::tenant_pods` and how many.
@@ -33,13 +39,25 @@ pub(super) struct NodeDraft {
     pub reason: String,
 }
 
+/// GPUs that pending internal pods ask for: per class (indexed as `Draft::class_names`), and for any class.
+pub(super) struct PendingPods {
+    pub by_class: Vec<i64>,
+    pub any: i64,
+}
+
 pub(super) struct Draft<'a> {
     pub snap: &'a Snapshot,
     pub policy: &'a PoolPolicy,
     pub now: Timestamp,
     pub nodes: Vec<NodeDraft>,
+    /// Each node's GPU model label, read once.
+    models: Vec<Option<&'a str>>,
     tenant_pods: Vec<usize>,
     pub class_names: Vec<String>,
+    /// Summed when the pool counts pending pods as demand; zero otherwise.
+    pub pending_pods: PendingPods,
+    /// Each lease's key, as nodes name it (`NAMESPACE.NAME`).
+    pub lease_keys: Vec<String>,
     pub steps: Vec<Step>,
     pub lease_reasons: Vec<String>,
     /// Leases that ask for more than the pool has in all.
@@ -56,95 +74,153 @@ pub(super) struct Draft<'a> {
     pub scrubs: Vec<super::scrub::ScrubReport>,
 }
 
-/// A draft of each node of the snapshot, with the names of the node classes their `class` indexes.
-fn node_drafts(snap: &Snapshot) -> (Vec<NodeDraft>, Vec<String>) {
-    let policy = &*snap.policy;
-    let mut class_index: HashMap<&str, usize> = HashMap::new();
-    let mut class_names = Vec::new();
-    let leases: HashMap<String, usize> = snap.leases.iter().enumerate().map(|(i, l)| (l.key(), i)).collect();
-    let nodes = snap
-        .nodes
-        .iter()
-        .map(|n| {
-            let selected = n.gpus > 0
-                && policy.node_selector.matches(&n.labels)
-                && (policy.gpu_models.is_empty()
-                    || n.labels
-                        .get(&policy.model_label)
-                        .is_some_and(|m| policy.gpu_models.contains(m)));
-            // A node sublet marked for this pool stays a member until it is back, selected or not.
-            // An unmarked node selected by an older pool too is that pool's.
-            let member = match n.marks.pool.as_deref() {
-                Some(pool) => pool == policy.name,
-                None => selected && n.claimed_by.is_none(),
-            };
-            let class_name = policy.node_class(&n.labels);
-            let next = class_names.len();
-            let class = *class_index.entry(class_name).or_insert(next);
-            if class == next {
-                class_names.push(class_name.to_string());
-            }
-            // A node marked for another pool, or not ours, keeps whatever state it has; we only read ours.
-            let state = if member { n.marks.state } else { NodeState::Internal };
-            NodeDraft {
-                member,
-                selected,
-                class,
-                gpus: n.gpus,
-                state,
-                // A node names its lease by key and UID: a lease created again under the same name is
-                // another lease and never takes over what the earlier one held.
-                lease: n
-                    .marks
-                    .lease
-                    .as_ref()
-                    .and_then(|k| leases.get(k).copied())
-                    .filter(|&l| match (&n.marks.lease_uid, &snap.leases[l].uid) {
-                        (Some(on_node), Some(uid)) => on_node == uid,
-                        _ => true,
-                    }),
-                lease_key: n.marks.lease.clone(),
-                used_gpus: n.internal.gpus,
-                internal_gpu_pods: n.internal.pods,
-                tenant_first: 0,
-                tenant_count: 0,
-                acted: false,
-                deadline: if member { n.marks.deadline } else { None },
-                reason: String::new(),
-            }
-        })
-        .collect();
-    (nodes, class_names)
+/// The snapshot's nodes as drafts, with the names of the node classes their `class` indexes and each node's
+/// model.
+struct Joined<'a> {
+    nodes: Vec<NodeDraft>,
+    class_names: Vec<String>,
+    models: Vec<Option<&'a str>>,
 }
 
-/// Counts the pods on each node into its draft and returns the tenant pods grouped by node, in one array
-/// (counting sort), so no per-node allocation; each node's `tenant_first` and `tenant_count` index it.
-fn group_tenant_pods(snap: &Snapshot, nodes: &mut [NodeDraft]) -> Vec<usize> {
-    for pod in &snap.pods {
-        let Some(n) = pod.node else { continue };
-        let node = &mut nodes[n];
-        node.used_gpus += pod.gpus;
-        if pod.tenant {
-            node.tenant_count += 1;
-        } else if pod.gpus > 0 {
-            node.internal_gpu_pods += 1;
+/// A draft of each node of the snapshot; `lease_keys` are the leases' keys, by lease index.
+fn node_drafts<'a>(snap: &'a Snapshot, lease_keys: &[String]) -> Joined<'a> {
+    let policy = &*snap.policy;
+    let mut class_index: foldhash::HashMap<&str, usize> = Default::default();
+    let mut class_names = Vec::new();
+    let leases: foldhash::HashMap<&str, usize> = lease_keys.iter().enumerate().map(|(i, k)| (k.as_str(), i)).collect();
+    let mut models = Vec::with_capacity(snap.nodes.len());
+    let mut nodes = Vec::with_capacity(snap.nodes.len());
+    for n in &snap.nodes {
+        let model = n.labels.get(&policy.model_label).map(String::as_str);
+        models.push(model);
+        let selected = n.gpus > 0
+            && policy.node_selector.matches(&n.labels)
+            && (policy.gpu_models.is_empty() || model.is_some_and(|m| policy.gpu_models.iter().any(|g| g == m)));
+        // A node sublet marked for this pool stays a member until it is back, selected or not.
+        // An unmarked node selected by an older pool too is that pool's.
+        let member = match n.marks.pool.as_deref() {
+            Some(pool) => pool == policy.name,
+            None => selected && n.claimed_by.is_none(),
+        };
+        // Its class: the group label's value when the pool names one, else its model (as `node_class` reads).
+        let class_name = match &policy.group_label {
+            Some(_) => policy.node_class(&n.labels),
+            None => model.unwrap_or(""),
+        };
+        let next = class_names.len();
+        let class = *class_index.entry(class_name).or_insert(next);
+        if class == next {
+            class_names.push(class_name.to_string());
+        }
+        // A node marked for another pool, or not ours, keeps whatever state it has; we only read ours.
+        let state = if member { n.marks.state } else { NodeState::Internal };
+        nodes.push(NodeDraft {
+            member,
+            selected,
+            class,
+            gpus: n.gpus,
+            state,
+            // A node names its lease by key and UID: a lease created again under the same name is
+            // another lease and never takes over what the earlier one held.
+            lease: n
+                .marks
+                .lease
+                .as_deref()
+                .and_then(|k| leases.get(k).copied())
+                .filter(|&l| match (&n.marks.lease_uid, &snap.leases[l].uid) {
+                    (Some(on_node), Some(uid)) => on_node == uid,
+                    _ => true,
+                }),
+            key: n.marks.lease.as_ref().map(|_| KeyOf::Marks),
+            used_gpus: n.internal.gpus,
+            internal_gpu_pods: n.internal.pods,
+            tenant_first: 0,
+            tenant_count: 0,
+            acted: false,
+            deadline: if member { n.marks.deadline } else { None },
+            reason: String::new(),
+        });
+    }
+    Joined {
+        nodes,
+        class_names,
+        models,
+    }
+}
+
+/// One pass over the pods: counts the pods on each node into its draft, sums what pending internal pods ask
+/// for by class (when the pool counts them), and returns the tenant pods grouped by node in one array, so no
+/// per-node allocation; each node's `tenant_first` and `tenant_count` index it.
+fn scan_pods(snap: &Snapshot, nodes: &mut [NodeDraft], class_names: &[String]) -> (Vec<usize>, PendingPods) {
+    let index: foldhash::HashMap<&str, usize> = class_names.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let count_pending = snap.policy.pending_pods_demand;
+    let mut pending = PendingPods {
+        by_class: vec![0; class_names.len()],
+        any: 0,
+    };
+    // (node, pod) of each tenant pod, in pod order.
+    let mut tenant: Vec<(usize, usize)> = Vec::new();
+    for (p, pod) in snap.pods.iter().enumerate() {
+        match pod.node {
+            Some(n) => {
+                let node = &mut nodes[n];
+                node.used_gpus += pod.gpus;
+                if pod.tenant {
+                    node.tenant_count += 1;
+                    tenant.push((n, p));
+                } else if pod.gpus > 0 {
+                    node.internal_gpu_pods += 1;
+                }
+            }
+            None if count_pending && !pod.tenant && pod.phase == PodPhase::Pending && !pod.terminating => {
+                match pod.class.as_deref() {
+                    None => pending.any += i64::from(pod.gpus),
+                    // Demand for a class the pool does not hold is not the pool's to meet.
+                    Some(class) => {
+                        if let Some(&i) = index.get(class) {
+                            pending.by_class[i] += i64::from(pod.gpus);
+                        }
+                    }
+                }
+            }
+            None => {}
         }
     }
+    (group_by_node(nodes, &tenant), pending)
+}
+
+/// The pods of `tenant` ((node, pod) pairs in pod order) grouped by node (counting sort), in pod order within
+/// a node.
+fn group_by_node(nodes: &mut [NodeDraft], tenant: &[(usize, usize)]) -> Vec<usize> {
     let mut next = 0u32;
     for node in nodes.iter_mut() {
         node.tenant_first = next;
         next += node.tenant_count;
         node.tenant_count = 0;
     }
-    let mut tenant_pods = vec![0usize; next as usize];
-    for (p, pod) in snap.pods.iter().enumerate() {
-        if let (Some(n), true) = (pod.node, pod.tenant) {
-            let node = &mut nodes[n];
-            tenant_pods[(node.tenant_first + node.tenant_count) as usize] = p;
-            node.tenant_count += 1;
-        }
+    let mut tenant_pods = vec![0usize; tenant.len()];
+    for &(n, p) in tenant {
+        let node = &mut nodes[n];
+        tenant_pods[(node.tenant_first + node.tenant_count) as usize] = p;
+        node.tenant_count += 1;
     }
     tenant_pods
+}
+
+/// Words that depend on a count only, written once per count and copied after: most busy nodes of a pool run
+/// as many pods as one another, most leases hold as many nodes.
+#[derive(Default)]
+pub(super) struct CountSaid(Vec<(usize, String)>);
+
+impl CountSaid {
+    pub fn say(&mut self, count: usize, words: impl FnOnce(usize) -> String) -> String {
+        if let Some((_, said)) = self.0.iter().find(|(k, _)| *k == count) {
+            return said.clone();
+        }
+        let said = words(count);
+        self.0.push((count, said.clone()));
+        said
+    }
 }
 
 /// When each lease was bound: its status's time, or, for a lease holding nodes while its status tells none,
@@ -170,8 +246,13 @@ fn bound_at(snap: &Snapshot, nodes: &[NodeDraft]) -> Vec<Option<Timestamp>> {
 impl<'a> Draft<'a> {
     pub fn new(snap: &'a Snapshot) -> Self {
         let policy = &*snap.policy;
-        let (mut nodes, class_names) = node_drafts(snap);
-        let tenant_pods = group_tenant_pods(snap, &mut nodes);
+        let lease_keys: Vec<String> = snap.leases.iter().map(|l| l.key()).collect();
+        let Joined {
+            mut nodes,
+            class_names,
+            models,
+        } = node_drafts(snap, &lease_keys);
+        let (tenant_pods, pending_pods) = scan_pods(snap, &mut nodes, &class_names);
         let mut lease_node = vec![None; snap.leases.len()];
         for (n, node) in nodes.iter().enumerate() {
             if let (true, Some(l)) = (node.member, node.lease) {
@@ -184,8 +265,11 @@ impl<'a> Draft<'a> {
             policy,
             now: snap.now,
             nodes,
+            models,
             tenant_pods,
             class_names,
+            pending_pods,
+            lease_keys,
             steps: Vec::new(),
             lease_reasons: vec![String::new(); snap.leases.len()],
             unschedulable: vec![false; snap.leases.len()],
@@ -201,16 +285,27 @@ impl<'a> Draft<'a> {
         self.nodes[n].tenant_count > 0
     }
 
-    pub fn tenant_pods_on(&self, n: usize) -> Vec<usize> {
+    /// The tenant pods on node `n`, by index into the snapshot's pods.
+    pub fn tenant_pods(&self, n: usize) -> &[usize] {
         let node = &self.nodes[n];
-        self.tenant_pods[node.tenant_first as usize..(node.tenant_first + node.tenant_count) as usize].to_vec()
+        &self.tenant_pods[node.tenant_first as usize..(node.tenant_first + node.tenant_count) as usize]
     }
 
-    pub fn model(&self, n: usize) -> Option<&str> {
-        self.snap.nodes[n]
-            .labels
-            .get(&self.policy.model_label)
-            .map(String::as_str)
+    pub fn tenant_pods_on(&self, n: usize) -> Vec<usize> {
+        self.tenant_pods(n).to_vec()
+    }
+
+    /// Node `n`'s GPU model label.
+    pub fn model(&self, n: usize) -> Option<&'a str> {
+        self.models[n]
+    }
+
+    /// The key of the lease node `n` is marked for, or that this plan bound it to.
+    pub fn lease_key(&self, n: usize) -> Option<&str> {
+        match self.nodes[n].key? {
+            KeyOf::Marks => self.snap.nodes[n].marks.lease.as_deref(),
+            KeyOf::Lease(l) => Some(&self.lease_keys[l]),
+        }
     }
 
     pub fn push(&mut self, action: Action, cause: Cause, reason: &str) {
@@ -286,7 +381,7 @@ impl<'a> Draft<'a> {
     /// for (returns true then); with a deadline already due (a notice of zero seconds), its pods are evicted.
     pub fn notice(&mut self, n: usize, deadline: Timestamp, cause: Cause, why: &str) -> bool {
         let name = self.snap.nodes[n].name.clone();
-        let lease = self.nodes[n].lease_key.clone();
+        let lease = self.lease_key(n).map(str::to_string);
         self.nodes[n].acted = true;
         if !self.has_tenant_pods(n) {
             super::scrub::release(self, n, cause, &format!("{why}; no tenant pod to give notice to"));
@@ -335,11 +430,11 @@ impl<'a> Draft<'a> {
 
     pub fn bind(&mut self, l: usize, nodes: Vec<usize>) {
         let lease = &self.snap.leases[l];
-        let key = lease.key();
+        let key = &self.lease_keys[l];
         for &n in &nodes {
             self.nodes[n].state = NodeState::Leased;
             self.nodes[n].lease = Some(l);
-            self.nodes[n].lease_key = Some(key.clone());
+            self.nodes[n].key = Some(KeyOf::Lease(l));
             self.nodes[n].acted = true;
             self.nodes[n].reason = format!("bound to {key}");
         }
@@ -359,7 +454,7 @@ impl<'a> Draft<'a> {
     }
 
     /// Whether an internal node is idle and free to lend on its own merits (reserve and caps aside).
-    pub fn idle_verdict(&self, n: usize) -> Result<(), String> {
+    pub fn idle_verdict(&self, n: usize, said: &mut CountSaid) -> Result<(), String> {
         let node = &self.snap.nodes[n];
         let w = &self.nodes[n];
         if !node.ready {
@@ -369,10 +464,10 @@ impl<'a> Draft<'a> {
             return Err("node is cordoned".into());
         }
         if w.internal_gpu_pods > 0 {
-            return Err(match w.internal_gpu_pods {
+            return Err(said.say(w.internal_gpu_pods as usize, |pods| match pods {
                 1 => "runs an internal GPU pod".to_string(),
                 n => format!("runs {n} internal GPU pods"),
-            });
+            }));
         }
         if w.used_gpus > 0 || w.tenant_count > 0 {
             return Err("its GPUs are in use".into());
@@ -442,50 +537,68 @@ impl<'a> Draft<'a> {
         }
     }
 
-    pub fn node_reports(&self) -> Vec<NodeReport> {
-        self.nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| w.member)
-            .map(|(n, w)| {
-                let node = &self.snap.nodes[n];
-                let reason = if !w.reason.is_empty() {
-                    w.reason.clone()
-                } else {
-                    match node.marks.state {
-                        NodeState::Internal => "serving internal work".to_string(),
-                        NodeState::Lent => "lent, waiting for a lease".to_string(),
-                        NodeState::Leased => format!("leased to {}", w.lease_key.as_deref().unwrap_or("?")),
-                        NodeState::Reclaiming => "under reclaim notice".to_string(),
-                        NodeState::Scrubbing => "scrubbing".to_string(),
-                    }
-                };
-                NodeReport {
-                    name: node.name.clone(),
-                    state: node.marks.state,
-                    lease: node.marks.lease.clone(),
-                    gpus: w.gpus,
-                    model: self.model(n).map(str::to_string),
-                    since: node.marks.since,
-                    reason,
+    /// One report per member node; the reasons the plan gave move into them.
+    pub fn node_reports(&mut self) -> Vec<NodeReport> {
+        let mut reasons: Vec<String> = self.nodes.iter_mut().map(|w| std::mem::take(&mut w.reason)).collect();
+        let mut reports = Vec::with_capacity(self.nodes.iter().filter(|w| w.member).count());
+        let each = self.nodes.iter().enumerate().filter(|(_, w)| w.member).map(|(n, w)| {
+            let node = &self.snap.nodes[n];
+            let reason = if !reasons[n].is_empty() {
+                std::mem::take(&mut reasons[n])
+            } else {
+                match node.marks.state {
+                    NodeState::Internal => "serving internal work".to_string(),
+                    NodeState::Lent => "lent, waiting for a lease".to_string(),
+                    NodeState::Leased => ["leased to ", self.lease_key(n).unwrap_or("?")].concat(),
+                    NodeState::Reclaiming => "under reclaim notice".to_string(),
+                    NodeState::Scrubbing => "scrubbing".to_string(),
                 }
-            })
-            .collect()
+            };
+            NodeReport {
+                name: node.name.clone(),
+                state: node.marks.state,
+                lease: node.marks.lease.clone(),
+                gpus: w.gpus,
+                model: self.model(n).map(str::to_string),
+                since: node.marks.since,
+                reason,
+            }
+        });
+        reports.extend(each);
+        reports
+    }
+
+    /// The member nodes out under each lease, in node order: all in one array, lease `l`'s from `first[l]` to
+    /// `first[l + 1]`.
+    fn nodes_by_lease(&self) -> (Vec<usize>, Vec<usize>) {
+        let holder = |w: &NodeDraft| w.lease.filter(|_| w.member && w.state != NodeState::Internal);
+        let mut first = vec![0usize; self.snap.leases.len() + 1];
+        for l in self.nodes.iter().filter_map(holder) {
+            first[l + 1] += 1;
+        }
+        for l in 0..self.snap.leases.len() {
+            first[l + 1] += first[l];
+        }
+        let mut at = first.clone();
+        let mut nodes = vec![0usize; first[self.snap.leases.len()]];
+        for (n, w) in self.nodes.iter().enumerate() {
+            if let Some(l) = holder(w) {
+                nodes[at[l]] = n;
+                at[l] += 1;
+            }
+        }
+        (nodes, first)
     }
 
     pub fn lease_reports(&self) -> Vec<LeaseReport> {
-        let mut nodes_of: Vec<Vec<usize>> = vec![Vec::new(); self.snap.leases.len()];
-        for (n, w) in self.nodes.iter().enumerate() {
-            if let (true, Some(l)) = (w.member && w.state != NodeState::Internal, w.lease) {
-                nodes_of[l].push(n);
-            }
-        }
+        let (nodes_of, first) = self.nodes_by_lease();
+        let mut bound_said = CountSaid::default();
         self.snap
             .leases
             .iter()
             .enumerate()
             .map(|(l, lease)| {
-                let nodes = &nodes_of[l];
+                let nodes = &nodes_of[first[l]..first[l + 1]];
                 let gpus = nodes.iter().map(|&n| self.nodes[n].gpus).sum();
                 let reclaiming: Vec<usize> = nodes
                     .iter()
@@ -507,7 +620,10 @@ impl<'a> Draft<'a> {
                         format!("{} of {} nodes under notice", reclaiming.len(), nodes.len()),
                     )
                 } else if !nodes.is_empty() {
-                    (LeasePhase::Bound, format!("{} nodes bound", nodes.len()))
+                    (
+                        LeasePhase::Bound,
+                        bound_said.say(nodes.len(), |k| format!("{k} nodes bound")),
+                    )
                 } else if bound_at.is_some() && expired {
                     (
                         LeasePhase::Expired,

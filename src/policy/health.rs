@@ -33,47 +33,56 @@ pub(super) fn usable(w: &Draft, n: usize) -> u32 {
 /// Evicts, at once, every tenant pod on a member node that no lease of the pod's namespace holds.
 pub(super) fn breaches(w: &mut Draft) {
     let now = w.now;
+    let snap = w.snap;
+    let mut found = Vec::new();
     for n in 0..w.nodes.len() {
-        if !w.nodes[n].member {
+        if w.nodes[n].member && w.has_tenant_pods(n) {
+            breaching_pods(w, n, &mut found);
+        }
+    }
+    for (n, p, leased) in found {
+        let pod = &snap.pods[p];
+        let node = &snap.nodes[n].name;
+        let why = if leased {
+            format!(
+                "tenant pod {}/{} runs on node {node}, leased to another tenant: a breach, evicted without notice",
+                pod.namespace, pod.name
+            )
+        } else {
+            format!(
+                "tenant pod {}/{} runs on node {node}, which no lease holds: a breach, evicted without notice",
+                pod.namespace, pod.name
+            )
+        };
+        let action = Action::Evict {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            node: node.clone(),
+            deadline: now,
+        };
+        w.push(action, Cause::Breach, &why);
+    }
+}
+
+/// The running tenant pods on member node `n` that no lease of their namespace holds, as (node, pod, whether
+/// a lease holds the node), added to `found`.
+fn breaching_pods(w: &Draft, n: usize, found: &mut Vec<(usize, usize, bool)>) {
+    let holder = match w.nodes[n].state {
+        NodeState::Leased | NodeState::Reclaiming => match w.nodes[n].lease {
+            Some(l) => Some(w.snap.leases[l].namespace.as_str()),
+            // The lease is gone; its key still names the namespace it was in.
+            None => w.lease_key(n).map(|k| k.split('.').next().unwrap_or("")),
+        },
+        NodeState::Internal | NodeState::Lent | NodeState::Scrubbing => None,
+    };
+    for &p in w.tenant_pods(n) {
+        let pod = &w.snap.pods[p];
+        // A pod not running yet may be one the scheduler bound a moment before the node's marks changed,
+        // which the kubelet's admission refuses; once it runs where it should not, it is a breach.
+        if pod.terminating || pod.phase != PodPhase::Running || holder == Some(pod.namespace.as_str()) {
             continue;
         }
-        let holder = match w.nodes[n].state {
-            NodeState::Leased | NodeState::Reclaiming => match w.nodes[n].lease {
-                Some(l) => Some(w.snap.leases[l].namespace.clone()),
-                // The lease is gone; its key still names the namespace it was in.
-                None => w.nodes[n]
-                    .lease_key
-                    .clone()
-                    .map(|k| k.split('.').next().unwrap_or("").to_string()),
-            },
-            NodeState::Internal | NodeState::Lent | NodeState::Scrubbing => None,
-        };
-        let node = w.snap.nodes[n].name.clone();
-        for p in w.tenant_pods_on(n) {
-            let pod = &w.snap.pods[p];
-            // A pod not running yet may be one the scheduler bound a moment before the node's marks changed,
-            // which the kubelet's admission refuses; once it runs where it should not, it is a breach.
-            if pod.terminating || pod.phase != PodPhase::Running || holder.as_deref() == Some(pod.namespace.as_str()) {
-                continue;
-            }
-            let why = match &holder {
-                Some(_) => format!(
-                    "tenant pod {}/{} runs on node {node}, leased to another tenant: a breach, evicted without notice",
-                    pod.namespace, pod.name
-                ),
-                None => format!(
-                    "tenant pod {}/{} runs on node {node}, which no lease holds: a breach, evicted without notice",
-                    pod.namespace, pod.name
-                ),
-            };
-            let action = Action::Evict {
-                namespace: pod.namespace.clone(),
-                name: pod.name.clone(),
-                node: node.clone(),
-                deadline: now,
-            };
-            w.push(action, Cause::Breach, &why);
-        }
+        found.push((n, p, holder.is_some()));
     }
 }
 
@@ -143,16 +152,10 @@ pub(super) fn degraded_why(w: &Draft, n: usize) -> String {
 
 /// Whether internal work waits for class `class` (or for any class): pending internal GPU pods, or demand
 /// from the other sources, however much of it the pool could serve.
-fn internal_work_waits(w: &Draft, class: &str) -> bool {
-    let pods = w.policy.pending_pods_demand
-        && w.snap.pods.iter().any(|p| {
-            p.node.is_none()
-                && !p.tenant
-                && !p.terminating
-                && p.phase == PodPhase::Pending
-                && p.gpus > 0
-                && p.class.as_deref().is_none_or(|c| c == class)
-        });
+fn internal_work_waits(w: &Draft, c: usize) -> bool {
+    let class = w.class_names[c].as_str();
+    // The draft summed the GPUs pending pods ask for: some pod asks for a GPU when the sum is above zero.
+    let pods = w.pending_pods.any > 0 || w.pending_pods.by_class[c] > 0;
     pods || w
         .snap
         .demand
@@ -168,8 +171,7 @@ pub(super) fn unusable_under_demand(w: &mut Draft) {
         .filter(|&n| usable(w, n) == 0)
         .collect();
     for n in unusable {
-        let class = w.class_names[w.nodes[n].class].clone();
-        if !internal_work_waits(w, &class) {
+        if !internal_work_waits(w, w.nodes[n].class) {
             continue;
         }
         let why = format!("taken back while internal work waits: {}", degraded_why(w, n));

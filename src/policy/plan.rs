@@ -15,7 +15,7 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::classes::Classes;
-use super::draft::Draft;
+use super::draft::{CountSaid, Draft};
 use super::health;
 use super::history::window_minutes;
 use super::output::{Action, Cause, Plan, Totals};
@@ -63,7 +63,7 @@ fn reclaiming_nodes(w: &mut Draft) {
             continue;
         }
         let name = w.snap.nodes[n].name.clone();
-        let lease = w.nodes[n].lease_key.clone();
+        let lease = w.lease_key(n).map(str::to_string);
         let tenant_pods = w.tenant_pods_on(n);
         if tenant_pods.is_empty() {
             super::scrub::release(
@@ -158,7 +158,7 @@ fn forced_notices(w: &mut Draft) {
                 // to the lease's end (or until internal demand takes it through notice), then leaves the pool.
                 w.nodes[n].reason = format!(
                     "leased to {}; no longer selected by the pool: it leaves the pool once its lease gives it back",
-                    w.nodes[n].lease_key.as_deref().unwrap_or("?")
+                    w.lease_key(n).unwrap_or("?")
                 );
             }
             continue;
@@ -174,7 +174,7 @@ fn forced_notices(w: &mut Draft) {
 
 /// Why a leased node's lease is over, if it is: deleted, gone, finished, or running out within the notice.
 fn lease_end_reason(w: &Draft, n: usize) -> Option<String> {
-    let key = w.nodes[n].lease_key.as_deref().unwrap_or("");
+    let key = w.lease_key(n).unwrap_or("");
     let Some(l) = w.nodes[n].lease else {
         return Some(format!("lease {key} no longer exists"));
     };
@@ -351,9 +351,9 @@ fn reclaim(w: &mut Draft, classes: &mut Classes, c: Option<usize>, need: i64, ca
     }
 }
 
-/// Leased nodes of class `c`, grouped by lease.
+/// Leased nodes of class `c`, grouped by lease, in lease order.
 fn lease_candidates(w: &Draft, c: Option<usize>) -> Vec<LeaseCandidate> {
-    let mut by_lease: std::collections::BTreeMap<usize, LeaseCandidate> = Default::default();
+    let mut by_lease: Vec<Option<LeaseCandidate>> = (0..w.snap.leases.len()).map(|_| None).collect();
     for (n, node) in w.nodes.iter().enumerate() {
         if !node.member || node.state != NodeState::Leased || c.is_some_and(|c| node.class != c) {
             continue;
@@ -363,9 +363,8 @@ fn lease_candidates(w: &Draft, c: Option<usize>) -> Vec<LeaseCandidate> {
             continue;
         }
         let Some(l) = node.lease else { continue };
-        let lease = &w.snap.leases[l];
-        let cand = by_lease.entry(l).or_insert_with(|| LeaseCandidate {
-            key: lease.key(),
+        let cand = by_lease[l].get_or_insert_with(|| LeaseCandidate {
+            key: w.lease_keys[l].clone(),
             bound_at: w.bound_at[l],
             price: w.lease_price(l),
             nodes: vec![],
@@ -376,7 +375,7 @@ fn lease_candidates(w: &Draft, c: Option<usize>) -> Vec<LeaseCandidate> {
             cand.idle.push(n);
         }
     }
-    by_lease.into_values().collect()
+    by_lease.into_iter().flatten().collect()
 }
 
 /// Step 4. Returns why the pool lends nothing new, when that holds pool-wide.
@@ -411,21 +410,7 @@ fn lending(w: &mut Draft, classes: &mut Classes) -> Option<String> {
         }
     }
     let (mut surplus, mut spare) = classes.surplus();
-    let mut candidates: Vec<usize> = Vec::new();
-    for n in 0..w.nodes.len() {
-        if !w.nodes[n].member || w.nodes[n].state != NodeState::Internal || w.nodes[n].acted {
-            continue;
-        }
-        match w.idle_verdict(n) {
-            Ok(()) => candidates.push(n),
-            Err(reason) => w.nodes[n].reason = reason,
-        }
-    }
-    candidates.sort_by(|&a, &b| {
-        let (na, nb) = (&w.snap.nodes[a], &w.snap.nodes[b]);
-        na.idle_since.cmp(&nb.idle_since).then_with(|| na.name.cmp(&nb.name))
-    });
-    for n in candidates {
+    for n in idle_candidates(w) {
         if let Some(why) = &blocked {
             w.nodes[n].reason = format!("idle, but {why}");
             continue;
@@ -456,6 +441,27 @@ fn lending(w: &mut Draft, classes: &mut Classes) -> Option<String> {
         }
     }
     blocked
+}
+
+/// The internal nodes this plan has not acted on that are idle and free to lend, longest idle first (then by
+/// name); every other one gets why not as its reason.
+fn idle_candidates(w: &mut Draft) -> Vec<usize> {
+    let mut candidates: Vec<usize> = Vec::new();
+    let mut said = CountSaid::default();
+    for n in 0..w.nodes.len() {
+        if !w.nodes[n].member || w.nodes[n].state != NodeState::Internal || w.nodes[n].acted {
+            continue;
+        }
+        match w.idle_verdict(n, &mut said) {
+            Ok(()) => candidates.push(n),
+            Err(reason) => w.nodes[n].reason = reason,
+        }
+    }
+    candidates.sort_by(|&a, &b| {
+        let (na, nb) = (&w.snap.nodes[a], &w.snap.nodes[b]);
+        na.idle_since.cmp(&nb.idle_since).then_with(|| na.name.cmp(&nb.name))
+    });
+    candidates
 }
 
 /// Step 5.
@@ -539,8 +545,8 @@ fn earlier_holders<'a>(w: &Draft<'a>) -> std::collections::BTreeMap<String, &'a 
     let snap = w.snap;
     let mut earlier: std::collections::BTreeMap<String, &'a str> = Default::default();
     for (n, node) in w.nodes.iter().enumerate() {
-        if let (true, None, Some(key)) = (node.member && node.state.is_out(), node.lease, &node.lease_key) {
-            earlier.entry(key.clone()).or_insert(snap.nodes[n].name.as_str());
+        if let (true, None, Some(key)) = (node.member && node.state.is_out(), node.lease, w.lease_key(n)) {
+            earlier.entry(key.to_string()).or_insert(snap.nodes[n].name.as_str());
         }
     }
     earlier
@@ -555,15 +561,14 @@ struct PoolSize<'a> {
 
 impl<'a> PoolSize<'a> {
     fn of(w: &Draft<'a>) -> Self {
-        let snap = w.snap;
         let mut size = PoolSize {
             by_model: Default::default(),
             total: 0,
         };
         for n in (0..w.nodes.len()).filter(|&n| w.nodes[n].member) {
             size.total += w.nodes[n].gpus;
-            if let Some(m) = snap.nodes[n].labels.get(&w.policy.model_label) {
-                *size.by_model.entry(m.as_str()).or_default() += w.nodes[n].gpus;
+            if let Some(m) = w.model(n) {
+                *size.by_model.entry(m).or_default() += w.nodes[n].gpus;
             }
         }
         size
@@ -616,10 +621,10 @@ fn held_back(w: &Draft, l: usize, earlier: &std::collections::BTreeMap<String, &
     if w.policy.observe {
         return Some("the pool is in Observe mode and binds no lease".to_string());
     }
-    if let Some(node) = earlier.get(lease.key().as_str()) {
+    if let Some(node) = earlier.get(w.lease_keys[l].as_str()) {
         return Some(format!(
             "an earlier lease named {} still holds node {node}; waiting until it is back",
-            lease.key()
+            w.lease_keys[l]
         ));
     }
     if !lease.tenant_namespace {

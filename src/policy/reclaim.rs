@@ -35,9 +35,9 @@ pub fn choose(candidates: &[LeaseCandidate], need: i64, budget: usize, now: Time
                 .is_ok_and(|t| t <= now)
         })
     };
-    // Seasoned leases first, each tier in preference order.
-    let mut ordered: Vec<&LeaseCandidate> = candidates.iter().collect();
-    ordered.sort_by(|a, b| seasoned(b).cmp(&seasoned(a)).then_with(|| preference(a, b)));
+    // Seasoned leases first, each tier in preference order (whether one is seasoned found once per lease).
+    let mut tiered: Vec<(bool, &LeaseCandidate)> = candidates.iter().map(|c| (seasoned(c), c)).collect();
+    tiered.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| preference(a.1, b.1)));
     let mut out = Vec::new();
     let mut noticed = 0;
     let mut need = need;
@@ -45,7 +45,7 @@ pub fn choose(candidates: &[LeaseCandidate], need: i64, budget: usize, now: Time
         if need <= 0 {
             break;
         }
-        let tier: Vec<&LeaseCandidate> = ordered.iter().copied().filter(|c| seasoned(c) == tier).collect();
+        let tier: Vec<&LeaseCandidate> = tiered.iter().filter(|c| c.0 == tier).map(|c| c.1).collect();
         for lease in fewest_covering(&tier, need) {
             if need <= 0 {
                 break;
@@ -65,7 +65,7 @@ pub fn choose(candidates: &[LeaseCandidate], need: i64, budget: usize, now: Time
         // Demand left over (the budget stopped a notice): idle nodes of any lease still go back now, in
         // preference order. Left for the next plan, they would be taken then, so a plan carried out would
         // not be the last word.
-        for lease in ordered {
+        for (_, lease) in tiered {
             for &(n, gpus) in &lease.nodes {
                 if need <= 0 {
                     return out;

@@ -91,7 +91,7 @@ pub fn job_name(node: &str, holding: &str) -> String {
 /// Takes node `n` from its holder: into Scrubbing when the pool scrubs, else straight back (as before).
 pub(super) fn release(w: &mut Draft, n: usize, cause: Cause, why: &str) {
     let name = w.snap.nodes[n].name.clone();
-    let lease = w.nodes[n].lease_key.clone();
+    let lease = w.lease_key(n).map(str::to_string);
     w.nodes[n].acted = true;
     if w.policy.scrub.is_none() {
         w.nodes[n].state = NodeState::Internal;
@@ -109,7 +109,7 @@ pub(super) fn release(w: &mut Draft, n: usize, cause: Cause, why: &str) {
     let job = job_name(&name, &holding);
     w.nodes[n].state = NodeState::Scrubbing;
     w.nodes[n].lease = None;
-    w.nodes[n].lease_key = None;
+    w.nodes[n].key = None;
     w.nodes[n].deadline = None;
     w.nodes[n].reason = format!("scrubbing (job {job}): {why}");
     w.push(Action::Scrub { node: name, lease, job }, cause, why);
