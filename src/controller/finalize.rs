@@ -58,15 +58,35 @@ pub async fn leases(
         };
         warn_failed(lease, result);
     }
+    // Each from its newest version: this pass's status write has just changed its resourceVersion, and a
+    // patch made from the version the pass started with would be refused as a conflict.
+    let adds = newest(ctx, adds);
     // A thousand leases that predate the finalizer get it a few at a time, not one write after another.
     let adds: Vec<_> = adds
-        .into_iter()
+        .iter()
         .map(|lease| async move { (lease, set_finalizer(ctx, lease, true).await) })
         .collect();
     let results: Vec<_> = futures::stream::iter(adds).buffer_unordered(8).collect().await;
     for (lease, result) in results {
         warn_failed(lease, result);
     }
+}
+
+/// The newest version sublet knows of each lease: its own latest write when the watch has not delivered it.
+fn newest(ctx: &Context, leases: Vec<&Arc<GpuLease>>) -> Vec<Arc<GpuLease>> {
+    if leases.is_empty() {
+        return Vec::new();
+    }
+    let now: std::collections::HashMap<String, Arc<GpuLease>> = ctx
+        .caches
+        .leases_now()
+        .into_iter()
+        .filter_map(|l| Some((l.uid()?, l)))
+        .collect();
+    leases
+        .into_iter()
+        .map(|l| l.uid().and_then(|u| now.get(&u)).unwrap_or(l).clone())
+        .collect()
 }
 
 fn warn_failed(lease: &GpuLease, result: Result<(), Error>) {
