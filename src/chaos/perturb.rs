@@ -44,6 +44,7 @@ pub fn fault_rules(seed: u64) -> FaultConfig {
 /// Deletes nodes and registers them again until `stop`; answers how many.
 pub async fn node_churn(api: DemoApi, nodes: Vec<NodeSpec>, seed: u64, mut stop: watch::Receiver<bool>) -> u64 {
     let mut rng = Rng::new(seed ^ 0x6e6f6465);
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
     let mut count = 0;
     loop {
         let wait = Duration::from_secs_f64(rng.range(6.0, 15.0));
@@ -52,15 +53,8 @@ pub async fn node_churn(api: DemoApi, nodes: Vec<NodeSpec>, seed: u64, mut stop:
             _ = tokio::time::sleep(wait) => {}
         }
         let listed = api.list("v1", "nodes", None, GROUP_LABEL, "").await.unwrap_or_default();
-        let leased: Vec<String> = listed
-            .iter()
-            .filter(|n| n["metadata"]["labels"][STATE_LABEL] == "leased")
-            .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
-            .collect();
-        let name = if !leased.is_empty() && rng.range(0.0, 1.0) < 0.7 {
-            rng.pick(&leased).clone()
-        } else {
-            rng.pick(&nodes).name.clone()
+        let Some(name) = leased_first(&listed, &mut rng, &names) else {
+            continue;
         };
         let Some(spec) = nodes.iter().find(|n| n.name == name) else {
             continue;
@@ -75,6 +69,21 @@ pub async fn node_churn(api: DemoApi, nodes: Vec<NodeSpec>, seed: u64, mut stop:
         count += 1;
         tokio::time::sleep(Duration::from_secs_f64(rng.range(1.0, 4.0))).await;
         register(&api, spec).await;
+    }
+}
+
+/// The node a perturbation hits: a leased one of `listed`, 7 times in 10 when there is one, else one of
+/// `others`; None when both are empty.
+fn leased_first(listed: &[serde_json::Value], rng: &mut Rng, others: &[String]) -> Option<String> {
+    let leased: Vec<String> = listed
+        .iter()
+        .filter(|n| n["metadata"]["labels"][STATE_LABEL] == "leased")
+        .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    if !leased.is_empty() && rng.range(0.0, 1.0) < 0.7 {
+        Some(rng.pick(&leased).clone())
+    } else {
+        (!others.is_empty()).then(|| rng.pick(others).clone())
     }
 }
 
@@ -106,16 +115,7 @@ pub async fn not_ready(api: DemoApi, seed: u64, mut stop: watch::Receiver<bool>)
             .iter()
             .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
             .collect();
-        let leased: Vec<String> = listed
-            .iter()
-            .filter(|n| n["metadata"]["labels"][STATE_LABEL] == "leased")
-            .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
-            .collect();
-        let Some(name) = (if !leased.is_empty() && rng.range(0.0, 1.0) < 0.7 {
-            Some(rng.pick(&leased).clone())
-        } else {
-            (!names.is_empty()).then(|| rng.pick(&names).clone())
-        }) else {
+        let Some(name) = leased_first(&listed, &mut rng, &names) else {
             continue;
         };
         let down = json!({"metadata": {"labels": {KUBELET_DOWN_LABEL: "true"}}});

@@ -145,12 +145,10 @@ async fn end(ctx: &Context, pool: &str, lease: &GpuLease, now: Timestamp) -> Res
     set_finalizer(ctx, lease, false).await
 }
 
-/// The final account of a lease that held a node: bound since its `boundAt`, or, when the status write that
-/// would have set it failed and the node went back before the next pass, its first hold's bind. None for a
-/// lease that never held a node.
+/// The final account of a lease that held a node (see [`super::ledger::first_bound`]); None for a lease that
+/// never held one.
 fn ended_record(lease: &GpuLease, status: &crate::api::GpuLeaseStatus, now: Timestamp) -> Option<EndedLease> {
-    let first_hold = status.holds.iter().map(|h| h.bound_at.clone()).min_by_key(|t| t.0);
-    let bound_at = status.bound_at.clone().or(first_hold)?;
+    let bound_at = super::ledger::first_bound(status)?;
     Some(EndedLease {
         namespace: lease.namespace().unwrap_or_default(),
         name: lease.name_any(),

@@ -29,6 +29,13 @@ pub struct Ledger {
 }
 
 /// `t` without its fraction of a second (statuses are written in whole seconds).
+/// When a lease was first bound: its `boundAt`, or, when the status write that would have set it failed and its
+/// node went back before the next pass, its first hold's bind. None for a lease that never held a node.
+pub fn first_bound(status: &crate::api::GpuLeaseStatus) -> Option<Time> {
+    let first_hold = status.holds.iter().map(|h| h.bound_at.clone()).min_by_key(|t| t.0);
+    status.bound_at.clone().or(first_hold)
+}
+
 pub fn whole(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
 }

@@ -345,9 +345,7 @@ fn lease_write<'a>(
     let mut status = lease_status(old, report, &key, lease.metadata.generation, now);
     status.holds = holds;
     // A bind whose status write failed, undone before the next pass, is known by its hold alone.
-    if status.bound_at.is_none() {
-        status.bound_at = status.holds.iter().map(|h| h.bound_at.clone()).min_by_key(|t| t.0);
-    }
+    status.bound_at = super::ledger::first_bound(&status);
     super::health::conditions(&mut status, lease.metadata.generation, now);
     status.notices = report
         .nodes

@@ -267,44 +267,38 @@ fn sample(s: &mut State, dt: f64, speed: f64) {
     }
 }
 
-/// Lends that stayed in place past `limit` with an internal pod on the node break rule 1.
-fn close_races(s: &mut State, limit: Duration) {
-    let late: Vec<String> = s
-        .open_races
+/// Takes out of `open` the entries opened `limit` or longer ago.
+fn overdue<K: Ord + Clone, V>(open: &mut BTreeMap<K, (Instant, V)>, limit: Duration) -> Vec<(K, V)> {
+    let late: Vec<K> = open
         .iter()
         .filter(|(_, (at, _))| at.elapsed() >= limit)
-        .map(|(n, _)| n.clone())
+        .map(|(k, _)| k.clone())
         .collect();
-    for node in late {
-        if let Some((_, pods)) = s.open_races.remove(&node) {
-            s.violate(
-                1,
-                format!("node {node} was lent while internal pods ran on it, and stayed lent: {pods:?}"),
-            );
-        }
+    late.into_iter()
+        .filter_map(|k| open.remove(&k).map(|(_, v)| (k, v)))
+        .collect()
+}
+
+/// Lends that stayed in place past `limit` with an internal pod on the node break rule 1.
+fn close_races(s: &mut State, limit: Duration) {
+    for (node, pods) in overdue(&mut s.open_races, limit) {
+        s.violate(
+            1,
+            format!("node {node} was lent while internal pods ran on it, and stayed lent: {pods:?}"),
+        );
     }
 }
 
 /// Stranded tenant pods left running on a node not leased to them past `limit` break rule 2.
 fn close_breaches(s: &mut State, limit: Duration) {
-    let late: Vec<(String, String)> = s
-        .open_breaches
-        .iter()
-        .filter(|(_, (at, _))| at.elapsed() >= limit)
-        .map(|(k, _)| k.clone())
-        .collect();
-    for key in late {
-        if let Some((_, node)) = s.open_breaches.remove(&key) {
-            s.violate(
-                2,
-                format!(
-                    "tenant pod {}/{} ran on node {node}, not leased to it, for over {} s without eviction",
-                    key.0,
-                    key.1,
-                    limit.as_secs()
-                ),
-            );
-        }
+    for ((namespace, name), node) in overdue(&mut s.open_breaches, limit) {
+        s.violate(
+            2,
+            format!(
+                "tenant pod {namespace}/{name} ran on node {node}, not leased to it, for over {} s without eviction",
+                limit.as_secs()
+            ),
+        );
     }
 }
 
